@@ -1,0 +1,262 @@
+//! The URL surface of API.md: method + request target (+ Content-Type) → an [`Op`]. Pure: no
+//! I/O, so every route is unit-tested in the table below.
+//!
+//! Names after `/file/` are percent-decoded exactly once (the Node original decoded twice).
+//! A plain `/wc` or `/mv` suffix selects the line count or move of what precedes it; a file
+//! whose own name is `wc` or `mv` is reached with the encoded form (`dir%2Fwc`), because the
+//! suffix is recognised before decoding.
+
+use crate::error::Error;
+use crate::storage::{PathError, RelPath};
+
+/// What a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `GET /file`: the seed's health answer, `OK`.
+    StorageHealth,
+    /// `GET`/`HEAD /file/{path}`: a file's bytes or a directory listing.
+    Read { path: RelPath },
+    /// `GET /file/{path}/wc`: the number of `\n` bytes.
+    LineCount { path: RelPath },
+    /// `POST /file/{path}`: create or replace atomically.
+    Upload { path: RelPath },
+    /// `PUT /file/{path}` (not JSON): append.
+    Append { path: RelPath },
+    /// `PUT /file/{path}` with JSON, or `PUT /file/{path}/mv`: move; the target is in the body.
+    Move { path: RelPath },
+    /// `DELETE /file/{path}`.
+    Delete { path: RelPath },
+    /// `OPTIONS` on any known URL: which methods it takes.
+    Options { allow: &'static str },
+    /// `GET /healthz`: the process is alive.
+    Alive,
+    /// `GET /readyz`: the storage is usable.
+    Ready,
+    /// `GET /metrics`: Prometheus exposition.
+    Metrics,
+}
+
+impl Op {
+    /// True for operations that change storage (refused for the read-only token).
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Op::Upload { .. } | Op::Append { .. } | Op::Move { .. } | Op::Delete { .. }
+        )
+    }
+
+    /// True for operations under `/file`, which bearer tokens protect.
+    pub fn needs_auth(&self) -> bool {
+        !matches!(self, Op::Alive | Op::Ready | Op::Metrics | Op::Options { .. })
+    }
+
+    /// A short, fixed label for metrics and logs (never a file name).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Op::StorageHealth => "health",
+            Op::Read { .. } => "read",
+            Op::LineCount { .. } => "wc",
+            Op::Upload { .. } => "upload",
+            Op::Append { .. } => "append",
+            Op::Move { .. } => "move",
+            Op::Delete { .. } => "delete",
+            Op::Options { .. } => "options",
+            Op::Alive => "healthz",
+            Op::Ready => "readyz",
+            Op::Metrics => "metrics",
+        }
+    }
+}
+
+const ALLOW_FILE: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+const ALLOW_READ_ONLY: &str = "GET, HEAD, OPTIONS";
+const ALLOW_MOVE: &str = "PUT, OPTIONS";
+
+/// Maps a request to an operation. `content_type` is the request's Content-Type, if any.
+pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<Op, Error> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let read_only = |op: Op| match method {
+        "GET" | "HEAD" => Ok(op),
+        "OPTIONS" => Ok(Op::Options { allow: ALLOW_READ_ONLY }),
+        _ => Err(Error::MethodNotAllowed { allow: ALLOW_READ_ONLY }),
+    };
+    match path {
+        "/healthz" => return read_only(Op::Alive),
+        "/readyz" => return read_only(Op::Ready),
+        "/metrics" => return read_only(Op::Metrics),
+        "/file" => return read_only(Op::StorageHealth),
+        _ => {}
+    }
+    let Some(raw) = path.strip_prefix("/file/") else {
+        return Err(Error::NotFound);
+    };
+    if let Some(base) = raw.strip_suffix("/wc").filter(|b| !b.is_empty()) {
+        return read_only(Op::LineCount {
+            path: decode(base)?.non_root()?,
+        });
+    }
+    if let Some(base) = raw.strip_suffix("/mv").filter(|b| !b.is_empty()) {
+        return match method {
+            "PUT" => Ok(Op::Move {
+                path: decode(base)?.non_root()?,
+            }),
+            "OPTIONS" => Ok(Op::Options { allow: ALLOW_MOVE }),
+            _ => Err(Error::MethodNotAllowed { allow: ALLOW_MOVE }),
+        };
+    }
+    let rel = decode(raw)?;
+    let writable = || {
+        // A trailing slash names a directory; writes need a file name.
+        if raw.ends_with('/') {
+            Err(Error::BadPath(PathError::Empty))
+        } else {
+            rel.clone().non_root().map_err(Error::from)
+        }
+    };
+    match method {
+        "GET" | "HEAD" => Ok(Op::Read { path: rel }),
+        "POST" => Ok(Op::Upload { path: writable()? }),
+        "PUT" if is_json(content_type) => Ok(Op::Move { path: writable()? }),
+        "PUT" => Ok(Op::Append { path: writable()? }),
+        "DELETE" => Ok(Op::Delete { path: rel.non_root()? }),
+        "OPTIONS" => Ok(Op::Options { allow: ALLOW_FILE }),
+        _ => Err(Error::MethodNotAllowed { allow: ALLOW_FILE }),
+    }
+}
+
+/// Percent-decodes a path once and validates it.
+pub fn decode(raw: &str) -> Result<RelPath, Error> {
+    let bytes = urlencoding::decode_binary(raw.as_bytes());
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::BadRequest {
+        message: "path is not valid UTF-8 after percent-decoding".into(),
+    })?;
+    Ok(RelPath::parse(text)?)
+}
+
+/// True when a Content-Type names JSON (`application/json`, parameters allowed).
+pub fn is_json(content_type: Option<&str>) -> bool {
+    content_type
+        .map(|ct| ct.split(';').next().unwrap_or("").trim())
+        .is_some_and(|media| media.eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        let json = Some("application/json");
+        let cases: Vec<(&str, &str, Option<&str>, Op)> = vec![
+            ("GET", "/file", None, Op::StorageHealth),
+            ("GET", "/file/", None, Op::Read { path: RelPath::root() }),
+            ("GET", "/file/cat.jpg", None, Op::Read { path: rel("cat.jpg") }),
+            ("HEAD", "/file/cat.jpg?x=1", None, Op::Read { path: rel("cat.jpg") }),
+            (
+                "GET",
+                "/file/mydirectory%2Fcat.jpg",
+                None,
+                Op::Read {
+                    path: rel("mydirectory/cat.jpg"),
+                },
+            ),
+            (
+                "GET",
+                "/file/mydirectory/cat.jpg",
+                None,
+                Op::Read {
+                    path: rel("mydirectory/cat.jpg"),
+                },
+            ),
+            ("GET", "/file/dir/", None, Op::Read { path: rel("dir") }),
+            ("GET", "/file/a%2525b", None, Op::Read { path: rel("a%25b") }),
+            (
+                "GET",
+                "/file/mydata.csv/wc",
+                None,
+                Op::LineCount {
+                    path: rel("mydata.csv"),
+                },
+            ),
+            (
+                "GET",
+                "/file/d%2Fdata.csv/wc",
+                None,
+                Op::LineCount {
+                    path: rel("d/data.csv"),
+                },
+            ),
+            ("GET", "/file/dir%2Fwc", None, Op::Read { path: rel("dir/wc") }),
+            ("GET", "/file/wc", None, Op::Read { path: rel("wc") }),
+            ("POST", "/file/cat.jpg", None, Op::Upload { path: rel("cat.jpg") }),
+            (
+                "PUT",
+                "/file/mydata.csv",
+                Some("application/x-www-form-urlencoded"),
+                Op::Append {
+                    path: rel("mydata.csv"),
+                },
+            ),
+            ("PUT", "/file/cat.jpg", json, Op::Move { path: rel("cat.jpg") }),
+            (
+                "PUT",
+                "/file/cat.jpg",
+                Some("Application/JSON; charset=utf-8"),
+                Op::Move { path: rel("cat.jpg") },
+            ),
+            (
+                "PUT",
+                "/file/testdir%2Flargefile/mv",
+                json,
+                Op::Move {
+                    path: rel("testdir/largefile"),
+                },
+            ),
+            ("PUT", "/file/x/mv", None, Op::Move { path: rel("x") }),
+            ("DELETE", "/file/testdir", None, Op::Delete { path: rel("testdir") }),
+            ("GET", "/healthz", None, Op::Alive),
+            ("GET", "/readyz", None, Op::Ready),
+            ("GET", "/metrics", None, Op::Metrics),
+            ("OPTIONS", "/file/x", None, Op::Options { allow: ALLOW_FILE }),
+        ];
+        for (method, target, ct, want) in cases {
+            assert_eq!(parse(method, target, ct).unwrap(), want, "{method} {target}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: Vec<(&str, &str, u16)> = vec![
+            ("GET", "/other", 404),
+            ("GET", "/filex", 404),
+            ("POST", "/file", 405),
+            ("DELETE", "/file/", 400),
+            ("POST", "/file/", 400),
+            ("POST", "/file/dir/", 400),
+            ("PATCH", "/file/x", 405),
+            ("POST", "/file/x/wc", 405),
+            ("GET", "/file/x/mv", 405),
+            ("POST", "/healthz", 405),
+            ("GET", "/file/..%2Fsecret", 400),
+            ("GET", "/file/%2E%2E%2Fsecret", 400),
+            ("GET", "/file/a/../../secret", 400),
+            ("GET", "/file/%2Fetc%2Fpasswd", 400),
+            ("GET", "/file//etc/passwd", 400),
+            ("GET", "/file/a%00b", 400),
+            ("GET", "/file/..%5Csecret", 400),
+            ("GET", "/file/%FF", 400),
+            ("PUT", "/file/..%2Fx/mv", 400),
+            ("GET", "/file/..%2Fx/wc", 400),
+            ("DELETE", "/file/.", 400),
+            ("POST", "/file/.http-nas-tmp-1", 400),
+        ];
+        for (method, target, status) in cases {
+            let err = parse(method, target, None).unwrap_err();
+            assert_eq!(err.status(), status, "{method} {target}: {err}");
+        }
+    }
+}

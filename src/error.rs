@@ -1,0 +1,196 @@
+//! The one error type requests can end in, and its mapping to a status code and the JSON body
+//! `{"error": kind, "message": text}` that API.md promises.
+//!
+//! Messages name what went wrong and why, never an absolute server path, a token or a body.
+
+use crate::http::{BodyError, Response};
+use crate::storage::{PathError, StorageError};
+use std::fmt;
+
+/// Everything a request can fail with.
+#[derive(Debug)]
+pub enum Error {
+    /// The path is malformed or unsafe.
+    BadPath(PathError),
+    /// The request is malformed (a header or a move body).
+    BadRequest { message: String },
+    /// The request body broke: ended early, bad chunking, too large, or too slow.
+    BadBody(BodyError),
+    /// A token is configured and the request has none, or a wrong one.
+    Unauthorized,
+    /// Access is refused: a write with the read-only token, or a symlink out of the root.
+    Forbidden { message: &'static str },
+    /// No such file or directory, or no such URL.
+    NotFound,
+    /// The URL does not take this method.
+    MethodNotAllowed { allow: &'static str },
+    /// The target is in the wrong state: a directory where a file is needed, or the reverse.
+    Conflict { message: String },
+    /// An append's `Upload-Offset` differs from the file's size.
+    OffsetMismatch { current: u64 },
+    /// A precondition (`If-None-Match: *`) failed.
+    PreconditionFailed { message: &'static str },
+    /// The storage volume is full.
+    InsufficientStorage,
+    /// The storage is not ready (readiness probe).
+    Unavailable { message: String },
+    /// Something failed on our side.
+    Internal { message: String },
+}
+
+impl Error {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadPath(_) | Error::BadRequest { .. } => 400,
+            Error::BadBody(BodyError::TooLarge { .. }) => 413,
+            Error::BadBody(BodyError::TimedOut) => 408,
+            Error::BadBody(_) => 400,
+            Error::Unauthorized => 401,
+            Error::Forbidden { .. } => 403,
+            Error::NotFound => 404,
+            Error::MethodNotAllowed { .. } => 405,
+            Error::Conflict { .. } | Error::OffsetMismatch { .. } => 409,
+            Error::PreconditionFailed { .. } => 412,
+            Error::InsufficientStorage => 507,
+            Error::Unavailable { .. } => 503,
+            Error::Internal { .. } => 500,
+        }
+    }
+
+    /// The machine-readable kind in the JSON body.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BadPath(_) => "bad_path",
+            Error::BadRequest { .. } => "bad_request",
+            Error::BadBody(BodyError::TooLarge { .. }) => "too_large",
+            Error::BadBody(BodyError::TimedOut) => "timeout",
+            Error::BadBody(_) => "bad_body",
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
+            Error::NotFound => "not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::Conflict { .. } => "conflict",
+            Error::OffsetMismatch { .. } => "offset_mismatch",
+            Error::PreconditionFailed { .. } => "precondition_failed",
+            Error::InsufficientStorage => "insufficient_storage",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Internal { .. } => "internal",
+        }
+    }
+
+    /// The error as a response, with the headers its status calls for.
+    pub fn into_response(self) -> Response {
+        let resp = Response::error(self.status(), self.kind(), &self.to_string());
+        let resp = match &self {
+            Error::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
+            Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
+            Error::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
+            _ => resp,
+        };
+        // After a broken body the connection's framing is unknown: close it.
+        if matches!(self, Error::BadBody(_)) {
+            resp.closing()
+        } else {
+            resp
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadPath(e) => write!(f, "{e}"),
+            Error::BadRequest { message } => write!(f, "{message}"),
+            Error::BadBody(e) => write!(f, "{e}"),
+            Error::Unauthorized => write!(f, "a valid bearer token is required"),
+            Error::Forbidden { message } => write!(f, "{message}"),
+            Error::NotFound => write!(f, "no such file or directory"),
+            Error::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
+            Error::Conflict { message } => write!(f, "{message}"),
+            Error::OffsetMismatch { current } => {
+                write!(
+                    f,
+                    "Upload-Offset does not match the file's current size of {current} bytes"
+                )
+            }
+            Error::PreconditionFailed { message } => write!(f, "{message}"),
+            Error::InsufficientStorage => write!(f, "no space left on the storage volume"),
+            Error::Unavailable { message } => write!(f, "{message}"),
+            Error::Internal { message } => write!(f, "{message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<PathError> for Error {
+    fn from(e: PathError) -> Self {
+        Error::BadPath(e)
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::BadPath(p) => Error::BadPath(p),
+            StorageError::OutsideRoot => Error::Forbidden {
+                message: "path leads outside the storage root through a symlink",
+            },
+            StorageError::NotFound => Error::NotFound,
+            StorageError::IsADirectory | StorageError::NotADirectory | StorageError::MoveIntoSelf => {
+                Error::Conflict { message: e.to_string() }
+            }
+            StorageError::Exists => Error::PreconditionFailed {
+                message: "the file already exists (If-None-Match: *)",
+            },
+            StorageError::OffsetMismatch { current } => Error::OffsetMismatch { current },
+            StorageError::NoSpace => Error::InsufficientStorage,
+            StorageError::RootRefused => Error::BadPath(PathError::Empty),
+            StorageError::Source(io) => match BodyError::of(&io) {
+                Some(body) => Error::BadBody(body),
+                None => Error::BadBody(BodyError::Incomplete { received: 0 }),
+            },
+            StorageError::Io(io) => {
+                log::error!("storage I/O error: {io}");
+                Error::Internal {
+                    message: format!("storage error: {}", io.kind()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_kinds() {
+        let cases: Vec<(Error, u16, &str)> = vec![
+            (Error::BadPath(PathError::DotSegment), 400, "bad_path"),
+            (Error::BadBody(BodyError::Incomplete { received: 3 }), 400, "bad_body"),
+            (Error::BadBody(BodyError::TooLarge { limit: 9 }), 413, "too_large"),
+            (Error::from(StorageError::NoSpace), 507, "insufficient_storage"),
+            (Error::from(StorageError::OutsideRoot), 403, "forbidden"),
+            (
+                Error::from(StorageError::OffsetMismatch { current: 4 }),
+                409,
+                "offset_mismatch",
+            ),
+            (Error::from(StorageError::Exists), 412, "precondition_failed"),
+            (Error::MethodNotAllowed { allow: "GET" }, 405, "method_not_allowed"),
+        ];
+        for (err, status, kind) in cases {
+            assert_eq!((err.status(), err.kind()), (status, kind), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn headers_for_statuses() {
+        let resp = Error::OffsetMismatch { current: 7 }.into_response();
+        assert!(resp.headers.contains(&("Upload-Offset", "7".to_string())));
+        let resp = Error::MethodNotAllowed { allow: "GET, HEAD" }.into_response();
+        assert!(resp.headers.contains(&("Allow", "GET, HEAD".to_string())));
+    }
+}

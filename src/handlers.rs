@@ -1,0 +1,299 @@
+//! Runs an [`Op`] against [`Storage`] and builds the reply. The only place where the HTTP
+//! request and the storage meet: it reads headers, calls one storage operation, and returns a
+//! [`Response`] value (framing is the HTTP layer's job).
+
+use crate::api::{self, Op};
+use crate::auth::{Access, Tokens};
+use crate::error::Error;
+use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
+use crate::metrics::{self, Metrics};
+use crate::storage::{EntryKind, Opened, RelPath, Storage};
+use crate::time::{http_date, rfc3339};
+use serde_json::json;
+use std::cell::Cell;
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+/// Largest move request body (`{"path": ...}`), in bytes.
+pub const MAX_MOVE_BODY_BYTES: u64 = 64 * 1024;
+
+thread_local! {
+    /// The operation this worker is serving, for the metrics recorded when it completes.
+    static CURRENT_OP: Cell<usize> = const { Cell::new(metrics::OPS.len() - 1) };
+}
+
+/// The application: storage, tokens and metrics behind the HTTP layer.
+pub struct App {
+    storage: Storage,
+    tokens: Tokens,
+    metrics: Metrics,
+    stats: Arc<Stats>,
+}
+
+impl App {
+    /// Creates the application over `storage`.
+    pub fn new(storage: Storage, tokens: Tokens, stats: Arc<Stats>) -> Self {
+        App {
+            storage,
+            tokens,
+            metrics: Metrics::default(),
+            stats,
+        }
+    }
+
+    fn route(&self, req: &mut Request<'_, '_>) -> Result<Response, Error> {
+        let head = req.head;
+        let op = api::parse(&head.method, &head.target, head.header("content-type"))?;
+        CURRENT_OP.with(|c| c.set(metrics::op_index(op.label())));
+        if op.needs_auth() {
+            match self.tokens.check(head.header("authorization")) {
+                Access::Denied => return Err(Error::Unauthorized),
+                Access::ReadOnly if op.writes() => {
+                    return Err(Error::Forbidden {
+                        message: "the read-only token cannot write",
+                    });
+                }
+                _ => {}
+            }
+        }
+        match op {
+            Op::StorageHealth => Ok(Response::text(200, "OK")),
+            Op::Read { path } => self.read(head, &path),
+            Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
+            Op::Upload { path } => {
+                let create_only = head.header("if-none-match") == Some("*");
+                let size = self.storage.write_atomic(&path, req.body, create_only)?;
+                Ok(written(&path, size))
+            }
+            Op::Append { path } => {
+                let expected = upload_offset(head)?;
+                let size = self.storage.append(&path, req.body, expected)?;
+                Ok(written(&path, size).with_header("Upload-Offset", size.to_string()))
+            }
+            Op::Move { path } => self.move_file(&path, req),
+            Op::Delete { path } => {
+                self.storage.delete(&path)?;
+                Ok(Response::json(200, &json!({ "path": path.as_str(), "deleted": true })))
+            }
+            Op::Options { allow } => Ok(Response::new(204, ResponseBody::Empty).with_header("Allow", allow)),
+            Op::Alive => Ok(Response::text(200, "ok")),
+            Op::Ready => match self.storage.check_writable() {
+                Ok(()) => Ok(Response::text(200, "ready")),
+                Err(e) => Err(Error::Unavailable {
+                    message: format!("storage is not writable: {}", e.kind()),
+                }),
+            },
+            Op::Metrics => {
+                let text = self.metrics.render(&self.stats, self.storage.free_bytes().ok());
+                Ok(Response::text(200, text).with_header("Content-Type", "text/plain; version=0.0.4"))
+            }
+        }
+    }
+
+    fn read(&self, head: &Head, path: &RelPath) -> Result<Response, Error> {
+        match self.storage.open_read(path)? {
+            Opened::File(file, meta) => {
+                let etag = etag(&meta);
+                let mut resp = Response::new(200, ResponseBody::Empty);
+                if head.header("if-none-match").is_some_and(|v| etag_matches(v, &etag)) {
+                    resp.status = 304;
+                } else {
+                    resp.body = ResponseBody::File {
+                        file,
+                        offset: 0,
+                        len: meta.len(),
+                    };
+                }
+                Ok(resp
+                    .with_header("Content-Type", content_type(path.as_str()))
+                    .with_header("ETag", etag)
+                    .with_header("Last-Modified", meta.modified().map(http_date).unwrap_or_default())
+                    .with_header("Accept-Ranges", "bytes"))
+            }
+            Opened::Dir(_) => {
+                let entries = self.storage.list(path)?;
+                if head.header("accept").is_some_and(|a| a.contains("application/json")) {
+                    let items: Vec<_> = entries
+                        .iter()
+                        .map(|e| {
+                            let kind = if e.kind == EntryKind::Directory {
+                                "directory"
+                            } else {
+                                "file"
+                            };
+                            json!({ "name": e.name, "type": kind, "size": e.size, "modified": rfc3339(e.modified) })
+                        })
+                        .collect();
+                    return Ok(Response::json(200, &serde_json::Value::Array(items)));
+                }
+                let mut text = String::new();
+                for e in &entries {
+                    text.push_str(&e.name);
+                    if e.kind == EntryKind::Directory {
+                        text.push('/');
+                    }
+                    text.push('\n');
+                }
+                Ok(Response::text(200, text))
+            }
+        }
+    }
+
+    fn move_file(&self, path: &RelPath, req: &mut Request<'_, '_>) -> Result<Response, Error> {
+        // The seed answered 404 for a missing source before looking at the body.
+        self.storage.metadata(path)?;
+        let mut body = Vec::new();
+        req.body
+            .take(MAX_MOVE_BODY_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                crate::http::BodyError::of(&e).map_or(Error::BadRequest { message: e.to_string() }, Error::BadBody)
+            })?;
+        if body.len() as u64 > MAX_MOVE_BODY_BYTES {
+            return Err(Error::BadRequest {
+                message: format!("move body larger than {MAX_MOVE_BODY_BYTES} bytes"),
+            });
+        }
+        let target = move_target(&body)?;
+        let size = self.storage.rename(path, &target)?;
+        Ok(Response::json(
+            200,
+            &json!({ "path": target.as_str(), "from": path.as_str(), "size": size }),
+        ))
+    }
+}
+
+impl Handler for App {
+    fn handle(&self, req: &mut Request<'_, '_>) -> Response {
+        CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
+        self.route(req).unwrap_or_else(Error::into_response)
+    }
+
+    fn completed(&self, x: &Exchange<'_>) {
+        let op = CURRENT_OP.with(Cell::get);
+        self.metrics.record(op, x.status, x.bytes_in, x.bytes_out, x.duration);
+    }
+}
+
+/// The success body of a write: the path and the resulting size.
+fn written(path: &RelPath, size: u64) -> Response {
+    Response::json(200, &json!({ "path": path.as_str(), "size": size }))
+}
+
+/// Parses the move body `{"path": "new/name"}`; the path is percent-decoded once, like URLs.
+fn move_target(body: &[u8]) -> Result<RelPath, Error> {
+    let bad = |message: &str| Error::BadRequest {
+        message: message.to_string(),
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad("move body must be JSON like {\"path\": \"new/name\"}"))?;
+    let target = value
+        .get("path")
+        .and_then(|p| p.as_str())
+        .ok_or_else(|| bad("move body needs a string \"path\""))?;
+    Ok(api::decode(target)?.non_root()?)
+}
+
+/// The `Upload-Offset` precondition of an append, if given.
+fn upload_offset(head: &Head) -> Result<Option<u64>, Error> {
+    let Some(value) = head.header("upload-offset") else {
+        return Ok(None);
+    };
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::BadRequest {
+            message: "Upload-Offset must be a decimal byte count".into(),
+        });
+    }
+    value.parse().map(Some).map_err(|_| Error::BadRequest {
+        message: "Upload-Offset is too large".into(),
+    })
+}
+
+/// A strong validator from inode, size and modification time.
+fn etag(meta: &Metadata) -> String {
+    let nanos = meta.mtime().wrapping_mul(1_000_000_000).wrapping_add(meta.mtime_nsec());
+    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.len(), nanos)
+}
+
+/// True when an `If-None-Match` value lists `etag` (or is `*`).
+fn etag_matches(header: &str, etag: &str) -> bool {
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+}
+
+/// Content-Type from the file extension, for the common types; else octet-stream.
+fn content_type(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" | "md" => "text/plain; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "tsv" => "text/tab-separated-values; charset=utf-8",
+        "json" => "application/json",
+        "ndjson" | "jsonl" => "application/x-ndjson",
+        "xml" => "application/xml",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "yaml" | "yml" => "application/yaml",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "svg" => "image/svg+xml",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "tgz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "parquet" => "application/vnd.apache.parquet",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_bodies() {
+        assert_eq!(
+            move_target(br#"{ "path": "newcat.jpg" }"#).unwrap().as_str(),
+            "newcat.jpg"
+        );
+        assert_eq!(
+            move_target(br#"{"path":"testdir%2Fmoved"}"#).unwrap().as_str(),
+            "testdir/moved"
+        );
+        for bad in [
+            &br#"{"path":"..%2Fx"}"#[..],
+            br#"{"path":"/tmp/x"}"#,
+            br#"{"path":""}"#,
+            b"nope",
+            br#"{"p":1}"#,
+        ] {
+            assert_eq!(
+                move_target(bad).unwrap_err().status(),
+                400,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn etag_matching() {
+        assert!(etag_matches("\"a\"", "\"a\""));
+        assert!(etag_matches("\"b\", \"a\"", "\"a\""));
+        assert!(etag_matches("*", "\"a\""));
+        assert!(!etag_matches("\"b\"", "\"a\""));
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type("d/x.CSV"), "text/csv; charset=utf-8");
+        assert_eq!(content_type("noext"), "application/octet-stream");
+    }
+}

@@ -1,0 +1,260 @@
+//! The chunked transfer-coding decoder (RFC 9112 §7.1) as a state enum and one pure `step`.
+//!
+//! Only framing bytes (size lines, extensions, CRLFs, trailers) go through [`step`] one at a
+//! time; chunk data is copied in bulk by the body reader while the state is
+//! [`ChunkState::Data`]. Every way a peer can stretch the framing is bounded: at most
+//! [`MAX_SIZE_HEX_DIGITS`] hex digits (so the size cannot overflow a `u64`), at most
+//! [`MAX_EXTENSION_BYTES`] of extension per size line, at most [`MAX_TRAILER_BYTES`] of trailer
+//! fields in all. Trailer fields are read and discarded.
+
+use std::fmt;
+
+/// Most hex digits in one chunk size: 16 digits fill a `u64`, a 17th could overflow it.
+pub const MAX_SIZE_HEX_DIGITS: u8 = 16;
+/// Most bytes of chunk extensions (`;name=value`) accepted on one size line.
+pub const MAX_EXTENSION_BYTES: usize = 1024;
+/// Most bytes of trailer fields accepted after the last chunk.
+pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
+
+/// Where the decoder is within the chunked framing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Reading the hex chunk size; `digits` seen so far.
+    Size { value: u64, digits: u8 },
+    /// Skipping a chunk extension after `;`.
+    Extension { value: u64, len: usize },
+    /// Saw the CR ending the size line; expecting LF.
+    SizeLf { value: u64 },
+    /// Inside chunk data with this many bytes left.
+    Data { remaining: u64 },
+    /// Chunk data ended; expecting CR.
+    DataCr,
+    /// Expecting the LF after chunk data.
+    DataLf,
+    /// At the start of a trailer line (or the final blank line); `total` trailer bytes so far.
+    TrailerStart { total: usize },
+    /// Inside a trailer field line.
+    TrailerLine { total: usize },
+    /// Saw CR ending a trailer line; expecting LF.
+    TrailerLf { total: usize },
+    /// Saw the CR of the final blank line; expecting LF.
+    FinalLf,
+    /// The body is complete.
+    Done,
+}
+
+impl ChunkState {
+    /// The state at the start of a chunked body.
+    pub const START: ChunkState = ChunkState::Size { value: 0, digits: 0 };
+}
+
+/// Why the chunked framing was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkError {
+    /// A size line had no digits or a byte that is not a hex digit.
+    BadSize,
+    /// A size had more than [`MAX_SIZE_HEX_DIGITS`] digits.
+    SizeTooLong,
+    /// A size line's extensions exceeded [`MAX_EXTENSION_BYTES`].
+    ExtensionTooLong,
+    /// Chunk data was not followed by CRLF, or a line ended in a bare CR.
+    MissingCrlf,
+    /// Trailer fields exceeded [`MAX_TRAILER_BYTES`].
+    TrailerTooLong,
+}
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkError::BadSize => write!(f, "invalid chunk size line"),
+            ChunkError::SizeTooLong => write!(f, "chunk size longer than {MAX_SIZE_HEX_DIGITS} hex digits"),
+            ChunkError::ExtensionTooLong => write!(f, "chunk extension longer than {MAX_EXTENSION_BYTES} bytes"),
+            ChunkError::MissingCrlf => write!(f, "chunk framing is missing a CRLF"),
+            ChunkError::TrailerTooLong => write!(f, "chunk trailers longer than {MAX_TRAILER_BYTES} bytes"),
+        }
+    }
+}
+
+fn hex_value(byte: u8) -> Option<u64> {
+    match byte {
+        b'0'..=b'9' => Some(u64::from(byte - b'0')),
+        b'a'..=b'f' => Some(u64::from(byte - b'a' + 10)),
+        b'A'..=b'F' => Some(u64::from(byte - b'A' + 10)),
+        _ => None,
+    }
+}
+
+/// Advances the decoder by one framing byte. Must not be called in `Data` (data is copied in
+/// bulk) or `Done`.
+pub fn step(state: ChunkState, byte: u8) -> Result<ChunkState, ChunkError> {
+    use ChunkState::*;
+    Ok(match state {
+        Size { value, digits } => match (byte, hex_value(byte)) {
+            (_, Some(d)) => {
+                if digits >= MAX_SIZE_HEX_DIGITS {
+                    return Err(ChunkError::SizeTooLong);
+                }
+                // Cannot overflow: at most 16 digits of 4 bits each.
+                Size {
+                    value: (value << 4) | d,
+                    digits: digits + 1,
+                }
+            }
+            (b';', None) if digits > 0 => Extension { value, len: 0 },
+            (b'\r', None) if digits > 0 => SizeLf { value },
+            _ => return Err(ChunkError::BadSize),
+        },
+        Extension { value, len } => match byte {
+            b'\r' => SizeLf { value },
+            b'\n' => return Err(ChunkError::MissingCrlf),
+            _ if len >= MAX_EXTENSION_BYTES => return Err(ChunkError::ExtensionTooLong),
+            _ => Extension { value, len: len + 1 },
+        },
+        SizeLf { value } => match byte {
+            b'\n' if value == 0 => TrailerStart { total: 0 },
+            b'\n' => Data { remaining: value },
+            _ => return Err(ChunkError::MissingCrlf),
+        },
+        DataCr => match byte {
+            b'\r' => DataLf,
+            _ => return Err(ChunkError::MissingCrlf),
+        },
+        DataLf => match byte {
+            b'\n' => ChunkState::START,
+            _ => return Err(ChunkError::MissingCrlf),
+        },
+        TrailerStart { total } => match byte {
+            b'\r' => FinalLf,
+            b'\n' => return Err(ChunkError::MissingCrlf),
+            _ => trailer_byte(total)?,
+        },
+        TrailerLine { total } => match byte {
+            b'\r' => TrailerLf { total },
+            b'\n' => return Err(ChunkError::MissingCrlf),
+            _ => trailer_byte(total)?,
+        },
+        TrailerLf { total } => match byte {
+            b'\n' => TrailerStart { total },
+            _ => return Err(ChunkError::MissingCrlf),
+        },
+        FinalLf => match byte {
+            b'\n' => Done,
+            _ => return Err(ChunkError::MissingCrlf),
+        },
+        // Data is consumed in bulk and Done consumes nothing; a byte here is a caller bug, and
+        // treating it as bad framing is the safe answer.
+        Data { .. } | Done => return Err(ChunkError::BadSize),
+    })
+}
+
+fn trailer_byte(total: usize) -> Result<ChunkState, ChunkError> {
+    if total >= MAX_TRAILER_BYTES {
+        return Err(ChunkError::TrailerTooLong);
+    }
+    Ok(ChunkState::TrailerLine { total: total + 1 })
+}
+
+/// Decodes a whole chunked body held in memory (test and fuzz helper): the data, and how many
+/// input bytes the framing used, or `None` if the input ends before the body does.
+pub fn decode_all(input: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
+    let mut state = ChunkState::START;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < input.len() {
+        match state {
+            ChunkState::Done => break,
+            ChunkState::Data { remaining } => {
+                let take = (input.len() - pos).min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                out.extend_from_slice(&input[pos..pos + take]);
+                pos += take;
+                let left = remaining - take as u64;
+                state = if left == 0 {
+                    ChunkState::DataCr
+                } else {
+                    ChunkState::Data { remaining: left }
+                };
+            }
+            _ => {
+                state = step(state, input[pos])?;
+                pos += 1;
+            }
+        }
+    }
+    Ok((state == ChunkState::Done).then_some((out, pos)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_valid_bodies() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"0\r\n\r\n", b""),
+            (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
+            (b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+            (b"A\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n", b"0123456789"),
+            (b"000000000000000a\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+        ];
+        for (input, want) in cases {
+            let got = decode_all(input).unwrap().unwrap();
+            assert_eq!(got.0, *want);
+            assert_eq!(got.1, input.len());
+        }
+    }
+
+    #[test]
+    fn refuses_broken_framing() {
+        let cases: &[(&[u8], ChunkError)] = &[
+            (b"x\r\n", ChunkError::BadSize),
+            (b"\r\n", ChunkError::BadSize),
+            (b" 5\r\n", ChunkError::BadSize),
+            (b"-1\r\n", ChunkError::BadSize),
+            (b"5\nhello", ChunkError::BadSize),
+            (b"5\r\nhelloXX0\r\n\r\n", ChunkError::MissingCrlf),
+            (b"5\r\nhello\rX", ChunkError::MissingCrlf),
+            (b"10000000000000000\r\n", ChunkError::SizeTooLong),
+            (b"0\r\n\rX", ChunkError::MissingCrlf),
+            (b"0\r\nX: y\nZ", ChunkError::MissingCrlf),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                decode_all(input),
+                Err(*want),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn sixteen_digits_ok_seventeen_refused() {
+        let max = b"ffffffffffffffff\r\n";
+        assert_eq!(decode_all(max), Ok(None));
+        assert_eq!(decode_all(b"fffffffffffffffff"), Err(ChunkError::SizeTooLong));
+    }
+
+    #[test]
+    fn extension_and_trailer_limits_at_and_over() {
+        let ext = |n: usize| format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(n)).into_bytes();
+        assert!(decode_all(&ext(MAX_EXTENSION_BYTES)).unwrap().is_some());
+        assert_eq!(
+            decode_all(&ext(MAX_EXTENSION_BYTES + 1)),
+            Err(ChunkError::ExtensionTooLong)
+        );
+        let trailer = |n: usize| format!("0\r\n{}\r\n\r\n", "t".repeat(n)).into_bytes();
+        assert!(decode_all(&trailer(MAX_TRAILER_BYTES)).unwrap().is_some());
+        assert_eq!(
+            decode_all(&trailer(MAX_TRAILER_BYTES + 1)),
+            Err(ChunkError::TrailerTooLong)
+        );
+    }
+
+    #[test]
+    fn truncated_body_is_never_complete() {
+        let body = b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
+        for end in 0..body.len() {
+            assert_eq!(decode_all(&body[..end]), Ok(None), "prefix of {end} bytes");
+        }
+    }
+}

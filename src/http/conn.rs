@@ -1,0 +1,142 @@
+//! Serving requests on one connection, on a worker thread.
+//!
+//! The reactor hands over a connection whose buffer starts with a complete request head. We
+//! parse it, choose the body framing, run the handler, write its response, and log one access
+//! line. Then either the connection closes, another pipelined request already in the buffer is
+//! served at once, or the connection goes back to the reactor to wait. Any framing or body
+//! error closes the connection: bytes after a broken body are never parsed as a request.
+
+use super::body::{Body, Framing, ReadBuf, choose_framing};
+use super::head::{Head, HeadStatus, check_head, parse_head};
+use super::write::{Response, write_response};
+use super::{Conn, Exchange, Request, Shared};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// What to do with the connection after one exchange.
+enum Next {
+    Close,
+    KeepAlive,
+}
+
+/// Serves requests on `conn` until it closes or has no complete request buffered.
+pub(crate) fn serve(conn: Conn, shared: &Shared) {
+    let Conn {
+        stream,
+        remote,
+        pending,
+    } = conn;
+    let timeout = Some(shared.config.io_timeout);
+    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+        return;
+    }
+    let mut input = ReadBuf::with_bytes(&pending);
+    drop(pending);
+    loop {
+        let id = shared.begin_service(&stream);
+        let next = serve_one(&stream, remote, &mut input, shared);
+        shared.end_service(id);
+        if matches!(next, Next::Close) {
+            return;
+        }
+        match check_head(input.pending()) {
+            Ok(HeadStatus::Complete(_)) => continue,
+            Ok(HeadStatus::Partial) => {
+                let pending = input.pending().to_vec();
+                shared.repark(Conn {
+                    stream,
+                    remote,
+                    pending,
+                });
+                return;
+            }
+            // Served by the next round, which answers the refusal and closes.
+            Err(_) => continue,
+        }
+    }
+}
+
+fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Next {
+    let started = Instant::now();
+    let (head, head_len) = match parse_head(input.pending()) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let resp = Response::error(e.status(), e.kind(), &e.to_string());
+            let _ = write_response(stream, resp, false, false);
+            log::info!(target: "access", "{remote} - - {} 0 0 0ms ({e})", e.status());
+            return Next::Close;
+        }
+    };
+    input.consume(head_len);
+    let framing = match choose_framing(&head) {
+        Ok(f) => f,
+        Err(e) => {
+            let resp = Response::error(e.status(), "bad_framing", &e.to_string());
+            finish(stream, remote, &head, resp, (false, 0, started), shared);
+            return Next::Close;
+        }
+    };
+    if let (Framing::Length(n), Some(limit)) = (framing, shared.config.max_body) {
+        if n > limit {
+            let msg = format!("request body of {n} bytes is larger than the {limit}-byte limit");
+            let resp = Response::error(413, "too_large", &msg);
+            finish(stream, remote, &head, resp, (false, 0, started), shared);
+            return Next::Close;
+        }
+    }
+    let expects_continue = head.minor_version == 1
+        && head
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let mut body = Body::new(stream, input, framing, expects_continue, shared.config.max_body);
+    let resp = shared.handler.handle(&mut Request {
+        head: &head,
+        body: &mut body,
+        remote,
+    });
+    let body_done = body.is_complete();
+    let bytes_in = body.received();
+    let keep_alive = body_done && !resp.close && !head.wants_close() && !shared.stopping.load(Ordering::Relaxed);
+    let written = finish(stream, remote, &head, resp, (keep_alive, bytes_in, started), shared);
+    if keep_alive && written {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// Writes the response, logs the access line and reports the exchange; true if written.
+fn finish(
+    stream: &TcpStream,
+    remote: SocketAddr,
+    head: &Head,
+    resp: Response,
+    (keep_alive, bytes_in, started): (bool, u64, Instant),
+    shared: &Shared,
+) -> bool {
+    let status = resp.status;
+    let head_only = head.method == "HEAD";
+    let result = write_response(stream, resp, keep_alive, head_only);
+    let duration = started.elapsed();
+    let bytes_out = *result.as_ref().unwrap_or(&0);
+    let outcome = match &result {
+        Ok(_) => String::new(),
+        Err(e) => format!(" (response cut short: {e})"),
+    };
+    log::info!(
+        target: "access",
+        "{remote} {} {} {status} in={bytes_in} out={bytes_out} {}ms{outcome}",
+        head.method,
+        head.target,
+        duration.as_millis()
+    );
+    shared.handler.completed(&Exchange {
+        method: &head.method,
+        status,
+        bytes_in,
+        bytes_out,
+        duration,
+    });
+    result.is_ok()
+}

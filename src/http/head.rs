@@ -1,0 +1,242 @@
+//! Request heads: decide whether a buffer holds a complete head, and parse it into an owned
+//! [`Head`].
+//!
+//! `httparse` does the byte-level parsing; this module adds the limits `httparse` leaves to its
+//! callers (its docs say so): a head is at most [`MAX_HEAD_BYTES`] and carries at most
+//! [`MAX_HEADERS`] fields, beyond which the client gets 431. Running out of input is not an
+//! error ([`HeadStatus::Partial`]); the caller bounds the time it waits for more.
+
+use std::fmt;
+
+/// Largest request head (request line + fields + blank line) accepted, in bytes.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields accepted in one request head.
+pub const MAX_HEADERS: usize = 64;
+
+/// Why a request head was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// The head did not end within [`MAX_HEAD_BYTES`].
+    TooLarge,
+    /// The head has more than [`MAX_HEADERS`] fields.
+    TooManyHeaders,
+    /// The request line names an HTTP version other than 1.0 or 1.1.
+    Version,
+    /// The head is not valid HTTP/1.x syntax.
+    Malformed,
+}
+
+impl HeadError {
+    /// The status code this refusal is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Version => 505,
+            HeadError::Malformed => 400,
+        }
+    }
+
+    /// The machine-readable kind for the JSON error body.
+    pub fn kind(self) -> &'static str {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => "head_too_large",
+            HeadError::Version => "version_not_supported",
+            HeadError::Malformed => "bad_request",
+        }
+    }
+}
+
+impl fmt::Display for HeadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeadError::TooLarge => write!(f, "request head larger than {MAX_HEAD_BYTES} bytes"),
+            HeadError::TooManyHeaders => write!(f, "request has more than {MAX_HEADERS} header fields"),
+            HeadError::Version => write!(f, "only HTTP/1.0 and HTTP/1.1 are supported"),
+            HeadError::Malformed => write!(f, "malformed request head"),
+        }
+    }
+}
+
+/// Whether a buffer starts with a complete request head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadStatus {
+    /// The head is complete and is this many bytes long; body bytes may follow.
+    Complete(usize),
+    /// More bytes are needed.
+    Partial,
+}
+
+/// One header field, name lower-cased for lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Field name, ASCII lower case.
+    pub name: String,
+    /// Field value as sent (it may not be UTF-8).
+    pub value: Vec<u8>,
+}
+
+/// A parsed request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Request method, e.g. `GET`.
+    pub method: String,
+    /// Request target as sent (origin form, still percent-encoded).
+    pub target: String,
+    /// Minor HTTP version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Header fields in order.
+    pub headers: Vec<Header>,
+}
+
+impl Head {
+    /// Iterates the values of every field called `name` (lower case).
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(|h| h.value.as_slice())
+    }
+
+    /// The first value of field `name` (lower case) as text, if present and valid UTF-8.
+    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.values(name)
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+    }
+
+    /// True when the client asked to close the connection after this request, or speaks
+    /// HTTP/1.0 without asking to keep it alive.
+    pub fn wants_close(&self) -> bool {
+        let has_token = |token: &str| {
+            self.values("connection")
+                .filter_map(|v| std::str::from_utf8(v).ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
+        if self.minor_version == 0 {
+            !has_token("keep-alive")
+        } else {
+            has_token("close")
+        }
+    }
+}
+
+/// Checks whether `buf` begins with a complete head, without keeping the parse.
+pub fn check_head(buf: &[u8]) -> Result<HeadStatus, HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(HeadStatus::Complete(len)),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(HeadStatus::Partial),
+        Err(e) => Err(map_error(e)),
+    }
+    .and_then(|status| match status {
+        HeadStatus::Complete(len) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        other => Ok(other),
+    })
+}
+
+/// Parses the complete head at the start of `buf`; returns it and its length in bytes.
+pub fn parse_head(buf: &[u8]) -> Result<(Head, usize), HeadError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
+        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed),
+        Err(e) => return Err(map_error(e)),
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed);
+    };
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| Header {
+            name: h.name.to_ascii_lowercase(),
+            value: h.value.to_vec(),
+        })
+        .collect();
+    let head = Head {
+        method: method.to_string(),
+        target: target.to_string(),
+        minor_version: version,
+        headers,
+    };
+    Ok((head, len))
+}
+
+fn map_error(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::Version => HeadError::Version,
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+        _ => HeadError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_partial_and_refused_heads() {
+        let cases: &[(&[u8], Result<HeadStatus, HeadError>)] = &[
+            (b"GET / HTTP/1.1\r\n\r\n", Ok(HeadStatus::Complete(18))),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY", Ok(HeadStatus::Complete(27))),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", Ok(HeadStatus::Partial)),
+            (b"GE", Ok(HeadStatus::Partial)),
+            (b"GET / HTTP/2.0\r\n\r\n", Err(HeadError::Version)),
+            (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", Err(HeadError::Malformed)),
+            (b"\x00\x01 / HTTP/1.1\r\n\r\n", Err(HeadError::Malformed)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(check_head(input), *want, "input {:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn head_size_limit_at_and_over() {
+        let mut at = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        at.resize(MAX_HEAD_BYTES - 4, b'a');
+        at.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(check_head(&at), Ok(HeadStatus::Complete(MAX_HEAD_BYTES)));
+        let mut over = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        over.resize(MAX_HEAD_BYTES, b'a');
+        assert_eq!(check_head(&over), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn header_count_limit_at_and_over() {
+        let build = |n: usize| {
+            let mut h = b"GET / HTTP/1.1\r\n".to_vec();
+            for i in 0..n {
+                h.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+            }
+            h.extend_from_slice(b"\r\n");
+            h
+        };
+        assert!(matches!(check_head(&build(MAX_HEADERS)), Ok(HeadStatus::Complete(_))));
+        assert_eq!(check_head(&build(MAX_HEADERS + 1)), Err(HeadError::TooManyHeaders));
+    }
+
+    #[test]
+    fn parse_lowercases_names_and_finds_values() {
+        let (head, len) = parse_head(b"PUT /file/a HTTP/1.0\r\nContent-Type: text/plain \r\n\r\n").unwrap();
+        assert_eq!(len, 51);
+        assert_eq!(head.method, "PUT");
+        assert_eq!(head.target, "/file/a");
+        assert_eq!(head.minor_version, 0);
+        assert_eq!(head.header("content-type"), Some("text/plain"));
+        assert!(head.wants_close());
+    }
+
+    #[test]
+    fn connection_close_rules() {
+        let parse = |raw: &[u8]| parse_head(raw).unwrap().0;
+        assert!(!parse(b"GET / HTTP/1.1\r\n\r\n").wants_close());
+        assert!(parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").wants_close());
+        assert!(!parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").wants_close());
+    }
+}

@@ -1,0 +1,244 @@
+//! Our HTTP/1.1 server layer: the only code that knows the wire format, and nothing of files.
+//!
+//! Flow of a connection: [`park`] accepts it and waits (in one `poll(2)` thread, holding no
+//! worker) until a complete request head has arrived; [`conn`] then serves it on a worker of
+//! the bounded [`crate::pool`], reading the body through [`body`] and writing the reply with
+//! [`write`]; if the connection stays open it goes back to [`park`] to wait for the next head.
+//! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value.
+
+pub mod accept;
+pub mod body;
+pub mod chunked;
+pub mod conn;
+pub mod head;
+pub mod park;
+pub mod write;
+
+pub use body::{Body, BodyError};
+pub use head::Head;
+pub use write::{Response, ResponseBody};
+
+use crate::pool::{Pool, PoolGauges};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Limits and timeouts of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Worker threads serving requests.
+    pub workers: usize,
+    /// Requests with a complete head that may wait for a free worker.
+    pub queue: usize,
+    /// Open connections at most (parked and in service); more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long an idle connection (new, or between requests) is kept open.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a whole request head once it started.
+    pub head_timeout: Duration,
+    /// Read and write timeout on a socket while a request is served.
+    pub io_timeout: Duration,
+    /// Largest request body accepted, in bytes (`None`: no limit).
+    pub max_body: Option<u64>,
+}
+
+/// One request as a handler sees it.
+pub struct Request<'a, 'b> {
+    /// The parsed head.
+    pub head: &'a Head,
+    /// The body; read it to the end to accept it.
+    pub body: &'a mut Body<'b>,
+    /// The client's address.
+    pub remote: SocketAddr,
+}
+
+/// What the HTTP layer reports about each finished exchange (for metrics and logs).
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    /// Request method.
+    pub method: &'a str,
+    /// Status sent.
+    pub status: u16,
+    /// Body bytes received.
+    pub bytes_in: u64,
+    /// Body bytes sent.
+    pub bytes_out: u64,
+    /// Time from a complete head to the last byte written.
+    pub duration: Duration,
+}
+
+/// The application: turns a request into a response.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves one request. Framing headers are added by the HTTP layer.
+    fn handle(&self, req: &mut Request<'_, '_>) -> Response;
+    /// Called after each response is written (or failed to be).
+    fn completed(&self, _exchange: &Exchange<'_>) {}
+}
+
+/// Live connection counts, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Load of the worker pool.
+    pub pool: Arc<PoolGauges>,
+    /// Connections parked waiting for a request head.
+    pub parked: AtomicUsize,
+    /// Requests being served right now.
+    pub in_flight: AtomicUsize,
+}
+
+/// A connection between requests: the socket and any bytes already read from it.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Bytes received and not yet parsed (the start of the next request).
+    pub pending: Vec<u8>,
+}
+
+/// State shared by the reactor and the workers.
+pub(crate) struct Shared {
+    pub config: HttpConfig,
+    pub handler: Arc<dyn Handler>,
+    pub stats: Arc<Stats>,
+    pub stopping: AtomicBool,
+    /// Sockets being served, so a deadline at shutdown can cut them off.
+    in_service: Mutex<HashMap<u64, TcpStream>>,
+    next_id: AtomicU64,
+    /// Connections that finished a request and wait for the next, back to the reactor.
+    returns: Sender<Conn>,
+    wake: UnixStream,
+}
+
+impl Shared {
+    /// Registers a socket as in service; returns the key to unregister it with.
+    pub(crate) fn begin_service(&self, stream: &TcpStream) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let (Ok(clone), Ok(mut map)) = (stream.try_clone(), self.in_service.lock()) {
+            map.insert(id, clone);
+        }
+        id
+    }
+
+    /// Unregisters a socket registered by [`Shared::begin_service`].
+    pub(crate) fn end_service(&self, id: u64) {
+        if let Ok(mut map) = self.in_service.lock() {
+            map.remove(&id);
+        }
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Hands a kept-alive connection back to the reactor to wait for its next request.
+    pub(crate) fn repark(&self, conn: Conn) {
+        if self.stopping.load(Ordering::Relaxed) || self.returns.send(conn).is_err() {
+            return;
+        }
+        self.wake_reactor();
+    }
+
+    fn wake_reactor(&self) {
+        use std::io::Write;
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+/// A running server: the reactor thread and its worker pool.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    reactor: Option<JoinHandle<()>>,
+}
+
+/// How a shutdown went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Requests still running at the deadline, whose connections were cut.
+    pub cut_off: usize,
+}
+
+impl Server {
+    /// Binds `addr` and starts serving with `handler`.
+    pub fn start(addr: &str, config: HttpConfig, handler: Arc<dyn Handler>, stats: Arc<Stats>) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (wake, wake_rx) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (returns, returned) = channel();
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            handler,
+            stats: Arc::clone(&stats),
+            stopping: AtomicBool::new(false),
+            in_service: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            returns,
+            wake,
+        });
+        let worker_shared = Arc::clone(&shared);
+        let pool = Pool::start(
+            "http-nas-worker",
+            config.workers,
+            config.queue,
+            Arc::clone(&stats.pool),
+            move |c| conn::serve(c, &worker_shared),
+        )?;
+        let reactor_shared = Arc::clone(&shared);
+        let reactor = thread::Builder::new().name("http-nas-reactor".into()).spawn(move || {
+            park::Reactor::new(listener, wake_rx, returned, pool, reactor_shared).run();
+        })?;
+        Ok(Server {
+            addr,
+            shared,
+            reactor: Some(reactor),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, closes idle connections, and waits up to `timeout` for requests in
+    /// service to finish; any still running then have their sockets shut down, which makes
+    /// their body reads fail so handlers roll back, and are waited for a little longer.
+    pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.wake_reactor();
+        if let Some(reactor) = self.reactor.take() {
+            let _ = reactor.join();
+        }
+        let deadline = Instant::now() + timeout;
+        while self.in_service() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let cut_off = self.in_service();
+        if cut_off > 0 {
+            if let Ok(map) = self.shared.in_service.lock() {
+                for stream in map.values() {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+            }
+            let grace = Instant::now() + Duration::from_secs(5);
+            while self.in_service() > 0 && Instant::now() < grace {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        ShutdownReport { cut_off }
+    }
+
+    /// Requests in service plus those queued for a worker: all must finish before exit.
+    fn in_service(&self) -> usize {
+        let stats = &self.shared.stats;
+        stats.in_flight.load(Ordering::SeqCst) + stats.pool.queued.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,291 @@
+//! The reactor: one thread that accepts connections and parks them in `poll(2)` until a whole
+//! request head has arrived, so that idle and slow clients hold a file descriptor and a few
+//! bytes, never a worker.
+//!
+//! A parked connection is read without blocking into its own small buffer (grown only by the
+//! bytes that arrive, at most [`MAX_HEAD_BYTES`]). When the buffer holds a complete head, the
+//! connection goes to the worker pool; if the pool and its queue are full, the client gets
+//! `503` with `Retry-After` at once. Deadlines: a connection with no bytes of a request waits
+//! at most the idle timeout; once a head has started it must finish within the head timeout.
+//! Refusals written from here are tiny and written without blocking: a client that does not
+//! read them simply loses them.
+
+use super::accept::{self, ACCEPT_BACKOFF, Accepted, MAX_ACCEPTS_PER_WAKE};
+use super::head::{HeadStatus, MAX_HEAD_BYTES, check_head};
+use super::write::{Response, encode_head};
+use super::{Conn, Shared};
+use crate::pool::Pool;
+use crate::sys;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// Longest the reactor sleeps in `poll` without checking deadlines, in milliseconds.
+const MAX_POLL_WAIT_MS: u64 = 1000;
+/// Seconds a client is told to wait before retrying when the server is full.
+const RETRY_AFTER_SECS: u32 = 1;
+
+struct Parked {
+    stream: TcpStream,
+    remote: SocketAddr,
+    pending: Vec<u8>,
+    deadline: Instant,
+}
+
+/// What became of a parked connection after it was readable.
+enum Readiness {
+    /// Still waiting for (more of) a head.
+    Waiting,
+    /// A complete head is buffered.
+    Ready,
+    /// The connection is finished (closed, refused or broken).
+    Gone,
+}
+
+/// The accept-and-park loop; see the module docs.
+pub(crate) struct Reactor {
+    listener: Option<TcpListener>,
+    wake: UnixStream,
+    returned: Receiver<Conn>,
+    pool: Pool<Conn>,
+    shared: Arc<Shared>,
+    parked: Vec<Parked>,
+    paused_until: Option<Instant>,
+    scratch: Box<[u8]>,
+}
+
+impl Reactor {
+    pub(crate) fn new(
+        listener: TcpListener,
+        wake: UnixStream,
+        returned: Receiver<Conn>,
+        pool: Pool<Conn>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Reactor {
+            listener: Some(listener),
+            wake,
+            returned,
+            pool,
+            shared,
+            parked: Vec::new(),
+            paused_until: None,
+            scratch: vec![0u8; MAX_HEAD_BYTES].into_boxed_slice(),
+        }
+    }
+
+    /// Runs until the server is told to stop; then closes the listener and every parked
+    /// connection and returns (queued requests are still served by the pool).
+    pub(crate) fn run(mut self) {
+        let mut fds: Vec<sys::PollFd> = Vec::new();
+        while !self.shared.stopping.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let accepting = self.listener.is_some() && self.paused_until.is_none_or(|t| now >= t);
+            fds.clear();
+            fds.push(sys::poll_entry(self.wake.as_raw_fd()));
+            if let (true, Some(listener)) = (accepting, &self.listener) {
+                fds.push(sys::poll_entry(listener.as_raw_fd()));
+            }
+            let first_conn = fds.len();
+            fds.extend(self.parked.iter().map(|p| sys::poll_entry(p.stream.as_raw_fd())));
+            if let Err(e) = sys::poll(&mut fds, self.poll_wait_ms(now)) {
+                log::error!("poll failed: {e}");
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+            if sys::poll_ready(&fds[0]) {
+                self.drain_wake();
+            }
+            self.take_returned();
+            // Serve readable parked connections, walking backwards so swap_remove is safe.
+            for i in (0..fds.len() - first_conn).rev() {
+                if sys::poll_ready(&fds[first_conn + i]) {
+                    self.on_readable(i);
+                }
+            }
+            if accepting && fds.len() > 1 && first_conn == 2 && sys::poll_ready(&fds[1]) {
+                self.accept_new();
+            }
+            self.expire(Instant::now());
+        }
+        self.listener = None;
+        self.parked.clear();
+        self.shared.stats.parked.store(0, Ordering::Relaxed);
+        while self.returned.try_recv().is_ok() {}
+    }
+
+    fn poll_wait_ms(&self, now: Instant) -> i32 {
+        let mut wait = Duration::from_millis(MAX_POLL_WAIT_MS);
+        if let Some(next) = self.parked.iter().map(|p| p.deadline).min() {
+            wait = wait.min(next.saturating_duration_since(now));
+        }
+        if let Some(t) = self.paused_until {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        // Round up so we do not wake just before a deadline and spin.
+        (wait.as_millis() as i32).saturating_add(1)
+    }
+
+    fn drain_wake(&mut self) {
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    fn take_returned(&mut self) {
+        while let Ok(conn) = self.returned.try_recv() {
+            if conn.stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let timeout = if conn.pending.is_empty() {
+                self.shared.config.idle_timeout
+            } else {
+                self.shared.config.head_timeout
+            };
+            self.park(Parked {
+                stream: conn.stream,
+                remote: conn.remote,
+                pending: conn.pending,
+                deadline: Instant::now() + timeout,
+            });
+        }
+    }
+
+    fn park(&mut self, parked: Parked) {
+        self.parked.push(parked);
+        self.shared.stats.parked.store(self.parked.len(), Ordering::Relaxed);
+    }
+
+    fn unpark(&mut self, index: usize) -> Parked {
+        let parked = self.parked.swap_remove(index);
+        self.shared.stats.parked.store(self.parked.len(), Ordering::Relaxed);
+        parked
+    }
+
+    fn accept_new(&mut self) {
+        for _ in 0..MAX_ACCEPTS_PER_WAKE {
+            let Some(listener) = &self.listener else { return };
+            match accept::accept_one(listener) {
+                Accepted::Conn(stream, remote) => {
+                    let open = self.parked.len() + self.shared.stats.in_flight.load(Ordering::Relaxed);
+                    if open >= self.shared.config.max_connections {
+                        log::warn!("refusing {remote}: {open} connections open, the limit");
+                        refuse(&stream, overloaded("too many open connections"));
+                        continue;
+                    }
+                    let deadline = Instant::now() + self.shared.config.idle_timeout;
+                    self.park(Parked {
+                        stream,
+                        remote,
+                        pending: Vec::new(),
+                        deadline,
+                    });
+                }
+                Accepted::Drained => return,
+                Accepted::Skip => {}
+                Accepted::Backoff(e) => {
+                    log::warn!("accept failed, pausing {} ms: {e}", ACCEPT_BACKOFF.as_millis());
+                    self.paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_readable(&mut self, index: usize) {
+        match self.read_parked(index) {
+            Readiness::Waiting => {}
+            Readiness::Gone => {
+                self.unpark(index);
+            }
+            Readiness::Ready => {
+                let p = self.unpark(index);
+                if p.stream.set_nonblocking(false).is_err() {
+                    return;
+                }
+                let conn = Conn {
+                    stream: p.stream,
+                    remote: p.remote,
+                    pending: p.pending,
+                };
+                if let Err(conn) = self.pool.try_submit(conn) {
+                    log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
+                    let _ = conn.stream.set_nonblocking(true);
+                    refuse(&conn.stream, overloaded("all workers are busy; retry shortly"));
+                }
+            }
+        }
+    }
+
+    fn read_parked(&mut self, index: usize) -> Readiness {
+        let head_timeout = self.shared.config.head_timeout;
+        let p = &mut self.parked[index];
+        let room = MAX_HEAD_BYTES.saturating_sub(p.pending.len()).max(1);
+        match (&p.stream).read(&mut self.scratch[..room]) {
+            Ok(0) => return Readiness::Gone,
+            Ok(n) => {
+                if p.pending.is_empty() {
+                    p.deadline = Instant::now() + head_timeout;
+                }
+                p.pending.extend_from_slice(&self.scratch[..n]);
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                return Readiness::Waiting;
+            }
+            Err(_) => return Readiness::Gone,
+        }
+        match check_head(&p.pending) {
+            Ok(HeadStatus::Complete(_)) => Readiness::Ready,
+            Ok(HeadStatus::Partial) => Readiness::Waiting,
+            Err(e) => {
+                log::info!("refusing request from {}: {e}", p.remote);
+                refuse(&p.stream, Response::error(e.status(), e.kind(), &e.to_string()));
+                Readiness::Gone
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].deadline > now {
+                i += 1;
+                continue;
+            }
+            let p = self.unpark(i);
+            if !p.pending.is_empty() {
+                log::info!("closing {}: request head not finished in time", p.remote);
+                refuse(
+                    &p.stream,
+                    Response::error(408, "timeout", "request head not received in time"),
+                );
+            }
+        }
+    }
+}
+
+fn overloaded(message: &str) -> Response {
+    Response::error(503, "overloaded", message).with_header("Retry-After", RETRY_AFTER_SECS.to_string())
+}
+
+/// Writes a small final response without blocking and closes the connection.
+fn refuse(stream: &TcpStream, resp: Response) {
+    let mut bytes = encode_head(&resp, false);
+    if let super::ResponseBody::Bytes(body) = &resp.body {
+        bytes.extend_from_slice(body);
+    }
+    let _ = (&*stream).write_all(&bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Closing with unread input makes the kernel send RST, which can destroy the response
+    // before the client reads it; take what is already there (bounded) first.
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}

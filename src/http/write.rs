@@ -1,0 +1,237 @@
+//! Responses: the value handlers return, and the one function that puts it on the wire.
+//!
+//! Handlers never set framing headers: this module alone writes the status line,
+//! `Content-Length` (always; responses are never chunked), `Connection` and `Date`. Header
+//! values are checked for CR/LF here, so no handler can split a response. File bodies go out
+//! with `sendfile(2)`, straight from the page cache to the socket.
+
+use crate::sys;
+use crate::time::http_date;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+use std::time::SystemTime;
+
+/// Largest single `sendfile` call, in bytes; the loop repeats until the range is sent.
+const SENDFILE_CHUNK_BYTES: usize = 1 << 30;
+/// Buffer for the read/write fallback when `sendfile` is unsupported, in bytes.
+const FALLBACK_BUF_BYTES: usize = 256 * 1024;
+
+/// A response body.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// No body (`Content-Length: 0`).
+    Empty,
+    /// A body held in memory (small: listings, JSON, counts).
+    Bytes(Vec<u8>),
+    /// `len` bytes of `file` from `offset`, streamed from the file.
+    File { file: File, offset: u64, len: u64 },
+}
+
+impl ResponseBody {
+    /// The body's length in bytes, which becomes `Content-Length`.
+    pub fn len(&self) -> u64 {
+        match self {
+            ResponseBody::Empty => 0,
+            ResponseBody::Bytes(b) => b.len() as u64,
+            ResponseBody::File { len, .. } => *len,
+        }
+    }
+
+    /// True when the body has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a handler answers: status, its own headers, and a body.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers other than framing ones (`Content-Length`, `Connection`, `Date`).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: ResponseBody,
+    /// When true the connection is closed after this response even if the client would keep it.
+    pub close: bool,
+}
+
+impl Response {
+    /// A response with `status`, no headers and `body`.
+    pub fn new(status: u16, body: ResponseBody) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body,
+            close: false,
+        }
+    }
+
+    /// A response with a text body and `Content-Type: text/plain; charset=utf-8`.
+    pub fn text(status: u16, text: impl Into<String>) -> Self {
+        Response::new(status, ResponseBody::Bytes(text.into().into_bytes()))
+            .with_header("Content-Type", "text/plain; charset=utf-8")
+    }
+
+    /// A response with a JSON body.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        let mut body = value.to_string().into_bytes();
+        body.push(b'\n');
+        Response::new(status, ResponseBody::Bytes(body)).with_header("Content-Type", "application/json")
+    }
+
+    /// The error shape every failure uses: `{"error": kind, "message": message}`.
+    pub fn error(status: u16, kind: &str, message: &str) -> Self {
+        Response::json(status, &serde_json::json!({ "error": kind, "message": message }))
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Marks the connection to be closed after this response.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+}
+
+/// The standard reason phrase for `status`.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        _ => "Unknown",
+    }
+}
+
+/// Replaces CR and LF in a header value with spaces, so a value can never end the header.
+fn clean_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        value.replace(['\r', '\n'], " ").into()
+    } else {
+        value.into()
+    }
+}
+
+/// Serialises the status line and headers, including the framing ones.
+pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
+    let _ = write!(head, "Content-Length: {}\r\n", resp.body.len());
+    for (name, value) in &resp.headers {
+        let _ = write!(head, "{}: {}\r\n", name, clean_value(value));
+    }
+    head.extend_from_slice(if keep_alive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    });
+    head
+}
+
+/// Writes `resp` to `stream`; the body is omitted when `head_only` (a HEAD request). Returns
+/// the body bytes written.
+pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head_only: bool) -> io::Result<u64> {
+    let mut out = stream;
+    let mut head = encode_head(&resp, keep_alive);
+    if head_only {
+        return out.write_all(&head).map(|()| 0);
+    }
+    match resp.body {
+        ResponseBody::Empty => out.write_all(&head).map(|()| 0),
+        ResponseBody::Bytes(bytes) => {
+            head.extend_from_slice(&bytes);
+            out.write_all(&head).map(|()| bytes.len() as u64)
+        }
+        ResponseBody::File { file, offset, len } => {
+            out.write_all(&head)?;
+            send_file(stream, file, offset, len)
+        }
+    }
+}
+
+/// Sends `len` bytes of `file` from `offset`; falls back to read/write where `sendfile` is not
+/// supported for this file. A file that shrank meanwhile is an error (the client's
+/// Content-Length cannot be met, so the connection must close).
+fn send_file(stream: &TcpStream, mut file: File, offset: u64, len: u64) -> io::Result<u64> {
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let want = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(SENDFILE_CHUNK_BYTES);
+        match sys::sendfile(stream, &file, &mut pos, want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while sending",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                file.seek(SeekFrom::Start(pos))?;
+                return copy_fallback(stream, file.take(end - pos)).map(|n| pos - offset + n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
+}
+
+fn copy_fallback(stream: &TcpStream, mut src: impl Read) -> io::Result<u64> {
+    let mut buf = vec![0u8; FALLBACK_BUF_BYTES];
+    let mut out = stream;
+    let mut total = 0;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        out.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_has_framing_and_no_injected_lines() {
+        let resp = Response::text(200, "hi").with_header("X-Name", "a\r\nSet-Cookie: evil");
+        let head = String::from_utf8(encode_head(&resp, false)).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(head.contains("\r\nContent-Length: 2\r\n"));
+        assert!(head.contains("\r\nX-Name: a  Set-Cookie: evil\r\n"));
+        assert!(head.ends_with("Connection: close\r\n\r\n"));
+        assert_eq!(head.matches("\r\n").count(), 7);
+    }
+}

@@ -1,0 +1,60 @@
+//! The `http-nas` binary: flags → logger → server → wait for SIGTERM/SIGINT → graceful stop.
+
+use http_nas::config::{self, Command, HELP};
+use http_nas::{server, sys};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match config::parse(&args, &|k| std::env::var(k).ok()) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("http-nas {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("http-nas: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Before any thread exists, so every thread inherits the mask and only sigwait sees them.
+    if let Err(e) = sys::block_stop_signals() {
+        eprintln!("http-nas: cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = simple_logger::SimpleLogger::new()
+        .with_level(config.log_level)
+        .with_utc_timestamps()
+        .init()
+    {
+        eprintln!("http-nas: cannot start logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    let server = match server::start(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match sys::wait_for_stop_signal() {
+        Ok(sig) => log::info!(
+            "signal {sig} received: draining requests for up to {:?}",
+            config.shutdown_timeout
+        ),
+        Err(e) => log::error!("waiting for signals failed: {e}; stopping"),
+    }
+    let report = server.shutdown(config.shutdown_timeout);
+    if report.cut_off > 0 {
+        log::warn!(
+            "{} request(s) still running at the shutdown deadline were aborted",
+            report.cut_off
+        );
+    }
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,283 @@
+//! The storage root and everything done to files under it. Knows nothing of HTTP.
+//!
+//! Every operation takes a [`RelPath`] (already validated) and goes through [`jail::resolve`]
+//! before touching the filesystem. Writes are all-or-nothing: uploads go to a locked temp file
+//! renamed into place ([`atomic`]), appends are locked and rolled back on failure ([`append`]).
+//! The service's own files carry [`jail::RESERVED_PREFIX`] and are hidden and swept ([`sweep`]).
+
+pub mod append;
+pub mod atomic;
+pub mod jail;
+pub mod list;
+pub mod sweep;
+pub mod tree;
+pub mod wc;
+
+pub use jail::{PathError, RelPath};
+pub use list::{Entry, EntryKind};
+
+use std::fmt;
+use std::fs::{self, File, Metadata};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Size of the buffer between a request body and a file, in bytes: large enough that each
+/// `write(2)` moves a quarter mebibyte, small enough that a busy pool stays within a few MiB.
+pub const COPY_BUF_BYTES: usize = 256 * 1024;
+
+/// Why a storage operation failed.
+#[derive(Debug)]
+pub enum StorageError {
+    /// The path was refused before touching the filesystem.
+    BadPath(PathError),
+    /// A symlink on the path leads outside the root.
+    OutsideRoot,
+    /// No such file or directory.
+    NotFound,
+    /// A directory is where a file is needed.
+    IsADirectory,
+    /// A file is where a directory is needed.
+    NotADirectory,
+    /// The file exists and the request asked to create it only.
+    Exists,
+    /// An append's expected offset differs from the file's size.
+    OffsetMismatch { current: u64 },
+    /// The disk or quota is full.
+    NoSpace,
+    /// The operation may not act on the storage root itself.
+    RootRefused,
+    /// Moving a directory into itself.
+    MoveIntoSelf,
+    /// Reading the data to store failed (the client's body broke); nothing was stored.
+    Source(io::Error),
+    /// Any other filesystem error.
+    Io(io::Error),
+}
+
+impl StorageError {
+    /// Classifies a filesystem error.
+    pub fn from_io(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => return StorageError::NoSpace,
+            Some(libc::ENOTDIR) => return StorageError::NotADirectory,
+            Some(libc::EISDIR) => return StorageError::IsADirectory,
+            Some(libc::ENAMETOOLONG) => return StorageError::BadPath(PathError::TooLong),
+            Some(libc::ENOTEMPTY | libc::EEXIST) => return StorageError::IsADirectory,
+            _ => {}
+        }
+        match e.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound,
+            _ => StorageError::Io(e),
+        }
+    }
+}
+
+impl From<PathError> for StorageError {
+    fn from(e: PathError) -> Self {
+        StorageError::BadPath(e)
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::BadPath(e) => write!(f, "{e}"),
+            StorageError::OutsideRoot => write!(f, "path leads outside the storage root through a symlink"),
+            StorageError::NotFound => write!(f, "no such file or directory"),
+            StorageError::IsADirectory => write!(f, "a directory is in the way"),
+            StorageError::NotADirectory => write!(f, "a file is in the way where a directory is needed"),
+            StorageError::Exists => write!(f, "the file already exists"),
+            StorageError::OffsetMismatch { current } => write!(f, "the file is {current} bytes, not the offset given"),
+            StorageError::NoSpace => write!(f, "no space left on the storage volume"),
+            StorageError::RootRefused => write!(f, "refusing to act on the storage root itself"),
+            StorageError::MoveIntoSelf => write!(f, "cannot move a directory into itself"),
+            StorageError::Source(e) => write!(f, "{e}"),
+            StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// Result of storage operations.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// What a path names, opened for reading.
+#[derive(Debug)]
+pub enum Opened {
+    /// A regular file, open, with its metadata.
+    File(File, Metadata),
+    /// A directory, with its metadata.
+    Dir(Metadata),
+}
+
+/// The storage root and its settings.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    root: PathBuf,
+    fsync: bool,
+}
+
+impl Storage {
+    /// Opens the storage at `root`, which must be an existing, writable directory.
+    /// `fsync` makes every write durable before it is acknowledged.
+    pub fn open(root: &Path, fsync: bool) -> io::Result<Self> {
+        let root = fs::canonicalize(root)?;
+        if !fs::metadata(&root)?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+        }
+        let storage = Storage { root, fsync };
+        storage.check_writable()?;
+        Ok(storage)
+    }
+
+    /// The canonical root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Checks the root is a directory we can create and delete a file in.
+    pub fn check_writable(&self) -> io::Result<()> {
+        let probe = self
+            .root
+            .join(format!("{}probe-{}", jail::RESERVED_PREFIX, std::process::id()));
+        File::create(&probe)?;
+        fs::remove_file(&probe)
+    }
+
+    fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
+        jail::resolve(&self.root, rel)
+    }
+
+    /// Metadata of what `rel` names (following a final symlink that stays inside the root).
+    pub fn metadata(&self, rel: &RelPath) -> Result<Metadata> {
+        fs::metadata(self.resolve(rel)?).map_err(StorageError::from_io)
+    }
+
+    /// Opens what `rel` names for reading.
+    pub fn open_read(&self, rel: &RelPath) -> Result<Opened> {
+        let path = self.resolve(rel)?;
+        let meta = fs::metadata(&path).map_err(StorageError::from_io)?;
+        if meta.is_dir() {
+            return Ok(Opened::Dir(meta));
+        }
+        let file = File::open(&path).map_err(StorageError::from_io)?;
+        let meta = file.metadata().map_err(StorageError::from_io)?;
+        Ok(Opened::File(file, meta))
+    }
+
+    /// Lists a directory, sorted by name, without the service's own files.
+    pub fn list(&self, rel: &RelPath) -> Result<Vec<Entry>> {
+        list::list_dir(&self.resolve(rel)?)
+    }
+
+    /// Counts `\n` bytes in a file, like `wc -l`.
+    pub fn count_lines(&self, rel: &RelPath) -> Result<u64> {
+        let path = self.resolve(rel)?;
+        if fs::metadata(&path).map_err(StorageError::from_io)?.is_dir() {
+            return Err(StorageError::IsADirectory);
+        }
+        let file = File::open(&path).map_err(StorageError::from_io)?;
+        wc::count_lines(file).map_err(StorageError::from_io)
+    }
+
+    /// Atomically creates or replaces the file at `rel` with everything `body` yields;
+    /// `create_only` refuses to replace an existing file. Returns the size written.
+    pub fn write_atomic(&self, rel: &RelPath, body: &mut dyn Read, create_only: bool) -> Result<u64> {
+        let rel = rel.clone().non_root()?;
+        let path = self.resolve(&rel)?;
+        atomic::write_atomic(&path, body, create_only, self.fsync)
+    }
+
+    /// Appends everything `body` yields to the file at `rel` (created if missing), all or
+    /// nothing; with `expected_offset`, only if the file's size is exactly that. Returns the
+    /// new size.
+    pub fn append(&self, rel: &RelPath, body: &mut dyn Read, expected_offset: Option<u64>) -> Result<u64> {
+        let rel = rel.clone().non_root()?;
+        let path = self.resolve(&rel)?;
+        append::append_locked(&path, body, expected_offset, self.fsync)
+    }
+
+    /// Moves `from` to `to` like `mv`, creating `to`'s parents. Returns the moved size.
+    pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<u64> {
+        let (from, to) = (from.clone().non_root()?, to.clone().non_root()?);
+        if to.as_str().starts_with(&format!("{}/", from.as_str())) {
+            return Err(StorageError::MoveIntoSelf);
+        }
+        let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
+        tree::rename(&src, &dst, self.fsync)
+    }
+
+    /// Deletes a file, or a directory and everything in it. Never the root.
+    pub fn delete(&self, rel: &RelPath) -> Result<()> {
+        if rel.is_root() {
+            return Err(StorageError::RootRefused);
+        }
+        tree::delete(&self.resolve(rel)?, self.fsync)
+    }
+
+    /// Removes temp files left by a crash anywhere under the root; returns how many.
+    pub fn sweep(&self) -> usize {
+        sweep::sweep(&self.root)
+    }
+
+    /// Free bytes on the storage volume.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        crate::sys::free_bytes(&self.root)
+    }
+}
+
+/// Copies `body` into `file` through a [`COPY_BUF_BYTES`] buffer, telling a failure to read the
+/// body ([`StorageError::Source`]) from a failure to write the file.
+pub(crate) fn copy_into(body: &mut dyn Read, file: &File) -> Result<u64> {
+    struct Tracked<'a> {
+        inner: &'a mut dyn Read,
+        failed: bool,
+    }
+    impl Read for Tracked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.inner.read(buf).inspect_err(|_| self.failed = true)
+        }
+    }
+    let mut src = Tracked {
+        inner: body,
+        failed: false,
+    };
+    // io::copy reads straight into the BufWriter's spare capacity, so bytes are copied once:
+    // socket -> buffer -> file.
+    let mut dst = BufWriter::with_capacity(COPY_BUF_BYTES, file);
+    let result = io::copy(&mut src, &mut dst).and_then(|n| dst.flush().map(|()| n));
+    if result.is_err() {
+        // Drop what is still buffered rather than let BufWriter's drop write it.
+        let _ = dst.into_parts();
+    }
+    match result {
+        Ok(n) => Ok(n),
+        Err(e) if src.failed => Err(StorageError::Source(e)),
+        Err(e) => Err(StorageError::from_io(e)),
+    }
+}
+
+/// Flushes a directory's entries (a rename or unlink in it) to disk.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StorageError::from_io)
+}
+
+/// Creates the parent directories of `path` under the root.
+pub(crate) fn create_parents(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent).map_err(StorageError::from_io),
+        None => Ok(()),
+    }
+}
+
+/// A fresh, empty directory for a unit test.
+#[cfg(test)]
+pub(crate) fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("http-nas-unit-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create test dir");
+    dir
+}

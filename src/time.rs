@@ -1,0 +1,92 @@
+//! Date formatting for HTTP headers (IMF-fixdate, RFC 9110 §5.6.7) and JSON listings
+//! (RFC 3339), in UTC, without a date crate: both need only the civil date of a Unix time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DAY_NAMES: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTH_NAMES: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// A UTC calendar time broken into fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    weekday: usize,
+}
+
+/// Seconds since the Unix epoch, clamped to 0 for times before it.
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn civil(secs: u64) -> Civil {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Civil {
+        year,
+        month,
+        day,
+        hour: (rem / 3600) as u32,
+        minute: (rem % 3600 / 60) as u32,
+        second: (rem % 60) as u32,
+        weekday: (days.rem_euclid(7)) as usize,
+    }
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, the form HTTP headers use.
+pub fn http_date(t: SystemTime) -> String {
+    let c = civil(unix_seconds(t));
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAY_NAMES[c.weekday],
+        c.day,
+        MONTH_NAMES[(c.month - 1) as usize],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
+    )
+}
+
+/// `1994-11-06T08:49:37Z`, the form JSON listings use.
+pub fn rfc3339(t: SystemTime) -> String {
+    let c = civil(unix_seconds(t));
+    format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(http_date(at(0)), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(at(784_111_777)), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(at(1_795_564_800)), "2026-11-25T00:00:00Z");
+    }
+}
