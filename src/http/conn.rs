@@ -77,13 +77,13 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
             return Next::Close;
         }
     };
-    if let (Framing::Length(n), Some(limit)) = (framing, shared.config.max_body) {
-        if n > limit {
-            let msg = format!("request body of {n} bytes is larger than the {limit}-byte limit");
-            let resp = Response::error(413, "too_large", &msg);
-            finish(stream, remote, &head, resp, (false, 0, started), shared);
-            return Next::Close;
-        }
+    if let (Framing::Length(n), Some(limit)) = (framing, shared.config.max_body)
+        && n > limit
+    {
+        let msg = format!("request body of {n} bytes is larger than the {limit}-byte limit");
+        let resp = Response::error(413, "too_large", &msg);
+        finish(stream, remote, &head, resp, (false, 0, started), shared);
+        return Next::Close;
     }
     let expects_continue = head.minor_version == 1
         && head

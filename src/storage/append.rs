@@ -60,13 +60,13 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
     create_parents(path)?;
     let Locked { file, created } = open_locked(path)?;
     let before = file.metadata().map_err(StorageError::from_io)?.len();
-    if let Some(expected) = expected_offset {
-        if expected != before {
-            if created {
-                let _ = fs::remove_file(path);
-            }
-            return Err(StorageError::OffsetMismatch { current: before });
+    if let Some(expected) = expected_offset
+        && expected != before
+    {
+        if created {
+            let _ = fs::remove_file(path);
         }
+        return Err(StorageError::OffsetMismatch { current: before });
     }
     let result = copy_into(body, &file).and_then(|n| {
         if fsync {

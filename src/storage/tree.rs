@@ -36,10 +36,8 @@ pub fn delete(path: &Path, fsync: bool) -> Result<()> {
     } else {
         fs::remove_file(path).map_err(StorageError::from_io)?;
     }
-    if fsync {
-        if let Some(parent) = path.parent() {
-            sync_dir(parent)?;
-        }
+    if fsync && let Some(parent) = path.parent() {
+        sync_dir(parent)?;
     }
     Ok(())
 }

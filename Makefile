@@ -1,0 +1,31 @@
+# http-nas: the two commands that matter are `make run` and `make test`.
+LISTEN  ?= 127.0.0.1:3000
+STORAGE ?= ./data
+CARGO   ?= cargo
+
+.PHONY: run build test lint bench clean
+
+## run: build (release) and serve $(STORAGE) on $(LISTEN)
+run:
+	mkdir -p $(STORAGE)
+	$(CARGO) run --release -- --listen $(LISTEN) --storage $(STORAGE)
+
+## build: release build of target/release/http-nas
+build:
+	$(CARGO) build --release
+
+## test: unit tests and integration tests (real binary, real curl)
+test:
+	$(CARGO) test --all-targets
+
+## lint: formatting and clippy, as CI runs them
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## bench: throughput and memory against cat / wc -l / nginx (see benches/)
+bench: build
+	python3 benches/bench.py
+
+clean:
+	$(CARGO) clean
