@@ -30,6 +30,8 @@ pub enum Error {
     OffsetMismatch { current: u64 },
     /// A precondition (`If-None-Match: *`) failed.
     PreconditionFailed { message: &'static str },
+    /// The requested byte range lies outside a file of `size` bytes.
+    RangeNotSatisfiable { size: u64 },
     /// The storage volume is full.
     InsufficientStorage,
     /// The storage is not ready (readiness probe).
@@ -52,6 +54,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict { .. } | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
+            Error::RangeNotSatisfiable { .. } => 416,
             Error::InsufficientStorage => 507,
             Error::Unavailable { .. } => 503,
             Error::Internal { .. } => 500,
@@ -73,6 +76,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::OffsetMismatch { .. } => "offset_mismatch",
             Error::PreconditionFailed { .. } => "precondition_failed",
+            Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Error::InsufficientStorage => "insufficient_storage",
             Error::Unavailable { .. } => "unavailable",
             Error::Internal { .. } => "internal",
@@ -86,6 +90,7 @@ impl Error {
             Error::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
             Error::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
+            Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
             _ => resp,
         };
         // After a broken body the connection's framing is unknown: close it.
@@ -115,6 +120,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::PreconditionFailed { message } => write!(f, "{message}"),
+            Error::RangeNotSatisfiable { size } => write!(f, "the range is outside the file's {size} bytes"),
             Error::InsufficientStorage => write!(f, "no space left on the storage volume"),
             Error::Unavailable { message } => write!(f, "{message}"),
             Error::Internal { message } => write!(f, "{message}"),

@@ -7,6 +7,7 @@ use crate::auth::{Access, Tokens};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::metrics::{self, Metrics};
+use crate::range::{self, RangeChoice};
 use crate::storage::{EntryKind, Opened, RelPath, Storage};
 use crate::time::{http_date, rfc3339};
 use serde_json::json;
@@ -63,11 +64,13 @@ impl App {
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Upload { path } => {
+                self.check_if_match(head, &path)?;
                 let create_only = head.header("if-none-match") == Some("*");
                 let size = self.storage.write_atomic(&path, req.body, create_only)?;
                 Ok(written(&path, size))
             }
             Op::Append { path } => {
+                self.check_if_match(head, &path)?;
                 let expected = upload_offset(head)?;
                 let size = self.storage.append(&path, req.body, expected)?;
                 Ok(written(&path, size).with_header("Upload-Offset", size.to_string()))
@@ -96,20 +99,44 @@ impl App {
         match self.storage.open_read(path)? {
             Opened::File(file, meta) => {
                 let etag = etag(&meta);
-                let mut resp = Response::new(200, ResponseBody::Empty);
-                if head.header("if-none-match").is_some_and(|v| etag_matches(v, &etag)) {
-                    resp.status = 304;
+                let last_modified = meta.modified().map(http_date).unwrap_or_default();
+                let size = meta.len();
+                let mut resp = if head.header("if-none-match").is_some_and(|v| etag_matches(v, &etag)) {
+                    Response::new(304, ResponseBody::Empty)
                 } else {
-                    resp.body = ResponseBody::File {
-                        file,
-                        offset: 0,
-                        len: meta.len(),
-                    };
+                    // If-Range: serve the range only if the file is still the version the
+                    // client has part of; otherwise the whole (new) file.
+                    let same_version = head
+                        .header("if-range")
+                        .is_none_or(|v| v == etag || (v == last_modified && !v.is_empty()));
+                    let wanted = head.header("range").filter(|_| same_version);
+                    match range::choose(wanted, size) {
+                        RangeChoice::Full => Response::new(
+                            200,
+                            ResponseBody::File {
+                                file,
+                                offset: 0,
+                                len: size,
+                            },
+                        ),
+                        RangeChoice::Partial { start, len } => Response::new(
+                            206,
+                            ResponseBody::File {
+                                file,
+                                offset: start,
+                                len,
+                            },
+                        )
+                        .with_header("Content-Range", format!("bytes {start}-{}/{size}", start + len - 1)),
+                        RangeChoice::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
+                    }
+                };
+                if resp.status != 304 {
+                    resp = resp.with_header("Content-Type", content_type(path.as_str()));
                 }
                 Ok(resp
-                    .with_header("Content-Type", content_type(path.as_str()))
                     .with_header("ETag", etag)
-                    .with_header("Last-Modified", meta.modified().map(http_date).unwrap_or_default())
+                    .with_header("Last-Modified", last_modified)
                     .with_header("Accept-Ranges", "bytes"))
             }
             Opened::Dir(_) => {
@@ -138,6 +165,22 @@ impl App {
                 }
                 Ok(Response::text(200, text))
             }
+        }
+    }
+
+    /// `If-Match`: the write goes ahead only if the file still has one of the listed ETags
+    /// (`*`: exists at all).
+    fn check_if_match(&self, head: &Head, path: &RelPath) -> Result<(), Error> {
+        let Some(wanted) = head.header("if-match") else {
+            return Ok(());
+        };
+        let failed = Error::PreconditionFailed {
+            message: "the file changed (If-Match does not match its ETag)",
+        };
+        match self.storage.metadata(path) {
+            Ok(meta) if meta.is_file() && etag_matches(wanted, &etag(&meta)) => Ok(()),
+            Ok(_) | Err(crate::storage::StorageError::NotFound) => Err(failed),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -8,14 +8,13 @@
 //! connection, so a request smuggled behind its body is never answered. And after every case the
 //! server still answers `GET /healthz`.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::util::{
-    Conn, SETTLE_TIMEOUT, Server, TEMP_PREFIX, assert_same_bytes, only_response, parse_responses, random_bytes, raw,
-    wait_until,
-};
+use crate::raw::{Conn, only_response, parse_responses, raw};
+use crate::util::{SETTLE_TIMEOUT, Server, TEMP_PREFIX, assert_same_bytes, random_bytes, wait_until};
 
 /// The file the hostile uploads aim at, and what it holds before they start.
 const TARGET: &str = "target";
@@ -51,6 +50,14 @@ fn chunks_without_end(data: &[u8], size: usize) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out
+}
+
+/// `count` distinct header lines (`X-Header-0: v` ...), to add to a `Host` header.
+fn numbered_headers(count: usize) -> String {
+    (0..count).fold(String::new(), |mut out, i| {
+        let _ = write!(out, "X-Header-{i}: v\r\n");
+        out
+    })
 }
 
 /// Once the server has cleaned up, the target is byte-identical and no temp file remains.
@@ -281,7 +288,7 @@ fn head_of_15_kib_is_accepted() {
 #[test]
 fn more_than_64_headers_is_431() {
     let s = Server::start();
-    let headers: String = (0..64).map(|i| format!("X-Header-{i}: v\r\n")).collect();
+    let headers = numbered_headers(64);
     let request = format!("GET /file HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
     only_response(&raw(s.addr(), request.as_bytes(), true)).assert_error(431);
     s.assert_healthy();
@@ -290,7 +297,7 @@ fn more_than_64_headers_is_431() {
 #[test]
 fn exactly_64_headers_are_accepted() {
     let s = Server::start();
-    let headers: String = (0..63).map(|i| format!("X-Header-{i}: v\r\n")).collect();
+    let headers = numbered_headers(63);
     let request = format!("GET /file HTTP/1.1\r\nHost: t\r\n{headers}\r\n");
     only_response(&raw(s.addr(), request.as_bytes(), true)).assert_ok_body("OK");
 }

@@ -5,7 +5,7 @@
 //! shared between tests. The storage root is `<temp>/root`, which leaves `<temp>` itself as an
 //! "outside" the traversal tests can plant sentinels in. Requests go through the real `curl` where
 //! a user would use curl (its framing is the one that matters in production) and through a raw
-//! [`TcpStream`] where a test needs bytes curl would never send.
+//! `TcpStream` (see `raw`) where a test needs bytes curl would never send.
 //!
 //! Nothing here asserts on time: every wait is a generous upper bound so that a hang fails the
 //! test instead of blocking the suite. When a test panics, the server log is printed on `Drop`, and
@@ -13,8 +13,8 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::raw::Conn;
+
 /// How long the server gets to print its `listening on` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound on any raw-socket read: a server that hangs fails the test.
-pub const RAW_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--max-time` of every curl run, including the README commands (through `.curlrc`).
 pub const CURL_MAX_TIME_SECS: u32 = 30;
 /// How long the server may take to clean up after a client that vanished mid-upload.
@@ -216,12 +216,12 @@ impl Server {
     /// Waits for the server to remove every upload temp file; panics if some remain.
     #[track_caller]
     pub fn expect_no_temp_files(&self) {
-        if !wait_until(SETTLE_TIMEOUT, || self.temp_files().is_empty()) {
-            panic!(
-                "temp files still present after {SETTLE_TIMEOUT:?}: {:?}",
-                self.temp_files()
-            );
-        }
+        let cleaned = wait_until(SETTLE_TIMEOUT, || self.temp_files().is_empty());
+        assert!(
+            cleaned,
+            "temp files still present after {SETTLE_TIMEOUT:?}: {:?}",
+            self.temp_files()
+        );
     }
 
     /// `GET /healthz` answers 200.
@@ -429,7 +429,7 @@ fn last_header_block(dump: &str) -> Vec<(String, String)> {
     dump[start..].lines().skip(1).filter_map(split_header).collect()
 }
 
-fn split_header(line: &str) -> Option<(String, String)> {
+pub fn split_header(line: &str) -> Option<(String, String)> {
     let (name, value) = line.split_once(':')?;
     Some((name.trim().to_string(), value.trim().to_string()))
 }
@@ -515,15 +515,14 @@ pub struct ShOutput {
 impl ShOutput {
     #[track_caller]
     pub fn assert_success(&self) -> &Self {
-        if !self.status.success() {
-            panic!(
-                "command failed ({}): sh -c '{}'\nstdout: {}\nstderr: {}",
-                self.status,
-                self.script,
-                preview(&self.stdout),
-                self.stderr
-            );
-        }
+        assert!(
+            self.status.success(),
+            "command failed ({}): sh -c '{}'\nstdout: {}\nstderr: {}",
+            self.status,
+            self.script,
+            preview(&self.stdout),
+            self.stderr
+        );
         self
     }
 }
@@ -619,178 +618,4 @@ impl Response {
         }
         None
     }
-}
-
-/// A raw client connection that keeps whatever it has read but not yet parsed.
-pub struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    sent: Vec<u8>,
-}
-
-impl Conn {
-    pub fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        Conn {
-            stream,
-            buf: Vec::new(),
-            sent: Vec::new(),
-        }
-    }
-
-    /// Writes `bytes`. A write error is ignored: a server may rightly close the connection
-    /// before reading everything, and the test judges what it answered, not our write.
-    pub fn send(&mut self, bytes: &[u8]) -> &mut Self {
-        let _ = self.stream.write_all(bytes);
-        if self.sent.len() < 4096 {
-            self.sent.extend_from_slice(&bytes[..bytes.len().min(4096)]);
-        }
-        self
-    }
-
-    /// Half-closes: the server reads EOF after what was sent.
-    pub fn shutdown_write(&mut self) -> &mut Self {
-        let _ = self.stream.shutdown(Shutdown::Write);
-        self
-    }
-
-    /// Reads the next complete response (a `100 Continue` counts as one).
-    #[track_caller]
-    pub fn response(&mut self) -> Response {
-        let deadline = Instant::now() + RAW_TIMEOUT;
-        loop {
-            if let Some((mut response, used)) = parse_one(&self.buf, false) {
-                response.context = self.context();
-                self.buf.drain(..used);
-                return response;
-            }
-            if !self.fill(deadline) {
-                if let Some((mut response, used)) = parse_one(&self.buf, true) {
-                    response.context = self.context();
-                    self.buf.drain(..used);
-                    return response;
-                }
-                panic!("connection closed before a complete response\n{}", self.context());
-            }
-        }
-    }
-
-    /// Reads until the server closes the connection; panics if it has not within 10 s.
-    #[track_caller]
-    pub fn read_to_close(&mut self) -> String {
-        let deadline = Instant::now() + RAW_TIMEOUT;
-        while self.fill(deadline) {}
-        String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned()
-    }
-
-    /// Reads more into `buf`; false at EOF (a reset counts as EOF: what arrived before it stays).
-    #[track_caller]
-    fn fill(&mut self, deadline: Instant) -> bool {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        self.stream.set_read_timeout(Some(left)).expect("set read timeout");
-        let mut chunk = [0; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => false,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!(
-                    "server neither answered nor closed within {RAW_TIMEOUT:?}\n{}",
-                    self.context()
-                )
-            }
-            Err(e) => panic!("read: {e}\n{}", self.context()),
-        }
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "raw request (first bytes): {}\nreceived: {}",
-            preview(&self.sent),
-            preview(&self.buf)
-        )
-    }
-}
-
-/// Sends `request` on a new connection, half-closes if `shutdown_write`, and returns everything
-/// the server sent until it closed the connection (panics if it has not within 10 s).
-#[track_caller]
-pub fn raw(addr: SocketAddr, request: &[u8], shutdown_write: bool) -> String {
-    let mut conn = Conn::open(addr);
-    conn.send(request);
-    if shutdown_write {
-        conn.shutdown_write();
-    }
-    conn.read_to_close()
-}
-
-/// Parses a whole stream of responses; panics on trailing bytes that are not one.
-#[track_caller]
-pub fn parse_responses(text: &str) -> Vec<Response> {
-    let mut rest = text.as_bytes();
-    let mut responses = Vec::new();
-    while !rest.is_empty() {
-        let Some((mut response, used)) = parse_one(rest, true) else {
-            panic!(
-                "incomplete response after {} complete one(s): {}",
-                responses.len(),
-                preview(rest)
-            );
-        };
-        response.context = format!("raw response stream: {}", preview(text.as_bytes()));
-        responses.push(response);
-        rest = &rest[used..];
-    }
-    responses
-}
-
-/// The one response in `text`; panics if there are none or several (a smuggled request).
-#[track_caller]
-pub fn only_response(text: &str) -> Response {
-    let mut responses = parse_responses(text);
-    if responses.len() != 1 {
-        panic!(
-            "expected exactly one response, got {}: {}",
-            responses.len(),
-            preview(text.as_bytes())
-        );
-    }
-    responses.remove(0)
-}
-
-/// One response from the front of `buf` and the bytes it used, or `None` if incomplete.
-/// Without Content-Length the body runs to EOF (`at_eof`); 1xx, 204 and 304 have none.
-fn parse_one(buf: &[u8], at_eof: bool) -> Option<(Response, usize)> {
-    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..head_len]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = match status_line.split(' ').collect::<Vec<_>>()[..] {
-        [version, code, ..] if version.starts_with("HTTP/1.") => code.parse().ok(),
-        _ => None,
-    };
-    let status = status.unwrap_or_else(|| panic!("not an HTTP/1.x status line: {status_line:?}"));
-    let headers: Vec<_> = lines.filter_map(split_header).collect();
-    let length = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"));
-    let body_len = match (status, length) {
-        (100..=199 | 204 | 304, _) => 0,
-        (_, Some((_, len))) => len.parse().unwrap_or_else(|_| panic!("bad Content-Length {len:?}")),
-        (_, None) if at_eof => buf.len() - head_len,
-        (_, None) => return None,
-    };
-    let body = buf.get(head_len..head_len + body_len)?.to_vec();
-    Some((
-        Response {
-            status,
-            headers,
-            body,
-            context: String::new(),
-        },
-        head_len + body_len,
-    ))
 }

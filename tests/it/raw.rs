@@ -1,0 +1,190 @@
+//! Raw HTTP/1.1 over a `TcpStream`, for the requests curl would never send.
+//!
+//! The hostile tests need exact bytes on the wire (lying lengths, broken chunks, a request
+//! smuggled behind a body) and need to see exactly what comes back, including interim
+//! `100 Continue` responses and whether the server closes the connection. [`Conn`] keeps the
+//! unparsed bytes between responses; [`parse_responses`] splits a whole stream by
+//! Content-Length, so "exactly one response" is a count. Every read is bounded by
+//! [`RAW_TIMEOUT`], so a server that hangs fails the test instead of blocking it.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::util::{Response, preview, split_header};
+
+/// Upper bound on any raw-socket read: a server that hangs fails the test.
+pub const RAW_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A raw client connection that keeps whatever it has read but not yet parsed.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    sent: Vec<u8>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Conn {
+            stream,
+            buf: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes`. A write error is ignored: a server may rightly close the connection
+    /// before reading everything, and the test judges what it answered, not our write.
+    pub fn send(&mut self, bytes: &[u8]) -> &mut Self {
+        let _ = self.stream.write_all(bytes);
+        if self.sent.len() < 4096 {
+            self.sent.extend_from_slice(&bytes[..bytes.len().min(4096)]);
+        }
+        self
+    }
+
+    /// Half-closes: the server reads EOF after what was sent.
+    pub fn shutdown_write(&mut self) -> &mut Self {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self
+    }
+
+    /// Reads the next complete response (a `100 Continue` counts as one).
+    #[track_caller]
+    pub fn response(&mut self) -> Response {
+        let deadline = Instant::now() + RAW_TIMEOUT;
+        loop {
+            if let Some((mut response, used)) = parse_one(&self.buf, false) {
+                response.context = self.context();
+                self.buf.drain(..used);
+                return response;
+            }
+            if !self.fill(deadline) {
+                if let Some((mut response, used)) = parse_one(&self.buf, true) {
+                    response.context = self.context();
+                    self.buf.drain(..used);
+                    return response;
+                }
+                panic!("connection closed before a complete response\n{}", self.context());
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection; panics if it has not within 10 s.
+    #[track_caller]
+    pub fn read_to_close(&mut self) -> String {
+        let deadline = Instant::now() + RAW_TIMEOUT;
+        while self.fill(deadline) {}
+        String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned()
+    }
+
+    /// Reads more into `buf`; false at EOF (a reset counts as EOF: what arrived before it stays).
+    #[track_caller]
+    fn fill(&mut self, deadline: Instant) -> bool {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(left)).expect("set read timeout");
+        let mut chunk = [0; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => false,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!(
+                    "server neither answered nor closed within {RAW_TIMEOUT:?}\n{}",
+                    self.context()
+                )
+            }
+            Err(e) => panic!("read: {e}\n{}", self.context()),
+        }
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "raw request (first bytes): {}\nreceived: {}",
+            preview(&self.sent),
+            preview(&self.buf)
+        )
+    }
+}
+
+/// Sends `request` on a new connection, half-closes if `shutdown_write`, and returns everything
+/// the server sent until it closed the connection (panics if it has not within 10 s).
+#[track_caller]
+pub fn raw(addr: SocketAddr, request: &[u8], shutdown_write: bool) -> String {
+    let mut conn = Conn::open(addr);
+    conn.send(request);
+    if shutdown_write {
+        conn.shutdown_write();
+    }
+    conn.read_to_close()
+}
+
+/// Parses a whole stream of responses; panics on trailing bytes that are not one.
+#[track_caller]
+pub fn parse_responses(text: &str) -> Vec<Response> {
+    let mut rest = text.as_bytes();
+    let mut responses = Vec::new();
+    while !rest.is_empty() {
+        let Some((mut response, used)) = parse_one(rest, true) else {
+            panic!(
+                "incomplete response after {} complete one(s): {}",
+                responses.len(),
+                preview(rest)
+            );
+        };
+        response.context = format!("raw response stream: {}", preview(text.as_bytes()));
+        responses.push(response);
+        rest = &rest[used..];
+    }
+    responses
+}
+
+/// The one response in `text`; panics if there are none or several (a smuggled request).
+#[track_caller]
+pub fn only_response(text: &str) -> Response {
+    let mut responses = parse_responses(text);
+    assert!(
+        responses.len() == 1,
+        "expected exactly one response, got {}: {}",
+        responses.len(),
+        preview(text.as_bytes())
+    );
+    responses.remove(0)
+}
+
+/// One response from the front of `buf` and the bytes it used, or `None` if incomplete.
+/// Without Content-Length the body runs to EOF (`at_eof`); 1xx, 204 and 304 have none.
+fn parse_one(buf: &[u8], at_eof: bool) -> Option<(Response, usize)> {
+    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_len]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = match status_line.split(' ').collect::<Vec<_>>()[..] {
+        [version, code, ..] if version.starts_with("HTTP/1.") => code.parse().ok(),
+        _ => None,
+    };
+    let status = status.unwrap_or_else(|| panic!("not an HTTP/1.x status line: {status_line:?}"));
+    let headers: Vec<_> = lines.filter_map(split_header).collect();
+    let length = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"));
+    let body_len = match (status, length) {
+        (100..=199 | 204 | 304, _) => 0,
+        (_, Some((_, len))) => len.parse().unwrap_or_else(|_| panic!("bad Content-Length {len:?}")),
+        (_, None) if at_eof => buf.len() - head_len,
+        (_, None) => return None,
+    };
+    let body = buf.get(head_len..head_len + body_len)?.to_vec();
+    Some((
+        Response {
+            status,
+            headers,
+            body,
+            context: String::new(),
+        },
+        head_len + body_len,
+    ))
+}
