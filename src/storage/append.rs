@@ -6,12 +6,25 @@
 //! we note the size, check the caller's expected offset (which makes retries idempotent), copy
 //! the body, and on any failure truncate back to the noted size, so neither readers nor the
 //! next appender ever see half a body. A file this append created is removed again on failure.
+//!
+//! A process killed mid-append cannot roll back, so before the body is copied we write a
+//! journal (`.http-nas-journal-{inode}` beside the file) holding the size to roll back to,
+//! and remove it once the append is complete. Whoever next takes the file's lock, or the
+//! start-up sweep, finds an orphaned journal and truncates the file back ([`recover`]): since
+//! journals are only written under the lock, an unlocked file with a journal is always the
+//! remains of a dead appender, never a live one.
 
-use super::{Result, StorageError, copy_into, create_parents};
+use super::jail::RESERVED_PREFIX;
+use super::{Result, StorageError, copy_into, create_parents, sync_dir};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Prefix of append journals (inside the reserved namespace); the target's inode follows.
+pub const JOURNAL_PREFIX: &str = ".http-nas-journal-";
+/// First line of a journal, naming its format.
+const JOURNAL_MAGIC: &str = "http-nas append journal v1";
 
 /// Most times we reopen a file that was replaced while we waited for its lock.
 const MAX_LOCK_ATTEMPTS: usize = 16;
@@ -59,6 +72,8 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
     }
     create_parents(path)?;
     let Locked { file, created } = open_locked(path)?;
+    let ino = file.metadata().map_err(StorageError::from_io)?.ino();
+    recover(path, &file, ino)?;
     let before = file.metadata().map_err(StorageError::from_io)?.len();
     if let Some(expected) = expected_offset
         && expected != before
@@ -68,6 +83,7 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
         }
         return Err(StorageError::OffsetMismatch { current: before });
     }
+    let journal = write_journal(path, ino, before, created, fsync)?;
     let result = copy_into(body, &file).and_then(|n| {
         if fsync {
             file.sync_data().map_err(StorageError::from_io)?;
@@ -77,6 +93,8 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
     if result.is_err() {
         roll_back(path, &file, before, created);
     }
+    // Only after the data (or the rollback) is settled may the journal go.
+    let _ = fs::remove_file(&journal);
     result
 }
 
@@ -89,6 +107,119 @@ fn roll_back(path: &Path, file: &File, before: u64, created: bool) {
     if let Err(e) = file.set_len(before).and_then(|()| file.sync_data()) {
         log::error!("could not roll back a failed append to {}: {e}", path.display());
     }
+}
+
+/// What a journal records about the append it guards.
+#[derive(Debug, PartialEq, Eq)]
+struct JournalEntry {
+    /// Size of the file before the append.
+    before: u64,
+    /// Whether the append created the file.
+    created: bool,
+    /// The file's name in its directory.
+    name: String,
+}
+
+fn journal_path(target: &Path, ino: u64) -> PathBuf {
+    target.with_file_name(format!("{JOURNAL_PREFIX}{ino}"))
+}
+
+/// Records, before any byte is appended, how to undo the append.
+fn write_journal(target: &Path, ino: u64, before: u64, created: bool, fsync: bool) -> Result<PathBuf> {
+    let path = journal_path(target, ino);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = format!("{JOURNAL_MAGIC}\n{before}\n{}\n{name}\n", u8::from(created));
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&path)?;
+        f.write_all(text.as_bytes())?;
+        if fsync {
+            f.sync_all()?;
+        }
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&path);
+        return Err(StorageError::from_io(e));
+    }
+    if fsync && let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(path)
+}
+
+fn read_journal(path: &Path) -> Option<JournalEntry> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != JOURNAL_MAGIC {
+        return None;
+    }
+    let before = lines.next()?.parse().ok()?;
+    let created = lines.next()? == "1";
+    let name = lines.next()?.to_string();
+    Some(JournalEntry { before, created, name })
+}
+
+/// Under the file's lock: undoes the append of a dead appender, if its journal is there.
+fn recover(target: &Path, file: &File, ino: u64) -> Result<()> {
+    let journal = journal_path(target, ino);
+    if !journal.exists() {
+        return Ok(());
+    }
+    if let Some(entry) = read_journal(&journal) {
+        let size = file.metadata().map_err(StorageError::from_io)?.len();
+        if size > entry.before {
+            log::warn!(
+                "rolling back an interrupted append to {} ({size} -> {} bytes)",
+                target.display(),
+                entry.before
+            );
+            file.set_len(entry.before)
+                .and_then(|()| file.sync_data())
+                .map_err(StorageError::from_io)?;
+        }
+    }
+    fs::remove_file(&journal).map_err(StorageError::from_io)
+}
+
+/// Start-up sweep of one journal file: rolls its target back unless someone holds the
+/// target's lock (a live appender, who will recover it itself). True if it was handled.
+pub(crate) fn recover_orphan(journal: &Path) -> bool {
+    let Some(entry) = read_journal(journal) else {
+        return fs::remove_file(journal).is_ok();
+    };
+    let ino_in_name = journal
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(JOURNAL_PREFIX))
+        .and_then(|n| n.parse::<u64>().ok());
+    let target = journal.with_file_name(&entry.name);
+    let Ok(file) = OpenOptions::new().write(true).open(&target) else {
+        return fs::remove_file(journal).is_ok();
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    let Ok(meta) = file.metadata() else { return false };
+    if Some(meta.ino()) != ino_in_name || entry.name.starts_with(RESERVED_PREFIX) {
+        // The name now belongs to another file: the journal is stale.
+        return fs::remove_file(journal).is_ok();
+    }
+    if entry.created && meta.len() > 0 {
+        log::warn!(
+            "removing {} left half-created by an interrupted append",
+            target.display()
+        );
+        let _ = fs::remove_file(&target);
+    } else if meta.len() > entry.before {
+        log::warn!("rolling back an interrupted append to {}", target.display());
+        if file.set_len(entry.before).is_err() {
+            return false;
+        }
+    }
+    fs::remove_file(journal).is_ok()
 }
 
 #[cfg(test)]
@@ -123,6 +254,36 @@ mod tests {
         let missing = dir.join("missing");
         assert!(append_locked(&missing, &mut &b"x"[..], Some(5), false).is_err());
         assert!(!missing.exists());
+    }
+
+    #[test]
+    fn orphaned_journal_is_rolled_back_by_next_appender_and_by_sweep() {
+        let dir = test_dir("append-journal");
+        let path = dir.join("f");
+        fs::write(&path, b"whole\n").unwrap();
+        let ino = fs::metadata(&path).unwrap().ino();
+        // A dead appender: journal written, half a body appended, never cleaned up.
+        write_journal(&path, ino, 6, false, false).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"hal")
+            .unwrap();
+        assert_eq!(append_locked(&path, &mut &b"next\n"[..], Some(6), false).unwrap(), 11);
+        assert_eq!(fs::read(&path).unwrap(), b"whole\nnext\n");
+        assert!(!journal_path(&path, ino).exists());
+
+        write_journal(&path, ino, 11, false, false).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"partial")
+            .unwrap();
+        assert!(recover_orphan(&journal_path(&path, ino)));
+        assert_eq!(fs::read(&path).unwrap(), b"whole\nnext\n");
+        assert!(!journal_path(&path, ino).exists());
     }
 
     #[test]

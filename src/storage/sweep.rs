@@ -1,14 +1,17 @@
-//! Start-up sweep: removes upload temp files a crashed process left behind.
+//! Start-up sweep: removes upload temp files a crashed process left behind, and rolls back
+//! appends it was killed in the middle of.
 //!
 //! Only names with the reserved prefix are touched, and only if nobody holds their lock: a
 //! live upload (for instance by another replica sharing the volume) keeps its temp file locked
-//! and is skipped. Symlinks are never followed, so the walk stays under the root.
+//! and is skipped; so is a journal whose target file is locked. Symlinks are never followed,
+//! so the walk stays under the root.
 
+use super::append::{JOURNAL_PREFIX, recover_orphan};
 use super::jail::RESERVED_PREFIX;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-/// Walks `root` and removes unlocked reserved-prefix files; returns how many were removed.
+/// Walks `root`, removes unlocked temp files and settles orphaned journals; returns how many.
 pub fn sweep(root: &Path) -> usize {
     let mut removed = 0;
     let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
@@ -19,11 +22,15 @@ pub fn sweep(root: &Path) -> usize {
             let path = item.path();
             if kind.is_dir() {
                 stack.push(path);
-            } else if kind.is_file()
-                && item.file_name().to_string_lossy().starts_with(RESERVED_PREFIX)
-                && remove_if_unlocked(&path)
-            {
-                removed += 1;
+            } else if kind.is_file() {
+                let name = item.file_name();
+                let name = name.to_string_lossy();
+                let handled = if name.starts_with(JOURNAL_PREFIX) {
+                    recover_orphan(&path)
+                } else {
+                    name.starts_with(RESERVED_PREFIX) && remove_if_unlocked(&path)
+                };
+                removed += usize::from(handled);
             }
         }
     }
