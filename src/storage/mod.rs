@@ -138,9 +138,11 @@ impl Storage {
 
     /// Checks the root is a directory we can create and delete a file in.
     pub fn check_writable(&self) -> io::Result<()> {
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let probe = self
             .root
-            .join(format!("{}probe-{}", jail::RESERVED_PREFIX, std::process::id()));
+            .join(format!("{}probe-{}-{n}", jail::RESERVED_PREFIX, std::process::id()));
         File::create(&probe)?;
         fs::remove_file(&probe)
     }
