@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: run build test lint bench clean
+.PHONY: run build test lint bench fuzz clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -26,6 +26,15 @@ lint:
 ## bench: throughput and memory against cat / wc -l / nginx (see benches/)
 bench: build
 	python3 benches/bench.py
+
+## fuzz: run each cargo-fuzz target for FUZZ_SECS seconds (needs the nightly toolchain)
+FUZZ_SECS    ?= 180
+FUZZ_TARGETS ?= head chunked api jail
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	for target in $(FUZZ_TARGETS); do \
+	  $(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECS) -print_final_stats=0 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
