@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: run build test lint bench fuzz clean
+.PHONY: run build test lint bench fuzz static image helm-check clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -26,6 +26,26 @@ lint:
 ## bench: throughput and memory against cat / wc -l / nginx (see benches/)
 bench: build
 	python3 benches/bench.py
+
+## static: the shipped binary, static musl, checked to run alone as uid 65532
+MUSL_TARGET := x86_64-unknown-linux-musl
+STATIC_BIN  := target/$(MUSL_TARGET)/release/http-nas
+static:
+	$(CARGO) build --release --locked --target $(MUSL_TARGET)
+	.ci/check-static $(STATIC_BIN)
+
+## image: FROM scratch image with buildah, offline, from the static binary (ROOTFS=rootfs-prebuilt)
+IMAGE ?= localhost/http-nas:dev
+image: static
+	rm -rf target/image-root && mkdir -p target/image-root/mnt/storage
+	cp $(STATIC_BIN) target/image-root/http-nas
+	buildah --storage-driver vfs build --isolation chroot --build-arg ROOTFS=rootfs-prebuilt \
+	  -t $(IMAGE) -f Containerfile .
+	.ci/check-image $(IMAGE)
+
+## helm-check: lint, render and validate the chart (see .ci/helm-check)
+helm-check:
+	.ci/helm-check
 
 ## fuzz: run each cargo-fuzz target for FUZZ_SECS seconds (needs the nightly toolchain)
 FUZZ_SECS    ?= 180
