@@ -91,7 +91,10 @@ fn work<J>(receiver: &Mutex<Receiver<J>>, gauges: &PoolGauges, run: &dyn Fn(J)) 
         let Ok(job) = job else { return };
         gauges.queued.fetch_sub(1, Ordering::Relaxed);
         gauges.busy.fetch_add(1, Ordering::Relaxed);
-        run(job);
+        // A bug that panics while serving one job must not shrink the pool for good.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
+            log::error!("a worker job panicked; the worker carries on");
+        }
         gauges.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -124,5 +127,20 @@ mod tests {
         pool.join();
         assert_eq!(gauges.busy.load(Ordering::Relaxed), 0);
         assert_eq!(gauges.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_kill_its_worker() {
+        let (done_tx, done_rx) = channel::<u32>();
+        let done_tx = Mutex::new(done_tx);
+        let pool = Pool::start("test-panic", 1, 4, Arc::new(PoolGauges::default()), move |job: u32| {
+            assert!(job != 0, "job 0 panics on purpose");
+            let _ = done_tx.lock().unwrap().send(job);
+        })
+        .unwrap();
+        pool.try_submit(0).unwrap();
+        pool.try_submit(7).unwrap();
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(7));
+        pool.join();
     }
 }

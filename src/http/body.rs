@@ -275,12 +275,6 @@ impl<'a> Body<'a> {
         self.progress == Progress::Done
     }
 
-    /// True when the request has a body the client has not been asked for yet (`Expect:
-    /// 100-continue` and nothing read): it will not be sent, so it needs no draining.
-    pub fn never_requested(&self) -> bool {
-        self.send_continue && self.input.pending().is_empty()
-    }
-
     /// Body bytes received so far (decoded, without chunk framing).
     pub fn received(&self) -> u64 {
         self.received
