@@ -5,8 +5,14 @@
 //! - `seed`: the original service's README commands and test suite, unchanged but for the host.
 //! - `hostile`: clients that vanish, lie about lengths, break framing or sit idle.
 //! - `paths`: traversal in every spelling and through symlinks; reserved and ambiguous names.
+//! - `durability` (issue 3): concurrent appends and replacements, a full disk, `kill -9`,
+//!   idle connections, overload, timeouts and graceful shutdown lose nothing acknowledged.
+//! - `http_features` (issue 4): ranges and resume, validators, conditional writes, listings,
+//!   tokens, probes, metrics, `Allow` and the access log.
 
+mod durability;
 mod hostile;
+mod http_features;
 mod paths;
 mod raw;
 mod seed;

@@ -33,6 +33,11 @@ impl Conn {
         }
     }
 
+    /// The client side's address, as the server sees it (and logs it).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local address of a connected socket")
+    }
+
     /// Writes `bytes`. A write error is ignored: a server may rightly close the connection
     /// before reading everything, and the test judges what it answered, not our write.
     pub fn send(&mut self, bytes: &[u8]) -> &mut Self {
@@ -122,6 +127,37 @@ pub fn raw(addr: SocketAddr, request: &[u8], shutdown_write: bool) -> String {
         conn.shutdown_write();
     }
     conn.read_to_close()
+}
+
+/// What a fresh connection got, in [`attempt`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The connection could not be made (nobody listening).
+    Refused,
+    /// Connected, but closed (or reset) without a byte of response.
+    ClosedUnanswered,
+    /// Answered with this status.
+    Answered(u16),
+}
+
+/// Opens a new connection, sends `request` and reports what became of it; panics if the
+/// server neither answers nor closes within [`RAW_TIMEOUT`].
+#[track_caller]
+pub fn attempt(addr: SocketAddr, request: &[u8]) -> Attempt {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, RAW_TIMEOUT) else {
+        return Attempt::Refused;
+    };
+    let mut conn = Conn {
+        stream,
+        buf: Vec::new(),
+        sent: Vec::new(),
+    };
+    let text = conn.send(request).read_to_close();
+    if text.is_empty() {
+        return Attempt::ClosedUnanswered;
+    }
+    let status = text.split(' ').nth(1).and_then(|code| code.parse().ok());
+    Attempt::Answered(status.unwrap_or_else(|| panic!("not an HTTP response: {}", preview(text.as_bytes()))))
 }
 
 /// Parses a whole stream of responses; panics on trailing bytes that are not one.

@@ -7,10 +7,15 @@
 //! a user would use curl (its framing is the one that matters in production) and through a raw
 //! `TcpStream` (see `raw`) where a test needs bytes curl would never send.
 //!
+//! The durability tests also need the process itself: [`Server::signal`] sends it a real signal,
+//! [`Server::restart`] starts a new process on the same root (as after a crash), and
+//! [`Server::start_on`] runs a second server on another's root (replicas sharing a volume).
+//!
 //! Nothing here asserts on time: every wait is a generous upper bound so that a hang fails the
 //! test instead of blocking the suite. When a test panics, the server log is printed on `Drop`, and
 //! every [`Response`] carries the exact command (or bytes) and curl's stderr that produced it.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -89,8 +94,17 @@ pub struct Server {
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
     drain: Option<JoinHandle<()>>,
-    dir: TempDir,
+    launch: Launch,
+    /// The temp dir holding the root, when this server created it (not for [`Server::start_on`]).
+    home: Option<TempDir>,
     scratch: TempDir,
+}
+
+/// What a server process is started with, kept so that [`Server::restart`] can repeat it.
+struct Launch {
+    root: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -106,51 +120,105 @@ impl Server {
 
     /// Lets `prepare` fill the storage root before the server starts.
     pub fn start_prepared(prepare: impl FnOnce(&Path), args: &[&str]) -> Server {
-        let dir = TempDir::new();
-        let root = dir.path().join("root");
+        Server::start_in_new_home(prepare, args, &[])
+    }
+
+    /// Starts a server with extra environment variables (`[("HTTP_NAS_TOKEN", "t")]`).
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Server {
+        Server::start_in_new_home(|_| {}, args, env)
+    }
+
+    /// Starts a server on an existing storage root that it does not own: a second process
+    /// sharing another server's root, or a mount the test manages. `outside()` is its parent.
+    pub fn start_on(root: &Path, args: &[&str]) -> Server {
+        Server::launch(None, Launch::new(root.to_path_buf(), args, &[]))
+    }
+
+    fn start_in_new_home(prepare: impl FnOnce(&Path), args: &[&str], env: &[(&str, &str)]) -> Server {
+        let home = TempDir::new();
+        let root = home.path().join("root");
         fs::create_dir(&root).expect("create storage root");
         prepare(&root);
+        Server::launch(Some(home), Launch::new(root, args, env))
+    }
+
+    fn launch(home: Option<TempDir>, launch: Launch) -> Server {
         let scratch = TempDir::new();
         let curlrc = format!("max-time = {CURL_MAX_TIME_SECS}\nnoproxy = \"*\"\n");
         fs::write(scratch.path().join(".curlrc"), curlrc).expect("write .curlrc");
-
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_http-nas"));
-        cmd.arg("--listen").arg("127.0.0.1:0").arg("--storage").arg(&root);
-        if !args.contains(&"--log-level") {
-            cmd.args(["--log-level", "info"]);
-        }
-        cmd.args(args);
-        for var in SCRUBBED_ENV {
-            cmd.env_remove(var);
-        }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&log);
-        let drain = thread::spawn(move || drain_log(stderr, &sink, tx));
-        match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(addr) => Server {
-                child,
-                addr,
-                log,
-                drain: Some(drain),
-                dir,
-                scratch,
-            },
-            Err(err) => {
-                let _ = child.kill();
-                let status = child.wait();
-                let _ = drain.join();
-                panic!(
-                    "http-nas did not log `listening on ADDR` within {STARTUP_TIMEOUT:?} ({err}); \
-                     exit status: {status:?}\ncommand: {cmd:?}\n--- server stderr ---\n{}",
-                    lock(&log)
-                );
-            }
+        let (child, addr, drain) = launch.spawn(&log);
+        Server {
+            child,
+            addr,
+            log,
+            drain: Some(drain),
+            launch,
+            home,
+            scratch,
         }
+    }
+
+    /// Kills the process (SIGKILL, if it still runs) and starts a new one on the same root
+    /// with the same options; the new one listens on a new port. The log keeps both runs.
+    pub fn restart(&mut self) {
+        self.stop();
+        lock(&self.log).push_str("--- restarted by the test ---\n");
+        let (child, addr, drain) = self.launch.spawn(&self.log);
+        (self.child, self.addr, self.drain) = (child, addr, Some(drain));
+    }
+
+    /// Kills the process if it still runs and collects its log.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+    }
+
+    // ---- the process ----
+
+    /// The server's process id.
+    pub fn pid(&self) -> libc::pid_t {
+        libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t")
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, `libc::SIGKILL`...) to the server process.
+    #[track_caller]
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) takes plain integers. The pid is our own child's, and the child is
+        // only reaped by `wait_exit`/`stop`, so the pid cannot have been reused by then.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {signal}): {}",
+            self.pid(),
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
+    /// A numeric field of `/proc/PID/status` (`Threads`, or `VmRSS` in KiB).
+    #[track_caller]
+    pub fn proc_status(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'));
+        let number = value.and_then(|v| v.split_whitespace().next()?.parse().ok());
+        number.unwrap_or_else(|| panic!("no numeric {field:?} in {path}:\n{text}"))
     }
 
     /// The address the server is bound to.
@@ -165,12 +233,14 @@ impl Server {
 
     /// The storage root (`--storage`).
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.launch.root.clone()
     }
 
-    /// The temp directory that holds the root: outside of it, but writable by the tests.
+    /// The directory that holds the root: outside of it, but writable by the tests.
     pub fn outside(&self) -> &Path {
-        self.dir.path()
+        let home = self.home.as_ref().map(TempDir::path);
+        home.or_else(|| self.launch.root.parent())
+            .expect("the root has a parent")
     }
 
     /// Everything the server has logged so far.
@@ -277,14 +347,22 @@ impl Server {
         }
     }
 
+    /// `GET path` with extra request headers (`["Range: bytes=0-9"]`).
+    pub fn get_with(&self, path: &str, headers: &[&str]) -> Response {
+        let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", h]).collect();
+        let url = self.url(path);
+        args.push(&url);
+        self.curl(&args)
+    }
+
     /// `POST path` with `body` as an octet stream (Content-Length framing).
     pub fn post(&self, path: &str, body: impl AsRef<[u8]>) -> Response {
-        self.send_body("POST", path, body.as_ref())
+        self.send("POST", path, body.as_ref(), &[])
     }
 
     /// `PUT path` with `body` as an octet stream: an append.
     pub fn append(&self, path: &str, body: impl AsRef<[u8]>) -> Response {
-        self.send_body("PUT", path, body.as_ref())
+        self.send("PUT", path, body.as_ref(), &[])
     }
 
     /// `PUT path` with `Content-Type: application/json` and `json` as the body: a move.
@@ -306,14 +384,34 @@ impl Server {
         self.curl(&["-X", "DELETE", &self.url(path)])
     }
 
-    fn send_body(&self, method: &str, path: &str, body: &[u8]) -> Response {
+    /// `METHOD path` with `body` as an octet stream (Content-Length framing) and extra
+    /// request headers (`["Upload-Offset: 3"]`).
+    pub fn send(&self, method: &str, path: &str, body: &[u8], headers: &[&str]) -> Response {
         let file = self.scratch_file(&format!("upload-{}", next_id()), body);
         let data = format!("@{}", file.display());
         let url = self.url(path);
         let ctype = "Content-Type: application/octet-stream";
-        let response = self.curl(&["-X", method, "-H", ctype, "--data-binary", &data, &url]);
+        let mut args = vec!["-X", method, "-H", ctype];
+        args.extend(headers.iter().flat_map(|h| ["-H", *h]));
+        args.extend(["--data-binary", &data, &url]);
+        let response = self.curl(&args);
         let _ = fs::remove_file(file);
         response
+    }
+
+    /// `GET /metrics` as `name{labels}` → value, one entry per sample line.
+    #[track_caller]
+    pub fn scrape(&self) -> HashMap<String, f64> {
+        let response = self.get("/metrics");
+        let text = response.assert_status(200).text();
+        let sample = |line: &str| {
+            let (key, value) = line.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        };
+        let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty());
+        lines
+            .map(|line| sample(line).unwrap_or_else(|| response.fail(&format!("bad sample line {line:?}"))))
+            .collect()
     }
 
     // ---- shell commands ----
@@ -361,17 +459,58 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(drain) = self.drain.take() {
-            let _ = drain.join();
-        }
+        self.stop();
         if thread::panicking() {
             eprintln!(
                 "--- server log ({}) ---\n{}--- end of server log ---",
                 self.addr,
                 self.log()
             );
+        }
+    }
+}
+
+impl Launch {
+    fn new(root: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Launch {
+        Launch {
+            root,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    /// Starts the process, copying its stderr into `log`, and waits for its `listening on`
+    /// line; panics with the log if it does not come.
+    fn spawn(&self, log: &Arc<Mutex<String>>) -> (Child, SocketAddr, JoinHandle<()>) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_http-nas"));
+        cmd.arg("--listen").arg("127.0.0.1:0").arg("--storage").arg(&self.root);
+        if !self.args.iter().any(|a| a == "--log-level") {
+            cmd.args(["--log-level", "info"]);
+        }
+        cmd.args(&self.args);
+        for var in SCRUBBED_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(log);
+        let drain = thread::spawn(move || drain_log(stderr, &sink, tx));
+        match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(addr) => (child, addr, drain),
+            Err(err) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let _ = drain.join();
+                panic!(
+                    "http-nas did not log `listening on ADDR` within {STARTUP_TIMEOUT:?} ({err}); \
+                     exit status: {status:?}\ncommand: {cmd:?}\n--- server stderr ---\n{}",
+                    lock(log)
+                );
+            }
         }
     }
 }
