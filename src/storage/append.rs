@@ -1,13 +1,15 @@
 //! Locked, all-or-nothing appends.
 //!
-//! Appenders to one file are serialised by an exclusive `flock` on the file, held for the whole
-//! body: it works between threads (each request opens its own file description) and between
+//! Appenders to one file are serialised by an exclusive `flock` on the file, held while the
+//! body is written: it works between threads (each request opens its own file description) and between
 //! processes, including replicas sharing a volume whose filesystem supports it. Under the lock
 //! we note the size, check the caller's expected offset (which makes retries idempotent), copy
 //! the body, and on any failure truncate back to the noted size, so neither readers nor the
 //! next appender ever see half a body. A file this append created is removed again on failure.
 //!
-//! A process killed mid-append cannot roll back, so before the body is copied we write a
+//! A process killed mid-append cannot roll back. A body smaller than [`SMALL_APPEND_BYTES`] is
+//! read whole before the lock is taken and written with a single `write(2)`, which a kill
+//! cannot split. For a larger one, before the body is streamed in, we write a
 //! journal (`.http-nas-journal-{inode}` beside the file) holding the size to roll back to,
 //! and remove it once the append is complete. Whoever next takes the file's lock, or the
 //! start-up sweep, finds an orphaned journal and truncates the file back ([`recover`]): since
@@ -26,6 +28,9 @@ pub const JOURNAL_PREFIX: &str = ".http-nas-journal-";
 /// First line of a journal, naming its format.
 const JOURNAL_MAGIC: &str = "http-nas append journal v1";
 
+/// Appends up to this size, in bytes, are read whole before the lock is taken and written
+/// with one `write(2)`, without a journal. Larger ones stream under the lock, journaled.
+pub const SMALL_APPEND_BYTES: usize = 64 * 1024;
 /// Most times we reopen a file that was replaced while we waited for its lock.
 const MAX_LOCK_ATTEMPTS: usize = 16;
 
@@ -70,6 +75,14 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
     if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
         return Err(StorageError::IsADirectory);
     }
+    // Read the start of the body before taking the lock: most appends fit in it whole, and a
+    // whole body goes to the file in one write(2), which a killed process cannot leave half
+    // done, so it needs no journal (and no journal fsyncs).
+    let mut start = vec![0u8; SMALL_APPEND_BYTES];
+    let filled = read_up_to(body, &mut start)?;
+    let whole = filled < start.len();
+    start.truncate(filled);
+
     create_parents(path)?;
     let Locked { file, created } = open_locked(path)?;
     let ino = file.metadata().map_err(StorageError::from_io)?.ino();
@@ -83,19 +96,41 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
         }
         return Err(StorageError::OffsetMismatch { current: before });
     }
-    let journal = write_journal(path, ino, before, created, fsync)?;
-    let result = copy_into(body, &file).and_then(|n| {
+    let journal = if whole {
+        None
+    } else {
+        Some(write_journal(path, ino, before, created, fsync)?)
+    };
+    let result = (&file).write_all(&start).map_err(StorageError::from_io).and_then(|()| {
+        drop(start);
+        let rest = if whole { 0 } else { copy_into(body, &file)? };
         if fsync {
             file.sync_data().map_err(StorageError::from_io)?;
         }
-        Ok(before + n)
+        Ok(before + filled as u64 + rest)
     });
     if result.is_err() {
         roll_back(path, &file, before, created);
     }
     // Only after the data (or the rollback) is settled may the journal go.
-    let _ = fs::remove_file(&journal);
+    if let Some(journal) = journal {
+        let _ = fs::remove_file(journal);
+    }
     result
+}
+
+/// Reads from `body` until `buf` is full or the body ends; returns the bytes read.
+fn read_up_to(body: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match body.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StorageError::Source(e)),
+        }
+    }
+    Ok(filled)
 }
 
 /// Undoes a failed append under the lock: back to `before` bytes, or gone if we created it.
@@ -294,6 +329,11 @@ mod tests {
         let err = append_locked(&path, &mut (&b"half"[..]).chain(Broken), None, false).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)));
         assert_eq!(fs::read(&path).unwrap(), b"keep");
+        let big = vec![b'x'; SMALL_APPEND_BYTES * 3];
+        let err = append_locked(&path, &mut (&big[..]).chain(Broken), None, false).unwrap_err();
+        assert!(matches!(err, StorageError::Source(_)));
+        assert_eq!(fs::read(&path).unwrap(), b"keep", "a streamed append is rolled back too");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "and its journal is gone");
         let fresh = dir.join("fresh");
         assert!(append_locked(&fresh, &mut (&b"half"[..]).chain(Broken), None, false).is_err());
         assert!(!fresh.exists());
