@@ -24,7 +24,8 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 ## bench: throughput and memory against cat / wc -l / nginx (see benches/)
-bench: build
+bench:
+	$(CARGO) build --release --locked --target $(MUSL_TARGET)
 	python3 benches/bench.py
 
 ## static: the shipped binary, static musl, checked to run alone as uid 65532

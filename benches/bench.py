@@ -50,7 +50,10 @@ MIB = 1024 * KIB
 GIB = 1024 * MIB
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVER_BIN = REPO_ROOT / "target" / "release" / "http-nas"
+# The shipped binary (static musl) by default; BENCH_BINARY picks another build.
+SERVER_BIN = Path(
+    os.environ.get("BENCH_BINARY", REPO_ROOT / "target" / "x86_64-unknown-linux-musl" / "release" / "http-nas")
+)
 RESULTS_PATH = REPO_ROOT / "benches" / "RESULTS.md"
 DEFAULT_DATA_DIR = REPO_ROOT / "bench-data"
 HOST = "127.0.0.1"
@@ -1019,7 +1022,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, raise_on_sigterm)
     runs = env_runs()
     if not SERVER_BIN.is_file():
-        raise SystemExit(f"{SERVER_BIN} is missing: run `cargo build --release` (make bench does)")
+        raise SystemExit(f"{SERVER_BIN} is missing: run `make static` (make bench does) or set BENCH_BINARY")
     started = time.monotonic()
     tools = ensure_tools()
     data = ensure_data(Path(os.environ.get("BENCH_DATA", DEFAULT_DATA_DIR)))
