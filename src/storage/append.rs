@@ -260,14 +260,7 @@ pub(crate) fn recover_orphan(journal: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_dir;
-
-    struct Broken;
-    impl Read for Broken {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client went away"))
-        }
-    }
+    use crate::storage::{Broken, test_dir};
 
     #[test]
     fn appends_and_creates() {
@@ -332,7 +325,11 @@ mod tests {
         let big = vec![b'x'; SMALL_APPEND_BYTES * 3];
         let err = append_locked(&path, &mut (&big[..]).chain(Broken), None, false).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)));
-        assert_eq!(fs::read(&path).unwrap(), b"keep", "a streamed append is rolled back too");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"keep",
+            "a streamed append is rolled back too"
+        );
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "and its journal is gone");
         let fresh = dir.join("fresh");
         assert!(append_locked(&fresh, &mut (&b"half"[..]).chain(Broken), None, false).is_err());

@@ -105,14 +105,7 @@ pub fn write_atomic(target: &Path, body: &mut dyn Read, create_only: bool, fsync
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_dir;
-
-    struct Broken;
-    impl Read for Broken {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client went away"))
-        }
-    }
+    use crate::storage::{Broken, test_dir};
 
     #[test]
     fn replaces_target_and_leaves_no_temp() {

@@ -283,3 +283,14 @@ pub(crate) fn test_dir(name: &str) -> PathBuf {
     fs::create_dir_all(&dir).expect("create test dir");
     dir
 }
+
+/// A request body whose client vanishes: every read fails (for unit tests).
+#[cfg(test)]
+pub(crate) struct Broken;
+
+#[cfg(test)]
+impl Read for Broken {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client went away"))
+    }
+}
