@@ -102,7 +102,7 @@ impl Metrics {
         gauge(
             &mut out,
             "http_nas_in_flight_requests",
-            "Requests being served.",
+            "Requests being served (a connection on a worker counts once, pipelined requests included).",
             relaxed(&stats.in_flight),
         );
         gauge(

@@ -33,26 +33,31 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     }
     let mut input = ReadBuf::with_bytes(&pending);
     drop(pending);
+    // Registered once per hand-over (not per request), so shutdown can see and cut it off.
+    let id = shared.begin_service(&stream);
+    let leftover = serve_buffered(&stream, remote, &mut input, shared);
+    shared.end_service(id);
+    if let Some(pending) = leftover {
+        shared.repark(Conn {
+            stream,
+            remote,
+            pending,
+        });
+    }
+}
+
+/// Serves every request whose head is already buffered; returns the bytes of an unfinished
+/// next head if the connection stays open, `None` if it must close.
+fn serve_buffered(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Option<Vec<u8>> {
     loop {
-        let id = shared.begin_service(&stream);
-        let next = serve_one(&stream, remote, &mut input, shared);
-        shared.end_service(id);
-        if matches!(next, Next::Close) {
-            return;
+        if matches!(serve_one(stream, remote, input, shared), Next::Close) {
+            return None;
         }
         match check_head(input.pending()) {
-            Ok(HeadStatus::Complete(_)) => continue,
-            Ok(HeadStatus::Partial) => {
-                let pending = input.pending().to_vec();
-                shared.repark(Conn {
-                    stream,
-                    remote,
-                    pending,
-                });
-                return;
-            }
-            // Served by the next round, which answers the refusal and closes.
-            Err(_) => continue,
+            Ok(HeadStatus::Partial) => return Some(input.pending().to_vec()),
+            // A complete head is served now; a refused one by the next round, which answers
+            // the refusal and closes.
+            Ok(HeadStatus::Complete(_)) | Err(_) => {}
         }
     }
 }

@@ -88,7 +88,7 @@ pub struct Stats {
     pub pool: Arc<PoolGauges>,
     /// Connections parked waiting for a request head.
     pub parked: AtomicUsize,
-    /// Requests being served right now.
+    /// Requests being served right now (one per connection on a worker).
     pub in_flight: AtomicUsize,
 }
 
