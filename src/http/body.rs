@@ -142,7 +142,7 @@ impl ReadBuf {
     }
 
     /// Reads more bytes from `src` after the pending ones; returns how many (0 at EOF).
-    fn fill_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
+    pub(crate) fn fill_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
         if self.pos > 0 {
             self.buf.copy_within(self.pos..self.filled, 0);
             self.filled -= self.pos;

@@ -10,9 +10,15 @@ use super::body::{Body, Framing, ReadBuf, choose_framing};
 use super::head::{Head, HeadStatus, check_head, parse_head};
 use super::write::{Response, write_response};
 use super::{Conn, Exchange, Request, Shared};
+use crate::sys;
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+/// How long a worker waits for a keep-alive client's next request before handing the
+/// connection back to the reactor, in milliseconds (see [`linger`]).
+const LINGER_MS: i32 = 1;
 
 /// What to do with the connection after one exchange.
 enum Next {
@@ -53,12 +59,44 @@ fn serve_buffered(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, s
         if matches!(serve_one(stream, remote, input, shared), Next::Close) {
             return None;
         }
-        match check_head(input.pending()) {
-            Ok(HeadStatus::Partial) => return Some(input.pending().to_vec()),
-            // A complete head is served now; a refused one by the next round, which answers
-            // the refusal and closes.
-            Ok(HeadStatus::Complete(_)) | Err(_) => {}
+        // A complete head is served now; a refused one by the next round, which answers the
+        // refusal and closes. A partial one gets one short wait here before going back.
+        if let Ok(HeadStatus::Partial) = check_head(input.pending()) {
+            match linger(stream, input, shared) {
+                Linger::Closed => return None,
+                Linger::MoreBytes if !matches!(check_head(input.pending()), Ok(HeadStatus::Partial)) => {}
+                Linger::MoreBytes | Linger::Quiet => return Some(input.pending().to_vec()),
+            }
         }
+    }
+}
+
+/// What a short wait on the worker for the next request brought.
+enum Linger {
+    /// Nothing arrived in time (or waiting was not worth it): park the connection.
+    Quiet,
+    /// More bytes were read into the buffer.
+    MoreBytes,
+    /// The client closed the connection or it failed.
+    Closed,
+}
+
+/// Waits up to [`LINGER_MS`] on this worker for the client's next bytes. A keep-alive client
+/// that sends its next request at once (a loop of small GETs) then skips the round trip through
+/// the reactor: two thread hand-offs and a poll over every parked socket. Skipped when requests
+/// are queued for a worker or the server is stopping, so lingering never delays anyone else;
+/// one read at most, so a slow sender still goes back to the reactor and its head timeout.
+fn linger(stream: &TcpStream, input: &mut ReadBuf, shared: &Shared) -> Linger {
+    if shared.stopping.load(Ordering::Relaxed) || shared.stats.pool.queued.load(Ordering::Relaxed) > 0 {
+        return Linger::Quiet;
+    }
+    let mut fds = [sys::poll_entry(stream.as_raw_fd())];
+    if !matches!(sys::poll(&mut fds, LINGER_MS), Ok(n) if n > 0 && sys::poll_ready(&fds[0])) {
+        return Linger::Quiet;
+    }
+    match input.fill_from(&mut &*stream) {
+        Ok(0) | Err(_) => Linger::Closed,
+        Ok(_) => Linger::MoreBytes,
     }
 }
 
