@@ -119,6 +119,8 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
         "PUT" if is_json(content_type) => Ok(Op::Move { path: writable()? }),
         "PUT" => Ok(Op::Append { path: writable()? }),
         "DELETE" => Ok(Op::Delete { path: rel.non_root()? }),
+        // The root is only ever read: writes and deletes of it are refused.
+        "OPTIONS" if rel.is_root() => Ok(Op::Options { allow: ALLOW_READ_ONLY }),
         "OPTIONS" => Ok(Op::Options { allow: ALLOW_FILE }),
         _ => Err(Error::MethodNotAllowed { allow: ALLOW_FILE }),
     }
@@ -222,6 +224,7 @@ mod tests {
             ("GET", "/readyz", None, Op::Ready),
             ("GET", "/metrics", None, Op::Metrics),
             ("OPTIONS", "/file/x", None, Op::Options { allow: ALLOW_FILE }),
+            ("OPTIONS", "/file/", None, Op::Options { allow: ALLOW_READ_ONLY }),
         ];
         for (method, target, ct, want) in cases {
             assert_eq!(parse(method, target, ct).unwrap(), want, "{method} {target}");

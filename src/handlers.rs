@@ -60,7 +60,12 @@ impl App {
             }
         }
         match op {
-            Op::StorageHealth => Ok(Response::text(200, "OK")),
+            Op::StorageHealth => match self.storage.root_is_dir() {
+                true => Ok(Response::text(200, "OK")),
+                false => Err(Error::Unavailable {
+                    message: "the storage root is not a directory".into(),
+                }),
+            },
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Upload { path } => {
@@ -215,7 +220,9 @@ impl Handler for App {
     }
 
     fn completed(&self, x: &Exchange<'_>) {
-        let op = CURRENT_OP.with(Cell::get);
+        // Taken and reset, so a request refused before routing (bad framing) on this worker
+        // is counted as "other", not as the operation this worker served before.
+        let op = CURRENT_OP.with(|c| c.replace(metrics::OPS.len() - 1));
         self.metrics.record(op, x.status, x.bytes_in, x.bytes_out, x.duration);
     }
 }

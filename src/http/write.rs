@@ -86,8 +86,10 @@ impl Response {
         Response::json(status, &serde_json::json!({ "error": kind, "message": message }))
     }
 
-    /// Adds a header.
+    /// Sets a header, replacing any earlier value of the same name (`Content-Type` of a
+    /// [`Response::text`] body, say), so a response never carries one field twice.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.headers.push((name, value.into()));
         self
     }
@@ -233,5 +235,13 @@ mod tests {
         assert!(head.contains("\r\nX-Name: a  Set-Cookie: evil\r\n"));
         assert!(head.ends_with("Connection: close\r\n\r\n"));
         assert_eq!(head.matches("\r\n").count(), 7);
+    }
+
+    #[test]
+    fn a_header_set_twice_is_sent_once_with_the_last_value() {
+        let resp = Response::text(200, "x").with_header("content-type", "text/csv");
+        let head = String::from_utf8(encode_head(&resp, true)).unwrap();
+        assert_eq!(head.to_ascii_lowercase().matches("content-type").count(), 1, "{head}");
+        assert!(head.contains("content-type: text/csv\r\n"), "{head}");
     }
 }

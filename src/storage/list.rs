@@ -9,7 +9,7 @@ use std::time::SystemTime;
 /// What kind of thing a listed entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
-    /// A regular file (or a link to one).
+    /// A regular file (or a link to one inside the root, or a link not followed).
     File,
     /// A directory (or a link to one).
     Directory,
@@ -28,8 +28,8 @@ pub struct Entry {
     pub modified: SystemTime,
 }
 
-/// Lists the directory at `dir`.
-pub fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
+/// Lists the directory at `dir`, which lies under the canonical `root`.
+pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
     let meta = fs::metadata(dir).map_err(StorageError::from_io)?;
     if !meta.is_dir() {
         return Err(StorageError::NotADirectory);
@@ -41,8 +41,7 @@ pub fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
         if name.starts_with(RESERVED_PREFIX) {
             continue;
         }
-        // Follow links for type and size; a dangling link is listed as an empty file.
-        let Ok(meta) = fs::metadata(item.path()).or_else(|_| item.metadata()) else {
+        let Ok(meta) = entry_metadata(root, &item) else {
             continue;
         };
         let kind = if meta.is_dir() {
@@ -50,7 +49,7 @@ pub fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
         } else {
             EntryKind::File
         };
-        let size = if meta.is_dir() { 0 } else { meta.len() };
+        let size = if meta.is_file() { meta.len() } else { 0 };
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         entries.push(Entry {
             name,
@@ -61,4 +60,18 @@ pub fn list_dir(dir: &Path) -> Result<Vec<Entry>> {
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
+}
+
+/// The metadata an entry is listed with. A symlink is followed only when its target stays
+/// inside `root` (as the path jail would allow); a link leading outside, or dangling, is listed
+/// with the link's own metadata, so nothing about files outside the root shows.
+fn entry_metadata(root: &Path, item: &fs::DirEntry) -> std::io::Result<fs::Metadata> {
+    let own = item.metadata()?;
+    if !own.file_type().is_symlink() {
+        return Ok(own);
+    }
+    match fs::canonicalize(item.path()) {
+        Ok(target) if target.starts_with(root) => fs::metadata(target),
+        _ => Ok(own),
+    }
 }

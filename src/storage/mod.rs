@@ -136,6 +136,11 @@ impl Storage {
         &self.root
     }
 
+    /// True while the root is still a directory (the seed's `GET /file` health answer).
+    pub fn root_is_dir(&self) -> bool {
+        fs::metadata(&self.root).is_ok_and(|m| m.is_dir())
+    }
+
     /// Checks the root is a directory we can create and delete a file in.
     pub fn check_writable(&self) -> io::Result<()> {
         static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -170,7 +175,7 @@ impl Storage {
 
     /// Lists a directory, sorted by name, without the service's own files.
     pub fn list(&self, rel: &RelPath) -> Result<Vec<Entry>> {
-        list::list_dir(&self.resolve(rel)?)
+        list::list_dir(&self.root, &self.resolve(rel)?)
     }
 
     /// Counts `\n` bytes in a file, like `wc -l`.

@@ -467,6 +467,14 @@ fn issue4_readyz_is_503_once_storage_root_is_gone_but_healthz_stays_200() {
     s.get("/healthz").assert_status(200);
 }
 
+#[test]
+fn seed_health_probe_get_file_is_503_once_storage_root_is_gone() {
+    let s = Server::start();
+    s.get("/file").assert_ok_body("OK");
+    fs::rename(s.root(), s.outside().join("moved-away")).expect("rename the root away");
+    s.get("/file").assert_error(503);
+}
+
 // ---- metrics ----
 
 /// The counters a successful upload and a missing-file read must move.
@@ -512,6 +520,38 @@ fn issue4_metrics_count_requests_and_bytes_but_name_no_file() {
     assert!(!text.contains(NAME), "the metrics name a file:\n{text}");
 }
 
+#[test]
+fn metrics_response_has_one_content_type() {
+    let s = Server::start();
+    let response = s.get("/metrics");
+    let types: Vec<_> = response
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .collect();
+    if types.len() != 1 || !types[0].1.starts_with("text/plain; version=0.0.4") {
+        response.fail(&format!("expected one Prometheus Content-Type, got {types:?}"));
+    }
+}
+
+#[test]
+fn requests_refused_before_routing_are_counted_as_other_not_as_the_previous_op() {
+    let s = Server::start_with(&["--workers", "1"]);
+    s.write("w.txt", "a\n");
+    s.get("/file/w.txt/wc").assert_ok_body("1");
+    let mut conn = s.connect();
+    conn.send(b"POST /file/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n");
+    conn.response().assert_error(501);
+    let other_5xx = r#"http_nas_requests_total{op="other",status="5xx"}"#;
+    let wc_5xx = r#"http_nas_requests_total{op="wc",status="5xx"}"#;
+    let counted = wait_until(RECORD_TIMEOUT, || s.scrape().get(other_5xx).copied() == Some(1.0));
+    let after = s.scrape();
+    assert!(
+        counted && after.get(wc_5xx).copied().unwrap_or(0.0) == 0.0,
+        "the 501 should count as op=other: {after:?}"
+    );
+}
+
 // ---- methods ----
 
 #[test]
@@ -529,6 +569,19 @@ fn issue4_wrong_method_is_405_with_allow() {
             ));
         }
     }
+}
+
+#[test]
+fn options_on_the_root_lists_only_what_the_root_takes() {
+    let s = Server::start();
+    let response = s.curl(&["-X", "OPTIONS", &s.url("/file/")]);
+    response.assert_status(204);
+    assert_eq!(
+        required(&response, "Allow"),
+        "GET, HEAD, OPTIONS",
+        "{}",
+        response.context
+    );
 }
 
 #[test]

@@ -332,6 +332,39 @@ fn symlinks_inside_root_work_like_their_target() {
     s.get("/file/dirlink/f.txt").assert_ok_body("in dir");
 }
 
+#[test]
+fn listings_show_nothing_of_what_escaping_symlinks_point_at() {
+    let s = jail_with_escaping_links();
+    let listing = s.get_with("/file/", &["Accept: application/json"]);
+    let entries = listing.assert_ok_json();
+    let entry = |name: &str| {
+        let found = entries.as_array().and_then(|a| a.iter().find(|e| e["name"] == name));
+        found
+            .cloned()
+            .unwrap_or_else(|| listing.fail(&format!("no entry {name:?}")))
+    };
+    // `s` leads to the secret file and `link` to the directory outside: neither shows.
+    for name in ["s", "link"] {
+        let e = entry(name);
+        if e["type"] != "file" || e["size"] != 0 {
+            listing.fail(&format!("{name:?} describes what it points at outside the root: {e}"));
+        }
+    }
+    s.get("/file/").assert_ok_body("link\ns\nsrc.txt\n");
+}
+
+#[test]
+fn listings_follow_symlinks_that_stay_inside_the_root() {
+    let s = jail();
+    s.write("real.txt", "12345");
+    s.write("dir/f.txt", "x");
+    symlink("real.txt", s.root().join("alias")).unwrap();
+    symlink(s.root().join("dir"), s.root().join("dirlink")).unwrap();
+    s.get("/file/").assert_ok_body("alias\ndir/\ndirlink/\nreal.txt\n");
+    let entries = s.get_with("/file/", &["Accept: application/json"]).assert_ok_json();
+    assert_eq!(entries[0]["size"], 5, "{entries}");
+}
+
 // ---- names ----
 
 #[test]
