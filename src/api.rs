@@ -74,6 +74,7 @@ const ALLOW_MOVE: &str = "PUT, OPTIONS";
 
 /// Maps a request to an operation. `content_type` is the request's Content-Type, if any.
 pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<Op, Error> {
+    let target = origin_form(target);
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let read_only = |op: Op| match method {
         "GET" | "HEAD" => Ok(op),
@@ -123,6 +124,19 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
         "OPTIONS" if rel.is_root() => Ok(Op::Options { allow: ALLOW_READ_ONLY }),
         "OPTIONS" => Ok(Op::Options { allow: ALLOW_FILE }),
         _ => Err(Error::MethodNotAllowed { allow: ALLOW_FILE }),
+    }
+}
+
+/// The path-and-query of a request target: RFC 9112 §3.2.2 has servers accept the
+/// absolute form (`http://host/file/x`, as sent to proxies) like the origin form (`/file/x`).
+fn origin_form(target: &str) -> &str {
+    let scheme_len = ["http://", "https://"]
+        .iter()
+        .find(|s| target.get(..s.len()).is_some_and(|t| t.eq_ignore_ascii_case(s)))
+        .map(|s| s.len());
+    match scheme_len {
+        Some(n) => target[n..].find('/').map_or("/", |i| &target[n + i..]),
+        None => target,
     }
 }
 
@@ -225,6 +239,8 @@ mod tests {
             ("GET", "/metrics", None, Op::Metrics),
             ("OPTIONS", "/file/x", None, Op::Options { allow: ALLOW_FILE }),
             ("OPTIONS", "/file/", None, Op::Options { allow: ALLOW_READ_ONLY }),
+            ("GET", "http://nas:3000/healthz", None, Op::Alive),
+            ("GET", "HTTP://nas/file/a%2Fb", None, Op::Read { path: rel("a/b") }),
         ];
         for (method, target, ct, want) in cases {
             assert_eq!(parse(method, target, ct).unwrap(), want, "{method} {target}");
@@ -235,6 +251,8 @@ mod tests {
     fn refusals() {
         let cases: Vec<(&str, &str, u16)> = vec![
             ("GET", "/other", 404),
+            ("GET", "http://nas", 404),
+            ("GET", "http://nas/file/..%2Fx", 400),
             ("GET", "/filex", 404),
             ("POST", "/file", 405),
             ("DELETE", "/file/", 400),

@@ -144,9 +144,10 @@ impl From<StorageError> for Error {
                 message: "path leads outside the storage root through a symlink",
             },
             StorageError::NotFound => Error::NotFound,
-            StorageError::IsADirectory | StorageError::NotADirectory | StorageError::MoveIntoSelf => {
-                Error::Conflict { message: e.to_string() }
-            }
+            StorageError::IsADirectory
+            | StorageError::NotADirectory
+            | StorageError::MoveIntoSelf
+            | StorageError::SameFile => Error::Conflict { message: e.to_string() },
             StorageError::Exists => Error::PreconditionFailed {
                 message: "the file already exists (If-None-Match: *)",
             },

@@ -102,10 +102,9 @@ impl App {
 
     fn read(&self, head: &Head, path: &RelPath) -> Result<Response, Error> {
         match self.storage.open_read(path)? {
-            Opened::File(file, meta) => {
-                let etag = etag(&meta);
+            Opened::File { file, meta, len: size } => {
+                let etag = etag(&meta, size);
                 let last_modified = meta.modified().map(http_date).unwrap_or_default();
-                let size = meta.len();
                 let mut resp = if head.header("if-none-match").is_some_and(|v| etag_matches(v, &etag)) {
                     Response::new(304, ResponseBody::Empty)
                 } else {
@@ -183,7 +182,7 @@ impl App {
             message: "the file changed (If-Match does not match its ETag)",
         };
         match self.storage.metadata(path) {
-            Ok(meta) if meta.is_file() && etag_matches(wanted, &etag(&meta)) => Ok(()),
+            Ok(meta) if meta.is_file() && etag_matches(wanted, &etag(&meta, meta.len())) => Ok(()),
             Ok(_) | Err(crate::storage::StorageError::NotFound) => Err(failed),
             Err(e) => Err(e.into()),
         }
@@ -261,10 +260,10 @@ fn upload_offset(head: &Head) -> Result<Option<u64>, Error> {
     })
 }
 
-/// A strong validator from inode, size and modification time.
-fn etag(meta: &Metadata) -> String {
+/// A strong validator from inode, the length served (see `Opened::File`) and modification time.
+fn etag(meta: &Metadata, len: u64) -> String {
     let nanos = meta.mtime().wrapping_mul(1_000_000_000).wrapping_add(meta.mtime_nsec());
-    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.len(), nanos)
+    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), len, nanos)
 }
 
 /// True when an `If-None-Match` value lists `etag` (or is `*`).

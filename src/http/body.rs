@@ -275,6 +275,12 @@ impl<'a> Body<'a> {
         self.progress == Progress::Done
     }
 
+    /// True when the handler stopped reading a body the client is still sending (it answered
+    /// early: a failed precondition, a full disk) rather than the body failing on the wire.
+    pub fn abandoned(&self) -> bool {
+        matches!(self.progress, Progress::Length { .. } | Progress::Chunked(_))
+    }
+
     /// Body bytes received so far (decoded, without chunk framing).
     pub fn received(&self) -> u64 {
         self.received

@@ -11,10 +11,11 @@ use super::head::{Head, HeadStatus, check_head, parse_head};
 use super::write::{Response, write_response};
 use super::{Conn, Exchange, Request, Shared};
 use crate::sys;
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How long a worker waits for a keep-alive client's next request before handing the
 /// connection back to the reactor, in milliseconds (see [`linger`]).
@@ -39,10 +40,11 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     }
     let mut input = ReadBuf::with_bytes(&pending);
     drop(pending);
-    // Registered once per hand-over (not per request), so shutdown can see and cut it off.
-    let id = shared.begin_service(&stream);
+    // Registered once per hand-over (not per request), so shutdown can see and cut it off;
+    // unregistered by the guard's drop, even if serving panics.
+    let service = shared.begin_service(&stream);
     let leftover = serve_buffered(&stream, remote, &mut input, shared);
-    shared.end_service(id);
+    drop(service);
     if let Some(pending) = leftover {
         shared.repark(Conn {
             stream,
@@ -125,7 +127,9 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     {
         let msg = format!("request body of {n} bytes is larger than the {limit}-byte limit");
         let resp = Response::error(413, "too_large", &msg);
-        finish(stream, remote, &head, resp, (false, 0, started), shared);
+        if finish(stream, remote, &head, resp, (false, 0, started), shared) {
+            drain_before_close(stream);
+        }
         return Next::Close;
     }
     let expects_continue = head.minor_version == 1
@@ -139,13 +143,46 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
         remote,
     });
     let body_done = body.is_complete();
+    let abandoned = body.abandoned();
     let bytes_in = body.received();
     let keep_alive = body_done && !resp.close && !head.wants_close() && !shared.stopping.load(Ordering::Relaxed);
     let written = finish(stream, remote, &head, resp, (keep_alive, bytes_in, started), shared);
     if keep_alive && written {
-        Next::KeepAlive
-    } else {
-        Next::Close
+        return Next::KeepAlive;
+    }
+    if abandoned && written {
+        drain_before_close(stream);
+    }
+    Next::Close
+}
+
+/// Longest a closing connection spends draining a body the handler did not read.
+const DRAIN_MAX: Duration = Duration::from_secs(2);
+/// Most body bytes drained before closing anyway.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// A pause this long in what the client sends ends the drain (it has seen our answer).
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+
+/// Closes gracefully after answering a request whose body was not read to the end (a 409 or
+/// 507 in the middle of an upload): half-close, then read and discard what the client still
+/// sends, bounded in time and bytes. Closing with unread input makes the kernel send a reset,
+/// which can destroy the answer before the client reads it, and the README's retry loop
+/// depends on seeing that 409.
+fn drain_before_close(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    if stream.set_read_timeout(Some(DRAIN_QUIET)).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + DRAIN_MAX;
+    let mut sink = [0u8; 16 * 1024];
+    let mut drained = 0u64;
+    while drained < DRAIN_MAX_BYTES && Instant::now() < deadline {
+        match (&*stream).read(&mut sink) {
+            Ok(0) => return,
+            Ok(n) => drained += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 

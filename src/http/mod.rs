@@ -118,22 +118,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Registers a socket as in service; returns the key to unregister it with.
-    pub(crate) fn begin_service(&self, stream: &TcpStream) -> u64 {
+    /// Registers a socket as in service until the returned guard is dropped.
+    pub(crate) fn begin_service(&self, stream: &TcpStream) -> InService<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         if let (Ok(clone), Ok(mut map)) = (stream.try_clone(), self.in_service.lock()) {
             map.insert(id, clone);
         }
-        id
-    }
-
-    /// Unregisters a socket registered by [`Shared::begin_service`].
-    pub(crate) fn end_service(&self, id: u64) {
-        if let Ok(mut map) = self.in_service.lock() {
-            map.remove(&id);
-        }
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        InService { shared: self, id }
     }
 
     /// Hands a kept-alive connection back to the reactor to wait for its next request.
@@ -147,6 +139,22 @@ impl Shared {
     fn wake_reactor(&self) {
         use std::io::Write;
         let _ = (&self.wake).write(&[1]);
+    }
+}
+
+/// A connection registered as in service (see [`Shared::begin_service`]); dropping it
+/// unregisters the connection, also when serving it panicked.
+pub(crate) struct InService<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for InService<'_> {
+    fn drop(&mut self) {
+        // A poisoned lock (a panic while it was held) still holds a usable map.
+        let mut map = self.shared.in_service.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&self.id);
+        self.shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

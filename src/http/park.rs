@@ -141,7 +141,7 @@ impl Reactor {
             if conn.stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            let timeout = if conn.pending.is_empty() {
+            let timeout = if is_idle(&conn.pending) {
                 self.shared.config.idle_timeout
             } else {
                 self.shared.config.head_timeout
@@ -171,7 +171,10 @@ impl Reactor {
             let Some(listener) = &self.listener else { return };
             match accept::accept_one(listener) {
                 Accepted::Conn(stream, remote) => {
-                    let open = self.parked.len() + self.shared.stats.in_flight.load(Ordering::Relaxed);
+                    let stats = &self.shared.stats;
+                    let open = self.parked.len()
+                        + stats.in_flight.load(Ordering::Relaxed)
+                        + stats.pool.queued.load(Ordering::Relaxed);
                     if open >= self.shared.config.max_connections {
                         log::warn!("refusing {remote}: {open} connections open, the limit");
                         refuse(&stream, overloaded("too many open connections"));
@@ -228,10 +231,11 @@ impl Reactor {
         match (&p.stream).read(&mut self.scratch[..room]) {
             Ok(0) => return Readiness::Gone,
             Ok(n) => {
-                if p.pending.is_empty() {
+                let was_idle = is_idle(&p.pending);
+                p.pending.extend_from_slice(&self.scratch[..n]);
+                if was_idle && !is_idle(&p.pending) {
                     p.deadline = Instant::now() + head_timeout;
                 }
-                p.pending.extend_from_slice(&self.scratch[..n]);
             }
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                 return Readiness::Waiting;
@@ -257,7 +261,7 @@ impl Reactor {
                 continue;
             }
             let p = self.unpark(i);
-            if !p.pending.is_empty() {
+            if !is_idle(&p.pending) {
                 log::info!("closing {}: request head not finished in time", p.remote);
                 refuse(
                     &p.stream,
@@ -266,6 +270,12 @@ impl Reactor {
             }
         }
     }
+}
+
+/// True when a connection has sent nothing of a request yet: no bytes, or only the empty
+/// lines RFC 9112 §2.2 lets a client send before a request line (some send CRLF after a body).
+fn is_idle(pending: &[u8]) -> bool {
+    pending.iter().all(|b| matches!(b, b'\r' | b'\n'))
 }
 
 fn overloaded(message: &str) -> Response {

@@ -146,7 +146,10 @@ pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
-    let _ = write!(head, "Content-Length: {}\r\n", resp.body.len());
+    // RFC 9110 §8.6: never on a 204; on a 304 only if it were the 200's length, so not at all.
+    if !matches!(resp.status, 204 | 304) {
+        let _ = write!(head, "Content-Length: {}\r\n", resp.body.len());
+    }
     for (name, value) in &resp.headers {
         let _ = write!(head, "{}: {}\r\n", name, clean_value(value));
     }

@@ -4,8 +4,11 @@
 //! body is written: it works between threads (each request opens its own file description) and between
 //! processes, including replicas sharing a volume whose filesystem supports it. Under the lock
 //! we note the size, check the caller's expected offset (which makes retries idempotent), copy
-//! the body, and on any failure truncate back to the noted size, so neither readers nor the
-//! next appender ever see half a body. A file this append created is removed again on failure.
+//! the body, and on any failure truncate back to the noted size, so the next appender never
+//! sees half a body. A file this append created is removed again on failure, but only while
+//! its name still points at it: a file POSTed or moved over that name meanwhile is never
+//! touched. Readers take no lock; they ask [`committed_len`], which stops at the size a live
+//! journal (below) records, so they never see a streamed body that may still be rolled back.
 //!
 //! A process killed mid-append cannot roll back. A body smaller than [`SMALL_APPEND_BYTES`] is
 //! read whole before the lock is taken and written with a single `write(2)`, which a kill
@@ -20,7 +23,7 @@ use super::jail::RESERVED_PREFIX;
 use super::{Result, StorageError, copy_into, create_parents, sync_dir};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Prefix of append journals (inside the reserved namespace); the target's inode follows.
@@ -92,7 +95,7 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
         && expected != before
     {
         if created {
-            let _ = fs::remove_file(path);
+            remove_if_still_named(path, &file);
         }
         return Err(StorageError::OffsetMismatch { current: before });
     }
@@ -133,15 +136,49 @@ fn read_up_to(body: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     Ok(filled)
 }
 
-/// Undoes a failed append under the lock: back to `before` bytes, or gone if we created it.
+/// Undoes a failed append under the lock: the file we hold goes back to `before` bytes (even
+/// if it was moved meanwhile), and if this append created it, its name is removed again.
 fn roll_back(path: &Path, file: &File, before: u64, created: bool) {
-    if created && before == 0 {
-        let _ = fs::remove_file(path);
-        return;
-    }
     if let Err(e) = file.set_len(before).and_then(|()| file.sync_data()) {
         log::error!("could not roll back a failed append to {}: {e}", path.display());
     }
+    if created && before == 0 {
+        remove_if_still_named(path, file);
+    }
+}
+
+/// Removes `path` only if it still names `file`. The append lock does not stop a POST's rename
+/// or a move from putting another file under the name while we streamed: that file was
+/// acknowledged to its writer and must stay. (Between this check and the unlink is a window of
+/// two system calls, against the whole body's duration without the check.)
+fn remove_if_still_named(path: &Path, file: &File) {
+    let (Ok(ours), Ok(now)) = (file.metadata(), fs::symlink_metadata(path)) else {
+        return;
+    };
+    if ours.ino() == now.ino() && ours.dev() == now.dev() {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// The length readers may see of the file at `path` with metadata `meta`: its size, or less
+/// while a streamed append to it is in flight (or was cut off by a crash and awaits its
+/// rollback): then the size its journal records from before that append.
+pub(crate) fn committed_len(path: &Path, meta: &fs::Metadata) -> u64 {
+    let journal = journal_path(path, meta.ino());
+    match read_journal(&journal) {
+        Some(entry) => entry.before.min(meta.len()),
+        None => meta.len(),
+    }
+}
+
+/// The inode a journal file name is for (`.http-nas-journal-{inode}`).
+pub(crate) fn journal_inode(name: &str) -> Option<u64> {
+    name.strip_prefix(JOURNAL_PREFIX)?.parse().ok()
+}
+
+/// The pre-append size a journal file records, if it is one.
+pub(crate) fn journal_before(journal: &Path) -> Option<u64> {
+    read_journal(journal).map(|entry| entry.before)
 }
 
 /// What a journal records about the append it guards.
@@ -225,20 +262,27 @@ pub(crate) fn recover_orphan(journal: &Path) -> bool {
     let Some(entry) = read_journal(journal) else {
         return fs::remove_file(journal).is_ok();
     };
-    let ino_in_name = journal
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix(JOURNAL_PREFIX))
-        .and_then(|n| n.parse::<u64>().ok());
+    let ino_in_name = journal.file_name().and_then(|n| n.to_str()).and_then(journal_inode);
+    // The name comes from a file on the volume, which other writers may have planted: it must
+    // be one plain name beside the journal, and is opened without following a symlink, so the
+    // sweep can never reach outside the directory it is walking.
+    if !is_plain_name(&entry.name) {
+        log::warn!("ignoring a journal naming {:?}: not a plain file name", entry.name);
+        return fs::remove_file(journal).is_ok();
+    }
     let target = journal.with_file_name(&entry.name);
-    let Ok(file) = OpenOptions::new().write(true).open(&target) else {
+    let opened = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&target);
+    let Ok(file) = opened else {
         return fs::remove_file(journal).is_ok();
     };
     if file.try_lock().is_err() {
         return false;
     }
     let Ok(meta) = file.metadata() else { return false };
-    if Some(meta.ino()) != ino_in_name || entry.name.starts_with(RESERVED_PREFIX) {
+    if !meta.is_file() || Some(meta.ino()) != ino_in_name {
         // The name now belongs to another file: the journal is stale.
         return fs::remove_file(journal).is_ok();
     }
@@ -247,7 +291,10 @@ pub(crate) fn recover_orphan(journal: &Path) -> bool {
             "removing {} left half-created by an interrupted append",
             target.display()
         );
-        let _ = fs::remove_file(&target);
+        if file.set_len(0).is_err() {
+            return false;
+        }
+        remove_if_still_named(&target, &file);
     } else if meta.len() > entry.before {
         log::warn!("rolling back an interrupted append to {}", target.display());
         if file.set_len(entry.before).is_err() {
@@ -255,6 +302,11 @@ pub(crate) fn recover_orphan(journal: &Path) -> bool {
         }
     }
     fs::remove_file(journal).is_ok()
+}
+
+/// True for a single file name that is not `.`, `..` or one of the service's own.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0']) && !name.starts_with(RESERVED_PREFIX)
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! Directory listings: entries sorted by name, the service's own files left out.
 
+use super::append::{journal_before, journal_inode};
 use super::jail::RESERVED_PREFIX;
 use super::{Result, StorageError};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -35,10 +37,17 @@ pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
         return Err(StorageError::NotADirectory);
     }
     let mut entries = Vec::new();
+    // Inode -> size before the streamed append a journal guards: such files are listed at the
+    // size readers may see (see `append::committed_len`).
+    let mut journaled: Vec<(u64, u64)> = Vec::new();
+    let mut inodes: Vec<u64> = Vec::new();
     for item in fs::read_dir(dir).map_err(StorageError::from_io)? {
         let item = item.map_err(StorageError::from_io)?;
         let name = item.file_name().to_string_lossy().into_owned();
         if name.starts_with(RESERVED_PREFIX) {
+            if let (Some(ino), Some(before)) = (journal_inode(&name), journal_before(&item.path())) {
+                journaled.push((ino, before));
+            }
             continue;
         }
         let Ok(meta) = entry_metadata(root, &item) else {
@@ -51,12 +60,18 @@ pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
         };
         let size = if meta.is_file() { meta.len() } else { 0 };
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        inodes.push(meta.ino());
         entries.push(Entry {
             name,
             kind,
             size,
             modified,
         });
+    }
+    for (entry, ino) in entries.iter_mut().zip(inodes) {
+        if let Some(&(_, before)) = journaled.iter().find(|(j, _)| *j == ino) {
+            entry.size = entry.size.min(before);
+        }
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)

@@ -48,6 +48,8 @@ pub enum StorageError {
     RootRefused,
     /// Moving a directory into itself.
     MoveIntoSelf,
+    /// Moving a file onto itself (the same file under another name, a link to it).
+    SameFile,
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -91,6 +93,7 @@ impl fmt::Display for StorageError {
             StorageError::NoSpace => write!(f, "no space left on the storage volume"),
             StorageError::RootRefused => write!(f, "refusing to act on the storage root itself"),
             StorageError::MoveIntoSelf => write!(f, "cannot move a directory into itself"),
+            StorageError::SameFile => write!(f, "source and target are the same file"),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }
@@ -105,8 +108,9 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 /// What a path names, opened for reading.
 #[derive(Debug)]
 pub enum Opened {
-    /// A regular file, open, with its metadata.
-    File(File, Metadata),
+    /// A regular file, open, with its metadata and the length readers may see of it
+    /// (less than its size while a streamed append to it is in flight).
+    File { file: File, meta: Metadata, len: u64 },
     /// A directory, with its metadata.
     Dir(Metadata),
 }
@@ -170,7 +174,8 @@ impl Storage {
         }
         let file = File::open(&path).map_err(StorageError::from_io)?;
         let meta = file.metadata().map_err(StorageError::from_io)?;
-        Ok(Opened::File(file, meta))
+        let len = append::committed_len(&path, &meta);
+        Ok(Opened::File { file, meta, len })
     }
 
     /// Lists a directory, sorted by name, without the service's own files.
@@ -185,7 +190,8 @@ impl Storage {
             return Err(StorageError::IsADirectory);
         }
         let file = File::open(&path).map_err(StorageError::from_io)?;
-        wc::count_lines(file).map_err(StorageError::from_io)
+        let len = append::committed_len(&path, &file.metadata().map_err(StorageError::from_io)?);
+        wc::count_lines(file.take(len)).map_err(StorageError::from_io)
     }
 
     /// Atomically creates or replaces the file at `rel` with everything `body` yields;

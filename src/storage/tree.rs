@@ -2,13 +2,19 @@
 
 use super::{Result, StorageError, create_parents, sync_dir};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Renames `src` to `dst` like `mv`: an existing target file is replaced, missing parents are
-/// created; a file cannot replace a directory or the reverse. Returns the moved size.
+/// created; a file cannot replace a directory or the reverse, nor itself (like `mv`, which
+/// says "are the same file": renaming a link over its own target would destroy the file, and
+/// renaming one hard link over another does nothing). Returns the moved size.
 pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     let src_meta = fs::symlink_metadata(src).map_err(StorageError::from_io)?;
     if let Ok(dst_meta) = fs::metadata(dst) {
+        if fs::metadata(src).is_ok_and(|m| m.ino() == dst_meta.ino() && m.dev() == dst_meta.dev()) {
+            return Err(StorageError::SameFile);
+        }
         match (src_meta.is_dir(), dst_meta.is_dir()) {
             (false, true) => return Err(StorageError::IsADirectory),
             (true, false) => return Err(StorageError::NotADirectory),

@@ -583,3 +583,73 @@ fn issue3_sigterm_cuts_off_stalled_upload_after_shutdown_timeout() {
     assert_same_bytes(&s.read(TARGET), ORIGINAL, "target of an upload cut off by shutdown");
     assert!(s.temp_files().is_empty(), "temp files after exit: {:?}", s.temp_files());
 }
+
+// ---- review findings: appends racing other writers, readers, early answers ----
+
+#[test]
+fn failed_append_that_created_a_file_never_removes_a_file_posted_over_it() {
+    let s = Server::start();
+    let body = random_bytes(4 << 20, 61);
+    let head = format!(
+        "PUT /file/fresh.csv HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut conn = s.connect();
+    conn.send(head.as_bytes()).send(&body[..PARTIAL_BODY_BYTES]);
+    let started = wait_until(UPLOAD_START_TIMEOUT, || s.exists("fresh.csv"));
+    assert!(started, "the append did not create fresh.csv");
+    s.post("/file/fresh.csv", "posted while the append streamed")
+        .assert_ok_json();
+    drop(conn);
+    s.expect_no_temp_files();
+    s.get("/file/fresh.csv")
+        .assert_ok_body("posted while the append streamed");
+}
+
+#[test]
+fn readers_never_see_a_streamed_append_before_it_commits() {
+    let s = with_target(&[]);
+    let body = random_bytes(4 << 20, 62);
+    let conn = start_raw_upload(&s, "PUT", &body, PARTIAL_BODY_BYTES);
+    wait_for_target_to_grow(&s);
+    s.get(TARGET_URL).assert_ok_body(ORIGINAL);
+    let head = s.head(TARGET_URL);
+    assert_eq!(
+        head.header("Content-Length"),
+        Some(ORIGINAL.len().to_string().as_str()),
+        "{}",
+        head.context
+    );
+    s.get(&format!("{TARGET_URL}/wc")).assert_ok_body("1");
+    let listing = s.get_with("/file/", &["Accept: application/json"]).assert_ok_json();
+    assert_eq!(
+        listing[0]["size"],
+        ORIGINAL.len(),
+        "listing during the append: {listing}"
+    );
+    drop(conn);
+    assert_untouched(&s);
+}
+
+#[test]
+fn stale_offset_409_reaches_a_client_still_streaming_its_body() {
+    let s = with_target(&[]);
+    fs::write(s.outside().join("big.bin"), random_bytes(32 << 20, 63)).expect("write the body file");
+    let script = format!(
+        "for i in 1 2 3; do cat {}/big.bin | curl -s -o /dev/null -D - -w 'status=%{{http_code}}\\n' \
+         -X PUT -H 'Transfer-Encoding: chunked' -H 'Upload-Offset: 1' -T - {}; done",
+        s.outside().display(),
+        s.url(TARGET_URL)
+    );
+    let out = s.sh(&script);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let answered = text.matches("status=409").count();
+    let offsets = text.matches(&format!("upload-offset: {}", ORIGINAL.len())).count();
+    assert!(
+        answered == 3 && offsets == 3,
+        "every attempt should see 409 with Upload-Offset {}:\n{text}\nstderr: {}",
+        ORIGINAL.len(),
+        out.stderr
+    );
+    assert_untouched(&s);
+}

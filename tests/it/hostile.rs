@@ -373,3 +373,46 @@ fn half_sent_heads_do_not_block_other_clients() {
     drop(slow);
     s.assert_healthy();
 }
+
+// ---- review findings: RFC details of the wire ----
+
+#[test]
+fn no_content_and_not_modified_carry_no_content_length() {
+    let s = with_target(&[]);
+    let mut conn = s.connect();
+    conn.send(b"OPTIONS /file/target HTTP/1.1\r\nHost: t\r\n\r\n");
+    let options = conn.response();
+    options.assert_status(204);
+    let etag = s.head("/file/target").header("ETag").map(str::to_string);
+    let etag = etag.unwrap_or_else(|| options.fail("no ETag on HEAD"));
+    conn.send(format!("GET /file/target HTTP/1.1\r\nHost: t\r\nIf-None-Match: {etag}\r\n\r\n").as_bytes());
+    let not_modified = conn.response();
+    not_modified.assert_status(304);
+    for response in [&options, &not_modified] {
+        if response.header("Content-Length").is_some() {
+            response.fail("RFC 9110 §8.6: no Content-Length on a 204 or a 304");
+        }
+    }
+}
+
+#[test]
+fn absolute_form_targets_are_served_like_their_path() {
+    let s = with_target(&[]);
+    let text = raw(
+        s.addr(),
+        b"GET http://nas:3000/file/target HTTP/1.1\r\nHost: nas\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    only_response(&text).assert_ok_body(ORIGINAL);
+}
+
+#[test]
+fn a_crlf_after_a_body_leaves_the_connection_idle_not_timed_out() {
+    let s = Server::start_with(&["--head-timeout", "1", "--idle-timeout", "30"]);
+    let mut conn = s.connect();
+    conn.send(b"POST /file/crlf HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi\r\n");
+    conn.response().assert_ok_json();
+    std::thread::sleep(Duration::from_millis(2500));
+    conn.send(b"GET /file/crlf HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.response().assert_ok_body("hi");
+}

@@ -365,6 +365,45 @@ fn listings_follow_symlinks_that_stay_inside_the_root() {
     assert_eq!(entries[0]["size"], 5, "{entries}");
 }
 
+#[test]
+fn moving_a_symlink_onto_its_own_target_is_409_and_keeps_the_file() {
+    let s = jail();
+    s.write("data.txt", "important");
+    s.write("d2/real", "also important");
+    symlink("data.txt", s.root().join("alias")).unwrap();
+    symlink("d2/real", s.root().join("lnk2")).unwrap();
+    s.put_json("/file/alias", r#"{"path":"data.txt"}"#).assert_error(409);
+    s.put_json("/file/lnk2/mv", r#"{"path":"d2%2Freal"}"#).assert_error(409);
+    s.put_json("/file/data.txt/mv", r#"{"path":"alias"}"#).assert_error(409);
+    s.get("/file/data.txt").assert_ok_body("important");
+    s.get("/file/d2/real").assert_ok_body("also important");
+}
+
+#[test]
+fn a_planted_journal_cannot_make_the_start_up_sweep_touch_files_outside_the_root() {
+    use std::os::unix::fs::MetadataExt;
+    let mut s = jail();
+    let victim = s.outside().join("victim.txt");
+    let ino = fs::metadata(&victim).unwrap().ino();
+    symlink(&victim, s.root().join("lnk")).unwrap();
+    let root = s.root();
+    let plant = |dir: &str, name: &str, before: u64, created: u8| {
+        let journal = root.join(dir).join(format!(".http-nas-journal-{ino}"));
+        fs::create_dir_all(journal.parent().unwrap()).unwrap();
+        let text = format!("http-nas append journal v1\n{before}\n{created}\n{name}\n");
+        fs::write(journal, text).unwrap();
+    };
+    plant("", "../victim.txt", 0, 1);
+    plant("k", "../../victim.txt", 1, 0);
+    plant("m", "../lnk", 2, 0);
+    s.restart();
+    assert!(outside_problem(&s).is_none(), "{:?}", outside_problem(&s));
+    plant("", "lnk", 1, 0);
+    s.restart();
+    assert!(outside_problem(&s).is_none(), "{:?}", outside_problem(&s));
+    assert_eq!(fs::read(&victim).unwrap(), VICTIM.as_bytes());
+}
+
 // ---- names ----
 
 #[test]
