@@ -10,12 +10,17 @@ use crate::time::http_date;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
 /// Largest single `sendfile` call, in bytes; the loop repeats until the range is sent.
 const SENDFILE_CHUNK_BYTES: usize = 1 << 30;
 /// Buffer for the read/write fallback when `sendfile` is unsupported, in bytes.
 const FALLBACK_BUF_BYTES: usize = 256 * 1024;
+/// File bodies up to this size are read behind the head and sent with it in one write, in
+/// bytes: one syscall and one segment instead of a write plus a `sendfile` (4 KiB GETs with
+/// wrk, alternating A/B: median ~40k -> ~44k req/s; noisy on 2 cores).
+const INLINE_FILE_BYTES: u64 = 16 * 1024;
 
 /// A response body.
 #[derive(Debug)]
@@ -174,6 +179,13 @@ pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head
         ResponseBody::Bytes(bytes) => {
             head.extend_from_slice(&bytes);
             out.write_all(&head).map(|()| bytes.len() as u64)
+        }
+        ResponseBody::File { file, offset, len } if len <= INLINE_FILE_BYTES => {
+            let start = head.len();
+            head.resize(start + len as usize, 0);
+            // A file that shrank since its length was taken fails here, before anything is sent.
+            file.read_exact_at(&mut head[start..], offset)?;
+            out.write_all(&head).map(|()| len)
         }
         ResponseBody::File { file, offset, len } => {
             out.write_all(&head)?;
