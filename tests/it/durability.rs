@@ -653,3 +653,24 @@ fn stale_offset_409_reaches_a_client_still_streaming_its_body() {
     );
     assert_untouched(&s);
 }
+
+/// The README's `append_once` shell function, verbatim.
+fn readme_append_once() -> String {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read README.md");
+    let start = readme.find("append_once() {").expect("README defines append_once");
+    let len = readme[start..].find("\n}\n").expect("append_once ends with a lone }") + 3;
+    readme[start..start + len].to_string()
+}
+
+#[test]
+fn readme_retry_loop_appends_once_to_a_missing_and_to_an_existing_file() {
+    let s = Server::start();
+    s.scratch_file("batch.csv", "a,1\nb,2\n");
+    let script = format!(
+        "{}\nappend_once batch.csv {url} && append_once batch.csv {url}",
+        readme_append_once(),
+        url = s.url("/file/new/data.csv")
+    );
+    s.sh(&script).assert_success();
+    assert_eq!(s.read("new/data.csv"), b"a,1\nb,2\na,1\nb,2\n");
+}
