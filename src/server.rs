@@ -59,6 +59,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         head_timeout: config.head_timeout,
         io_timeout: config.io_timeout,
         max_body: config.max_body,
+        liveness_target: Some("/healthz"),
     };
     let server = Server::start(&config.listen, http, Arc::new(app), stats).map_err(|source| StartError::Listen {
         addr: config.listen.clone(),

@@ -199,10 +199,9 @@ fn finish(
     let head_only = head.method == "HEAD";
     let result = write_response(stream, resp, keep_alive, head_only);
     let duration = started.elapsed();
-    let bytes_out = *result.as_ref().unwrap_or(&0);
-    let outcome = match &result {
-        Ok(_) => String::new(),
-        Err(e) => format!(" (response cut short: {e})"),
+    let (bytes_out, outcome) = match &result {
+        Ok(n) => (*n, String::new()),
+        Err(cut) => (cut.body_bytes, format!(" (response cut short: {})", cut.error)),
     };
     log::info!(
         target: "access",

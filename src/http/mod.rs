@@ -46,6 +46,10 @@ pub struct HttpConfig {
     pub io_timeout: Duration,
     /// Largest request body accepted, in bytes (`None`: no limit).
     pub max_body: Option<u64>,
+    /// A target whose `GET`/`HEAD` the reactor answers `200 ok` itself while every worker is
+    /// busy, so a liveness probe sees a live process instead of waiting behind long uploads
+    /// in the queue (and getting the pod restarted under load).
+    pub liveness_target: Option<&'static str>,
 }
 
 /// One request as a handler sees it.

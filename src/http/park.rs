@@ -11,7 +11,7 @@
 //! read them simply loses them.
 
 use super::accept::{self, ACCEPT_BACKOFF, Accepted, MAX_ACCEPTS_PER_WAKE};
-use super::head::{HeadStatus, MAX_HEAD_BYTES, check_head};
+use super::head::{HeadStatus, MAX_HEAD_BYTES, check_head, parse_head};
 use super::write::{Response, encode_head};
 use super::{Conn, Shared};
 use crate::pool::Pool;
@@ -177,7 +177,12 @@ impl Reactor {
                         + stats.pool.queued.load(Ordering::Relaxed);
                     if open >= self.shared.config.max_connections {
                         log::warn!("refusing {remote}: {open} connections open, the limit");
-                        refuse(&stream, overloaded("too many open connections"));
+                        refuse(
+                            &stream,
+                            remote,
+                            overloaded("too many open connections"),
+                            "connection limit",
+                        );
                         continue;
                     }
                     let deadline = Instant::now() + self.shared.config.idle_timeout;
@@ -210,6 +215,16 @@ impl Reactor {
                 if p.stream.set_nonblocking(false).is_err() {
                     return;
                 }
+                if self.answers_liveness(&p.pending) {
+                    let _ = p.stream.set_nonblocking(true);
+                    refuse(
+                        &p.stream,
+                        p.remote,
+                        Response::text(200, "ok"),
+                        "liveness answered by the reactor: all workers busy",
+                    );
+                    return;
+                }
                 let conn = Conn {
                     stream: p.stream,
                     remote: p.remote,
@@ -218,10 +233,23 @@ impl Reactor {
                 if let Err(conn) = self.pool.try_submit(conn) {
                     log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
                     let _ = conn.stream.set_nonblocking(true);
-                    refuse(&conn.stream, overloaded("all workers are busy; retry shortly"));
+                    let resp = overloaded("all workers are busy; retry shortly");
+                    refuse(&conn.stream, conn.remote, resp, "workers and queue full");
                 }
             }
         }
+    }
+
+    /// True when `pending` is a liveness probe and no worker is free to answer it now.
+    fn answers_liveness(&self, pending: &[u8]) -> bool {
+        let Some(target) = self.shared.config.liveness_target else {
+            return false;
+        };
+        let gauges = &self.shared.stats.pool;
+        if gauges.busy.load(Ordering::Relaxed) < gauges.workers.load(Ordering::Relaxed) {
+            return false;
+        }
+        parse_head(pending).is_ok_and(|(head, _)| head.method == "GET" && head.target == target)
     }
 
     fn read_parked(&mut self, index: usize) -> Readiness {
@@ -246,8 +274,8 @@ impl Reactor {
             Ok(HeadStatus::Complete(_)) => Readiness::Ready,
             Ok(HeadStatus::Partial) => Readiness::Waiting,
             Err(e) => {
-                log::info!("refusing request from {}: {e}", p.remote);
-                refuse(&p.stream, Response::error(e.status(), e.kind(), &e.to_string()));
+                let resp = Response::error(e.status(), e.kind(), &e.to_string());
+                refuse(&p.stream, p.remote, resp, &e.to_string());
                 Readiness::Gone
             }
         }
@@ -262,11 +290,8 @@ impl Reactor {
             }
             let p = self.unpark(i);
             if !is_idle(&p.pending) {
-                log::info!("closing {}: request head not finished in time", p.remote);
-                refuse(
-                    &p.stream,
-                    Response::error(408, "timeout", "request head not received in time"),
-                );
+                let resp = Response::error(408, "timeout", "request head not received in time");
+                refuse(&p.stream, p.remote, resp, "request head not finished in time");
             }
         }
     }
@@ -282,8 +307,10 @@ fn overloaded(message: &str) -> Response {
     Response::error(503, "overloaded", message).with_header("Retry-After", RETRY_AFTER_SECS.to_string())
 }
 
-/// Writes a small final response without blocking and closes the connection.
-fn refuse(stream: &TcpStream, resp: Response) {
+/// Writes a small final response without blocking, logs it as an access line (the request,
+/// if any, was never parsed: `- -` stands for method and target) and closes the connection.
+fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
+    log::info!(target: "access", "{remote} - - {} in=0 out={} 0ms ({why})", resp.status, resp.body.len());
     let mut bytes = encode_head(&resp, false);
     if let super::ResponseBody::Bytes(body) = &resp.body {
         bytes.extend_from_slice(body);

@@ -166,29 +166,44 @@ pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
     head
 }
 
+/// A response that could not be written whole: the body bytes that went out, and why it stopped
+/// (the client went away or stopped reading; the file shrank).
+#[derive(Debug)]
+pub struct CutShort {
+    /// Body bytes written before the failure.
+    pub body_bytes: u64,
+    /// What failed.
+    pub error: io::Error,
+}
+
+/// A failure before any body byte went out.
+fn cut_at_start(error: io::Error) -> CutShort {
+    CutShort { body_bytes: 0, error }
+}
+
 /// Writes `resp` to `stream`; the body is omitted when `head_only` (a HEAD request). Returns
 /// the body bytes written.
-pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head_only: bool) -> io::Result<u64> {
+pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head_only: bool) -> Result<u64, CutShort> {
     let mut out = stream;
     let mut head = encode_head(&resp, keep_alive);
     if head_only {
-        return out.write_all(&head).map(|()| 0);
+        return out.write_all(&head).map(|()| 0).map_err(cut_at_start);
     }
     match resp.body {
-        ResponseBody::Empty => out.write_all(&head).map(|()| 0),
+        ResponseBody::Empty => out.write_all(&head).map(|()| 0).map_err(cut_at_start),
         ResponseBody::Bytes(bytes) => {
             head.extend_from_slice(&bytes);
-            out.write_all(&head).map(|()| bytes.len() as u64)
+            out.write_all(&head).map(|()| bytes.len() as u64).map_err(cut_at_start)
         }
         ResponseBody::File { file, offset, len } if len <= INLINE_FILE_BYTES => {
             let start = head.len();
             head.resize(start + len as usize, 0);
             // A file that shrank since its length was taken fails here, before anything is sent.
-            file.read_exact_at(&mut head[start..], offset)?;
-            out.write_all(&head).map(|()| len)
+            file.read_exact_at(&mut head[start..], offset).map_err(cut_at_start)?;
+            out.write_all(&head).map(|()| len).map_err(cut_at_start)
         }
         ResponseBody::File { file, offset, len } => {
-            out.write_all(&head)?;
+            out.write_all(&head).map_err(cut_at_start)?;
             send_file(stream, file, offset, len)
         }
     }
@@ -197,43 +212,48 @@ pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head
 /// Sends `len` bytes of `file` from `offset`; falls back to read/write where `sendfile` is not
 /// supported for this file. A file that shrank meanwhile is an error (the client's
 /// Content-Length cannot be met, so the connection must close).
-fn send_file(stream: &TcpStream, mut file: File, offset: u64, len: u64) -> io::Result<u64> {
+fn send_file(stream: &TcpStream, mut file: File, offset: u64, len: u64) -> Result<u64, CutShort> {
     let mut pos = offset;
     let end = offset + len;
+    let cut = |pos: u64, error: io::Error| CutShort {
+        body_bytes: pos - offset,
+        error,
+    };
     while pos < end {
         let want = usize::try_from(end - pos)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK_BYTES);
         match sys::sendfile(stream, &file, &mut pos, want) {
             Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while sending",
-                ));
+                let shrank = io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while sending");
+                return Err(cut(pos, shrank));
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                file.seek(SeekFrom::Start(pos))?;
-                return copy_fallback(stream, file.take(end - pos)).map(|n| pos - offset + n);
+                file.seek(SeekFrom::Start(pos)).map_err(|e| cut(pos, e))?;
+                let mut sent = 0;
+                return copy_fallback(stream, file.take(end - pos), &mut sent)
+                    .map(|()| len)
+                    .map_err(|e| cut(pos + sent, e));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(cut(pos, e)),
         }
     }
     Ok(len)
 }
 
-fn copy_fallback(stream: &TcpStream, mut src: impl Read) -> io::Result<u64> {
+/// Copies `src` to `stream` through a buffer, counting the bytes written in `sent`.
+fn copy_fallback(stream: &TcpStream, mut src: impl Read, sent: &mut u64) -> io::Result<()> {
     let mut buf = vec![0u8; FALLBACK_BUF_BYTES];
     let mut out = stream;
-    let mut total = 0;
     loop {
         let n = src.read(&mut buf)?;
         if n == 0 {
-            return Ok(total);
+            return Ok(());
         }
         out.write_all(&buf[..n])?;
-        total += n as u64;
+        *sent += n as u64;
     }
 }
 

@@ -505,10 +505,49 @@ fn issue3_busy_worker_and_full_queue_answer_503_at_once_then_recover() {
         refused.fail("a 503 for overload needs a Retry-After in seconds");
     }
 
+    let client = "- - 503 in=0";
+    let logged = wait_until(SETTLE_TIMEOUT, || s.log().contains(client));
+    assert!(logged, "no access line for the 503 in:\n{}", s.log());
+
     slow.send(&body[PARTIAL_BODY_BYTES..]);
     slow.response().assert_ok_json();
     s.get("/file").assert_ok_body("OK");
     assert_same_bytes(&s.read(TARGET), &body, "the upload that held the worker");
+}
+
+#[test]
+fn liveness_probe_is_answered_while_every_worker_is_busy() {
+    let s = with_target(&["--workers", "1"]);
+    let body = random_bytes(4 << 20, 64);
+    let mut slow = start_raw_upload(&s, "POST", &body, PARTIAL_BODY_BYTES);
+    wait_for_temp_file(&s);
+    // Without the reactor's answer this waits in the queue behind the stalled upload.
+    s.curl(&["--max-time", "5", &s.url("/healthz")]).assert_ok_body("ok");
+    slow.send(&body[PARTIAL_BODY_BYTES..]);
+    slow.response().assert_ok_json();
+}
+
+#[test]
+fn a_download_cut_short_is_logged_with_the_bytes_that_went_out() {
+    let s = Server::start();
+    s.write("big.bin", random_bytes(64 << 20, 65));
+    let mut conn = s.connect();
+    conn.send(b"GET /file/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut first = [0u8; 1 << 20];
+    conn.read_exact_some(&mut first);
+    drop(conn);
+    let cut_line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("GET /file/big.bin") && l.contains("cut short"))
+            .map(str::to_string)
+    };
+    let found = wait_until(SETTLE_TIMEOUT, || cut_line(&s.log()).is_some());
+    let line = cut_line(&s.log()).unwrap_or_default();
+    assert!(
+        found && !line.contains(" out=0 "),
+        "the cut-short download should log the bytes sent:\n{}",
+        s.log()
+    );
 }
 
 // ---- timeouts ----

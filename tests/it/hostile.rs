@@ -416,3 +416,15 @@ fn a_crlf_after_a_body_leaves_the_connection_idle_not_timed_out() {
     conn.send(b"GET /file/crlf HTTP/1.1\r\nHost: t\r\n\r\n");
     conn.response().assert_ok_body("hi");
 }
+
+#[test]
+fn a_refused_request_line_gets_an_access_line() {
+    let s = Server::start();
+    let mut conn = s.connect();
+    conn.send(b"GET /file HTTP/2.0\r\nHost: t\r\n\r\n");
+    let client = conn.local_addr().to_string();
+    conn.read_to_close();
+    let line = format!("{client} - - 505 in=0");
+    let logged = wait_until(SETTLE_TIMEOUT, || s.log().contains(&line));
+    assert!(logged, "no access line {line:?} in:\n{}", s.log());
+}

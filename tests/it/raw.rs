@@ -75,6 +75,17 @@ impl Conn {
         }
     }
 
+    /// Reads exactly `out.len()` bytes of what the server sends (headers included).
+    #[track_caller]
+    pub fn read_exact_some(&mut self, out: &mut [u8]) {
+        self.stream
+            .set_read_timeout(Some(RAW_TIMEOUT))
+            .expect("set read timeout");
+        self.stream
+            .read_exact(out)
+            .unwrap_or_else(|e| panic!("read {} bytes: {e}\n{}", out.len(), self.context()));
+    }
+
     /// Reads until the server closes the connection; panics if it has not within 10 s.
     #[track_caller]
     pub fn read_to_close(&mut self) -> String {
