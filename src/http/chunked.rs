@@ -21,6 +21,8 @@ pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
 pub enum ChunkState {
     /// Reading the hex chunk size; `digits` seen so far.
     Size { value: u64, digits: u8 },
+    /// Whitespace after the size, which only a `;` may follow (RFC 9112 §7.1.1's BWS).
+    SizeSpace { value: u64, len: usize },
     /// Skipping a chunk extension after `;`.
     Extension { value: u64, len: usize },
     /// Saw the CR ending the size line; expecting LF.
@@ -101,7 +103,14 @@ pub fn step(state: ChunkState, byte: u8) -> Result<ChunkState, ChunkError> {
                 }
             }
             (b';', None) if digits > 0 => Extension { value, len: 0 },
+            (b' ' | b'\t', None) if digits > 0 => SizeSpace { value, len: 1 },
             (b'\r', None) if digits > 0 => SizeLf { value },
+            _ => return Err(ChunkError::BadSize),
+        },
+        SizeSpace { value, len } => match byte {
+            b';' => Extension { value, len: len + 1 },
+            _ if len >= MAX_EXTENSION_BYTES => return Err(ChunkError::ExtensionTooLong),
+            b' ' | b'\t' => SizeSpace { value, len: len + 1 },
             _ => return Err(ChunkError::BadSize),
         },
         Extension { value, len } => match byte {
@@ -193,6 +202,7 @@ mod tests {
             (b"0\r\n\r\n", b""),
             (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
             (b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+            (b"5 ;a=b\r\nhello\r\n0\t ; last\r\n\r\n", b"hello"),
             (b"A\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n", b"0123456789"),
             (b"000000000000000a\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
         ];
@@ -209,6 +219,8 @@ mod tests {
             (b"x\r\n", ChunkError::BadSize),
             (b"\r\n", ChunkError::BadSize),
             (b" 5\r\n", ChunkError::BadSize),
+            (b"5 \r\n", ChunkError::BadSize),
+            (b"5 x\r\n", ChunkError::BadSize),
             (b"-1\r\n", ChunkError::BadSize),
             (b"5\nhello", ChunkError::BadSize),
             (b"5\r\nhelloXX0\r\n\r\n", ChunkError::MissingCrlf),
