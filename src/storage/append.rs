@@ -20,7 +20,7 @@
 //! remains of a dead appender, never a live one.
 
 use super::jail::RESERVED_PREFIX;
-use super::{Result, StorageError, copy_into, create_parents, sync_dir};
+use super::{Result, StorageError, copy_into, in_parents, sync_dir};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -86,8 +86,7 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
     let whole = filled < start.len();
     start.truncate(filled);
 
-    create_parents(path)?;
-    let Locked { file, created } = open_locked(path)?;
+    let (new_dirs, Locked { file, created }) = in_parents(path, || open_locked(path))?;
     let ino = file.metadata().map_err(StorageError::from_io)?.ino();
     recover(path, &file, ino)?;
     let before = file.metadata().map_err(StorageError::from_io)?.len();
@@ -112,14 +111,26 @@ pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u
         }
         Ok(before + filled as u64 + rest)
     });
-    if result.is_err() {
-        roll_back(path, &file, before, created);
-    }
+    let settled = match result {
+        // New parent directories stay once the file in them has data, and a new file's name
+        // is flushed like its data; a file of ours rolled back takes its directories along.
+        Ok(size) => new_dirs
+            .keep(fsync)
+            .and_then(|()| match path.parent() {
+                Some(dir) if created && fsync => sync_dir(dir),
+                _ => Ok(()),
+            })
+            .map(|()| size),
+        Err(e) => {
+            roll_back(path, &file, before, created);
+            Err(e)
+        }
+    };
     // Only after the data (or the rollback) is settled may the journal go.
     if let Some(journal) = journal {
         let _ = fs::remove_file(journal);
     }
-    result
+    settled
 }
 
 /// Reads from `body` until `buf` is full or the body ends; returns the bytes read.
@@ -386,5 +397,9 @@ mod tests {
         let fresh = dir.join("fresh");
         assert!(append_locked(&fresh, &mut (&b"half"[..]).chain(Broken), None, false).is_err());
         assert!(!fresh.exists());
+        let deep = dir.join("new1/new2/f");
+        assert!(append_locked(&deep, &mut (&big[..]).chain(Broken), None, false).is_err());
+        assert!(append_locked(&deep, &mut &b"x"[..], Some(3), false).is_err());
+        assert!(!dir.join("new1").exists(), "a failed append leaves no new directories");
     }
 }

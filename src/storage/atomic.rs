@@ -8,7 +8,7 @@
 //! that opened the old file keep reading the old version: rename swaps the name, not the data.
 
 use super::jail::RESERVED_PREFIX;
-use super::{Result, StorageError, copy_into, create_parents, sync_dir};
+use super::{Result, StorageError, copy_into, in_parents, sync_dir};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -88,14 +88,14 @@ pub fn write_atomic(target: &Path, body: &mut dyn Read, create_only: bool, fsync
         Ok(_) if create_only => return Err(StorageError::Exists),
         _ => {}
     }
-    create_parents(target)?;
     let dir = target.parent().ok_or(StorageError::RootRefused)?;
-    let temp = TempFile::create_in(dir)?;
+    let (new_dirs, temp) = in_parents(target, || TempFile::create_in(dir))?;
     let size = copy_into(body, temp.file())?;
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
     }
     temp.commit(target, create_only)?;
+    new_dirs.keep(fsync)?;
     if fsync {
         sync_dir(dir)?;
     }
@@ -126,6 +126,18 @@ mod tests {
         assert!(matches!(err, StorageError::Source(_)), "{err:?}");
         assert_eq!(fs::read(&target).unwrap(), b"old");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn failed_body_removes_the_directories_it_created_but_no_others() {
+        let dir = test_dir("atomic-fail-dirs");
+        fs::create_dir(dir.join("old")).unwrap();
+        let target = dir.join("old/new1/new2/f.txt");
+        assert!(write_atomic(&target, &mut (&b"partial"[..]).chain(Broken), false, true).is_err());
+        assert!(!dir.join("old/new1").exists());
+        assert!(dir.join("old").is_dir());
+        write_atomic(&target, &mut &b"whole"[..], false, true).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"whole");
     }
 
     #[test]

@@ -278,11 +278,76 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(StorageError::from_io)
 }
 
-/// Creates the parent directories of `path` under the root.
-pub(crate) fn create_parents(path: &Path) -> Result<()> {
-    match path.parent() {
-        Some(parent) => fs::create_dir_all(parent).map_err(StorageError::from_io),
-        None => Ok(()),
+/// Most times a write re-creates its parent directories when one vanished under it.
+const MAX_PARENT_ATTEMPTS: usize = 3;
+
+/// Directories a write created for its target, removed again (deepest first, only while
+/// empty) when the guard drops unless the write [kept](NewDirs::keep) them: a failed write
+/// leaves the tree as it found it, not a trail of empty directories.
+#[must_use]
+pub(crate) struct NewDirs(Vec<PathBuf>);
+
+impl NewDirs {
+    /// The write succeeded: its directories stay; with `fsync`, their entries are flushed to
+    /// disk too (the target's own directory is the caller's to flush).
+    pub(crate) fn keep(mut self, fsync: bool) -> Result<()> {
+        let dirs = std::mem::take(&mut self.0);
+        if fsync {
+            for parent in dirs.iter().filter_map(|d| d.parent()) {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NewDirs {
+    fn drop(&mut self) {
+        for dir in self.0.iter().rev() {
+            // Not empty: another write is using it (or it was its own), so it stays.
+            if fs::remove_dir(dir).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Creates the missing parent directories of `path`, outermost first; returns the ones this
+/// call created.
+pub(crate) fn create_parents(path: &Path) -> Result<NewDirs> {
+    let mut missing = Vec::new();
+    let mut dir = path.parent();
+    while let Some(d) = dir.filter(|d| fs::symlink_metadata(d).is_err()) {
+        missing.push(d.to_path_buf());
+        dir = d.parent();
+    }
+    missing.reverse();
+    let mut created = NewDirs(Vec::with_capacity(missing.len()));
+    for d in missing {
+        match fs::create_dir(&d) {
+            Ok(()) => created.0.push(d),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StorageError::from_io(e)),
+        }
+    }
+    Ok(created)
+}
+
+/// Creates `path`'s missing parents, then runs `create` (which makes a file in them). Retried
+/// when `create` finds a parent gone: a concurrent failed write may have removed the empty
+/// directories it had created just as this one found them there.
+///
+/// The directories come first so that, bound as `let (dirs, made) = ...`, they drop after
+/// what was made in them (locals drop in reverse order): a temp file is gone before its
+/// directory is removed.
+pub(crate) fn in_parents<T>(path: &Path, create: impl Fn() -> Result<T>) -> Result<(NewDirs, T)> {
+    let mut attempt = 1;
+    loop {
+        let dirs = create_parents(path)?;
+        match create() {
+            Err(StorageError::NotFound) if attempt < MAX_PARENT_ATTEMPTS => attempt += 1,
+            result => return result.map(|made| (dirs, made)),
+        }
     }
 }
 

@@ -21,11 +21,12 @@ pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
             _ => {}
         }
     }
-    create_parents(dst)?;
+    let new_dirs = create_parents(dst)?;
     fs::rename(src, dst).map_err(|e| match e.raw_os_error() {
         Some(libc::EINVAL) => StorageError::MoveIntoSelf,
         _ => StorageError::from_io(e),
     })?;
+    new_dirs.keep(fsync)?;
     if fsync {
         for dir in [dst.parent(), src.parent()].into_iter().flatten() {
             sync_dir(dir)?;

@@ -428,3 +428,23 @@ fn a_refused_request_line_gets_an_access_line() {
     let logged = wait_until(SETTLE_TIMEOUT, || s.log().contains(&line));
     assert!(logged, "no access line {line:?} in:\n{}", s.log());
 }
+
+#[test]
+fn failed_writes_leave_no_new_directories_behind() {
+    let s = Server::start();
+    let text = raw(
+        s.addr(),
+        b"POST /file/np1/np2/f HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nshort",
+        true,
+    );
+    only_response(&text).assert_error(400);
+    s.send("PUT", "/file/np3/np4/f", b"x", &["Upload-Offset: 7"])
+        .assert_error(409);
+    let gone = wait_until(SETTLE_TIMEOUT, || !s.exists("np1") && !s.exists("np3"));
+    assert!(
+        gone,
+        "empty directories left behind: {:?}",
+        fs::read_dir(s.root()).map(|d| d.count())
+    );
+    s.get("/file/").assert_ok_body("");
+}
