@@ -60,12 +60,10 @@ impl App {
             }
         }
         match op {
-            Op::StorageHealth => match self.storage.root_is_dir() {
-                true => Ok(Response::text(200, "OK")),
-                false => Err(Error::Unavailable {
-                    message: "the storage root is not a directory".into(),
-                }),
-            },
+            Op::StorageHealth if self.storage.root_is_dir() => Ok(Response::text(200, "OK")),
+            Op::StorageHealth => Err(Error::Unavailable {
+                message: "the storage root is not a directory".into(),
+            }),
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Upload { path } => {

@@ -19,8 +19,7 @@
 //! journals are only written under the lock, an unlocked file with a journal is always the
 //! remains of a dead appender, never a live one.
 
-use super::jail::RESERVED_PREFIX;
-use super::{Result, StorageError, copy_into, in_parents, sync_dir};
+use super::{RelPath, Result, StorageError, copy_into, in_parents, same_file, sync_dir};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -62,7 +61,7 @@ fn open_locked(path: &Path) -> Result<Locked> {
         file.lock().map_err(StorageError::from_io)?;
         let ours = file.metadata().map_err(StorageError::from_io)?;
         match fs::metadata(path) {
-            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
+            Ok(now) if same_file(&now, &ours) => {
                 return Ok(Locked { file, created });
             }
             _ => continue,
@@ -166,7 +165,7 @@ fn remove_if_still_named(path: &Path, file: &File) {
     let (Ok(ours), Ok(now)) = (file.metadata(), fs::symlink_metadata(path)) else {
         return;
     };
-    if ours.ino() == now.ino() && ours.dev() == now.dev() {
+    if same_file(&ours, &now) {
         let _ = fs::remove_file(path);
     }
 }
@@ -277,7 +276,7 @@ pub(crate) fn recover_orphan(journal: &Path) -> bool {
     // The name comes from a file on the volume, which other writers may have planted: it must
     // be one plain name beside the journal, and is opened without following a symlink, so the
     // sweep can never reach outside the directory it is walking.
-    if !is_plain_name(&entry.name) {
+    if !RelPath::parse(&entry.name).is_ok_and(|p| p.segments().count() == 1) {
         log::warn!("ignoring a journal naming {:?}: not a plain file name", entry.name);
         return fs::remove_file(journal).is_ok();
     }
@@ -313,11 +312,6 @@ pub(crate) fn recover_orphan(journal: &Path) -> bool {
         }
     }
     fs::remove_file(journal).is_ok()
-}
-
-/// True for a single file name that is not `.`, `..` or one of the service's own.
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0']) && !name.starts_with(RESERVED_PREFIX)
 }
 
 #[cfg(test)]

@@ -183,15 +183,12 @@ impl Storage {
         list::list_dir(&self.root, &self.resolve(rel)?)
     }
 
-    /// Counts `\n` bytes in a file, like `wc -l`.
+    /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see.
     pub fn count_lines(&self, rel: &RelPath) -> Result<u64> {
-        let path = self.resolve(rel)?;
-        if fs::metadata(&path).map_err(StorageError::from_io)?.is_dir() {
-            return Err(StorageError::IsADirectory);
+        match self.open_read(rel)? {
+            Opened::File { file, len, .. } => wc::count_lines(file.take(len)).map_err(StorageError::from_io),
+            Opened::Dir(_) => Err(StorageError::IsADirectory),
         }
-        let file = File::open(&path).map_err(StorageError::from_io)?;
-        let len = append::committed_len(&path, &file.metadata().map_err(StorageError::from_io)?);
-        wc::count_lines(file.take(len)).map_err(StorageError::from_io)
     }
 
     /// Atomically creates or replaces the file at `rel` with everything `body` yields;
@@ -269,6 +266,12 @@ pub(crate) fn copy_into(body: &mut dyn Read, file: &File) -> Result<u64> {
         Err(e) if src.failed => Err(StorageError::Source(e)),
         Err(e) => Err(StorageError::from_io(e)),
     }
+}
+
+/// True when two metadata describe the same file (device and inode), whatever its names.
+pub(crate) fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.ino() == b.ino() && a.dev() == b.dev()
 }
 
 /// Flushes a directory's entries (a rename or unlink in it) to disk.

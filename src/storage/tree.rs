@@ -1,8 +1,7 @@
 //! Moving and deleting files and directories.
 
-use super::{Result, StorageError, create_parents, sync_dir};
+use super::{Result, StorageError, create_parents, same_file, sync_dir};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Renames `src` to `dst` like `mv`: an existing target file is replaced, missing parents are
@@ -12,7 +11,7 @@ use std::path::Path;
 pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     let src_meta = fs::symlink_metadata(src).map_err(StorageError::from_io)?;
     if let Ok(dst_meta) = fs::metadata(dst) {
-        if fs::metadata(src).is_ok_and(|m| m.ino() == dst_meta.ino() && m.dev() == dst_meta.dev()) {
+        if fs::metadata(src).is_ok_and(|m| same_file(&m, &dst_meta)) {
             return Err(StorageError::SameFile);
         }
         match (src_meta.is_dir(), dst_meta.is_dir()) {
