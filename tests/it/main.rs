@@ -10,10 +10,12 @@
 //! - `http_features` (issue 4): ranges and resume, validators, conditional writes, listings,
 //!   tokens, probes, metrics, `Allow` and the access log.
 
+mod crash;
 mod durability;
 mod hostile;
 mod http_features;
 mod paths;
+mod protocol;
 mod raw;
 mod seed;
 mod util;

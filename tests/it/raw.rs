@@ -26,11 +26,24 @@ pub struct Conn {
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        // A head and a body sent as two writes must not wait for a delayed ACK (Nagle).
+        let _ = stream.set_nodelay(true);
         Conn {
             stream,
             buf: Vec::new(),
             sent: Vec::new(),
         }
+    }
+
+    /// Connects, or `None` when nobody listens (a server that was killed).
+    pub fn try_open(addr: SocketAddr) -> Option<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, RAW_TIMEOUT).ok()?;
+        let _ = stream.set_nodelay(true);
+        Some(Conn {
+            stream,
+            buf: Vec::new(),
+            sent: Vec::new(),
+        })
     }
 
     /// The client side's address, as the server sees it (and logs it).
@@ -71,6 +84,62 @@ impl Conn {
                     return response;
                 }
                 panic!("connection closed before a complete response\n{}", self.context());
+            }
+        }
+    }
+
+    /// Reads the next complete response, or `None` if the connection fails or closes first
+    /// (a server killed mid-request); never panics on the connection, only on a bad response.
+    pub fn try_response(&mut self) -> Option<Response> {
+        let deadline = Instant::now() + RAW_TIMEOUT;
+        loop {
+            if let Some((response, used)) = parse_one(&self.buf, false) {
+                self.buf.drain(..used);
+                return Some(response);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return None;
+            }
+            let mut chunk = [0; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Reads the response to a `HEAD` (its `Content-Length` describes a body that is not sent).
+    #[track_caller]
+    pub fn head_response(&mut self) -> Response {
+        match self.try_head_response() {
+            Some(response) => response,
+            None => panic!("connection closed before a complete HEAD response\n{}", self.context()),
+        }
+    }
+
+    /// [`Conn::head_response`], or `None` if the connection fails or closes first.
+    pub fn try_head_response(&mut self) -> Option<Response> {
+        let deadline = Instant::now() + RAW_TIMEOUT;
+        loop {
+            if let Some((status, headers, head_len)) = parse_head(&self.buf) {
+                self.buf.drain(..head_len);
+                let context = self.context();
+                return Some(Response {
+                    status,
+                    headers,
+                    body: Vec::new(),
+                    context,
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return None;
+            }
+            let mut chunk = [0; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
             }
         }
     }
@@ -207,16 +276,7 @@ pub fn only_response(text: &str) -> Response {
 /// One response from the front of `buf` and the bytes it used, or `None` if incomplete.
 /// Without Content-Length the body runs to EOF (`at_eof`); 1xx, 204 and 304 have none.
 fn parse_one(buf: &[u8], at_eof: bool) -> Option<(Response, usize)> {
-    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..head_len]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = match status_line.split(' ').collect::<Vec<_>>()[..] {
-        [version, code, ..] if version.starts_with("HTTP/1.") => code.parse().ok(),
-        _ => None,
-    };
-    let status = status.unwrap_or_else(|| panic!("not an HTTP/1.x status line: {status_line:?}"));
-    let headers: Vec<_> = lines.filter_map(split_header).collect();
+    let (status, headers, head_len) = parse_head(buf)?;
     let length = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"));
     let body_len = match (status, length) {
         (100..=199 | 204 | 304, _) => 0,
@@ -234,4 +294,19 @@ fn parse_one(buf: &[u8], at_eof: bool) -> Option<(Response, usize)> {
         },
         head_len + body_len,
     ))
+}
+
+/// The status, headers and length of the response head at the front of `buf`, if complete.
+fn parse_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_len]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = match status_line.split(' ').collect::<Vec<_>>()[..] {
+        [version, code, ..] if version.starts_with("HTTP/1.") => code.parse().ok(),
+        _ => None,
+    };
+    let status = status.unwrap_or_else(|| panic!("not an HTTP/1.x status line: {status_line:?}"));
+    let headers: Vec<_> = lines.filter_map(split_header).collect();
+    Some((status, headers, head_len))
 }

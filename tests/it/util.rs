@@ -105,6 +105,14 @@ struct Launch {
     root: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// A command the server runs under (`strace ...`, `unshare ...`), or empty.
+    wrapper: Vec<String>,
+}
+
+/// The server binary under test: `HTTP_NAS_TEST_BIN` when set (to check that a new test fails
+/// on an older build), else the one cargo built for this test run.
+pub fn server_binary() -> PathBuf {
+    std::env::var_os("HTTP_NAS_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_http-nas")), PathBuf::from)
 }
 
 impl Server {
@@ -132,6 +140,14 @@ impl Server {
     /// sharing another server's root, or a mount the test manages. `outside()` is its parent.
     pub fn start_on(root: &Path, args: &[&str]) -> Server {
         Server::launch(None, Launch::new(root.to_path_buf(), args, &[]))
+    }
+
+    /// Starts a server on `root` as the last arguments of `wrapper` (`["strace", ...]`), which
+    /// must run it as a descendant; [`Server::pid`] and signals then reach the server itself.
+    pub fn start_wrapped_on(root: &Path, wrapper: &[String], args: &[&str]) -> Server {
+        let mut launch = Launch::new(root.to_path_buf(), args, &[]);
+        launch.wrapper = wrapper.to_vec();
+        Server::launch(None, launch)
     }
 
     fn start_in_new_home(prepare: impl FnOnce(&Path), args: &[&str], env: &[(&str, &str)]) -> Server {
@@ -170,6 +186,11 @@ impl Server {
 
     /// Kills the process if it still runs and collects its log.
     fn stop(&mut self) {
+        if !self.launch.wrapper.is_empty() && self.child.try_wait().ok().flatten().is_none() {
+            // A tracer that dies detaches its tracee rather than killing it: kill the server.
+            // SAFETY: kill(2) takes plain integers; the pid is a live descendant of our child.
+            unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(drain) = self.drain.take() {
@@ -179,9 +200,13 @@ impl Server {
 
     // ---- the process ----
 
-    /// The server's process id.
+    /// The server's process id (under a wrapper, the descendant running the server binary).
     pub fn pid(&self) -> libc::pid_t {
-        libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t")
+        let child = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        if self.launch.wrapper.is_empty() {
+            return child;
+        }
+        find_descendant(child, &server_binary()).unwrap_or(child)
     }
 
     /// Sends `signal` (`libc::SIGTERM`, `libc::SIGKILL`...) to the server process.
@@ -197,6 +222,12 @@ impl Server {
             self.pid(),
             std::io::Error::last_os_error()
         );
+        if signal == libc::SIGKILL && !self.launch.wrapper.is_empty() {
+            // A thread held in a ptrace stop (an injected delay) only dies once its tracer
+            // lets go of it: kill the wrapper too, so the server is gone now, as after kill -9.
+            // SAFETY: as above, for our own child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        }
     }
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
@@ -476,13 +507,21 @@ impl Launch {
             root,
             args: args.iter().map(|a| a.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: Vec::new(),
         }
     }
 
     /// Starts the process, copying its stderr into `log`, and waits for its `listening on`
     /// line; panics with the log if it does not come.
     fn spawn(&self, log: &Arc<Mutex<String>>) -> (Child, SocketAddr, JoinHandle<()>) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_http-nas"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(server_binary());
+                cmd
+            }
+            None => Command::new(server_binary()),
+        };
         cmd.arg("--listen").arg("127.0.0.1:0").arg("--storage").arg(&self.root);
         if !self.args.iter().any(|a| a == "--log-level") {
             cmd.args(["--log-level", "info"]);
@@ -532,6 +571,24 @@ fn drain_log(stderr: ChildStderr, log: &Mutex<String>, tx: Sender<SocketAddr>) {
             let _ = tx.take().map(|tx| tx.send(addr));
         }
     }
+}
+
+/// The first descendant of `pid` (depth first) whose executable is `binary`.
+fn find_descendant(pid: libc::pid_t, binary: &Path) -> Option<libc::pid_t> {
+    let want = fs::canonicalize(binary).ok()?;
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if p != pid && fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|exe| exe == want) {
+            return Some(p);
+        }
+        let children = fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        stack.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<libc::pid_t>().ok()),
+        );
+    }
+    None
 }
 
 /// The address in `... listening on 127.0.0.1:PORT ...`.

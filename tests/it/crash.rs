@@ -1,0 +1,563 @@
+//! Crash consistency (issue 15): `kill -9` at random moments while clients append (small and
+//! large bodies, two clients per file, some with `Upload-Offset`), upload, move, delete and
+//! read; then a restart on the same root, and a check that every file holds exactly whole
+//! acknowledged writes, no byte of an unacknowledged one, and that readers only ever saw
+//! whole writes. Run on a plain directory and on a writeback-throttled disk: a loop-mounted
+//! ext4 whose backing device may hold only 256 KiB of dirty pages (`strict_limit`), so
+//! `write(2)` sleeps between pages and a kill lands inside one (skipped, with the reason, where
+//! the kernel refuses the mount). `HTTP_NAS_CRASH_ROUNDS` sets the rounds (default 3 per disk;
+//! `make crash-test` runs more).
+//!
+//! Every client keeps a ledger per file: writes answered 2xx (must be there, once), and the one
+//! write in flight when the server died (may be there, whole, at most once). Records name
+//! themselves (`lane:seq:len:`), contain no `\n` but their last byte, and their bytes are
+//! derived from their name, so a torn, duplicated or foreign record cannot pass.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::raw::Conn;
+use crate::util::{Response, Server, TempDir, random_bytes};
+
+/// Dirty-page budget of the throttled disk's backing device, in bytes.
+const THROTTLE_DIRTY_BYTES: u64 = 256 << 10;
+/// Size of the throttled disk's image, in MiB.
+const THROTTLED_DISK_MIB: u64 = 768;
+
+/// A fresh loop-mounted ext4 of its own: throttled (its device may hold only
+/// [`THROTTLE_DIRTY_BYTES`] of dirty pages, so writers sleep in `balance_dirty_pages` between
+/// pages), or plain (a filesystem nothing else uses, where freed inode numbers are reused at
+/// once). Unmounted on drop.
+pub struct LoopDisk {
+    dir: TempDir,
+}
+
+impl LoopDisk {
+    /// Makes and mounts a throttled disk, or says why it cannot (not root, no loop device...).
+    pub fn throttled() -> Result<LoopDisk, String> {
+        LoopDisk::mount(true)
+    }
+
+    /// Makes and mounts a plain disk, or says why it cannot.
+    pub fn plain() -> Result<LoopDisk, String> {
+        LoopDisk::mount(false)
+    }
+
+    fn mount(throttled: bool) -> Result<LoopDisk, String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root, cannot mount a loop device".into());
+        }
+        let dir = TempDir::new();
+        let image = dir.path().join("disk.img");
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).map_err(|e| format!("mkdir: {e}"))?;
+        let size = format!("{THROTTLED_DISK_MIB}M");
+        run(Command::new("truncate").args(["-s", &size]).arg(&image))?;
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt))?;
+        let disk = LoopDisk { dir };
+        // Loop devices are reused: set (or reset) the throttle on every mount.
+        let device = run(Command::new("findmnt").args(["-no", "MAJ:MIN"]).arg(&mnt))?;
+        let bdi = Path::new("/sys/class/bdi").join(device.trim());
+        let (strict, max_bytes) = if throttled {
+            ("1", THROTTLE_DIRTY_BYTES.to_string())
+        } else {
+            ("0", u32::MAX.to_string())
+        };
+        fs::write(bdi.join("strict_limit"), strict).map_err(|e| format!("{}/strict_limit: {e}", bdi.display()))?;
+        fs::write(bdi.join("max_bytes"), max_bytes).map_err(|e| format!("{}/max_bytes: {e}", bdi.display()))?;
+        fs::create_dir(disk.root()).map_err(|e| format!("mkdir root: {e}"))?;
+        Ok(disk)
+    }
+
+    /// The storage root on the disk.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("mnt").join("root")
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let mnt = self.dir.path().join("mnt");
+        if !Command::new("umount").arg(&mnt).status().is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+        }
+    }
+}
+
+/// Runs a setup command; its stdout, or why it failed.
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Rounds per disk: `HTTP_NAS_CRASH_ROUNDS`, else 3.
+fn rounds() -> usize {
+    std::env::var("HTTP_NAS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+// ---- records and ledgers ----
+
+/// Record `seq` of `lane`, `len` bytes: `lane:seq:len:` then letters, then `\n`.
+fn record(lane: usize, seq: usize, len: usize) -> Vec<u8> {
+    let mut out = format!("{lane}:{seq}:{len}:").into_bytes();
+    let fill = len.saturating_sub(out.len() + 1);
+    out.extend(
+        random_bytes(fill, (lane * 1_000_003 + seq) as u64)
+            .iter()
+            .map(|b| b'a' + b % 26),
+    );
+    out.push(b'\n');
+    out
+}
+
+/// Splits `bytes` into whole records, or says where it stops being whole records.
+fn parse_records(bytes: &[u8]) -> Result<Vec<(usize, usize)>, String> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let head: Vec<&[u8]> = bytes[at..bytes.len().min(at + 64)].splitn(4, |&b| b == b':').collect();
+        let num = |i: usize| {
+            head.get(i)
+                .and_then(|f| std::str::from_utf8(f).ok()?.parse::<usize>().ok())
+        };
+        let (Some(lane), Some(seq), Some(len)) = (num(0), num(1), num(2)) else {
+            return Err(format!("no record header at byte {at} of {}", bytes.len()));
+        };
+        if bytes.len() < at + len || bytes[at..at + len] != record(lane, seq, len)[..] {
+            return Err(format!(
+                "record {lane}:{seq} ({len} bytes) at byte {at} of {} is torn",
+                bytes.len()
+            ));
+        }
+        out.push((lane, seq));
+        at += len;
+    }
+    Ok(out)
+}
+
+/// What one client knows of its writes to one file.
+#[derive(Default, Debug)]
+struct Ledger {
+    /// Records answered 2xx.
+    acked: Vec<usize>,
+    /// The record whose answer never came (the server died), if any.
+    in_flight: Option<usize>,
+}
+
+/// Checks that `found` (this lane's records in a file, in order) holds every acknowledged
+/// record once and nothing but those and the one in flight (at most once).
+fn check_ledger(what: &str, lane: usize, ledger: &Ledger, found: &[usize]) -> Result<(), String> {
+    let mut count: HashMap<usize, usize> = HashMap::new();
+    for &seq in found {
+        *count.entry(seq).or_default() += 1;
+    }
+    for &seq in &ledger.acked {
+        if count.remove(&seq) != Some(1) {
+            return Err(format!(
+                "{what}: acknowledged record {lane}:{seq} is not there exactly once"
+            ));
+        }
+    }
+    if let Some(seq) = ledger.in_flight {
+        if count.remove(&seq).unwrap_or(0) > 1 {
+            return Err(format!("{what}: unacknowledged record {lane}:{seq} is there twice"));
+        }
+    }
+    match count.keys().next() {
+        Some(seq) => Err(format!("{what}: record {lane}:{seq} was never written or was refused")),
+        None => Ok(()),
+    }
+}
+
+// ---- a tiny client ----
+
+/// One keep-alive connection; every call returns `None` once the server is gone.
+struct Client {
+    conn: Option<Conn>,
+    addr: SocketAddr,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Client {
+        Client { conn: None, addr }
+    }
+
+    fn request(&mut self, method: &str, path: &str, headers: &[String], body: &[u8]) -> Option<Response> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::try_open(self.addr)?);
+        }
+        let conn = self.conn.as_mut()?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for h in headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        conn.send(head.as_bytes()).send(body);
+        let response = if method == "HEAD" {
+            conn.try_head_response()
+        } else {
+            conn.try_response()
+        };
+        if response.is_none() {
+            self.conn = None;
+        }
+        response
+    }
+}
+
+/// How one round's clients stop: the server died, or the round is over.
+struct Round<'a> {
+    stop: &'a AtomicBool,
+    problems: &'a Mutex<Vec<String>>,
+    dir: String,
+}
+
+impl Round<'_> {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn problem(&self, text: String) {
+        self.problems.lock().unwrap_or_else(|p| p.into_inner()).push(text);
+    }
+}
+
+/// Sizes of appended records: mostly small, some a few pages, a few larger than the server's
+/// in-memory limit (64 KiB) and its copy buffer (256 KiB).
+fn record_len(lane: usize, seq: usize) -> usize {
+    match (lane * 7 + seq * 13) % 20 {
+        0 => 1 << 20,
+        1 | 2 => 300 << 10,
+        3..=7 => 60_000,
+        8..=12 => 32 << 10,
+        _ => 100,
+    }
+}
+
+/// Appends records to `file` until stopped; with `offsets`, each with `Upload-Offset` from a
+/// HEAD first (a 409 means another lane appended meanwhile: read again, same record).
+fn append_lane(round: &Round, addr: SocketAddr, lane: usize, file: &str, offsets: bool) -> Ledger {
+    let mut client = Client::new(addr);
+    let mut ledger = Ledger::default();
+    let url = format!("/file/{}/{file}", round.dir);
+    let mut seq = 0;
+    while !round.stopped() {
+        let mut headers = Vec::new();
+        if offsets {
+            let Some(head) = client.request("HEAD", &url, &[], b"") else {
+                break;
+            };
+            let size = match head.status {
+                404 => 0,
+                _ => head.header("Content-Length").and_then(|v| v.parse().ok()).unwrap_or(0),
+            };
+            headers.push(format!("Upload-Offset: {size}"));
+        }
+        let body = record(lane, seq, record_len(lane, seq));
+        match client.request("PUT", &url, &headers, &body).map(|r| r.status) {
+            Some(200) => ledger.acked.push(seq),
+            Some(409) if offsets => continue,
+            Some(status) => round.problem(format!("append {lane}:{seq} to {file} answered {status}")),
+            None => {
+                ledger.in_flight = Some(seq);
+                break;
+            }
+        }
+        seq += 1;
+    }
+    ledger
+}
+
+/// Uploads new versions of `file` until stopped; returns the last acknowledged one and the one
+/// in flight.
+fn post_lane(round: &Round, addr: SocketAddr, lane: usize, file: &str) -> Ledger {
+    let mut client = Client::new(addr);
+    let mut ledger = Ledger::default();
+    let url = format!("/file/{}/{file}", round.dir);
+    for seq in 0.. {
+        if round.stopped() {
+            break;
+        }
+        let len = [32, 5000, 70_000, 2 << 20][seq % 4];
+        match client
+            .request("POST", &url, &[], &record(lane, seq, len))
+            .map(|r| r.status)
+        {
+            Some(200) => ledger.acked = vec![seq],
+            Some(status) => round.problem(format!("POST {lane}:{seq} answered {status}")),
+            None => {
+                ledger.in_flight = Some(seq);
+                break;
+            }
+        }
+    }
+    ledger
+}
+
+/// Moves `cur` to `old-N` again and again while other lanes append to `cur`.
+fn move_lane(round: &Round, addr: SocketAddr) {
+    let mut client = Client::new(addr);
+    for n in 0.. {
+        if round.stopped() {
+            return;
+        }
+        let target = format!("{{\"path\": \"{}/moves/old-{n}\"}}", round.dir);
+        let url = format!("/file/{}/moves/cur/mv", round.dir);
+        match client.request(
+            "PUT",
+            &url,
+            &["Content-Type: application/json".into()],
+            target.as_bytes(),
+        ) {
+            Some(r) if r.status == 200 || r.status == 404 => {}
+            Some(r) => round.problem(format!("move answered {}", r.status)),
+            None => return,
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates directories of five files and deletes them; returns, per directory, whether its
+/// delete was acknowledged (`Some(true)`), in flight (`None`) or never sent (`Some(false)`).
+fn delete_lane(round: &Round, addr: SocketAddr, lane: usize) -> Vec<Option<bool>> {
+    let mut client = Client::new(addr);
+    let mut dirs = Vec::new();
+    'dirs: for n in 0.. {
+        if round.stopped() {
+            break;
+        }
+        dirs.push(Some(false));
+        for i in 0..5 {
+            let url = format!("/file/{}/del/d{n}/f{i}", round.dir);
+            if client
+                .request("POST", &url, &[], &record(lane, n * 5 + i, 20_000))
+                .map(|r| r.status)
+                != Some(200)
+            {
+                dirs.pop();
+                break 'dirs;
+            }
+        }
+        match client
+            .request("DELETE", &format!("/file/{}/del/d{n}", round.dir), &[], b"")
+            .map(|r| r.status)
+        {
+            Some(200) => dirs[n] = Some(true),
+            Some(status) => round.problem(format!("DELETE d{n} answered {status}")),
+            None => {
+                dirs[n] = None;
+                break;
+            }
+        }
+    }
+    dirs
+}
+
+/// Reads the appended files while they are written; every read must be whole records.
+fn reader_lane(round: &Round, addr: SocketAddr, files: &[&str]) {
+    let mut client = Client::new(addr);
+    for n in 0.. {
+        if round.stopped() {
+            return;
+        }
+        let url = format!("/file/{}/{}", round.dir, files[n % files.len()]);
+        match client.request("GET", &url, &[], b"") {
+            Some(r) if r.status == 200 => {
+                if let Err(e) = parse_records(&r.body) {
+                    round.problem(format!("a reader of {url} saw a partial write: {e}"));
+                }
+            }
+            Some(r) if r.status == 404 => {}
+            Some(r) => round.problem(format!("GET {url} answered {}", r.status)),
+            None => return,
+        }
+    }
+}
+
+/// Lanes of a round: 0–3 append to two files (two lanes each, 1 and 3 with offsets), 4 uploads,
+/// 5 appends to a file that lane 6 keeps moving, 7 creates and deletes directories.
+fn crash_round(s: &mut Server, round_no: usize, seed: u64) -> Result<(), String> {
+    let stop = AtomicBool::new(false);
+    let problems = Mutex::new(Vec::new());
+    let round_dir = format!("r{round_no}");
+    let round = Round {
+        stop: &stop,
+        problems: &problems,
+        dir: round_dir.clone(),
+    };
+    let addr = s.addr();
+    let kill_after = Duration::from_millis(150 + seed % 1200);
+    let (appends, post, moved, deletes) = thread::scope(|scope| {
+        let r = &round;
+        let appends: Vec<_> = (0..4)
+            .map(|lane| scope.spawn(move || append_lane(r, addr, lane, &format!("log{}", lane / 2), lane % 2 == 1)))
+            .collect();
+        let post = scope.spawn(move || post_lane(r, addr, 4, "upload"));
+        let moved = scope.spawn(move || append_lane(r, addr, 5, "moves/cur", false));
+        scope.spawn(move || move_lane(r, addr));
+        let deletes = scope.spawn(move || delete_lane(r, addr, 7));
+        scope.spawn(move || reader_lane(r, addr, &["log0", "log1"]));
+        thread::sleep(kill_after);
+        s.signal(libc::SIGKILL);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(1) && !appends.iter().all(|h| h.is_finished()) {
+            thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let join = |h: thread::ScopedJoinHandle<'_, Ledger>| h.join().unwrap_or_default();
+        (
+            appends.into_iter().map(join).collect::<Vec<_>>(),
+            join(post),
+            join(moved),
+            deletes.join().unwrap_or_default(),
+        )
+    });
+    s.restart();
+    let dir = s.root().join(&round.dir);
+    drop(round);
+    let mut problems = problems.into_inner().unwrap_or_default();
+    let mut check = |result: Result<(), String>| {
+        if let Err(e) = result {
+            problems.push(e);
+        }
+    };
+    for file in 0..2 {
+        let bytes = fs::read(dir.join(format!("log{file}"))).unwrap_or_default();
+        match parse_records(&bytes) {
+            Ok(found) => {
+                for lane in [file * 2, file * 2 + 1] {
+                    let mine: Vec<usize> = found.iter().filter(|(l, _)| *l == lane).map(|(_, s)| *s).collect();
+                    check(check_ledger(&format!("log{file}"), lane, &appends[lane], &mine));
+                }
+            }
+            Err(e) => check(Err(format!("log{file}: {e}"))),
+        }
+    }
+    check(check_upload(&dir.join("upload"), &post));
+    let mut moved_records = Vec::new();
+    for entry in fs::read_dir(dir.join("moves")).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match parse_records(&fs::read(entry.path()).unwrap_or_default()) {
+            Ok(found) => moved_records.extend(found.into_iter().map(|(_, s)| s)),
+            Err(e) => check(Err(format!("moves/{name}: {e}"))),
+        }
+    }
+    check(check_ledger("moves/*", 5, &moved, &moved_records));
+    for (n, deleted) in deletes.iter().enumerate() {
+        let files = fs::read_dir(dir.join(format!("del/d{n}"))).map_or(0, |d| d.count());
+        match deleted {
+            Some(true) if files > 0 => check(Err(format!("del/d{n}: acknowledged delete left {files} files"))),
+            None if files != 0 && files != 5 => check(Err(format!("del/d{n}: interrupted delete left {files} of 5"))),
+            _ => {}
+        }
+    }
+    let leftovers = internal_files(&s.root());
+    if !leftovers.is_empty() {
+        check(Err(format!("internal files left after the restart: {leftovers:?}")));
+    }
+    eprintln!(
+        "round {round_no}: killed after {kill_after:?}; acknowledged appends {:?}, upload {:?}, moved-file appends {}, deletes {}",
+        appends.iter().map(|l| l.acked.len()).collect::<Vec<_>>(),
+        post.acked,
+        moved.acked.len(),
+        deletes.len()
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The uploaded file is absent (nothing acknowledged) or exactly the last acknowledged or the
+/// in-flight version.
+fn check_upload(path: &Path, ledger: &Ledger) -> Result<(), String> {
+    let Ok(bytes) = fs::read(path) else {
+        return if ledger.acked.is_empty() {
+            Ok(())
+        } else {
+            Err("upload: acknowledged file missing".into())
+        };
+    };
+    let found = parse_records(&bytes).map_err(|e| format!("upload: {e}"))?;
+    let allowed: Vec<usize> = ledger.acked.iter().copied().chain(ledger.in_flight).collect();
+    match found[..] {
+        [(4, seq)] if allowed.contains(&seq) => Ok(()),
+        _ => Err(format!("upload holds {found:?}, expected one of {allowed:?}")),
+    }
+}
+
+/// Every `.http-nas-*` entry anywhere under `root`.
+fn internal_files(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".http-nas-") {
+                found.push(entry.path().display().to_string());
+            } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Runs the rounds on `root`, fsync alternating on and off.
+fn crash_rounds_on(root: &Path, what: &str) {
+    let mut failures = Vec::new();
+    for round in 0..rounds() {
+        let fsync = if round % 2 == 0 { "false" } else { "true" };
+        let mut s = Server::start_on(root, &["--fsync", fsync, "--workers", "12"]);
+        let seed = (round as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        if let Err(e) = crash_round(&mut s, round, seed) {
+            failures.push(format!("{what}, round {round}:\n{e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} round(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn issue15_kill9_at_random_moments_on_plain_disk_loses_nothing_acknowledged() {
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).expect("create root");
+    crash_rounds_on(&root, "plain disk");
+}
+
+#[test]
+fn issue15_kill9_at_random_moments_on_a_throttled_disk_loses_nothing_acknowledged() {
+    match LoopDisk::throttled() {
+        Ok(disk) => crash_rounds_on(&disk.root(), "throttled disk"),
+        Err(reason) => eprintln!("skipped: {reason}"),
+    }
+}
