@@ -151,6 +151,10 @@ impl From<StorageError> for Error {
             StorageError::Exists => Error::PreconditionFailed {
                 message: "the file already exists (If-None-Match: *)",
             },
+            StorageError::VersionMismatch => Error::PreconditionFailed {
+                message: "the file changed (If-Match does not match its ETag)",
+            },
+            StorageError::NotRegular => Error::Conflict { message: e.to_string() },
             StorageError::OffsetMismatch { current } => Error::OffsetMismatch { current },
             StorageError::NoSpace => Error::InsufficientStorage,
             StorageError::RootRefused => Error::BadPath(PathError::Empty),

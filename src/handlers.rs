@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::metrics::{self, Metrics};
 use crate::range::{self, RangeChoice};
-use crate::storage::{EntryKind, Opened, RelPath, Storage};
+use crate::storage::{Conditions, EntryKind, Opened, RelPath, Storage, VersionTest};
 use crate::time::{http_date, rfc3339};
 use serde_json::json;
 use std::cell::Cell;
@@ -67,15 +67,23 @@ impl App {
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Upload { path } => {
-                self.check_if_match(head, &path)?;
-                let create_only = head.header("if-none-match") == Some("*");
-                let size = self.storage.write_atomic(&path, req.body, create_only)?;
+                let version = if_match(head);
+                let conditions = Conditions {
+                    version: version.as_ref().map(|test| test as VersionTest<'_>),
+                    absent: head.header("if-none-match") == Some("*"),
+                    ..Conditions::default()
+                };
+                let size = self.storage.write_atomic(&path, req.body, &conditions)?;
                 Ok(written(&path, size))
             }
             Op::Append { path } => {
-                self.check_if_match(head, &path)?;
-                let expected = upload_offset(head)?;
-                let size = self.storage.append(&path, req.body, expected)?;
+                let version = if_match(head);
+                let conditions = Conditions {
+                    version: version.as_ref().map(|test| test as VersionTest<'_>),
+                    size: upload_offset(head)?,
+                    ..Conditions::default()
+                };
+                let size = self.storage.append(&path, req.body, &conditions)?;
                 Ok(written(&path, size).with_header("Upload-Offset", size.to_string()))
             }
             Op::Move { path } => self.move_file(&path, req),
@@ -170,22 +178,6 @@ impl App {
         }
     }
 
-    /// `If-Match`: the write goes ahead only if the file still has one of the listed ETags
-    /// (`*`: exists at all).
-    fn check_if_match(&self, head: &Head, path: &RelPath) -> Result<(), Error> {
-        let Some(wanted) = head.header("if-match") else {
-            return Ok(());
-        };
-        let failed = Error::PreconditionFailed {
-            message: "the file changed (If-Match does not match its ETag)",
-        };
-        match self.storage.metadata(path) {
-            Ok(meta) if meta.is_file() && etag_matches(wanted, &etag(&meta, meta.len())) => Ok(()),
-            Ok(_) | Err(crate::storage::StorageError::NotFound) => Err(failed),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     fn move_file(&self, path: &RelPath, req: &mut Request<'_, '_>) -> Result<Response, Error> {
         // The seed answered 404 for a missing source before looking at the body.
         self.storage.metadata(path)?;
@@ -241,6 +233,12 @@ fn move_target(body: &[u8]) -> Result<RelPath, Error> {
         .and_then(|p| p.as_str())
         .ok_or_else(|| bad("move body needs a string \"path\""))?;
     Ok(api::decode(target)?.non_root()?)
+}
+
+/// The `If-Match` test of a write (the file still has one of the listed ETags), if given.
+fn if_match(head: &Head) -> Option<impl Fn(&Metadata, u64) -> bool + '_> {
+    let wanted = head.header("if-match")?;
+    Some(move |meta: &Metadata, len: u64| etag_matches(wanted, &etag(meta, len)))
 }
 
 /// The `Upload-Offset` precondition of an append, if given.

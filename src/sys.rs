@@ -1,13 +1,17 @@
 //! The only module with `unsafe`: thin, checked wrappers over the few syscalls std does not
-//! offer (`poll`, `sendfile`, signal masking and waiting, `statvfs`).
+//! offer (`poll`, `sendfile`, signal masking and waiting, `statvfs`, and the directory-handle
+//! calls the storage layer acts through: `openat`, `fstatat`, `unlinkat`, `renameat`,
+//! `linkat`, `readdir` on a handle, `copy_file_range`, `getrandom`).
 //!
 //! Each wrapper converts the C return convention into `io::Result` and documents why the call
 //! is sound. `lib.rs` denies unsafe code elsewhere; the one other exception is the AVX2 dispatch
 //! of line counting in `storage/wc.rs`, a single call guarded by a CPU feature check.
 #![allow(unsafe_code)]
 
+use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Interest in readability, as `poll(2)` spells it.
@@ -109,7 +113,6 @@ pub fn wait_for_stop_signal() -> io::Result<i32> {
 
 /// Free bytes available to an unprivileged writer on the filesystem holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
     // SAFETY: `statvfs` is plain data, fully written by the kernel on success; `c_path` is a
@@ -122,3 +125,261 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
         Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
     }
 }
+
+// ---- directory handles and calls relative to them ----
+
+/// A name as the C string the `*at` calls take.
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
+}
+
+/// Converts a C return value (`-1` and `errno` on failure) into `io::Result`.
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Opens `path` as a directory handle (`O_DIRECTORY`, readable so it can be fsynced and listed).
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let c_path = c_name(path.as_os_str())?;
+    // SAFETY: `c_path` is a valid NUL-terminated string for the duration of the call.
+    let fd = check(unsafe { libc::open(c_path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat(2)`: opens `name` in the directory `dir` with `flags` (`O_CLOEXEC` is added), and
+/// `mode` for a file it creates.
+pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
+    let c_name = c_name(name)?;
+    // SAFETY: `dir` is a live fd borrowed for the call; `c_name` is NUL-terminated; `mode` is
+    // passed as the variadic argument open(2) reads when O_CREAT is set.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c_name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            libc::c_uint::from(mode),
+        )
+    })?;
+    // SAFETY: `fd` was just returned by openat(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// What `fstatat(2)` tells of a name, without following a symlink.
+#[derive(Clone, Copy, Debug)]
+pub struct Stat {
+    /// Device of the filesystem.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Type and permission bits (`S_IFMT` etc.).
+    pub mode: u32,
+}
+
+impl Stat {
+    /// True for a regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// True for a symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+}
+
+/// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`: the name itself, never a link's target.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
+    let c_name = c_name(name)?;
+    // SAFETY: `stat` is plain data that fstatat fully writes on success; `dir` and `c_name` are
+    // valid for the call.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        check(libc::fstatat(
+            dir.as_raw_fd(),
+            c_name.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ))?;
+        Ok(Stat {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+        })
+    }
+}
+
+/// `unlinkat(2)`: removes the name `name` in `dir` (a directory, which must be empty, when
+/// `is_dir`). A symlink is removed itself, never followed.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> io::Result<()> {
+    let c_name = c_name(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: `dir` and `c_name` are valid for the call.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c_name.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat(2)`: moves `from` in `from_dir` to `to` in `to_dir`, replacing `to` atomically.
+pub fn rename_at(from_dir: BorrowedFd<'_>, from: &OsStr, to_dir: BorrowedFd<'_>, to: &OsStr) -> io::Result<()> {
+    let (c_from, c_to) = (c_name(from)?, c_name(to)?);
+    // SAFETY: both fds and both strings are valid for the call.
+    check(unsafe { libc::renameat(from_dir.as_raw_fd(), c_from.as_ptr(), to_dir.as_raw_fd(), c_to.as_ptr()) }).map(drop)
+}
+
+/// `linkat(2)`: gives the file `from` in `from_dir` the new name `to` in `to_dir`; fails with
+/// `EEXIST` if `to` exists, atomically (which `rename(2)` cannot do).
+pub fn link_at(from_dir: BorrowedFd<'_>, from: &OsStr, to_dir: BorrowedFd<'_>, to: &OsStr) -> io::Result<()> {
+    let (c_from, c_to) = (c_name(from)?, c_name(to)?);
+    // SAFETY: both fds and both strings are valid for the call; flags 0 never follows a link.
+    check(unsafe {
+        libc::linkat(
+            from_dir.as_raw_fd(),
+            c_from.as_ptr(),
+            to_dir.as_raw_fd(),
+            c_to.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `copy_file_range(2)`: copies up to `len` bytes from `src` at `*src_off` to `dst` at
+/// `*dst_off` inside the kernel, advancing both offsets. Returns the bytes copied (0 at the end
+/// of `src`). Neither file's own offset is used or moved.
+pub fn copy_file_range(
+    src: &impl AsRawFd,
+    src_off: &mut u64,
+    dst: &impl AsRawFd,
+    dst_off: &mut u64,
+    len: usize,
+) -> io::Result<usize> {
+    let to_off = |v: u64| {
+        libc::loff_t::try_from(v).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))
+    };
+    let (mut off_in, mut off_out) = (to_off(*src_off)?, to_off(*dst_off)?);
+    // SAFETY: both fds are borrowed from live files; the offsets are valid locals the kernel
+    // updates in place.
+    let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    (*src_off, *dst_off) = (off_in as u64, off_out as u64);
+    Ok(n as usize)
+}
+
+/// Fills `buf` with random bytes from the kernel (`getrandom(2)`), for names and ids no other
+/// process or replica can guess or repeat.
+pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is a valid, exclusively borrowed buffer of the given length.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+            continue;
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+/// The kind of a directory entry, as `readdir` reports it (`Unknown` where the filesystem does
+/// not say; then ask `stat_at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryType {
+    File,
+    Dir,
+    Symlink,
+    Other,
+    Unknown,
+}
+
+/// The entries of a directory handle, one at a time (`fdopendir` + `readdir` on a duplicate of
+/// the handle), without `.` and `..`: memory does not grow with the directory's size.
+pub struct DirStream {
+    dir: std::ptr::NonNull<libc::DIR>,
+}
+
+impl DirStream {
+    /// Starts reading the directory `dir` from its first entry.
+    pub fn open(dir: BorrowedFd<'_>) -> io::Result<DirStream> {
+        let own = dir.try_clone_to_owned()?;
+        let fd = own.into_raw_fd();
+        // SAFETY: `fd` is an open directory fd we own; on success fdopendir takes it over.
+        let ptr = unsafe { libc::fdopendir(fd) };
+        let Some(dir) = std::ptr::NonNull::new(ptr) else {
+            let err = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so `fd` is still ours to close.
+            unsafe { libc::close(fd) };
+            return Err(err);
+        };
+        // SAFETY: `dir` is a valid DIR*; the duplicate shares its offset with the original
+        // handle, so rewind to read from the start whatever was read before.
+        unsafe { libc::rewinddir(dir.as_ptr()) };
+        Ok(DirStream { dir })
+    }
+}
+
+impl Iterator for DirStream {
+    type Item = io::Result<(std::ffi::OsString, EntryType, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            // SAFETY: errno is thread-local; clearing it tells end-of-directory (NULL, errno 0)
+            // from an error (NULL, errno set). `self.dir` is a valid DIR* until drop, and the
+            // dirent it returns is valid until the next readdir on it, which is after we copy
+            // the name out.
+            let entry = unsafe {
+                *libc::__errno_location() = 0;
+                let ptr = libc::readdir(self.dir.as_ptr());
+                if ptr.is_null() {
+                    let err = io::Error::last_os_error();
+                    return if err.raw_os_error() == Some(0) {
+                        None
+                    } else {
+                        Some(Err(err))
+                    };
+                }
+                let d = &*ptr;
+                let name = std::ffi::CStr::from_ptr(d.d_name.as_ptr());
+                let kind = match d.d_type {
+                    libc::DT_REG => EntryType::File,
+                    libc::DT_DIR => EntryType::Dir,
+                    libc::DT_LNK => EntryType::Symlink,
+                    libc::DT_UNKNOWN => EntryType::Unknown,
+                    _ => EntryType::Other,
+                };
+                (
+                    std::ffi::OsStr::from_bytes(name.to_bytes()).to_owned(),
+                    kind,
+                    d.d_ino as u64,
+                )
+            };
+            if entry.0 != "." && entry.0 != ".." {
+                return Some(Ok(entry));
+            }
+        }
+    }
+}
+
+impl Drop for DirStream {
+    fn drop(&mut self) {
+        // SAFETY: `self.dir` came from fdopendir and is closed exactly once, here.
+        unsafe { libc::closedir(self.dir.as_ptr()) };
+    }
+}
+
+// SAFETY: a DIR* may move between threads; it is only ever used through `&mut self`.
+unsafe impl Send for DirStream {}

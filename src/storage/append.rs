@@ -1,331 +1,145 @@
-//! Locked, all-or-nothing appends.
+//! Appends: all or nothing, serialised per file, never holding a lock while a client sends.
 //!
-//! Appenders to one file are serialised by an exclusive `flock` on the file, held while the
-//! body is written: it works between threads (each request opens its own file description) and between
-//! processes, including replicas sharing a volume whose filesystem supports it. Under the lock
-//! we note the size, check the caller's expected offset (which makes retries idempotent), copy
-//! the body, and on any failure truncate back to the noted size, so the next appender never
-//! sees half a body. A file this append created is removed again on failure, but only while
-//! its name still points at it: a file POSTed or moved over that name meanwhile is never
-//! touched. Readers take no lock; they ask [`committed_len`], which stops at the size a live
-//! journal (below) records, so they never see a streamed body that may still be rolled back.
+//! 1. Preconditions (`Upload-Offset`, `If-Match`) are checked against the committed state
+//!    before the body is read, so a stale offset is refused before `100 Continue` invites the
+//!    body; they are checked again at commit, under the lock, where they count.
+//! 2. The body is received whole into a [`Spool`] (memory or a temp file), holding no lock.
+//! 3. Commit, under the file's exclusive lock ([`lock`]), disk work only: settle a dead
+//!    appender's crash record, re-check the preconditions, write our record (the size to return
+//!    to), write the body at the file's size (never `O_APPEND`), sync, remove the record, sync
+//!    the directory. A missing file is instead created whole: the body goes to a temp file that
+//!    is linked in (`link(2)` fails if the name appeared meanwhile; then it is an append after
+//!    all), so nobody ever sees a new file empty or half written.
 //!
-//! A process killed mid-append cannot roll back. A body smaller than [`SMALL_APPEND_BYTES`] is
-//! read whole before the lock is taken and written with a single `write(2)`, which a kill
-//! cannot split. For a larger one, before the body is streamed in, we write a
-//! journal (`.http-nas-journal-{inode}` beside the file) holding the size to roll back to,
-//! and remove it once the append is complete. Whoever next takes the file's lock, or the
-//! start-up sweep, finds an orphaned journal and truncates the file back ([`recover`]): since
-//! journals are only written under the lock, an unlocked file with a journal is always the
-//! remains of a dead appender, never a live one.
+//! The states, and why a crash in any of them is safe, are in `docs/write-protocol.md`.
 
-use super::{RelPath, Result, StorageError, copy_into, in_parents, same_file, sync_dir};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use super::conditions::Conditions;
+use super::dir::Dir;
+use super::journal::{self, Record};
+use super::lock::{self, Held};
+use super::temp::Spool;
+use super::{NewDirs, Result, StorageError, committed_state, in_parents};
+use std::ffi::OsStr;
+use std::path::Path;
 
-/// Prefix of append journals (inside the reserved namespace); the target's inode follows.
-pub const JOURNAL_PREFIX: &str = ".http-nas-journal-";
-/// First line of a journal, naming its format.
-const JOURNAL_MAGIC: &str = "http-nas append journal v1";
+/// Most times the commit loop finds the name changed between "missing" and "there".
+const MAX_COMMIT_ATTEMPTS: usize = 16;
 
-/// Appends up to this size, in bytes, are read whole before the lock is taken and written
-/// with one `write(2)`, without a journal. Larger ones stream under the lock, journaled.
-pub const SMALL_APPEND_BYTES: usize = 64 * 1024;
-/// Most times we reopen a file that was replaced while we waited for its lock.
-const MAX_LOCK_ATTEMPTS: usize = 16;
-
-/// A file opened for append and locked, and whether this open created it.
-struct Locked {
-    file: File,
-    created: bool,
+/// Appends `body` to the file at `path` (created if missing) if `conditions` hold at commit.
+/// Returns the new size.
+pub fn append(path: &Path, body: &mut dyn std::io::Read, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
+    let (parent, name) = super::split(path)?;
+    if conditions.any() {
+        let state = committed_state(parent, name)?;
+        conditions.check(state.as_ref().map(|(meta, len)| (meta, *len)))?;
+    }
+    let (new_dirs, dir) = in_parents(path, || Dir::open(parent).map_err(StorageError::from_io))?;
+    let spool = Spool::receive(body, &dir)?;
+    drop(dir);
+    commit(parent, name, spool, conditions, fsync, new_dirs)
 }
 
-/// Opens (creating if needed) and locks `path`, making sure the locked file is still the one
-/// the name points to: a failed append by someone else may have removed the file it created,
-/// or a POST may have replaced it, while we waited.
-fn open_locked(path: &Path) -> Result<Locked> {
-    for _ in 0..MAX_LOCK_ATTEMPTS {
-        let (file, created) = match OpenOptions::new().append(true).create_new(true).open(path) {
-            Ok(f) => (f, true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
-                OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .map_err(StorageError::from_io)?,
-                false,
-            ),
-            Err(e) => return Err(StorageError::from_io(e)),
-        };
-        file.lock().map_err(StorageError::from_io)?;
-        let ours = file.metadata().map_err(StorageError::from_io)?;
-        match fs::metadata(path) {
-            Ok(now) if same_file(&now, &ours) => {
-                return Ok(Locked { file, created });
+/// Step 3: the spooled body into the file, under its lock.
+fn commit(
+    parent: &Path,
+    name: &OsStr,
+    mut spool: Spool,
+    conditions: &Conditions<'_>,
+    fsync: bool,
+    new_dirs: NewDirs,
+) -> Result<u64> {
+    let len = spool.byte_len()?;
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        // The directory as it is now: a move or delete of it during the upload counts.
+        let (dirs, dir) = in_parents(&parent.join(name), || Dir::open(parent).map_err(StorageError::from_io))?;
+        if let Some(mut held) = lock::lock(&dir, name)? {
+            if journal::settle(&dir, &held.file, &held.meta, fsync)?.is_some() {
+                log::warn!("rolled back an interrupted append to {}", parent.join(name).display());
+                held.refresh()?;
             }
-            _ => continue,
+            let before = held.meta.len();
+            conditions.check(Some((&held.meta, before)))?;
+            write_locked(&dir, &held, &spool, before, fsync)?;
+            keep(new_dirs, dirs, fsync)?;
+            return Ok(before + len);
         }
+        conditions.check(None)?;
+        let mut temp = spool.into_temp(&dir, fsync)?;
+        if temp.link_as(&dir, name)? {
+            if fsync {
+                dir.sync().map_err(StorageError::from_io)?;
+            }
+            keep(new_dirs, dirs, fsync)?;
+            return Ok(len);
+        }
+        // Someone created the file meanwhile: append to it instead.
+        spool = Spool::File(temp);
     }
-    Err(StorageError::Io(io::Error::other(
-        "file kept changing while waiting for its lock",
+    Err(StorageError::Io(std::io::Error::other(
+        "the file kept appearing and vanishing",
     )))
 }
 
-/// Appends `body` to `path`; see the module docs. Returns the new size.
-pub fn append_locked(path: &Path, body: &mut dyn Read, expected_offset: Option<u64>, fsync: bool) -> Result<u64> {
-    if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-        return Err(StorageError::IsADirectory);
-    }
-    // Read the start of the body before taking the lock: most appends fit in it whole, and a
-    // whole body goes to the file in one write(2), which a killed process cannot leave half
-    // done, so it needs no journal (and no journal fsyncs).
-    let mut start = vec![0u8; SMALL_APPEND_BYTES];
-    let filled = read_up_to(body, &mut start)?;
-    let whole = filled < start.len();
-    start.truncate(filled);
-
-    let (new_dirs, Locked { file, created }) = in_parents(path, || open_locked(path))?;
-    let ino = file.metadata().map_err(StorageError::from_io)?.ino();
-    recover(path, &file, ino)?;
-    let before = file.metadata().map_err(StorageError::from_io)?.len();
-    if let Some(expected) = expected_offset
-        && expected != before
-    {
-        if created {
-            remove_if_still_named(path, &file);
+/// Under `held`'s lock: record, write, sync, unrecord. On failure the file goes back to
+/// `before` bytes; if even that fails, the record stays for the next holder to roll back.
+fn write_locked(dir: &Dir, held: &Held, spool: &Spool, before: u64, fsync: bool) -> Result<()> {
+    let record = Record::new(&held.meta, before)?;
+    journal::write(dir, &record, fsync)?;
+    let written = spool
+        .write_at(held, before)
+        .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) });
+    if let Err(e) = written {
+        let undone = held.file.set_len(before).and_then(|()| held.file.sync_data());
+        match undone {
+            Ok(()) => journal::remove(dir, record.ino(), fsync)?,
+            Err(undo) => log::error!("could not roll back a failed append (the next writer will): {undo}"),
         }
-        return Err(StorageError::OffsetMismatch { current: before });
-    }
-    let journal = if whole {
-        None
-    } else {
-        Some(write_journal(path, ino, before, created, fsync)?)
-    };
-    let result = (&file).write_all(&start).map_err(StorageError::from_io).and_then(|()| {
-        drop(start);
-        let rest = if whole { 0 } else { copy_into(body, &file)? };
-        if fsync {
-            file.sync_data().map_err(StorageError::from_io)?;
-        }
-        Ok(before + filled as u64 + rest)
-    });
-    let settled = match result {
-        // New parent directories stay once the file in them has data, and a new file's name
-        // is flushed like its data; a file of ours rolled back takes its directories along.
-        Ok(size) => new_dirs
-            .keep(fsync)
-            .and_then(|()| match path.parent() {
-                Some(dir) if created && fsync => sync_dir(dir),
-                _ => Ok(()),
-            })
-            .map(|()| size),
-        Err(e) => {
-            roll_back(path, &file, before, created);
-            Err(e)
-        }
-    };
-    // Only after the data (or the rollback) is settled may the journal go.
-    if let Some(journal) = journal {
-        let _ = fs::remove_file(journal);
-    }
-    settled
-}
-
-/// Reads from `body` until `buf` is full or the body ends; returns the bytes read.
-fn read_up_to(body: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match body.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(StorageError::Source(e)),
-        }
-    }
-    Ok(filled)
-}
-
-/// Undoes a failed append under the lock: the file we hold goes back to `before` bytes (even
-/// if it was moved meanwhile), and if this append created it, its name is removed again.
-fn roll_back(path: &Path, file: &File, before: u64, created: bool) {
-    if let Err(e) = file.set_len(before).and_then(|()| file.sync_data()) {
-        log::error!("could not roll back a failed append to {}: {e}", path.display());
-    }
-    if created && before == 0 {
-        remove_if_still_named(path, file);
-    }
-}
-
-/// Removes `path` only if it still names `file`. The append lock does not stop a POST's rename
-/// or a move from putting another file under the name while we streamed: that file was
-/// acknowledged to its writer and must stay. (Between this check and the unlink is a window of
-/// two system calls, against the whole body's duration without the check.)
-fn remove_if_still_named(path: &Path, file: &File) {
-    let (Ok(ours), Ok(now)) = (file.metadata(), fs::symlink_metadata(path)) else {
-        return;
-    };
-    if same_file(&ours, &now) {
-        let _ = fs::remove_file(path);
-    }
-}
-
-/// The length readers may see of the file at `path` with metadata `meta`: its size, or less
-/// while a streamed append to it is in flight (or was cut off by a crash and awaits its
-/// rollback): then the size its journal records from before that append.
-pub(crate) fn committed_len(path: &Path, meta: &fs::Metadata) -> u64 {
-    let journal = journal_path(path, meta.ino());
-    match read_journal(&journal) {
-        Some(entry) => entry.before.min(meta.len()),
-        None => meta.len(),
-    }
-}
-
-/// The inode a journal file name is for (`.http-nas-journal-{inode}`).
-pub(crate) fn journal_inode(name: &str) -> Option<u64> {
-    name.strip_prefix(JOURNAL_PREFIX)?.parse().ok()
-}
-
-/// The pre-append size a journal file records, if it is one.
-pub(crate) fn journal_before(journal: &Path) -> Option<u64> {
-    read_journal(journal).map(|entry| entry.before)
-}
-
-/// What a journal records about the append it guards.
-#[derive(Debug, PartialEq, Eq)]
-struct JournalEntry {
-    /// Size of the file before the append.
-    before: u64,
-    /// Whether the append created the file.
-    created: bool,
-    /// The file's name in its directory.
-    name: String,
-}
-
-fn journal_path(target: &Path, ino: u64) -> PathBuf {
-    target.with_file_name(format!("{JOURNAL_PREFIX}{ino}"))
-}
-
-/// Records, before any byte is appended, how to undo the append.
-fn write_journal(target: &Path, ino: u64, before: u64, created: bool, fsync: bool) -> Result<PathBuf> {
-    let path = journal_path(target, ino);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let text = format!("{JOURNAL_MAGIC}\n{before}\n{}\n{name}\n", u8::from(created));
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&path)?;
-        f.write_all(text.as_bytes())?;
-        if fsync {
-            f.sync_all()?;
-        }
-        Ok(())
-    };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&path);
         return Err(StorageError::from_io(e));
     }
-    if fsync && let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(path)
+    journal::remove(dir, record.ino(), fsync)
 }
 
-fn read_journal(path: &Path) -> Option<JournalEntry> {
-    let text = fs::read_to_string(path).ok()?;
-    let mut lines = text.lines();
-    if lines.next()? != JOURNAL_MAGIC {
-        return None;
-    }
-    let before = lines.next()?.parse().ok()?;
-    let created = lines.next()? == "1";
-    let name = lines.next()?.to_string();
-    Some(JournalEntry { before, created, name })
-}
-
-/// Under the file's lock: undoes the append of a dead appender, if its journal is there.
-fn recover(target: &Path, file: &File, ino: u64) -> Result<()> {
-    let journal = journal_path(target, ino);
-    if !journal.exists() {
-        return Ok(());
-    }
-    if let Some(entry) = read_journal(&journal) {
-        let size = file.metadata().map_err(StorageError::from_io)?.len();
-        if size > entry.before {
-            log::warn!(
-                "rolling back an interrupted append to {} ({size} -> {} bytes)",
-                target.display(),
-                entry.before
-            );
-            file.set_len(entry.before)
-                .and_then(|()| file.sync_data())
-                .map_err(StorageError::from_io)?;
-        }
-    }
-    fs::remove_file(&journal).map_err(StorageError::from_io)
-}
-
-/// Start-up sweep of one journal file: rolls its target back unless someone holds the
-/// target's lock (a live appender, who will recover it itself). True if it was handled.
-pub(crate) fn recover_orphan(journal: &Path) -> bool {
-    let Some(entry) = read_journal(journal) else {
-        return fs::remove_file(journal).is_ok();
-    };
-    let ino_in_name = journal.file_name().and_then(|n| n.to_str()).and_then(journal_inode);
-    // The name comes from a file on the volume, which other writers may have planted: it must
-    // be one plain name beside the journal, and is opened without following a symlink, so the
-    // sweep can never reach outside the directory it is walking.
-    if !RelPath::parse(&entry.name).is_ok_and(|p| p.segments().count() == 1) {
-        log::warn!("ignoring a journal naming {:?}: not a plain file name", entry.name);
-        return fs::remove_file(journal).is_ok();
-    }
-    let target = journal.with_file_name(&entry.name);
-    let opened = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&target);
-    let Ok(file) = opened else {
-        return fs::remove_file(journal).is_ok();
-    };
-    if file.try_lock().is_err() {
-        return false;
-    }
-    let Ok(meta) = file.metadata() else { return false };
-    if !meta.is_file() || Some(meta.ino()) != ino_in_name {
-        // The name now belongs to another file: the journal is stale.
-        return fs::remove_file(journal).is_ok();
-    }
-    if entry.created && meta.len() > 0 {
-        log::warn!(
-            "removing {} left half-created by an interrupted append",
-            target.display()
-        );
-        if file.set_len(0).is_err() {
-            return false;
-        }
-        remove_if_still_named(&target, &file);
-    } else if meta.len() > entry.before {
-        log::warn!("rolling back an interrupted append to {}", target.display());
-        if file.set_len(entry.before).is_err() {
-            return false;
-        }
-    }
-    fs::remove_file(journal).is_ok()
+/// The write succeeded: the directories it created stay (both those made for the spool and
+/// any re-made at commit).
+fn keep(spool_dirs: NewDirs, commit_dirs: NewDirs, fsync: bool) -> Result<()> {
+    spool_dirs.keep(fsync)?;
+    commit_dirs.keep(fsync)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::{Broken, test_dir};
+    use std::fs;
+    use std::io::Read;
+
+    fn any() -> Conditions<'static> {
+        Conditions::default()
+    }
+
+    fn at(size: u64) -> Conditions<'static> {
+        Conditions {
+            size: Some(size),
+            ..Conditions::default()
+        }
+    }
 
     #[test]
     fn appends_and_creates() {
         let dir = test_dir("append-ok");
         let path = dir.join("d/log.csv");
-        assert_eq!(append_locked(&path, &mut &b"a\n"[..], None, false).unwrap(), 2);
-        assert_eq!(append_locked(&path, &mut &b"b\n"[..], Some(2), true).unwrap(), 4);
-        assert_eq!(fs::read(&path).unwrap(), b"a\nb\n");
+        assert_eq!(append(&path, &mut &b"a\n"[..], &any(), false).unwrap(), 2);
+        assert_eq!(append(&path, &mut &b"b\n"[..], &at(2), true).unwrap(), 4);
+        let big = vec![b'x'; 200_000];
+        assert_eq!(append(&path, &mut &big[..], &any(), true).unwrap(), 200_004);
+        let mut want = b"a\nb\n".to_vec();
+        want.extend_from_slice(&big);
+        assert_eq!(fs::read(&path).unwrap(), want);
+        assert_eq!(
+            fs::read_dir(dir.join("d")).unwrap().count(),
+            1,
+            "no temp file or record left"
+        );
     }
 
     #[test]
@@ -333,67 +147,60 @@ mod tests {
         let dir = test_dir("append-offset");
         let path = dir.join("f");
         fs::write(&path, b"abc").unwrap();
-        let err = append_locked(&path, &mut &b"x"[..], Some(2), false).unwrap_err();
+        let err = append(&path, &mut &b"x"[..], &at(2), false).unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { current: 3 }));
         assert_eq!(fs::read(&path).unwrap(), b"abc");
         let missing = dir.join("missing");
-        assert!(append_locked(&missing, &mut &b"x"[..], Some(5), false).is_err());
+        assert!(matches!(
+            append(&missing, &mut &b"x"[..], &at(5), false),
+            Err(StorageError::OffsetMismatch { current: 0 })
+        ));
         assert!(!missing.exists());
     }
 
     #[test]
-    fn orphaned_journal_is_rolled_back_by_next_appender_and_by_sweep() {
-        let dir = test_dir("append-journal");
-        let path = dir.join("f");
-        fs::write(&path, b"whole\n").unwrap();
-        let ino = fs::metadata(&path).unwrap().ino();
-        // A dead appender: journal written, half a body appended, never cleaned up.
-        write_journal(&path, ino, 6, false, false).unwrap();
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"hal")
-            .unwrap();
-        assert_eq!(append_locked(&path, &mut &b"next\n"[..], Some(6), false).unwrap(), 11);
-        assert_eq!(fs::read(&path).unwrap(), b"whole\nnext\n");
-        assert!(!journal_path(&path, ino).exists());
-
-        write_journal(&path, ino, 11, false, false).unwrap();
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"partial")
-            .unwrap();
-        assert!(recover_orphan(&journal_path(&path, ino)));
-        assert_eq!(fs::read(&path).unwrap(), b"whole\nnext\n");
-        assert!(!journal_path(&path, ino).exists());
+    fn a_refused_offset_never_reads_the_body() {
+        let dir = test_dir("append-offset-early");
+        fs::write(dir.join("f"), b"abc").unwrap();
+        let err = append(&dir.join("f"), &mut Broken, &at(9), false).unwrap_err();
+        assert!(matches!(err, StorageError::OffsetMismatch { current: 3 }), "{err:?}");
     }
 
     #[test]
-    fn failed_body_rolls_back() {
+    fn a_dead_appenders_record_is_rolled_back_by_the_next_appender() {
+        let dir = test_dir("append-journal");
+        let path = dir.join("f");
+        fs::write(&path, b"whole\n").unwrap();
+        let handle = Dir::open(&dir).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        // A dead appender: record written, part of a body appended, never cleaned up.
+        journal::write(&handle, &Record::new(&meta, 6).unwrap(), false).unwrap();
+        std::io::Write::write_all(&mut fs::OpenOptions::new().append(true).open(&path).unwrap(), b"hal").unwrap();
+        let seen = lock::committed(&handle, OsStr::new("f")).unwrap().unwrap();
+        assert_eq!(seen.len, 6, "readers see the committed size");
+        assert_eq!(append(&path, &mut &b"next\n"[..], &at(6), false).unwrap(), 11);
+        assert_eq!(fs::read(&path).unwrap(), b"whole\nnext\n");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "the record is gone");
+    }
+
+    #[test]
+    fn failed_body_changes_nothing() {
         let dir = test_dir("append-rollback");
         let path = dir.join("f");
         fs::write(&path, b"keep").unwrap();
-        let err = append_locked(&path, &mut (&b"half"[..]).chain(Broken), None, false).unwrap_err();
+        let err = append(&path, &mut (&b"half"[..]).chain(Broken), &any(), false).unwrap_err();
+        assert!(matches!(err, StorageError::Source(_)));
+        let big = vec![b'x'; 300_000];
+        let err = append(&path, &mut (&big[..]).chain(Broken), &any(), false).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)));
         assert_eq!(fs::read(&path).unwrap(), b"keep");
-        let big = vec![b'x'; SMALL_APPEND_BYTES * 3];
-        let err = append_locked(&path, &mut (&big[..]).chain(Broken), None, false).unwrap_err();
-        assert!(matches!(err, StorageError::Source(_)));
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            b"keep",
-            "a streamed append is rolled back too"
-        );
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "and its journal is gone");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no spool or record left");
         let fresh = dir.join("fresh");
-        assert!(append_locked(&fresh, &mut (&b"half"[..]).chain(Broken), None, false).is_err());
+        assert!(append(&fresh, &mut (&b"half"[..]).chain(Broken), &any(), false).is_err());
         assert!(!fresh.exists());
         let deep = dir.join("new1/new2/f");
-        assert!(append_locked(&deep, &mut (&big[..]).chain(Broken), None, false).is_err());
-        assert!(append_locked(&deep, &mut &b"x"[..], Some(3), false).is_err());
+        assert!(append(&deep, &mut (&big[..]).chain(Broken), &any(), false).is_err());
+        assert!(append(&deep, &mut &b"x"[..], &at(3), false).is_err());
         assert!(!dir.join("new1").exists(), "a failed append leaves no new directories");
     }
 }

@@ -1,118 +1,90 @@
-//! Atomic create-or-replace: the body goes to a temp file in the target's directory, which is
-//! renamed over the target only once the whole body arrived and (with fsync on) is on disk.
+//! Atomic create-or-replace (POST): the body goes to a locked [`TempFile`] beside the target,
+//! and only once it is whole (and on disk, with fsync) does it take the target's name.
 //!
-//! The temp file is named with the reserved prefix and held under an exclusive `flock` while
-//! it is written, so a sweep (at start, possibly by another replica on a shared volume) can
-//! tell a live upload from a crash leftover. Any failure before the rename deletes it at once
-//! ([`TempFile`]'s drop), so a broken upload never shows and its space comes back. Readers
-//! that opened the old file keep reading the old version: rename swaps the name, not the data.
+//! The commit takes the lock of the file it replaces, so a replace never lands in the middle
+//! of an append (the append commits first, or finds the new file once it holds the lock), and
+//! `If-Match` is checked there, at the instant of the swap. A missing target is created with
+//! `link(2)`, which fails if the name appeared meanwhile (then that file is locked and replaced
+//! like any other); `If-None-Match: *` is exactly that link. Readers that opened the old file
+//! keep reading it: rename swaps the name, not the data. See `docs/write-protocol.md`.
 
-use super::jail::RESERVED_PREFIX;
-use super::{Result, StorageError, copy_into, in_parents, sync_dir};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::conditions::Conditions;
+use super::dir::Dir;
+use super::journal;
+use super::lock;
+use super::temp::TempFile;
+use super::{Result, StorageError, committed_state, copy_into, in_parents};
+use std::io::Read;
+use std::path::Path;
 
-/// Prefix of upload temp files (inside the reserved namespace).
-pub const TEMP_PREFIX: &str = ".http-nas-tmp-";
+/// Most times the commit loop finds the name changed between "missing" and "there".
+const MAX_COMMIT_ATTEMPTS: usize = 16;
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A locked temp file that deletes itself unless committed.
-pub struct TempFile {
-    path: PathBuf,
-    file: File,
-    committed: bool,
-}
-
-impl TempFile {
-    /// Creates a fresh, exclusively locked temp file in `dir`.
-    pub fn create_in(dir: &Path) -> Result<Self> {
-        debug_assert!(TEMP_PREFIX.starts_with(RESERVED_PREFIX));
-        loop {
-            let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    let temp = TempFile {
-                        path,
-                        file,
-                        committed: false,
-                    };
-                    temp.file.lock().map_err(StorageError::from_io)?;
-                    return Ok(temp);
-                }
-                // A leftover of an earlier process with our pid: pick the next name.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(StorageError::from_io(e)),
-            }
-        }
-    }
-
-    /// The open temp file.
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    /// Moves the temp file to `target`, replacing it, or (with `create_only`) failing with
-    /// [`StorageError::Exists`] if `target` exists.
-    pub fn commit(mut self, target: &Path, create_only: bool) -> Result<()> {
-        if create_only {
-            // link(2) refuses an existing name atomically, which rename(2) cannot.
-            fs::hard_link(&self.path, target).map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => StorageError::Exists,
-                _ => StorageError::from_io(e),
-            })?;
-            let _ = fs::remove_file(&self.path);
-        } else {
-            fs::rename(&self.path, target).map_err(StorageError::from_io)?;
-        }
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Writes `body` to `target` atomically; see the module docs. Returns the bytes written.
-pub fn write_atomic(target: &Path, body: &mut dyn Read, create_only: bool, fsync: bool) -> Result<u64> {
-    match fs::metadata(target) {
-        Ok(meta) if meta.is_dir() => return Err(StorageError::IsADirectory),
-        Ok(_) if create_only => return Err(StorageError::Exists),
-        _ => {}
-    }
-    let dir = target.parent().ok_or(StorageError::RootRefused)?;
-    let (new_dirs, temp) = in_parents(target, || TempFile::create_in(dir))?;
+/// Writes `body` to `path` atomically if `conditions` hold at commit. Returns the bytes written.
+pub fn write_atomic(path: &Path, body: &mut dyn Read, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
+    let (parent, name) = super::split(path)?;
+    let state = committed_state(parent, name)?;
+    conditions.check(state.as_ref().map(|(meta, len)| (meta, *len)))?;
+    let (new_dirs, dir) = in_parents(path, || Dir::open(parent).map_err(StorageError::from_io))?;
+    let temp = TempFile::create(&dir)?;
+    drop(dir);
     let size = copy_into(body, temp.file())?;
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
     }
-    temp.commit(target, create_only)?;
-    new_dirs.keep(fsync)?;
-    if fsync {
-        sync_dir(dir)?;
+    let mut temp = Some(temp);
+    for _ in 0..MAX_COMMIT_ATTEMPTS {
+        // The directory as it is now: a move or delete of it during the upload counts.
+        let (dirs, dir) = in_parents(path, || Dir::open(parent).map_err(StorageError::from_io))?;
+        let mut staged = temp.take().ok_or(StorageError::NotFound)?.into_dir(&dir)?;
+        let committed = if conditions.absent {
+            if !staged.link_as(&dir, name)? {
+                return Err(StorageError::Exists);
+            }
+            true
+        } else if let Some(mut held) = lock::lock(&dir, name)? {
+            // Whatever crash record the old file has goes with it (its inode may be reused).
+            if journal::settle(&dir, &held.file, &held.meta, fsync)?.is_some() {
+                held.refresh()?;
+            }
+            conditions.check(Some((&held.meta, held.meta.len())))?;
+            staged.rename_over(&dir, name)?;
+            true
+        } else {
+            conditions.check(None)?;
+            staged.link_as(&dir, name)?
+        };
+        if committed {
+            if fsync {
+                dir.sync().map_err(StorageError::from_io)?;
+            }
+            new_dirs.keep(fsync)?;
+            dirs.keep(fsync)?;
+            return Ok(size);
+        }
+        temp = Some(staged);
     }
-    Ok(size)
+    Err(StorageError::Io(std::io::Error::other(
+        "the file kept appearing and vanishing",
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::{Broken, test_dir};
+    use std::fs;
+
+    fn any() -> Conditions<'static> {
+        Conditions::default()
+    }
 
     #[test]
     fn replaces_target_and_leaves_no_temp() {
         let dir = test_dir("atomic-ok");
         let target = dir.join("sub/f.txt");
-        assert_eq!(write_atomic(&target, &mut &b"one"[..], false, true).unwrap(), 3);
-        assert_eq!(write_atomic(&target, &mut &b"second"[..], false, false).unwrap(), 6);
+        assert_eq!(write_atomic(&target, &mut &b"one"[..], &any(), true).unwrap(), 3);
+        assert_eq!(write_atomic(&target, &mut &b"second"[..], &any(), false).unwrap(), 6);
         assert_eq!(fs::read(&target).unwrap(), b"second");
         assert_eq!(fs::read_dir(dir.join("sub")).unwrap().count(), 1);
     }
@@ -122,7 +94,7 @@ mod tests {
         let dir = test_dir("atomic-fail");
         let target = dir.join("f.txt");
         fs::write(&target, b"old").unwrap();
-        let err = write_atomic(&target, &mut (&b"partial"[..]).chain(Broken), false, true).unwrap_err();
+        let err = write_atomic(&target, &mut (&b"partial"[..]).chain(Broken), &any(), true).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)), "{err:?}");
         assert_eq!(fs::read(&target).unwrap(), b"old");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
@@ -133,10 +105,10 @@ mod tests {
         let dir = test_dir("atomic-fail-dirs");
         fs::create_dir(dir.join("old")).unwrap();
         let target = dir.join("old/new1/new2/f.txt");
-        assert!(write_atomic(&target, &mut (&b"partial"[..]).chain(Broken), false, true).is_err());
+        assert!(write_atomic(&target, &mut (&b"partial"[..]).chain(Broken), &any(), true).is_err());
         assert!(!dir.join("old/new1").exists());
         assert!(dir.join("old").is_dir());
-        write_atomic(&target, &mut &b"whole"[..], false, true).unwrap();
+        write_atomic(&target, &mut &b"whole"[..], &any(), true).unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"whole");
     }
 
@@ -144,8 +116,9 @@ mod tests {
     fn create_only_refuses_existing() {
         let dir = test_dir("atomic-create-only");
         let target = dir.join("f.txt");
-        write_atomic(&target, &mut &b"a"[..], true, false).unwrap();
-        let err = write_atomic(&target, &mut &b"b"[..], true, false).unwrap_err();
+        let create_only = Conditions { absent: true, ..any() };
+        write_atomic(&target, &mut &b"a"[..], &create_only, false).unwrap();
+        let err = write_atomic(&target, &mut &b"b"[..], &create_only, false).unwrap_err();
         assert!(matches!(err, StorageError::Exists));
         assert_eq!(fs::read(&target).unwrap(), b"a");
     }

@@ -1,10 +1,10 @@
 //! Directory listings: entries sorted by name, the service's own files left out.
 
-use super::append::{journal_before, journal_inode};
+use super::dir::Dir;
 use super::jail::RESERVED_PREFIX;
+use super::lock;
 use super::{Result, StorageError};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -30,24 +30,19 @@ pub struct Entry {
     pub modified: SystemTime,
 }
 
-/// Lists the directory at `dir`, which lies under the canonical `root`.
+/// Lists the directory at `dir`, which lies under the canonical `root`. A regular file is
+/// listed at its committed size (see [`lock::committed`]), like a GET of it would serve.
 pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
     let meta = fs::metadata(dir).map_err(StorageError::from_io)?;
     if !meta.is_dir() {
         return Err(StorageError::NotADirectory);
     }
+    let handle = Dir::open(dir).map_err(StorageError::from_io)?;
     let mut entries = Vec::new();
-    // Inode -> size before the streamed append a journal guards: such files are listed at the
-    // size readers may see (see `append::committed_len`).
-    let mut journaled: Vec<(u64, u64)> = Vec::new();
-    let mut inodes: Vec<u64> = Vec::new();
     for item in fs::read_dir(dir).map_err(StorageError::from_io)? {
         let item = item.map_err(StorageError::from_io)?;
         let name = item.file_name().to_string_lossy().into_owned();
         if name.starts_with(RESERVED_PREFIX) {
-            if let (Some(ino), Some(before)) = (journal_inode(&name), journal_before(&item.path())) {
-                journaled.push((ino, before));
-            }
             continue;
         }
         let Ok(meta) = entry_metadata(root, &item) else {
@@ -58,9 +53,19 @@ pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
         } else {
             EntryKind::File
         };
-        let size = if meta.is_file() { meta.len() } else { 0 };
+        let size = match meta.is_file() {
+            true if item.file_type().is_ok_and(|t| t.is_file()) => match lock::committed(&handle, &item.file_name()) {
+                Ok(Some(seen)) => seen.len,
+                // Gone since the directory was read: not listed.
+                Ok(None) => continue,
+                Err(_) => meta.len(),
+            },
+            true => {
+                committed_len_at(&fs::canonicalize(item.path()).map_err(StorageError::from_io)?).unwrap_or(meta.len())
+            }
+            false => 0,
+        };
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        inodes.push(meta.ino());
         entries.push(Entry {
             name,
             kind,
@@ -68,13 +73,15 @@ pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
             modified,
         });
     }
-    for (entry, ino) in entries.iter_mut().zip(inodes) {
-        if let Some(&(_, before)) = journaled.iter().find(|(j, _)| *j == ino) {
-            entry.size = entry.size.min(before);
-        }
-    }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
+}
+
+/// The committed length of the regular file at the real path `path`.
+fn committed_len_at(path: &Path) -> Option<u64> {
+    let (parent, name) = (path.parent()?, path.file_name()?);
+    let dir = Dir::open(parent).ok()?;
+    lock::committed(&dir, name).ok().flatten().map(|seen| seen.len)
 }
 
 /// The metadata an entry is listed with. A symlink is followed only when its target stays

@@ -1,25 +1,38 @@
 //! The storage root and everything done to files under it. Knows nothing of HTTP.
 //!
 //! Every operation takes a [`RelPath`] (already validated) and goes through [`jail::resolve`]
-//! before touching the filesystem. Writes are all-or-nothing: uploads go to a locked temp file
-//! renamed into place ([`atomic`]), appends are locked and rolled back on failure ([`append`]).
-//! The service's own files carry [`jail::RESERVED_PREFIX`] and are hidden and swept ([`sweep`]).
+//! before touching the filesystem. Every write follows one protocol (`docs/write-protocol.md`):
+//! the body is received whole first ([`temp`]), then committed under the file's lock
+//! ([`lock`]) with its preconditions checked there ([`conditions`]): uploads by rename or link
+//! ([`atomic`]), appends with a crash record ([`journal`], [`append`]), moves and deletes on
+//! the same locks ([`tree`]). Readers see committed sizes only. The service's own files carry
+//! [`jail::RESERVED_PREFIX`] and are hidden, and a start-up [`sweep`] settles crash leftovers.
 
 pub mod append;
 pub mod atomic;
+pub mod conditions;
+pub mod dir;
 pub mod jail;
+pub mod journal;
 pub mod list;
+pub mod lock;
 pub mod sweep;
+pub mod temp;
 pub mod tree;
 pub mod wc;
 
+pub use conditions::{Conditions, VersionTest};
 pub use jail::{PathError, RelPath};
 pub use list::{Entry, EntryKind};
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// Prefix of readiness probe files (inside the reserved namespace), followed by random bits.
+pub const PROBE_PREFIX: &str = ".http-nas-probe-";
 
 /// Size of the buffer between a request body and a file, in bytes: large enough that each
 /// `write(2)` moves a quarter mebibyte, small enough that a busy pool stays within a few MiB.
@@ -42,6 +55,11 @@ pub enum StorageError {
     Exists,
     /// An append's expected offset differs from the file's size.
     OffsetMismatch { current: u64 },
+    /// The file is not the version the write was conditioned on (`If-Match`).
+    VersionMismatch,
+    /// The name is something other than a regular file or directory (a FIFO, a device, or a
+    /// symlink swapped in while the request ran).
+    NotRegular,
     /// The disk or quota is full.
     NoSpace,
     /// The operation may not act on the storage root itself.
@@ -90,6 +108,8 @@ impl fmt::Display for StorageError {
             StorageError::NotADirectory => write!(f, "a file is in the way where a directory is needed"),
             StorageError::Exists => write!(f, "the file already exists"),
             StorageError::OffsetMismatch { current } => write!(f, "the file is {current} bytes, not the offset given"),
+            StorageError::VersionMismatch => write!(f, "the file changed (If-Match does not match its ETag)"),
+            StorageError::NotRegular => write!(f, "not a regular file or directory"),
             StorageError::NoSpace => write!(f, "no space left on the storage volume"),
             StorageError::RootRefused => write!(f, "refusing to act on the storage root itself"),
             StorageError::MoveIntoSelf => write!(f, "cannot move a directory into itself"),
@@ -145,19 +165,38 @@ impl Storage {
         fs::metadata(&self.root).is_ok_and(|m| m.is_dir())
     }
 
-    /// Checks the root is a directory we can create and delete a file in.
+    /// Checks the root is a directory we can create and delete a file in. The probe's name is
+    /// random (every replica is pid 1 in its container), created exclusively, never followed.
     pub fn check_writable(&self) -> io::Result<()> {
-        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let probe = self
-            .root
-            .join(format!("{}probe-{}-{n}", jail::RESERVED_PREFIX, std::process::id()));
-        File::create(&probe)?;
-        fs::remove_file(&probe)
+        let root = dir::Dir::open(&self.root)?;
+        let name = dir::random_name(PROBE_PREFIX)?;
+        root.create_new(OsStr::new(&name))?;
+        match root.remove_file(OsStr::new(&name)) {
+            // Removed by another replica's start-up sweep: it was created, which is the test.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
         jail::resolve(&self.root, rel)
+    }
+
+    /// Where the file `rel` names really is: a final symlink (inside the root, which the jail
+    /// checked) is followed, so locks, crash records and reads all meet at the real file.
+    fn resolve_file(&self, rel: &RelPath) -> Result<PathBuf> {
+        let path = self.resolve(rel)?;
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let real = fs::canonicalize(&path).map_err(StorageError::from_io)?;
+                if real.starts_with(&self.root) {
+                    Ok(real)
+                } else {
+                    Err(StorageError::OutsideRoot)
+                }
+            }
+            _ => Ok(path),
+        }
     }
 
     /// Metadata of what `rel` names (following a final symlink that stays inside the root).
@@ -165,17 +204,21 @@ impl Storage {
         fs::metadata(self.resolve(rel)?).map_err(StorageError::from_io)
     }
 
-    /// Opens what `rel` names for reading.
+    /// Opens what `rel` names for reading; a file with the length of its committed writes.
     pub fn open_read(&self, rel: &RelPath) -> Result<Opened> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve_file(rel)?;
         let meta = fs::metadata(&path).map_err(StorageError::from_io)?;
         if meta.is_dir() {
             return Ok(Opened::Dir(meta));
         }
-        let file = File::open(&path).map_err(StorageError::from_io)?;
-        let meta = file.metadata().map_err(StorageError::from_io)?;
-        let len = append::committed_len(&path, &meta);
-        Ok(Opened::File { file, meta, len })
+        let (parent, name) = split(&path)?;
+        let dir = dir::Dir::open(parent).map_err(StorageError::from_io)?;
+        let seen = lock::committed(&dir, name)?.ok_or(StorageError::NotFound)?;
+        Ok(Opened::File {
+            file: seen.file,
+            meta: seen.meta,
+            len: seen.len,
+        })
     }
 
     /// Lists a directory, sorted by name, without the service's own files.
@@ -191,21 +234,18 @@ impl Storage {
         }
     }
 
-    /// Atomically creates or replaces the file at `rel` with everything `body` yields;
-    /// `create_only` refuses to replace an existing file. Returns the size written.
-    pub fn write_atomic(&self, rel: &RelPath, body: &mut dyn Read, create_only: bool) -> Result<u64> {
+    /// Atomically creates or replaces the file at `rel` with everything `body` yields, if
+    /// `conditions` hold when it commits. Returns the size written.
+    pub fn write_atomic(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        let path = self.resolve(&rel)?;
-        atomic::write_atomic(&path, body, create_only, self.fsync)
+        atomic::write_atomic(&self.resolve_file(&rel)?, body, conditions, self.fsync)
     }
 
     /// Appends everything `body` yields to the file at `rel` (created if missing), all or
-    /// nothing; with `expected_offset`, only if the file's size is exactly that. Returns the
-    /// new size.
-    pub fn append(&self, rel: &RelPath, body: &mut dyn Read, expected_offset: Option<u64>) -> Result<u64> {
+    /// nothing, if `conditions` hold when it commits. Returns the new size.
+    pub fn append(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        let path = self.resolve(&rel)?;
-        append::append_locked(&path, body, expected_offset, self.fsync)
+        append::append(&self.resolve_file(&rel)?, body, conditions, self.fsync)
     }
 
     /// Moves `from` to `to` like `mv`, creating `to`'s parents. Returns the moved size.
@@ -218,7 +258,8 @@ impl Storage {
         tree::rename(&src, &dst, self.fsync)
     }
 
-    /// Deletes a file, or a directory and everything in it. Never the root.
+    /// Deletes a file, or a directory and everything in it (all at once, as readers see it).
+    /// Never the root.
     pub fn delete(&self, rel: &RelPath) -> Result<()> {
         if rel.is_root() {
             return Err(StorageError::RootRefused);
@@ -226,7 +267,7 @@ impl Storage {
         tree::delete(&self.resolve(rel)?, self.fsync)
     }
 
-    /// Removes temp files left by a crash anywhere under the root; returns how many.
+    /// Settles what crashed processes left anywhere under the root; returns how many.
     pub fn sweep(&self) -> usize {
         sweep::sweep(&self.root)
     }
@@ -235,6 +276,25 @@ impl Storage {
     pub fn free_bytes(&self) -> io::Result<u64> {
         crate::sys::free_bytes(&self.root)
     }
+}
+
+/// A path's parent directory and final name.
+pub(crate) fn split(path: &Path) -> Result<(&Path, &OsStr)> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => Ok((parent, name)),
+        _ => Err(StorageError::RootRefused),
+    }
+}
+
+/// The committed state of the file `name` in `parent`: `None` if it (or its directory) does
+/// not exist, else its metadata and committed length.
+pub(crate) fn committed_state(parent: &Path, name: &OsStr) -> Result<Option<(Metadata, u64)>> {
+    let dir = match dir::Dir::open(parent) {
+        Ok(dir) => dir,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
+        Err(e) => return Err(StorageError::from_io(e)),
+    };
+    Ok(lock::committed(&dir, name)?.map(|seen| (seen.meta, seen.len)))
 }
 
 /// Copies `body` into `file` through a [`COPY_BUF_BYTES`] buffer, telling a failure to read the

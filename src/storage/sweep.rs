@@ -1,52 +1,120 @@
-//! Start-up sweep: removes upload temp files a crashed process left behind, and rolls back
-//! appends it was killed in the middle of.
+//! Start-up sweep: clears what a crashed process (this one, or any replica on the volume) left
+//! behind, without ever touching what a live one is using.
 //!
-//! Only names with the reserved prefix are touched, and only if nobody holds their lock: a
-//! live upload (for instance by another replica sharing the volume) keeps its temp file locked
-//! and is skipped; so is a journal whose target file is locked. Symlinks are never followed,
-//! so the walk stays under the root.
+//! - A temp file (`.http-nas-tmp-*`), probe file, or other file with the reserved prefix is
+//!   removed only if its lock can be taken
+//!   (a live upload holds it; one created but not yet locked notices the removal, see
+//!   [`super::temp`]).
+//! - A crash record (`.http-nas-journal-<inode>`) is acted on only by the holder of its file's
+//!   lock, taken without waiting (a live appender holds it), and re-read under that lock: an
+//!   append that finished while the sweep was on its way has removed its record by then.
+//!   A record whose file is gone is stale and removed.
+//! - A tree being deleted (`.http-nas-trash-*`) is removed.
+//!
+//! The walk goes by directory handles and never follows a symlink, so it stays under the root.
 
-use super::append::{JOURNAL_PREFIX, recover_orphan};
+use super::Result;
+use super::dir::Dir;
 use super::jail::RESERVED_PREFIX;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use super::journal::{self, JOURNAL_PREFIX};
+use super::lock;
+use super::tree::{TRASH_PREFIX, remove_tree};
+use crate::sys::EntryType;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
-/// Walks `root`, removes unlocked temp files and settles orphaned journals; returns how many.
+/// Walks `root` and settles every leftover it can; returns how many it cleared.
 pub fn sweep(root: &Path) -> usize {
-    let mut removed = 0;
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+    let Ok(root) = Dir::open(root) else { return 0 };
+    let mut cleared = 0;
+    let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
-        let Ok(items) = fs::read_dir(&dir) else { continue };
-        for item in items.flatten() {
-            let Ok(kind) = item.file_type() else { continue };
-            let path = item.path();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                let name = item.file_name();
-                let name = name.to_string_lossy();
-                let handled = if name.starts_with(JOURNAL_PREFIX) {
-                    recover_orphan(&path)
-                } else {
-                    name.starts_with(RESERVED_PREFIX) && remove_if_unlocked(&path)
-                };
-                removed += usize::from(handled);
+        let mut records = Vec::new();
+        let Ok(entries) = dir.entries() else { continue };
+        for (name, kind, _) in entries.flatten() {
+            let text = name.to_string_lossy();
+            if text.starts_with(TRASH_PREFIX) {
+                match remove_tree(&dir, &name) {
+                    Ok(()) => cleared += 1,
+                    Err(e) => log::warn!("could not finish deleting {text}: {e}"),
+                }
+            } else if kind == EntryType::Dir
+                || (kind == EntryType::Unknown && dir.stat(&name).is_ok_and(|s| s.is_dir()))
+            {
+                if let Ok(sub) = dir.open_dir(&name) {
+                    stack.push(sub);
+                }
+            } else if let Some(ino) = journal::inode_in_name(&text) {
+                records.push(ino);
+            } else if text.starts_with(RESERVED_PREFIX)
+                && !text.starts_with(JOURNAL_PREFIX)
+                && remove_if_unlocked(&dir, &name)
+            {
+                // Temp and probe files, and any other unlocked file in the reserved namespace.
+                cleared += 1;
             }
         }
+        if !records.is_empty() {
+            cleared += settle_records(&dir, &records);
+        }
     }
+    cleared
+}
+
+/// Removes the temp or probe file `name` if nobody holds its lock.
+fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> bool {
+    let Ok(Some(held)) = lock::try_lock(dir, name) else {
+        return false;
+    };
+    let removed = dir.remove_file(name).is_ok();
+    drop(held);
     removed
 }
 
-fn remove_if_unlocked(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else { return false };
-    if file.try_lock().is_err() {
-        return false;
-    }
-    match fs::remove_file(path) {
-        Ok(()) => true,
-        Err(e) => {
-            log::warn!("could not remove stale temp file {}: {e}", path.display());
-            false
+/// Settles the crash records for `inodes` in `dir`: each under its file's lock (skipped while
+/// a live appender holds it); a record whose file is not in `dir` any more is stale.
+fn settle_records(dir: &Dir, inodes: &[u64]) -> usize {
+    // The files are found by inode number in a second pass over the directory.
+    let mut names: Vec<(u64, Option<OsString>)> = inodes.iter().map(|&ino| (ino, None)).collect();
+    if let Ok(entries) = dir.entries() {
+        for (name, _, ino) in entries.flatten() {
+            if let Some(slot) = names.iter_mut().find(|(i, n)| *i == ino && n.is_none())
+                && !name.to_string_lossy().starts_with(RESERVED_PREFIX)
+            {
+                slot.1 = Some(name);
+            }
         }
     }
+    let mut settled = 0;
+    for (ino, name) in names {
+        let result = match name {
+            Some(name) => settle_one(dir, &name, ino),
+            None => journal::remove(dir, ino, true).map(|()| true),
+        };
+        match result {
+            Ok(true) => settled += 1,
+            Ok(false) => {}
+            Err(e) => log::warn!("could not settle the crash record of inode {ino}: {e}"),
+        }
+    }
+    settled
+}
+
+/// Under the lock of `name` (if free at once): re-reads and settles its crash record.
+fn settle_one(dir: &Dir, name: &OsStr, ino: u64) -> Result<bool> {
+    let Some(held) = lock::try_lock(dir, name)? else {
+        return Ok(false);
+    };
+    if held.meta.ino() != ino {
+        return Ok(false);
+    }
+    if let Some(size) = journal::settle(dir, &held.file, &held.meta, true)? {
+        log::warn!(
+            "rolled back an interrupted append to {} ({} -> {size} bytes)",
+            name.to_string_lossy(),
+            held.meta.len()
+        );
+    }
+    Ok(true)
 }

@@ -1,49 +1,199 @@
-//! Moving and deleting files and directories.
+//! Moving and deleting, on the same locks as every write.
+//!
+//! A move takes the exclusive locks of the regular files it moves and replaces (in inode
+//! order, so two moves in opposite directions cannot deadlock), settles their crash records,
+//! and renames: it never lands between an append's first and last byte, and a record never
+//! outlives its file under another name. A directory delete is all or nothing as clients see
+//! it: the tree is first renamed to a reserved name (`.http-nas-trash-<random>`, one atomic
+//! step), then removed entry by entry, each regular file under its lock, so the delete answers
+//! only after every write that committed into the tree. A start-up sweep finishes a removal a
+//! crash interrupted. See `docs/write-protocol.md`.
 
-use super::{Result, StorageError, create_parents, same_file, sync_dir};
+use super::dir::{Dir, random_name};
+use super::jail::RESERVED_PREFIX;
+use super::journal;
+use super::lock::{self, Held, open_regular};
+use super::{Result, StorageError, create_parents, same_file, split};
+use crate::sys::EntryType;
+use std::ffi::OsStr;
 use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+/// Prefix of a directory tree being deleted (inside the reserved namespace).
+pub const TRASH_PREFIX: &str = ".http-nas-trash-";
+/// Most times a move starts over because a file changed while it waited for a lock.
+const MAX_MOVE_ATTEMPTS: usize = 16;
+/// Most passes over a tree being removed while writers keep adding to it.
+const MAX_REMOVE_PASSES: usize = 64;
 
 /// Renames `src` to `dst` like `mv`: an existing target file is replaced, missing parents are
 /// created; a file cannot replace a directory or the reverse, nor itself (like `mv`, which
 /// says "are the same file": renaming a link over its own target would destroy the file, and
 /// renaming one hard link over another does nothing). Returns the moved size.
 pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
-    let src_meta = fs::symlink_metadata(src).map_err(StorageError::from_io)?;
-    if let Ok(dst_meta) = fs::metadata(dst) {
-        if fs::metadata(src).is_ok_and(|m| same_file(&m, &dst_meta)) {
-            return Err(StorageError::SameFile);
+    let (src_parent, src_name) = split(src)?;
+    let (dst_parent, dst_name) = split(dst)?;
+    for _ in 0..MAX_MOVE_ATTEMPTS {
+        let src_dir = Dir::open(src_parent).map_err(StorageError::from_io)?;
+        let src_stat = src_dir.stat(src_name).map_err(StorageError::from_io)?;
+        if let Ok(dst_meta) = fs::metadata(dst) {
+            if fs::metadata(src).is_ok_and(|m| same_file(&m, &dst_meta)) {
+                return Err(StorageError::SameFile);
+            }
+            match (src_stat.is_dir(), dst_meta.is_dir()) {
+                (false, true) => return Err(StorageError::IsADirectory),
+                (true, false) => return Err(StorageError::NotADirectory),
+                _ => {}
+            }
         }
-        match (src_meta.is_dir(), dst_meta.is_dir()) {
-            (false, true) => return Err(StorageError::IsADirectory),
-            (true, false) => return Err(StorageError::NotADirectory),
-            _ => {}
+        let new_dirs = create_parents(dst)?;
+        let dst_dir = Dir::open(dst_parent).map_err(StorageError::from_io)?;
+        let dst_stat = dst_dir.stat(dst_name).ok();
+        let mut wanted = Vec::new();
+        if src_stat.is_file() {
+            wanted.push((&src_dir, src_name));
+        }
+        if dst_stat.is_some_and(|s| s.is_file()) {
+            wanted.push((&dst_dir, dst_name));
+        }
+        let Some(held) = lock_in_order(&wanted)? else { continue };
+        for ((dir, _), h) in wanted.iter().zip(&held) {
+            journal::settle(dir, &h.file, &h.meta, fsync)?;
+        }
+        src_dir
+            .rename(src_name, &dst_dir, dst_name)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => StorageError::MoveIntoSelf,
+                _ => StorageError::from_io(e),
+            })?;
+        new_dirs.keep(fsync)?;
+        if fsync {
+            dst_dir.sync().map_err(StorageError::from_io)?;
+            src_dir.sync().map_err(StorageError::from_io)?;
+        }
+        let size = match held.first() {
+            Some(h) if src_stat.is_file() => h.file.metadata().map_err(StorageError::from_io)?.len(),
+            _ => fs::symlink_metadata(dst).map_or(0, |m| if m.is_file() { m.len() } else { 0 }),
+        };
+        return Ok(size);
+    }
+    Err(StorageError::Io(io::Error::other(
+        "the files kept changing while waiting for their locks",
+    )))
+}
+
+/// Locks the regular files at `names` (directory and name each) in inode order; `None` if one
+/// is missing or changed while waiting (the caller looks again). Returned in the given order.
+fn lock_in_order(names: &[(&Dir, &OsStr)]) -> Result<Option<Vec<Held>>> {
+    let mut files = Vec::with_capacity(names.len());
+    for (dir, name) in names {
+        match open_regular(dir, name, super::dir::Access::Write)? {
+            Some(file) => files.push(file),
+            None => return Ok(None),
         }
     }
-    let new_dirs = create_parents(dst)?;
-    fs::rename(src, dst).map_err(|e| match e.raw_os_error() {
-        Some(libc::EINVAL) => StorageError::MoveIntoSelf,
-        _ => StorageError::from_io(e),
-    })?;
-    new_dirs.keep(fsync)?;
-    if fsync {
-        for dir in [dst.parent(), src.parent()].into_iter().flatten() {
-            sync_dir(dir)?;
-        }
+    let mut metas = Vec::with_capacity(files.len());
+    for file in &files {
+        metas.push(file.metadata().map_err(StorageError::from_io)?);
     }
-    Ok(if src_meta.is_dir() { 0 } else { src_meta.len() })
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| (metas[i].dev(), metas[i].ino()));
+    order.dedup_by_key(|i| (metas[*i].dev(), metas[*i].ino()));
+    for &i in &order {
+        files[i].lock().map_err(StorageError::from_io)?;
+    }
+    let mut held = Vec::with_capacity(files.len());
+    for ((file, meta), (dir, name)) in files.into_iter().zip(metas).zip(names) {
+        match dir.stat(name) {
+            Ok(now) if now.dev == meta.dev() && now.ino == meta.ino() => {}
+            _ => return Ok(None),
+        }
+        let meta = file.metadata().map_err(StorageError::from_io)?;
+        held.push(Held { file, meta });
+    }
+    Ok(Some(held))
 }
 
 /// Deletes the file, link or directory tree at `path` (links are removed, never followed).
 pub fn delete(path: &Path, fsync: bool) -> Result<()> {
-    let meta = fs::symlink_metadata(path).map_err(StorageError::from_io)?;
-    if meta.is_dir() {
-        fs::remove_dir_all(path).map_err(StorageError::from_io)?;
-    } else {
-        fs::remove_file(path).map_err(StorageError::from_io)?;
+    let (parent, name) = split(path)?;
+    let dir = Dir::open(parent).map_err(StorageError::from_io)?;
+    let stat = dir.stat(name).map_err(StorageError::from_io)?;
+    if stat.is_dir() {
+        // One atomic step makes the whole tree vanish; the rest is clean-up.
+        let trash = random_name(TRASH_PREFIX).map_err(StorageError::from_io)?;
+        dir.rename(name, &dir, OsStr::new(&trash))
+            .map_err(StorageError::from_io)?;
+        if fsync {
+            dir.sync().map_err(StorageError::from_io)?;
+        }
+        return remove_tree(&dir, OsStr::new(&trash));
     }
-    if fsync && let Some(parent) = path.parent() {
-        sync_dir(parent)?;
+    if stat.is_file() {
+        let held = lock::lock(&dir, name)?.ok_or(StorageError::NotFound)?;
+        journal::settle(&dir, &held.file, &held.meta, fsync)?;
+        dir.remove_file(name).map_err(StorageError::from_io)?;
+    } else {
+        dir.remove_file(name).map_err(StorageError::from_io)?;
+    }
+    if fsync {
+        dir.sync().map_err(StorageError::from_io)?;
     }
     Ok(())
+}
+
+/// Removes the directory `name` in `parent` and everything in it, never following a symlink.
+/// Each regular file is removed under its lock, so a write committing into the tree finishes
+/// first; files the service is still receiving (temp files) are removed without waiting.
+pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
+    for _ in 0..MAX_REMOVE_PASSES {
+        let dir = match parent.open_dir(name) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+                return ignore_missing(parent.remove_file(name));
+            }
+            Err(e) => return Err(StorageError::from_io(e)),
+        };
+        for entry in dir.entries().map_err(StorageError::from_io)? {
+            let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
+            let kind = match kind {
+                EntryType::Unknown => match dir.stat(&entry) {
+                    Ok(st) if st.is_dir() => EntryType::Dir,
+                    Ok(st) if st.is_file() => EntryType::File,
+                    _ => EntryType::Other,
+                },
+                kind => kind,
+            };
+            let reserved = entry.to_str().is_some_and(|n| n.starts_with(RESERVED_PREFIX));
+            match kind {
+                EntryType::Dir => remove_tree(&dir, &entry)?,
+                EntryType::File if !reserved => {
+                    let held = lock::lock(&dir, &entry).ok().flatten();
+                    ignore_missing(dir.remove_file(&entry))?;
+                    drop(held);
+                }
+                _ => ignore_missing(dir.remove_file(&entry))?,
+            }
+        }
+        match parent.remove_dir(name) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // A writer added an entry meanwhile: another pass.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => continue,
+            Err(e) => return Err(StorageError::from_io(e)),
+        }
+    }
+    Err(StorageError::Io(io::Error::other(
+        "a directory being deleted kept getting new entries",
+    )))
+}
+
+fn ignore_missing(result: io::Result<()>) -> Result<()> {
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::from_io(e)),
+        _ => Ok(()),
+    }
 }

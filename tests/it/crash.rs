@@ -177,10 +177,10 @@ fn check_ledger(what: &str, lane: usize, ledger: &Ledger, found: &[usize]) -> Re
             ));
         }
     }
-    if let Some(seq) = ledger.in_flight {
-        if count.remove(&seq).unwrap_or(0) > 1 {
-            return Err(format!("{what}: unacknowledged record {lane}:{seq} is there twice"));
-        }
+    if let Some(seq) = ledger.in_flight
+        && count.remove(&seq).unwrap_or(0) > 1
+    {
+        return Err(format!("{what}: unacknowledged record {lane}:{seq} is there twice"));
     }
     match count.keys().next() {
         Some(seq) => Err(format!("{what}: record {lane}:{seq} was never written or was refused")),

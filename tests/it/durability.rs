@@ -165,24 +165,14 @@ fn start_raw_upload(s: &Server, method: &str, body: &[u8], sent: usize) -> Conn 
     conn
 }
 
-/// Waits until a POST's temp file exists: the server has started writing the upload.
+/// Waits until an upload's temp file exists: the server has started receiving the body (a
+/// POST's, or an append's larger than what is held in memory).
 #[track_caller]
 fn wait_for_temp_file(s: &Server) {
     let started = wait_until(UPLOAD_START_TIMEOUT, || !s.temp_files().is_empty());
     assert!(
         started,
         "no {TEMP_PREFIX} temp file appeared within {UPLOAD_START_TIMEOUT:?}"
-    );
-}
-
-/// Waits until part of an append's body has reached the target, so that a failure from now
-/// on has something to roll back.
-#[track_caller]
-fn wait_for_target_to_grow(s: &Server) {
-    let grown = wait_until(UPLOAD_START_TIMEOUT, || s.read(TARGET).len() > ORIGINAL.len());
-    assert!(
-        grown,
-        "no part of the append reached the file within {UPLOAD_START_TIMEOUT:?}"
     );
 }
 
@@ -436,7 +426,7 @@ fn issue3_append_killed_mid_body_is_rolled_back_at_restart() {
     let mut s = with_target(&[]);
     let body = random_bytes(64 << 20, 52);
     let conn = start_raw_upload(&s, "PUT", &body, PARTIAL_BODY_BYTES);
-    wait_for_target_to_grow(&s);
+    wait_for_temp_file(&s);
     s.signal(libc::SIGKILL);
     s.wait_exit(EXIT_TIMEOUT).expect("SIGKILLed server exits");
     drop(conn);
@@ -574,7 +564,7 @@ fn issue3_append_stalled_past_io_timeout_is_rolled_back_and_unlocked() {
     let s = with_target(&["--io-timeout", "1"]);
     let body = random_bytes(4 << 20, 71);
     let mut stalled = start_raw_upload(&s, "PUT", &body, PARTIAL_BODY_BYTES);
-    wait_for_target_to_grow(&s);
+    wait_for_temp_file(&s);
     stalled.read_to_close();
     assert_untouched(&s);
     let offset = format!("Upload-Offset: {}", ORIGINAL.len());
@@ -635,8 +625,8 @@ fn failed_append_that_created_a_file_never_removes_a_file_posted_over_it() {
     );
     let mut conn = s.connect();
     conn.send(head.as_bytes()).send(&body[..PARTIAL_BODY_BYTES]);
-    let started = wait_until(UPLOAD_START_TIMEOUT, || s.exists("fresh.csv"));
-    assert!(started, "the append did not create fresh.csv");
+    wait_for_temp_file(&s);
+    assert!(!s.exists("fresh.csv"), "a new file appears only whole");
     s.post("/file/fresh.csv", "posted while the append streamed")
         .assert_ok_json();
     drop(conn);
@@ -650,7 +640,7 @@ fn readers_never_see_a_streamed_append_before_it_commits() {
     let s = with_target(&[]);
     let body = random_bytes(4 << 20, 62);
     let conn = start_raw_upload(&s, "PUT", &body, PARTIAL_BODY_BYTES);
-    wait_for_target_to_grow(&s);
+    wait_for_temp_file(&s);
     s.get(TARGET_URL).assert_ok_body(ORIGINAL);
     let head = s.head(TARGET_URL);
     assert_eq!(

@@ -296,8 +296,11 @@ fn parse_one(buf: &[u8], at_eof: bool) -> Option<(Response, usize)> {
     ))
 }
 
+/// Response headers, in order.
+type Headers = Vec<(String, String)>;
+
 /// The status, headers and length of the response head at the front of `buf`, if complete.
-fn parse_head(buf: &[u8]) -> Option<(u16, Vec<(String, String)>, usize)> {
+fn parse_head(buf: &[u8]) -> Option<(u16, Headers, usize)> {
     let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..head_len]);
     let mut lines = head.split("\r\n");

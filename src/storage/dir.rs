@@ -1,0 +1,127 @@
+//! Directory handles: every name the write protocol touches is opened, checked, renamed and
+//! removed relative to an open directory, never by re-walking a path.
+//!
+//! A path is walked once (by the jail) to open its parent directory; from then on a crash
+//! record, a temp file and the file itself are all found through that one handle, so a
+//! directory renamed meanwhile (a move of a parent, a delete renaming a tree away) cannot make
+//! the protocol act on one directory's file and another directory's record. Files are opened
+//! with `O_NOFOLLOW | O_NONBLOCK`: a symlink swapped in at a name is refused rather than
+//! followed, and a FIFO cannot block the opener.
+
+use crate::sys::{self, DirStream, Stat};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+/// Mode of files the service creates (before the umask), as `File::create` uses.
+const NEW_FILE_MODE: libc::mode_t = 0o666;
+
+/// How a file is opened through a [`Dir`].
+#[derive(Clone, Copy, Debug)]
+pub enum Access {
+    /// For reading (and shared locks).
+    Read,
+    /// For reading and writing (and exclusive locks).
+    Write,
+}
+
+/// An open directory.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+}
+
+impl Dir {
+    /// Opens the directory at `path` (following symlinks on the way, which the jail checked).
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        sys::open_dir(path).map(|fd| Dir { fd })
+    }
+
+    /// Another handle on the same directory.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        self.fd.try_clone().map(|fd| Dir { fd })
+    }
+
+    /// Opens the subdirectory `name`, refusing a symlink.
+    pub fn open_dir(&self, name: &OsStr) -> io::Result<Dir> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+        sys::open_at(self.fd.as_fd(), name, flags, 0).map(|fd| Dir { fd })
+    }
+
+    /// Opens the existing file `name`, refusing a symlink (`ELOOP`) and never blocking on a
+    /// FIFO or device.
+    pub fn open_file(&self, name: &OsStr, access: Access) -> io::Result<File> {
+        let mode = match access {
+            Access::Read => libc::O_RDONLY,
+            Access::Write => libc::O_RDWR,
+        };
+        let flags = mode | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        sys::open_at(self.fd.as_fd(), name, flags, 0).map(File::from)
+    }
+
+    /// Creates the file `name`, which must not exist (`EEXIST` otherwise, also for a symlink:
+    /// `O_EXCL` never follows one).
+    pub fn create_new(&self, name: &OsStr) -> io::Result<File> {
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        sys::open_at(self.fd.as_fd(), name, flags, NEW_FILE_MODE).map(File::from)
+    }
+
+    /// What `name` is, without following a symlink.
+    pub fn stat(&self, name: &OsStr) -> io::Result<Stat> {
+        sys::stat_at(self.fd.as_fd(), name)
+    }
+
+    /// Removes the file, symlink or special file `name`.
+    pub fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+        sys::unlink_at(self.fd.as_fd(), name, false)
+    }
+
+    /// Removes the empty directory `name`.
+    pub fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+        sys::unlink_at(self.fd.as_fd(), name, true)
+    }
+
+    /// Renames `from` here to `to` in `to_dir`, replacing `to` atomically.
+    pub fn rename(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
+        sys::rename_at(self.fd.as_fd(), from, to_dir.fd.as_fd(), to)
+    }
+
+    /// Gives the file `from` here the new name `to` in `to_dir`, failing with `EEXIST` if it
+    /// is taken.
+    pub fn link(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
+        sys::link_at(self.fd.as_fd(), from, to_dir.fd.as_fd(), to)
+    }
+
+    /// Flushes the directory's entries (names created, renamed or removed in it) to disk.
+    pub fn sync(&self) -> io::Result<()> {
+        File::from(self.fd.try_clone()?).sync_all()
+    }
+
+    /// The entries, one at a time: name, type (as readdir says) and inode number.
+    pub fn entries(&self) -> io::Result<DirStream> {
+        DirStream::open(self.fd.as_fd())
+    }
+
+    /// Device and inode of this directory.
+    pub fn id(&self) -> io::Result<(u64, u64)> {
+        let st = self.stat(OsStr::new("."))?;
+        Ok((st.dev, st.ino))
+    }
+}
+
+/// A random name in the service's reserved namespace: `prefix` and 64 random bits in hex, so
+/// no other process or replica (all of them pid 1 in their containers) picks the same one.
+pub fn random_name(prefix: &str) -> io::Result<String> {
+    let mut bytes = [0u8; 8];
+    sys::fill_random(&mut bytes)?;
+    Ok(format!("{prefix}{:016x}", u64::from_le_bytes(bytes)))
+}
+
+/// A random id of 128 bits in hex.
+pub fn random_id() -> io::Result<String> {
+    let mut bytes = [0u8; 16];
+    sys::fill_random(&mut bytes)?;
+    Ok(format!("{:032x}", u128::from_le_bytes(bytes)))
+}

@@ -1,0 +1,275 @@
+//! Crash records of appends: how to undo an append that died between its first and last byte.
+//!
+//! Before an append writes a byte, its holder (see [`super::lock`]) writes a record
+//! `.http-nas-journal-<inode>` beside the file, naming the file by identity (device, inode,
+//! birth time where the filesystem keeps one, and a random id) and giving the size to return
+//! to. The record is removed once the append is whole (and on disk, with fsync); it is only
+//! ever written, read for a rollback, or removed by the file's lock holder, so a record found
+//! under the lock always belongs to a dead appender. Readers read it under a shared lock only
+//! to cap the size they serve. See `docs/write-protocol.md`.
+//!
+//! Records are read defensively, as files on a volume other writers share: opened without
+//! following symlinks or blocking, only if regular and at most [`MAX_RECORD_BYTES`]; anything
+//! that does not parse in full (a record torn by a crash while it was written, which means no
+//! byte of its append was written either, or junk) is not a record.
+
+use super::dir::{Access, Dir, random_id};
+use super::{Result, StorageError};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::time::UNIX_EPOCH;
+
+/// Prefix of crash records (inside the reserved namespace); the file's inode number follows.
+pub const JOURNAL_PREFIX: &str = ".http-nas-journal-";
+/// First line of a record, naming its format.
+const MAGIC: &str = "http-nas append journal v2";
+/// Last line of a record: a record without it was torn while being written.
+const END: &str = "end";
+/// Largest record read, in bytes (a real one is about 150).
+const MAX_RECORD_BYTES: u64 = 4096;
+
+/// Who a file is, in a way a later file cannot copy: inode numbers are reused (ext4 hands a
+/// freed number to the next new file), birth times are not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    /// Birth time in nanoseconds since the epoch, where the filesystem records one.
+    born: Option<u128>,
+}
+
+impl FileId {
+    /// The identity of the file with metadata `meta`.
+    pub fn of(meta: &Metadata) -> FileId {
+        let born = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos());
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born,
+        }
+    }
+
+    /// True when both describe one file (birth times compared where both are known).
+    fn matches(&self, other: &FileId) -> bool {
+        self.dev == other.dev
+            && self.ino == other.ino
+            && (self.born.is_none() || other.born.is_none() || self.born == other.born)
+    }
+}
+
+/// One crash record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Random, so two records are never the same one.
+    pub id: String,
+    /// The file the append went to.
+    pub file: FileId,
+    /// Its size before the append: what a rollback returns it to.
+    pub before: u64,
+}
+
+impl Record {
+    /// A new record for an append to the file with `meta`, which is `before` bytes now.
+    pub fn new(meta: &Metadata, before: u64) -> Result<Record> {
+        Ok(Record {
+            id: random_id().map_err(StorageError::from_io)?,
+            file: FileId::of(meta),
+            before,
+        })
+    }
+
+    /// The inode number of the file (and of the record's name).
+    pub fn ino(&self) -> u64 {
+        self.file.ino
+    }
+
+    fn encode(&self) -> String {
+        let born = self.file.born.map_or("-".to_string(), |b| b.to_string());
+        format!(
+            "{MAGIC}\nid {}\ndev {}\nino {}\nborn {born}\nbefore {}\n{END}\n",
+            self.id, self.file.dev, self.file.ino, self.before
+        )
+    }
+
+    fn decode(text: &str) -> Option<Record> {
+        let mut lines = text.lines();
+        (lines.next()? == MAGIC).then_some(())?;
+        let mut field = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(' ').map(str::to_string);
+        let id = field("id")?;
+        let dev = field("dev")?.parse().ok()?;
+        let ino = field("ino")?.parse().ok()?;
+        let born = match field("born")?.as_str() {
+            "-" => None,
+            b => Some(b.parse().ok()?),
+        };
+        let before = field("before")?.parse().ok()?;
+        (lines.next()? == END && lines.next().is_none()).then_some(())?;
+        Some(Record {
+            id,
+            file: FileId { dev, ino, born },
+            before,
+        })
+    }
+}
+
+/// What is at a record's name.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing.
+    Absent,
+    /// Something that is not a whole record (torn by a crash while written, or junk).
+    Junk,
+    /// A record.
+    Record(Record),
+}
+
+/// The name of the record for the file with inode `ino`.
+pub fn name_for(ino: u64) -> String {
+    format!("{JOURNAL_PREFIX}{ino}")
+}
+
+/// The inode a record's name is for, if `name` is one.
+pub fn inode_in_name(name: &str) -> Option<u64> {
+    name.strip_prefix(JOURNAL_PREFIX)?.parse().ok()
+}
+
+/// Reads the record for inode `ino` in `dir`.
+pub fn read(dir: &Dir, ino: u64) -> Result<Found> {
+    let name = name_for(ino);
+    let mut file = match dir.open_file(OsStr::new(&name), Access::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
+        // A symlink, FIFO or device planted at the name is junk, not a reason to fail.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => return Ok(Found::Junk),
+        Err(e) => return Err(StorageError::from_io(e)),
+    };
+    let meta = file.metadata().map_err(StorageError::from_io)?;
+    if !meta.is_file() || meta.len() > MAX_RECORD_BYTES {
+        return Ok(Found::Junk);
+    }
+    let mut text = String::new();
+    match (&mut file).take(MAX_RECORD_BYTES).read_to_string(&mut text) {
+        Ok(_) => Ok(Record::decode(&text).map_or(Found::Junk, Found::Record)),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Found::Junk),
+        Err(e) => Err(StorageError::from_io(e)),
+    }
+}
+
+/// The length readers may see of the file with `meta` in `dir`: its size, capped by the record
+/// of an append to it that died. Call under at least a shared lock on the file.
+pub fn committed_len(dir: &Dir, meta: &Metadata) -> Result<u64> {
+    Ok(match read(dir, meta.ino())? {
+        Found::Record(r) if r.file.matches(&FileId::of(meta)) => r.before.min(meta.len()),
+        _ => meta.len(),
+    })
+}
+
+/// Writes `record` (exclusively: a leftover there must be settled first), durably with
+/// `fsync` (the record's data, then its name in the directory), before any byte of the append.
+pub fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<()> {
+    let name = name_for(record.ino());
+    let name = OsStr::new(&name);
+    let mut file: File = dir.create_new(name).map_err(StorageError::from_io)?;
+    let written = file
+        .write_all(record.encode().as_bytes())
+        .and_then(|()| if fsync { file.sync_all() } else { Ok(()) });
+    if let Err(e) = written.and_then(|()| if fsync { dir.sync() } else { Ok(()) }) {
+        let _ = dir.remove_file(name);
+        return Err(StorageError::from_io(e));
+    }
+    Ok(())
+}
+
+/// Removes the record for inode `ino` (the append is whole, or rolled back), durably with
+/// `fsync`: a record that came back after a power cut would undo an acknowledged append.
+pub fn remove(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
+    match dir.remove_file(OsStr::new(&name_for(ino))) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StorageError::from_io(e)),
+    }
+    if fsync {
+        dir.sync().map_err(StorageError::from_io)?;
+    }
+    Ok(())
+}
+
+/// Under the exclusive lock of `file` (metadata `meta`) in `dir`: undoes the append of a dead
+/// appender if a record names this file, and clears whatever else is at its record's name
+/// (junk, or the record of an earlier file with the same inode number). Returns the size the
+/// file was rolled back to, if it was.
+pub fn settle(dir: &Dir, file: &File, meta: &Metadata, fsync: bool) -> Result<Option<u64>> {
+    let rolled_back = match read(dir, meta.ino())? {
+        Found::Absent => return Ok(None),
+        Found::Record(r) if r.file.matches(&FileId::of(meta)) && meta.len() > r.before => {
+            file.set_len(r.before)
+                .and_then(|()| file.sync_data())
+                .map_err(StorageError::from_io)?;
+            Some(r.before)
+        }
+        Found::Record(_) | Found::Junk => None,
+    };
+    remove(dir, meta.ino(), fsync)?;
+    Ok(rolled_back)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            id: "00ff".repeat(8),
+            file: FileId {
+                dev: 2049,
+                ino: 12,
+                born: Some(1_700_000_000_123_456_789),
+            },
+            before: 4096,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_torn_ones_are_junk() {
+        let text = record().encode();
+        assert_eq!(Record::decode(&text), Some(record()));
+        let unborn = Record {
+            file: FileId {
+                born: None,
+                ..record().file
+            },
+            ..record()
+        };
+        assert_eq!(Record::decode(&unborn.encode()), Some(unborn));
+        for cut in 0..text.len() - 1 {
+            assert_eq!(Record::decode(&text[..cut]), None, "cut at {cut}: {:?}", &text[..cut]);
+        }
+        assert_eq!(Record::decode(&format!("{text}extra\n")), None);
+        assert_eq!(Record::decode(&text.replace("before 4096", "before x")), None);
+    }
+
+    #[test]
+    fn identity_tells_a_reused_inode_from_the_same_file() {
+        let a = record().file;
+        let reused = FileId {
+            born: Some(1_800_000_000_000_000_000),
+            ..a.clone()
+        };
+        assert!(a.matches(&a));
+        assert!(!a.matches(&reused));
+        assert!(
+            a.matches(&FileId {
+                born: None,
+                ..a.clone()
+            }),
+            "no birth time: inode decides"
+        );
+        assert!(!a.matches(&FileId { ino: 13, ..a.clone() }));
+    }
+}
