@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: run build test lint bench fuzz static image helm-check clean
+.PHONY: run build test crash-test lint bench fuzz static image helm-check clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -17,6 +17,15 @@ build:
 ## test: unit tests and integration tests (real binary, real curl)
 test:
 	$(CARGO) test --all-targets
+
+## crash-test: the write protocol's crash and race tests at length: kill -9 at random moments
+## (CRASH_ROUNDS per disk; the throttled loop-mounted disk needs root), a replica restarting
+## RESTART_ROUNDS times while another appends, and the strace-driven races (need strace)
+CRASH_ROUNDS   ?= 20
+RESTART_ROUNDS ?= 1000
+crash-test:
+	HTTP_NAS_CRASH_ROUNDS=$(CRASH_ROUNDS) HTTP_NAS_RESTART_ROUNDS=$(RESTART_ROUNDS) \
+	  $(CARGO) test --test it -- --nocapture crash:: protocol::
 
 ## lint: formatting and clippy, as CI runs them
 lint:

@@ -13,13 +13,19 @@ Benchmarks:
   3. POST of 1 GiB with Content-Length (`curl -T file`), vs nginx DAV PUT the same way.
   4. appends/s of 100-byte PUT bodies over one keep-alive connection (Python http.client),
      fsync on and off, vs a Python `open(..., 'ab')` write+flush (+ os.fsync) loop.
+  4b. the append matrix: 100 B and 256 KiB bodies, fsync on and off, 1 client to 1 file, 8 to 1
+     file and 8 to 8 files (one process per client, keep-alive), vs the same shapes of Python
+     processes appending to local files (write, + fsync). With BENCH_COMPARE_BINARY, the same
+     matrix for that build too (a previous protocol, for before/after in one run).
   5. GET /file/NAME/wc of a 1 GiB CSV vs `wc -l`, page cache warm.
   6. requests/s of a 4 KiB file with keep-alive: `wrk -t2 -c16 -d5s` vs nginx.
   7. memory: idle VmRSS, and peak VmHWM with 16 concurrent 64 MiB uploads and with 16 concurrent
      1 GiB downloads, each phase on a fresh server.
 
 Environment: BENCH_RUNS (runs per benchmark, default 3), BENCH_INSTALL (0: never apt-get
-install nginx/wrk), BENCH_DATA (data and scratch directory, default <repo>/bench-data).
+install nginx/wrk), BENCH_DATA (data and scratch directory, default <repo>/bench-data),
+BENCH_COMPARE_BINARY (another http-nas build measured beside this one in the append matrix),
+BENCH_ONLY (comma-separated section numbers to run, e.g. `4b`; default all).
 Only the Python 3.11 standard library is used; all traffic goes to 127.0.0.1.
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import http.client
+import multiprocessing
 import os
 import random
 import re
@@ -72,6 +79,10 @@ CSV_MAX_LINE_BYTES = 100
 APPEND_COUNT = 2000
 APPEND_BODY_BYTES = 100
 APPEND_MAX_SECONDS = 20.0
+MATRIX_SECONDS = 2.0  # each cell of the append matrix runs this long
+MATRIX_BODIES = [100, 256 * KIB]
+MATRIX_SHAPES = [(1, 1), (8, 1), (8, 8)]  # (clients, files)
+COMPARE_BIN = os.environ.get("BENCH_COMPARE_BINARY")
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 16
@@ -414,11 +425,12 @@ def wait_for_listening_line(proc: subprocess.Popen, log_path: Path) -> int:
     raise BenchError(f"http-nas did not log 'listening on' within {START_TIMEOUT} s")
 
 
-def start_http_nas(work: Path, name: str, data: Data, fsync: bool | None) -> Server:
+def start_http_nas(work: Path, name: str, data: Data, fsync: bool | None,
+                   binary: Path = SERVER_BIN) -> Server:
     """A fresh http-nas on a free port; fsync None keeps the server's default (true)."""
     root = make_root(work / f"{name}-root", data)
     log_path = work / f"{name}.log"
-    args = [str(SERVER_BIN), "--listen", f"{HOST}:0", "--storage", str(root),
+    args = [str(binary), "--listen", f"{HOST}:0", "--storage", str(root),
             "--shutdown-timeout", str(SERVER_SHUTDOWN_SECONDS)]
     if fsync is not None:
         args += ["--fsync", "true" if fsync else "false"]
@@ -810,6 +822,111 @@ def bench_appends(ctx: Context) -> list[Row]:
     return rows
 
 
+def matrix_worker(port: int, path: str, body: bytes, queue) -> None:
+    """One client of the append matrix: PUTs `body` for MATRIX_SECONDS; reports (count, s)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=HTTP_TIMEOUT)
+    done, start = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - start < MATRIX_SECONDS:
+            conn.request("PUT", path, body=body, headers={"Content-Type": "application/octet-stream"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise BenchError(f"PUT {path} answered {response.status}")
+            done += 1
+        queue.put((done, time.perf_counter() - start))
+    except Exception as e:  # reported to the parent, which raises
+        queue.put((-1, str(e)))
+    finally:
+        conn.close()
+
+
+def local_worker(path: str, body: bytes, fsync: bool, queue) -> None:
+    """The baseline client: O_APPEND writes of `body` (+ fsync) to a local file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    done, start = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - start < MATRIX_SECONDS:
+            os.write(fd, body)
+            if fsync:
+                os.fsync(fd)
+            done += 1
+        queue.put((done, time.perf_counter() - start))
+    finally:
+        os.close(fd)
+
+
+def run_clients(target, args_of: Callable[[int], tuple], clients: int) -> int:
+    """Runs `clients` processes of `target` at once; returns the total count per second."""
+    mp = multiprocessing.get_context("fork")
+    queue = mp.Queue()
+    procs = [mp.Process(target=target, args=args_of(i) + (queue,)) for i in range(clients)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=MATRIX_SECONDS + HTTP_TIMEOUT) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=SHORT_TIMEOUT)
+    failed = [r for r in results if r[0] < 0]
+    if failed:
+        raise BenchError(f"an append client failed: {failed[0][1]}")
+    return sum(n for n, _ in results) / max(s for _, s in results)
+
+
+def matrix_over_http(server: Server, body: bytes, clients: int, files: int) -> float:
+    names = [f"matrix-{i}.log" for i in range(files)]
+    rate = run_clients(matrix_worker, lambda i: (server.port, server.url_prefix + names[i % files], body),
+                       clients)
+    stored = sum(server.path(n).stat().st_size for n in names)
+    if stored % len(body):
+        raise BenchError(f"append matrix: {stored} bytes stored is not whole {len(body)}-byte bodies")
+    for name in names:
+        server.path(name).unlink()
+    return rate
+
+
+def matrix_local(work: Path, body: bytes, clients: int, files: int, fsync: bool) -> float:
+    paths = [str(work / f"matrix-local-{i}.log") for i in range(files)]
+    rate = run_clients(local_worker, lambda i: (paths[i % files], body, fsync), clients)
+    for path in paths:
+        os.unlink(path)
+    return rate
+
+
+def bench_append_matrix(ctx: Context) -> list[Row]:
+    log("4b. append matrix: body size x clients/files x fsync")
+    servers = {"": (ctx.nas, ctx.nas_fsync)}
+    if COMPARE_BIN:
+        compare = Path(COMPARE_BIN)
+        servers[" (compared build)"] = (
+            start_http_nas(ctx.work, "cmp-nofsync", ctx.data, fsync=False, binary=compare),
+            start_http_nas(ctx.work, "cmp-fsync", ctx.data, fsync=True, binary=compare),
+        )
+    rows = []
+    for fsync in (True, False):
+        for size in MATRIX_BODIES:
+            body = os.urandom(size)
+            for clients, files in MATRIX_SHAPES:
+                shape = f"{clients} client{'s' if clients > 1 else ''} -> {files} file{'s' if files > 1 else ''}"
+                label = f"append {fmt_size(size)}, {shape}, fsync {'on' if fsync else 'off'}"
+                variants = {
+                    f"http-nas{tag}": (lambda srv=pair[1 if fsync else 0]:
+                                       matrix_over_http(srv, body, clients, files))
+                    for tag, pair in servers.items()
+                }
+                variants["python"] = lambda: matrix_local(ctx.work, body, clients, files, fsync)
+                log(f"  {label}")
+                results = alternate(ctx.runs, variants, warmup=0)
+                base_name = "python write+fsync" if fsync else "python write"
+                for tag in servers:
+                    rows.append(Row(label + tag, "appends/s", results[f"http-nas{tag}"],
+                                    results["python"], base_name))
+    return rows
+
+
+def fmt_size(size: int) -> str:
+    return f"{size // KIB} KiB" if size >= KIB else f"{size} B"
+
+
 def bench_wc(ctx: Context) -> list[Row]:
     log("5. /wc of the 1 GiB CSV vs wc -l (page cache warm)")
     csv = ctx.data.csv
@@ -955,10 +1072,14 @@ SECTIONS: list[tuple[str, Callable[[Context], list[Row]]]] = [
     ("POST 1 GiB chunked from pipe", bench_chunked_post),
     ("POST 1 GiB Content-Length", bench_content_length_post),
     ("append keep-alive", bench_appends),
+    ("append matrix", bench_append_matrix),
     ("/wc of 1 GiB CSV", bench_wc),
     ("GET 4 KiB keep-alive (wrk)", bench_wrk),
     ("memory", bench_memory),
 ]
+
+
+SECTION_NUMBERS = ["1", "2", "3", "4", "4b", "5", "6", "7"]
 
 
 def run_section(title: str, bench: Callable[[Context], list[Row]], ctx: Context) -> list[Row]:
@@ -1031,8 +1152,10 @@ def main() -> int:
     try:
         ctx = start_servers(runs, work, data, tools)
         warm_cache([data.random, data.csv, data.small, data.mem_upload])
-        for title, bench in SECTIONS:
-            rows += run_section(title, bench, ctx)
+        only = [x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()]
+        for number, (title, bench) in zip(SECTION_NUMBERS, SECTIONS):
+            if not only or number in only:
+                rows += run_section(title, bench, ctx)
     finally:
         CHILDREN.stop_all()
         shutil.rmtree(work, ignore_errors=True)

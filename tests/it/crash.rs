@@ -561,3 +561,77 @@ fn issue15_kill9_at_random_moments_on_a_throttled_disk_loses_nothing_acknowledge
         Err(reason) => eprintln!("skipped: {reason}"),
     }
 }
+
+/// Restarts of the sweeping replica per run: `HTTP_NAS_RESTART_ROUNDS`, else 150.
+fn restart_rounds() -> usize {
+    std::env::var("HTTP_NAS_RESTART_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150)
+}
+
+#[test]
+fn issue15_a_replica_restarting_in_a_loop_never_undoes_another_replicas_appends() {
+    // Replica A appends 256 KiB records (larger than what is held in memory, so they go
+    // through a temp file and the commit takes longest) to three files; replica B starts again
+    // and again on the same root, and every start sweeps it while A's commits are in flight.
+    const RECORD: usize = 256 << 10;
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).expect("create root");
+    let a = Server::start_on(&root, &["--fsync", "true"]);
+    let mut b = Server::start_on(&root, &[]);
+    let stop = AtomicBool::new(false);
+    let round = Round {
+        stop: &stop,
+        problems: &Mutex::new(Vec::new()),
+        dir: "shared".into(),
+    };
+    let ledgers = thread::scope(|scope| {
+        let lanes: Vec<_> = (0..3)
+            .map(|lane| {
+                let (round, addr) = (&round, a.addr());
+                scope.spawn(move || {
+                    let mut client = Client::new(addr);
+                    let mut ledger = Ledger::default();
+                    for seq in 0.. {
+                        if round.stopped() {
+                            break;
+                        }
+                        let url = format!("/file/shared/f{lane}");
+                        match client
+                            .request("PUT", &url, &[], &record(lane, seq, RECORD))
+                            .map(|r| r.status)
+                        {
+                            Some(200) => ledger.acked.push(seq),
+                            other => round.problem(format!("append {lane}:{seq} answered {other:?}")),
+                        }
+                    }
+                    ledger
+                })
+            })
+            .collect();
+        for _ in 0..restart_rounds() {
+            b.restart();
+        }
+        stop.store(true, Ordering::Relaxed);
+        lanes
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    let problems = round.problems.lock().map(|p| p.clone()).unwrap_or_default();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    for (lane, ledger) in ledgers.iter().enumerate() {
+        let bytes = fs::read(root.join(format!("shared/f{lane}"))).unwrap_or_default();
+        let found = parse_records(&bytes).unwrap_or_else(|e| panic!("f{lane}: {e}"));
+        let seqs: Vec<usize> = found.iter().map(|(_, s)| *s).collect();
+        check_ledger(&format!("f{lane}"), lane, ledger, &seqs).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!ledger.acked.is_empty(), "lane {lane} appended nothing");
+    }
+    eprintln!(
+        "{} restarts of the other replica during {:?} acknowledged appends",
+        restart_rounds(),
+        ledgers.iter().map(|l| l.acked.len()).collect::<Vec<_>>()
+    );
+}

@@ -112,7 +112,9 @@ struct Launch {
 /// The server binary under test: `HTTP_NAS_TEST_BIN` when set (to check that a new test fails
 /// on an older build), else the one cargo built for this test run.
 pub fn server_binary() -> PathBuf {
-    std::env::var_os("HTTP_NAS_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_http-nas")), PathBuf::from)
+    std::env::var_os("HTTP_NAS_TEST_BIN")
+        .filter(|b| !b.is_empty())
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_http-nas")), PathBuf::from)
 }
 
 impl Server {
