@@ -2,9 +2,9 @@
 //! I/O, so every route is unit-tested in the table below.
 //!
 //! Names after `/file/` are percent-decoded exactly once (the Node original decoded twice).
-//! A plain `/wc` or `/mv` suffix selects the line count or move of what precedes it; a file
-//! whose own name is `wc` or `mv` is reached with the encoded form (`dir%2Fwc`), because the
-//! suffix is recognised before decoding.
+//! A plain `/wc`, `/mv` or `/check` suffix selects the line count, move or stat of what
+//! precedes it; a file whose own name is `wc`, `mv` or `check` is reached with the encoded
+//! form (`dir%2Fwc`), because the suffix is recognised before decoding.
 
 use crate::error::Error;
 use crate::storage::{PathError, RelPath};
@@ -18,6 +18,10 @@ pub enum Op {
     Read { path: RelPath },
     /// `GET /file/{path}/wc`: the number of `\n` bytes.
     LineCount { path: RelPath },
+    /// `GET /file/{path}/check`: the stat of a file or directory, as Node's `fs.Stats`.
+    Stat { path: RelPath },
+    /// `GET /`: a short page naming the service and its entry points.
+    Index,
     /// `POST /file/{path}`: create or replace atomically.
     Upload { path: RelPath },
     /// `PUT /file/{path}` (not JSON): append.
@@ -47,7 +51,10 @@ impl Op {
 
     /// True for operations under `/file`, which bearer tokens protect.
     pub fn needs_auth(&self) -> bool {
-        !matches!(self, Op::Alive | Op::Ready | Op::Metrics | Op::Options { .. })
+        !matches!(
+            self,
+            Op::Alive | Op::Ready | Op::Metrics | Op::Options { .. } | Op::Index
+        )
     }
 
     /// A short, fixed label for metrics and logs (never a file name).
@@ -56,6 +63,8 @@ impl Op {
             Op::StorageHealth => "health",
             Op::Read { .. } => "read",
             Op::LineCount { .. } => "wc",
+            Op::Stat { .. } => "check",
+            Op::Index => "index",
             Op::Upload { .. } => "upload",
             Op::Append { .. } => "append",
             Op::Move { .. } => "move",
@@ -86,6 +95,7 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
         "/readyz" => return read_only(Op::Ready),
         "/metrics" => return read_only(Op::Metrics),
         "/file" => return read_only(Op::StorageHealth),
+        "/" => return read_only(Op::Index),
         _ => {}
     }
     let Some(raw) = path.strip_prefix("/file/") else {
@@ -93,6 +103,11 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
     };
     if let Some(base) = raw.strip_suffix("/wc").filter(|b| !b.is_empty()) {
         return read_only(Op::LineCount {
+            path: decode(base)?.non_root()?,
+        });
+    }
+    if let Some(base) = raw.strip_suffix("/check").filter(|b| !b.is_empty()) {
+        return read_only(Op::Stat {
             path: decode(base)?.non_root()?,
         });
     }
@@ -208,6 +223,11 @@ mod tests {
             ),
             ("GET", "/file/dir%2Fwc", None, Op::Read { path: rel("dir/wc") }),
             ("GET", "/file/wc", None, Op::Read { path: rel("wc") }),
+            ("GET", "/file/d/f.csv/check", None, Op::Stat { path: rel("d/f.csv") }),
+            ("HEAD", "/file/d%2Ff.csv/check", None, Op::Stat { path: rel("d/f.csv") }),
+            ("GET", "/file/d%2Fcheck", None, Op::Read { path: rel("d/check") }),
+            ("GET", "/", None, Op::Index),
+            ("GET", "http://nas", None, Op::Index),
             ("POST", "/file/cat.jpg", None, Op::Upload { path: rel("cat.jpg") }),
             (
                 "PUT",
@@ -243,7 +263,13 @@ mod tests {
             ("GET", "HTTP://nas/file/a%2Fb", None, Op::Read { path: rel("a/b") }),
         ];
         for (method, target, ct, want) in cases {
-            assert_eq!(parse(method, target, ct).unwrap(), want, "{method} {target}");
+            let op = parse(method, target, ct).unwrap();
+            assert_ne!(
+                crate::metrics::op_index(op.label()),
+                crate::metrics::OPS.len() - 1,
+                "{op:?} has no metrics label"
+            );
+            assert_eq!(op, want, "{method} {target}");
         }
     }
 
@@ -251,7 +277,6 @@ mod tests {
     fn refusals() {
         let cases: Vec<(&str, &str, u16)> = vec![
             ("GET", "/other", 404),
-            ("GET", "http://nas", 404),
             ("GET", "http://nas/file/..%2Fx", 400),
             ("GET", "/filex", 404),
             ("POST", "/file", 405),
@@ -261,6 +286,8 @@ mod tests {
             ("PATCH", "/file/x", 405),
             ("POST", "/file/x/wc", 405),
             ("GET", "/file/x/mv", 405),
+            ("PUT", "/file/x/check", 405),
+            ("POST", "/", 405),
             ("POST", "/healthz", 405),
             ("GET", "/file/..%2Fsecret", 400),
             ("GET", "/file/%2E%2E%2Fsecret", 400),

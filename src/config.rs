@@ -57,7 +57,8 @@ http-nas: shared storage for Kubernetes jobs over plain HTTP
 USAGE: http-nas [OPTIONS]
 
 OPTIONS (environment variable in brackets; the flag wins):
-  --listen ADDR            address to listen on [HTTP_NAS_LISTEN] (default 0.0.0.0:3000)
+  --listen ADDR            address to listen on [HTTP_NAS_LISTEN] (default 0.0.0.0:3000;
+                           with only PORT set, as the original read it: 0.0.0.0:PORT)
   --storage DIR            storage root, an existing writable directory [STORAGE_PATH]
                            (default /mnt/storage)
   --workers N              worker threads serving requests [HTTP_NAS_WORKERS] (default 16)
@@ -198,8 +199,17 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
     };
     let max_body = number("max-body", 0)?;
+    // The original listened on PORT; flags and HTTP_NAS_LISTEN win over it.
+    let port = match env("PORT").filter(|p| !p.trim().is_empty()) {
+        None => None,
+        Some(p) => match p.trim().parse::<u16>() {
+            Ok(port) => Some(port),
+            Err(_) => return Err(ConfigError(format!("PORT must be a port number, got {p:?}"))),
+        },
+    };
+    let listen = get("listen").or_else(|| port.map(|p| format!("0.0.0.0:{p}")));
     Ok(Command::Run(Box::new(Config {
-        listen: get("listen").unwrap_or_else(|| "0.0.0.0:3000".into()),
+        listen: listen.unwrap_or_else(|| "0.0.0.0:3000".into()),
         storage: PathBuf::from(get("storage").unwrap_or_else(|| "/mnt/storage".into())),
         workers: at_least_one("workers", 16)?,
         queue: usize::try_from(number("queue", 64)?).unwrap_or(usize::MAX),
@@ -251,6 +261,18 @@ mod tests {
         assert_eq!(c.workers, 3);
         assert!(!c.fsync);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn port_from_the_original_and_what_wins_over_it() {
+        assert_eq!(run(&[], &[("PORT", "8080")]).unwrap().listen, "0.0.0.0:8080");
+        let both = [("PORT", "8080"), ("HTTP_NAS_LISTEN", "127.0.0.1:9")];
+        assert_eq!(run(&[], &both).unwrap().listen, "127.0.0.1:9");
+        assert_eq!(run(&["--listen", "[::1]:7"], &both).unwrap().listen, "[::1]:7");
+        assert_eq!(run(&[], &[("PORT", "")]).unwrap().listen, "0.0.0.0:3000");
+        for bad in ["http", "70000", "-1"] {
+            assert!(run(&[], &[("PORT", bad)]).is_err(), "PORT={bad}");
+        }
     }
 
     #[test]

@@ -83,8 +83,13 @@ impl Error {
         }
     }
 
-    /// The error as a response, with the headers its status calls for.
-    pub fn into_response(self) -> Response {
+    /// The error as a response, with the headers its status calls for. A 404 is the seed's
+    /// exact `text/plain` body `Not Found` (Express's `sendStatus(404)`, which clients compare
+    /// with), unless `wants_json` (the request's `Accept` names `application/json`).
+    pub fn into_response(self, wants_json: bool) -> Response {
+        if matches!(self, Error::NotFound) && !wants_json {
+            return Response::text(404, "Not Found");
+        }
         let resp = Response::error(self.status(), self.kind(), &self.to_string());
         let resp = match &self {
             Error::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
@@ -199,9 +204,9 @@ mod tests {
 
     #[test]
     fn headers_for_statuses() {
-        let resp = Error::OffsetMismatch { current: 7 }.into_response();
+        let resp = Error::OffsetMismatch { current: 7 }.into_response(false);
         assert!(resp.headers.contains(&("Upload-Offset", "7".to_string())));
-        let resp = Error::MethodNotAllowed { allow: "GET, HEAD" }.into_response();
+        let resp = Error::MethodNotAllowed { allow: "GET, HEAD" }.into_response(false);
         assert!(resp.headers.contains(&("Allow", "GET, HEAD".to_string())));
     }
 }

@@ -9,13 +9,30 @@ use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stat
 use crate::metrics::{self, Metrics};
 use crate::range::{self, RangeChoice};
 use crate::storage::{Conditions, EntryKind, Opened, RelPath, Storage, VersionTest};
-use crate::time::{http_date, rfc3339};
+use crate::time::{http_date, js_date, js_millis, rfc3339};
 use serde_json::json;
 use std::cell::Cell;
 use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
+
+/// The `GET /` page: what this is and where its entry points are (the seed chart's `helm test`
+/// fetches `/`).
+const INDEX_PAGE: &str = "\
+http-nas: shared storage for jobs over plain HTTP
+
+GET    /file/{path}          download a file, or list a directory (one name per line)
+HEAD   /file/{path}          a file's headers
+POST   /file/{path}          upload: create or replace, atomically
+PUT    /file/{path}          append (Upload-Offset: N to append only at size N)
+PUT    /file/{path}/mv       move; body {\"path\": \"new/name\"}
+DELETE /file/{path}          delete a file or a directory tree
+GET    /file/{path}/wc       line count
+GET    /file/{path}/check    stat as JSON
+GET    /file                 OK while the storage is there
+GET    /healthz  /readyz  /metrics
+";
 
 /// Largest move request body (`{"path": ...}`), in bytes.
 pub const MAX_MOVE_BODY_BYTES: u64 = 64 * 1024;
@@ -66,6 +83,8 @@ impl App {
             }),
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
+            Op::Stat { path } => Ok(Response::json(200, &self.stat(&path)?)),
+            Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
                 let version = if_match(head);
                 let conditions = Conditions {
@@ -141,8 +160,10 @@ impl App {
                         RangeChoice::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
                     }
                 };
-                if resp.status != 304 {
-                    resp = resp.with_header("Content-Type", content_type(path.as_str()));
+                if resp.status != 304
+                    && let Some(kind) = content_type(path.as_str())
+                {
+                    resp = resp.with_header("Content-Type", kind);
                 }
                 Ok(resp
                     .with_header("ETag", etag)
@@ -165,17 +186,45 @@ impl App {
                         .collect();
                     return Ok(Response::json(200, &serde_json::Value::Array(items)));
                 }
+                // The seed's format: bare names, one per line (clients split it on whitespace).
                 let mut text = String::new();
                 for e in &entries {
                     text.push_str(&e.name);
-                    if e.kind == EntryKind::Directory {
-                        text.push('/');
-                    }
                     text.push('\n');
                 }
                 Ok(Response::text(200, text))
             }
         }
+    }
+
+    /// The stat of a file or directory with the field names of Node's `fs.Stats`, which the
+    /// seed's `/check` answered and its clients read (`jq .size`); a file's size is its
+    /// committed size, like a GET would serve.
+    fn stat(&self, path: &RelPath) -> Result<serde_json::Value, Error> {
+        let (meta, size) = match self.storage.open_read(path)? {
+            Opened::File { meta, len, .. } => (meta, len),
+            Opened::Dir(meta) => {
+                let size = meta.len();
+                (meta, size)
+            }
+        };
+        let time = |t: std::io::Result<std::time::SystemTime>| t.unwrap_or(std::time::UNIX_EPOCH);
+        let (atime, mtime) = (time(meta.accessed()), time(meta.modified()));
+        let ctime = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                meta.ctime().max(0) as u64,
+                meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+            );
+        let birthtime = time(meta.created());
+        Ok(json!({
+            "dev": meta.dev(), "mode": meta.mode(), "nlink": meta.nlink(), "uid": meta.uid(),
+            "gid": meta.gid(), "rdev": meta.rdev(), "blksize": meta.blksize(), "ino": meta.ino(),
+            "size": size, "blocks": meta.blocks(),
+            "atimeMs": js_millis(atime), "mtimeMs": js_millis(mtime),
+            "ctimeMs": js_millis(ctime), "birthtimeMs": js_millis(birthtime),
+            "atime": js_date(atime), "mtime": js_date(mtime),
+            "ctime": js_date(ctime), "birthtime": js_date(birthtime),
+        }))
     }
 
     fn move_file(&self, path: &RelPath, req: &mut Request<'_, '_>) -> Result<Response, Error> {
@@ -205,7 +254,11 @@ impl App {
 impl Handler for App {
     fn handle(&self, req: &mut Request<'_, '_>) -> Response {
         CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
-        self.route(req).unwrap_or_else(Error::into_response)
+        let wants_json = req
+            .head
+            .header("accept")
+            .is_some_and(|a| a.contains("application/json"));
+        self.route(req).unwrap_or_else(|e| e.into_response(wants_json))
     }
 
     fn completed(&self, x: &Exchange<'_>) {
@@ -270,20 +323,22 @@ fn etag_matches(header: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
-/// Content-Type from the file extension, for the common types; else octet-stream.
-fn content_type(name: &str) -> &'static str {
+/// Content-Type from the file extension, for well-known types only and without a charset the
+/// server cannot know; none otherwise, as the seed sent none (Node clients such as superagent
+/// then read the body as text).
+fn content_type(name: &str) -> Option<&'static str> {
     let ext = name
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default();
-    match ext.as_str() {
-        "txt" | "log" | "md" => "text/plain; charset=utf-8",
-        "csv" => "text/csv; charset=utf-8",
-        "tsv" => "text/tab-separated-values; charset=utf-8",
+    Some(match ext.as_str() {
+        "txt" | "log" | "md" => "text/plain",
+        "csv" => "text/csv",
+        "tsv" => "text/tab-separated-values",
         "json" => "application/json",
         "ndjson" | "jsonl" => "application/x-ndjson",
         "xml" => "application/xml",
-        "html" | "htm" => "text/html; charset=utf-8",
+        "html" | "htm" => "text/html",
         "yaml" | "yml" => "application/yaml",
         "jpg" | "jpeg" => "image/jpeg",
         "png" => "image/png",
@@ -294,8 +349,8 @@ fn content_type(name: &str) -> &'static str {
         "gz" | "tgz" => "application/gzip",
         "tar" => "application/x-tar",
         "parquet" => "application/vnd.apache.parquet",
-        _ => "application/octet-stream",
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -338,7 +393,9 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(content_type("d/x.CSV"), "text/csv; charset=utf-8");
-        assert_eq!(content_type("noext"), "application/octet-stream");
+        assert_eq!(content_type("d/x.CSV"), Some("text/csv"));
+        assert_eq!(content_type("a.txt"), Some("text/plain"));
+        assert_eq!(content_type("noext"), None);
+        assert_eq!(content_type("dump.sql"), None);
     }
 }

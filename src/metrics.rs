@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Operation labels, in index order.
-pub const OPS: [&str; 12] = [
-    "health", "read", "wc", "upload", "append", "move", "delete", "options", "healthz", "readyz", "metrics", "other",
+pub const OPS: [&str; 14] = [
+    "health", "read", "wc", "check", "upload", "append", "move", "delete", "options", "index", "healthz", "readyz",
+    "metrics", "other",
 ];
 /// Status classes, in index order.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

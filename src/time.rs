@@ -1,5 +1,6 @@
-//! Date formatting for HTTP headers (IMF-fixdate, RFC 9110 §5.6.7) and JSON listings
-//! (RFC 3339), in UTC, without a date crate: both need only the civil date of a Unix time.
+//! Date formatting for HTTP headers (IMF-fixdate, RFC 9110 §5.6.7), JSON listings (RFC 3339)
+//! and `/check` (JavaScript's `Date.toJSON`, as Node's `fs.Stats` serialises), in UTC, without
+//! a date crate: all need only the civil date of a Unix time.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -73,6 +74,27 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// `1994-11-06T08:49:37.123Z`: JavaScript's `Date.prototype.toJSON`, millisecond precision.
+pub fn js_date(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let c = civil(since.as_secs());
+    format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
+        since.subsec_millis()
+    )
+}
+
+/// Milliseconds since the epoch with a fraction, as Node's `atimeMs` and friends.
+pub fn js_millis(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +110,9 @@ mod tests {
         assert_eq!(http_date(at(784_111_777)), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(at(1_795_564_800)), "2026-11-25T00:00:00Z");
+        let with_millis = at(1_795_564_800) + Duration::from_micros(123_456);
+        assert_eq!(js_date(with_millis), "2026-11-25T00:00:00.123Z");
+        assert_eq!(js_date(at(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(js_millis(with_millis), 1_795_564_800_123.456);
     }
 }

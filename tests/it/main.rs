@@ -9,7 +9,11 @@
 //!   idle connections, overload, timeouts and graceful shutdown lose nothing acknowledged.
 //! - `http_features` (issue 4): ranges and resume, validators, conditional writes, listings,
 //!   tokens, probes, metrics, `Allow` and the access log.
+//! - `protocol` and `crash` (issue 15): one test per finding against the write protocol, and
+//!   `kill -9` at random moments on a plain and a throttled disk.
+//! - `clients` (issue 11): the original's real call sites, run as they are written.
 
+mod clients;
 mod crash;
 mod durability;
 mod hostile;

@@ -786,7 +786,8 @@ impl Response {
     }
 
     /// Status `status` with the contract's error body: `application/json`
-    /// `{"error": KIND, "message": TEXT}`, and KIND `not_found` for a 404.
+    /// `{"error": KIND, "message": TEXT}`; a 404 is the seed's `text/plain` `Not Found`
+    /// (or, asked for with `Accept: application/json`, KIND `not_found`).
     #[track_caller]
     pub fn assert_error(&self, status: u16) -> &Self {
         if let Some(problem) = self.error_problem(status) {
@@ -801,6 +802,10 @@ impl Response {
             return Some(format!("expected status {status}, got {}", self.status));
         }
         let ctype = self.header("Content-Type").unwrap_or("");
+        if status == 404 && ctype.starts_with("text/plain") {
+            return (self.body != b"Not Found")
+                .then(|| format!("a 404's text body should be `Not Found`, got {}", preview(&self.body)));
+        }
         if !ctype.starts_with("application/json") {
             return Some(format!("expected Content-Type application/json, got {ctype:?}"));
         }
