@@ -35,23 +35,29 @@ lint:
 ## bench: throughput and memory against cat / wc -l / nginx (see benches/)
 bench:
 	$(CARGO) build --release --locked --target $(MUSL_TARGET)
-	python3 benches/bench.py
+	BENCH_BINARY=$${BENCH_BINARY:-$(STATIC_BIN)} python3 benches/bench.py
 
 ## static: the shipped binary, static musl, checked to run alone as uid 65532
 MUSL_TARGET := x86_64-unknown-linux-musl
-STATIC_BIN  := target/$(MUSL_TARGET)/release/http-nas
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+STATIC_BIN  := $(TARGET_DIR)/$(MUSL_TARGET)/release/http-nas
 static:
 	$(CARGO) build --release --locked --target $(MUSL_TARGET)
 	.ci/check-static $(STATIC_BIN)
 
-## image: FROM scratch image with buildah, offline, from the static binary (ROOTFS=rootfs-prebuilt)
+## image: FROM scratch image and its -debug variant (busybox, curl) with buildah, offline, from
+## the static binary (ROOTFS=rootfs-prebuilt); the build context is always ./target/image-*
 IMAGE ?= localhost/http-nas:dev
 image: static
 	rm -rf target/image-root && mkdir -p target/image-root/mnt/storage
+	install -d -m 1777 target/image-root/tmp
 	cp $(STATIC_BIN) target/image-root/http-nas
+	.ci/stage-debug-root
 	buildah --storage-driver vfs build --isolation chroot --build-arg ROOTFS=rootfs-prebuilt \
-	  -t $(IMAGE) -f Containerfile .
-	.ci/check-image $(IMAGE)
+	  --target runtime -t $(IMAGE) -f Containerfile .
+	buildah --storage-driver vfs build --isolation chroot --build-arg ROOTFS=rootfs-prebuilt \
+	  --target debug -t $(IMAGE)-debug -f Containerfile .
+	.ci/check-image $(IMAGE) $(IMAGE)-debug
 
 ## helm-check: lint, render and validate the chart (see .ci/helm-check)
 helm-check:

@@ -245,6 +245,10 @@ def a_other_release(r: Rendered) -> None:
     assert r.container()["image"] == "ghcr.io/redactics/http-nas:2", "a numeric --set image.tag"
 
 
+def a_debug_image(r: Rendered) -> None:
+    assert r.container()["image"] == "ghcr.io/redactics/http-nas:0.1.0-debug", r.container()["image"]
+
+
 def a_token(r: Rendered) -> None:
     env = r.env()
     assert env["HTTP_NAS_TOKEN_FILE"] == "/var/run/secrets/http-nas/token", env
@@ -378,6 +382,7 @@ SCENARIOS: list[tuple[str, dict[str, Any], str, list[str], Callable[[Rendered], 
     # name, values, release name, kube versions, asserts
     ("default", {}, RELEASE, KUBE_VERSIONS, a_default),
     ("other-release-name", sets("image.tag=2"), "files", KUBE_VERSIONS, a_other_release),
+    ("debug-image", sets("image.debug=true"), RELEASE, KUBE_VERSIONS, a_debug_image),
     ("token-secret", sets("auth.existingSecret=nas-tokens,auth.tokenKey=rw,auth.readTokenKey=ro"),
      RELEASE, KUBE_VERSIONS, a_token),
     ("existing-claim", sets("pvc.existingClaim=team-data"), RELEASE, KUBE_VERSIONS, a_existing_claim),

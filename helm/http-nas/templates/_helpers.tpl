@@ -69,7 +69,8 @@ Image reference: <registry>/<repository>:<tag> or <registry>/<repository>@<diges
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" $repo .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" $repo (toString (default .Chart.AppVersion .Values.image.tag)) }}
+{{- $tag := toString (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s%s" $repo $tag (ternary "-debug" "" (.Values.image.debug | default false)) }}
 {{- end }}
 {{- end }}
 
