@@ -91,22 +91,7 @@ impl Conn {
     /// Reads the next complete response, or `None` if the connection fails or closes first
     /// (a server killed mid-request); never panics on the connection, only on a bad response.
     pub fn try_response(&mut self) -> Option<Response> {
-        let deadline = Instant::now() + RAW_TIMEOUT;
-        loop {
-            if let Some((response, used)) = parse_one(&self.buf, false) {
-                self.buf.drain(..used);
-                return Some(response);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
-                return None;
-            }
-            let mut chunk = [0; 16 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
-            }
-        }
+        self.try_read(|buf| parse_one(buf, false))
     }
 
     /// Reads the response to a `HEAD` (its `Content-Length` describes a body that is not sent).
@@ -120,17 +105,31 @@ impl Conn {
 
     /// [`Conn::head_response`], or `None` if the connection fails or closes first.
     pub fn try_head_response(&mut self) -> Option<Response> {
-        let deadline = Instant::now() + RAW_TIMEOUT;
-        loop {
-            if let Some((status, headers, head_len)) = parse_head(&self.buf) {
-                self.buf.drain(..head_len);
-                let context = self.context();
-                return Some(Response {
+        self.try_read(|buf| {
+            let (status, headers, head_len) = parse_head(buf)?;
+            let body = Vec::new();
+            let context = String::new();
+            Some((
+                Response {
                     status,
                     headers,
-                    body: Vec::new(),
+                    body,
                     context,
-                });
+                },
+                head_len,
+            ))
+        })
+    }
+
+    /// Reads until `parse` finds a response at the front of what arrived; `None` if the
+    /// connection fails, closes or stays silent for [`RAW_TIMEOUT`] first.
+    fn try_read(&mut self, parse: impl Fn(&[u8]) -> Option<(Response, usize)>) -> Option<Response> {
+        let deadline = Instant::now() + RAW_TIMEOUT;
+        loop {
+            if let Some((mut response, used)) = parse(&self.buf) {
+                self.buf.drain(..used);
+                response.context = self.context();
+                return Some(response);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
