@@ -160,6 +160,9 @@ impl From<StorageError> for Error {
                 message: "the file changed (If-Match does not match its ETag)",
             },
             StorageError::NotRegular => Error::Conflict { message: e.to_string() },
+            StorageError::PermissionDenied => Error::Forbidden {
+                message: "permission denied on the storage volume",
+            },
             StorageError::OffsetMismatch { current } => Error::OffsetMismatch { current },
             StorageError::NoSpace => Error::InsufficientStorage,
             StorageError::RootRefused => Error::BadPath(PathError::Empty),

@@ -383,3 +383,10 @@ impl Drop for DirStream {
 
 // SAFETY: a DIR* may move between threads; it is only ever used through `&mut self`.
 unsafe impl Send for DirStream {}
+
+/// `mkdirat(2)`: creates the directory `name` in `dir` with `mode` (before the umask).
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: libc::mode_t) -> io::Result<()> {
+    let c_name = c_name(name)?;
+    // SAFETY: `dir` and `c_name` are valid for the call.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), mode) }).map(drop)
+}

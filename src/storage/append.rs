@@ -14,70 +14,126 @@
 //! The states, and why a crash in any of them is safe, are in `docs/write-protocol.md`.
 
 use super::conditions::Conditions;
-use super::dir::Dir;
+use super::dir::{Access, Dir};
 use super::journal::{self, Record};
 use super::lock::{self, Held};
-use super::temp::Spool;
-use super::{NewDirs, Result, StorageError, committed_state, in_parents};
+use super::root::Root;
+use super::temp::{Spool, TempFile};
+use super::{Result, StorageError, committed_state, split};
 use std::ffi::OsStr;
 use std::path::Path;
 
-/// Most times the commit loop finds the name changed between "missing" and "there".
+/// Most times the commit starts over because the name or its directory changed under it.
 const MAX_COMMIT_ATTEMPTS: usize = 16;
 
-/// Appends `body` to the file at `path` (created if missing) if `conditions` hold at commit.
-/// Returns the new size.
-pub fn append(path: &Path, body: &mut dyn std::io::Read, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
-    let (parent, name) = super::split(path)?;
+/// Appends `body` to the file at `path` (relative to the root; created if missing) if
+/// `conditions` hold at commit. Returns the new size.
+pub fn append(
+    root: &Root,
+    path: &Path,
+    body: &mut dyn std::io::Read,
+    conditions: &Conditions<'_>,
+    fsync: bool,
+) -> Result<u64> {
+    let (parent, name) = split(path)?;
     if conditions.any() {
-        let state = committed_state(parent, name)?;
+        let state = committed_state(root, parent, name)?;
         conditions.check(state.as_ref().map(|(meta, len)| (meta, *len)))?;
     }
-    let (new_dirs, dir) = in_parents(path, || Dir::open(parent).map_err(StorageError::from_io))?;
-    let spool = Spool::receive(body, &dir)?;
-    drop(dir);
-    commit(parent, name, spool, conditions, fsync, new_dirs)
+    // A large body waits in the deepest directory of the target's that exists: its own is
+    // created only at commit, so nothing shows (or is left by a crash) before then.
+    let spool = Spool::receive(body, || TempFile::create(&root.open_deepest(parent)?))?;
+    commit(root, parent, name, spool, conditions, fsync)
 }
 
 /// Step 3: the spooled body into the file, under its lock.
 fn commit(
+    root: &Root,
     parent: &Path,
     name: &OsStr,
-    mut spool: Spool,
+    spool: Spool,
     conditions: &Conditions<'_>,
     fsync: bool,
-    new_dirs: NewDirs,
 ) -> Result<u64> {
     let len = spool.byte_len()?;
+    let mut spool = Some(spool);
     for _ in 0..MAX_COMMIT_ATTEMPTS {
-        // The directory as it is now: a move or delete of it during the upload counts.
-        let (dirs, dir) = in_parents(&parent.join(name), || Dir::open(parent).map_err(StorageError::from_io))?;
-        if let Some(mut held) = lock::lock(&dir, name)? {
-            if journal::settle(&dir, &held.file, &held.meta, fsync)?.is_some() {
-                log::warn!("rolled back an interrupted append to {}", parent.join(name).display());
-                held.refresh()?;
+        // The directory as it is now, made if missing: a move or delete of it meanwhile counts.
+        let (new_dirs, dir) = root.create_dirs(parent)?;
+        let body = spool.take().ok_or(StorageError::NotFound)?;
+        let outcome = match lock::lock(&dir, name, Access::Write) {
+            Ok(Some(mut held)) => {
+                let appended = append_locked(&dir, &mut held, &body, conditions, fsync);
+                spool = Some(body);
+                appended.map(|before| Some(before + len))
             }
-            let before = held.meta.len();
-            conditions.check(Some((&held.meta, before)))?;
-            write_locked(&dir, &held, &spool, before, fsync)?;
-            keep(new_dirs, dirs, fsync)?;
-            return Ok(before + len);
-        }
-        conditions.check(None)?;
-        let mut temp = spool.into_temp(&dir, fsync)?;
-        if temp.link_as(&dir, name)? {
-            if fsync {
-                dir.sync().map_err(StorageError::from_io)?;
+            Ok(None) => create_whole(&dir, name, body, conditions, fsync, &mut spool).map(|made| made.then_some(len)),
+            Err(e) => {
+                spool = Some(body);
+                Err(e)
             }
-            keep(new_dirs, dirs, fsync)?;
-            return Ok(len);
+        };
+        match outcome {
+            Ok(Some(size)) => {
+                new_dirs.keep(fsync)?;
+                return Ok(size);
+            }
+            // The file appeared, or the directory vanished between opening and using it.
+            Ok(None) | Err(StorageError::NotFound) => continue,
+            Err(e) => {
+                // The spool goes first, so the directories made for it are empty when removed.
+                drop(spool.take());
+                return Err(e);
+            }
         }
-        // Someone created the file meanwhile: append to it instead.
-        spool = Spool::File(temp);
     }
     Err(StorageError::Io(std::io::Error::other(
         "the file kept appearing and vanishing",
     )))
+}
+
+/// A missing file is created whole: the body in a temp file, linked to the name. `false` (the
+/// body back in `spool`) if a file got the name first: then it is an append after all.
+fn create_whole(
+    dir: &Dir,
+    name: &OsStr,
+    body: Spool,
+    conditions: &Conditions<'_>,
+    fsync: bool,
+    spool: &mut Option<Spool>,
+) -> Result<bool> {
+    if let Err(e) = conditions.check(None) {
+        *spool = Some(body);
+        return Err(e);
+    }
+    let mut temp = body.into_temp(dir, fsync)?;
+    let linked = temp.link_as(dir, name);
+    if !matches!(linked, Ok(true)) {
+        *spool = Some(Spool::File(temp));
+        return linked;
+    }
+    // The temp file's lock is the new file's: held until its name is on disk.
+    if fsync {
+        dir.sync().map_err(StorageError::from_io)?;
+    }
+    drop(temp);
+    Ok(true)
+}
+
+/// Under `held`'s lock: settle a dead appender's record, re-check the conditions, append.
+/// Returns the size before the append.
+fn append_locked(dir: &Dir, held: &mut Held, spool: &Spool, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
+    if journal::settle(dir, &held.file, &held.meta, fsync)?.is_some() {
+        log::warn!(
+            "rolled back an interrupted append (inode {})",
+            std::os::unix::fs::MetadataExt::ino(&held.meta)
+        );
+        held.refresh()?;
+    }
+    let before = held.meta.len();
+    conditions.check(Some((&held.meta, before)))?;
+    write_locked(dir, held, spool, before, fsync)?;
+    Ok(before)
 }
 
 /// Under `held`'s lock: record, write, sync, unrecord. On failure the file goes back to
@@ -99,17 +155,10 @@ fn write_locked(dir: &Dir, held: &Held, spool: &Spool, before: u64, fsync: bool)
     journal::remove(dir, record.ino(), fsync)
 }
 
-/// The write succeeded: the directories it created stay (both those made for the spool and
-/// any re-made at commit).
-fn keep(spool_dirs: NewDirs, commit_dirs: NewDirs, fsync: bool) -> Result<()> {
-    spool_dirs.keep(fsync)?;
-    commit_dirs.keep(fsync)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Broken, test_dir};
+    use crate::storage::{Broken, test_root};
     use std::fs;
     use std::io::Read;
 
@@ -126,15 +175,15 @@ mod tests {
 
     #[test]
     fn appends_and_creates() {
-        let dir = test_dir("append-ok");
-        let path = dir.join("d/log.csv");
-        assert_eq!(append(&path, &mut &b"a\n"[..], &any(), false).unwrap(), 2);
-        assert_eq!(append(&path, &mut &b"b\n"[..], &at(2), true).unwrap(), 4);
+        let (dir, root) = test_root("append-ok");
+        let path = Path::new("d/log.csv");
+        assert_eq!(append(&root, path, &mut &b"a\n"[..], &any(), false).unwrap(), 2);
+        assert_eq!(append(&root, path, &mut &b"b\n"[..], &at(2), true).unwrap(), 4);
         let big = vec![b'x'; 200_000];
-        assert_eq!(append(&path, &mut &big[..], &any(), true).unwrap(), 200_004);
+        assert_eq!(append(&root, path, &mut &big[..], &any(), true).unwrap(), 200_004);
         let mut want = b"a\nb\n".to_vec();
         want.extend_from_slice(&big);
-        assert_eq!(fs::read(&path).unwrap(), want);
+        assert_eq!(fs::read(dir.join(path)).unwrap(), want);
         assert_eq!(
             fs::read_dir(dir.join("d")).unwrap().count(),
             1,
@@ -144,63 +193,67 @@ mod tests {
 
     #[test]
     fn offset_mismatch_changes_nothing() {
-        let dir = test_dir("append-offset");
-        let path = dir.join("f");
-        fs::write(&path, b"abc").unwrap();
-        let err = append(&path, &mut &b"x"[..], &at(2), false).unwrap_err();
+        let (dir, root) = test_root("append-offset");
+        let path = Path::new("f");
+        fs::write(dir.join(path), b"abc").unwrap();
+        let err = append(&root, path, &mut &b"x"[..], &at(2), false).unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { current: 3 }));
-        assert_eq!(fs::read(&path).unwrap(), b"abc");
-        let missing = dir.join("missing");
+        assert_eq!(fs::read(dir.join(path)).unwrap(), b"abc");
+        let missing = Path::new("missing");
         assert!(matches!(
-            append(&missing, &mut &b"x"[..], &at(5), false),
+            append(&root, missing, &mut &b"x"[..], &at(5), false),
             Err(StorageError::OffsetMismatch { current: 0 })
         ));
-        assert!(!missing.exists());
+        assert!(!dir.join(missing).exists());
     }
 
     #[test]
     fn a_refused_offset_never_reads_the_body() {
-        let dir = test_dir("append-offset-early");
+        let (dir, root) = test_root("append-offset-early");
         fs::write(dir.join("f"), b"abc").unwrap();
-        let err = append(&dir.join("f"), &mut Broken, &at(9), false).unwrap_err();
+        let err = append(&root, Path::new("f"), &mut Broken, &at(9), false).unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { current: 3 }), "{err:?}");
     }
 
     #[test]
     fn a_dead_appenders_record_is_rolled_back_by_the_next_appender() {
-        let dir = test_dir("append-journal");
-        let path = dir.join("f");
-        fs::write(&path, b"whole\n").unwrap();
+        let (dir, root) = test_root("append-journal");
+        let path = Path::new("f");
+        fs::write(dir.join(path), b"whole\n").unwrap();
         let handle = Dir::open(&dir).unwrap();
-        let meta = fs::metadata(&path).unwrap();
+        let meta = fs::metadata(dir.join(path)).unwrap();
         // A dead appender: record written, part of a body appended, never cleaned up.
         journal::write(&handle, &Record::new(&meta, 6).unwrap(), false).unwrap();
-        std::io::Write::write_all(&mut fs::OpenOptions::new().append(true).open(&path).unwrap(), b"hal").unwrap();
+        std::io::Write::write_all(
+            &mut fs::OpenOptions::new().append(true).open(dir.join(path)).unwrap(),
+            b"hal",
+        )
+        .unwrap();
         let seen = lock::committed(&handle, OsStr::new("f")).unwrap().unwrap();
         assert_eq!(seen.len, 6, "readers see the committed size");
-        assert_eq!(append(&path, &mut &b"next\n"[..], &at(6), false).unwrap(), 11);
-        assert_eq!(fs::read(&path).unwrap(), b"whole\nnext\n");
+        assert_eq!(append(&root, path, &mut &b"next\n"[..], &at(6), false).unwrap(), 11);
+        assert_eq!(fs::read(dir.join(path)).unwrap(), b"whole\nnext\n");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "the record is gone");
     }
 
     #[test]
     fn failed_body_changes_nothing() {
-        let dir = test_dir("append-rollback");
-        let path = dir.join("f");
-        fs::write(&path, b"keep").unwrap();
-        let err = append(&path, &mut (&b"half"[..]).chain(Broken), &any(), false).unwrap_err();
+        let (dir, root) = test_root("append-rollback");
+        let path = Path::new("f");
+        fs::write(dir.join(path), b"keep").unwrap();
+        let err = append(&root, path, &mut (&b"half"[..]).chain(Broken), &any(), false).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)));
         let big = vec![b'x'; 300_000];
-        let err = append(&path, &mut (&big[..]).chain(Broken), &any(), false).unwrap_err();
+        let err = append(&root, path, &mut (&big[..]).chain(Broken), &any(), false).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)));
-        assert_eq!(fs::read(&path).unwrap(), b"keep");
+        assert_eq!(fs::read(dir.join(path)).unwrap(), b"keep");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no spool or record left");
-        let fresh = dir.join("fresh");
-        assert!(append(&fresh, &mut (&b"half"[..]).chain(Broken), &any(), false).is_err());
-        assert!(!fresh.exists());
-        let deep = dir.join("new1/new2/f");
-        assert!(append(&deep, &mut (&big[..]).chain(Broken), &any(), false).is_err());
-        assert!(append(&deep, &mut &b"x"[..], &at(3), false).is_err());
+        let fresh = Path::new("fresh");
+        assert!(append(&root, fresh, &mut (&b"half"[..]).chain(Broken), &any(), false).is_err());
+        assert!(!dir.join(fresh).exists());
+        let deep = Path::new("new1/new2/f");
+        assert!(append(&root, deep, &mut (&big[..]).chain(Broken), &any(), false).is_err());
+        assert!(append(&root, deep, &mut &b"x"[..], &at(3), false).is_err());
         assert!(!dir.join("new1").exists(), "a failed append leaves no new directories");
     }
 }

@@ -9,70 +9,97 @@
 //! keep reading it: rename swaps the name, not the data. See `docs/write-protocol.md`.
 
 use super::conditions::Conditions;
-use super::dir::Dir;
+use super::dir::{Access, Dir};
 use super::journal;
 use super::lock;
+use super::root::Root;
 use super::temp::TempFile;
-use super::{Result, StorageError, committed_state, copy_into, in_parents};
+use super::{Result, StorageError, committed_state, copy_into, split};
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::Path;
 
-/// Most times the commit loop finds the name changed between "missing" and "there".
+/// Most times the commit starts over because the name or its directory changed under it.
 const MAX_COMMIT_ATTEMPTS: usize = 16;
 
-/// Writes `body` to `path` atomically if `conditions` hold at commit. Returns the bytes written.
-pub fn write_atomic(path: &Path, body: &mut dyn Read, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
-    let (parent, name) = super::split(path)?;
-    let state = committed_state(parent, name)?;
+/// Writes `body` to `path` (relative to the root) atomically if `conditions` hold at commit.
+/// Returns the bytes written.
+pub fn write_atomic(
+    root: &Root,
+    path: &Path,
+    body: &mut dyn Read,
+    conditions: &Conditions<'_>,
+    fsync: bool,
+) -> Result<u64> {
+    let (parent, name) = split(path)?;
+    let state = committed_state(root, parent, name)?;
     conditions.check(state.as_ref().map(|(meta, len)| (meta, *len)))?;
-    let (new_dirs, dir) = in_parents(path, || Dir::open(parent).map_err(StorageError::from_io))?;
-    let temp = TempFile::create(&dir)?;
-    drop(dir);
+    // The body waits in the deepest directory of the target's that exists: its own is created
+    // only at commit, so nothing shows (or is left by a crash) before then.
+    let mut temp = TempFile::create(&root.open_deepest(parent)?)?;
     let size = copy_into(body, temp.file())?;
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
     }
-    let mut temp = Some(temp);
     for _ in 0..MAX_COMMIT_ATTEMPTS {
-        // The directory as it is now: a move or delete of it during the upload counts.
-        let (dirs, dir) = in_parents(path, || Dir::open(parent).map_err(StorageError::from_io))?;
-        let mut staged = temp.take().ok_or(StorageError::NotFound)?.into_dir(&dir)?;
-        let committed = if conditions.absent {
-            if !staged.link_as(&dir, name)? {
-                return Err(StorageError::Exists);
+        // The directory as it is now, made if missing: a move or delete of it meanwhile counts.
+        let (new_dirs, dir) = root.create_dirs(parent)?;
+        let mut staged = temp.ready_for(&dir, fsync)?;
+        match commit_once(&dir, name, &mut staged, conditions, fsync) {
+            Ok(true) => {
+                if fsync {
+                    dir.sync().map_err(StorageError::from_io)?;
+                }
+                new_dirs.keep(fsync)?;
+                return Ok(size);
             }
-            true
-        } else if let Some(mut held) = lock::lock(&dir, name)? {
-            // Whatever crash record the old file has goes with it (its inode may be reused).
-            if journal::settle(&dir, &held.file, &held.meta, fsync)?.is_some() {
-                held.refresh()?;
+            // The name appeared or vanished, or the directory did, between looking and acting.
+            Ok(false) | Err(StorageError::NotFound) => temp = staged,
+            Err(e) => {
+                // The temp file goes first, so the directories made for it are empty when removed.
+                drop(staged);
+                return Err(e);
             }
-            conditions.check(Some((&held.meta, held.meta.len())))?;
-            staged.rename_over(&dir, name)?;
-            true
-        } else {
-            conditions.check(None)?;
-            staged.link_as(&dir, name)?
-        };
-        if committed {
-            if fsync {
-                dir.sync().map_err(StorageError::from_io)?;
-            }
-            new_dirs.keep(fsync)?;
-            dirs.keep(fsync)?;
-            return Ok(size);
         }
-        temp = Some(staged);
     }
     Err(StorageError::Io(std::io::Error::other(
         "the file kept appearing and vanishing",
     )))
 }
 
+/// One attempt to give `staged` the name `name` in `dir`; `false` to look again.
+fn commit_once(
+    dir: &Dir,
+    name: &OsStr,
+    staged: &mut TempFile,
+    conditions: &Conditions<'_>,
+    fsync: bool,
+) -> Result<bool> {
+    if conditions.absent {
+        // If-None-Match: *: link(2) refuses an existing name atomically.
+        return if staged.link_as(dir, name)? {
+            Ok(true)
+        } else {
+            Err(StorageError::Exists)
+        };
+    }
+    let Some(mut held) = lock::lock(dir, name, Access::Lock)? else {
+        conditions.check(None)?;
+        return staged.link_as(dir, name);
+    };
+    // Whatever crash record the old file has goes with it (its inode number may be reused).
+    if journal::settle(dir, &held.file, &held.meta, fsync)?.is_some() {
+        held.refresh()?;
+    }
+    conditions.check(Some((&held.meta, held.meta.len())))?;
+    staged.rename_over(dir, name)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Broken, test_dir};
+    use crate::storage::{Broken, test_root};
     use std::fs;
 
     fn any() -> Conditions<'static> {
@@ -81,45 +108,48 @@ mod tests {
 
     #[test]
     fn replaces_target_and_leaves_no_temp() {
-        let dir = test_dir("atomic-ok");
-        let target = dir.join("sub/f.txt");
-        assert_eq!(write_atomic(&target, &mut &b"one"[..], &any(), true).unwrap(), 3);
-        assert_eq!(write_atomic(&target, &mut &b"second"[..], &any(), false).unwrap(), 6);
-        assert_eq!(fs::read(&target).unwrap(), b"second");
+        let (dir, root) = test_root("atomic-ok");
+        let target = Path::new("sub/f.txt");
+        assert_eq!(write_atomic(&root, target, &mut &b"one"[..], &any(), true).unwrap(), 3);
+        assert_eq!(
+            write_atomic(&root, target, &mut &b"second"[..], &any(), false).unwrap(),
+            6
+        );
+        assert_eq!(fs::read(dir.join(target)).unwrap(), b"second");
         assert_eq!(fs::read_dir(dir.join("sub")).unwrap().count(), 1);
     }
 
     #[test]
     fn failed_body_keeps_target_and_removes_temp() {
-        let dir = test_dir("atomic-fail");
-        let target = dir.join("f.txt");
-        fs::write(&target, b"old").unwrap();
-        let err = write_atomic(&target, &mut (&b"partial"[..]).chain(Broken), &any(), true).unwrap_err();
+        let (dir, root) = test_root("atomic-fail");
+        let target = Path::new("f.txt");
+        fs::write(dir.join(target), b"old").unwrap();
+        let err = write_atomic(&root, target, &mut (&b"partial"[..]).chain(Broken), &any(), true).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)), "{err:?}");
-        assert_eq!(fs::read(&target).unwrap(), b"old");
+        assert_eq!(fs::read(dir.join(target)).unwrap(), b"old");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
     }
 
     #[test]
     fn failed_body_removes_the_directories_it_created_but_no_others() {
-        let dir = test_dir("atomic-fail-dirs");
+        let (dir, root) = test_root("atomic-fail-dirs");
         fs::create_dir(dir.join("old")).unwrap();
-        let target = dir.join("old/new1/new2/f.txt");
-        assert!(write_atomic(&target, &mut (&b"partial"[..]).chain(Broken), &any(), true).is_err());
+        let target = Path::new("old/new1/new2/f.txt");
+        assert!(write_atomic(&root, target, &mut (&b"partial"[..]).chain(Broken), &any(), true).is_err());
         assert!(!dir.join("old/new1").exists());
         assert!(dir.join("old").is_dir());
-        write_atomic(&target, &mut &b"whole"[..], &any(), true).unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"whole");
+        write_atomic(&root, target, &mut &b"whole"[..], &any(), true).unwrap();
+        assert_eq!(fs::read(dir.join(target)).unwrap(), b"whole");
     }
 
     #[test]
     fn create_only_refuses_existing() {
-        let dir = test_dir("atomic-create-only");
-        let target = dir.join("f.txt");
+        let (dir, root) = test_root("atomic-create-only");
+        let target = Path::new("f.txt");
         let create_only = Conditions { absent: true, ..any() };
-        write_atomic(&target, &mut &b"a"[..], &create_only, false).unwrap();
-        let err = write_atomic(&target, &mut &b"b"[..], &create_only, false).unwrap_err();
+        write_atomic(&root, target, &mut &b"a"[..], &create_only, false).unwrap();
+        let err = write_atomic(&root, target, &mut &b"b"[..], &create_only, false).unwrap_err();
         assert!(matches!(err, StorageError::Exists));
-        assert_eq!(fs::read(&target).unwrap(), b"a");
+        assert_eq!(fs::read(dir.join(target)).unwrap(), b"a");
     }
 }

@@ -19,12 +19,16 @@ use std::path::Path;
 const NEW_FILE_MODE: libc::mode_t = 0o666;
 
 /// How a file is opened through a [`Dir`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// For reading (and shared locks).
     Read,
     /// For reading and writing (and exclusive locks).
     Write,
+    /// Only to hold its exclusive lock (a replace, move or delete does not write the file):
+    /// read-write where the service may, else read-only, so a file it cannot write (owned by
+    /// someone else, mode 0444) can still be replaced, moved or deleted as its directory allows.
+    Lock,
 }
 
 /// An open directory.
@@ -53,12 +57,18 @@ impl Dir {
     /// Opens the existing file `name`, refusing a symlink (`ELOOP`) and never blocking on a
     /// FIFO or device.
     pub fn open_file(&self, name: &OsStr, access: Access) -> io::Result<File> {
-        let mode = match access {
-            Access::Read => libc::O_RDONLY,
-            Access::Write => libc::O_RDWR,
-        };
-        let flags = mode | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        sys::open_at(self.fd.as_fd(), name, flags, 0).map(File::from)
+        let open = |mode| sys::open_at(self.fd.as_fd(), name, mode | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0);
+        match access {
+            Access::Read => open(libc::O_RDONLY),
+            Access::Write => open(libc::O_RDWR),
+            Access::Lock => match open(libc::O_RDWR) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
+                    open(libc::O_RDONLY)
+                }
+                other => other,
+            },
+        }
+        .map(File::from)
     }
 
     /// Creates the file `name`, which must not exist (`EEXIST` otherwise, also for a symlink:
@@ -102,6 +112,11 @@ impl Dir {
     /// The entries, one at a time: name, type (as readdir says) and inode number.
     pub fn entries(&self) -> io::Result<DirStream> {
         DirStream::open(self.fd.as_fd())
+    }
+
+    /// Creates the directory `name` here (mode 0777 before the umask, like `mkdir`).
+    pub fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+        sys::mkdir_at(self.fd.as_fd(), name, 0o777)
     }
 
     /// Device and inode of this directory.

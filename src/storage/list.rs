@@ -1,8 +1,8 @@
 //! Directory listings: entries sorted by name, the service's own files left out.
 
-use super::dir::Dir;
 use super::jail::RESERVED_PREFIX;
 use super::lock;
+use super::root::Root;
 use super::{Result, StorageError};
 use std::fs;
 use std::path::Path;
@@ -32,12 +32,13 @@ pub struct Entry {
 
 /// Lists the directory at `dir`, which lies under the canonical `root`. A regular file is
 /// listed at its committed size (see [`lock::committed`]), like a GET of it would serve.
-pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
+pub fn list_dir(root: &Root, rel: &Path) -> Result<Vec<Entry>> {
+    let dir = &root.path().join(rel);
     let meta = fs::metadata(dir).map_err(StorageError::from_io)?;
     if !meta.is_dir() {
         return Err(StorageError::NotADirectory);
     }
-    let handle = Dir::open(dir).map_err(StorageError::from_io)?;
+    let handle = root.open_dir(rel)?;
     let mut entries = Vec::new();
     for item in fs::read_dir(dir).map_err(StorageError::from_io)? {
         let item = item.map_err(StorageError::from_io)?;
@@ -45,7 +46,7 @@ pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
         if name.starts_with(RESERVED_PREFIX) {
             continue;
         }
-        let Ok(meta) = entry_metadata(root, &item) else {
+        let Ok(meta) = entry_metadata(root.path(), &item) else {
             continue;
         };
         let kind = if meta.is_dir() {
@@ -60,9 +61,8 @@ pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
                 Ok(None) => continue,
                 Err(_) => meta.len(),
             },
-            true => {
-                committed_len_at(&fs::canonicalize(item.path()).map_err(StorageError::from_io)?).unwrap_or(meta.len())
-            }
+            true => committed_len_at(root, &fs::canonicalize(item.path()).map_err(StorageError::from_io)?)
+                .unwrap_or(meta.len()),
             false => 0,
         };
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -77,10 +77,11 @@ pub fn list_dir(root: &Path, dir: &Path) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// The committed length of the regular file at the real path `path`.
-fn committed_len_at(path: &Path) -> Option<u64> {
-    let (parent, name) = (path.parent()?, path.file_name()?);
-    let dir = Dir::open(parent).ok()?;
+/// The committed length of the regular file at the real path `path` (under the root).
+fn committed_len_at(root: &Root, path: &Path) -> Option<u64> {
+    let rel = root.relative(path).ok()?;
+    let (parent, name) = (rel.parent()?, rel.file_name()?);
+    let dir = root.open_dir(parent).ok()?;
     lock::committed(&dir, name).ok().flatten().map(|seen| seen.len)
 }
 

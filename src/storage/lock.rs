@@ -40,23 +40,29 @@ impl Held {
     }
 }
 
-/// Opens `name` in `dir` and waits for its exclusive lock. `None` if there is no such name.
-pub fn lock(dir: &Dir, name: &OsStr) -> Result<Option<Held>> {
-    lock_with(dir, name, |file| file.lock().map(|()| true))
+/// Opens `name` in `dir` (for `access`: [`Access::Write`] to append to it, [`Access::Lock`] to
+/// replace, move or delete it) and waits for its exclusive lock. `None` if there is no such name.
+pub fn lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>> {
+    lock_with(dir, name, access, |file| file.lock().map(|()| true))
 }
 
 /// Like [`lock`], but gives up at once when someone else holds the lock: `Ok(None)` then too.
-pub fn try_lock(dir: &Dir, name: &OsStr) -> Result<Option<Held>> {
-    lock_with(dir, name, |file| match file.try_lock() {
+pub fn try_lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>> {
+    lock_with(dir, name, access, |file| match file.try_lock() {
         Ok(()) => Ok(true),
         Err(TryLockError::WouldBlock) => Ok(false),
         Err(TryLockError::Error(e)) => Err(e),
     })
 }
 
-fn lock_with(dir: &Dir, name: &OsStr, take: impl Fn(&File) -> io::Result<bool>) -> Result<Option<Held>> {
+fn lock_with(
+    dir: &Dir,
+    name: &OsStr,
+    access: Access,
+    take: impl Fn(&File) -> io::Result<bool>,
+) -> Result<Option<Held>> {
     for _ in 0..MAX_LOCK_ATTEMPTS {
-        let file = match open_regular(dir, name, Access::Write)? {
+        let file = match open_regular(dir, name, access)? {
             Some(file) => file,
             None => return Ok(None),
         };
@@ -107,18 +113,30 @@ pub struct Committed {
 }
 
 /// Opens `name` for reading and finds its committed length: under a shared lock (so no append
-/// is between its first and last byte), its size, capped by the crash record of an append that
-/// died (which the next writer will roll back). `None` if missing.
+/// is between its first and last byte, and no move can take the file away), and only once the
+/// name is seen to still point to the locked file (else the file moved while we waited, and its
+/// crash record is in another directory: look again), its size, capped by the crash record of
+/// an append that died (which the next writer will roll back). `None` if missing.
 pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
-    let Some(file) = open_regular(dir, name, Access::Read)? else {
-        return Ok(None);
-    };
-    file.lock_shared().map_err(StorageError::from_io)?;
-    let state = file.metadata().map_err(StorageError::from_io).and_then(|meta| {
-        let len = journal::committed_len(dir, &meta)?;
-        Ok((meta, len))
-    });
-    let _ = file.unlock();
-    let (meta, len) = state?;
-    Ok(Some(Committed { file, meta, len }))
+    for _ in 0..MAX_LOCK_ATTEMPTS {
+        let Some(file) = open_regular(dir, name, Access::Read)? else {
+            return Ok(None);
+        };
+        file.lock_shared().map_err(StorageError::from_io)?;
+        let state = file.metadata().map_err(StorageError::from_io).and_then(|meta| {
+            match dir.stat(name) {
+                Ok(now) if now.dev == meta.dev() && now.ino == meta.ino() => {}
+                _ => return Ok(None),
+            }
+            let len = journal::committed_len(dir, &meta)?;
+            Ok(Some((meta, len)))
+        });
+        let _ = file.unlock();
+        if let Some((meta, len)) = state? {
+            return Ok(Some(Committed { file, meta, len }));
+        }
+    }
+    Err(StorageError::Io(io::Error::other(
+        "the file kept changing while being opened",
+    )))
 }

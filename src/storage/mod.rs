@@ -16,6 +16,7 @@ pub mod jail;
 pub mod journal;
 pub mod list;
 pub mod lock;
+pub mod root;
 pub mod sweep;
 pub mod temp;
 pub mod tree;
@@ -57,6 +58,8 @@ pub enum StorageError {
     OffsetMismatch { current: u64 },
     /// The file is not the version the write was conditioned on (`If-Match`).
     VersionMismatch,
+    /// The volume refused the service access (a file or directory it may not write).
+    PermissionDenied,
     /// The name is something other than a regular file or directory (a FIFO, a device, or a
     /// symlink swapped in while the request ran).
     NotRegular,
@@ -79,6 +82,7 @@ impl StorageError {
     pub fn from_io(e: io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => return StorageError::NoSpace,
+            Some(libc::EACCES | libc::EPERM) => return StorageError::PermissionDenied,
             Some(libc::ENOTDIR) => return StorageError::NotADirectory,
             Some(libc::EISDIR) => return StorageError::IsADirectory,
             Some(libc::ENAMETOOLONG) => return StorageError::BadPath(PathError::TooLong),
@@ -110,6 +114,7 @@ impl fmt::Display for StorageError {
             StorageError::OffsetMismatch { current } => write!(f, "the file is {current} bytes, not the offset given"),
             StorageError::VersionMismatch => write!(f, "the file changed (If-Match does not match its ETag)"),
             StorageError::NotRegular => write!(f, "not a regular file or directory"),
+            StorageError::PermissionDenied => write!(f, "permission denied on the storage volume"),
             StorageError::NoSpace => write!(f, "no space left on the storage volume"),
             StorageError::RootRefused => write!(f, "refusing to act on the storage root itself"),
             StorageError::MoveIntoSelf => write!(f, "cannot move a directory into itself"),
@@ -136,9 +141,9 @@ pub enum Opened {
 }
 
 /// The storage root and its settings.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Storage {
-    root: PathBuf,
+    root: root::Root,
     fsync: bool,
 }
 
@@ -150,25 +155,29 @@ impl Storage {
         if !fs::metadata(&root)?.is_dir() {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
-        let storage = Storage { root, fsync };
+        let storage = Storage {
+            root: root::Root::open(root)?,
+            fsync,
+        };
         storage.check_writable()?;
         Ok(storage)
     }
 
     /// The canonical root directory.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.root.path()
     }
 
     /// True while the root is still a directory (the seed's `GET /file` health answer).
     pub fn root_is_dir(&self) -> bool {
-        fs::metadata(&self.root).is_ok_and(|m| m.is_dir())
+        self.root.still_there().is_ok()
     }
 
     /// Checks the root is a directory we can create and delete a file in. The probe's name is
     /// random (every replica is pid 1 in its container), created exclusively, never followed.
     pub fn check_writable(&self) -> io::Result<()> {
-        let root = dir::Dir::open(&self.root)?;
+        self.root.still_there()?;
+        let root = self.root.dir();
         let name = dir::random_name(PROBE_PREFIX)?;
         root.create_new(OsStr::new(&name))?;
         match root.remove_file(OsStr::new(&name)) {
@@ -178,41 +187,39 @@ impl Storage {
         }
     }
 
+    /// The real location of `rel` relative to the root (parents' symlinks replaced by their
+    /// targets; the final name as given).
     fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
-        jail::resolve(&self.root, rel)
+        let abs = jail::resolve(self.root.path(), rel)?;
+        Ok(self.root.relative(&abs)?.to_path_buf())
     }
 
-    /// Where the file `rel` names really is: a final symlink (inside the root, which the jail
-    /// checked) is followed, so locks, crash records and reads all meet at the real file.
+    /// Where the file `rel` names really is, relative to the root: a final symlink (inside the
+    /// root, which the jail checked) is followed too, so locks, crash records and reads all
+    /// meet at the real file.
     fn resolve_file(&self, rel: &RelPath) -> Result<PathBuf> {
-        let path = self.resolve(rel)?;
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let real = fs::canonicalize(&path).map_err(StorageError::from_io)?;
-                if real.starts_with(&self.root) {
-                    Ok(real)
-                } else {
-                    Err(StorageError::OutsideRoot)
-                }
-            }
-            _ => Ok(path),
-        }
+        let abs = jail::resolve(self.root.path(), rel)?;
+        let real = match fs::symlink_metadata(&abs) {
+            Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(&abs).map_err(StorageError::from_io)?,
+            _ => abs,
+        };
+        Ok(self.root.relative(&real)?.to_path_buf())
     }
 
     /// Metadata of what `rel` names (following a final symlink that stays inside the root).
     pub fn metadata(&self, rel: &RelPath) -> Result<Metadata> {
-        fs::metadata(self.resolve(rel)?).map_err(StorageError::from_io)
+        fs::metadata(self.root.path().join(self.resolve(rel)?)).map_err(StorageError::from_io)
     }
 
     /// Opens what `rel` names for reading; a file with the length of its committed writes.
     pub fn open_read(&self, rel: &RelPath) -> Result<Opened> {
         let path = self.resolve_file(rel)?;
-        let meta = fs::metadata(&path).map_err(StorageError::from_io)?;
+        let meta = fs::metadata(self.root.path().join(&path)).map_err(StorageError::from_io)?;
         if meta.is_dir() {
             return Ok(Opened::Dir(meta));
         }
         let (parent, name) = split(&path)?;
-        let dir = dir::Dir::open(parent).map_err(StorageError::from_io)?;
+        let dir = self.root.open_dir(parent)?;
         let seen = lock::committed(&dir, name)?.ok_or(StorageError::NotFound)?;
         Ok(Opened::File {
             file: seen.file,
@@ -238,14 +245,14 @@ impl Storage {
     /// `conditions` hold when it commits. Returns the size written.
     pub fn write_atomic(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        atomic::write_atomic(&self.resolve_file(&rel)?, body, conditions, self.fsync)
+        atomic::write_atomic(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync)
     }
 
     /// Appends everything `body` yields to the file at `rel` (created if missing), all or
     /// nothing, if `conditions` hold when it commits. Returns the new size.
     pub fn append(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        append::append(&self.resolve_file(&rel)?, body, conditions, self.fsync)
+        append::append(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync)
     }
 
     /// Moves `from` to `to` like `mv`, creating `to`'s parents. Returns the moved size.
@@ -255,7 +262,7 @@ impl Storage {
             return Err(StorageError::MoveIntoSelf);
         }
         let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
-        tree::rename(&src, &dst, self.fsync)
+        tree::rename(&self.root, &src, &dst, self.fsync)
     }
 
     /// Deletes a file, or a directory and everything in it (all at once, as readers see it).
@@ -264,17 +271,17 @@ impl Storage {
         if rel.is_root() {
             return Err(StorageError::RootRefused);
         }
-        tree::delete(&self.resolve(rel)?, self.fsync)
+        tree::delete(&self.root, &self.resolve(rel)?, self.fsync)
     }
 
     /// Settles what crashed processes left anywhere under the root; returns how many.
     pub fn sweep(&self) -> usize {
-        sweep::sweep(&self.root)
+        sweep::sweep(self.root.dir())
     }
 
     /// Free bytes on the storage volume.
     pub fn free_bytes(&self) -> io::Result<u64> {
-        crate::sys::free_bytes(&self.root)
+        crate::sys::free_bytes(self.root.path())
     }
 }
 
@@ -286,13 +293,13 @@ pub(crate) fn split(path: &Path) -> Result<(&Path, &OsStr)> {
     }
 }
 
-/// The committed state of the file `name` in `parent`: `None` if it (or its directory) does
-/// not exist, else its metadata and committed length.
-pub(crate) fn committed_state(parent: &Path, name: &OsStr) -> Result<Option<(Metadata, u64)>> {
-    let dir = match dir::Dir::open(parent) {
+/// The committed state of the file `name` in `parent` (relative to the root): `None` if it
+/// (or its directory) does not exist, else its metadata and committed length.
+pub(crate) fn committed_state(root: &root::Root, parent: &Path, name: &OsStr) -> Result<Option<(Metadata, u64)>> {
+    let dir = match root.open_dir(parent) {
         Ok(dir) => dir,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(None),
-        Err(e) => return Err(StorageError::from_io(e)),
+        Err(StorageError::NotFound | StorageError::NotADirectory) => return Ok(None),
+        Err(e) => return Err(e),
     };
     Ok(lock::committed(&dir, name)?.map(|seen| (seen.meta, seen.len)))
 }
@@ -334,86 +341,6 @@ pub(crate) fn same_file(a: &Metadata, b: &Metadata) -> bool {
     a.ino() == b.ino() && a.dev() == b.dev()
 }
 
-/// Flushes a directory's entries (a rename or unlink in it) to disk.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StorageError::from_io)
-}
-
-/// Most times a write re-creates its parent directories when one vanished under it.
-const MAX_PARENT_ATTEMPTS: usize = 3;
-
-/// Directories a write created for its target, removed again (deepest first, only while
-/// empty) when the guard drops unless the write [kept](NewDirs::keep) them: a failed write
-/// leaves the tree as it found it, not a trail of empty directories.
-#[must_use]
-pub(crate) struct NewDirs(Vec<PathBuf>);
-
-impl NewDirs {
-    /// The write succeeded: its directories stay; with `fsync`, their entries are flushed to
-    /// disk too (the target's own directory is the caller's to flush).
-    pub(crate) fn keep(mut self, fsync: bool) -> Result<()> {
-        let dirs = std::mem::take(&mut self.0);
-        if fsync {
-            for parent in dirs.iter().filter_map(|d| d.parent()) {
-                sync_dir(parent)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for NewDirs {
-    fn drop(&mut self) {
-        for dir in self.0.iter().rev() {
-            // Not empty: another write is using it (or it was its own), so it stays.
-            if fs::remove_dir(dir).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Creates the missing parent directories of `path`, outermost first; returns the ones this
-/// call created.
-pub(crate) fn create_parents(path: &Path) -> Result<NewDirs> {
-    let mut missing = Vec::new();
-    let mut dir = path.parent();
-    while let Some(d) = dir.filter(|d| fs::symlink_metadata(d).is_err()) {
-        missing.push(d.to_path_buf());
-        dir = d.parent();
-    }
-    missing.reverse();
-    let mut created = NewDirs(Vec::with_capacity(missing.len()));
-    for d in missing {
-        match fs::create_dir(&d) {
-            Ok(()) => created.0.push(d),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StorageError::from_io(e)),
-        }
-    }
-    Ok(created)
-}
-
-/// Creates `path`'s missing parents, then runs `create` (which makes a file in them). Retried
-/// when `create` finds a parent gone: a concurrent failed write may have removed the empty
-/// directories it had created just as this one found them there.
-///
-/// The directories come first so that, bound as `let (dirs, made) = ...`, they drop after
-/// what was made in them (locals drop in reverse order): a temp file is gone before its
-/// directory is removed.
-pub(crate) fn in_parents<T>(path: &Path, create: impl Fn() -> Result<T>) -> Result<(NewDirs, T)> {
-    let mut attempt = 1;
-    loop {
-        let dirs = create_parents(path)?;
-        match create() {
-            Err(StorageError::NotFound) if attempt < MAX_PARENT_ATTEMPTS => attempt += 1,
-            result => return result.map(|made| (dirs, made)),
-        }
-    }
-}
-
 /// A fresh, empty directory for a unit test.
 #[cfg(test)]
 pub(crate) fn test_dir(name: &str) -> PathBuf {
@@ -421,6 +348,14 @@ pub(crate) fn test_dir(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create test dir");
     dir
+}
+
+/// A fresh, empty storage root for a unit test: its path and its handle.
+#[cfg(test)]
+pub(crate) fn test_root(name: &str) -> (PathBuf, root::Root) {
+    let dir = fs::canonicalize(test_dir(name)).expect("canonical test dir");
+    let root = root::Root::open(dir.clone()).expect("open test root");
+    (dir, root)
 }
 
 /// A request body whose client vanishes: every read fails (for unit tests).

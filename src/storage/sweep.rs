@@ -8,13 +8,14 @@
 //! - A crash record (`.http-nas-journal-<inode>`) is acted on only by the holder of its file's
 //!   lock, taken without waiting (a live appender holds it), and re-read under that lock: an
 //!   append that finished while the sweep was on its way has removed its record by then.
-//!   A record whose file is gone is stale and removed.
+//!   A record whose file is not found is left alone (without that file's lock it cannot be
+//!   told from a live append's).
 //! - A tree being deleted (`.http-nas-trash-*`) is removed.
 //!
 //! The walk goes by directory handles and never follows a symlink, so it stays under the root.
 
 use super::Result;
-use super::dir::Dir;
+use super::dir::{Access, Dir};
 use super::jail::RESERVED_PREFIX;
 use super::journal::{self, JOURNAL_PREFIX};
 use super::lock;
@@ -22,11 +23,10 @@ use super::tree::{TRASH_PREFIX, remove_tree};
 use crate::sys::EntryType;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 /// Walks `root` and settles every leftover it can; returns how many it cleared.
-pub fn sweep(root: &Path) -> usize {
-    let Ok(root) = Dir::open(root) else { return 0 };
+pub fn sweep(root: &Dir) -> usize {
+    let Ok(root) = root.try_clone() else { return 0 };
     let mut cleared = 0;
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
@@ -64,7 +64,7 @@ pub fn sweep(root: &Path) -> usize {
 
 /// Removes the temp or probe file `name` if nobody holds its lock.
 fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> bool {
-    let Ok(Some(held)) = lock::try_lock(dir, name) else {
+    let Ok(Some(held)) = lock::try_lock(dir, name, Access::Lock) else {
         return false;
     };
     let removed = dir.remove_file(name).is_ok();
@@ -88,10 +88,13 @@ fn settle_records(dir: &Dir, inodes: &[u64]) -> usize {
     }
     let mut settled = 0;
     for (ino, name) in names {
-        let result = match name {
-            Some(name) => settle_one(dir, &name, ino),
-            None => journal::remove(dir, ino, true).map(|()| true),
+        // A record whose file is not found is left alone: without the file's lock it cannot be
+        // told from the record of a live append whose file was moved out and back meanwhile.
+        let Some(name) = name else {
+            log::warn!("a crash record for inode {ino} has no file beside it; left in place");
+            continue;
         };
+        let result = settle_one(dir, &name, ino);
         match result {
             Ok(true) => settled += 1,
             Ok(false) => {}
@@ -103,7 +106,7 @@ fn settle_records(dir: &Dir, inodes: &[u64]) -> usize {
 
 /// Under the lock of `name` (if free at once): re-reads and settles its crash record.
 fn settle_one(dir: &Dir, name: &OsStr, ino: u64) -> Result<bool> {
-    let Some(held) = lock::try_lock(dir, name)? else {
+    let Some(held) = lock::try_lock(dir, name, Access::Write)? else {
         return Ok(false);
     };
     if held.meta.ino() != ino {

@@ -105,16 +105,20 @@ impl TempFile {
                 .is_ok_and(|now| now.dev == meta.dev() && now.ino == meta.ino())
     }
 
-    /// This temp file if it can be linked or renamed into `dir` (the same directory, still
-    /// named); else a new one in `dir` with a copy of its bytes.
-    pub fn into_dir(self, dir: &Dir) -> Result<TempFile> {
-        let same_dir = matches!((self.dir.id(), dir.id()), (Ok(a), Ok(b)) if a == b);
-        if same_dir && self.still_named() {
+    /// This temp file if it can be linked or renamed into `dir` (still named, on the same
+    /// filesystem); else a new one in `dir` with a copy of its bytes (its directory was deleted
+    /// while the body arrived, say).
+    pub fn ready_for(self, dir: &Dir, fsync: bool) -> Result<TempFile> {
+        let here = self.file.metadata().map_err(StorageError::from_io)?;
+        let same_fs = dir.id().is_ok_and(|(dev, _)| dev == here.dev());
+        if same_fs && self.still_named() {
             return Ok(self);
         }
         let moved = TempFile::create(dir)?;
-        let len = self.file.metadata().map_err(StorageError::from_io)?.len();
-        copy_range(&self.file, &moved.file, 0, len).map_err(StorageError::from_io)?;
+        copy_range(&self.file, &moved.file, 0, here.len()).map_err(StorageError::from_io)?;
+        if fsync {
+            moved.file.sync_all().map_err(StorageError::from_io)?;
+        }
         Ok(moved)
     }
 }
@@ -137,16 +141,16 @@ pub enum Spool {
 }
 
 impl Spool {
-    /// Reads `body` to its end: into memory if it fits [`MEMORY_SPOOL_BYTES`], else into a
-    /// temp file in `dir`.
-    pub fn receive(body: &mut dyn Read, dir: &Dir) -> Result<Spool> {
+    /// Reads `body` to its end: into memory if it fits [`MEMORY_SPOOL_BYTES`], else into the
+    /// temp file `make_temp` creates.
+    pub fn receive(body: &mut dyn Read, make_temp: impl FnOnce() -> Result<TempFile>) -> Result<Spool> {
         let mut start = vec![0u8; MEMORY_SPOOL_BYTES];
         let filled = read_up_to(body, &mut start)?;
         if filled < start.len() {
             start.truncate(filled);
             return Ok(Spool::Memory(start));
         }
-        let temp = TempFile::create(dir)?;
+        let temp = make_temp()?;
         (&temp.file).write_all(&start).map_err(StorageError::from_io)?;
         drop(start);
         copy_into(body, &temp.file)?;
@@ -178,7 +182,7 @@ impl Spool {
                 (&temp.file).write_all(&bytes).map_err(StorageError::from_io)?;
                 temp
             }
-            Spool::File(temp) => temp.into_dir(dir)?,
+            Spool::File(temp) => temp.ready_for(dir, false)?,
         };
         if fsync {
             temp.file.sync_all().map_err(StorageError::from_io)?;

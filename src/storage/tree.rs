@@ -9,11 +9,12 @@
 //! only after every write that committed into the tree. A start-up sweep finishes a removal a
 //! crash interrupted. See `docs/write-protocol.md`.
 
-use super::dir::{Dir, random_name};
+use super::dir::{Access, Dir, random_name};
 use super::jail::RESERVED_PREFIX;
 use super::journal;
 use super::lock::{self, Held, open_regular};
-use super::{Result, StorageError, create_parents, same_file, split};
+use super::root::Root;
+use super::{Result, StorageError, same_file, split};
 use crate::sys::EntryType;
 use std::ffi::OsStr;
 use std::fs;
@@ -32,14 +33,15 @@ const MAX_REMOVE_PASSES: usize = 64;
 /// created; a file cannot replace a directory or the reverse, nor itself (like `mv`, which
 /// says "are the same file": renaming a link over its own target would destroy the file, and
 /// renaming one hard link over another does nothing). Returns the moved size.
-pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
+pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     let (src_parent, src_name) = split(src)?;
     let (dst_parent, dst_name) = split(dst)?;
+    let (src_abs, dst_abs) = (root.path().join(src), root.path().join(dst));
     for _ in 0..MAX_MOVE_ATTEMPTS {
-        let src_dir = Dir::open(src_parent).map_err(StorageError::from_io)?;
+        let src_dir = root.open_dir(src_parent)?;
         let src_stat = src_dir.stat(src_name).map_err(StorageError::from_io)?;
-        if let Ok(dst_meta) = fs::metadata(dst) {
-            if fs::metadata(src).is_ok_and(|m| same_file(&m, &dst_meta)) {
+        if let Ok(dst_meta) = fs::metadata(&dst_abs) {
+            if fs::metadata(&src_abs).is_ok_and(|m| same_file(&m, &dst_meta)) {
                 return Err(StorageError::SameFile);
             }
             match (src_stat.is_dir(), dst_meta.is_dir()) {
@@ -48,8 +50,7 @@ pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
                 _ => {}
             }
         }
-        let new_dirs = create_parents(dst)?;
-        let dst_dir = Dir::open(dst_parent).map_err(StorageError::from_io)?;
+        let (new_dirs, dst_dir) = root.create_dirs(dst_parent)?;
         let dst_stat = dst_dir.stat(dst_name).ok();
         let mut wanted = Vec::new();
         if src_stat.is_file() {
@@ -59,6 +60,18 @@ pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
             wanted.push((&dst_dir, dst_name));
         }
         let Some(held) = lock_in_order(&wanted)? else { continue };
+        // Under the locks: the source's directory is still where its path leads (a delete may
+        // have renamed it away: moving out of it would bring back a file the delete removed),
+        // and no regular file appeared at the target that we did not lock.
+        if root.open_dir(src_parent)?.id().ok() != src_dir.id().ok() {
+            continue;
+        }
+        let unlocked_target = dst_dir
+            .stat(dst_name)
+            .is_ok_and(|now| now.is_file() && !held.iter().any(|h| h.meta.ino() == now.ino && h.meta.dev() == now.dev));
+        if unlocked_target {
+            continue;
+        }
         for ((dir, _), h) in wanted.iter().zip(&held) {
             journal::settle(dir, &h.file, &h.meta, fsync)?;
         }
@@ -75,7 +88,7 @@ pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
         }
         let size = match held.first() {
             Some(h) if src_stat.is_file() => h.file.metadata().map_err(StorageError::from_io)?.len(),
-            _ => fs::symlink_metadata(dst).map_or(0, |m| if m.is_file() { m.len() } else { 0 }),
+            _ => fs::symlink_metadata(&dst_abs).map_or(0, |m| if m.is_file() { m.len() } else { 0 }),
         };
         return Ok(size);
     }
@@ -89,7 +102,7 @@ pub fn rename(src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
 fn lock_in_order(names: &[(&Dir, &OsStr)]) -> Result<Option<Vec<Held>>> {
     let mut files = Vec::with_capacity(names.len());
     for (dir, name) in names {
-        match open_regular(dir, name, super::dir::Access::Write)? {
+        match open_regular(dir, name, Access::Lock)? {
             Some(file) => files.push(file),
             None => return Ok(None),
         }
@@ -117,9 +130,9 @@ fn lock_in_order(names: &[(&Dir, &OsStr)]) -> Result<Option<Vec<Held>>> {
 }
 
 /// Deletes the file, link or directory tree at `path` (links are removed, never followed).
-pub fn delete(path: &Path, fsync: bool) -> Result<()> {
+pub fn delete(root: &Root, path: &Path, fsync: bool) -> Result<()> {
     let (parent, name) = split(path)?;
-    let dir = Dir::open(parent).map_err(StorageError::from_io)?;
+    let dir = root.open_dir(parent)?;
     let stat = dir.stat(name).map_err(StorageError::from_io)?;
     if stat.is_dir() {
         // One atomic step makes the whole tree vanish; the rest is clean-up.
@@ -129,10 +142,17 @@ pub fn delete(path: &Path, fsync: bool) -> Result<()> {
         if fsync {
             dir.sync().map_err(StorageError::from_io)?;
         }
-        return remove_tree(&dir, OsStr::new(&trash));
+        // The delete has happened; what cannot be removed now, the next start-up sweep tries again.
+        if let Err(e) = remove_tree(&dir, OsStr::new(&trash)) {
+            log::warn!(
+                "deleted {} but could not remove all of it yet ({trash}): {e}",
+                path.display()
+            );
+        }
+        return Ok(());
     }
     if stat.is_file() {
-        let held = lock::lock(&dir, name)?.ok_or(StorageError::NotFound)?;
+        let held = lock::lock(&dir, name, Access::Lock)?.ok_or(StorageError::NotFound)?;
         journal::settle(&dir, &held.file, &held.meta, fsync)?;
         dir.remove_file(name).map_err(StorageError::from_io)?;
     } else {
@@ -171,7 +191,7 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
             match kind {
                 EntryType::Dir => remove_tree(&dir, &entry)?,
                 EntryType::File if !reserved => {
-                    let held = lock::lock(&dir, &entry).ok().flatten();
+                    let held = lock::lock(&dir, &entry, Access::Lock).ok().flatten();
                     ignore_missing(dir.remove_file(&entry))?;
                     drop(held);
                 }

@@ -44,6 +44,14 @@ fn delayed(syscalls: &str, delay: Duration) -> Option<Vec<String>> {
     Some(wrapper)
 }
 
+/// `wrapper` (from [`delayed`]) with the delay after the call instead of before it.
+fn on_exit(wrapper: Vec<String>) -> Vec<String> {
+    wrapper
+        .into_iter()
+        .map(|a| a.replace("delay_enter", "delay_exit"))
+        .collect()
+}
+
 /// A fresh storage root (`<temp>/root`) for servers started with `Server::start_on`.
 fn shared_root() -> (TempDir, PathBuf) {
     let home = TempDir::new();
@@ -531,4 +539,255 @@ fn issue15_a_stale_upload_offset_is_refused_before_100_continue_invites_the_body
     let first = conn.response();
     first.assert_status(409);
     assert_eq!(first.header("Upload-Offset"), Some("3"));
+}
+
+// ---- an independent review's findings against the first cut of this protocol ----
+
+/// strace attached to a running server, delaying `syscalls` by `delay`; detached on drop.
+struct Attached(std::process::Child);
+
+impl Attached {
+    fn delay(pid: libc::pid_t, syscalls: &str, delay: Duration) -> Attached {
+        let inject = format!("inject={syscalls}:delay_enter={}", delay.as_micros());
+        let child = Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-p", &pid.to_string()])
+            .args(["-e", &format!("trace={syscalls}"), "-e", &inject])
+            .spawn()
+            .expect("run strace");
+        thread::sleep(Duration::from_millis(500)); // attached to every thread
+        Attached(child)
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A wrapper running the server as uid/gid 65534 (as in a container), or `None` (after
+/// printing why) where that is not possible.
+fn unprivileged() -> Option<Vec<String>> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
+        eprintln!("skipped: needs root and setpriv to run the server as another uid");
+        return None;
+    }
+    Some(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            .map(String::from)
+            .to_vec(),
+    )
+}
+
+#[test]
+fn review_a_reader_whose_file_moves_while_it_waits_never_serves_a_dead_appends_bytes() {
+    // R opens d1/f and waits for its shared lock; meanwhile the file moves to d2/f, an append to
+    // it is killed half way (its crash record in d2). R must not serve those bytes.
+    let Some(slow_writes) = delayed("copy_file_range,pwrite64", Duration::from_secs(2)) else {
+        return;
+    };
+    let (_home, root) = shared_root();
+    fs::create_dir_all(root.join("d1")).unwrap();
+    fs::create_dir_all(root.join("d2")).unwrap();
+    fs::write(root.join("d1/f"), ORIGINAL).unwrap();
+    let r = Server::start_on(&root, &[]);
+    let mut a = Server::start_wrapped_on(&root, &slow_writes, &[]);
+    let _slow_lock = Attached::delay(r.pid(), "flock", Duration::from_secs(5));
+    let body = random_bytes(768 << 10, 1601);
+    thread::scope(|scope| {
+        let reader = scope.spawn(|| r.get("/file/d1/f"));
+        thread::sleep(Duration::from_millis(500));
+        a.put_json("/file/d1/f/mv", r#"{"path": "d2/f"}"#).assert_ok_json();
+        let _append = start_request(&a, "PUT", "/file/d2/f", &[], &body, body.len());
+        wait_for_internal_file(&root.join("d2"), "journal");
+        thread::sleep(Duration::from_millis(2500));
+        a.signal(libc::SIGKILL);
+        assert!(
+            a.wait_exit(VISIBLE_TIMEOUT).is_some(),
+            "the killed replica did not exit"
+        );
+        let got = reader.join().unwrap();
+        assert!(
+            got.status == 404 || got.body == ORIGINAL,
+            "the reader served {} bytes with status {}",
+            got.body.len(),
+            got.status
+        );
+    });
+}
+
+#[test]
+fn review_a_starting_replica_never_removes_a_live_appends_crash_record() {
+    // A dead append leaves a record for f. Replica S starts; its second look at the directory
+    // is slowed so that f is away (moved to E/f and back) when it looks. Then a live append on
+    // A1 writes a new record under the same name and is killed before it answers. The sweep
+    // must not have removed that record: after a restart, f is as before the dead append.
+    // Delays on the way out of pwrite: the bytes are in the file when the replica is killed.
+    let (Some(slow_a0), Some(slow_a1)) = (
+        delayed("pwrite64", Duration::from_secs(3)).map(on_exit),
+        delayed("pwrite64", Duration::from_secs(6)).map(on_exit),
+    ) else {
+        return;
+    };
+    let (_home, root) = shared_root();
+    fs::create_dir(root.join("E")).unwrap();
+    fs::write(root.join("f"), b"base\n").unwrap();
+    let mut a0 = Server::start_wrapped_on(&root, &slow_a0, &["--fsync", "false"]);
+    let mut a1 = Server::start_wrapped_on(&root, &slow_a1, &["--fsync", "false"]);
+    let _dead = start_request(&a0, "PUT", "/file/f", &[], b"crash0\n", 7);
+    wait_for_internal_file(&root, "journal");
+    a0.signal(libc::SIGKILL);
+    assert!(a0.wait_exit(VISIBLE_TIMEOUT).is_some());
+    let sweeper = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=getdents64,unlinkat",
+        "-e",
+        "inject=getdents64:delay_enter=3000000:when=3",
+        "-e",
+        "inject=unlinkat:delay_enter=4000000:when=2",
+    ]
+    .map(String::from);
+    thread::scope(|scope| {
+        let started = std::time::Instant::now();
+        let s = scope.spawn(|| Server::start_wrapped_on(&root, &sweeper, &[]));
+        thread::sleep(Duration::from_millis(700));
+        a1.put_json("/file/f/mv", r#"{"path": "E/f"}"#).assert_ok_json();
+        thread::sleep(Duration::from_millis(3200).saturating_sub(started.elapsed()));
+        a1.put_json("/file/E%2Ff/mv", r#"{"path": "f"}"#).assert_ok_json();
+        let _live = start_request(&a1, "PUT", "/file/f", &[], b"live-but-never-acknowledged\n", 28);
+        thread::sleep(Duration::from_millis(8000).saturating_sub(started.elapsed()));
+        a1.signal(libc::SIGKILL);
+        assert!(a1.wait_exit(VISIBLE_TIMEOUT).is_some());
+        drop(s.join().unwrap());
+    });
+    let b = Server::start_on(&root, &[]);
+    b.get("/file/f").assert_ok_body("base\n");
+}
+
+#[test]
+fn review_moving_an_in_root_symlink_during_an_upload_never_writes_outside_the_root() {
+    // x/y/s -> ../outside points inside the root; moved to b2 (while an upload into b2 is in
+    // flight and b2 itself was moved away), the same relative link points outside.
+    let s = Server::start();
+    let root = s.root();
+    fs::create_dir_all(root.join("b2")).unwrap();
+    fs::create_dir_all(root.join("x/y")).unwrap();
+    fs::create_dir_all(root.join("x/outside")).unwrap();
+    std::os::unix::fs::symlink("../outside", root.join("x/y/s")).unwrap();
+    let escaped = s.outside().join("outside");
+    fs::create_dir_all(&escaped).unwrap();
+    for (method, path) in [("POST", "/file/b2/secret.txt"), ("PUT", "/file/b2/appended.txt")] {
+        fs::create_dir_all(root.join("b2")).unwrap();
+        let body = b"uploaded through the API\n";
+        let mut conn = start_request(&s, method, path, &[], body, 5);
+        thread::sleep(Duration::from_millis(200));
+        s.put_json("/file/b2/mv", r#"{"path": "b3"}"#).assert_ok_json();
+        s.put_json("/file/x%2Fy%2Fs/mv", r#"{"path": "b2"}"#).assert_ok_json();
+        conn.send(&body[5..]);
+        let answer = conn.response();
+        let outside: Vec<_> = fs::read_dir(&escaped)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "{method} wrote outside the root: {outside:?} (answered {})",
+            answer.status
+        );
+        assert_eq!(answer.status, 403, "{method}: {}", answer.text());
+        fs::remove_file(root.join("b2")).unwrap();
+        fs::rename(root.join("b3"), root.join("b2")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("x/y/s")).unwrap();
+    }
+}
+
+#[test]
+fn review_a_directory_delete_that_cannot_remove_everything_still_answers_that_it_deleted() {
+    let Some(as_nobody) = unprivileged() else { return };
+    let (_home, root) = shared_root();
+    fs::create_dir_all(root.join("d/locked")).unwrap();
+    fs::write(root.join("d/a.txt"), "a").unwrap();
+    fs::write(root.join("d/locked/kept"), "k").unwrap();
+    for dir in [&root, &root.join("d")] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let s = Server::start_wrapped_on(&root, &as_nobody, &[]);
+    s.delete("/file/d").assert_ok_json();
+    s.get("/file/d").assert_status(404);
+    s.get("/file/").assert_ok_body("");
+}
+
+#[test]
+fn review_files_the_service_may_not_write_can_still_be_replaced_moved_and_deleted() {
+    let Some(as_nobody) = unprivileged() else { return };
+    let (_home, root) = shared_root();
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (name, owner, mode) in [("ro-own.txt", 65534, 0o444), ("other-uid.txt", 0, 0o644)] {
+        fs::write(root.join(name), "old\n").unwrap();
+        std::os::unix::fs::chown(root.join(name), Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(root.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let s = Server::start_wrapped_on(&root, &as_nobody, &[]);
+    for name in ["ro-own.txt", "other-uid.txt"] {
+        s.get(&format!("/file/{name}")).assert_ok_body("old\n");
+        s.append(&format!("/file/{name}"), "x").assert_error(403);
+        s.post(&format!("/file/{name}"), "new\n").assert_ok_json();
+        s.get(&format!("/file/{name}")).assert_ok_body("new\n");
+    }
+    for (name, owner, mode) in [("ro2.txt", 65534, 0o444), ("other2.txt", 0, 0o644)] {
+        fs::write(root.join(name), "old\n").unwrap();
+        std::os::unix::fs::chown(root.join(name), Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(root.join(name), fs::Permissions::from_mode(mode)).unwrap();
+        s.put_json(&format!("/file/{name}/mv"), &format!(r#"{{"path": "{name}.moved"}}"#))
+            .assert_ok_json();
+        s.delete(&format!("/file/{name}.moved")).assert_ok_json();
+    }
+}
+
+#[test]
+fn review_a_write_whose_directory_is_deleted_at_commit_creates_it_again() {
+    let Some(slow_link) = delayed("linkat", Duration::from_secs(2)) else {
+        return;
+    };
+    let (_home, root) = shared_root();
+    let a = Server::start_on(&root, &[]);
+    let b = Server::start_wrapped_on(&root, &slow_link, &[]);
+    for method in ["POST", "PUT"] {
+        fs::create_dir_all(root.join("d")).unwrap();
+        thread::scope(|scope| {
+            let write = scope.spawn(|| b.send(method, "/file/d/new.txt", b"hello\n", &[]));
+            thread::sleep(Duration::from_millis(700));
+            a.delete("/file/d").assert_ok_json();
+            write.join().unwrap().assert_ok_json();
+        });
+        a.get("/file/d/new.txt").assert_ok_body("hello\n");
+        a.delete("/file/d").assert_ok_json();
+    }
+}
+
+#[test]
+fn review_new_parent_directories_appear_only_when_the_write_commits() {
+    let mut s = Server::start();
+    let body = random_bytes(200_000, 1607);
+    let _post = start_request(&s, "POST", "/file/new1/new2/f.txt", &[], &body, 100_000);
+    let _append = start_request(&s, "PUT", "/file/p1/p2/log", &[], &body, 100_000);
+    wait_for_internal_file(&s.root(), "tmp");
+    s.get("/file/").assert_ok_body("");
+    s.signal(libc::SIGKILL);
+    s.restart();
+    s.get("/file/").assert_ok_body("");
+    assert!(
+        !s.exists("new1") && !s.exists("p1"),
+        "directories left by writes that never committed"
+    );
+    s.expect_no_temp_files();
 }

@@ -1,0 +1,224 @@
+//! The storage root as a handle, and every directory the write protocol uses opened beneath it.
+//!
+//! The jail ([`super::jail`]) checks a request path once and turns it into the real location of
+//! its parent (symlinks inside the root replaced by their targets). From then on that location
+//! is never re-walked by the kernel's path lookup: [`Root::open_dir`] descends from the root
+//! handle one component at a time with `O_NOFOLLOW`, so a symlink that appears later on the way
+//! (another writer's, or an in-root link moved through the API to where it now points outside)
+//! is refused ([`StorageError::OutsideRoot`]) rather than followed. Missing parents are created
+//! the same way, with `mkdirat` relative to the handle above them, and only when a write
+//! commits ([`Root::create_dirs`]): a write still receiving its body, or one killed, leaves no
+//! new directory behind.
+
+use super::dir::Dir;
+use super::{Result, StorageError};
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// The storage root: its canonical path and an open handle.
+#[derive(Debug)]
+pub struct Root {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl Root {
+    /// Opens the canonical directory `path` as the root.
+    pub fn open(path: PathBuf) -> io::Result<Root> {
+        let dir = Dir::open(&path)?;
+        Ok(Root { path, dir })
+    }
+
+    /// The canonical path of the root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The handle on the root itself.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// Checks that the configured path still leads to the directory this handle holds: a root
+    /// renamed away, deleted or replaced (a volume unmounted under it) is not served as if it
+    /// were still there.
+    pub fn still_there(&self) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(&self.path)?;
+        if now.is_dir() && Some((now.dev(), now.ino())) == self.dir.id().ok() {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::NotFound, "the storage root was moved, removed or replaced"))
+        }
+    }
+
+    /// `abs` (a path the jail resolved, under the root) relative to the root.
+    pub fn relative<'a>(&self, abs: &'a Path) -> Result<&'a Path> {
+        abs.strip_prefix(&self.path).map_err(|_| StorageError::OutsideRoot)
+    }
+
+    /// Opens the directory `rel` (relative to the root; empty for the root) without following
+    /// any symlink on the way.
+    pub fn open_dir(&self, rel: &Path) -> Result<Dir> {
+        let mut dir = self.dir.try_clone().map_err(StorageError::from_io)?;
+        for name in names(rel)? {
+            dir = open_step(&dir, name)?;
+        }
+        Ok(dir)
+    }
+
+    /// Opens the deepest directory of `rel` that exists (where a write may spool its body
+    /// before its own directory is created).
+    pub fn open_deepest(&self, rel: &Path) -> Result<Dir> {
+        let mut dir = self.dir.try_clone().map_err(StorageError::from_io)?;
+        for name in names(rel)? {
+            match open_step(&dir, name) {
+                Ok(next) => dir = next,
+                Err(StorageError::NotFound) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Opens the directory `rel`, creating what is missing of it; the directories it created
+    /// are removed again when the returned guard drops, unless it is [kept](NewDirs::keep).
+    pub fn create_dirs(&self, rel: &Path) -> Result<(NewDirs, Dir)> {
+        let mut created = NewDirs {
+            root: self.dir.try_clone().map_err(StorageError::from_io)?,
+            dirs: Vec::new(),
+        };
+        let mut dir = self.dir.try_clone().map_err(StorageError::from_io)?;
+        let mut at = PathBuf::new();
+        for name in names(rel)? {
+            at.push(name);
+            dir = match open_step(&dir, name) {
+                Ok(next) => next,
+                Err(StorageError::NotFound) => {
+                    match dir.create_dir(name) {
+                        Ok(()) => created.dirs.push(at.clone()),
+                        // Made by another writer in between: use it.
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(StorageError::from_io(e)),
+                    }
+                    open_step(&dir, name)?
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok((created, dir))
+    }
+}
+
+/// The plain names of a relative path (the jail admits nothing else).
+fn names(rel: &Path) -> Result<Vec<&OsStr>> {
+    rel.components()
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            _ => Err(StorageError::OutsideRoot),
+        })
+        .collect()
+}
+
+/// One step down: the subdirectory `name` of `dir`, never through a symlink.
+fn open_step(dir: &Dir, name: &OsStr) -> Result<Dir> {
+    dir.open_dir(name).map_err(|e| match e.raw_os_error() {
+        // With O_DIRECTORY, Linux reports a symlink as ENOTDIR: tell it from a file.
+        Some(libc::ELOOP) => StorageError::OutsideRoot,
+        Some(libc::ENOTDIR) if dir.stat(name).is_ok_and(|s| s.is_symlink()) => StorageError::OutsideRoot,
+        _ => StorageError::from_io(e),
+    })
+}
+
+/// Directories a write created for its target, removed again (deepest first, only while
+/// empty) when the guard drops unless the write [kept](NewDirs::keep) them: a failed write
+/// leaves the tree as it found it.
+#[must_use]
+#[derive(Debug)]
+pub struct NewDirs {
+    root: Dir,
+    /// Relative to the root, outermost first.
+    dirs: Vec<PathBuf>,
+}
+
+impl NewDirs {
+    /// The write succeeded: its directories stay; with `fsync`, their entries are flushed to
+    /// disk too (the target's own directory is the caller's to flush).
+    pub fn keep(mut self, fsync: bool) -> Result<()> {
+        let dirs = std::mem::take(&mut self.dirs);
+        if fsync {
+            for dir in &dirs {
+                self.parent_of(dir)?.sync().map_err(StorageError::from_io)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn parent_of(&self, rel: &Path) -> Result<Dir> {
+        let mut dir = self.root.try_clone().map_err(StorageError::from_io)?;
+        for name in names(rel.parent().unwrap_or(Path::new("")))? {
+            dir = open_step(&dir, name)?;
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for NewDirs {
+    fn drop(&mut self) {
+        for rel in self.dirs.iter().rev() {
+            let (Ok(parent), Some(name)) = (self.parent_of(rel), rel.file_name()) else {
+                return;
+            };
+            // Not empty: another write is using it, so it (and its parents) stay.
+            if parent.remove_dir(name).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_dir;
+    use std::fs;
+
+    #[test]
+    fn opens_beneath_the_root_and_refuses_a_symlink_on_the_way() {
+        let base = test_dir("root-walk");
+        let root = Root::open(fs::canonicalize(&base).unwrap()).unwrap();
+        fs::create_dir_all(base.join("a/b")).unwrap();
+        fs::create_dir(base.join("outside-of-a")).unwrap();
+        std::os::unix::fs::symlink("../outside-of-a", base.join("a/link")).unwrap();
+        assert!(root.open_dir(Path::new("a/b")).is_ok());
+        assert!(matches!(
+            root.open_dir(Path::new("a/link")),
+            Err(StorageError::OutsideRoot)
+        ));
+        assert!(matches!(
+            root.create_dirs(Path::new("a/link/new")),
+            Err(StorageError::OutsideRoot)
+        ));
+        assert!(!base.join("outside-of-a/new").exists());
+        assert!(matches!(
+            root.open_dir(Path::new("a/missing")),
+            Err(StorageError::NotFound)
+        ));
+        assert!(root.open_deepest(Path::new("a/b/c/d")).is_ok());
+    }
+
+    #[test]
+    fn created_directories_go_unless_kept() {
+        let base = test_dir("root-create");
+        let root = Root::open(fs::canonicalize(&base).unwrap()).unwrap();
+        fs::create_dir(base.join("old")).unwrap();
+        let (made, _) = root.create_dirs(Path::new("old/n1/n2")).unwrap();
+        assert!(base.join("old/n1/n2").is_dir());
+        drop(made);
+        assert!(!base.join("old/n1").exists() && base.join("old").is_dir());
+        let (made, _) = root.create_dirs(Path::new("old/k1/k2")).unwrap();
+        made.keep(true).unwrap();
+        assert!(base.join("old/k1/k2").is_dir());
+    }
+}
