@@ -49,7 +49,10 @@ impl Root {
         if now.is_dir() && Some((now.dev(), now.ino())) == self.dir.id().ok() {
             Ok(())
         } else {
-            Err(io::Error::new(io::ErrorKind::NotFound, "the storage root was moved, removed or replaced"))
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the storage root was moved, removed or replaced",
+            ))
         }
     }
 

@@ -106,6 +106,19 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The seed of the kill moments: `HTTP_NAS_CRASH_SEED`, else the clock (so every run tries
+/// other moments; the seed is printed, so a failure can be repeated).
+fn crash_seed() -> u64 {
+    std::env::var("HTTP_NAS_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs() ^ u64::from(d.subsec_nanos()))
+        })
+}
+
 /// Rounds per disk: `HTTP_NAS_CRASH_ROUNDS`, else 3.
 fn rounds() -> usize {
     std::env::var("HTTP_NAS_CRASH_ROUNDS")
@@ -529,11 +542,13 @@ fn internal_files(root: &Path) -> Vec<String> {
 
 /// Runs the rounds on `root`, fsync alternating on and off.
 fn crash_rounds_on(root: &Path, what: &str) {
+    let base = crash_seed();
+    eprintln!("{what}: kill moments from seed {base} (HTTP_NAS_CRASH_SEED={base} repeats them)");
     let mut failures = Vec::new();
     for round in 0..rounds() {
         let fsync = if round % 2 == 0 { "false" } else { "true" };
         let mut s = Server::start_on(root, &["--fsync", fsync, "--workers", "12"]);
-        let seed = (round as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        let seed = (base ^ (round as u64 + 1)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
         if let Err(e) = crash_round(&mut s, round, seed) {
             failures.push(format!("{what}, round {round}:\n{e}"));
         }
