@@ -9,7 +9,7 @@ use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stat
 use crate::metrics::{self, Metrics};
 use crate::range::{self, RangeChoice};
 use crate::storage::{Conditions, EntryKind, Opened, RelPath, Storage, VersionTest};
-use crate::time::{http_date, js_date, js_millis, rfc3339};
+use crate::time::{http_date, js_date, js_millis, js_number, rfc3339};
 use serde_json::json;
 use std::cell::Cell;
 use std::fs::Metadata;
@@ -83,7 +83,7 @@ impl App {
             }),
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
-            Op::Stat { path } => Ok(Response::json(200, &self.stat(&path)?)),
+            Op::Stat { path } => self.stat(&path),
             Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
                 let version = if_match(head);
@@ -197,10 +197,10 @@ impl App {
         }
     }
 
-    /// The stat of a file or directory with the field names of Node's `fs.Stats`, which the
-    /// seed's `/check` answered and its clients read (`jq .size`); a file's size is its
-    /// committed size, like a GET would serve.
-    fn stat(&self, path: &RelPath) -> Result<serde_json::Value, Error> {
+    /// The stat of a file or directory as Node's `fs.Stats` serialises (`JSON.stringify`): its
+    /// fields in their order, times in milliseconds and as dates. The seed's `/check` answered
+    /// it and its clients read it (`jq .size`); a file's size is its committed size, like a GET.
+    fn stat(&self, path: &RelPath) -> Result<Response, Error> {
         let (meta, size) = match self.storage.open_read(path)? {
             Opened::File { meta, len, .. } => (meta, len),
             Opened::Dir(meta) => {
@@ -208,28 +208,49 @@ impl App {
                 (meta, size)
             }
         };
-        let time = |t: std::io::Result<std::time::SystemTime>| t.unwrap_or(std::time::UNIX_EPOCH);
-        let (atime, mtime) = (time(meta.accessed()), time(meta.modified()));
-        let ctime = std::time::UNIX_EPOCH
-            + std::time::Duration::new(
-                meta.ctime().max(0) as u64,
-                meta.ctime_nsec().clamp(0, 999_999_999) as u32,
-            );
-        let birthtime = time(meta.created());
-        Ok(json!({
-            "dev": meta.dev(), "mode": meta.mode(), "nlink": meta.nlink(), "uid": meta.uid(),
-            "gid": meta.gid(), "rdev": meta.rdev(), "blksize": meta.blksize(), "ino": meta.ino(),
-            "size": size, "blocks": meta.blocks(),
-            "atimeMs": js_millis(atime), "mtimeMs": js_millis(mtime),
-            "ctimeMs": js_millis(ctime), "birthtimeMs": js_millis(birthtime),
-            "atime": js_date(atime), "mtime": js_date(mtime),
-            "ctime": js_date(ctime), "birthtime": js_date(birthtime),
-        }))
+        let birth = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or((0, 0), |d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
+        let times = [
+            ("atime", (meta.atime(), meta.atime_nsec())),
+            ("mtime", (meta.mtime(), meta.mtime_nsec())),
+            ("ctime", (meta.ctime(), meta.ctime_nsec())),
+            ("birthtime", birth),
+        ];
+        let mut fields: Vec<(String, String)> = [
+            ("dev", meta.dev()),
+            ("mode", u64::from(meta.mode())),
+            ("nlink", meta.nlink()),
+            ("uid", u64::from(meta.uid())),
+            ("gid", u64::from(meta.gid())),
+            ("rdev", meta.rdev()),
+            ("blksize", meta.blksize()),
+            ("ino", meta.ino()),
+            ("size", size),
+            ("blocks", meta.blocks()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        fields.extend(times.iter().map(|(k, t)| (format!("{k}Ms"), js_number(js_millis(*t)))));
+        fields.extend(
+            times
+                .iter()
+                .map(|(k, t)| (k.to_string(), format!("\"{}\"", js_date(js_millis(*t))))),
+        );
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        Ok(Response::new(
+            200,
+            ResponseBody::Bytes(format!("{{{}}}\n", body.join(",")).into_bytes()),
+        )
+        .with_header("Content-Type", "application/json"))
     }
 
     fn move_file(&self, path: &RelPath, req: &mut Request<'_, '_>) -> Result<Response, Error> {
         // The seed answered 404 for a missing source before looking at the body.
-        self.storage.metadata(path)?;
+        self.storage.exists(path)?;
         let mut body = Vec::new();
         req.body
             .take(MAX_MOVE_BODY_BYTES + 1)

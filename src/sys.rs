@@ -178,6 +178,10 @@ pub struct Stat {
     pub ino: u64,
     /// Type and permission bits (`S_IFMT` etc.).
     pub mode: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, seconds and nanoseconds since the epoch.
+    pub mtime: (i64, i64),
 }
 
 impl Stat {
@@ -214,6 +218,8 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
             mode: st.st_mode as u32,
+            size: st.st_size as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
         })
     }
 }

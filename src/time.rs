@@ -74,10 +74,17 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// `1994-11-06T08:49:37.123Z`: JavaScript's `Date.prototype.toJSON`, millisecond precision.
-pub fn js_date(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let c = civil(since.as_secs());
+/// Milliseconds since the epoch of a `(seconds, nanoseconds)` time, as Node computes
+/// `atimeMs` and friends: `sec * 1e3 + nsec / 1e6`.
+pub fn js_millis((secs, nanos): (i64, i64)) -> f64 {
+    secs as f64 * 1e3 + nanos as f64 / 1e6
+}
+
+/// `1994-11-06T08:49:37.123Z` for a time in milliseconds: JavaScript's `Date.prototype.toJSON`
+/// of `new Date(Math.round(ms))`, as Node's `fs.Stats` dates are made.
+pub fn js_date(ms: f64) -> String {
+    let ms = (ms + 0.5).floor().max(0.0) as u64;
+    let c = civil(ms / 1000);
     format!(
         "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         c.year,
@@ -86,13 +93,17 @@ pub fn js_date(t: SystemTime) -> String {
         c.hour,
         c.minute,
         c.second,
-        since.subsec_millis()
+        ms % 1000
     )
 }
 
-/// Milliseconds since the epoch with a fraction, as Node's `atimeMs` and friends.
-pub fn js_millis(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+/// A number as JavaScript's `JSON.stringify` writes it: no `.0` on whole numbers.
+pub fn js_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 9e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
 }
 
 #[cfg(test)]
@@ -110,9 +121,15 @@ mod tests {
         assert_eq!(http_date(at(784_111_777)), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(at(1_795_564_800)), "2026-11-25T00:00:00Z");
-        let with_millis = at(1_795_564_800) + Duration::from_micros(123_456);
-        assert_eq!(js_date(with_millis), "2026-11-25T00:00:00.123Z");
-        assert_eq!(js_date(at(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(js_millis(with_millis), 1_795_564_800_123.456);
+        assert_eq!(js_millis((1_795_564_800, 123_456_000)), 1_795_564_800_123.456);
+        assert_eq!(js_date(1_795_564_800_123.456), "2026-11-25T00:00:00.123Z");
+        assert_eq!(
+            js_date(1_795_564_800_123.5),
+            "2026-11-25T00:00:00.124Z",
+            "rounded, as Node does"
+        );
+        assert_eq!(js_date(0.0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(js_number(1_700_000_000_000.0), "1700000000000");
+        assert_eq!(js_number(1_795_564_800_123.456), "1795564800123.456");
     }
 }

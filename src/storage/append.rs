@@ -42,49 +42,38 @@ pub fn append(
     }
     // A large body waits in the deepest directory of the target's that exists: its own is
     // created only at commit, so nothing shows (or is left by a crash) before then.
-    let spool = Spool::receive(body, || TempFile::create(&root.open_deepest(parent)?))?;
+    let spool = Spool::receive(body, || TempFile::create_near(root, parent))?;
     commit(root, parent, name, spool, conditions, fsync)
 }
 
-/// Step 3: the spooled body into the file, under its lock.
+/// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
+/// file linked in.
 fn commit(
     root: &Root,
     parent: &Path,
     name: &OsStr,
-    spool: Spool,
+    mut spool: Spool,
     conditions: &Conditions<'_>,
     fsync: bool,
 ) -> Result<u64> {
     let len = spool.byte_len()?;
-    let mut spool = Some(spool);
     for _ in 0..MAX_COMMIT_ATTEMPTS {
-        // The directory as it is now, made if missing: a move or delete of it meanwhile counts.
-        let (new_dirs, dir) = root.create_dirs(parent)?;
-        let body = spool.take().ok_or(StorageError::NotFound)?;
-        let outcome = match lock::lock(&dir, name, Access::Write) {
-            Ok(Some(mut held)) => {
-                let appended = append_locked(&dir, &mut held, &body, conditions, fsync);
-                spool = Some(body);
-                appended.map(|before| Some(before + len))
-            }
-            Ok(None) => create_whole(&dir, name, body, conditions, fsync, &mut spool).map(|made| made.then_some(len)),
-            Err(e) => {
-                spool = Some(body);
-                Err(e)
-            }
+        // The directory as it is now: a move or delete of it meanwhile counts.
+        let dir = match root.open_dir(parent) {
+            Ok(dir) => Some(dir),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(e),
         };
-        match outcome {
-            Ok(Some(size)) => {
-                new_dirs.keep(fsync)?;
-                return Ok(size);
-            }
-            // The file appeared, or the directory vanished between opening and using it.
-            Ok(None) | Err(StorageError::NotFound) => continue,
-            Err(e) => {
-                // The spool goes first, so the directories made for it are empty when removed.
-                drop(spool.take());
-                return Err(e);
-            }
+        if let Some(dir) = &dir
+            && let Some(mut held) = lock::lock(dir, name, Access::Write)?
+        {
+            return append_locked(dir, &mut held, &spool, conditions, fsync).map(|before| before + len);
+        }
+        match create_whole(root, parent, name, &mut spool, conditions, fsync) {
+            Ok(true) => return Ok(len),
+            // The file appeared (append to it), or a directory vanished under us: look again.
+            Ok(false) | Err(StorageError::NotFound) => continue,
+            Err(e) => return Err(e),
         }
     }
     Err(StorageError::Io(std::io::Error::other(
@@ -92,31 +81,28 @@ fn commit(
     )))
 }
 
-/// A missing file is created whole: the body in a temp file, linked to the name. `false` (the
-/// body back in `spool`) if a file got the name first: then it is an append after all.
+/// A missing file is created whole: the body in a temp file, synced before any missing parent
+/// directory is made (so none shows, or is left by a crash, while it syncs), then linked to the
+/// name. `false` if a file got the name first: then it is an append after all.
 fn create_whole(
-    dir: &Dir,
+    root: &Root,
+    parent: &Path,
     name: &OsStr,
-    body: Spool,
+    spool: &mut Spool,
     conditions: &Conditions<'_>,
     fsync: bool,
-    spool: &mut Option<Spool>,
 ) -> Result<bool> {
-    if let Err(e) = conditions.check(None) {
-        *spool = Some(body);
-        return Err(e);
+    conditions.check(None)?;
+    spool.make_temp_near(root, parent, fsync)?;
+    let (new_dirs, dir) = root.create_dirs(parent)?;
+    let temp = spool.make_temp(&dir, fsync)?;
+    if !temp.link_as(&dir, name)? {
+        return Ok(false);
     }
-    let mut temp = body.into_temp(dir, fsync)?;
-    let linked = temp.link_as(dir, name);
-    if !matches!(linked, Ok(true)) {
-        *spool = Some(Spool::File(temp));
-        return linked;
-    }
-    // The temp file's lock is the new file's: held until its name is on disk.
     if fsync {
         dir.sync().map_err(StorageError::from_io)?;
     }
-    drop(temp);
+    new_dirs.keep(fsync)?;
     Ok(true)
 }
 
@@ -152,7 +138,15 @@ fn write_locked(dir: &Dir, held: &Held, spool: &Spool, before: u64, fsync: bool)
         }
         return Err(StorageError::from_io(e));
     }
-    journal::remove(dir, record.ino(), fsync)
+    // Only once the record's removal is durable is the append committed; if that fails, undo
+    // it, so that the error the client gets is true (and a retry does not append twice).
+    if let Err(e) = journal::remove(dir, record.ino(), fsync) {
+        if let Err(undo) = held.file.set_len(before).and_then(|()| held.file.sync_data()) {
+            log::error!("could not undo an append whose commit failed: {undo}");
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

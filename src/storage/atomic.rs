@@ -36,7 +36,7 @@ pub fn write_atomic(
     conditions.check(state.as_ref().map(|(meta, len)| (meta, *len)))?;
     // The body waits in the deepest directory of the target's that exists: its own is created
     // only at commit, so nothing shows (or is left by a crash) before then.
-    let mut temp = TempFile::create(&root.open_deepest(parent)?)?;
+    let mut temp = TempFile::create_near(root, parent)?;
     let size = copy_into(body, temp.file())?;
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
@@ -44,8 +44,12 @@ pub fn write_atomic(
     for _ in 0..MAX_COMMIT_ATTEMPTS {
         // The directory as it is now, made if missing: a move or delete of it meanwhile counts.
         let (new_dirs, dir) = root.create_dirs(parent)?;
-        let mut staged = temp.ready_for(&dir, fsync)?;
-        match commit_once(&dir, name, &mut staged, conditions, fsync) {
+        let staged = match temp.prepare_for(&dir, fsync) {
+            Ok(()) => &mut temp,
+            Err(StorageError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        match commit_once(&dir, name, staged, conditions, fsync) {
             Ok(true) => {
                 if fsync {
                     dir.sync().map_err(StorageError::from_io)?;
@@ -54,10 +58,10 @@ pub fn write_atomic(
                 return Ok(size);
             }
             // The name appeared or vanished, or the directory did, between looking and acting.
-            Ok(false) | Err(StorageError::NotFound) => temp = staged,
+            Ok(false) | Err(StorageError::NotFound) => {}
             Err(e) => {
                 // The temp file goes first, so the directories made for it are empty when removed.
-                drop(staged);
+                drop(temp);
                 return Err(e);
             }
         }

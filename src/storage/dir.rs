@@ -119,6 +119,11 @@ impl Dir {
         sys::mkdir_at(self.fd.as_fd(), name, 0o777)
     }
 
+    /// This directory's own metadata.
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        File::from(self.fd.try_clone()?).metadata()
+    }
+
     /// Device and inode of this directory.
     pub fn id(&self) -> io::Result<(u64, u64)> {
         let st = self.stat(OsStr::new("."))?;

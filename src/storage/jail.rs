@@ -158,14 +158,21 @@ pub fn resolve(root: &Path, rel: &RelPath) -> Result<PathBuf, StorageError> {
         let is_last = i + 1 == segments.len();
         match fs::symlink_metadata(&candidate) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                let target = fs::canonicalize(&candidate).map_err(|_| StorageError::OutsideRoot)?;
+                let target = match fs::canonicalize(&candidate) {
+                    Ok(target) => target,
+                    // A final link whose target does not exist (yet) is a name of its own: it
+                    // can be deleted or moved, and reading through it finds nothing.
+                    Err(e) if is_last && e.kind() == io::ErrorKind::NotFound => return Ok(candidate),
+                    Err(_) => return Err(StorageError::OutsideRoot),
+                };
                 if !target.starts_with(root) {
                     return Err(StorageError::OutsideRoot);
                 }
                 real = if is_last { candidate } else { target };
             }
             Ok(_) => real = candidate,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Nothing is below a missing name, or below a file (ENOTDIR).
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
                 // Nothing below a missing segment exists either; plain names join safely.
                 real = candidate;
                 for rest in &segments[i + 1..] {

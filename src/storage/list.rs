@@ -1,12 +1,15 @@
 //! Directory listings: entries sorted by name, the service's own files left out.
 
+use super::dir::Dir;
 use super::jail::RESERVED_PREFIX;
 use super::lock;
 use super::root::Root;
 use super::{Result, StorageError};
-use std::fs;
+use crate::sys::Stat;
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// What kind of thing a listed entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,71 +33,73 @@ pub struct Entry {
     pub modified: SystemTime,
 }
 
-/// Lists the directory at `dir`, which lies under the canonical `root`. A regular file is
-/// listed at its committed size (see [`lock::committed`]), like a GET of it would serve.
+/// Lists the directory `rel` (relative to the root), through its handle: a regular file at its
+/// committed size (see [`lock::committed`]), like a GET of it would serve; a symlink as what it
+/// leads to when that stays inside the root (else as itself, so nothing of the outside shows).
 pub fn list_dir(root: &Root, rel: &Path) -> Result<Vec<Entry>> {
-    let dir = &root.path().join(rel);
-    let meta = fs::metadata(dir).map_err(StorageError::from_io)?;
-    if !meta.is_dir() {
-        return Err(StorageError::NotADirectory);
-    }
-    let handle = root.open_dir(rel)?;
+    let dir = root.open_dir(rel)?;
     let mut entries = Vec::new();
-    for item in fs::read_dir(dir).map_err(StorageError::from_io)? {
-        let item = item.map_err(StorageError::from_io)?;
-        let name = item.file_name().to_string_lossy().into_owned();
+    for item in dir.entries().map_err(StorageError::from_io)? {
+        let (os_name, _, _) = item.map_err(StorageError::from_io)?;
+        let name = os_name.to_string_lossy().into_owned();
         if name.starts_with(RESERVED_PREFIX) {
             continue;
         }
-        let Ok(meta) = entry_metadata(root.path(), &item) else {
-            continue;
-        };
-        let kind = if meta.is_dir() {
-            EntryKind::Directory
+        let Ok(stat) = dir.stat(&os_name) else { continue };
+        let own = (EntryKind::File, 0, stat.mtime);
+        let (kind, size, mtime) = if stat.is_symlink() {
+            followed(root, &rel.join(&os_name)).unwrap_or(own)
         } else {
-            EntryKind::File
-        };
-        let size = match meta.is_file() {
-            true if item.file_type().is_ok_and(|t| t.is_file()) => match lock::committed(&handle, &item.file_name()) {
-                Ok(Some(seen)) => seen.len,
+            match described(&dir, &os_name, stat) {
+                Some(seen) => seen,
                 // Gone since the directory was read: not listed.
-                Ok(None) => continue,
-                Err(_) => meta.len(),
-            },
-            true => committed_len_at(root, &fs::canonicalize(item.path()).map_err(StorageError::from_io)?)
-                .unwrap_or(meta.len()),
-            false => 0,
+                None => continue,
+            }
         };
-        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         entries.push(Entry {
             name,
             kind,
             size,
-            modified,
+            modified: system_time(mtime),
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
 }
 
-/// The committed length of the regular file at the real path `path` (under the root).
-fn committed_len_at(root: &Root, path: &Path) -> Option<u64> {
-    let rel = root.relative(path).ok()?;
-    let (parent, name) = (rel.parent()?, rel.file_name()?);
-    let dir = root.open_dir(parent).ok()?;
-    lock::committed(&dir, name).ok().flatten().map(|seen| seen.len)
+/// Kind, listed size and modification time of `name` in `dir` (not a symlink); `None` if it
+/// is gone.
+fn described(dir: &Dir, name: &OsStr, stat: Stat) -> Option<(EntryKind, u64, (i64, i64))> {
+    if stat.is_dir() {
+        return Some((EntryKind::Directory, 0, stat.mtime));
+    }
+    if !stat.is_file() {
+        return Some((EntryKind::File, 0, stat.mtime));
+    }
+    match lock::committed(dir, name) {
+        Ok(Some(seen)) => Some((EntryKind::File, seen.len, (seen.meta.mtime(), seen.meta.mtime_nsec()))),
+        Ok(None) => None,
+        Err(_) => Some((EntryKind::File, stat.size, stat.mtime)),
+    }
 }
 
-/// The metadata an entry is listed with. A symlink is followed only when its target stays
-/// inside `root` (as the path jail would allow); a link leading outside, or dangling, is listed
-/// with the link's own metadata, so nothing about files outside the root shows.
-fn entry_metadata(root: &Path, item: &fs::DirEntry) -> std::io::Result<fs::Metadata> {
-    let own = item.metadata()?;
-    if !own.file_type().is_symlink() {
-        return Ok(own);
+/// What the symlink at `rel` leads to, if that is inside the root: its real location is
+/// resolved once, then opened by handle without following anything, so a link swapped
+/// meanwhile shows as itself.
+fn followed(root: &Root, rel: &Path) -> Option<(EntryKind, u64, (i64, i64))> {
+    let real = std::fs::canonicalize(root.path().join(rel)).ok()?;
+    let real = root.relative(&real).ok()?;
+    if real.as_os_str().is_empty() {
+        return None;
     }
-    match fs::canonicalize(item.path()) {
-        Ok(target) if target.starts_with(root) => fs::metadata(target),
-        _ => Ok(own),
-    }
+    let (parent, name) = (real.parent()?, real.file_name()?);
+    let dir = root.open_dir(parent).ok()?;
+    let stat = dir.stat(name).ok().filter(|s| !s.is_symlink())?;
+    described(&dir, name, stat)
+}
+
+fn system_time((secs, nanos): (i64, i64)) -> SystemTime {
+    let secs = u64::try_from(secs).unwrap_or(0);
+    let nanos = u32::try_from(nanos).unwrap_or(0).min(999_999_999);
+    SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)
 }

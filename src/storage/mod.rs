@@ -206,20 +206,33 @@ impl Storage {
         Ok(self.root.relative(&real)?.to_path_buf())
     }
 
-    /// Metadata of what `rel` names (following a final symlink that stays inside the root).
-    pub fn metadata(&self, rel: &RelPath) -> Result<Metadata> {
-        fs::metadata(self.root.path().join(self.resolve(rel)?)).map_err(StorageError::from_io)
+    /// Whether `rel` names anything (a final symlink counts as itself, even dangling).
+    pub fn exists(&self, rel: &RelPath) -> Result<()> {
+        fs::symlink_metadata(self.root.path().join(self.resolve(rel)?))
+            .map(drop)
+            .map_err(|e| match StorageError::from_io(e) {
+                StorageError::NotADirectory => StorageError::NotFound,
+                e => e,
+            })
     }
 
     /// Opens what `rel` names for reading; a file with the length of its committed writes.
+    /// Everything is read through handles opened beneath the root, never by re-walking the path.
     pub fn open_read(&self, rel: &RelPath) -> Result<Opened> {
         let path = self.resolve_file(rel)?;
-        let meta = fs::metadata(self.root.path().join(&path)).map_err(StorageError::from_io)?;
-        if meta.is_dir() {
-            return Ok(Opened::Dir(meta));
+        if path.as_os_str().is_empty() {
+            return Ok(Opened::Dir(self.root.dir().metadata().map_err(StorageError::from_io)?));
         }
         let (parent, name) = split(&path)?;
         let dir = self.root.open_dir(parent)?;
+        let stat = dir.stat(name).map_err(|e| match StorageError::from_io(e) {
+            StorageError::NotADirectory => StorageError::NotFound,
+            e => e,
+        })?;
+        if stat.is_dir() {
+            let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
+            return Ok(Opened::Dir(sub.metadata().map_err(StorageError::from_io)?));
+        }
         let seen = lock::committed(&dir, name)?.ok_or(StorageError::NotFound)?;
         Ok(Opened::File {
             file: seen.file,
@@ -230,7 +243,7 @@ impl Storage {
 
     /// Lists a directory, sorted by name, without the service's own files.
     pub fn list(&self, rel: &RelPath) -> Result<Vec<Entry>> {
-        list::list_dir(&self.root, &self.resolve(rel)?)
+        list::list_dir(&self.root, &self.resolve_file(rel)?)
     }
 
     /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see.

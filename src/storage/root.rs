@@ -62,13 +62,9 @@ impl Root {
     }
 
     /// Opens the directory `rel` (relative to the root; empty for the root) without following
-    /// any symlink on the way.
+    /// any symlink on the way. A path through a file names no directory: [`StorageError::NotFound`].
     pub fn open_dir(&self, rel: &Path) -> Result<Dir> {
-        let mut dir = self.dir.try_clone().map_err(StorageError::from_io)?;
-        for name in names(rel)? {
-            dir = open_step(&dir, name)?;
-        }
-        Ok(dir)
+        open_beneath(&self.dir, rel)
     }
 
     /// Opens the deepest directory of `rel` that exists (where a write may spool its body
@@ -112,6 +108,19 @@ impl Root {
         }
         Ok((created, dir))
     }
+}
+
+/// Opens the directory `rel` beneath `base`, one component at a time, never through a symlink,
+/// holding at most two handles at once.
+pub fn open_beneath(base: &Dir, rel: &Path) -> Result<Dir> {
+    let mut dir = base.try_clone().map_err(StorageError::from_io)?;
+    for name in names(rel)? {
+        dir = open_step(&dir, name).map_err(|e| match e {
+            StorageError::NotADirectory => StorageError::NotFound,
+            e => e,
+        })?;
+    }
+    Ok(dir)
 }
 
 /// The plain names of a relative path (the jail admits nothing else).
@@ -159,11 +168,7 @@ impl NewDirs {
     }
 
     fn parent_of(&self, rel: &Path) -> Result<Dir> {
-        let mut dir = self.root.try_clone().map_err(StorageError::from_io)?;
-        for name in names(rel.parent().unwrap_or(Path::new("")))? {
-            dir = open_step(&dir, name)?;
-        }
-        Ok(dir)
+        open_beneath(&self.root, rel.parent().unwrap_or(Path::new("")))
     }
 }
 

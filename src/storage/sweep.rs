@@ -14,37 +14,52 @@
 //!
 //! The walk goes by directory handles and never follows a symlink, so it stays under the root.
 
-use super::Result;
 use super::dir::{Access, Dir};
 use super::jail::RESERVED_PREFIX;
 use super::journal::{self, JOURNAL_PREFIX};
 use super::lock;
+use super::root::open_beneath;
 use super::tree::{TRASH_PREFIX, remove_tree};
+use super::{Result, StorageError};
 use crate::sys::EntryType;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
-/// Walks `root` and settles every leftover it can; returns how many it cleared.
+/// Walks `root` and settles every leftover it can; returns how many it cleared. The walk keeps
+/// the paths of the directories still to visit, not open handles, so a volume of any width or
+/// depth needs a few descriptors only; a directory it cannot open is named in a warning.
 pub fn sweep(root: &Dir) -> usize {
-    let Ok(root) = root.try_clone() else { return 0 };
     let mut cleared = 0;
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = match open_beneath(root, &rel) {
+            Ok(dir) => dir,
+            Err(StorageError::NotFound) => continue,
+            Err(e) => {
+                log::warn!("start-up sweep could not open {}: {e}", rel.display());
+                continue;
+            }
+        };
         let mut records = Vec::new();
-        let Ok(entries) = dir.entries() else { continue };
+        let entries = match dir.entries() {
+            Ok(entries) => entries,
+            Err(e) => {
+                log::warn!("start-up sweep could not read {}: {e}", rel.display());
+                continue;
+            }
+        };
         for (name, kind, _) in entries.flatten() {
             let text = name.to_string_lossy();
             if text.starts_with(TRASH_PREFIX) {
                 match remove_tree(&dir, &name) {
                     Ok(()) => cleared += 1,
-                    Err(e) => log::warn!("could not finish deleting {text}: {e}"),
+                    Err(e) => log::warn!("could not finish deleting {}: {e}", rel.join(&name).display()),
                 }
             } else if kind == EntryType::Dir
                 || (kind == EntryType::Unknown && dir.stat(&name).is_ok_and(|s| s.is_dir()))
             {
-                if let Ok(sub) = dir.open_dir(&name) {
-                    stack.push(sub);
-                }
+                stack.push(rel.join(&name));
             } else if let Some(ino) = journal::inode_in_name(&text) {
                 records.push(ino);
             } else if text.starts_with(RESERVED_PREFIX)

@@ -13,12 +13,14 @@
 
 use super::dir::{Dir, random_name};
 use super::lock::Held;
+use super::root::Root;
 use super::{Result, StorageError, copy_into};
 use crate::sys;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
 
 /// Prefix of temp files (inside the reserved namespace).
 pub const TEMP_PREFIX: &str = ".http-nas-tmp-";
@@ -67,6 +69,19 @@ impl TempFile {
         Err(StorageError::Io(io::Error::other("could not create a temp file")))
     }
 
+    /// A fresh, locked temp file for a write to `parent` (relative to the root), in the deepest
+    /// of its directories that exists now: one deleted in the instant it is used is looked up
+    /// again.
+    pub fn create_near(root: &Root, parent: &Path) -> Result<TempFile> {
+        for _ in 0..MAX_TEMP_ATTEMPTS {
+            match TempFile::create(&root.open_deepest(parent)?) {
+                Err(StorageError::NotFound) => continue,
+                made => return made,
+            }
+        }
+        Err(StorageError::Io(io::Error::other("the directory kept vanishing")))
+    }
+
     /// The open temp file.
     pub fn file(&self) -> &File {
         &self.file
@@ -105,21 +120,22 @@ impl TempFile {
                 .is_ok_and(|now| now.dev == meta.dev() && now.ino == meta.ino())
     }
 
-    /// This temp file if it can be linked or renamed into `dir` (still named, on the same
-    /// filesystem); else a new one in `dir` with a copy of its bytes (its directory was deleted
-    /// while the body arrived, say).
-    pub fn ready_for(self, dir: &Dir, fsync: bool) -> Result<TempFile> {
+    /// Makes sure this temp file can be linked or renamed into `dir`: it is still named and on
+    /// the same filesystem, else (its directory was deleted while the body arrived, say) it is
+    /// replaced by a copy in `dir`, synced with `fsync`. On failure it is unchanged.
+    pub fn prepare_for(&mut self, dir: &Dir, fsync: bool) -> Result<()> {
         let here = self.file.metadata().map_err(StorageError::from_io)?;
         let same_fs = dir.id().is_ok_and(|(dev, _)| dev == here.dev());
         if same_fs && self.still_named() {
-            return Ok(self);
+            return Ok(());
         }
-        let moved = TempFile::create(dir)?;
-        copy_range(&self.file, &moved.file, 0, here.len()).map_err(StorageError::from_io)?;
+        let copy = TempFile::create(dir)?;
+        copy_range(&self.file, &copy.file, 0, here.len()).map_err(StorageError::from_io)?;
         if fsync {
-            moved.file.sync_all().map_err(StorageError::from_io)?;
+            copy.file.sync_all().map_err(StorageError::from_io)?;
         }
-        Ok(moved)
+        *self = copy;
+        Ok(())
     }
 }
 
@@ -174,15 +190,30 @@ impl Spool {
         }
     }
 
-    /// The body as a temp file in `dir`, ready to be linked as a new file, on disk with `fsync`.
-    pub fn into_temp(self, dir: &Dir, fsync: bool) -> Result<TempFile> {
-        let temp = match self {
-            Spool::Memory(bytes) => {
-                let temp = TempFile::create(dir)?;
-                (&temp.file).write_all(&bytes).map_err(StorageError::from_io)?;
-                temp
-            }
-            Spool::File(temp) => temp.ready_for(dir, false)?,
+    /// Makes the body a temp file that can be linked into `dir` as a new file, on disk with
+    /// `fsync`. On failure the spool is unchanged (the body is never lost to a retry).
+    pub fn make_temp(&mut self, dir: &Dir, fsync: bool) -> Result<&mut TempFile> {
+        let temp = self.spill_to_file(|| TempFile::create(dir), fsync)?;
+        temp.prepare_for(dir, fsync)?;
+        Ok(temp)
+    }
+
+    /// Makes the body a temp file, on disk with `fsync`, for a write to `parent` whose
+    /// directory may not exist yet: in the deepest existing directory of it.
+    pub fn make_temp_near(&mut self, root: &Root, parent: &Path, fsync: bool) -> Result<()> {
+        self.spill_to_file(|| TempFile::create_near(root, parent), fsync).map(drop)
+    }
+
+    /// The spool as a temp file (a memory one written to the file `create` makes), synced with
+    /// `fsync`; unchanged on failure.
+    fn spill_to_file(&mut self, create: impl FnOnce() -> Result<TempFile>, fsync: bool) -> Result<&mut TempFile> {
+        if let Spool::Memory(bytes) = self {
+            let temp = create()?;
+            (&temp.file).write_all(bytes).map_err(StorageError::from_io)?;
+            *self = Spool::File(temp);
+        }
+        let Spool::File(temp) = self else {
+            return Err(StorageError::Io(io::Error::other("the spool is not a file")));
         };
         if fsync {
             temp.file.sync_all().map_err(StorageError::from_io)?;

@@ -13,7 +13,7 @@ use super::dir::{Access, Dir, random_name};
 use super::jail::RESERVED_PREFIX;
 use super::journal;
 use super::lock::{self, Held, open_regular};
-use super::root::Root;
+use super::root::{Root, open_beneath};
 use super::{Result, StorageError, same_file, split};
 use crate::sys::EntryType;
 use std::ffi::OsStr;
@@ -166,17 +166,55 @@ pub fn delete(root: &Root, path: &Path, fsync: bool) -> Result<()> {
 
 /// Removes the directory `name` in `parent` and everything in it, never following a symlink.
 /// Each regular file is removed under its lock, so a write committing into the tree finishes
-/// first; files the service is still receiving (temp files) are removed without waiting.
+/// first; files the service is still receiving (temp files) are removed without waiting. The
+/// walk keeps paths, not handles, of the directories still to visit (each is opened from
+/// `parent` when its turn comes), so a tree of any depth or width needs a few descriptors only.
 pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
     for _ in 0..MAX_REMOVE_PASSES {
-        let dir = match parent.open_dir(name) {
+        // `false`: a writer added an entry meanwhile, so another pass.
+        if remove_pass(parent, Path::new(name))? {
+            return Ok(());
+        }
+    }
+    Err(StorageError::Io(io::Error::other(
+        "a directory being deleted kept getting new entries",
+    )))
+}
+
+/// One depth-first pass, children before their directory; `false` when a directory was not
+/// empty after its entries were removed.
+fn remove_pass(parent: &Dir, top: &Path) -> Result<bool> {
+    let mut stack = vec![(top.to_path_buf(), false)];
+    let mut not_empty = false;
+    while let Some((rel, emptied)) = stack.pop() {
+        let (Some(up), Some(leaf)) = (rel.parent(), rel.file_name()) else {
+            continue;
+        };
+        let above = match open_beneath(parent, up) {
             Ok(dir) => dir,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(StorageError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        if emptied {
+            match above.remove_dir(leaf) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => not_empty = true,
+                Err(e) => return Err(StorageError::from_io(e)),
+            }
+            continue;
+        }
+        let dir = match above.open_dir(leaf) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            // Not a directory (any more): a file or link, removed as itself.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-                return ignore_missing(parent.remove_file(name));
+                ignore_missing(above.remove_file(leaf))?;
+                continue;
             }
             Err(e) => return Err(StorageError::from_io(e)),
         };
+        stack.push((rel.clone(), true));
         for entry in dir.entries().map_err(StorageError::from_io)? {
             let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
             let kind = match kind {
@@ -189,7 +227,7 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
             };
             let reserved = entry.to_str().is_some_and(|n| n.starts_with(RESERVED_PREFIX));
             match kind {
-                EntryType::Dir => remove_tree(&dir, &entry)?,
+                EntryType::Dir => stack.push((rel.join(&entry), false)),
                 EntryType::File if !reserved => {
                     let held = lock::lock(&dir, &entry, Access::Lock).ok().flatten();
                     ignore_missing(dir.remove_file(&entry))?;
@@ -198,17 +236,8 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
                 _ => ignore_missing(dir.remove_file(&entry))?,
             }
         }
-        match parent.remove_dir(name) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            // A writer added an entry meanwhile: another pass.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => continue,
-            Err(e) => return Err(StorageError::from_io(e)),
-        }
     }
-    Err(StorageError::Io(io::Error::other(
-        "a directory being deleted kept getting new entries",
-    )))
+    Ok(!not_empty)
 }
 
 fn ignore_missing(result: io::Result<()>) -> Result<()> {

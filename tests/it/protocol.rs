@@ -548,7 +548,12 @@ struct Attached(std::process::Child);
 
 impl Attached {
     fn delay(pid: libc::pid_t, syscalls: &str, delay: Duration) -> Attached {
-        let inject = format!("inject={syscalls}:delay_enter={}", delay.as_micros());
+        Attached::inject(pid, syscalls, &format!("delay_enter={}", delay.as_micros()))
+    }
+
+    /// strace attached to `pid`, injecting `how` (`delay_enter=US:when=N`, ...) into `syscalls`.
+    fn inject(pid: libc::pid_t, syscalls: &str, how: &str) -> Attached {
+        let inject = format!("inject={syscalls}:{how}");
         let child = Command::new("strace")
             .args(["-f", "-qq", "-o", "/dev/null", "-p", &pid.to_string()])
             .args(["-e", &format!("trace={syscalls}"), "-e", &inject])
@@ -790,4 +795,198 @@ fn review_new_parent_directories_appear_only_when_the_write_commits() {
         "directories left by writes that never committed"
     );
     s.expect_no_temp_files();
+}
+
+// ---- a second review's findings ----
+
+/// Descriptors the server may hold in the tests of bounded walks (`prlimit --nofile`).
+const FEW_FDS: &str = "--nofile=96:96";
+
+#[test]
+fn review2_a_listing_or_stat_never_shows_a_directory_outside_the_root() {
+    // a/secretdir is listed while another replica moves `a` away and an in-root link
+    // `q/l -> ../releases` to `a`, where it points outside. Every directory is opened by handle
+    // from the root, so the listing is of the in-root directory or refused, never the outside.
+    let (home, root) = shared_root();
+    let outside = home.path().join("releases/secretdir/OUTSIDE-private-dir");
+    fs::create_dir_all(&outside).unwrap();
+    fs::create_dir_all(root.join("releases")).unwrap();
+    fs::create_dir_all(root.join("q")).unwrap();
+    // One worker, whose third openat (the listing) or statx (the stat) is slowed: after the
+    // checks of the path, where a re-walk of it by name would follow the moved link.
+    let a = Server::start_on(&root, &["--workers", "1"]);
+    let b = Server::start_on(&root, &[]);
+    for (i, (path, call)) in [("/file/a/secretdir/", "openat"), ("/file/a/secretdir/check", "statx")]
+        .into_iter()
+        .enumerate()
+    {
+        fs::create_dir_all(root.join("a/secretdir/inroot-dir")).unwrap();
+        std::os::unix::fs::symlink("../releases", root.join("q/l")).unwrap();
+        let slow = Attached::inject(a.pid(), call, "delay_enter=1500000:when=3");
+        thread::scope(|scope| {
+            let read = scope.spawn(|| a.get_with(path, &["Accept: application/json"]));
+            thread::sleep(Duration::from_millis(500));
+            b.put_json("/file/a/mv", &format!(r#"{{"path": "a.old{i}"}}"#))
+                .assert_ok_json();
+            b.put_json("/file/q%2Fl/mv", r#"{"path": "a"}"#).assert_ok_json();
+            let got = read.join().unwrap();
+            assert!(
+                !got.text().contains("OUTSIDE"),
+                "{path} showed the outside: {}",
+                got.text()
+            );
+            let outside_ino = fs::metadata(&outside).unwrap().ino().to_string();
+            assert!(
+                !got.text().contains(&format!("\"ino\":{outside_ino}")),
+                "{path} stat the outside"
+            );
+        });
+        drop(slow);
+        fs::remove_file(root.join("a")).unwrap();
+    }
+}
+
+#[test]
+fn review2_the_start_up_sweep_clears_leftovers_in_more_directories_than_it_has_descriptors() {
+    let (_home, root) = shared_root();
+    for i in 0..300 {
+        let dir = root.join(format!("d{i:03}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join(".http-nas-tmp-0123456789abcdef"), "partial").unwrap();
+    }
+    let limited = ["prlimit", FEW_FDS].map(String::from);
+    let s = Server::start_wrapped_on(&root, &limited, &[]);
+    s.expect_no_temp_files();
+}
+
+#[test]
+fn review2_deleting_a_tree_deeper_than_the_descriptor_limit_leaves_nothing() {
+    let (_home, root) = shared_root();
+    let limited = ["prlimit", FEW_FDS].map(String::from);
+    let s = Server::start_wrapped_on(&root, &limited, &[]);
+    let deep = format!("/file/top/{}leaf.txt", "d/".repeat(300));
+    s.post(&deep, "deep").assert_ok_json();
+    s.delete("/file/top").assert_ok_json();
+    let left: Vec<_> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left in the root after the delete: {left:?}");
+}
+
+#[test]
+fn review2_a_new_file_whose_directory_is_deleted_while_its_temp_file_is_made_is_still_created() {
+    let (_home, root) = shared_root();
+    let a = Server::start_on(&root, &[]);
+    let b = Server::start_on(&root, &["--workers", "1"]);
+    for method in ["PUT", "POST"] {
+        fs::create_dir_all(root.join("d")).unwrap();
+        let slow = Attached::delay(b.pid(), "getrandom", Duration::from_millis(1500));
+        thread::scope(|scope| {
+            let write = scope.spawn(|| b.send(method, "/file/d/new.txt", b"hello\n", &[]));
+            thread::sleep(Duration::from_millis(400));
+            a.delete("/file/d").assert_ok_json();
+            write.join().unwrap().assert_ok_json();
+        });
+        drop(slow);
+        a.get("/file/d/new.txt").assert_ok_body("hello\n");
+        a.delete("/file/d").assert_ok_json();
+    }
+}
+
+#[test]
+fn review2_an_append_whose_commit_cannot_be_made_durable_is_undone_so_a_retry_appends_once() {
+    // The third fsync of the append (the directory, after its crash record is removed) fails.
+    let Some(failing) = delayed("fsync", Duration::ZERO).map(|w| {
+        w.into_iter()
+            .map(|a| {
+                if a.starts_with("inject=") {
+                    "inject=fsync:error=EIO:when=3".to_string()
+                } else {
+                    a
+                }
+            })
+            .collect::<Vec<_>>()
+    }) else {
+        return;
+    };
+    let (_home, root) = shared_root();
+    fs::write(root.join("f"), "base\n").unwrap();
+    let s = Server::start_wrapped_on(&root, &failing, &["--fsync", "true", "--workers", "1"]);
+    s.append("/file/f", "appended\n").assert_status(500);
+    s.get("/file/f").assert_ok_body("base\n");
+    s.append("/file/f", "appended\n").assert_ok_json();
+    s.get("/file/f").assert_ok_body("base\nappended\n");
+}
+
+#[test]
+fn review2_an_append_creating_directories_makes_them_only_after_its_body_is_on_disk() {
+    let (_home, root) = shared_root();
+    let mut s = Server::start_on(&root, &["--fsync", "true"]);
+    let body = random_bytes(1 << 20, 1610);
+    {
+        let _slow = Attached::delay(s.pid(), "fsync", Duration::from_secs(3));
+        let _append = start_request(&s, "PUT", "/file/new1/new2/big.bin", &[], &body, body.len());
+        wait_for_internal_file(&root, "tmp");
+        thread::sleep(Duration::from_millis(500));
+        let seen = Server::start_on(&root, &[]);
+        seen.get("/file/").assert_ok_body("");
+        s.signal(libc::SIGKILL);
+    }
+    s.restart();
+    s.get("/file/").assert_ok_body("");
+    assert!(!s.exists("new1"), "directories of an append that never committed");
+}
+
+#[test]
+fn review2_links_inside_the_root_work_like_their_targets_even_when_dangling() {
+    let s = Server::start();
+    let root = s.root();
+    s.write("sub/inner.txt", "in");
+    std::os::unix::fs::symlink("sub", root.join("dlink")).unwrap();
+    s.get("/file/dlink").assert_ok_body("inner.txt\n");
+    s.get("/file/dlink/").assert_ok_body("inner.txt\n");
+    std::os::unix::fs::symlink("target.txt", root.join("dangling")).unwrap();
+    s.get("/file/dangling").assert_status(404).assert_error(404);
+    s.get("/file/dangling/check").assert_error(404);
+    s.put_json("/file/dangling/mv", r#"{"path": "moved-link"}"#)
+        .assert_ok_json();
+    assert!(fs::symlink_metadata(root.join("moved-link")).is_ok_and(|m| m.file_type().is_symlink()));
+    s.delete("/file/moved-link").assert_ok_json();
+    assert!(!s.exists("moved-link"));
+}
+
+#[test]
+fn review2_a_path_through_a_file_names_nothing() {
+    let s = Server::start();
+    s.write("plain.txt", "x");
+    for path in ["/file/plain.txt/x", "/file/plain.txt/x/check", "/file/plain.txt/x/wc"] {
+        let got = s.get(path);
+        assert_eq!((got.status, got.text().as_str()), (404, "Not Found"), "GET {path}");
+    }
+    let deleted = s.delete("/file/plain.txt/x");
+    assert_eq!((deleted.status, deleted.text().as_str()), (404, "Not Found"));
+    s.post("/file/plain.txt/x", "y").assert_error(409);
+}
+
+#[test]
+fn review2_check_answers_what_node_fs_stats_serialises() {
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return eprintln!("skipped: node is not installed");
+    }
+    let s = Server::start();
+    s.write("dir/data.csv", "a,b\n1,2\n");
+    for (rel, url) in [
+        ("dir/data.csv", "/file/dir%2Fdata.csv/check"),
+        ("dir", "/file/dir/check"),
+    ] {
+        let script = "process.stdout.write(JSON.stringify(require('fs').statSync(process.argv[1])))";
+        let path = s.root().join(rel);
+        let out = Command::new("node")
+            .args(["-e", script])
+            .arg(&path)
+            .output()
+            .expect("run node");
+        let ours = s.get(url);
+        ours.assert_status(200);
+        assert_eq!(ours.text().trim_end(), String::from_utf8_lossy(&out.stdout), "{rel}");
+    }
 }
