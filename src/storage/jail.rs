@@ -147,10 +147,20 @@ impl std::fmt::Display for RelPath {
     }
 }
 
+/// What [`resolve`] does with a symlink as the final name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalLink {
+    /// Keep the link's own name (a delete or move acts on the link).
+    Keep,
+    /// Follow it to its target (reads and writes act on the file it leads to); a dangling
+    /// link is then [`StorageError::NotFound`].
+    Follow,
+}
+
 /// Maps `rel` to a filesystem path under `root` (which must be canonical), refusing any
 /// symlink on the way that leads outside `root`. Missing segments are fine: the result then
 /// names something that does not exist yet.
-pub fn resolve(root: &Path, rel: &RelPath) -> Result<PathBuf, StorageError> {
+pub fn resolve(root: &Path, rel: &RelPath, final_link: FinalLink) -> Result<PathBuf, StorageError> {
     let segments: Vec<&str> = rel.segments().collect();
     let mut real = root.to_path_buf();
     for (i, segment) in segments.iter().enumerate() {
@@ -162,13 +172,18 @@ pub fn resolve(root: &Path, rel: &RelPath) -> Result<PathBuf, StorageError> {
                     Ok(target) => target,
                     // A final link whose target does not exist (yet) is a name of its own: it
                     // can be deleted or moved, and reading through it finds nothing.
-                    Err(e) if is_last && e.kind() == io::ErrorKind::NotFound => return Ok(candidate),
+                    Err(e) if is_last && e.kind() == io::ErrorKind::NotFound => {
+                        return match final_link {
+                            FinalLink::Keep => Ok(candidate),
+                            FinalLink::Follow => Err(StorageError::NotFound),
+                        };
+                    }
                     Err(_) => return Err(StorageError::OutsideRoot),
                 };
                 if !target.starts_with(root) {
                     return Err(StorageError::OutsideRoot);
                 }
-                real = if is_last { candidate } else { target };
+                real = if is_last && final_link == FinalLink::Keep { candidate } else { target };
             }
             Ok(_) => real = candidate,
             // Nothing is below a missing name, or below a file (ENOTDIR).

@@ -190,7 +190,7 @@ impl Storage {
     /// The real location of `rel` relative to the root (parents' symlinks replaced by their
     /// targets; the final name as given).
     fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
-        let abs = jail::resolve(self.root.path(), rel)?;
+        let abs = jail::resolve(self.root.path(), rel, jail::FinalLink::Keep)?;
         Ok(self.root.relative(&abs)?.to_path_buf())
     }
 
@@ -198,11 +198,7 @@ impl Storage {
     /// root, which the jail checked) is followed too, so locks, crash records and reads all
     /// meet at the real file.
     fn resolve_file(&self, rel: &RelPath) -> Result<PathBuf> {
-        let abs = jail::resolve(self.root.path(), rel)?;
-        let real = match fs::symlink_metadata(&abs) {
-            Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(&abs).map_err(StorageError::from_io)?,
-            _ => abs,
-        };
+        let real = jail::resolve(self.root.path(), rel, jail::FinalLink::Follow)?;
         Ok(self.root.relative(&real)?.to_path_buf())
     }
 
@@ -225,15 +221,14 @@ impl Storage {
         }
         let (parent, name) = split(&path)?;
         let dir = self.root.open_dir(parent)?;
-        let stat = dir.stat(name).map_err(|e| match StorageError::from_io(e) {
-            StorageError::NotADirectory => StorageError::NotFound,
-            e => e,
-        })?;
-        if stat.is_dir() {
-            let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
-            return Ok(Opened::Dir(sub.metadata().map_err(StorageError::from_io)?));
-        }
-        let seen = lock::committed(&dir, name)?.ok_or(StorageError::NotFound)?;
+        let seen = match lock::committed(&dir, name) {
+            Err(StorageError::IsADirectory) => {
+                let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
+                return Ok(Opened::Dir(sub.metadata().map_err(StorageError::from_io)?));
+            }
+            Err(StorageError::NotADirectory) => return Err(StorageError::NotFound),
+            seen => seen?.ok_or(StorageError::NotFound)?,
+        };
         Ok(Opened::File {
             file: seen.file,
             meta: seen.meta,

@@ -63,8 +63,13 @@ impl Root {
 
     /// Opens the directory `rel` (relative to the root; empty for the root) without following
     /// any symlink on the way. A path through a file names no directory: [`StorageError::NotFound`].
-    pub fn open_dir(&self, rel: &Path) -> Result<Dir> {
-        open_beneath(&self.dir, rel)
+    pub fn open_dir(&self, rel: &Path) -> Result<DirRef<'_>> {
+        if rel.as_os_str().is_empty() {
+            // The root itself: its handle, without a descriptor of its own (the common case
+            // of a file at the top, on every request).
+            return Ok(DirRef::Root(&self.dir));
+        }
+        open_beneath(&self.dir, rel).map(DirRef::Opened)
     }
 
     /// Opens the deepest directory of `rel` that exists (where a write may spool its body
@@ -113,14 +118,41 @@ impl Root {
 /// Opens the directory `rel` beneath `base`, one component at a time, never through a symlink,
 /// holding at most two handles at once.
 pub fn open_beneath(base: &Dir, rel: &Path) -> Result<Dir> {
-    let mut dir = base.try_clone().map_err(StorageError::from_io)?;
-    for name in names(rel)? {
-        dir = open_step(&dir, name).map_err(|e| match e {
+    let step = |dir: &Dir, name| {
+        open_step(dir, name).map_err(|e| match e {
             StorageError::NotADirectory => StorageError::NotFound,
             e => e,
-        })?;
+        })
+    };
+    let mut names = names(rel)?.into_iter();
+    let Some(first) = names.next() else {
+        return base.try_clone().map_err(StorageError::from_io);
+    };
+    let mut dir = step(base, first)?;
+    for name in names {
+        dir = step(&dir, name)?;
     }
     Ok(dir)
+}
+
+/// A directory opened beneath the root, or the root's own handle.
+#[derive(Debug)]
+pub enum DirRef<'a> {
+    /// The root.
+    Root(&'a Dir),
+    /// A directory below it, with its own handle.
+    Opened(Dir),
+}
+
+impl std::ops::Deref for DirRef<'_> {
+    type Target = Dir;
+
+    fn deref(&self) -> &Dir {
+        match self {
+            DirRef::Root(dir) => dir,
+            DirRef::Opened(dir) => dir,
+        }
+    }
 }
 
 /// The plain names of a relative path (the jail admits nothing else).

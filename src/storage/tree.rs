@@ -52,7 +52,7 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
         }
         let (new_dirs, dst_dir) = root.create_dirs(dst_parent)?;
         let dst_stat = dst_dir.stat(dst_name).ok();
-        let mut wanted = Vec::new();
+        let mut wanted: Vec<(&Dir, &OsStr)> = Vec::new();
         if src_stat.is_file() {
             wanted.push((&src_dir, src_name));
         }
