@@ -183,7 +183,11 @@ pub fn resolve(root: &Path, rel: &RelPath, final_link: FinalLink) -> Result<Path
                 if !target.starts_with(root) {
                     return Err(StorageError::OutsideRoot);
                 }
-                real = if is_last && final_link == FinalLink::Keep { candidate } else { target };
+                real = if is_last && final_link == FinalLink::Keep {
+                    candidate
+                } else {
+                    target
+                };
             }
             Ok(_) => real = candidate,
             // Nothing is below a missing name, or below a file (ENOTDIR).

@@ -201,7 +201,8 @@ impl Spool {
     /// Makes the body a temp file, on disk with `fsync`, for a write to `parent` whose
     /// directory may not exist yet: in the deepest existing directory of it.
     pub fn make_temp_near(&mut self, root: &Root, parent: &Path, fsync: bool) -> Result<()> {
-        self.spill_to_file(|| TempFile::create_near(root, parent), fsync).map(drop)
+        self.spill_to_file(|| TempFile::create_near(root, parent), fsync)
+            .map(drop)
     }
 
     /// The spool as a temp file (a memory one written to the file `create` makes), synced with
