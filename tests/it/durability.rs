@@ -363,6 +363,27 @@ fn issue3_concurrent_posts_leave_one_whole_version_and_readers_never_see_a_mix()
 // ---- disk full ----
 
 #[test]
+fn issue15_a_large_append_needs_its_size_free_twice_and_else_changes_nothing() {
+    // The body is received whole before the lock, then copied into the file: while it commits,
+    // both are on the disk. An append that would fit once but not twice is a 507.
+    let tmpfs = match Tmpfs::mount("4m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => return println!("skipped: {reason}"),
+    };
+    let s = Server::start_on(&tmpfs.root(), &[]);
+    let base = random_bytes(1 << 20, 42);
+    s.post("/file/log", &base).assert_ok_json();
+    let free = free_bytes(&s.root());
+    let fits_once = random_bytes(usize::try_from(free * 2 / 3).unwrap(), 43);
+    s.append("/file/log", &fits_once).assert_error(507);
+    assert_same_bytes(&s.read("log"), &base, "the file after a refused append");
+    s.expect_no_temp_files();
+    let fits_twice = random_bytes(usize::try_from(free / 3).unwrap(), 44);
+    s.append("/file/log", &fits_twice).assert_ok_json();
+    assert_eq!(s.read("log").len(), base.len() + fits_twice.len());
+}
+
+#[test]
 fn issue3_disk_full_is_507_and_leaves_no_trace() {
     let tmpfs = match Tmpfs::mount("2m") {
         Ok(tmpfs) => tmpfs,
