@@ -199,6 +199,13 @@ impl Stat {
     pub fn is_symlink(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFLNK
     }
+
+    /// True when the name this describes is the open file with metadata `meta` (same device
+    /// and inode): the check every lock holder makes that its name still points to its file.
+    pub fn is(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.dev == meta.dev() && self.ino == meta.ino()
+    }
 }
 
 /// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`: the name itself, never a link's target.

@@ -18,7 +18,6 @@ use super::{Result, StorageError};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, TryLockError};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 
 /// Most times a name is reopened because its file changed while we waited for the lock.
 const MAX_LOCK_ATTEMPTS: usize = 64;
@@ -26,7 +25,8 @@ const MAX_LOCK_ATTEMPTS: usize = 64;
 /// A regular file under this process's exclusive lock, still at the name it was opened by.
 #[derive(Debug)]
 pub struct Held {
-    /// The open file (read-write); the lock goes with it when it is dropped.
+    /// The open file (read-write, or read-only for [`Access::Lock`] where the service may not
+    /// write it); the lock goes with it when it is dropped.
     pub file: File,
     /// Its metadata, read under the lock.
     pub meta: Metadata,
@@ -55,6 +55,9 @@ pub fn try_lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>>
     })
 }
 
+/// The one open → lock → "is the name still this file?" loop: `take` takes the lock (shared or
+/// exclusive, waiting or not; `false` gives up), and a file replaced, moved or removed while it
+/// waited is opened again by name.
 fn lock_with(
     dir: &Dir,
     name: &OsStr,
@@ -71,7 +74,7 @@ fn lock_with(
         }
         let meta = file.metadata().map_err(StorageError::from_io)?;
         match dir.stat(name) {
-            Ok(now) if now.dev == meta.dev() && now.ino == meta.ino() => return Ok(Some(Held { file, meta })),
+            Ok(now) if now.is(&meta) => return Ok(Some(Held { file, meta })),
             // Replaced, moved or removed while we waited: look again.
             _ => continue,
         }
@@ -118,25 +121,11 @@ pub struct Committed {
 /// crash record is in another directory: look again), its size, capped by the crash record of
 /// an append that died (which the next writer will roll back). `None` if missing.
 pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
-    for _ in 0..MAX_LOCK_ATTEMPTS {
-        let Some(file) = open_regular(dir, name, Access::Read)? else {
-            return Ok(None);
-        };
-        file.lock_shared().map_err(StorageError::from_io)?;
-        let state = file.metadata().map_err(StorageError::from_io).and_then(|meta| {
-            match dir.stat(name) {
-                Ok(now) if now.dev == meta.dev() && now.ino == meta.ino() => {}
-                _ => return Ok(None),
-            }
-            let len = journal::committed_len(dir, &meta)?;
-            Ok(Some((meta, len)))
-        });
-        let _ = file.unlock();
-        if let Some((meta, len)) = state? {
-            return Ok(Some(Committed { file, meta, len }));
-        }
-    }
-    Err(StorageError::Io(io::Error::other(
-        "the file kept changing while being opened",
-    )))
+    let shared = |file: &File| file.lock_shared().map(|()| true);
+    let Some(Held { file, meta }) = lock_with(dir, name, Access::Read, shared)? else {
+        return Ok(None);
+    };
+    let len = journal::committed_len(dir, &meta);
+    let _ = file.unlock();
+    Ok(Some(Committed { file, meta, len: len? }))
 }

@@ -62,7 +62,7 @@ impl TempFile {
             // A sweep may have removed the name between create and lock: then it is not ours.
             let meta = temp.file.metadata().map_err(StorageError::from_io)?;
             match temp.dir.stat(&temp.name) {
-                Ok(now) if now.dev == meta.dev() && now.ino == meta.ino() => return Ok(temp),
+                Ok(now) if now.is(&meta) => return Ok(temp),
                 _ => temp.named = false,
             }
         }
@@ -113,11 +113,7 @@ impl TempFile {
     /// the sweep of an unlocked moment, may have removed it).
     fn still_named(&self) -> bool {
         let Ok(meta) = self.file.metadata() else { return false };
-        self.named
-            && self
-                .dir
-                .stat(&self.name)
-                .is_ok_and(|now| now.dev == meta.dev() && now.ino == meta.ino())
+        self.named && self.dir.stat(&self.name).is_ok_and(|now| now.is(&meta))
     }
 
     /// Makes sure this temp file can be linked or renamed into `dir`: it is still named and on

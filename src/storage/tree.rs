@@ -68,7 +68,7 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
         }
         let unlocked_target = dst_dir
             .stat(dst_name)
-            .is_ok_and(|now| now.is_file() && !held.iter().any(|h| h.meta.ino() == now.ino && h.meta.dev() == now.dev));
+            .is_ok_and(|now| now.is_file() && !held.iter().any(|h| now.is(&h.meta)));
         if unlocked_target {
             continue;
         }
@@ -120,7 +120,7 @@ fn lock_in_order(names: &[(&Dir, &OsStr)]) -> Result<Option<Vec<Held>>> {
     let mut held = Vec::with_capacity(files.len());
     for ((file, meta), (dir, name)) in files.into_iter().zip(metas).zip(names) {
         match dir.stat(name) {
-            Ok(now) if now.dev == meta.dev() && now.ino == meta.ino() => {}
+            Ok(now) if now.is(&meta) => {}
             _ => return Ok(None),
         }
         let meta = file.metadata().map_err(StorageError::from_io)?;
