@@ -288,6 +288,8 @@ fn issue15_readers_never_see_part_of_a_small_append() {
     const APPENDS: usize = 600;
     let s = Server::start_with(&["--fsync", "false"]);
     s.write("f", b"");
+    // Reader 1 reads through another replica on the same root.
+    let replica = Server::start_on(&s.root(), &[]);
     let done = AtomicBool::new(false);
     let torn = AtomicUsize::new(0);
     let checks = AtomicUsize::new(0);
@@ -302,10 +304,10 @@ fn issue15_readers_never_see_part_of_a_small_append() {
             }
             done_ref.store(true, Ordering::SeqCst);
         });
-        for reader in 0..2 {
+        for (reader, reader_addr) in [s.addr(), replica.addr()].into_iter().enumerate() {
             let (torn, checks, done) = (&torn, &checks, &done);
             scope.spawn(move || {
-                let mut conn = Conn::open(addr);
+                let mut conn = Conn::open(reader_addr);
                 let mut round = 0;
                 while !done.load(Ordering::SeqCst) {
                     round += 1;
@@ -989,4 +991,54 @@ fn review2_check_answers_what_node_fs_stats_serialises() {
         ours.assert_status(200);
         assert_eq!(ours.text().trim_end(), String::from_utf8_lossy(&out.stdout), "{rel}");
     }
+}
+
+#[test]
+fn review_crash_records_planted_by_another_writer_are_never_followed_blocked_on_or_read_unbounded() {
+    // Another writer of the volume puts a FIFO, a symlink to a file outside the root, an
+    // oversized file or a directory at the record name of `f` (its inode is in every ETag).
+    let s = Server::start();
+    let root = s.root();
+    let outside = s.outside().join("outside.txt");
+    fs::write(&outside, "http-nas append journal v2\n").unwrap();
+    s.write("f", ORIGINAL);
+    let record = root.join(format!(
+        ".http-nas-journal-{}",
+        fs::metadata(root.join("f")).unwrap().ino()
+    ));
+    let plant = |kind: &str| {
+        let _ = fs::remove_file(&record);
+        let _ = fs::remove_dir(&record);
+        match kind {
+            "fifo" => {
+                let c = std::ffi::CString::new(record.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: mkfifo takes a NUL-terminated path and a mode.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+            }
+            "symlink" => std::os::unix::fs::symlink(&outside, &record).unwrap(),
+            "oversized" => fs::write(&record, vec![b'9'; 8 << 20]).unwrap(),
+            _ => fs::create_dir(&record).unwrap(),
+        }
+    };
+    let mut want = ORIGINAL.to_vec();
+    for kind in ["fifo", "symlink", "oversized", "directory"] {
+        plant(kind);
+        s.get("/file/f").assert_ok_body(&want);
+        let head = s.head("/file/f");
+        assert_eq!(
+            head.header("Content-Length"),
+            Some(want.len().to_string().as_str()),
+            "HEAD with a planted {kind}"
+        );
+        if kind != "directory" {
+            s.append("/file/f", format!("{kind}\n")).assert_ok_json();
+            want.extend_from_slice(format!("{kind}\n").as_bytes());
+            s.get("/file/f").assert_ok_body(&want);
+        }
+    }
+    assert_eq!(
+        fs::read(&outside).unwrap(),
+        b"http-nas append journal v2\n",
+        "the outside file"
+    );
 }
