@@ -4,10 +4,12 @@
 //! Names after `/file/` are percent-decoded exactly once (the Node original decoded twice).
 //! A plain `/wc`, `/mv` or `/check` suffix selects the line count, move or stat of what
 //! precedes it; a file whose own name is `wc`, `mv` or `check` is reached with the encoded
-//! form (`dir%2Fwc`), because the suffix is recognised before decoding.
+//! form (`dir%2Fwc`), because the suffix is recognised before decoding. A path a request reads,
+//! deletes or moves away names something that exists and may be any name another writer made
+//! ([`Naming::Existing`]); one it writes or moves to must be a name safe to show ([`Naming::New`]).
 
 use crate::error::Error;
-use crate::storage::{PathError, RelPath};
+use crate::storage::{Naming, PathError, RelPath};
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,27 +105,31 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
     };
     if let Some(base) = raw.strip_suffix("/wc").filter(|b| !b.is_empty()) {
         return read_only(Op::LineCount {
-            path: decode(base)?.non_root()?,
+            path: decode(base, Naming::Existing)?.non_root()?,
         });
     }
     if let Some(base) = raw.strip_suffix("/check").filter(|b| !b.is_empty()) {
         return read_only(Op::Stat {
-            path: decode(base)?.non_root()?,
+            path: decode(base, Naming::Existing)?.non_root()?,
         });
     }
     if let Some(base) = raw.strip_suffix("/mv").filter(|b| !b.is_empty()) {
         return match method {
             "PUT" => Ok(Op::Move {
-                path: decode(base)?.non_root()?,
+                path: decode(base, Naming::Existing)?.non_root()?,
             }),
             "OPTIONS" => Ok(Op::Options { allow: ALLOW_MOVE }),
             _ => Err(Error::MethodNotAllowed { allow: ALLOW_MOVE }),
         };
     }
-    let rel = decode(raw)?;
+    let naming = match method {
+        "POST" | "PUT" => Naming::New,
+        _ => Naming::Existing,
+    };
+    let rel = decode(raw, naming)?;
     let writable = || {
         // A trailing slash names a directory; writes need a file name.
-        if raw.ends_with('/') {
+        if rel.dir_only() {
             Err(Error::BadPath(PathError::Empty))
         } else {
             rel.clone().non_root().map_err(Error::from)
@@ -155,13 +161,17 @@ fn origin_form(target: &str) -> &str {
     }
 }
 
-/// Percent-decodes a path once and validates it.
-pub fn decode(raw: &str) -> Result<RelPath, Error> {
+/// Percent-decodes a path once and validates it as `naming` asks. A segment ending in an
+/// encoded `/` (`f%2F`) is refused before decoding: decoded, it would look like a trailing
+/// slash the client never typed.
+pub fn decode(raw: &str, naming: Naming) -> Result<RelPath, Error> {
+    let ends_in_encoded_slash =
+        |segment: &str| segment.len() >= 3 && segment[segment.len() - 3..].eq_ignore_ascii_case("%2F");
+    if raw.split('/').any(ends_in_encoded_slash) {
+        return Err(Error::BadPath(PathError::EncodedSlash));
+    }
     let bytes = urlencoding::decode_binary(raw.as_bytes());
-    let text = std::str::from_utf8(&bytes).map_err(|_| Error::BadRequest {
-        message: "path is not valid UTF-8 after percent-decoding".into(),
-    })?;
-    Ok(RelPath::parse(text)?)
+    Ok(RelPath::parse(&bytes, naming)?)
 }
 
 /// True when a Content-Type names JSON (`application/json`, parameters allowed).
@@ -176,7 +186,7 @@ mod tests {
     use super::*;
 
     fn rel(s: &str) -> RelPath {
-        RelPath::parse(s).unwrap()
+        RelPath::parse(s.as_bytes(), Naming::Existing).unwrap()
     }
 
     #[test]
@@ -203,7 +213,17 @@ mod tests {
                     path: rel("mydirectory/cat.jpg"),
                 },
             ),
-            ("GET", "/file/dir/", None, Op::Read { path: rel("dir") }),
+            ("GET", "/file/dir/", None, Op::Read { path: rel("dir/") }),
+            (
+                "GET",
+                "/file/caf%E9",
+                None,
+                Op::Read {
+                    path: RelPath::parse(b"caf\xe9", Naming::Existing).unwrap(),
+                },
+            ),
+            ("GET", "/file/a%0Ab", None, Op::Read { path: rel("a\nb") }),
+            ("DELETE", "/file/..%5Cx", None, Op::Delete { path: rel("..\\x") }),
             ("GET", "/file/a%2525b", None, Op::Read { path: rel("a%25b") }),
             (
                 "GET",
@@ -295,8 +315,15 @@ mod tests {
             ("GET", "/file/%2Fetc%2Fpasswd", 400),
             ("GET", "/file//etc/passwd", 400),
             ("GET", "/file/a%00b", 400),
-            ("GET", "/file/..%5Csecret", 400),
-            ("GET", "/file/%FF", 400),
+            ("POST", "/file/..%5Csecret", 400),
+            ("POST", "/file/%FF", 400),
+            ("PUT", "/file/a%0Ab", 400),
+            ("POST", "/file/x%E2%80%AEtxt.exe", 400),
+            ("POST", "/file/d/f%2F", 400),
+            ("POST", "/file/d/f%2f", 400),
+            ("GET", "/file/d%2F", 400),
+            ("GET", "/file/d%2F/x", 400),
+            ("GET", "/file/.HTTP-NAS-tmp-1", 400),
             ("PUT", "/file/..%2Fx/mv", 400),
             ("GET", "/file/..%2Fx/wc", 400),
             ("DELETE", "/file/.", 400),

@@ -26,6 +26,9 @@ pub enum Error {
     MethodNotAllowed { allow: &'static str },
     /// The target is in the wrong state: a directory where a file is needed, or the reverse.
     Conflict { message: String },
+    /// The name is a FIFO, socket or device (made by another writer of the volume): only
+    /// regular files and directories are served.
+    NotRegularFile,
     /// An append's `Upload-Offset` differs from the file's size.
     OffsetMismatch { current: u64 },
     /// A precondition (`If-None-Match: *`) failed.
@@ -52,7 +55,7 @@ impl Error {
             Error::Forbidden { .. } => 403,
             Error::NotFound => 404,
             Error::MethodNotAllowed { .. } => 405,
-            Error::Conflict { .. } | Error::OffsetMismatch { .. } => 409,
+            Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
             Error::RangeNotSatisfiable { .. } => 416,
             Error::InsufficientStorage => 507,
@@ -74,6 +77,7 @@ impl Error {
             Error::NotFound => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict { .. } => "conflict",
+            Error::NotRegularFile => "not_regular_file",
             Error::OffsetMismatch { .. } => "offset_mismatch",
             Error::PreconditionFailed { .. } => "precondition_failed",
             Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
@@ -118,6 +122,10 @@ impl fmt::Display for Error {
             Error::NotFound => write!(f, "no such file or directory"),
             Error::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
             Error::Conflict { message } => write!(f, "{message}"),
+            Error::NotRegularFile => write!(
+                f,
+                "not a regular file or directory (a FIFO, socket or device): only those are served"
+            ),
             Error::OffsetMismatch { current } => {
                 write!(
                     f,
@@ -159,7 +167,7 @@ impl From<StorageError> for Error {
             StorageError::VersionMismatch => Error::PreconditionFailed {
                 message: "the file changed (If-Match does not match its ETag)",
             },
-            StorageError::NotRegular => Error::Conflict { message: e.to_string() },
+            StorageError::NotRegular => Error::NotRegularFile,
             StorageError::PermissionDenied => Error::Forbidden {
                 message: "permission denied on the storage volume",
             },
@@ -198,6 +206,7 @@ mod tests {
                 "offset_mismatch",
             ),
             (Error::from(StorageError::Exists), 412, "precondition_failed"),
+            (Error::from(StorageError::NotRegular), 409, "not_regular_file"),
             (Error::MethodNotAllowed { allow: "GET" }, 405, "method_not_allowed"),
         ];
         for (err, status, kind) in cases {

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::metrics::{self, Metrics};
 use crate::range::{self, RangeChoice};
-use crate::storage::{Conditions, EntryKind, Opened, RelPath, Storage, VersionTest};
+use crate::storage::{Conditions, EntryKind, Naming, Opened, RelPath, Storage, VersionTest};
 use crate::time::{http_date, js_date, js_millis, js_number, rfc3339};
 use serde_json::json;
 use std::cell::Cell;
@@ -108,7 +108,10 @@ impl App {
             Op::Move { path } => self.move_file(&path, req),
             Op::Delete { path } => {
                 self.storage.delete(&path)?;
-                Ok(Response::json(200, &json!({ "path": path.as_str(), "deleted": true })))
+                Ok(Response::json(
+                    200,
+                    &json!({ "path": path.to_string(), "deleted": true }),
+                ))
             }
             Op::Options { allow } => Ok(Response::new(204, ResponseBody::Empty).with_header("Allow", allow)),
             Op::Alive => Ok(Response::text(200, "ok")),
@@ -161,7 +164,7 @@ impl App {
                     }
                 };
                 if resp.status != 304
-                    && let Some(kind) = content_type(path.as_str())
+                    && let Some(kind) = content_type(&path.to_string())
                 {
                     resp = resp.with_header("Content-Type", kind);
                 }
@@ -176,12 +179,12 @@ impl App {
                     let items: Vec<_> = entries
                         .iter()
                         .map(|e| {
-                            let kind = if e.kind == EntryKind::Directory {
-                                "directory"
-                            } else {
-                                "file"
+                            let kind = match e.kind {
+                                EntryKind::Directory => "directory",
+                                EntryKind::File => "file",
+                                EntryKind::Other => "other",
                             };
-                            json!({ "name": e.name, "type": kind, "size": e.size, "modified": rfc3339(e.modified) })
+                            json!({ "name": e.listed_name(), "type": kind, "size": e.size, "modified": rfc3339(e.modified) })
                         })
                         .collect();
                     return Ok(Response::json(200, &serde_json::Value::Array(items)));
@@ -189,7 +192,7 @@ impl App {
                 // The seed's format: bare names, one per line (clients split it on whitespace).
                 let mut text = String::new();
                 for e in &entries {
-                    text.push_str(&e.name);
+                    text.push_str(&e.listed_name());
                     text.push('\n');
                 }
                 Ok(Response::text(200, text))
@@ -267,7 +270,7 @@ impl App {
         let size = self.storage.rename(path, &target)?;
         Ok(Response::json(
             200,
-            &json!({ "path": target.as_str(), "from": path.as_str(), "size": size }),
+            &json!({ "path": target.to_string(), "from": path.to_string(), "size": size }),
         ))
     }
 }
@@ -292,7 +295,7 @@ impl Handler for App {
 
 /// The success body of a write: the path and the resulting size.
 fn written(path: &RelPath, size: u64) -> Response {
-    Response::json(200, &json!({ "path": path.as_str(), "size": size }))
+    Response::json(200, &json!({ "path": path.to_string(), "size": size }))
 }
 
 /// Parses the move body `{"path": "new/name"}`; the path is percent-decoded once, like URLs.
@@ -306,7 +309,7 @@ fn move_target(body: &[u8]) -> Result<RelPath, Error> {
         .get("path")
         .and_then(|p| p.as_str())
         .ok_or_else(|| bad("move body needs a string \"path\""))?;
-    Ok(api::decode(target)?.non_root()?)
+    Ok(api::decode(target, Naming::New)?.non_root()?)
 }
 
 /// The `If-Match` test of a write (the file still has one of the listed ETags), if given.
@@ -381,11 +384,11 @@ mod tests {
     #[test]
     fn move_bodies() {
         assert_eq!(
-            move_target(br#"{ "path": "newcat.jpg" }"#).unwrap().as_str(),
+            move_target(br#"{ "path": "newcat.jpg" }"#).unwrap().to_string(),
             "newcat.jpg"
         );
         assert_eq!(
-            move_target(br#"{"path":"testdir%2Fmoved"}"#).unwrap().as_str(),
+            move_target(br#"{"path":"testdir%2Fmoved"}"#).unwrap().to_string(),
             "testdir/moved"
         );
         for bad in [

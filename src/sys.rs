@@ -151,6 +151,63 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`: opens the
+/// directory `rel` (a relative path of plain names) beneath `dir` in one call, the kernel
+/// refusing any symlink (`ELOOP`) and any step out of `dir` (`EXDEV`). `None` where the kernel
+/// lacks the call (before 5.6) or a seccomp filter refuses it (`ENOSYS`, `EPERM`): the caller
+/// then walks one component at a time.
+pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &OsStr) -> Option<io::Result<OwnedFd>> {
+    let c_rel = match c_name(rel) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    // SAFETY: open_how is plain data; zeroed is a valid value before the fields are set.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    // No O_NOFOLLOW: with O_DIRECTORY it turns a final symlink into ENOTDIR, which would look
+    // like a file; RESOLVE_NO_SYMLINKS refuses the final component too, as ELOOP.
+    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `dir` is a live fd borrowed for the call; `c_rel` is NUL-terminated; `how` is a
+    // valid open_how whose size is passed with it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c_rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOSYS | libc::EPERM) => None,
+            _ => Some(Err(e)),
+        };
+    }
+    // SAFETY: `rc` is an fd just returned by openat2(2), owned by nobody else.
+    Some(Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) }))
+}
+
+/// `readlinkat(2)`: the target of the symlink `name` in `dir`, read with a fixed bound (a
+/// target longer than `PATH_MAX` is refused, never truncated).
+pub fn read_link_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let c_name = c_name(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `dir` is live, `c_name` NUL-terminated, `buf` writable for `buf.len()` bytes.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n >= buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    buf.truncate(n);
+    Ok(std::ffi::OsString::from_vec(buf))
+}
+
 /// `openat(2)`: opens `name` in the directory `dir` with `flags` (`O_CLOEXEC` is added), and
 /// `mode` for a file it creates.
 pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {

@@ -54,6 +54,17 @@ impl Dir {
         sys::open_at(self.fd.as_fd(), name, flags, 0).map(|fd| Dir { fd })
     }
 
+    /// Opens the directory `rel` (plain names) beneath this one in one `openat2` call; `None`
+    /// where the kernel lacks it. See [`sys::open_dir_beneath`].
+    pub fn open_dir_beneath(&self, rel: &OsStr) -> Option<io::Result<Dir>> {
+        sys::open_dir_beneath(self.fd.as_fd(), rel).map(|r| r.map(|fd| Dir { fd }))
+    }
+
+    /// The target of the symlink `name` here (bounded by `PATH_MAX`).
+    pub fn read_link(&self, name: &OsStr) -> io::Result<std::ffi::OsString> {
+        sys::read_link_at(self.fd.as_fd(), name)
+    }
+
     /// Opens the existing file `name`, refusing a symlink (`ELOOP`) and never blocking on a
     /// FIFO or device.
     pub fn open_file(&self, name: &OsStr, access: Access) -> io::Result<File> {

@@ -1,40 +1,57 @@
-//! The path jail: the only way a request path becomes a filesystem path.
+//! The path jail: the only way a request path becomes a location under the storage root.
 //!
 //! Defences, in order, each assuming the ones before it held:
-//! 1. [`RelPath::parse`] (pure, lexical) refuses NUL and control bytes (a newline in a name
-//!    would forge lines in listings), backslashes, a leading `/`, empty, `.` and `..` segments,
-//!    over-long segments, and names with the [`RESERVED_PREFIX`] our temp files use. What
-//!    passes is a list of plain names, so joining it to the root cannot climb out lexically.
-//! 2. [`resolve`] walks the segments from the canonical root with `lstat`: every symlink met
-//!    on the way (a parent, or the final name) must resolve inside the root, else
-//!    [`StorageError::OutsideRoot`]. Parents are replaced by their real location; the final
-//!    name is kept as given, so a delete or rename acts on a link itself, not its target.
-//!
-//! The API never creates symlinks, so links only come from whoever else can write the volume;
-//! a link swapped between this check and the use (a race only such a writer can run) is the
-//! residual risk, and is documented in the README.
+//! 1. [`RelPath::parse`] (pure, lexical) refuses NUL bytes, a leading `/`, empty, `.` and `..`
+//!    segments, over-long names, and names in the service's own [`RESERVED_PREFIX`] namespace
+//!    (in any letter case: a volume may be case-insensitive). What passes is a list of plain
+//!    names, so joining it to the root cannot climb out lexically. A name the request would
+//!    *create* ([`Naming::New`]) must also be UTF-8 without control characters, backslashes,
+//!    bidirectional controls, line or paragraph separators or a BOM, which would forge lines in
+//!    listings or disguise a name; a name that must already exist ([`Naming::Existing`]) may be
+//!    any bytes another writer of the volume used, so that the listing's encoded form of it
+//!    ([`listed_name`]) can be read and deleted.
+//! 2. [`resolve`] finds the real location of the name from the root's handle: each directory
+//!    is opened relative to the one above it with `O_NOFOLLOW`, and a symlink met on the way is
+//!    read (`readlinkat`) and followed by hand, refused ([`StorageError::OutsideRoot`]) the
+//!    moment its target would leave the root. Nothing is ever looked up by absolute path, so
+//!    nothing outside the root is even stat'ed.
+//! 3. The location found is then only ever opened beneath the root handle with every symlink
+//!    refused ([`super::root::open_beneath`]): a symlink swapped in by another writer after
+//!    step 2 makes the request fail, never act outside.
 
 use super::StorageError;
-use std::fs;
+use super::dir::Dir;
+use super::root::Root;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
 
 /// File names starting with this are the service's own (temp files, journals): never listed,
-/// never reachable through the API, and swept at start.
+/// never reachable through the API, and swept at start. Matched in any letter case.
 pub const RESERVED_PREFIX: &str = ".http-nas-";
 /// Longest single path segment, in bytes (Linux `NAME_MAX`).
 pub const MAX_SEGMENT_BYTES: usize = 255;
 /// Longest whole relative path, in bytes (Linux `PATH_MAX` less room for the root).
 pub const MAX_PATH_BYTES: usize = 3072;
+/// Most symlinks one resolution follows (the kernel's own limit).
+const MAX_LINKS: usize = 40;
 
 /// Why a path was refused before touching the filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PathError {
     /// Contains a NUL byte.
     Nul,
-    /// Contains a control character (newline, tab, DEL...).
+    /// A new name contains a control character (newline, tab, DEL...).
     ControlChar,
-    /// Contains a backslash.
+    /// A new name contains a character that disguises it: a bidirectional control, a line or
+    /// paragraph separator, or a byte order mark.
+    Disguising,
+    /// A new name is not UTF-8.
+    NotUtf8,
+    /// A new name contains a backslash.
     Backslash,
     /// Starts with `/`.
     Absolute,
@@ -42,6 +59,9 @@ pub enum PathError {
     EmptySegment,
     /// Has a `.` or `..` segment.
     DotSegment,
+    /// A segment ends in an encoded `/` (`f%2F`): a name cannot hold a `/`, and a trailing `/`
+    /// is spelled unencoded.
+    EncodedSlash,
     /// A segment starts with [`RESERVED_PREFIX`].
     Reserved,
     /// A segment or the whole path is too long.
@@ -55,10 +75,16 @@ impl std::fmt::Display for PathError {
         match self {
             PathError::Nul => write!(f, "path contains a NUL byte"),
             PathError::ControlChar => write!(f, "path contains a control character"),
+            PathError::Disguising => write!(
+                f,
+                "path contains a bidirectional control, line or paragraph separator, or byte order mark"
+            ),
+            PathError::NotUtf8 => write!(f, "path is not valid UTF-8 after percent-decoding"),
             PathError::Backslash => write!(f, "path contains a backslash"),
             PathError::Absolute => write!(f, "path must be relative (no leading /)"),
             PathError::EmptySegment => write!(f, "path has an empty segment (//)"),
             PathError::DotSegment => write!(f, "path has a . or .. segment"),
+            PathError::EncodedSlash => write!(f, "a name ends in an encoded / (%2F)"),
             PathError::Reserved => write!(f, "names starting with {RESERVED_PREFIX} are reserved"),
             PathError::TooLong => {
                 write!(
@@ -71,64 +97,99 @@ impl std::fmt::Display for PathError {
     }
 }
 
+/// Whether a path names something that must exist, or something the request may create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// Read, counted, stat'ed, deleted or moved away: any name another writer made is allowed.
+    Existing,
+    /// Written or moved to: only names that are safe to show (see the module doc).
+    New,
+}
+
 /// A validated path relative to the storage root: plain names joined by `/`, or empty for the
-/// root itself.
+/// root itself; it may name only a directory (it was spelled with a trailing `/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RelPath(String);
+pub struct RelPath {
+    bytes: Vec<u8>,
+    dir_only: bool,
+}
 
 impl RelPath {
     /// The storage root.
     pub fn root() -> Self {
-        RelPath(String::new())
+        RelPath {
+            bytes: Vec::new(),
+            dir_only: true,
+        }
     }
 
-    /// Validates an already percent-decoded path. One trailing `/` is allowed and dropped
-    /// (`dir/` names `dir`); the empty path is the root.
-    pub fn parse(decoded: &str) -> Result<Self, PathError> {
-        if decoded.bytes().any(|b| b == 0) {
+    /// Validates an already percent-decoded path. One trailing `/` is allowed and dropped,
+    /// and makes the path name a directory only (`d/` names the directory `d`, and no file);
+    /// the empty path is the root.
+    pub fn parse(decoded: &[u8], naming: Naming) -> Result<Self, PathError> {
+        if decoded.contains(&0) {
             return Err(PathError::Nul);
         }
-        if decoded.chars().any(char::is_control) {
-            return Err(PathError::ControlChar);
+        if naming == Naming::New {
+            let text = std::str::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
+            if text.chars().any(char::is_control) {
+                return Err(PathError::ControlChar);
+            }
+            if text.chars().any(is_disguising) {
+                return Err(PathError::Disguising);
+            }
+            if text.contains('\\') {
+                return Err(PathError::Backslash);
+            }
         }
-        if decoded.contains('\\') {
-            return Err(PathError::Backslash);
-        }
-        if decoded.starts_with('/') {
+        if decoded.starts_with(b"/") {
             return Err(PathError::Absolute);
         }
         if decoded.len() > MAX_PATH_BYTES {
             return Err(PathError::TooLong);
         }
-        let trimmed = decoded.strip_suffix('/').unwrap_or(decoded);
+        let (trimmed, dir_only) = match decoded.strip_suffix(b"/") {
+            Some(t) => (t, true),
+            None => (decoded, false),
+        };
         if trimmed.is_empty() {
             return Ok(RelPath::root());
         }
-        for segment in trimmed.split('/') {
+        for segment in trimmed.split(|&b| b == b'/') {
             match segment {
-                "" => return Err(PathError::EmptySegment),
-                "." | ".." => return Err(PathError::DotSegment),
-                s if s.starts_with(RESERVED_PREFIX) => return Err(PathError::Reserved),
+                b"" => return Err(PathError::EmptySegment),
+                b"." | b".." => return Err(PathError::DotSegment),
+                s if is_reserved(s) => return Err(PathError::Reserved),
                 s if s.len() > MAX_SEGMENT_BYTES => return Err(PathError::TooLong),
                 _ => {}
             }
         }
-        Ok(RelPath(trimmed.to_string()))
+        Ok(RelPath {
+            bytes: trimmed.to_vec(),
+            dir_only,
+        })
     }
 
     /// True for the storage root.
     pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+        self.bytes.is_empty()
+    }
+
+    /// True when the path was spelled with a trailing `/`: it names a directory, never a file.
+    pub fn dir_only(&self) -> bool {
+        self.dir_only
     }
 
     /// The path as `a/b/c` (empty for the root).
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn as_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.bytes))
     }
 
-    /// The segments, in order.
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
-        self.0.split('/').filter(|s| !s.is_empty())
+    /// True when `other` is strictly below this path (`a/b` is below `a`, `ab` is not).
+    pub fn contains(&self, other: &RelPath) -> bool {
+        other.bytes.len() > self.bytes.len()
+            && other.bytes.starts_with(&self.bytes)
+            && other.bytes[self.bytes.len()] == b'/'
     }
 
     /// Refuses the root where a file or directory below it is needed.
@@ -142,9 +203,49 @@ impl RelPath {
 }
 
 impl std::fmt::Display for RelPath {
+    /// The path as a listing shows it: itself for any name made through the API, else
+    /// percent-encoded ([`listed_name`]).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&listed_name(&self.bytes))
     }
+}
+
+/// True for a name in the service's own namespace, in any letter case.
+pub fn is_reserved(name: &[u8]) -> bool {
+    name.get(..RESERVED_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes()))
+}
+
+/// True for characters that make a name look like something else: bidirectional controls
+/// (`U+202E` shows `txt.exe` as `exe.txt`), line and paragraph separators (line breaks to
+/// some readers), and the byte order mark (invisible).
+fn is_disguising(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            | '\u{2028}' | '\u{2029}' | '\u{FEFF}'
+    )
+}
+
+/// A name as listings show it: as it is when it is UTF-8 with nothing that could break a line
+/// or disguise it (every name made through the API), else percent-encoded (control and
+/// disguising characters, `%`, and every non-ASCII byte), so that each listed line is one name
+/// and a request for that line, decoded once like every path, finds exactly that name.
+pub fn listed_name(name: &[u8]) -> Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(name)
+        && !text.chars().any(|c| c.is_control() || is_disguising(c))
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(name.len() * 3);
+    for &b in name {
+        if !(0x20..0x7f).contains(&b) || b == b'%' {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// What [`resolve`] does with a symlink as the final name.
@@ -157,57 +258,124 @@ pub enum FinalLink {
     Follow,
 }
 
-/// Maps `rel` to a filesystem path under `root` (which must be canonical), refusing any
-/// symlink on the way that leads outside `root`. Missing segments are fine: the result then
-/// names something that does not exist yet.
-pub fn resolve(root: &Path, rel: &RelPath, final_link: FinalLink) -> Result<PathBuf, StorageError> {
-    let segments: Vec<&str> = rel.segments().collect();
-    let mut real = root.to_path_buf();
-    for (i, segment) in segments.iter().enumerate() {
-        let candidate = real.join(segment);
-        let is_last = i + 1 == segments.len();
-        match fs::symlink_metadata(&candidate) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let target = match fs::canonicalize(&candidate) {
-                    Ok(target) => target,
-                    // A final link whose target does not exist (yet) is a name of its own: it
-                    // can be deleted or moved, and reading through it finds nothing.
-                    Err(e) if is_last && e.kind() == io::ErrorKind::NotFound => {
-                        return match final_link {
-                            FinalLink::Keep => Ok(candidate),
-                            FinalLink::Follow => Err(StorageError::NotFound),
-                        };
-                    }
-                    Err(_) => return Err(StorageError::OutsideRoot),
-                };
-                if !target.starts_with(root) {
-                    return Err(StorageError::OutsideRoot);
-                }
-                real = if is_last && final_link == FinalLink::Keep {
-                    candidate
-                } else {
-                    target
-                };
-            }
-            Ok(_) => real = candidate,
-            // Nothing is below a missing name, or below a file (ENOTDIR).
-            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
-                // Nothing below a missing segment exists either; plain names join safely.
-                real = candidate;
-                for rest in &segments[i + 1..] {
-                    real.push(rest);
-                }
-                return Ok(real);
-            }
-            Err(e) => return Err(StorageError::from_io(e)),
+/// The real location of `rel` (plain names, relative to the root), found from the root's
+/// handle: symlinks on the way (and the final one, with [`FinalLink::Follow`]) are replaced by
+/// where they lead, which must stay inside the root, else [`StorageError::OutsideRoot`].
+/// Missing names are fine (the result then names something not there yet), but not past a
+/// symlink: a dangling link is [`StorageError::NotFound`].
+///
+/// The result is a location, not a capability: the caller opens it with
+/// [`super::root::open_beneath`], which refuses any symlink, so a link swapped in after this
+/// returns makes the request fail rather than escape.
+pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf, StorageError> {
+    // Each name still to resolve, and whether it came from a link's target.
+    let mut pending: VecDeque<(OsString, bool)> = VecDeque::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(name) => pending.push_back((name.to_os_string(), false)),
+            _ => return Err(StorageError::OutsideRoot),
         }
     }
-    Ok(real)
+    let mut real: Vec<OsString> = Vec::new();
+    let mut dir: Option<Dir> = None; // None: the root itself
+    let mut links = 0;
+    let reopen = |real: &[OsString]| -> Result<Option<Dir>, StorageError> {
+        if real.is_empty() {
+            return Ok(None);
+        }
+        let path: PathBuf = real.iter().collect();
+        super::root::open_beneath(root.dir(), &path).map(Some)
+    };
+    while let Some((name, from_link)) = pending.pop_front() {
+        let is_last = pending.is_empty();
+        if name == ".." {
+            if real.pop().is_none() {
+                return Err(StorageError::OutsideRoot);
+            }
+            dir = reopen(&real)?;
+            continue;
+        }
+        let here = dir.as_ref().unwrap_or(root.dir());
+        let stat = match here.stat(&name) {
+            Ok(stat) => stat,
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                // Nothing is below a missing name: the rest joins as plain names, unless a
+                // link led here (a dangling link names nothing).
+                if from_link || pending.iter().any(|(_, from_link)| *from_link) {
+                    return Err(StorageError::NotFound);
+                }
+                real.push(name);
+                real.extend(pending.into_iter().map(|(n, _)| n));
+                break;
+            }
+            Err(e) => return Err(StorageError::from_io(e)),
+        };
+        if stat.is_symlink() {
+            if is_last && final_link == FinalLink::Keep {
+                real.push(name);
+                let link: PathBuf = real.iter().collect();
+                // The link itself is acted on, but one leading outside is refused all the same
+                // (API.md: 403), even for a delete; a dangling one is a name like any other.
+                return match resolve(root, &link, FinalLink::Follow) {
+                    Ok(_) | Err(StorageError::NotFound) => Ok(link),
+                    Err(e) => Err(e),
+                };
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(StorageError::NotFound);
+            }
+            let target = PathBuf::from(here.read_link(&name).map_err(StorageError::from_io)?);
+            let inside = if target.is_absolute() {
+                real.clear();
+                dir = None;
+                target
+                    .strip_prefix(root.path())
+                    .map_err(|_| StorageError::OutsideRoot)?
+                    .to_path_buf()
+            } else {
+                target
+            };
+            for c in inside.components().rev() {
+                match c {
+                    Component::Normal(n) => pending.push_front((n.to_os_string(), true)),
+                    Component::ParentDir => pending.push_front(("..".into(), true)),
+                    Component::CurDir => {}
+                    Component::RootDir | Component::Prefix(_) => return Err(StorageError::OutsideRoot),
+                }
+            }
+            continue;
+        }
+        if stat.is_dir() && !is_last {
+            let next = here.open_dir(&name).map_err(|e| match e.raw_os_error() {
+                // Swapped for a symlink since the stat: refused, never followed.
+                Some(libc::ELOOP | libc::ENOTDIR) => StorageError::OutsideRoot,
+                _ => StorageError::from_io(e),
+            })?;
+            dir = Some(next);
+            real.push(name);
+            continue;
+        }
+        real.push(name);
+        if !is_last {
+            // Below a file: nothing is there (the caller's open says so).
+            if pending.iter().any(|(n, from_link)| *from_link || n == "..") {
+                return Err(StorageError::NotFound);
+            }
+            real.extend(pending.into_iter().map(|(n, _)| n));
+            break;
+        }
+    }
+    Ok(real.iter().collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(input: &str, naming: Naming) -> Result<String, PathError> {
+        RelPath::parse(input.as_bytes(), naming).map(|p| p.as_path().to_string_lossy().into_owned())
+    }
 
     #[test]
     fn accepts_plain_paths() {
@@ -220,11 +388,15 @@ mod tests {
             ("..a", "..a"),
             ("a..", "a.."),
             (".hidden", ".hidden"),
+            (".http-nas", ".http-nas"),
             ("caf\u{e9}", "caf\u{e9}"),
             ("with space", "with space"),
+            ("\u{1F600}.txt", "\u{1F600}.txt"),
         ];
         for (input, want) in cases {
-            assert_eq!(RelPath::parse(input).map(|p| p.0), Ok(want.to_string()), "{input:?}");
+            for naming in [Naming::New, Naming::Existing] {
+                assert_eq!(parse(input, naming), Ok(want.to_string()), "{input:?} {naming:?}");
+            }
         }
     }
 
@@ -232,43 +404,131 @@ mod tests {
     fn refuses_unsafe_paths() {
         use PathError::*;
         let long_segment = "x".repeat(MAX_SEGMENT_BYTES + 1);
-        let cases: Vec<(&str, PathError)> = vec![
-            ("a\0b", Nul),
-            ("a\nb", ControlChar),
-            ("a\tb", ControlChar),
-            ("a\u{7f}", ControlChar),
-            ("..\\etc", Backslash),
-            ("/etc/passwd", Absolute),
-            ("//etc", Absolute),
-            ("a//b", EmptySegment),
-            ("a//", EmptySegment),
-            (".", DotSegment),
-            ("..", DotSegment),
-            ("../x", DotSegment),
-            ("a/../../x", DotSegment),
-            ("a/./b", DotSegment),
-            ("a/..", DotSegment),
-            (".http-nas-tmp-1", Reserved),
-            ("d/.http-nas-x", Reserved),
-            (&long_segment, TooLong),
+        // (input, refusal for a new name, refusal for an existing one)
+        let cases: Vec<(&str, PathError, Option<PathError>)> = vec![
+            ("a\0b", Nul, Some(Nul)),
+            ("a\nb", ControlChar, None),
+            ("a\tb", ControlChar, None),
+            ("a\u{7f}", ControlChar, None),
+            ("a\u{85}", ControlChar, None),
+            ("report\u{202E}vsc.exe", Disguising, None),
+            ("a\u{2028}b", Disguising, None),
+            ("a\u{2029}b", Disguising, None),
+            ("\u{FEFF}a", Disguising, None),
+            ("a\u{2066}b", Disguising, None),
+            ("..\\etc", Backslash, None),
+            ("/etc/passwd", Absolute, Some(Absolute)),
+            ("//etc", Absolute, Some(Absolute)),
+            ("a//b", EmptySegment, Some(EmptySegment)),
+            ("a//", EmptySegment, Some(EmptySegment)),
+            (".", DotSegment, Some(DotSegment)),
+            ("..", DotSegment, Some(DotSegment)),
+            ("../x", DotSegment, Some(DotSegment)),
+            ("a/../../x", DotSegment, Some(DotSegment)),
+            ("a/./b", DotSegment, Some(DotSegment)),
+            ("a/..", DotSegment, Some(DotSegment)),
+            (".http-nas-tmp-1", Reserved, Some(Reserved)),
+            ("d/.http-nas-x", Reserved, Some(Reserved)),
+            (".HTTP-NAS-tmp-1", Reserved, Some(Reserved)),
+            ("d/.Http-Nas-journal-5", Reserved, Some(Reserved)),
+            (&long_segment, TooLong, Some(TooLong)),
         ];
-        for (input, want) in cases {
-            assert_eq!(RelPath::parse(input), Err(want), "{input:?}");
+        for (input, new, existing) in cases {
+            assert_eq!(parse(input, Naming::New), Err(new), "new {input:?}");
+            match existing {
+                Some(e) => assert_eq!(parse(input, Naming::Existing), Err(e), "existing {input:?}"),
+                None => assert!(parse(input, Naming::Existing).is_ok(), "existing {input:?}"),
+            }
+        }
+        assert_eq!(RelPath::parse(b"caf\xe9", Naming::New), Err(NotUtf8));
+        assert!(RelPath::parse(b"caf\xe9", Naming::Existing).is_ok());
+    }
+
+    #[test]
+    fn a_trailing_slash_names_a_directory_only() {
+        let dir = RelPath::parse(b"d/sub/", Naming::Existing).unwrap();
+        assert!(dir.dir_only());
+        assert_eq!(dir.as_path(), Path::new("d/sub"));
+        assert!(!RelPath::parse(b"d/sub", Naming::Existing).unwrap().dir_only());
+        assert!(RelPath::root().dir_only());
+    }
+
+    #[test]
+    fn contains_is_by_whole_segments() {
+        let p = |s: &str| RelPath::parse(s.as_bytes(), Naming::New).unwrap();
+        assert!(p("a").contains(&p("a/b")));
+        assert!(p("a/b").contains(&p("a/b/c/d")));
+        assert!(!p("a").contains(&p("ab")));
+        assert!(!p("a").contains(&p("a")));
+        assert!(!p("a/b").contains(&p("a")));
+    }
+
+    #[test]
+    fn listed_names_are_one_line_each_and_decode_back() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"report.csv", "report.csv"),
+            ("caf\u{e9} 100%.txt".as_bytes(), "caf\u{e9} 100%.txt"),
+            (b"caf\xe9.txt", "caf%E9.txt"),
+            (b"a\nsecrets.txt", "a%0Asecrets.txt"),
+            (b"50%\r", "50%25%0D"),
+            ("x\u{202E}txt.exe".as_bytes(), "x%E2%80%AEtxt.exe"),
+            (b"tab\there", "tab%09here"),
+        ];
+        for (name, listed) in cases {
+            let got = listed_name(name);
+            assert_eq!(got, listed, "{name:?}");
+            assert!(!got.contains('\n') && !got.contains('\r'));
+            if got != String::from_utf8_lossy(name) {
+                assert_eq!(urlencoding::decode_binary(got.as_bytes()), name, "{listed}");
+            }
         }
     }
 
     #[test]
     fn segment_length_limit_at_and_over() {
-        assert!(RelPath::parse(&"x".repeat(MAX_SEGMENT_BYTES)).is_ok());
-        assert_eq!(
-            RelPath::parse(&"x".repeat(MAX_SEGMENT_BYTES + 1)),
-            Err(PathError::TooLong)
-        );
+        let ok = |s: &str| RelPath::parse(s.as_bytes(), Naming::New).is_ok();
+        assert!(ok(&"x".repeat(MAX_SEGMENT_BYTES)));
+        assert!(!ok(&"x".repeat(MAX_SEGMENT_BYTES + 1)));
         let at = vec!["y".repeat(99); MAX_PATH_BYTES / 100].join("/");
-        assert!(RelPath::parse(&at).is_ok());
+        assert!(ok(&at));
         assert_eq!(
-            RelPath::parse(&"z/".repeat(MAX_PATH_BYTES / 2 + 1)),
+            RelPath::parse("z/".repeat(MAX_PATH_BYTES / 2 + 1).as_bytes(), Naming::New),
             Err(PathError::TooLong)
         );
+    }
+
+    #[test]
+    fn resolves_links_inside_the_root_and_refuses_the_rest() {
+        use crate::storage::test_root;
+        use std::fs;
+        use std::os::unix::fs::symlink;
+        let (base, root) = test_root("jail-resolve");
+        fs::create_dir_all(base.join("real/sub")).unwrap();
+        fs::write(base.join("real/sub/f"), "f").unwrap();
+        symlink("real", base.join("rel")).unwrap();
+        symlink(base.join("real/sub"), base.join("abs")).unwrap();
+        symlink("../real/sub/f", base.join("real/up")).unwrap();
+        symlink("..", base.join("real/sub/dots")).unwrap();
+        symlink("../..", base.join("real/out")).unwrap();
+        symlink("/etc", base.join("etc")).unwrap();
+        symlink("missing", base.join("dangling")).unwrap();
+        symlink("loop", base.join("loop")).unwrap();
+        let go = |p: &str, f| resolve(&root, Path::new(p), f).map(|p| p.to_string_lossy().into_owned());
+        use FinalLink::*;
+        assert_eq!(go("rel/sub/f", Follow).unwrap(), "real/sub/f");
+        assert_eq!(go("abs/f", Follow).unwrap(), "real/sub/f");
+        assert_eq!(go("real/up", Follow).unwrap(), "real/sub/f");
+        assert_eq!(go("real/up", Keep).unwrap(), "real/up");
+        assert_eq!(go("real/sub/dots/sub/f", Follow).unwrap(), "real/sub/f");
+        assert_eq!(go("rel/new/deeper", Follow).unwrap(), "real/new/deeper");
+        assert_eq!(go("real/sub/f/below", Follow).unwrap(), "real/sub/f/below");
+        assert_eq!(go("dangling", Keep).unwrap(), "dangling");
+        assert!(matches!(go("dangling", Follow), Err(StorageError::NotFound)));
+        assert!(matches!(go("dangling/x", Follow), Err(StorageError::NotFound)));
+        assert!(matches!(go("real/out", Follow), Err(StorageError::OutsideRoot)));
+        assert!(matches!(go("real/out/x", Keep), Err(StorageError::OutsideRoot)));
+        assert!(matches!(go("etc/passwd", Follow), Err(StorageError::OutsideRoot)));
+        assert!(matches!(go("loop", Follow), Err(StorageError::NotFound)));
+        assert_eq!(go("", Follow).unwrap(), "");
     }
 }

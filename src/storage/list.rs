@@ -1,12 +1,13 @@
 //! Directory listings: entries sorted by name, the service's own files left out.
 
 use super::dir::Dir;
-use super::jail::RESERVED_PREFIX;
+use super::jail::{self, FinalLink, is_reserved};
 use super::lock;
 use super::root::Root;
 use super::{Result, StorageError};
 use crate::sys::Stat;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -18,19 +19,29 @@ pub enum EntryKind {
     File,
     /// A directory (or a link to one).
     Directory,
+    /// Anything else another writer made: a FIFO, socket or device (never opened, size 0).
+    Other,
 }
 
 /// One listed entry.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// The entry's name (lossily converted if it is not UTF-8).
-    pub name: String,
+    /// The entry's name, as the directory holds it (any bytes another writer used; show it
+    /// with [`jail::listed_name`]).
+    pub name: OsString,
     /// File or directory.
     pub kind: EntryKind,
     /// Size in bytes (0 for directories).
     pub size: u64,
     /// Last modification time.
     pub modified: SystemTime,
+}
+
+impl Entry {
+    /// The name as listings show it: one line, and a request for it finds this entry.
+    pub fn listed_name(&self) -> std::borrow::Cow<'_, str> {
+        jail::listed_name(self.name.as_bytes())
+    }
 }
 
 /// Lists the directory `rel` (relative to the root), through its handle: a regular file at its
@@ -41,8 +52,7 @@ pub fn list_dir(root: &Root, rel: &Path) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for item in dir.entries().map_err(StorageError::from_io)? {
         let (os_name, _, _) = item.map_err(StorageError::from_io)?;
-        let name = os_name.to_string_lossy().into_owned();
-        if name.starts_with(RESERVED_PREFIX) {
+        if is_reserved(os_name.as_bytes()) {
             continue;
         }
         let Ok(stat) = dir.stat(&os_name) else { continue };
@@ -57,7 +67,7 @@ pub fn list_dir(root: &Root, rel: &Path) -> Result<Vec<Entry>> {
             }
         };
         entries.push(Entry {
-            name,
+            name: os_name,
             kind,
             size,
             modified: system_time(mtime),
@@ -74,7 +84,7 @@ fn described(dir: &Dir, name: &OsStr, stat: Stat) -> Option<(EntryKind, u64, (i6
         return Some((EntryKind::Directory, 0, stat.mtime));
     }
     if !stat.is_file() {
-        return Some((EntryKind::File, 0, stat.mtime));
+        return Some((EntryKind::Other, 0, stat.mtime));
     }
     match lock::committed(dir, name) {
         Ok(Some(seen)) => Some((EntryKind::File, seen.len, (seen.meta.mtime(), seen.meta.mtime_nsec()))),
@@ -84,11 +94,10 @@ fn described(dir: &Dir, name: &OsStr, stat: Stat) -> Option<(EntryKind, u64, (i6
 }
 
 /// What the symlink at `rel` leads to, if that is inside the root: its real location is
-/// resolved once, then opened by handle without following anything, so a link swapped
+/// resolved from the root's handle, then opened without following anything, so a link swapped
 /// meanwhile shows as itself.
 fn followed(root: &Root, rel: &Path) -> Option<(EntryKind, u64, (i64, i64))> {
-    let real = std::fs::canonicalize(root.path().join(rel)).ok()?;
-    let real = root.relative(&real).ok()?;
+    let real = jail::resolve(root, rel, FinalLink::Follow).ok()?;
     if real.as_os_str().is_empty() {
         return None;
     }

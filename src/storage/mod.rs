@@ -23,7 +23,7 @@ pub mod tree;
 pub mod wc;
 
 pub use conditions::{Conditions, VersionTest};
-pub use jail::{PathError, RelPath};
+pub use jail::{Naming, PathError, RelPath};
 pub use list::{Entry, EntryKind};
 
 use std::ffi::OsStr;
@@ -190,26 +190,43 @@ impl Storage {
     /// The real location of `rel` relative to the root (parents' symlinks replaced by their
     /// targets; the final name as given).
     fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
-        let abs = jail::resolve(self.root.path(), rel, jail::FinalLink::Keep)?;
-        Ok(self.root.relative(&abs)?.to_path_buf())
+        jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Keep)
     }
 
     /// Where the file `rel` names really is, relative to the root: a final symlink (inside the
     /// root, which the jail checked) is followed too, so locks, crash records and reads all
     /// meet at the real file.
     fn resolve_file(&self, rel: &RelPath) -> Result<PathBuf> {
-        let real = jail::resolve(self.root.path(), rel, jail::FinalLink::Follow)?;
-        Ok(self.root.relative(&real)?.to_path_buf())
+        jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Follow)
     }
 
-    /// Whether `rel` names anything (a final symlink counts as itself, even dangling).
+    /// What `rel` names, by handle (a final symlink counts as itself, even dangling).
+    fn stat(&self, rel: &RelPath) -> Result<crate::sys::Stat> {
+        let path = self.resolve(rel)?;
+        let (parent, name) = split(&path)?;
+        let dir = self.root.open_dir(parent).map_err(|e| match e {
+            StorageError::NotADirectory => StorageError::NotFound,
+            e => e,
+        })?;
+        dir.stat(name).map_err(|e| match StorageError::from_io(e) {
+            StorageError::NotADirectory => StorageError::NotFound,
+            e => e,
+        })
+    }
+
+    /// Whether `rel` names anything (a final symlink counts as itself, even dangling), and a
+    /// directory if it was spelled with a trailing `/`.
     pub fn exists(&self, rel: &RelPath) -> Result<()> {
-        fs::symlink_metadata(self.root.path().join(self.resolve(rel)?))
-            .map(drop)
-            .map_err(|e| match StorageError::from_io(e) {
-                StorageError::NotADirectory => StorageError::NotFound,
-                e => e,
-            })
+        self.expect_dir_if_asked(rel, self.stat(rel)?.is_dir())
+    }
+
+    /// A path spelled with a trailing `/` names a directory only: a file there is not found.
+    fn expect_dir_if_asked(&self, rel: &RelPath, is_dir: bool) -> Result<()> {
+        if rel.dir_only() && !is_dir {
+            Err(StorageError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     /// Opens what `rel` names for reading; a file with the length of its committed writes.
@@ -221,6 +238,9 @@ impl Storage {
         }
         let (parent, name) = split(&path)?;
         let dir = self.root.open_dir(parent)?;
+        if rel.dir_only() && !dir.stat(name).is_ok_and(|s| s.is_dir()) {
+            return Err(StorageError::NotFound);
+        }
         let seen = match lock::committed(&dir, name) {
             Err(StorageError::IsADirectory) => {
                 let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
@@ -266,8 +286,11 @@ impl Storage {
     /// Moves `from` to `to` like `mv`, creating `to`'s parents. Returns the moved size.
     pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<u64> {
         let (from, to) = (from.clone().non_root()?, to.clone().non_root()?);
-        if to.as_str().starts_with(&format!("{}/", from.as_str())) {
+        if from.contains(&to) {
             return Err(StorageError::MoveIntoSelf);
+        }
+        if from.dir_only() {
+            self.exists(&from)?;
         }
         let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
         tree::rename(&self.root, &src, &dst, self.fsync)
@@ -278,6 +301,9 @@ impl Storage {
     pub fn delete(&self, rel: &RelPath) -> Result<()> {
         if rel.is_root() {
             return Err(StorageError::RootRefused);
+        }
+        if rel.dir_only() {
+            self.exists(rel)?;
         }
         tree::delete(&self.root, &self.resolve(rel)?, self.fsync)
     }
@@ -341,12 +367,6 @@ pub(crate) fn copy_into(body: &mut dyn Read, file: &File) -> Result<u64> {
         Err(e) if src.failed => Err(StorageError::Source(e)),
         Err(e) => Err(StorageError::from_io(e)),
     }
-}
-
-/// True when two metadata describe the same file (device and inode), whatever its names.
-pub(crate) fn same_file(a: &Metadata, b: &Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a.ino() == b.ino() && a.dev() == b.dev()
 }
 
 /// A fresh, empty directory for a unit test.

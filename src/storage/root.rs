@@ -2,8 +2,9 @@
 //!
 //! The jail ([`super::jail`]) checks a request path once and turns it into the real location of
 //! its parent (symlinks inside the root replaced by their targets). From then on that location
-//! is never re-walked by the kernel's path lookup: [`Root::open_dir`] descends from the root
-//! handle one component at a time with `O_NOFOLLOW`, so a symlink that appears later on the way
+//! is only opened beneath the root handle with every symlink refused ([`open_beneath`]: one
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, or a walk one component at a time with
+//! `O_NOFOLLOW` on kernels without it), so a symlink that appears later on the way
 //! (another writer's, or an in-root link moved through the API to where it now points outside)
 //! is refused ([`StorageError::OutsideRoot`]) rather than followed. Missing parents are created
 //! the same way, with `mkdirat` relative to the handle above them, and only when a write
@@ -54,11 +55,6 @@ impl Root {
                 "the storage root was moved, removed or replaced",
             ))
         }
-    }
-
-    /// `abs` (a path the jail resolved, under the root) relative to the root.
-    pub fn relative<'a>(&self, abs: &'a Path) -> Result<&'a Path> {
-        abs.strip_prefix(&self.path).map_err(|_| StorageError::OutsideRoot)
     }
 
     /// Opens the directory `rel` (relative to the root; empty for the root) without following
@@ -115,9 +111,41 @@ impl Root {
     }
 }
 
-/// Opens the directory `rel` beneath `base`, one component at a time, never through a symlink,
-/// holding at most two handles at once.
+/// Opens the directory `rel` beneath `base`, never through a symlink and never out of `base`:
+/// in one `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` call where the kernel has it, else
+/// one component at a time with `O_NOFOLLOW` ([`walk_beneath`]). Either way the kernel resolves
+/// every step relative to a handle, so no rename or symlink swapped in by another writer can
+/// make it open a directory outside.
 pub fn open_beneath(base: &Dir, rel: &Path) -> Result<Dir> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Set once the kernel (or a seccomp filter) has refused `openat2`.
+    static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+    if rel.as_os_str().is_empty() || NO_OPENAT2.load(Ordering::Relaxed) {
+        return walk_beneath(base, rel);
+    }
+    names(rel)?;
+    match base.open_dir_beneath(rel.as_os_str()) {
+        None => {
+            NO_OPENAT2.store(true, Ordering::Relaxed);
+            walk_beneath(base, rel)
+        }
+        Some(Ok(dir)) => Ok(dir),
+        Some(Err(e)) => Err(match e.raw_os_error() {
+            Some(libc::ELOOP | libc::EXDEV) => StorageError::OutsideRoot,
+            Some(libc::ENOTDIR) => StorageError::NotFound,
+            // A rename raced the lookup: the kernel asks to retry, which the walk does.
+            Some(libc::EAGAIN) => return walk_beneath(base, rel),
+            _ => match StorageError::from_io(e) {
+                StorageError::NotADirectory => StorageError::NotFound,
+                e => e,
+            },
+        }),
+    }
+}
+
+/// [`open_beneath`] for kernels without `openat2`: one component at a time, never through a
+/// symlink, holding at most two handles at once.
+pub fn walk_beneath(base: &Dir, rel: &Path) -> Result<Dir> {
     let step = |dir: &Dir, name| {
         open_step(dir, name).map_err(|e| match e {
             StorageError::NotADirectory => StorageError::NotFound,

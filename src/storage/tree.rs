@@ -11,13 +11,13 @@
 
 use super::dir::{Access, Dir, random_name};
 use super::jail::RESERVED_PREFIX;
+use super::jail::{self, FinalLink};
 use super::journal;
 use super::lock::{self, Held, open_regular};
 use super::root::{Root, open_beneath};
-use super::{Result, StorageError, same_file, split};
-use crate::sys::EntryType;
+use super::{Result, StorageError, split};
+use crate::sys::{EntryType, Stat};
 use std::ffi::OsStr;
-use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -36,15 +36,14 @@ const MAX_REMOVE_PASSES: usize = 64;
 pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     let (src_parent, src_name) = split(src)?;
     let (dst_parent, dst_name) = split(dst)?;
-    let (src_abs, dst_abs) = (root.path().join(src), root.path().join(dst));
     for _ in 0..MAX_MOVE_ATTEMPTS {
         let src_dir = root.open_dir(src_parent)?;
         let src_stat = src_dir.stat(src_name).map_err(StorageError::from_io)?;
-        if let Ok(dst_meta) = fs::metadata(&dst_abs) {
-            if fs::metadata(&src_abs).is_ok_and(|m| same_file(&m, &dst_meta)) {
+        if let Some(dst_seen) = followed_stat(root, dst) {
+            if followed_stat(root, src).is_some_and(|s| (s.dev, s.ino) == (dst_seen.dev, dst_seen.ino)) {
                 return Err(StorageError::SameFile);
             }
-            match (src_stat.is_dir(), dst_meta.is_dir()) {
+            match (src_stat.is_dir(), dst_seen.is_dir()) {
                 (false, true) => return Err(StorageError::IsADirectory),
                 (true, false) => return Err(StorageError::NotADirectory),
                 _ => {}
@@ -88,13 +87,23 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
         }
         let size = match held.first() {
             Some(h) if src_stat.is_file() => h.file.metadata().map_err(StorageError::from_io)?.len(),
-            _ => fs::symlink_metadata(&dst_abs).map_or(0, |m| if m.is_file() { m.len() } else { 0 }),
+            _ => dst_dir
+                .stat(dst_name)
+                .map_or(0, |s| if s.is_file() { s.size } else { 0 }),
         };
         return Ok(size);
     }
     Err(StorageError::Io(io::Error::other(
         "the files kept changing while waiting for their locks",
     )))
+}
+
+/// What `path` (relative to the root) leads to, a final symlink followed (inside the root only,
+/// and by handle); `None` if nothing is there.
+fn followed_stat(root: &Root, path: &Path) -> Option<Stat> {
+    let real = jail::resolve(root, path, FinalLink::Follow).ok()?;
+    let (parent, name) = split(&real).ok()?;
+    root.open_dir(parent).ok()?.stat(name).ok()
 }
 
 /// Locks the regular files at `names` (directory and name each) in inode order; `None` if one

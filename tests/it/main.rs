@@ -12,12 +12,15 @@
 //! - `protocol` and `crash` (issue 15): one test per finding against the write protocol, and
 //!   `kill -9` at random moments on a plain and a throttled disk.
 //! - `clients` (issue 11): the original's real call sites, run as they are written.
+//! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
+//!   special files at the server's own names.
 
 mod clients;
 mod crash;
 mod durability;
 mod hostile;
 mod http_features;
+mod other_writer;
 mod paths;
 mod protocol;
 mod raw;
