@@ -99,10 +99,20 @@ fn create_whole(
     if !temp.link_as(&dir, name)? {
         return Ok(false);
     }
-    if fsync {
-        dir.sync().map_err(StorageError::from_io)?;
-    }
-    new_dirs.keep(fsync)?;
+    // Linked: the append is in, and is never tried again (the file is still under our temp's
+    // lock, so another attempt would wait for itself). A failure to flush what leads to it is
+    // reported as such, never as a missing directory that would send the caller round again.
+    let flushed = if fsync {
+        dir.sync().map_err(StorageError::from_io)
+    } else {
+        Ok(())
+    };
+    flushed.and_then(|()| new_dirs.keep(fsync)).map_err(|e| match e {
+        StorageError::NotFound => StorageError::Io(std::io::Error::other(
+            "the new file is in place, but its directory was moved before it was flushed",
+        )),
+        e => e,
+    })?;
     Ok(true)
 }
 

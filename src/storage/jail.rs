@@ -325,7 +325,15 @@ pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf
             if links > MAX_LINKS {
                 return Err(StorageError::NotFound);
             }
-            let target = PathBuf::from(here.read_link(&name).map_err(StorageError::from_io)?);
+            let target = match here.read_link(&name) {
+                Ok(target) => PathBuf::from(target),
+                // No longer a link (another writer swapped it back since the stat): look again.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    pending.push_front((name, from_link));
+                    continue;
+                }
+                Err(e) => return Err(StorageError::from_io(e)),
+            };
             let inside = if target.is_absolute() {
                 real.clear();
                 dir = None;

@@ -196,9 +196,14 @@ fn names(rel: &Path) -> Result<Vec<&OsStr>> {
 /// One step down: the subdirectory `name` of `dir`, never through a symlink.
 fn open_step(dir: &Dir, name: &OsStr) -> Result<Dir> {
     dir.open_dir(name).map_err(|e| match e.raw_os_error() {
-        // With O_DIRECTORY, Linux reports a symlink as ENOTDIR: tell it from a file.
         Some(libc::ELOOP) => StorageError::OutsideRoot,
-        Some(libc::ENOTDIR) if dir.stat(name).is_ok_and(|s| s.is_symlink()) => StorageError::OutsideRoot,
+        // With O_DIRECTORY, Linux reports a symlink as ENOTDIR: tell it from a file. A
+        // directory there now was a symlink an instant ago (another writer swapping them).
+        Some(libc::ENOTDIR) => match dir.stat(name) {
+            Ok(s) if s.is_symlink() || s.is_dir() => StorageError::OutsideRoot,
+            Ok(_) => StorageError::NotADirectory,
+            Err(e) => StorageError::from_io(e),
+        },
         _ => StorageError::from_io(e),
     })
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::raw::Conn;
-use crate::util::{Response, Server};
+use crate::util::{Response, Server, TempDir};
 
 /// How long the swap test attacks each verb.
 const ATTACK_TIME: Duration = Duration::from_millis(1500);
@@ -83,7 +83,19 @@ fn exchange(a: &Path, b: &Path) -> bool {
 /// A root holding `d/` (a real directory) beside the link `s` → `<outside>/bait/`, a directory
 /// laid out like `d` so that every request through `d` would find its way there if followed.
 fn swap_arena() -> (Server, PathBuf) {
-    let s = Server::start_with(&["--workers", "4"]);
+    swap_arena_under(None)
+}
+
+/// [`swap_arena`] with the server run under `wrapper` (see [`without_openat2`]).
+fn swap_arena_under(wrapper: Option<(&TempDir, &[String])>) -> (Server, PathBuf) {
+    let s = match wrapper {
+        None => Server::start_with(&["--workers", "4"]),
+        Some((home, wrapper)) => {
+            let root = home.path().join("root");
+            fs::create_dir(&root).unwrap();
+            Server::start_wrapped_on(&root, wrapper, &["--workers", "4"])
+        }
+    };
     let bait = s.outside().join("bait");
     for (dir, label) in [(bait.clone(), "bait"), (s.root().join("d"), "inside")] {
         fs::create_dir_all(dir.join("sub/deeper")).unwrap();
@@ -152,7 +164,10 @@ fn send(conn: &mut Conn, method: &str, path: &str, headers: &str, body: &[u8]) -
 
 /// The swap test for one verb: the outside is unchanged afterwards, and the server still serves.
 fn swap_attack(verb: &str, request: impl Fn(&mut Conn, usize) -> Response) {
-    let (s, bait) = swap_arena();
+    swap_attack_on(swap_arena(), verb, request);
+}
+
+fn swap_attack_on((s, bait): (Server, PathBuf), verb: &str, request: impl Fn(&mut Conn, usize) -> Response) {
     let before = snapshot(&bait);
     let statuses = under_swaps(&s, request);
     let after = snapshot(&bait);
@@ -244,6 +259,45 @@ fn deletes_through_a_swapped_directory_never_delete_outside() {
         1 => send(c, "DELETE", "/file/d/x", "", b""),
         _ => send(c, "POST", "/file/d/sub/deeper/f", "", b"again\n"),
     });
+}
+
+/// `strace` making every `openat2` fail with `ENOSYS`, as on kernels before 5.6 or under a
+/// seccomp profile that lacks it, so the server falls back to walking one component at a time;
+/// its trace goes to `log`. `None` (and a printed reason) where strace cannot run.
+fn without_openat2(log: &Path) -> Option<Vec<String>> {
+    let probe = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    if !probe.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+        return None;
+    }
+    let args = ["strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=openat2", "-e"];
+    let mut wrapper: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    wrapper.extend([
+        "inject=openat2:error=ENOSYS".into(),
+        "-o".into(),
+        log.display().to_string(),
+    ]);
+    Some(wrapper)
+}
+
+#[test]
+fn without_openat2_the_walk_by_handle_keeps_posts_and_deletes_inside() {
+    let home = TempDir::new();
+    let log = home.path().join("strace.log");
+    let Some(wrapper) = without_openat2(&log) else { return };
+    swap_attack_on(
+        swap_arena_under(Some((&home, &wrapper))),
+        "POST and DELETE without openat2",
+        |c, i| match i % 3 {
+            0 => send(c, "POST", &format!("/file/d/sub/n{i}"), "", b"new\n"),
+            1 => send(c, "PUT", "/file/d/sub/deeper/f", "", b"appended\n"),
+            _ => send(c, "DELETE", "/file/d/sub", "", b""),
+        },
+    );
+    let trace = fs::read_to_string(&log).unwrap_or_default();
+    assert!(trace.contains("ENOSYS"), "openat2 was never refused:\n{trace}");
 }
 
 // ---- planted things ----
