@@ -282,6 +282,36 @@ mod tests {
     }
 
     #[test]
+    fn openat2_and_the_walk_agree() {
+        let base = test_dir("root-agree");
+        let root = Root::open(fs::canonicalize(&base).unwrap()).unwrap();
+        fs::create_dir_all(base.join("a/b/c")).unwrap();
+        fs::write(base.join("a/file"), "f").unwrap();
+        std::os::unix::fs::symlink("b", base.join("a/inside-link")).unwrap();
+        std::os::unix::fs::symlink("/tmp", base.join("a/outside-link")).unwrap();
+        let kind = |r: Result<Dir>| match r {
+            Ok(_) => "ok",
+            Err(StorageError::OutsideRoot) => "outside",
+            Err(StorageError::NotFound) => "not found",
+            Err(_) => "other",
+        };
+        let cases = [
+            ("a/b/c", "ok"),
+            ("a/inside-link", "outside"),
+            ("a/inside-link/c", "outside"),
+            ("a/outside-link", "outside"),
+            ("a/file", "not found"),
+            ("a/file/x", "not found"),
+            ("a/missing/x", "not found"),
+        ];
+        for (rel, want) in cases {
+            let rel = Path::new(rel);
+            assert_eq!(kind(open_beneath(root.dir(), rel)), want, "openat2 {rel:?}");
+            assert_eq!(kind(walk_beneath(root.dir(), rel)), want, "walk {rel:?}");
+        }
+    }
+
+    #[test]
     fn created_directories_go_unless_kept() {
         let base = test_dir("root-create");
         let root = Root::open(fs::canonicalize(&base).unwrap()).unwrap();
