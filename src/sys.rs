@@ -111,15 +111,13 @@ pub fn wait_for_stop_signal() -> io::Result<i32> {
     }
 }
 
-/// Free bytes available to an unprivileged writer on the filesystem holding `path`.
-pub fn free_bytes(path: &Path) -> io::Result<u64> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: `statvfs` is plain data, fully written by the kernel on success; `c_path` is a
-    // valid NUL-terminated string for the duration of the call.
+/// Free bytes available to an unprivileged writer on the filesystem holding the open `dir`.
+pub fn free_bytes(dir: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: `statvfs` is plain data, fully written by the kernel on success; `dir` is a live
+    // fd borrowed for the call.
     unsafe {
         let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c_path.as_ptr(), &mut st) != 0 {
+        if libc::fstatvfs(dir.as_raw_fd(), &mut st) != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))

@@ -135,6 +135,11 @@ impl Dir {
         File::from(self.fd.try_clone()?).metadata()
     }
 
+    /// Free bytes for an unprivileged writer on this directory's filesystem.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        sys::free_bytes(self.fd.as_fd())
+    }
+
     /// Device and inode of this directory.
     pub fn id(&self) -> io::Result<(u64, u64)> {
         let st = self.stat(OsStr::new("."))?;

@@ -315,7 +315,7 @@ impl Storage {
 
     /// Free bytes on the storage volume.
     pub fn free_bytes(&self) -> io::Result<u64> {
-        crate::sys::free_bytes(self.root.path())
+        self.root.dir().free_bytes()
     }
 }
 
