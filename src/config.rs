@@ -17,6 +17,8 @@ pub struct Config {
     pub workers: usize,
     /// Requests that may wait for a worker.
     pub queue: usize,
+    /// Longest a request may wait in that queue before it is answered 503.
+    pub queue_timeout: Duration,
     /// Most open connections.
     pub max_connections: usize,
     /// Log level (error, warn, info, debug, trace, off).
@@ -61,9 +63,12 @@ OPTIONS (environment variable in brackets; the flag wins):
                            with only PORT set, as the original read it: 0.0.0.0:PORT)
   --storage DIR            storage root, an existing writable directory [STORAGE_PATH]
                            (default /mnt/storage)
-  --workers N              worker threads serving requests [HTTP_NAS_WORKERS] (default 16)
+  --workers N              worker threads, one per request in service [HTTP_NAS_WORKERS]
+                           (default 128: that many uploads and downloads at once)
   --queue N                requests that may wait for a free worker; beyond it: 503
                            [HTTP_NAS_QUEUE] (default 64)
+  --queue-timeout SECS     a request waiting longer than this for a worker gets 503
+                           [HTTP_NAS_QUEUE_TIMEOUT] (default 30)
   --max-connections N      open connections at most, idle ones included; beyond it: 503
                            [HTTP_NAS_MAX_CONNECTIONS] (default 1024)
   --log-level LEVEL        error, warn, info, debug, trace or off [RUST_LOG] (default info)
@@ -71,7 +76,8 @@ OPTIONS (environment variable in brackets; the flag wins):
                            (default 60)
   --head-timeout SECS      time allowed to send a request head [HTTP_NAS_HEAD_TIMEOUT] (default 10)
   --io-timeout SECS        a request whose client sends or reads nothing for this long is
-                           aborted (and its write rolled back) [HTTP_NAS_IO_TIMEOUT] (default 60)
+                           aborted (and its write rolled back) [HTTP_NAS_IO_TIMEOUT]
+                           (default 130: the original's 120 s, and some margin)
   --shutdown-timeout SECS  on SIGTERM, wait this long for requests in flight
                            [HTTP_NAS_SHUTDOWN_TIMEOUT] (default 25)
   --max-body BYTES         largest request body, 0 for no limit [HTTP_NAS_MAX_BODY] (default 0)
@@ -80,9 +86,20 @@ OPTIONS (environment variable in brackets; the flag wins):
                            or the token itself in HTTP_NAS_TOKEN
   --read-token-file FILE   read-only bearer token from a file [HTTP_NAS_READ_TOKEN_FILE];
                            or the token itself in HTTP_NAS_READ_TOKEN
+  Durations are whole seconds from 1 to 86400 (a day).
   -h, --help               print this help
   -V, --version            print the version
 ";
+
+/// Longest duration any setting takes, in seconds (a day): far beyond any sensible timeout,
+/// and far from where adding it to a clock could overflow.
+pub const MAX_DURATION_SECS: u64 = 86_400;
+/// Most worker threads (each is a thread; beyond this a machine runs out of them first).
+pub const MAX_WORKERS: u64 = 4096;
+/// Most requests waiting for a worker.
+pub const MAX_QUEUE: u64 = 65_536;
+/// Most open connections (each is a file descriptor).
+pub const MAX_CONNECTIONS: u64 = 1 << 20;
 
 /// Why the command line could not be used.
 #[derive(Debug, PartialEq, Eq)]
@@ -97,11 +114,12 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// (flag, environment variable) pairs of settings that take a value.
-const SETTINGS: [(&str, &str); 15] = [
+const SETTINGS: [(&str, &str); 16] = [
     ("listen", "HTTP_NAS_LISTEN"),
     ("storage", "STORAGE_PATH"),
     ("workers", "HTTP_NAS_WORKERS"),
     ("queue", "HTTP_NAS_QUEUE"),
+    ("queue-timeout", "HTTP_NAS_QUEUE_TIMEOUT"),
     ("max-connections", "HTTP_NAS_MAX_CONNECTIONS"),
     ("log-level", "RUST_LOG"),
     ("idle-timeout", "HTTP_NAS_IDLE_TIMEOUT"),
@@ -165,16 +183,23 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     };
     let secs = |name: &str, default: u64| -> Result<Duration, ConfigError> {
         let n = number(name, default)?;
-        if n == 0 {
-            return Err(ConfigError(format!("--{name} must be at least 1 second")));
+        if !(1..=MAX_DURATION_SECS).contains(&n) {
+            return Err(ConfigError(format!(
+                "--{name} must be between 1 and {MAX_DURATION_SECS} seconds, got {n}"
+            )));
         }
         Ok(Duration::from_secs(n))
     };
-    let at_least_one = |name: &str, default: u64| -> Result<usize, ConfigError> {
-        match number(name, default)? {
-            0 => Err(ConfigError(format!("--{name} must be at least 1"))),
-            n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    let count = |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<usize, ConfigError> {
+        let n = number(name, default)?;
+        if !range.contains(&n) {
+            return Err(ConfigError(format!(
+                "--{name} must be between {} and {}, got {n}",
+                range.start(),
+                range.end()
+            )));
         }
+        usize::try_from(n).map_err(|_| ConfigError(format!("--{name} is too large for this machine")))
     };
     let log_level = match get("log-level") {
         None => log::LevelFilter::Info,
@@ -211,13 +236,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     Ok(Command::Run(Box::new(Config {
         listen: listen.unwrap_or_else(|| "0.0.0.0:3000".into()),
         storage: PathBuf::from(get("storage").unwrap_or_else(|| "/mnt/storage".into())),
-        workers: at_least_one("workers", 16)?,
-        queue: usize::try_from(number("queue", 64)?).unwrap_or(usize::MAX),
-        max_connections: at_least_one("max-connections", 1024)?,
+        workers: count("workers", 128, 1..=MAX_WORKERS)?,
+        queue: count("queue", 64, 0..=MAX_QUEUE)?,
+        queue_timeout: secs("queue-timeout", 30)?,
+        max_connections: count("max-connections", 1024, 1..=MAX_CONNECTIONS)?,
         log_level,
         idle_timeout: secs("idle-timeout", 60)?,
         head_timeout: secs("head-timeout", 10)?,
-        io_timeout: secs("io-timeout", 60)?,
+        io_timeout: secs("io-timeout", 130)?,
         shutdown_timeout: secs("shutdown-timeout", 25)?,
         max_body: (max_body > 0).then_some(max_body),
         fsync,
@@ -245,7 +271,9 @@ mod tests {
         let c = run(&[], &[]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:3000");
         assert_eq!(c.storage, PathBuf::from("/mnt/storage"));
-        assert_eq!((c.workers, c.queue, c.max_body, c.fsync), (16, 64, None, true));
+        assert_eq!((c.workers, c.queue, c.max_body, c.fsync), (128, 64, None, true));
+        assert_eq!(c.io_timeout, Duration::from_secs(130), "the original tolerated 120 s");
+        assert_eq!(c.queue_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -283,6 +311,12 @@ mod tests {
             &["--bogus", "1"],
             &["--token", "secret"],
             &["--idle-timeout", "0"],
+            &["--idle-timeout", "18446744073709551615"],
+            &["--io-timeout", "86401"],
+            &["--queue-timeout", "0"],
+            &["--workers", "100000"],
+            &["--max-connections", "0"],
+            &["--queue", "99999999999999999999"],
             &["--fsync", "maybe"],
             &["--listen"],
             &["stray"],

@@ -402,6 +402,8 @@ mod tests {
     use super::*;
 
     fn framing_of(raw: &str) -> Result<Framing, FramingError> {
+        // Every case is a request line and its fields; a Host makes it a valid HTTP/1.1 head.
+        let raw = raw.replacen("\r\n", "\r\nHost: t\r\n", 1);
         let (head, _) = parse_head(raw.as_bytes()).unwrap();
         choose_framing(&head)
     }

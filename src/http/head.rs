@@ -24,6 +24,8 @@ pub enum HeadError {
     Version,
     /// The head is not valid HTTP/1.x syntax.
     Malformed,
+    /// An HTTP/1.1 request without a `Host` field, or any request with two (RFC 9112 §3.2).
+    Host,
 }
 
 impl HeadError {
@@ -32,7 +34,7 @@ impl HeadError {
         match self {
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
             HeadError::Version => 505,
-            HeadError::Malformed => 400,
+            HeadError::Malformed | HeadError::Host => 400,
         }
     }
 
@@ -41,7 +43,7 @@ impl HeadError {
         match self {
             HeadError::TooLarge | HeadError::TooManyHeaders => "head_too_large",
             HeadError::Version => "version_not_supported",
-            HeadError::Malformed => "bad_request",
+            HeadError::Malformed | HeadError::Host => "bad_request",
         }
     }
 }
@@ -53,6 +55,7 @@ impl fmt::Display for HeadError {
             HeadError::TooManyHeaders => write!(f, "request has more than {MAX_HEADERS} header fields"),
             HeadError::Version => write!(f, "only HTTP/1.0 and HTTP/1.1 are supported"),
             HeadError::Malformed => write!(f, "malformed request head"),
+            HeadError::Host => write!(f, "an HTTP/1.1 request needs exactly one Host header"),
         }
     }
 }
@@ -130,7 +133,7 @@ pub fn check_head(buf: &[u8]) -> Result<HeadStatus, HeadError> {
         Ok(httparse::Status::Complete(len)) => Ok(HeadStatus::Complete(len)),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(HeadStatus::Partial),
-        Err(e) => Err(map_error(e)),
+        Err(e) => Err(map_error(e, buf)),
     }
     .and_then(|status| match status {
         HeadStatus::Complete(len) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
@@ -146,7 +149,7 @@ pub fn parse_head(buf: &[u8]) -> Result<(Head, usize), HeadError> {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
         Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Err(HeadError::Malformed),
-        Err(e) => return Err(map_error(e)),
+        Err(e) => return Err(map_error(e, buf)),
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed);
@@ -165,12 +168,25 @@ pub fn parse_head(buf: &[u8]) -> Result<(Head, usize), HeadError> {
         minor_version: version,
         headers,
     };
+    match head.values("host").count() {
+        0 if head.minor_version >= 1 => return Err(HeadError::Host),
+        0 | 1 => {}
+        _ => return Err(HeadError::Host),
+    }
     Ok((head, len))
 }
 
-fn map_error(e: httparse::Error) -> HeadError {
+/// `httparse`'s error as ours. It reports any request line whose third word is not a version
+/// as a version error; only a line of exactly three words ending in `HTTP/x.y` is one (a space
+/// inside the target is a malformed request, 400, not an unsupported version, 505).
+fn map_error(e: httparse::Error, buf: &[u8]) -> HeadError {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let words: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let names_a_version = words.len() == 3 && words[2].starts_with(b"HTTP/");
     match e {
-        httparse::Error::Version => HeadError::Version,
+        httparse::Error::Version if names_a_version => HeadError::Version,
+        httparse::Error::Version => HeadError::Malformed,
         httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
         _ => HeadError::Malformed,
     }
@@ -190,6 +206,8 @@ mod tests {
             (b"GET / HTTP/2.0\r\n\r\n", Err(HeadError::Version)),
             (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", Err(HeadError::Malformed)),
             (b"\x00\x01 / HTTP/1.1\r\n\r\n", Err(HeadError::Malformed)),
+            (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", Err(HeadError::Malformed)),
+            (b"GET / HTTP/3\r\n\r\n", Err(HeadError::Version)),
         ];
         for (input, want) in cases {
             assert_eq!(check_head(input), *want, "input {:?}", String::from_utf8_lossy(input));
@@ -233,10 +251,30 @@ mod tests {
     }
 
     #[test]
+    fn host_rules() {
+        let parse = |raw: &[u8]| parse_head(raw).map(|_| ());
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Err(HeadError::Host));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(HeadError::Host)
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"),
+            Err(HeadError::Host)
+        );
+        assert_eq!(parse(b"GET / HTTP/1.0\r\n\r\n"), Ok(()));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost:\r\n\r\n"),
+            Ok(()),
+            "an empty Host is allowed"
+        );
+    }
+
+    #[test]
     fn connection_close_rules() {
         let parse = |raw: &[u8]| parse_head(raw).unwrap().0;
-        assert!(!parse(b"GET / HTTP/1.1\r\n\r\n").wants_close());
-        assert!(parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").wants_close());
+        assert!(!parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").wants_close());
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").wants_close());
         assert!(!parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").wants_close());
     }
 }
