@@ -7,6 +7,7 @@ use crate::auth::{Access, Tokens};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::metrics::{self, Metrics};
+use crate::probes::ProbeState;
 use crate::range::{self, RangeChoice};
 use crate::storage::{Conditions, EntryKind, Naming, Opened, RelPath, Storage, VersionTest};
 use crate::time::{http_date, js_date, js_millis, js_number, rfc3339};
@@ -48,6 +49,7 @@ pub struct App {
     tokens: Tokens,
     metrics: Metrics,
     stats: Arc<Stats>,
+    probes: ProbeState,
 }
 
 impl App {
@@ -58,11 +60,24 @@ impl App {
             tokens,
             metrics: Metrics::default(),
             stats,
+            probes: ProbeState::default(),
         }
     }
 
-    fn route(&self, req: &mut Request<'_, '_>) -> Result<Response, Error> {
-        let head = req.head;
+    /// Looks at the storage once and records what the probes should say (run by the checker
+    /// thread every [`crate::probes::CHECK_INTERVAL`], never on a request).
+    pub fn check_storage(&self) {
+        let writable = self.storage.check_writable().map_err(|e| {
+            let why = format!("storage is not writable: {e}");
+            log::warn!("{why}");
+            why
+        });
+        self.probes.record(self.storage.root_is_dir(), writable);
+    }
+
+    /// The operation a head asks for, if the head alone allows it: a parseable URL and, where
+    /// tokens protect it, the right token.
+    fn gate(&self, head: &Head) -> Result<Op, Error> {
         let op = api::parse(&head.method, &head.target, head.header("content-type"))?;
         CURRENT_OP.with(|c| c.set(metrics::op_index(op.label())));
         if op.needs_auth() {
@@ -76,8 +91,28 @@ impl App {
                 _ => {}
             }
         }
+        Ok(op)
+    }
+
+    /// `/readyz`: the storage was found writable recently, and a new request would be taken
+    /// now (a worker is free or the queue has room).
+    fn readiness(&self) -> Result<Response, Error> {
+        self.probes
+            .writable()
+            .map_err(|message| Error::Unavailable { message })?;
+        if !self.stats.pool.has_room() {
+            return Err(Error::Unavailable {
+                message: "every worker is busy and the queue is full".into(),
+            });
+        }
+        Ok(Response::text(200, "ready"))
+    }
+
+    fn route(&self, req: &mut Request<'_, '_>) -> Result<Response, Error> {
+        let head = req.head;
+        let op = self.gate(head)?;
         match op {
-            Op::StorageHealth if self.storage.root_is_dir() => Ok(Response::text(200, "OK")),
+            Op::StorageHealth if self.probes.root_there() => Ok(Response::text(200, "OK")),
             Op::StorageHealth => Err(Error::Unavailable {
                 message: "the storage root is not a directory".into(),
             }),
@@ -115,12 +150,7 @@ impl App {
             }
             Op::Options { allow } => Ok(Response::new(204, ResponseBody::Empty).with_header("Allow", allow)),
             Op::Alive => Ok(Response::text(200, "ok")),
-            Op::Ready => match self.storage.check_writable() {
-                Ok(()) => Ok(Response::text(200, "ready")),
-                Err(e) => Err(Error::Unavailable {
-                    message: format!("storage is not writable: {}", e.kind()),
-                }),
-            },
+            Op::Ready => self.readiness(),
             Op::Metrics => {
                 let text = self.metrics.render(&self.stats, self.storage.free_bytes().ok());
                 Ok(Response::text(200, text).with_header("Content-Type", "text/plain; version=0.0.4"))
@@ -278,11 +308,25 @@ impl App {
 impl Handler for App {
     fn handle(&self, req: &mut Request<'_, '_>) -> Response {
         CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
-        let wants_json = req
-            .head
-            .header("accept")
-            .is_some_and(|a| a.contains("application/json"));
-        self.route(req).unwrap_or_else(|e| e.into_response(wants_json))
+        self.route(req)
+            .unwrap_or_else(|e| e.into_response(wants_json(req.head)))
+    }
+
+    /// Probes, from the state the checker keeps; refusals a head alone decides (no such URL,
+    /// no or a wrong token), so an unauthenticated client never holds a worker.
+    fn answer_early(&self, head: &Head) -> Option<Response> {
+        CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
+        let answer = match self.gate(head) {
+            Err(e) => Err(e),
+            Ok(Op::Alive) => Ok(Response::text(200, "ok")),
+            Ok(Op::Ready) => self.readiness(),
+            Ok(Op::StorageHealth) if self.probes.root_there() => Ok(Response::text(200, "OK")),
+            Ok(Op::StorageHealth) => Err(Error::Unavailable {
+                message: "the storage root is not a directory".into(),
+            }),
+            Ok(_) => return None,
+        };
+        Some(answer.unwrap_or_else(|e| e.into_response(wants_json(head))))
     }
 
     fn completed(&self, x: &Exchange<'_>) {
@@ -291,6 +335,11 @@ impl Handler for App {
         let op = CURRENT_OP.with(|c| c.replace(metrics::OPS.len() - 1));
         self.metrics.record(op, x.status, x.bytes_in, x.bytes_out, x.duration);
     }
+}
+
+/// True when the client asked for JSON (errors then come as JSON, 404s too).
+fn wants_json(head: &Head) -> bool {
+    head.header("accept").is_some_and(|a| a.contains("application/json"))
 }
 
 /// The success body of a write: the path and the resulting size.

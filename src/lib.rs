@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod pool;
+pub mod probes;
 pub mod range;
 pub mod server;
 pub mod storage;

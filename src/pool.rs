@@ -21,6 +21,16 @@ pub struct PoolGauges {
     pub rejected: AtomicUsize,
     /// Number of worker threads.
     pub workers: AtomicUsize,
+    /// Most jobs the queue holds.
+    pub capacity: AtomicUsize,
+}
+
+impl PoolGauges {
+    /// True when a job submitted now would be taken: a worker is free or the queue has room.
+    pub fn has_room(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) < self.workers.load(Ordering::Relaxed)
+            || self.queued.load(Ordering::Relaxed) < self.capacity.load(Ordering::Relaxed)
+    }
 }
 
 /// A fixed-size pool of worker threads running one job function.
@@ -41,6 +51,7 @@ impl<J: Send + 'static> Pool<J> {
         let receiver = Arc::new(Mutex::new(receiver));
         let run = Arc::new(run);
         gauges.workers.store(workers, Ordering::Relaxed);
+        gauges.capacity.store(queue, Ordering::Relaxed);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
             let receiver = Arc::clone(&receiver);

@@ -5,6 +5,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::handlers::App;
 use crate::http::{HttpConfig, Server, Stats};
+use crate::probes;
 use crate::storage::Storage;
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +35,23 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// Runs [`App::check_storage`] every [`probes::CHECK_INTERVAL`] on a thread of its own, for
+/// the life of the process: the probes answer from what it finds, so a hung volume stalls this
+/// thread, never a probe.
+fn start_storage_checker(app: Arc<App>) {
+    let spawned = std::thread::Builder::new()
+        .name("http-nas-checker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(probes::CHECK_INTERVAL);
+                app.check_storage();
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("could not start the storage checker (readiness will fail): {e}");
+    }
+}
+
 /// Starts the service described by `config`.
 pub fn start(config: &Config) -> Result<Server, StartError> {
     let root = config.storage.display().to_string();
@@ -50,18 +68,20 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     } else {
         "open (no token set)"
     };
-    let app = App::new(storage, tokens, Arc::clone(&stats));
+    let app = Arc::new(App::new(storage, tokens, Arc::clone(&stats)));
+    app.check_storage();
+    start_storage_checker(Arc::clone(&app));
     let http = HttpConfig {
         workers: config.workers,
         queue: config.queue,
+        queue_timeout: config.queue_timeout,
         max_connections: config.max_connections,
         idle_timeout: config.idle_timeout,
         head_timeout: config.head_timeout,
         io_timeout: config.io_timeout,
         max_body: config.max_body,
-        liveness_target: Some("/healthz"),
     };
-    let server = Server::start(&config.listen, http, Arc::new(app), stats).map_err(|source| StartError::Listen {
+    let server = Server::start(&config.listen, http, app, stats).map_err(|source| StartError::Listen {
         addr: config.listen.clone(),
         source,
     })?;

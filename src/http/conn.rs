@@ -9,7 +9,7 @@
 use super::body::{Body, Framing, ReadBuf, choose_framing};
 use super::head::{Head, HeadStatus, check_head, parse_head};
 use super::write::{Response, write_response};
-use super::{Conn, Exchange, Request, Shared};
+use super::{Conn, Exchange, Request, Shared, park};
 use crate::sys;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -33,7 +33,14 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
         stream,
         remote,
         pending,
+        queued_at,
     } = conn;
+    if queued_at.elapsed() > shared.config.queue_timeout {
+        let waited = queued_at.elapsed().as_secs();
+        let resp = park::overloaded("waited too long for a free worker; retry shortly");
+        park::refuse(&stream, remote, resp, &format!("waited {waited} s in the queue"));
+        return;
+    }
     let timeout = Some(shared.config.io_timeout);
     if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
         return;
@@ -50,6 +57,7 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
             stream,
             remote,
             pending,
+            queued_at: Instant::now(),
         });
     }
 }
@@ -114,6 +122,17 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
         }
     };
     input.consume(head_len);
+    if let Some(resp) = shared.handler.answer_early(&head) {
+        park::answer_and_close(stream, remote, &head, resp, shared);
+        return Next::Close;
+    }
+    let expectation = head.header("expect");
+    if expectation.is_some_and(|v| !v.eq_ignore_ascii_case("100-continue")) {
+        let msg = "the only expectation this server meets is 100-continue";
+        let resp = Response::error(417, "expectation_failed", msg);
+        finish(stream, remote, &head, resp, (false, 0, started), shared);
+        return Next::Close;
+    }
     let framing = match choose_framing(&head) {
         Ok(f) => f,
         Err(e) => {

@@ -36,6 +36,9 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Requests with a complete head that may wait for a free worker.
     pub queue: usize,
+    /// Longest a request waits in that queue; after it, the worker that finally takes it
+    /// answers 503 with `Retry-After` instead of serving it.
+    pub queue_timeout: Duration,
     /// Open connections at most (parked and in service); more are answered 503 and closed.
     pub max_connections: usize,
     /// How long an idle connection (new, or between requests) is kept open.
@@ -46,11 +49,11 @@ pub struct HttpConfig {
     pub io_timeout: Duration,
     /// Largest request body accepted, in bytes (`None`: no limit).
     pub max_body: Option<u64>,
-    /// A target whose `GET`/`HEAD` the reactor answers `200 ok` itself while every worker is
-    /// busy, so a liveness probe sees a live process instead of waiting behind long uploads
-    /// in the queue (and getting the pod restarted under load).
-    pub liveness_target: Option<&'static str>,
 }
+
+/// Connections accepted beyond `max_connections` only so that a probe among them is answered
+/// ([`Handler::answer_early`]); anything else on them gets 503 once its head is read.
+pub const PROBE_RESERVE: usize = 32;
 
 /// One request as a handler sees it.
 pub struct Request<'a, 'b> {
@@ -81,6 +84,14 @@ pub struct Exchange<'a> {
 pub trait Handler: Send + Sync + 'static {
     /// Serves one request. Framing headers are added by the HTTP layer.
     fn handle(&self, req: &mut Request<'_, '_>) -> Response;
+    /// The answer to a request that its head alone decides, if any: probes (from state kept
+    /// fresh elsewhere), refusals of a missing or wrong token, unknown URLs. Called by the
+    /// reactor for every complete head and by workers for every request, it must never block
+    /// or touch the disk. The answer is sent without reading the body and the connection is
+    /// closed, so such a request never holds a worker or waits for a worker.
+    fn answer_early(&self, _head: &Head) -> Option<Response> {
+        None
+    }
     /// Called after each response is written (or failed to be).
     fn completed(&self, _exchange: &Exchange<'_>) {}
 }
@@ -105,6 +116,8 @@ pub struct Conn {
     pub remote: SocketAddr,
     /// Bytes received and not yet parsed (the start of the next request).
     pub pending: Vec<u8>,
+    /// When it was queued for a worker (see [`HttpConfig::queue_timeout`]).
+    pub queued_at: Instant,
 }
 
 /// State shared by the reactor and the workers.

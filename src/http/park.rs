@@ -11,9 +11,10 @@
 //! read them simply loses them.
 
 use super::accept::{self, ACCEPT_BACKOFF, Accepted, MAX_ACCEPTS_PER_WAKE};
+use super::head::Head;
 use super::head::{HeadStatus, MAX_HEAD_BYTES, check_head, parse_head};
 use super::write::{Response, encode_head};
-use super::{Conn, Shared};
+use super::{Conn, Exchange, PROBE_RESERVE, Shared};
 use crate::pool::Pool;
 use crate::sys;
 use std::io::{self, Read, Write};
@@ -28,13 +29,18 @@ use std::time::{Duration, Instant};
 /// Longest the reactor sleeps in `poll` without checking deadlines, in milliseconds.
 const MAX_POLL_WAIT_MS: u64 = 1000;
 /// Seconds a client is told to wait before retrying when the server is full.
-const RETRY_AFTER_SECS: u32 = 1;
+pub(crate) const RETRY_AFTER_SECS: u32 = 1;
+/// Longest a connection accepted into the probe reserve may take to send its head.
+const RESERVE_WAIT: Duration = Duration::from_secs(2);
 
 struct Parked {
     stream: TcpStream,
     remote: SocketAddr,
     pending: Vec<u8>,
     deadline: Instant,
+    /// Accepted beyond the connection limit, into the [`PROBE_RESERVE`]: only an early answer
+    /// (a probe) is served on it.
+    over_limit: bool,
 }
 
 /// What became of a parked connection after it was readable.
@@ -151,6 +157,7 @@ impl Reactor {
                 remote: conn.remote,
                 pending: conn.pending,
                 deadline: Instant::now() + timeout,
+                over_limit: false,
             });
         }
     }
@@ -175,8 +182,9 @@ impl Reactor {
                     let open = self.parked.len()
                         + stats.in_flight.load(Ordering::Relaxed)
                         + stats.pool.queued.load(Ordering::Relaxed);
-                    if open >= self.shared.config.max_connections {
-                        log::warn!("refusing {remote}: {open} connections open, the limit");
+                    let limit = self.shared.config.max_connections;
+                    if open >= limit + PROBE_RESERVE {
+                        log::warn!("refusing {remote}: {open} connections open, the limit and its probe reserve");
                         refuse(
                             &stream,
                             remote,
@@ -185,12 +193,20 @@ impl Reactor {
                         );
                         continue;
                     }
-                    let deadline = Instant::now() + self.shared.config.idle_timeout;
+                    // Beyond the limit, a connection is kept only for the short time a probe
+                    // takes to send its head.
+                    let over_limit = open >= limit;
+                    let wait = if over_limit {
+                        self.shared.config.head_timeout.min(RESERVE_WAIT)
+                    } else {
+                        self.shared.config.idle_timeout
+                    };
                     self.park(Parked {
                         stream,
                         remote,
                         pending: Vec::new(),
-                        deadline,
+                        deadline: Instant::now() + wait,
+                        over_limit,
                     });
                 }
                 Accepted::Drained => return,
@@ -212,23 +228,31 @@ impl Reactor {
             }
             Readiness::Ready => {
                 let p = self.unpark(index);
-                if p.stream.set_nonblocking(false).is_err() {
+                let head = match parse_head(&p.pending) {
+                    Ok((head, _)) => head,
+                    Err(e) => {
+                        let resp = Response::error(e.status(), e.kind(), &e.to_string());
+                        refuse(&p.stream, p.remote, resp, &e.to_string());
+                        return;
+                    }
+                };
+                if let Some(resp) = self.shared.handler.answer_early(&head) {
+                    answer_and_close(&p.stream, p.remote, &head, resp, &self.shared);
                     return;
                 }
-                if self.answers_liveness(&p.pending) {
-                    let _ = p.stream.set_nonblocking(true);
-                    refuse(
-                        &p.stream,
-                        p.remote,
-                        Response::text(200, "ok"),
-                        "liveness answered by the reactor: all workers busy",
-                    );
+                if p.over_limit {
+                    let resp = overloaded("too many open connections");
+                    refuse(&p.stream, p.remote, resp, "connection limit");
+                    return;
+                }
+                if p.stream.set_nonblocking(false).is_err() {
                     return;
                 }
                 let conn = Conn {
                     stream: p.stream,
                     remote: p.remote,
                     pending: p.pending,
+                    queued_at: Instant::now(),
                 };
                 if let Err(conn) = self.pool.try_submit(conn) {
                     log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
@@ -238,18 +262,6 @@ impl Reactor {
                 }
             }
         }
-    }
-
-    /// True when `pending` is a liveness probe and no worker is free to answer it now.
-    fn answers_liveness(&self, pending: &[u8]) -> bool {
-        let Some(target) = self.shared.config.liveness_target else {
-            return false;
-        };
-        let gauges = &self.shared.stats.pool;
-        if gauges.busy.load(Ordering::Relaxed) < gauges.workers.load(Ordering::Relaxed) {
-            return false;
-        }
-        parse_head(pending).is_ok_and(|(head, _)| head.method == "GET" && head.target == target)
     }
 
     fn read_parked(&mut self, index: usize) -> Readiness {
@@ -303,19 +315,59 @@ fn is_idle(pending: &[u8]) -> bool {
     pending.iter().all(|b| matches!(b, b'\r' | b'\n'))
 }
 
-fn overloaded(message: &str) -> Response {
+/// The 503 for a server that cannot take more now, with `Retry-After`.
+pub(crate) fn overloaded(message: &str) -> Response {
     Response::error(503, "overloaded", message).with_header("Retry-After", RETRY_AFTER_SECS.to_string())
+}
+
+/// Sends a handler's early answer to `head` ([`super::Handler::answer_early`]) without
+/// blocking and without reading the body, logs and reports it like any exchange, and closes
+/// the connection. Used by the reactor and by workers alike.
+pub(crate) fn answer_and_close(stream: &TcpStream, remote: SocketAddr, head: &Head, resp: Response, shared: &Shared) {
+    let started = Instant::now();
+    let _ = stream.set_nonblocking(true);
+    let status = resp.status;
+    let head_only = head.method == "HEAD";
+    let mut bytes = encode_head(&resp, false);
+    let mut body_len = 0;
+    if let (false, super::ResponseBody::Bytes(body)) = (head_only, &resp.body) {
+        bytes.extend_from_slice(body);
+        body_len = body.len() as u64;
+    }
+    let sent = (&*stream).write_all(&bytes).is_ok();
+    let outcome = if sent { "" } else { " (response cut short)" };
+    log::info!(
+        target: "access",
+        "{remote} {} {} {status} in=0 out={body_len} 0ms (answered from the head){outcome}",
+        head.method,
+        head.target
+    );
+    shared.handler.completed(&Exchange {
+        method: &head.method,
+        status,
+        bytes_in: 0,
+        bytes_out: if sent { body_len } else { 0 },
+        duration: started.elapsed(),
+    });
+    close_gently(stream);
 }
 
 /// Writes a small final response without blocking, logs it as an access line (the request,
 /// if any, was never parsed: `- -` stands for method and target) and closes the connection.
-fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
+pub(crate) fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
     log::info!(target: "access", "{remote} - - {} in=0 out={} 0ms ({why})", resp.status, resp.body.len());
+    let _ = stream.set_nonblocking(true);
     let mut bytes = encode_head(&resp, false);
     if let super::ResponseBody::Bytes(body) = &resp.body {
         bytes.extend_from_slice(body);
     }
     let _ = (&*stream).write_all(&bytes);
+    close_gently(stream);
+}
+
+/// Half-closes a non-blocking socket after a final answer and takes what the client already
+/// sent (bounded), never waiting for more.
+fn close_gently(stream: &TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     // Closing with unread input makes the kernel send RST, which can destroy the response
     // before the client reads it; take what is already there (bounded) first.

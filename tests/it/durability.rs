@@ -509,7 +509,8 @@ fn issue3_busy_worker_and_full_queue_answer_503_at_once_then_recover() {
     let mut slow = start_raw_upload(&s, "POST", &body, PARTIAL_BODY_BYTES);
     wait_for_temp_file(&s);
 
-    let refused = s.curl(&["--max-time", "10", &s.url("/file")]);
+    // Not a probe: those are answered from the head without a worker (see `bounds`).
+    let refused = s.curl(&["--max-time", "10", &s.url("/file/target")]);
     refused.assert_error(503);
     let retry_after = refused.header("Retry-After").and_then(|v| v.parse::<u64>().ok());
     if retry_after.is_none() {

@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::raw::raw;
-use crate::util::{Response, Server, TempDir, assert_same_bytes, random_bytes, wait_until};
+use crate::util::{Response, SETTLE_TIMEOUT, Server, TempDir, assert_same_bytes, random_bytes, wait_until};
 
 /// How long the server may take to count a finished request in its metrics or log it: both
 /// happen after the response has been written, so after curl has returned.
@@ -468,6 +468,9 @@ fn issue4_probes_answer_200_while_storage_is_there() {
 fn issue4_readyz_is_503_once_storage_root_is_gone_but_healthz_stays_200() {
     let s = Server::start();
     fs::rename(s.root(), s.outside().join("moved-away")).expect("rename the root away");
+    // The probes answer from a check made every second, off the request path.
+    let failed = wait_until(SETTLE_TIMEOUT, || s.get("/readyz").status == 503);
+    assert!(failed, "readyz still 200 with the root gone");
     s.get("/readyz").assert_error(503);
     s.get("/healthz").assert_status(200);
 }
@@ -477,6 +480,8 @@ fn seed_health_probe_get_file_is_503_once_storage_root_is_gone() {
     let s = Server::start();
     s.get("/file").assert_ok_body("OK");
     fs::rename(s.root(), s.outside().join("moved-away")).expect("rename the root away");
+    let failed = wait_until(SETTLE_TIMEOUT, || s.get("/file").status == 503);
+    assert!(failed, "GET /file still 200 with the root gone");
     s.get("/file").assert_error(503);
 }
 
@@ -540,20 +545,20 @@ fn metrics_response_has_one_content_type() {
 }
 
 #[test]
-fn requests_refused_before_routing_are_counted_as_other_not_as_the_previous_op() {
+fn requests_refused_for_their_framing_are_counted_as_their_own_op_not_the_previous_one() {
     let s = Server::start_with(&["--workers", "1"]);
     s.write("w.txt", "a\n");
     s.get("/file/w.txt/wc").assert_ok_body("1");
     let mut conn = s.connect();
     conn.send(b"POST /file/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n");
     conn.response().assert_error(501);
-    let other_5xx = r#"http_nas_requests_total{op="other",status="5xx"}"#;
+    let upload_5xx = r#"http_nas_requests_total{op="upload",status="5xx"}"#;
     let wc_5xx = r#"http_nas_requests_total{op="wc",status="5xx"}"#;
-    let counted = wait_until(RECORD_TIMEOUT, || s.scrape().get(other_5xx).copied() == Some(1.0));
+    let counted = wait_until(RECORD_TIMEOUT, || s.scrape().get(upload_5xx).copied() == Some(1.0));
     let after = s.scrape();
     assert!(
         counted && after.get(wc_5xx).copied().unwrap_or(0.0) == 0.0,
-        "the 501 should count as op=other: {after:?}"
+        "the 501 should count as op=upload: {after:?}"
     );
 }
 

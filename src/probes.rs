@@ -1,0 +1,104 @@
+//! The state the probes answer from, kept fresh off the request path.
+//!
+//! A probe must answer within the kubelet's timeout (1 s in the original's charts) whatever the
+//! load: with every worker busy, the queue full, or the volume hung. So no probe touches the
+//! disk itself. A checker thread looks at the storage every [`CHECK_INTERVAL`] (the root still
+//! there, a file can be created and removed in it) and records the outcome here; the probes,
+//! answered by the reactor from the request head alone, read it. A check that has not come back
+//! for [`STALE_AFTER`] (a hung NFS server, say) counts as failed, so readiness never reports a
+//! volume as fine because the last answer, long ago, was.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often the checker looks at the storage.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// A last successful check older than this does not count.
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// What the last storage check found.
+#[derive(Debug)]
+pub struct ProbeState {
+    started: Instant,
+    /// Milliseconds after `started` of the last check that found the storage usable (0: none).
+    writable_at_ms: AtomicU64,
+    /// Whether the root was still the directory the service opened, at the last check.
+    root_there: AtomicBool,
+    /// Why the last check failed, if it did.
+    failure: Mutex<Option<String>>,
+}
+
+impl Default for ProbeState {
+    fn default() -> Self {
+        ProbeState {
+            started: Instant::now(),
+            writable_at_ms: AtomicU64::new(0),
+            root_there: AtomicBool::new(false),
+            failure: Mutex::new(Some("the storage has not been checked yet".into())),
+        }
+    }
+}
+
+impl ProbeState {
+    /// Records one check: whether the root is still there, and whether a file could be created
+    /// and removed in it.
+    pub fn record(&self, root_there: bool, writable: Result<(), String>) {
+        self.root_there.store(root_there, Ordering::Relaxed);
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match writable {
+            Ok(()) => {
+                let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                self.writable_at_ms.store(now.max(1), Ordering::Relaxed);
+                *failure = None;
+            }
+            Err(why) => {
+                self.writable_at_ms.store(0, Ordering::Relaxed);
+                *failure = Some(why);
+            }
+        }
+    }
+
+    /// True while the root is still there (the original's `GET /file` answer).
+    pub fn root_there(&self) -> bool {
+        self.root_there.load(Ordering::Relaxed) && self.fresh()
+    }
+
+    /// `Ok` while the storage was found writable recently; else why not.
+    pub fn writable(&self) -> Result<(), String> {
+        if self.fresh() {
+            return Ok(());
+        }
+        let failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        Err(failure.clone().unwrap_or_else(|| {
+            format!(
+                "the storage check has not come back for over {} s (a hung volume?)",
+                STALE_AFTER.as_secs()
+            )
+        }))
+    }
+
+    fn fresh(&self) -> bool {
+        let at = self.writable_at_ms.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis();
+        at > 0 && now.saturating_sub(u128::from(at)) <= STALE_AFTER.as_millis()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_check_is_reported_until_one_succeeds() {
+        let state = ProbeState::default();
+        assert!(state.writable().is_err(), "nothing checked yet");
+        state.record(true, Ok(()));
+        assert!(state.writable().is_ok() && state.root_there());
+        state.record(false, Err("read-only file system".into()));
+        assert_eq!(state.writable(), Err("read-only file system".into()));
+        assert!(!state.root_there());
+        state.record(true, Ok(()));
+        assert!(state.writable().is_ok());
+    }
+}
