@@ -39,6 +39,8 @@ pub enum Error {
     InsufficientStorage,
     /// The storage is not ready (readiness probe).
     Unavailable { message: String },
+    /// The server is out of a resource for now (file descriptors): retry shortly.
+    Busy { message: &'static str },
     /// Something failed on our side.
     Internal { message: String },
 }
@@ -59,7 +61,7 @@ impl Error {
             Error::PreconditionFailed { .. } => 412,
             Error::RangeNotSatisfiable { .. } => 416,
             Error::InsufficientStorage => 507,
-            Error::Unavailable { .. } => 503,
+            Error::Unavailable { .. } | Error::Busy { .. } => 503,
             Error::Internal { .. } => 500,
         }
     }
@@ -83,6 +85,7 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Error::InsufficientStorage => "insufficient_storage",
             Error::Unavailable { .. } => "unavailable",
+            Error::Busy { .. } => "overloaded",
             Error::Internal { .. } => "internal",
         }
     }
@@ -100,6 +103,7 @@ impl Error {
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
             Error::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
+            Error::Busy { .. } => resp.with_header("Retry-After", "1"),
             _ => resp,
         };
         // After a broken body the connection's framing is unknown: close it.
@@ -136,6 +140,7 @@ impl fmt::Display for Error {
             Error::RangeNotSatisfiable { size } => write!(f, "the range is outside the file's {size} bytes"),
             Error::InsufficientStorage => write!(f, "no space left on the storage volume"),
             Error::Unavailable { message } => write!(f, "{message}"),
+            Error::Busy { message } => write!(f, "{message}"),
             Error::Internal { message } => write!(f, "{message}"),
         }
     }
@@ -173,6 +178,12 @@ impl From<StorageError> for Error {
             },
             StorageError::OffsetMismatch { current } => Error::OffsetMismatch { current },
             StorageError::NoSpace => Error::InsufficientStorage,
+            StorageError::Exhausted => {
+                log::warn!("out of file descriptors or memory: answering 503");
+                Error::Busy {
+                    message: "the server is out of file descriptors for now; retry shortly",
+                }
+            }
             StorageError::RootRefused => Error::BadPath(PathError::Empty),
             StorageError::Source(io) => match BodyError::of(&io) {
                 Some(body) => Error::BadBody(body),
@@ -207,6 +218,7 @@ mod tests {
             ),
             (Error::from(StorageError::Exists), 412, "precondition_failed"),
             (Error::from(StorageError::NotRegular), 409, "not_regular_file"),
+            (Error::from(StorageError::Exhausted), 503, "overloaded"),
             (Error::MethodNotAllowed { allow: "GET" }, 405, "method_not_allowed"),
         ];
         for (err, status, kind) in cases {

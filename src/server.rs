@@ -52,6 +52,39 @@ fn start_storage_checker(app: Arc<App>) {
     }
 }
 
+/// Descriptors a request in service may hold at once beyond its socket (the socket's clone for
+/// shutdown, the file, directory handles of a walk, a temp file, a crash record).
+const FDS_PER_REQUEST: u64 = 8;
+/// Descriptors the process holds whatever the load (root, listener, wake pipe, logs...).
+const FDS_BASE: u64 = 64;
+
+/// `--max-connections`, lowered (with a warning) to what the descriptor limit can carry with
+/// every worker busy, so that running out of descriptors is not how the limit is found; the
+/// soft limit is raised to the hard one first.
+fn connection_budget(config: &Config) -> usize {
+    let limit = match crate::sys::raise_fd_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!("cannot read the open-file limit ({e}); keeping --max-connections");
+            return config.max_connections;
+        }
+    };
+    let reserved = FDS_BASE + config.workers as u64 * FDS_PER_REQUEST + crate::http::PROBE_RESERVE as u64;
+    let budget = usize::try_from(limit.saturating_sub(reserved))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if config.max_connections > budget {
+        log::warn!(
+            "--max-connections {} lowered to {budget}: the open-file limit is {limit}, and {reserved} \
+             descriptors are kept for {} busy workers (raise `ulimit -n` or lower --workers)",
+            config.max_connections,
+            config.workers
+        );
+        return budget;
+    }
+    config.max_connections
+}
+
 /// Starts the service described by `config`.
 pub fn start(config: &Config) -> Result<Server, StartError> {
     let root = config.storage.display().to_string();
@@ -71,11 +104,12 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     let app = Arc::new(App::new(storage, tokens, Arc::clone(&stats)));
     app.check_storage();
     start_storage_checker(Arc::clone(&app));
+    let max_connections = connection_budget(config);
     let http = HttpConfig {
         workers: config.workers,
         queue: config.queue,
         queue_timeout: config.queue_timeout,
-        max_connections: config.max_connections,
+        max_connections,
         idle_timeout: config.idle_timeout,
         head_timeout: config.head_timeout,
         io_timeout: config.io_timeout,
@@ -86,7 +120,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         source,
     })?;
     log::info!(
-        "listening on {} storage={} workers={} queue={} fsync={} access={auth}",
+        "listening on {} storage={} workers={} queue={} max-connections={max_connections} fsync={} access={auth}",
         server.local_addr(),
         config.storage.display(),
         config.workers,

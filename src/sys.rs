@@ -111,6 +111,29 @@ pub fn wait_for_stop_signal() -> io::Result<i32> {
     }
 }
 
+/// Raises this process's soft limit on open file descriptors to its hard limit (which an
+/// unprivileged process may do) and returns the limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    // SAFETY: `rlimit` is plain data, fully written by getrlimit on success, and passed by
+    // pointer to setrlimit, which only reads it.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        Ok(lim.rlim_cur as u64)
+    }
+}
+
 /// Free bytes available to an unprivileged writer on the filesystem holding the open `dir`.
 pub fn free_bytes(dir: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: `statvfs` is plain data, fully written by the kernel on success; `dir` is a live

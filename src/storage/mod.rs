@@ -65,6 +65,9 @@ pub enum StorageError {
     NotRegular,
     /// The disk or quota is full.
     NoSpace,
+    /// The process or the system ran out of file descriptors (`EMFILE`, `ENFILE`) or kernel
+    /// memory: nothing was changed, and the same request may succeed in a moment.
+    Exhausted,
     /// The operation may not act on the storage root itself.
     RootRefused,
     /// Moving a directory into itself.
@@ -82,6 +85,7 @@ impl StorageError {
     pub fn from_io(e: io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => return StorageError::NoSpace,
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => return StorageError::Exhausted,
             Some(libc::EACCES | libc::EPERM) => return StorageError::PermissionDenied,
             Some(libc::ENOTDIR) => return StorageError::NotADirectory,
             Some(libc::EISDIR) => return StorageError::IsADirectory,
@@ -116,6 +120,7 @@ impl fmt::Display for StorageError {
             StorageError::NotRegular => write!(f, "not a regular file or directory"),
             StorageError::PermissionDenied => write!(f, "permission denied on the storage volume"),
             StorageError::NoSpace => write!(f, "no space left on the storage volume"),
+            StorageError::Exhausted => write!(f, "out of file descriptors or memory for now"),
             StorageError::RootRefused => write!(f, "refusing to act on the storage root itself"),
             StorageError::MoveIntoSelf => write!(f, "cannot move a directory into itself"),
             StorageError::SameFile => write!(f, "source and target are the same file"),
