@@ -6,11 +6,12 @@ use crate::api::{self, Op};
 use crate::auth::{Access, Tokens};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
+use crate::listing::{Form, ListingBody};
 use crate::metrics::{self, Metrics};
 use crate::probes::ProbeState;
 use crate::range::{self, RangeChoice};
-use crate::storage::{Conditions, EntryKind, Naming, Opened, RelPath, Storage, VersionTest};
-use crate::time::{http_date, js_date, js_millis, js_number, rfc3339};
+use crate::storage::{Conditions, Naming, Opened, RelPath, Storage, VersionTest};
+use crate::time::{http_date, js_date, js_millis, js_number};
 use serde_json::json;
 use std::cell::Cell;
 use std::fs::Metadata;
@@ -204,28 +205,17 @@ impl App {
                     .with_header("Accept-Ranges", "bytes"))
             }
             Opened::Dir(_) => {
-                let entries = self.storage.list(path)?;
-                if head.header("accept").is_some_and(|a| a.contains("application/json")) {
-                    let items: Vec<_> = entries
-                        .iter()
-                        .map(|e| {
-                            let kind = match e.kind {
-                                EntryKind::Directory => "directory",
-                                EntryKind::File => "file",
-                                EntryKind::Other => "other",
-                            };
-                            json!({ "name": e.listed_name(), "type": kind, "size": e.size, "modified": rfc3339(e.modified) })
-                        })
-                        .collect();
-                    return Ok(Response::json(200, &serde_json::Value::Array(items)));
-                }
-                // The seed's format: bare names, one per line (clients split it on whitespace).
-                let mut text = String::new();
-                for e in &entries {
-                    text.push_str(&e.listed_name());
-                    text.push('\n');
-                }
-                Ok(Response::text(200, text))
+                let listing = self.storage.list(path)?;
+                let (form, content_type) = if wants_json(head) {
+                    (Form::Json, "application/json")
+                } else {
+                    // The seed's format: bare names, one per line (clients split it on whitespace).
+                    (Form::Plain, "text/plain; charset=utf-8")
+                };
+                let body = ResponseBody::Stream(Box::new(ListingBody::new(listing, form)));
+                let resp = Response::new(200, body).with_header("Content-Type", content_type);
+                // An HTTP/1.0 client cannot take chunks: the connection's end ends the body.
+                Ok(if head.minor_version == 0 { resp.closing() } else { resp })
             }
         }
     }

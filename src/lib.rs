@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod listing;
 pub mod metrics;
 pub mod pool;
 pub mod probes;

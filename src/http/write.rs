@@ -1,7 +1,9 @@
 //! Responses: the value handlers return, and the one function that puts it on the wire.
 //!
 //! Handlers never set framing headers: this module alone writes the status line,
-//! `Content-Length` (always; responses are never chunked), `Connection` and `Date`. Header
+//! `Content-Length` (or, for a [streamed](ResponseBody::Stream) body of unknown length,
+//! `Transfer-Encoding: chunked` on a kept-alive connection and a body that ends with the
+//! connection otherwise), `Connection` and `Date`. Header
 //! values are checked for CR/LF here, so no handler can split a response. File bodies go out
 //! with `sendfile(2)`, straight from the page cache to the socket.
 
@@ -22,30 +24,42 @@ const FALLBACK_BUF_BYTES: usize = 256 * 1024;
 /// wrk, alternating A/B: median ~40k -> ~44k req/s; noisy on 2 cores).
 const INLINE_FILE_BYTES: u64 = 16 * 1024;
 
+/// Bytes of a [streamed](ResponseBody::Stream) body read and sent at a time (one chunk).
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+
 /// A response body.
-#[derive(Debug)]
 pub enum ResponseBody {
     /// No body (`Content-Length: 0`).
     Empty,
-    /// A body held in memory (small: listings, JSON, counts).
+    /// A body held in memory (small: JSON, counts, errors).
     Bytes(Vec<u8>),
     /// `len` bytes of `file` from `offset`, streamed from the file.
     File { file: File, offset: u64, len: u64 },
+    /// A body produced while it is sent, of a length not known before (a directory listing):
+    /// read [`STREAM_CHUNK_BYTES`] at a time, so its memory does not grow with its size.
+    Stream(Box<dyn Read + Send>),
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Empty => write!(f, "Empty"),
+            ResponseBody::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            ResponseBody::File { offset, len, .. } => write!(f, "File {{ offset: {offset}, len: {len} }}"),
+            ResponseBody::Stream(_) => write!(f, "Stream"),
+        }
+    }
 }
 
 impl ResponseBody {
-    /// The body's length in bytes, which becomes `Content-Length`.
-    pub fn len(&self) -> u64 {
+    /// The body's length in bytes, which becomes `Content-Length`; `None` for a stream.
+    pub fn len(&self) -> Option<u64> {
         match self {
-            ResponseBody::Empty => 0,
-            ResponseBody::Bytes(b) => b.len() as u64,
-            ResponseBody::File { len, .. } => *len,
+            ResponseBody::Empty => Some(0),
+            ResponseBody::Bytes(b) => Some(b.len() as u64),
+            ResponseBody::File { len, .. } => Some(*len),
+            ResponseBody::Stream(_) => None,
         }
-    }
-
-    /// True when the body has no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -152,8 +166,14 @@ pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
     let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
     // RFC 9110 §8.6: never on a 204; on a 304 only if it were the 200's length, so not at all.
-    if !matches!(resp.status, 204 | 304) {
-        let _ = write!(head, "Content-Length: {}\r\n", resp.body.len());
+    match (resp.status, resp.body.len()) {
+        (204 | 304, _) => {}
+        (_, Some(len)) => {
+            let _ = write!(head, "Content-Length: {len}\r\n");
+        }
+        // Of unknown length: chunked where the connection stays open, else it ends the body.
+        (_, None) if keep_alive => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        (_, None) => {}
     }
     for (name, value) in &resp.headers {
         let _ = write!(head, "{}: {}\r\n", name, clean_value(value));
@@ -205,6 +225,51 @@ pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head
         ResponseBody::File { file, offset, len } => {
             out.write_all(&head).map_err(cut_at_start)?;
             send_file(stream, file, offset, len)
+        }
+        ResponseBody::Stream(body) => send_stream(stream, head, body, keep_alive),
+    }
+}
+
+/// Sends a body of unknown length behind `head`: as chunks when `chunked`, else raw (the
+/// connection's close ends it). A failure to produce the body cuts the response short, so the
+/// client sees an incomplete body, never a complete-looking wrong one.
+fn send_stream(
+    stream: &TcpStream,
+    head: Vec<u8>,
+    mut body: Box<dyn Read + Send>,
+    chunked: bool,
+) -> Result<u64, CutShort> {
+    let mut out = stream;
+    let mut sent = 0u64;
+    let mut buf = head;
+    let mut chunk = vec![0u8; STREAM_CHUNK_BYTES];
+    loop {
+        let n = match body.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                let _ = out.write_all(&buf);
+                return Err(CutShort {
+                    body_bytes: sent,
+                    error,
+                });
+            }
+        };
+        if chunked {
+            let _ = write!(buf, "{n:x}\r\n");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if chunked {
+            buf.extend_from_slice(b"\r\n");
+        }
+        out.write_all(&buf).map_err(|error| CutShort {
+            body_bytes: sent,
+            error,
+        })?;
+        sent += n as u64;
+        buf.clear();
+        if n == 0 {
+            return Ok(sent);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Directory listings: entries sorted by name, the service's own files left out.
+//! Directory listings: entries sorted by name, the service's own files left out, described one
+//! at a time while the listing is sent.
 
 use super::dir::Dir;
 use super::jail::{self, FinalLink, is_reserved};
@@ -9,7 +10,7 @@ use crate::sys::Stat;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// What kind of thing a listed entry is.
@@ -44,37 +45,96 @@ impl Entry {
     }
 }
 
-/// Lists the directory `rel` (relative to the root), through its handle: a regular file at its
-/// committed size (see [`lock::committed`]), like a GET of it would serve; a symlink as what it
-/// leads to when that stays inside the root (else as itself, so nothing of the outside shows).
-pub fn list_dir(root: &Root, rel: &Path) -> Result<Vec<Entry>> {
-    let dir = root.open_dir(rel)?;
-    let mut entries = Vec::new();
-    for item in dir.entries().map_err(StorageError::from_io)? {
-        let (os_name, _, _) = item.map_err(StorageError::from_io)?;
-        if is_reserved(os_name.as_bytes()) {
-            continue;
-        }
-        let Ok(stat) = dir.stat(&os_name) else { continue };
-        let own = (EntryKind::File, 0, stat.mtime);
-        let (kind, size, mtime) = if stat.is_symlink() {
-            followed(root, &rel.join(&os_name)).unwrap_or(own)
-        } else {
-            match described(&dir, &os_name, stat) {
-                Some(seen) => seen,
-                // Gone since the directory was read: not listed.
-                None => continue,
-            }
+/// Most bytes of names one listing keeps (4 GiB: the offsets are 32-bit).
+const MAX_NAME_BYTES: usize = u32::MAX as usize;
+
+/// A directory being listed: its names, read once and sorted, and each entry described (stat,
+/// committed size) only when it is taken, so memory holds the names and nothing else per entry
+/// whatever the directory's size: 8 bytes and the name itself.
+#[derive(Debug)]
+pub struct Listing {
+    root: Root,
+    rel: PathBuf,
+    dir: Dir,
+    /// Every listed name, back to back.
+    names: Vec<u8>,
+    /// Where each name is in `names` (start, length), in sorted order.
+    spans: Vec<(u32, u16)>,
+    next: usize,
+}
+
+impl Listing {
+    /// Reads the names of the directory `rel` (relative to the root), through its handle,
+    /// without the service's own files, sorted by their bytes.
+    pub fn open(root: &Root, rel: &Path) -> Result<Listing> {
+        let dir = match root.open_dir(rel)? {
+            super::root::DirRef::Root(dir) => dir.try_clone().map_err(StorageError::from_io)?,
+            super::root::DirRef::Opened(dir) => dir,
         };
-        entries.push(Entry {
-            name: os_name,
-            kind,
-            size,
-            modified: system_time(mtime),
-        });
+        let mut names = Vec::new();
+        let mut spans = Vec::new();
+        for item in dir.entries().map_err(StorageError::from_io)? {
+            let (name, _, _) = item.map_err(StorageError::from_io)?;
+            let bytes = name.as_bytes();
+            if is_reserved(bytes) {
+                continue;
+            }
+            let (Ok(start), Ok(len)) = (u32::try_from(names.len()), u16::try_from(bytes.len())) else {
+                return Err(StorageError::Io(std::io::Error::other("directory too large to list")));
+            };
+            if names.len() + bytes.len() > MAX_NAME_BYTES {
+                return Err(StorageError::Io(std::io::Error::other("directory too large to list")));
+            }
+            names.extend_from_slice(bytes);
+            spans.push((start, len));
+        }
+        names.shrink_to_fit();
+        spans.shrink_to_fit();
+        let name_of = |&(start, len): &(u32, u16)| &names[start as usize..start as usize + len as usize];
+        spans.sort_unstable_by(|a, b| name_of(a).cmp(name_of(b)));
+        Ok(Listing {
+            root: root.try_clone().map_err(StorageError::from_io)?,
+            rel: rel.to_path_buf(),
+            dir,
+            names,
+            spans,
+            next: 0,
+        })
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+
+    /// The next name, not looked at (the plain listing needs nothing more).
+    pub fn next_name(&mut self) -> Option<&OsStr> {
+        let &(start, len) = self.spans.get(self.next)?;
+        self.next += 1;
+        Some(OsStr::from_bytes(
+            &self.names[start as usize..start as usize + len as usize],
+        ))
+    }
+
+    /// The next entry, described now: a regular file at its committed size (see
+    /// [`lock::committed`]), like a GET of it would serve; a symlink as what it leads to when
+    /// that stays inside the root (else as itself, so nothing of the outside shows). Entries
+    /// gone since the names were read are skipped.
+    pub fn next_entry(&mut self) -> Option<Entry> {
+        loop {
+            let name = self.next_name()?.to_os_string();
+            let Ok(stat) = self.dir.stat(&name) else { continue };
+            let own = (EntryKind::File, 0, stat.mtime);
+            let described = if stat.is_symlink() {
+                Some(followed(&self.root, &self.rel.join(&name)).unwrap_or(own))
+            } else {
+                described(&self.dir, &name, stat)
+            };
+            if let Some((kind, size, mtime)) = described {
+                return Some(Entry {
+                    name,
+                    kind,
+                    size,
+                    modified: system_time(mtime),
+                });
+            }
+        }
+    }
 }
 
 /// Kind, listed size and modification time of `name` in `dir` (not a symlink); `None` if it

@@ -24,7 +24,7 @@ pub mod wc;
 
 pub use conditions::{Conditions, VersionTest};
 pub use jail::{Naming, PathError, RelPath};
-pub use list::{Entry, EntryKind};
+pub use list::{Entry, EntryKind, Listing};
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -261,9 +261,10 @@ impl Storage {
         })
     }
 
-    /// Lists a directory, sorted by name, without the service's own files.
-    pub fn list(&self, rel: &RelPath) -> Result<Vec<Entry>> {
-        list::list_dir(&self.root, &self.resolve_file(rel)?)
+    /// Lists a directory, sorted by name, without the service's own files; entries are
+    /// described as they are taken from the listing.
+    pub fn list(&self, rel: &RelPath) -> Result<Listing> {
+        Listing::open(&self.root, &self.resolve_file(rel)?)
     }
 
     /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see.

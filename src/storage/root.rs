@@ -31,6 +31,14 @@ impl Root {
         Ok(Root { path, dir })
     }
 
+    /// Another handle on the same root (for a listing that outlives the request's borrow).
+    pub fn try_clone(&self) -> io::Result<Root> {
+        Ok(Root {
+            path: self.path.clone(),
+            dir: self.dir.try_clone()?,
+        })
+    }
+
     /// The canonical path of the root.
     pub fn path(&self) -> &Path {
         &self.path

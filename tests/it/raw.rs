@@ -273,9 +273,23 @@ pub fn only_response(text: &str) -> Response {
 }
 
 /// One response from the front of `buf` and the bytes it used, or `None` if incomplete.
-/// Without Content-Length the body runs to EOF (`at_eof`); 1xx, 204 and 304 have none.
+/// A chunked body is decoded; without Content-Length the body runs to EOF (`at_eof`); 1xx,
+/// 204 and 304 have none.
 fn parse_one(buf: &[u8], at_eof: bool) -> Option<(Response, usize)> {
     let (status, headers, head_len) = parse_head(buf)?;
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("Transfer-Encoding") && v.eq_ignore_ascii_case("chunked"));
+    if chunked && !matches!(status, 100..=199 | 204 | 304) {
+        let (body, used) = decode_chunked(&buf[head_len..])?;
+        let response = Response {
+            status,
+            headers,
+            body,
+            context: String::new(),
+        };
+        return Some((response, head_len + used));
+    }
     let length = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"));
     let body_len = match (status, length) {
         (100..=199 | 204 | 304, _) => 0,
@@ -293,6 +307,33 @@ fn parse_one(buf: &[u8], at_eof: bool) -> Option<(Response, usize)> {
         },
         head_len + body_len,
     ))
+}
+
+/// A whole chunked body at the front of `buf` (no trailers): the data and the bytes it used,
+/// or `None` if incomplete; panics on a malformed one.
+fn decode_chunked(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = at + buf[at..].windows(2).position(|w| w == b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&buf[at..line_end]);
+        let size =
+            usize::from_str_radix(size_text.trim(), 16).unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        let data = line_end + 2;
+        if size == 0 {
+            let end = data + 2;
+            assert!(
+                buf.len() < end || &buf[data..end] == b"\r\n",
+                "trailers are not expected"
+            );
+            return (buf.len() >= end).then_some((body, end));
+        }
+        let chunk = buf.get(data..data + size)?;
+        body.extend_from_slice(chunk);
+        let crlf = buf.get(data + size..data + size + 2)?;
+        assert_eq!(crlf, b"\r\n", "chunk data not followed by CRLF");
+        at = data + size + 2;
+    }
 }
 
 /// Response headers, in order.
