@@ -355,7 +355,7 @@ pub(crate) fn answer_and_close(stream: &TcpStream, remote: SocketAddr, head: &He
 /// Writes a small final response without blocking, logs it as an access line (the request,
 /// if any, was never parsed: `- -` stands for method and target) and closes the connection.
 pub(crate) fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
-    let out = resp.body.len().unwrap_or(0);
+    let out = resp.body.known_len().unwrap_or(0);
     log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({why})", resp.status);
     let _ = stream.set_nonblocking(true);
     let mut bytes = encode_head(&resp, false);

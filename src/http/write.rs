@@ -53,7 +53,7 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// The body's length in bytes, which becomes `Content-Length`; `None` for a stream.
-    pub fn len(&self) -> Option<u64> {
+    pub fn known_len(&self) -> Option<u64> {
         match self {
             ResponseBody::Empty => Some(0),
             ResponseBody::Bytes(b) => Some(b.len() as u64),
@@ -166,7 +166,7 @@ pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
     let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
     // RFC 9110 §8.6: never on a 204; on a 304 only if it were the 200's length, so not at all.
-    match (resp.status, resp.body.len()) {
+    match (resp.status, resp.body.known_len()) {
         (204 | 304, _) => {}
         (_, Some(len)) => {
             let _ = write!(head, "Content-Length: {len}\r\n");
