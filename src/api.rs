@@ -85,6 +85,15 @@ const ALLOW_MOVE: &str = "PUT, OPTIONS";
 
 /// Maps a request to an operation. `content_type` is the request's Content-Type, if any.
 pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<Op, Error> {
+    // RFC 9110 §9.3.7: `OPTIONS *` asks what the server as a whole supports.
+    if target == "*" {
+        return match method {
+            "OPTIONS" => Ok(Op::Options { allow: ALLOW_FILE }),
+            _ => Err(Error::BadRequest {
+                message: "the target * is only for OPTIONS".into(),
+            }),
+        };
+    }
     let target = origin_form(target);
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let read_only = |op: Op| match method {
@@ -280,6 +289,7 @@ mod tests {
             ("OPTIONS", "/file/x", None, Op::Options { allow: ALLOW_FILE }),
             ("OPTIONS", "/file/", None, Op::Options { allow: ALLOW_READ_ONLY }),
             ("GET", "http://nas:3000/healthz", None, Op::Alive),
+            ("OPTIONS", "*", None, Op::Options { allow: ALLOW_FILE }),
             ("GET", "HTTP://nas/file/a%2Fb", None, Op::Read { path: rel("a/b") }),
         ];
         for (method, target, ct, want) in cases {
@@ -328,6 +338,7 @@ mod tests {
             ("GET", "/file/..%2Fx/wc", 400),
             ("DELETE", "/file/.", 400),
             ("POST", "/file/.http-nas-tmp-1", 400),
+            ("GET", "*", 400),
         ];
         for (method, target, status) in cases {
             let err = parse(method, target, None).unwrap_err();

@@ -2,13 +2,16 @@
 //!
 //! Submitting never blocks and never grows anything: when every worker is busy and the queue
 //! is full, [`Pool::try_submit`] hands the job back and the caller answers 503. Thread count
-//! and queued work are therefore fixed at start, whatever the load. The pool knows nothing of
-//! what a job is; the HTTP layer submits connections.
+//! and queued work are therefore fixed at start, whatever the load. A job that waited too long
+//! is taken back out ([`Pool::take_expired`]) for the caller to refuse, so nothing waits in the
+//! queue without end while slow clients hold every worker. The pool knows nothing of what a
+//! job is; the HTTP layer submits connections.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 /// Live counts of the pool's load, for metrics.
 #[derive(Debug, Default)]
@@ -35,9 +38,29 @@ impl PoolGauges {
 
 /// A fixed-size pool of worker threads running one job function.
 pub struct Pool<J: Send + 'static> {
-    sender: Option<SyncSender<J>>,
+    queue: Arc<Queue<J>>,
     gauges: Arc<PoolGauges>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// The jobs waiting for a worker, oldest first, each with the instant it was queued.
+struct Queue<J> {
+    jobs: Mutex<QueueState<J>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+struct QueueState<J> {
+    jobs: VecDeque<(J, Instant)>,
+    closed: bool,
+}
+
+impl<J> Queue<J> {
+    fn lock(&self) -> MutexGuard<'_, QueueState<J>> {
+        // A panic never happens while the lock is held (only pushes and pops), but a poisoned
+        // lock still holds a consistent queue.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl<J: Send + 'static> Pool<J> {
@@ -47,61 +70,96 @@ impl<J: Send + 'static> Pool<J> {
     where
         F: Fn(J) + Send + Sync + 'static,
     {
-        let (sender, receiver) = sync_channel::<J>(queue);
-        let receiver = Arc::new(Mutex::new(receiver));
+        let shared = Arc::new(Queue {
+            jobs: Mutex::new(QueueState {
+                jobs: VecDeque::with_capacity(queue.min(1024)),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity: queue,
+        });
         let run = Arc::new(run);
         gauges.workers.store(workers, Ordering::Relaxed);
         gauges.capacity.store(queue, Ordering::Relaxed);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
-            let receiver = Arc::clone(&receiver);
+            let shared = Arc::clone(&shared);
             let run = Arc::clone(&run);
             let gauges = Arc::clone(&gauges);
             let handle = thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || work(&receiver, &gauges, &*run))?;
+                .spawn(move || work(&shared, &gauges, &*run))?;
             threads.push(handle);
         }
         Ok(Pool {
-            sender: Some(sender),
+            queue: shared,
             gauges,
             threads,
         })
     }
 
     /// Queues `job` for a worker, or gives it back at once when workers and queue are full.
+    /// A job waits in the queue only while every worker is busy.
     pub fn try_submit(&self, job: J) -> Result<(), J> {
-        let Some(sender) = &self.sender else { return Err(job) };
-        self.gauges.queued.fetch_add(1, Ordering::Relaxed);
-        match sender.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                self.gauges.queued.fetch_sub(1, Ordering::Relaxed);
-                self.gauges.rejected.fetch_add(1, Ordering::Relaxed);
-                Err(job)
+        let mut state = self.queue.lock();
+        // Workers not running a job will each take one of the waiting jobs (a worker counts
+        // itself busy under this lock as it takes one), so that many wait beyond the capacity.
+        let workers = self.gauges.workers.load(Ordering::Relaxed);
+        let idle = workers.saturating_sub(self.gauges.busy.load(Ordering::Relaxed));
+        if state.closed || state.jobs.len() >= self.queue.capacity + idle {
+            drop(state);
+            self.gauges.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(job);
+        }
+        state.jobs.push_back((job, Instant::now()));
+        self.gauges.queued.store(state.jobs.len(), Ordering::Relaxed);
+        drop(state);
+        self.queue.ready.notify_one();
+        Ok(())
+    }
+
+    /// Takes out the jobs that have waited longer than `bound` (for their submitter to refuse).
+    pub fn take_expired(&self, bound: Duration) -> Vec<J> {
+        let mut state = self.queue.lock();
+        let mut expired = Vec::new();
+        while state.jobs.front().is_some_and(|(_, at)| at.elapsed() > bound) {
+            if let Some((job, _)) = state.jobs.pop_front() {
+                expired.push(job);
             }
         }
+        self.gauges.queued.store(state.jobs.len(), Ordering::Relaxed);
+        expired
     }
 
     /// Stops taking jobs, lets queued and running ones finish, and joins every worker.
     pub fn join(mut self) {
-        self.sender = None;
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
     }
 }
 
-fn work<J>(receiver: &Mutex<Receiver<J>>, gauges: &PoolGauges, run: &dyn Fn(J)) {
+fn work<J>(queue: &Queue<J>, gauges: &PoolGauges, run: &dyn Fn(J)) {
     loop {
-        // The lock is held only while waiting for the next job, never while running one.
-        let job = match receiver.lock() {
-            Ok(rx) => rx.recv(),
-            Err(poisoned) => poisoned.into_inner().recv(),
+        let job = {
+            let mut state = queue.lock();
+            loop {
+                if let Some((job, _)) = state.jobs.pop_front() {
+                    gauges.queued.store(state.jobs.len(), Ordering::Relaxed);
+                    // Counted busy before the lock goes, so a submitter never sees an idle
+                    // worker that has already taken a job.
+                    gauges.busy.fetch_add(1, Ordering::Relaxed);
+                    break Some(job);
+                }
+                if state.closed {
+                    break None;
+                }
+                state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
         };
-        let Ok(job) = job else { return };
-        gauges.queued.fetch_sub(1, Ordering::Relaxed);
-        gauges.busy.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = job else { return };
         // A bug that panics while serving one job must not shrink the pool for good.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
             log::error!("a worker job panicked; the worker carries on");
@@ -138,6 +196,29 @@ mod tests {
         pool.join();
         assert_eq!(gauges.busy.load(Ordering::Relaxed), 0);
         assert_eq!(gauges.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn jobs_that_waited_too_long_are_taken_back_oldest_first() {
+        let (release_tx, release_rx) = channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let pool = Pool::start("test-expire", 1, 4, Arc::new(PoolGauges::default()), move |_: u32| {
+            let _ = release_rx.lock().unwrap().recv();
+        })
+        .unwrap();
+        pool.try_submit(1).unwrap();
+        // Wait until the worker holds job 1, so 2 and 3 stay queued.
+        while pool.gauges.busy.load(Ordering::Relaxed) == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        pool.try_submit(2).unwrap();
+        pool.try_submit(3).unwrap();
+        assert!(pool.take_expired(Duration::from_secs(60)).is_empty());
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(pool.take_expired(Duration::from_millis(10)), vec![2, 3]);
+        assert_eq!(pool.gauges.queued.load(Ordering::Relaxed), 0);
+        release_tx.send(()).unwrap();
+        pool.join();
     }
 
     #[test]

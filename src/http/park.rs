@@ -118,6 +118,7 @@ impl Reactor {
                 self.accept_new();
             }
             self.expire(Instant::now());
+            self.refuse_expired_in_queue();
         }
         self.listener = None;
         self.parked.clear();
@@ -290,6 +291,17 @@ impl Reactor {
                 refuse(&p.stream, p.remote, resp, &e.to_string());
                 Readiness::Gone
             }
+        }
+    }
+
+    /// Answers 503 to requests that waited longer than the queue timeout for a worker (every
+    /// worker held by slow clients, say), so none waits without end.
+    fn refuse_expired_in_queue(&mut self) {
+        let bound = self.shared.config.queue_timeout;
+        for conn in self.pool.take_expired(bound) {
+            let resp = overloaded("waited too long for a free worker; retry shortly");
+            let why = format!("waited over {} s in the queue", bound.as_secs());
+            refuse(&conn.stream, conn.remote, resp, &why);
         }
     }
 
