@@ -21,6 +21,9 @@ Benchmarks:
   6. requests/s of a 4 KiB file with keep-alive: `wrk -t2 -c16 -d5s` vs nginx.
   7. memory: idle VmRSS, and peak VmHWM with 16 concurrent 64 MiB uploads and with 16 concurrent
      1 GiB downloads, each phase on a fresh server.
+  8. 128 and 256 concurrent streams (half 64 MiB uploads, half downloads) on a fresh server
+     with default flags: aggregate MiB/s (vs nginx), peak VmHWM, /healthz latency p50/p99.
+  9. a directory of 100,000 files: GET as text and as JSON (vs `ls -f | sort`), peak VmHWM.
 
 Environment: BENCH_RUNS (runs per benchmark, default 3), BENCH_INSTALL (0: never apt-get
 install nginx/wrk), BENCH_DATA (data and scratch directory, default <repo>/bench-data),
@@ -45,7 +48,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +109,11 @@ TARGET_POST_VS_NGINX = 0.9
 TARGET_WC_VS_WCL = 0.8
 TARGET_PEAK_RSS_MIB = 16
 TARGET_IDLE_RSS_MIB = 2
+# Issue 10: the chart's memory limit (64 MiB) must hold the worst case at the default workers.
+TARGET_STREAMS_RSS_MIB = 64
+TARGET_PROBE_P99_MS = 100
+STREAM_COUNTS = [128, 256]
+LISTING_ENTRIES = 100_000
 
 CURL = ["curl", "-s", "-S", "-f", "--noproxy", "*"]
 APT_PACKAGES = {"nginx": "nginx-light", "wrk": "wrk"}
@@ -1067,6 +1077,120 @@ def bench_memory(ctx: Context) -> list[Row]:
     return rows
 
 
+def streams_load(server: Server, source: Path, streams: int, probe_latencies: list[float]) -> float:
+    """`streams` transfers at once, half uploads and half downloads of `source` (POST or, for
+    nginx, PUT), while /healthz (http-nas) or / (nginx) is probed; returns the aggregate MiB/s."""
+    method = "PUT" if server.name == "nginx" else "POST"
+    name = source.name
+    commands = []
+    for i in range(streams):
+        if i % 2 == 0:
+            commands.append(CURL + ["-o", "/dev/null", "-X", method, "-T", str(source),
+                                    server.url(f"stream-{i}.bin")])
+        else:
+            commands.append(CURL + ["-o", "/dev/null", server.url(name)])
+    probe_url = f"http://{HOST}:{server.port}/healthz" if server.name != "nginx" else server.url("")
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(probe_url, timeout=HTTP_TIMEOUT) as response:
+                    response.read()
+                probe_latencies.append((time.monotonic() - started) * 1000)
+            except OSError:
+                probe_latencies.append(HTTP_TIMEOUT * 1000)
+            stop.wait(0.05)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    started = time.monotonic()
+    prober.start()
+    try:
+        parallel_curls(commands)
+    finally:
+        stop.set()
+        prober.join()
+    seconds = time.monotonic() - started
+    for i in range(0, streams, 2):
+        server.path(f"stream-{i}.bin").unlink(missing_ok=True)
+    return mib_per_s(source.stat().st_size * streams, seconds)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def bench_streams(ctx: Context) -> list[Row]:
+    """Issue 10: the default configuration under 128 and 256 concurrent streams."""
+    log("8. concurrent streams (fresh server per run, default flags)")
+    source = ctx.data.mem_upload
+    rows = []
+    for streams in STREAM_COUNTS:
+        rate = Row(f"{streams} streams (half 64 MiB uploads, half downloads)", "MiB/s",
+                   base_name="nginx")
+        peak = Row(f"peak VmHWM, {streams} streams, worst of {ctx.runs}", "MiB",
+                   max_value=TARGET_STREAMS_RSS_MIB, aggregate="max")
+        p50 = Row(f"/healthz p50 during {streams} streams", "ms", aggregate="max")
+        p99 = Row(f"/healthz p99 during {streams} streams", "ms", aggregate="max",
+                  max_value=TARGET_PROBE_P99_MS)
+        for run in range(ctx.runs):
+            server = start_http_nas(ctx.work, f"streams-{streams}-{run}", ctx.data, fsync=None)
+            latencies: list[float] = []
+            try:
+                rate.nas.append(streams_load(server, source, streams, latencies))
+                status = proc_status_mib(server.proc.pid)
+            finally:
+                CHILDREN.stop(server.proc)
+                shutil.rmtree(server.root, ignore_errors=True)
+            peak.nas.append(status["VmHWM"])
+            if latencies:
+                p50.nas.append(percentile(latencies, 0.5))
+                p99.nas.append(percentile(latencies, 0.99))
+            log(f"  http-nas {streams} streams run {run + 1}/{ctx.runs}: {rate.nas[-1]:,.0f} MiB/s,"
+                f" peak {status['VmHWM']:.1f} MiB, probe p99 {p99.nas[-1] if p99.nas else 0:.1f} ms")
+            if ctx.nginx is not None:
+                nginx_latencies: list[float] = []
+                rate.base.append(streams_load(ctx.nginx, source, streams, nginx_latencies))
+                log(f"  nginx    {streams} streams run {run + 1}/{ctx.runs}: {rate.base[-1]:,.0f} MiB/s")
+        if ctx.nginx is None:
+            rate.note = ctx.nginx_note
+        rows += [rate, peak, p50, p99]
+    return rows
+
+
+def bench_big_listing(ctx: Context) -> list[Row]:
+    """Issue 10: a directory of 100,000 files listed as text and as JSON."""
+    log(f"9. listing {LISTING_ENTRIES:,} entries (fresh server)")
+    server = start_http_nas(ctx.work, "listing", ctx.data, fsync=None)
+    rows = []
+    try:
+        many = server.root / "many"
+        many.mkdir()
+        for i in range(LISTING_ENTRIES):
+            (many / f"part-{i:06d}.csv").touch()
+        ls_row = Row(f"list {LISTING_ENTRIES:,} names", "s", base_name="ls -f | sort")
+        for run in range(ctx.runs):
+            ls_row.base.append(timed(["sh", "-c", f"ls -f {many} | sort > /dev/null"])[0])
+        for accept, label in [("text/plain", "plain"), ("application/json", "JSON")]:
+            row = Row(f"GET of {LISTING_ENTRIES:,} entries, {label}", "s") if label == "JSON" else ls_row
+            for run in range(ctx.runs):
+                seconds, _ = timed(CURL + ["-o", "/dev/null", "-H", f"Accept: {accept}",
+                                           server.url("many")])
+                row.nas.append(seconds)
+            if row is not ls_row:
+                rows.append(row)
+        rows.insert(0, ls_row)
+        status = proc_status_mib(server.proc.pid)
+        rows.append(Row(f"peak VmHWM after both listings", "MiB", nas=[status["VmHWM"]],
+                        max_value=TARGET_PEAK_RSS_MIB, aggregate="max"))
+    finally:
+        CHILDREN.stop(server.proc)
+        shutil.rmtree(server.root, ignore_errors=True)
+    return rows
+
+
 SECTIONS: list[tuple[str, Callable[[Context], list[Row]]]] = [
     ("GET 1 GiB -> /dev/null (curl)", bench_get),
     ("POST 1 GiB chunked from pipe", bench_chunked_post),
@@ -1076,10 +1200,12 @@ SECTIONS: list[tuple[str, Callable[[Context], list[Row]]]] = [
     ("/wc of 1 GiB CSV", bench_wc),
     ("GET 4 KiB keep-alive (wrk)", bench_wrk),
     ("memory", bench_memory),
+    ("concurrent streams", bench_streams),
+    ("big listing", bench_big_listing),
 ]
 
 
-SECTION_NUMBERS = ["1", "2", "3", "4", "4b", "5", "6", "7"]
+SECTION_NUMBERS = ["1", "2", "3", "4", "4b", "5", "6", "7", "8", "9"]
 
 
 def run_section(title: str, bench: Callable[[Context], list[Row]], ctx: Context) -> list[Row]:

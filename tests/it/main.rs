@@ -12,9 +12,13 @@
 //! - `protocol` and `crash` (issue 15): one test per finding against the write protocol, and
 //!   `kill -9` at random moments on a plain and a throttled disk.
 //! - `clients` (issue 11): the original's real call sites, run as they are written.
+//! - `bounds` (issue 10): saturated workers, queues and connection limits, unauthenticated and
+//!   slow clients, huge listings, exhausted descriptors: probes still answer, nothing waits
+//!   without end.
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 
+mod bounds;
 mod clients;
 mod crash;
 mod durability;

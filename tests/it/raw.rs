@@ -46,6 +46,11 @@ impl Conn {
         })
     }
 
+    /// Another handle on the socket, for a thread that keeps sending while this one reads.
+    pub fn try_clone_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone a connected socket")
+    }
+
     /// The client side's address, as the server sees it (and logs it).
     pub fn local_addr(&self) -> SocketAddr {
         self.stream.local_addr().expect("local address of a connected socket")
