@@ -174,8 +174,11 @@ fn origin_form(target: &str) -> &str {
 /// encoded `/` (`f%2F`) is refused before decoding: decoded, it would look like a trailing
 /// slash the client never typed.
 pub fn decode(raw: &str, naming: Naming) -> Result<RelPath, Error> {
-    let ends_in_encoded_slash =
-        |segment: &str| segment.len() >= 3 && segment[segment.len() - 3..].eq_ignore_ascii_case("%2F");
+    // By bytes: the last three bytes of a segment may end inside a multi-byte character.
+    let ends_in_encoded_slash = |segment: &str| {
+        let bytes = segment.as_bytes();
+        bytes.len() >= 3 && bytes[bytes.len() - 3..].eq_ignore_ascii_case(b"%2F")
+    };
     if raw.split('/').any(ends_in_encoded_slash) {
         return Err(Error::BadPath(PathError::EncodedSlash));
     }
@@ -252,6 +255,14 @@ mod tests {
             ),
             ("GET", "/file/dir%2Fwc", None, Op::Read { path: rel("dir/wc") }),
             ("GET", "/file/wc", None, Op::Read { path: rel("wc") }),
+            (
+                "GET",
+                "/file/\u{e9}\u{e9}",
+                None,
+                Op::Read {
+                    path: rel("\u{e9}\u{e9}"),
+                },
+            ),
             ("GET", "/file/d/f.csv/check", None, Op::Stat { path: rel("d/f.csv") }),
             ("HEAD", "/file/d%2Ff.csv/check", None, Op::Stat { path: rel("d/f.csv") }),
             ("GET", "/file/d%2Fcheck", None, Op::Read { path: rel("d/check") }),
@@ -334,6 +345,7 @@ mod tests {
             ("GET", "/file/d%2F", 400),
             ("GET", "/file/d%2F/x", 400),
             ("GET", "/file/.HTTP-NAS-tmp-1", 400),
+            ("POST", "/file/\u{e9}\u{e9}%2F", 400),
             ("PUT", "/file/..%2Fx/mv", 400),
             ("GET", "/file/..%2Fx/wc", 400),
             ("DELETE", "/file/.", 400),

@@ -66,7 +66,7 @@ OPTIONS (environment variable in brackets; the flag wins):
   --workers N              worker threads, one per request in service [HTTP_NAS_WORKERS]
                            (default 128: that many uploads and downloads at once)
   --queue N                requests that may wait for a free worker; beyond it: 503
-                           [HTTP_NAS_QUEUE] (default 64)
+                           [HTTP_NAS_QUEUE] (default 128)
   --queue-timeout SECS     a request waiting longer than this for a worker gets 503
                            [HTTP_NAS_QUEUE_TIMEOUT] (default 30)
   --max-connections N      open connections at most, idle ones included; beyond it: 503
@@ -237,7 +237,7 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         listen: listen.unwrap_or_else(|| "0.0.0.0:3000".into()),
         storage: PathBuf::from(get("storage").unwrap_or_else(|| "/mnt/storage".into())),
         workers: count("workers", 128, 1..=MAX_WORKERS)?,
-        queue: count("queue", 64, 0..=MAX_QUEUE)?,
+        queue: count("queue", 128, 0..=MAX_QUEUE)?,
         queue_timeout: secs("queue-timeout", 30)?,
         max_connections: count("max-connections", 1024, 1..=MAX_CONNECTIONS)?,
         log_level,
@@ -271,7 +271,7 @@ mod tests {
         let c = run(&[], &[]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:3000");
         assert_eq!(c.storage, PathBuf::from("/mnt/storage"));
-        assert_eq!((c.workers, c.queue, c.max_body, c.fsync), (128, 64, None, true));
+        assert_eq!((c.workers, c.queue, c.max_body, c.fsync), (128, 128, None, true));
         assert_eq!(c.io_timeout, Duration::from_secs(130), "the original tolerated 120 s");
         assert_eq!(c.queue_timeout, Duration::from_secs(30));
     }

@@ -237,7 +237,15 @@ impl Reactor {
                         return;
                     }
                 };
-                if let Some(resp) = self.shared.handler.answer_early(&head) {
+                // The reactor is the one thread every client needs: a bug in the handler's early
+                // answer costs this request a 500, never the reactor.
+                let early =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shared.handler.answer_early(&head)));
+                let early = early.unwrap_or_else(|_| {
+                    log::error!("answering {} {} from its head panicked", head.method, head.target);
+                    Some(Response::error(500, "internal", "the server failed on this request"))
+                });
+                if let Some(resp) = early {
                     answer_and_close(&p.stream, p.remote, &head, resp, &self.shared);
                     return;
                 }

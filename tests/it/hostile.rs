@@ -448,3 +448,18 @@ fn failed_writes_leave_no_new_directories_behind() {
     );
     s.get("/file/").assert_ok_body("");
 }
+
+#[test]
+fn a_name_ending_in_a_multibyte_character_never_stops_the_server() {
+    // Found by fuzzing api::parse: slicing the last three bytes of "éé" as a str panicked, in
+    // the reactor, the one thread every client needs.
+    let s = Server::start();
+    s.write("\u{e9}\u{e9}", "accents\n");
+    let mut conn = s.connect();
+    conn.send("GET /file/\u{e9}\u{e9} HTTP/1.1\r\nHost: t\r\n\r\n".as_bytes());
+    conn.response().assert_ok_body("accents\n");
+    let mut conn = s.connect();
+    conn.send("POST /file/x\u{e9}\u{e9}%2F HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx".as_bytes());
+    assert_eq!(conn.response().status, 400);
+    s.assert_healthy();
+}
