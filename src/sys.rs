@@ -188,24 +188,33 @@ pub fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &OsStr) -> Option<io::Result<O
     // like a file; RESOLVE_NO_SYMLINKS refuses the final component too, as ELOOP.
     how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `dir` is a live fd borrowed for the call; `c_rel` is NUL-terminated; `how` is a
-    // valid open_how whose size is passed with it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c_rel.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOSYS | libc::EPERM) => None,
-            _ => Some(Err(e)),
+    let call = || {
+        // SAFETY: `dir` is a live fd borrowed for the call; `c_rel` is NUL-terminated; `how`
+        // is a valid open_how whose size is passed with it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c_rel.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
         };
-    }
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    };
+    let rc = match retry_stale(call) {
+        Ok(rc) => rc,
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::ENOSYS | libc::EPERM) => None,
+                _ => Some(Err(e)),
+            };
+        }
+    };
     // SAFETY: `rc` is an fd just returned by openat2(2), owned by nobody else.
     Some(Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) }))
 }
@@ -229,19 +238,38 @@ pub fn read_link_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<std::ffi::O
     Ok(std::ffi::OsString::from_vec(buf))
 }
 
+/// Most times a lookup that failed with `ESTALE` is tried again.
+const MAX_STALE_RETRIES: usize = 8;
+
+/// Runs `call` again while it fails with `ESTALE`, at most [`MAX_STALE_RETRIES`] times. A
+/// distributed filesystem (GlusterFS, NFS) answers `ESTALE` when a name it had cached was
+/// renamed or replaced on another client (about one open in 1,000-2,500 right after a rename
+/// on GlusterFS): looking the name up again finds the new file.
+fn retry_stale<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match call() {
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) && tries < MAX_STALE_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 /// `openat(2)`: opens `name` in the directory `dir` with `flags` (`O_CLOEXEC` is added), and
-/// `mode` for a file it creates.
+/// `mode` for a file it creates; a stale lookup (`ESTALE`) is tried again.
 pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     let c_name = c_name(name)?;
     // SAFETY: `dir` is a live fd borrowed for the call; `c_name` is NUL-terminated; `mode` is
     // passed as the variadic argument open(2) reads when O_CREAT is set.
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c_name.as_ptr(),
-            flags | libc::O_CLOEXEC,
-            libc::c_uint::from(mode),
-        )
+    let fd = retry_stale(|| {
+        check(unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                flags | libc::O_CLOEXEC,
+                libc::c_uint::from(mode),
+            )
+        })
     })?;
     // SAFETY: `fd` was just returned by openat(2) and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -293,12 +321,14 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
     // valid for the call.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        check(libc::fstatat(
-            dir.as_raw_fd(),
-            c_name.as_ptr(),
-            &mut st,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ))?;
+        retry_stale(|| {
+            check(libc::fstatat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ))
+        })?;
         Ok(Stat {
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,

@@ -584,3 +584,53 @@ fn a_segment_ending_in_an_encoded_slash_is_refused() {
     // An encoded slash inside a segment still separates names, as before.
     s.get("/file/d%2Ff").assert_ok_body("file\n");
 }
+
+// ---- a distributed filesystem's stale handles ----
+
+#[test]
+fn opens_that_fail_with_estale_are_tried_again() {
+    // GlusterFS and NFS answer ESTALE to about one open in a thousand right after a rename on
+    // another client. strace makes every third openat fail so; every request must still work.
+    let probe = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    if !probe.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+        return;
+    }
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("f"), "data\n").unwrap();
+    let wrapper: Vec<String> = [
+        // cargo's library path makes the loader try many more opens before main.
+        "env",
+        "-u",
+        "LD_LIBRARY_PATH",
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "--seccomp-bpf",
+        "-e",
+        "trace=openat,openat2,newfstatat",
+        "-e",
+        // From the 10th call of each thread on (the loader's own opens must succeed).
+        "inject=openat,openat2,newfstatat:error=ESTALE:when=10+3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // One worker, so one thread's calls reach the injection's start.
+    let s = Server::start_wrapped_on(&root, &wrapper, &["--workers", "1"]);
+    for i in 0..20 {
+        s.get("/file/f").assert_ok_body("data\n");
+        s.post(&format!("/file/d/up{i}"), "up\n").assert_status(200);
+        s.append("/file/d/log", "line\n").assert_status(200);
+        s.get("/file/d/log/wc").assert_ok_body(format!("{}", i + 1));
+    }
+    s.put_json("/file/d/up0/mv", r#"{"path":"moved"}"#).assert_status(200);
+    s.delete("/file/d").assert_status(200);
+    s.get("/file/").assert_ok_body("f\nmoved\n");
+}
