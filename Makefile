@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: run build test crash-test lint bench fuzz static image helm-check clean
+.PHONY: run build test test-replicas crash-test lint bench fuzz static image helm-check clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -26,6 +26,11 @@ RESTART_ROUNDS ?= 1000
 crash-test:
 	HTTP_NAS_CRASH_ROUNDS=$(CRASH_ROUNDS) HTTP_NAS_RESTART_ROUNDS=$(RESTART_ROUNDS) \
 	  $(CARGO) test --test it -- --nocapture crash:: protocol::
+
+## test-replicas: two and three replicas of the real binary on a GlusterFS volume on loopback
+## (installed and started by .ci/gluster; skipped with the reason where FUSE is missing)
+test-replicas:
+	.ci/test-replicas
 
 ## lint: formatting and clippy, as CI runs them
 lint:

@@ -55,11 +55,13 @@ impl FileId {
         }
     }
 
-    /// True when both describe one file (birth times compared where both are known).
+    /// True when both describe one file (birth times compared where both are known). The
+    /// device is not compared: every mount of a shared volume (every replica's pod) gives it
+    /// its own `st_dev`, and a record is only ever looked up in its file's own directory, which
+    /// fixes the filesystem. Comparing it made a replica ignore the record of an append that
+    /// died on another one, and append after its torn bytes.
     fn matches(&self, other: &FileId) -> bool {
-        self.dev == other.dev
-            && self.ino == other.ino
-            && (self.born.is_none() || other.born.is_none() || self.born == other.born)
+        self.ino == other.ino && (self.born.is_none() || other.born.is_none() || self.born == other.born)
     }
 }
 

@@ -15,6 +15,8 @@
 //! - `bounds` (issue 10): saturated workers, queues and connection limits, unauthenticated and
 //!   slow clients, huge listings, exhausted descriptors: probes still answer, nothing waits
 //!   without end.
+//! - `replicas` (issue 12): two and three replicas on a GlusterFS volume (`make test-replicas`
+//!   sets it up; skipped otherwise).
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 
@@ -28,5 +30,6 @@ mod other_writer;
 mod paths;
 mod protocol;
 mod raw;
+mod replicas;
 mod seed;
 mod util;

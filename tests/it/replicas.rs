@@ -1,0 +1,402 @@
+//! Issue 12: several replicas of the real binary on one real distributed filesystem.
+//!
+//! `make test-replicas` (`.ci/test-replicas`) starts a GlusterFS volume on loopback under the
+//! strict profile, mounts it three times (each mount stands for one pod's view of the
+//! ReadWriteMany volume) and runs these tests with `HTTP_NAS_REPLICA_MOUNTS` naming the mounts.
+//! Each test gets a fresh directory of the volume as every replica's storage root, one replica
+//! per mount. Without the variable (a plain `make test`) each test prints why it skipped.
+//!
+//! Appended records name their writer and sequence number and end in `\n`, so a file can be
+//! checked record by record: every acknowledged record is there exactly once and whole, and no
+//! record is ever torn or interleaved with another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::raw::Conn;
+use crate::util::{Response, SETTLE_TIMEOUT, Server, wait_until};
+
+/// The mounts of the test volume, if `make test-replicas` set them up.
+fn mounts() -> Option<Vec<PathBuf>> {
+    let Some(list) = std::env::var_os("HTTP_NAS_REPLICA_MOUNTS").filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: no GlusterFS volume (run `make test-replicas`, which sets one up)");
+        return None;
+    };
+    Some(std::env::split_paths(&list).collect())
+}
+
+static NEXT_ROOT: AtomicUsize = AtomicUsize::new(0);
+
+/// `n` replicas, each on its own mount of one fresh directory of the volume.
+struct Replicas {
+    servers: Vec<Server>,
+    roots: Vec<PathBuf>,
+}
+
+impl Replicas {
+    fn start(n: usize, args: &[&str]) -> Option<Replicas> {
+        let mounts = mounts()?;
+        assert!(mounts.len() >= n, "need {n} mounts, have {mounts:?}");
+        let name = format!(
+            "t-{}-{}-{}",
+            std::process::id(),
+            NEXT_ROOT.fetch_add(1, Ordering::Relaxed),
+            Instant::now().elapsed().as_nanos()
+        );
+        fs::create_dir(mounts[0].join(&name)).expect("create a root on the volume");
+        let roots: Vec<PathBuf> = mounts[..n].iter().map(|m| m.join(&name)).collect();
+        for root in &roots {
+            assert!(
+                wait_until(SETTLE_TIMEOUT, || root.is_dir()),
+                "{} not visible",
+                root.display()
+            );
+        }
+        let servers = roots.iter().map(|root| Server::start_on(root, args)).collect();
+        Some(Replicas { servers, roots })
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        self.servers.clear();
+        let _ = fs::remove_dir_all(&self.roots[0]);
+    }
+}
+
+/// One appended record: writer, sequence number, filler; `\n` only at its end.
+fn record(writer: &str, seq: usize, len: usize) -> Vec<u8> {
+    let mut out = format!("{writer}:{seq:06}:").into_bytes();
+    while out.len() + 1 < len {
+        out.push(b'a' + (out.len() % 26) as u8);
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Appends `body` over `conn` (kept alive); the response, or `None` if the connection broke.
+fn append_on(conn: &mut Conn, path: &str, body: &[u8], extra: &str) -> Option<Response> {
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n{extra}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.send(head.as_bytes()).send(body);
+    conn.try_response()
+}
+
+/// Checks `file` record by record: each line is a whole record, none twice, every one in
+/// `acked` present. Returns how many records it holds.
+#[track_caller]
+fn check_records(file: &[u8], acked: &BTreeSet<Vec<u8>>) -> usize {
+    assert!(
+        file.is_empty() || file.ends_with(b"\n"),
+        "the file ends in a torn record"
+    );
+    let mut seen = BTreeMap::new();
+    let mut previous: &[u8] = b"";
+    let mut offset = 0;
+    for line in file.split_inclusive(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let mut parts = text.trim_end().splitn(3, ':');
+        let (Some(_), Some(seq), Some(fill)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("not a whole record at byte {offset}: {text:?}");
+        };
+        let whole = seq.len() == 6 && fill.bytes().all(|b| b.is_ascii_lowercase());
+        assert!(
+            whole,
+            "torn or mixed at byte {offset} of {}: {text:?}, after {:?}",
+            file.len(),
+            String::from_utf8_lossy(previous)
+        );
+        previous = line;
+        offset += line.len();
+        *seen.entry(line.to_vec()).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(r, _)| String::from_utf8_lossy(r))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} records appended twice, e.g. {:?}",
+        twice.len(),
+        twice.first()
+    );
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|r| !seen.contains_key(*r))
+        .map(|r| String::from_utf8_lossy(r))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+    seen.len()
+}
+
+/// Appends records to `path` on `server` from `clients` connections until `stop`; returns the
+/// acknowledged ones.
+fn appender(server: &Server, writer: &str, path: &str, stop: &AtomicBool, limit: usize) -> BTreeSet<Vec<u8>> {
+    let mut acked = BTreeSet::new();
+    let mut conn = server.connect();
+    for seq in 0..limit {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let body = record(writer, seq, 60 + seq % 40);
+        match append_on(&mut conn, path, &body, "") {
+            Some(r) if r.status == 200 => {
+                acked.insert(body);
+            }
+            Some(r) => panic!("append on {writer} answered {}: {}", r.status, r.text()),
+            None => conn = server.connect(),
+        }
+    }
+    acked
+}
+
+// ---- appends through every replica ----
+
+fn interleaved_appends(n: usize) {
+    let Some(r) = Replicas::start(n, &[]) else { return };
+    let stop = AtomicBool::new(false);
+    let acked: BTreeSet<Vec<u8>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..n * 2)
+            .map(|c| {
+                let server = &r.servers[c % n];
+                let stop = &stop;
+                scope.spawn(move || appender(server, &format!("r{}c{c}", c % n), "/file/shared.log", stop, 40))
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let file = r.servers[0].get("/file/shared.log").assert_status(200).body.clone();
+    assert_eq!(check_records(&file, &acked), acked.len(), "records nobody acknowledged");
+    // Every replica serves the same bytes.
+    for s in &r.servers[1..] {
+        assert_eq!(s.get("/file/shared.log").body, file);
+    }
+}
+
+#[test]
+fn two_replicas_interleave_appends_whole_and_once() {
+    interleaved_appends(2);
+}
+
+#[test]
+fn three_replicas_interleave_appends_whole_and_once() {
+    interleaved_appends(3);
+}
+
+#[test]
+fn an_upload_offset_read_on_one_replica_holds_on_another() {
+    let Some(r) = Replicas::start(2, &[]) else { return };
+    let (a, b) = (&r.servers[0], &r.servers[1]);
+    let first = a.append("/file/o.log", "abc\n");
+    first.assert_status(200);
+    assert_eq!(first.header("Upload-Offset"), Some("4"));
+    b.send("PUT", "/file/o.log", b"def\n", &["Upload-Offset: 4"])
+        .assert_status(200);
+    let stale = b.send("PUT", "/file/o.log", b"xyz\n", &["Upload-Offset: 4"]);
+    stale.assert_error(409);
+    assert_eq!(stale.header("Upload-Offset"), Some("8"));
+    a.get("/file/o.log").assert_ok_body("abc\ndef\n");
+    assert_eq!(a.head("/file/o.log").header("Content-Length"), Some("8"));
+}
+
+#[test]
+fn readers_on_one_replica_see_only_whole_appends_made_on_another() {
+    let Some(r) = Replicas::start(2, &[]) else { return };
+    let (a, b) = (&r.servers[0], &r.servers[1]);
+    a.append("/file/read.log", record("seed", 0, 80)).assert_status(200);
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let acked = appender(a, "w", "/file/read.log", &stop, 150);
+            stop.store(true, Ordering::Relaxed);
+            acked
+        });
+        let mut reads = 0;
+        let mut last_len = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let body = b.get("/file/read.log").assert_status(200).body.clone();
+            check_records(&body, &BTreeSet::new());
+            assert!(body.len() >= last_len, "a read went back in time");
+            last_len = body.len();
+            reads += 1;
+        }
+        let acked = writer.join().unwrap();
+        eprintln!("{reads} reads on the other replica during {} appends", acked.len());
+    });
+}
+
+// ---- crashes ----
+
+#[test]
+fn a_replica_killed_mid_append_loses_nothing_acknowledged_elsewhere() {
+    let Some(mut r) = Replicas::start(2, &[]) else { return };
+    let big: Vec<u8> = (0..40_000).flat_map(|i| record("big", i, 100)).collect();
+    let stop = AtomicBool::new(false);
+    let acked = thread::scope(|scope| {
+        let (a, b) = r.servers.split_at_mut(1);
+        let b = &b[0];
+        let steady = scope.spawn(|| appender(b, "b", "/file/crash.log", &stop, 100_000));
+        for round in 0..5u64 {
+            let mut conn = a[0].connect();
+            let head = format!(
+                "PUT /file/crash.log HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                big.len()
+            );
+            conn.send(head.as_bytes()).send(&big);
+            thread::sleep(Duration::from_millis(20 + round * 60));
+            a[0].restart();
+        }
+        stop.store(true, Ordering::Relaxed);
+        steady.join().unwrap()
+    });
+    let file = r.servers[1].get("/file/crash.log").assert_status(200).body.clone();
+    // The big append is the same body every round, so its records may repeat (a round that
+    // finished before its kill); B's records are each there once.
+    check_records_allowing(&file, &acked, b"big:");
+    // The killed appends are each whole or absent: "big" records come in runs of 40,000.
+    let big_lines = file.split(|&b| b == b'\n').filter(|l| l.starts_with(b"big:")).count();
+    assert_eq!(big_lines % 40_000, 0, "a killed append left part of itself");
+}
+
+#[test]
+fn a_replica_restarted_again_and_again_loses_nothing_acknowledged() {
+    let Some(mut r) = Replicas::start(3, &[]) else { return };
+    let stop = AtomicBool::new(false);
+    let acked = Mutex::new(BTreeSet::new());
+    thread::scope(|scope| {
+        let (a, rest) = r.servers.split_at_mut(1);
+        for (i, s) in rest.iter().enumerate() {
+            let (stop, acked) = (&stop, &acked);
+            scope.spawn(move || {
+                let got = appender(s, &format!("s{i}"), "/file/restart.log", stop, 100_000);
+                acked.lock().unwrap().extend(got);
+            });
+        }
+        for _ in 0..20 {
+            a[0].restart();
+            // The restarted replica appends too, between its restarts.
+            let mut conn = a[0].connect();
+            if let Some(resp) = append_on(&mut conn, "/file/restart.log", &record("again", 0, 50), "") {
+                assert!(resp.status == 200, "{}", resp.text());
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let acked = acked.into_inner().unwrap();
+    let file = r.servers[1].get("/file/restart.log").assert_status(200).body.clone();
+    let _ = check_records_allowing(&file, &acked, b"again:");
+}
+
+/// [`check_records`], but records starting with `repeated` may appear more than once (the same
+/// record sent by design on every round).
+fn check_records_allowing(file: &[u8], acked: &BTreeSet<Vec<u8>>, repeated: &[u8]) -> usize {
+    let others: Vec<u8> = file
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| !l.starts_with(repeated))
+        .flatten()
+        .copied()
+        .collect();
+    assert!(
+        file.is_empty() || file.ends_with(b"\n"),
+        "the file ends in a torn record"
+    );
+    check_records(&others, acked)
+}
+
+// ---- no replica waits on another's client ----
+
+#[test]
+fn an_append_on_one_replica_never_waits_for_a_slow_client_of_another() {
+    let Some(r) = Replicas::start(2, &[]) else { return };
+    let (a, b) = (&r.servers[0], &r.servers[1]);
+    a.append("/file/slow.log", "first\n").assert_status(200);
+    // A's client sends half its body and stalls.
+    let mut stalled = a.connect();
+    stalled
+        .send(b"PUT /file/slow.log HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n")
+        .send(&vec![b'z'; 1_000_000]);
+    thread::sleep(Duration::from_millis(300));
+    // Bounded by curl's --max-time in the harness: a wait for A's client would exceed it.
+    b.append("/file/slow.log", "second\n").assert_status(200);
+    drop(stalled);
+    let settled = wait_until(SETTLE_TIMEOUT, || a.get("/file/slow.log").body == b"first\nsecond\n");
+    assert!(settled, "{:?}", a.get("/file/slow.log").text());
+}
+
+// ---- what one replica does, every replica shows ----
+
+#[test]
+fn uploads_moves_and_deletes_are_visible_on_every_replica() {
+    let Some(r) = Replicas::start(3, &[]) else { return };
+    let (a, b, c) = (&r.servers[0], &r.servers[1], &r.servers[2]);
+    a.post("/file/dir/report.csv", "v1\n").assert_status(200);
+    b.get("/file/dir/report.csv").assert_ok_body("v1\n");
+    c.post("/file/dir/report.csv", "v2\n").assert_status(200);
+    a.get("/file/dir/report.csv").assert_ok_body("v2\n");
+    b.put_json("/file/dir/report.csv/mv", r#"{"path":"published/report.csv"}"#)
+        .assert_status(200);
+    assert_eq!(a.get("/file/dir/report.csv").status, 404);
+    c.get("/file/published/report.csv").assert_ok_body("v2\n");
+    a.get("/file/published").assert_ok_body("report.csv\n");
+    a.delete("/file/published").assert_status(200);
+    assert_eq!(b.get("/file/published/report.csv").status, 404);
+    assert_eq!(c.get("/file/published").status, 404);
+}
+
+#[test]
+fn no_replica_ever_lists_another_ones_internal_files() {
+    let Some(r) = Replicas::start(2, &[]) else { return };
+    let (a, b) = (&r.servers[0], &r.servers[1]);
+    a.append("/file/busy.log", "x\n").assert_status(200);
+    // In flight on A: a large upload and a large append, each stalled mid-body (temp files and,
+    // for the append, its spool).
+    let mut upload = a.connect();
+    upload
+        .send(b"POST /file/big.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n")
+        .send(&vec![b'u'; 500_000]);
+    let mut append = a.connect();
+    append
+        .send(b"PUT /file/busy.log HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n")
+        .send(&vec![b'a'; 500_000]);
+    let internal = || {
+        fs::read_dir(&r.roots[1])
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".http-nas-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || internal() >= 2),
+        "A's temp files never showed on the volume"
+    );
+    for _ in 0..20 {
+        let plain = b.get("/file/").assert_status(200).text();
+        assert!(!plain.contains(".http-nas-"), "listed: {plain}");
+        let json = b
+            .get_with("/file/", &["Accept: application/json"])
+            .assert_status(200)
+            .text();
+        assert!(!json.contains(".http-nas-"), "listed: {json}");
+        assert_eq!(b.get("/file/busy.log").body, b"x\n", "half an append showed");
+    }
+    drop((upload, append));
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || internal() == 0),
+        "temp files left after the clients left"
+    );
+}
