@@ -21,3 +21,4 @@ pub mod server;
 pub mod storage;
 pub mod sys;
 pub mod time;
+pub mod volume;

@@ -342,6 +342,8 @@ fn an_append_on_one_replica_never_waits_for_a_slow_client_of_another() {
 fn uploads_moves_and_deletes_are_visible_on_every_replica() {
     let Some(r) = Replicas::start(3, &[]) else { return };
     let (a, b, c) = (&r.servers[0], &r.servers[1], &r.servers[2]);
+    // Each replica said at start what it runs on, and what that needs.
+    assert!(a.log().contains("storage is on GlusterFS"), "{}", a.log());
     a.post("/file/dir/report.csv", "v1\n").assert_status(200);
     b.get("/file/dir/report.csv").assert_ok_body("v1\n");
     c.post("/file/dir/report.csv", "v2\n").assert_status(200);
