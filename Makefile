@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: run build test test-replicas crash-test lint bench fuzz static image helm-check clean
+.PHONY: run build test test-replicas bench-replicas crash-test lint bench fuzz static image helm-check clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -31,6 +31,11 @@ crash-test:
 ## (installed and started by .ci/gluster; skipped with the reason where FUSE is missing)
 test-replicas:
 	.ci/test-replicas
+
+## bench-replicas: 1, 2 and 3 replicas on a GlusterFS volume on loopback vs one on local disk
+bench-replicas:
+	$(CARGO) build --release --locked
+	python3 benches/replicas.py
 
 ## lint: formatting and clippy, as CI runs them
 lint:
