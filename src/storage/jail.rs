@@ -227,19 +227,23 @@ fn is_disguising(c: char) -> bool {
     )
 }
 
-/// A name as listings show it: as it is when it is UTF-8 with nothing that could break a line
-/// or disguise it (every name made through the API), else percent-encoded (control and
-/// disguising characters, `%`, and every non-ASCII byte), so that each listed line is one name
-/// and a request for that line, decoded once like every path, finds exactly that name.
+/// A name as listings show it: as it is when it is UTF-8 with nothing that could break a line,
+/// disguise it, or mean something else in a URL (almost every name), else percent-encoded
+/// (control and disguising characters, `%`, `?`, `#` and every non-ASCII byte), so that each
+/// listed line is one name and a request for that line, decoded once like every path, finds
+/// exactly that name: a literal `a%41` is listed `a%2541`, never as the line that finds `aA`.
 pub fn listed_name(name: &[u8]) -> Cow<'_, str> {
+    let means_more_in_a_url = |c: char| matches!(c, '%' | '?' | '#');
     if let Ok(text) = std::str::from_utf8(name)
-        && !text.chars().any(|c| c.is_control() || is_disguising(c))
+        && !text
+            .chars()
+            .any(|c| c.is_control() || is_disguising(c) || means_more_in_a_url(c))
     {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(name.len() * 3);
     for &b in name {
-        if !(0x20..0x7f).contains(&b) || b == b'%' {
+        if !(0x20..0x7f).contains(&b) || matches!(b, b'%' | b'?' | b'#') {
             out.push_str(&format!("%{b:02X}"));
         } else {
             out.push(char::from(b));
@@ -473,9 +477,12 @@ mod tests {
 
     #[test]
     fn listed_names_are_one_line_each_and_decode_back() {
-        let cases: [(&[u8], &str); 7] = [
+        let cases: [(&[u8], &str); 10] = [
             (b"report.csv", "report.csv"),
-            ("caf\u{e9} 100%.txt".as_bytes(), "caf\u{e9} 100%.txt"),
+            ("caf\u{e9} 100.txt".as_bytes(), "caf\u{e9} 100.txt"),
+            ("caf\u{e9} 100%.txt".as_bytes(), "caf%C3%A9 100%25.txt"),
+            (b"a%41", "a%2541"),
+            (b"q?x#y", "q%3Fx%23y"),
             (b"caf\xe9.txt", "caf%E9.txt"),
             (b"a\nsecrets.txt", "a%0Asecrets.txt"),
             (b"50%\r", "50%25%0D"),

@@ -470,7 +470,11 @@ fn plant_named(s: &Server, name: &[u8], contents: &str) -> PathBuf {
 fn names_other_writers_made_are_listed_one_per_line_and_found_by_their_line() {
     let s = Server::start();
     // (name on disk, the line the listing must show)
-    let cases: [(&[u8], &str); 5] = [
+    let cases: [(&[u8], &str); 8] = [
+        // A literal `%41` must not list as the line that finds `aA` (found by review).
+        (b"a%41", "a%2541"),
+        (b"aA", "aA"),
+        (b"q?x#y", "q%3Fx%23y"),
         (b"report.csv\nsecrets.txt", "report.csv%0Asecrets.txt"),
         (b"caf\xe9.txt", "caf%E9.txt"),
         (b"tab\tcr\r", "tab%09cr%0D"),
