@@ -123,7 +123,7 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     };
     input.consume(head_len);
     if let Some(resp) = shared.handler.answer_early(&head) {
-        park::answer_and_close(stream, remote, &head, resp, shared);
+        park::answer_and_close(stream, remote, &head, resp, shared, park::Writing::Blocking);
         return Next::Close;
     }
     let expectation = head.header("expect");

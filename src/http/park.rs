@@ -246,7 +246,7 @@ impl Reactor {
                     Some(Response::error(500, "internal", "the server failed on this request"))
                 });
                 if let Some(resp) = early {
-                    answer_and_close(&p.stream, p.remote, &head, resp, &self.shared);
+                    answer_and_close(&p.stream, p.remote, &head, resp, &self.shared, Writing::NonBlocking);
                     return;
                 }
                 if p.over_limit {
@@ -340,12 +340,30 @@ pub(crate) fn overloaded(message: &str) -> Response {
     Response::error(503, "overloaded", message).with_header("Retry-After", RETRY_AFTER_SECS.to_string())
 }
 
+/// How an early answer may be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Writing {
+    /// Without blocking: the reactor, which serves everyone, never waits on one client (the
+    /// answer is small and the connection fresh, so it fits the socket's buffer).
+    NonBlocking,
+    /// Blocking, bounded by the socket's write timeout: a worker, whose connection may still
+    /// be sending an earlier pipelined response the client has not read yet.
+    Blocking,
+}
+
 /// Sends a handler's early answer to `head` ([`super::Handler::answer_early`]) without
-/// blocking and without reading the body, logs and reports it like any exchange, and closes
-/// the connection. Used by the reactor and by workers alike.
-pub(crate) fn answer_and_close(stream: &TcpStream, remote: SocketAddr, head: &Head, resp: Response, shared: &Shared) {
+/// reading the body, logs and reports it like any exchange, and closes the connection. Used
+/// by the reactor and by workers alike.
+pub(crate) fn answer_and_close(
+    stream: &TcpStream,
+    remote: SocketAddr,
+    head: &Head,
+    resp: Response,
+    shared: &Shared,
+    writing: Writing,
+) {
     let started = Instant::now();
-    let _ = stream.set_nonblocking(true);
+    let _ = stream.set_nonblocking(writing == Writing::NonBlocking);
     let status = resp.status;
     let head_only = head.method == "HEAD";
     let mut bytes = encode_head(&resp, false);
@@ -355,6 +373,7 @@ pub(crate) fn answer_and_close(stream: &TcpStream, remote: SocketAddr, head: &He
         body_len = body.len() as u64;
     }
     let sent = (&*stream).write_all(&bytes).is_ok();
+    let _ = stream.set_nonblocking(true);
     let outcome = if sent { "" } else { " (response cut short)" };
     log::info!(
         target: "access",

@@ -320,3 +320,39 @@ fn request_heads_follow_rfc_9110_and_9112() {
     assert!(options.header("Allow").is_some_and(|a| a.contains("DELETE")));
     assert!(!s.exists("x"), "the 417 stored nothing");
 }
+
+#[test]
+fn a_probe_pipelined_behind_a_download_the_client_reads_slowly_is_still_answered() {
+    // A worker answers the probe from its head; the connection's send buffer is still full of
+    // the download, so a write that does not wait would lose the answer (found by review).
+    use std::io::{Read, Write};
+    let s = Server::start();
+    let big = vec![b'd'; 8 << 20];
+    s.write("big.bin", &big);
+    let mut stream = std::net::TcpStream::connect(s.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .write_all(b"GET /file/big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("read: {e} after {} bytes", received.len()),
+        }
+        // A slow reader: about 6 MB/s, so the server's writes keep finding the buffer full.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = String::from_utf8_lossy(&received[received.len().saturating_sub(400)..]).into_owned();
+    assert!(
+        received.len() > big.len(),
+        "the download was cut short: {} bytes",
+        received.len()
+    );
+    assert!(
+        text.contains("HTTP/1.1 200 OK") && text.ends_with("ok"),
+        "no probe answer at the end: {text:?}"
+    );
+}
