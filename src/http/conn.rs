@@ -51,7 +51,6 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     // unregistered by the guard's drop, even if serving panics.
     let service = shared.begin_service(&stream);
     let leftover = serve_buffered(&stream, remote, &mut input, shared);
-    drop(service);
     if let Some(pending) = leftover {
         shared.repark(Conn {
             stream,
@@ -60,6 +59,9 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
             queued_at: Instant::now(),
         });
     }
+    // Only now: a connection on its way back to the reactor stays counted (as in service)
+    // until the reactor parks it, so the connection limit never misses it.
+    drop(service);
 }
 
 /// Serves every request whose head is already buffered; returns the bytes of an unfinished

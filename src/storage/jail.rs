@@ -283,6 +283,8 @@ pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf
     let mut real: Vec<OsString> = Vec::new();
     let mut dir: Option<Dir> = None; // None: the root itself
     let mut links = 0;
+    // Set when the last link followed ended in `/`: what it leads to must be a directory.
+    let mut must_be_dir = false;
     let reopen = |real: &[OsString]| -> Result<Option<Dir>, StorageError> {
         if real.is_empty() {
             return Ok(None);
@@ -330,7 +332,13 @@ pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf
                 return Err(StorageError::NotFound);
             }
             let target = match here.read_link(&name) {
-                Ok(target) => PathBuf::from(target),
+                Ok(target) => {
+                    // `link -> a/` names a directory, as the kernel resolves it (ENOTDIR else).
+                    if is_last && target.as_bytes().ends_with(b"/") {
+                        must_be_dir = true;
+                    }
+                    PathBuf::from(target)
+                }
                 // No longer a link (another writer swapped it back since the stat): look again.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     pending.push_front((name, from_link));
@@ -367,6 +375,9 @@ pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf
             dir = Some(next);
             real.push(name);
             continue;
+        }
+        if is_last && must_be_dir && !stat.is_dir() {
+            return Err(StorageError::NotFound);
         }
         real.push(name);
         if !is_last {
@@ -528,6 +539,8 @@ mod tests {
         symlink("/etc", base.join("etc")).unwrap();
         symlink("missing", base.join("dangling")).unwrap();
         symlink("loop", base.join("loop")).unwrap();
+        symlink("real/sub/f/", base.join("file-slash")).unwrap();
+        symlink("real/sub/", base.join("dir-slash")).unwrap();
         let go = |p: &str, f| resolve(&root, Path::new(p), f).map(|p| p.to_string_lossy().into_owned());
         use FinalLink::*;
         assert_eq!(go("rel/sub/f", Follow).unwrap(), "real/sub/f");
@@ -544,6 +557,8 @@ mod tests {
         assert!(matches!(go("real/out/x", Keep), Err(StorageError::OutsideRoot)));
         assert!(matches!(go("etc/passwd", Follow), Err(StorageError::OutsideRoot)));
         assert!(matches!(go("loop", Follow), Err(StorageError::NotFound)));
+        assert!(matches!(go("file-slash", Follow), Err(StorageError::NotFound)));
+        assert_eq!(go("dir-slash", Follow).unwrap(), "real/sub");
         assert_eq!(go("", Follow).unwrap(), "");
     }
 }
