@@ -6,7 +6,7 @@ use crate::api::{self, Op};
 use crate::auth::{Access, Tokens};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
-use crate::listing::{Form, ListingBody};
+use crate::listing::{Form, HTML_POLICY, ListingBody};
 use crate::metrics::{self, Metrics};
 use crate::probes::ProbeState;
 use crate::range::{self, RangeChoice};
@@ -120,6 +120,8 @@ impl App {
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Stat { path } => self.stat(&path),
+            // A browser asking for the service's front page gets the root's browse page.
+            Op::Index if wants_html(head) => self.read(head, &RelPath::root()),
             Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
                 let version = if_match(head);
@@ -208,12 +210,20 @@ impl App {
                 let listing = self.storage.list(path)?;
                 let (form, content_type) = if wants_json(head) {
                     (Form::Json, "application/json")
+                } else if wants_html(head) {
+                    let raw = std::os::unix::ffi::OsStrExt::as_bytes(path.as_path().as_os_str()).to_vec();
+                    (Form::Html { path: raw }, "text/html; charset=utf-8")
                 } else {
                     // The seed's format: bare names, one per line (clients split it on whitespace).
                     (Form::Plain, "text/plain; charset=utf-8")
                 };
                 let body = ResponseBody::Stream(Box::new(ListingBody::new(listing, form)));
-                let resp = Response::new(200, body).with_header("Content-Type", content_type);
+                let mut resp = Response::new(200, body).with_header("Content-Type", content_type);
+                if content_type.starts_with("text/html") {
+                    resp = resp
+                        .with_header("Content-Security-Policy", HTML_POLICY)
+                        .with_header("X-Content-Type-Options", "nosniff");
+                }
                 // An HTTP/1.0 client cannot take chunks: the connection's end ends the body.
                 Ok(if head.minor_version == 0 { resp.closing() } else { resp })
             }
@@ -325,6 +335,11 @@ impl Handler for App {
         let op = CURRENT_OP.with(|c| c.replace(metrics::OPS.len() - 1));
         self.metrics.record(op, x.status, x.bytes_in, x.bytes_out, x.duration);
     }
+}
+
+/// True when the client asked for HTML (a browser): directories then come as a browse page.
+fn wants_html(head: &Head) -> bool {
+    head.header("accept").is_some_and(|a| a.contains("text/html"))
 }
 
 /// True when the client asked for JSON (errors then come as JSON, 404s too).

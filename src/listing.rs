@@ -1,6 +1,7 @@
 //! A directory listing as a response body, rendered while it is sent: the plain form (one
-//! name per line, as the original wrote it) or JSON (`[{"modified","name","size","type"}]`,
-//! the keys in the order `serde_json` writes them). Entries are rendered a batch at a time
+//! name per line, as the original wrote it), JSON (`[{"modified","name","size","type"}]`,
+//! the keys in the order `serde_json` writes them), or an HTML page for people with a browser
+//! (breadcrumbs, a row per entry, no script, nothing loaded from elsewhere; every name escaped). Entries are rendered a batch at a time
 //! into a small buffer, so a listing of any size costs its names (kept by the storage listing
 //! for sorting) and one buffer.
 
@@ -13,12 +14,98 @@ use std::io::{self, Read};
 const BATCH_BYTES: usize = 32 * 1024;
 
 /// Which form the listing takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Form {
     /// Bare names, each followed by `\n`.
     Plain,
     /// One JSON array of objects.
     Json,
+    /// An HTML page of the directory `path` (its bytes relative to the root, empty for the
+    /// root itself).
+    Html { path: Vec<u8> },
+}
+
+/// The `Content-Security-Policy` of the HTML page: no script, no remote anything; only its
+/// own inline style.
+pub const HTML_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The page's style: inline, so it needs nothing from anywhere.
+const HTML_STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em}\
+table{border-collapse:collapse}td,th{padding:.2em 1em .2em 0;text-align:left}\
+td.size{text-align:right}nav a{margin-right:.2em}.tools a{color:#666;margin-right:.5em}";
+
+/// `text` with the five characters that mean something in HTML replaced by entities.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A name (or path) as it is on disk, as a URL path: every byte but unreserved characters and
+/// `/` percent-encoded, so an `href`, decoded once like every request path, leads back to
+/// exactly these bytes.
+pub fn url_path(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for &b in raw {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A size for people: bytes up to 1 KiB, then KiB, MiB, GiB, TiB with one decimal.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The page's head and breadcrumbs for the directory `path` (bytes relative to the root).
+fn html_start(path: &[u8]) -> String {
+    let shown = crate::storage::jail::listed_name(path);
+    let title = if path.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{shown}/")
+    };
+    let mut crumbs = String::from("<a href=\"/file/\">root</a>");
+    let mut at: Vec<u8> = Vec::new();
+    for segment in path.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
+        at.extend_from_slice(segment);
+        at.push(b'/');
+        crumbs.push_str(&format!(
+            " / <a href=\"/file/{}\">{}</a>",
+            url_path(&at),
+            html_escape(&crate::storage::jail::listed_name(segment))
+        ));
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>http-nas {}</title><style>{HTML_STYLE}</style></head>\n<body>\
+         <nav>{crumbs}</nav>\n<table><thead><tr><th>name</th><th>size</th><th>modified</th>\
+         <th></th></tr></thead><tbody>\n",
+        html_escape(&title)
+    )
 }
 
 /// A [`Listing`] read as bytes of the chosen [`Form`].
@@ -48,11 +135,15 @@ impl ListingBody {
     fn refill(&mut self) -> io::Result<()> {
         self.buf.clear();
         self.at = 0;
-        if self.form == Form::Json && !self.started {
-            self.buf.push(b'[');
+        if !self.started {
+            match &self.form {
+                Form::Json => self.buf.push(b'['),
+                Form::Html { path } => self.buf.extend_from_slice(html_start(path).as_bytes()),
+                Form::Plain => {}
+            }
         }
         while self.buf.len() < BATCH_BYTES {
-            let wrote = match self.form {
+            let wrote = match &self.form {
                 Form::Plain => match self.listing.next_name() {
                     Some(name) => {
                         let line = crate::storage::jail::listed_name(std::os::unix::ffi::OsStrExt::as_bytes(name));
@@ -78,10 +169,20 @@ impl ListingBody {
                     }
                     None => false,
                 },
+                Form::Html { path } => match self.listing.next_entry() {
+                    Some(e) => {
+                        let row = html_row(path, &e);
+                        self.buf.extend_from_slice(row.as_bytes());
+                        true
+                    }
+                    None => false,
+                },
             };
             if !wrote {
-                if self.form == Form::Json {
-                    self.buf.extend_from_slice(b"]\n");
+                match self.form {
+                    Form::Json => self.buf.extend_from_slice(b"]\n"),
+                    Form::Html { .. } => self.buf.extend_from_slice(b"</tbody></table>\n</body></html>\n"),
+                    Form::Plain => {}
                 }
                 self.finished = true;
                 break;
@@ -91,6 +192,34 @@ impl ListingBody {
         self.started = true;
         Ok(())
     }
+}
+
+/// One table row of the HTML page: the entry's name as a link (a directory's ends in `/`), its
+/// size, its modification time, and for a file the links to its line count and stat.
+fn html_row(dir: &[u8], e: &crate::storage::Entry) -> String {
+    let name = e.listed_name();
+    let mut full = dir.to_vec();
+    if !full.is_empty() {
+        full.push(b'/');
+    }
+    full.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str()));
+    let href = format!("/file/{}", url_path(&full));
+    let (shown, link, size, tools) = match e.kind {
+        EntryKind::Directory => (format!("{name}/"), format!("{href}/"), String::new(), String::new()),
+        EntryKind::File => (
+            name.to_string(),
+            href.clone(),
+            human_size(e.size),
+            format!("<a href=\"{href}/wc\">wc</a><a href=\"{href}/check\">check</a>"),
+        ),
+        EntryKind::Other => (name.to_string(), href.clone(), String::new(), String::new()),
+    };
+    format!(
+        "<tr><td><a href=\"{}\">{}</a></td><td class=\"size\">{size}</td><td>{}</td><td class=\"tools\">{tools}</td></tr>\n",
+        html_escape(&link),
+        html_escape(&shown),
+        rfc3339(e.modified)
+    )
 }
 
 impl Read for ListingBody {
@@ -105,5 +234,25 @@ impl Read for ListingBody {
         out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_encodes_and_sizes() {
+        assert_eq!(
+            html_escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(url_path(b"d/a b&c<\"'.csv"), "d/a%20b%26c%3C%22%27.csv");
+        assert_eq!(url_path(b"a%41"), "a%2541");
+        assert_eq!(url_path(b"caf\xe9"), "caf%E9");
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(5 << 30), "5.0 GiB");
     }
 }
