@@ -120,8 +120,12 @@ impl App {
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Stat { path } => self.stat(&path),
-            // A browser asking for the service's front page gets the root's browse page.
-            Op::Index if wants_html(head) => self.read(head, &RelPath::root()),
+            // A browser asking for the service's front page gets the root's browse page, which
+            // lists files: only with a token where tokens are set, like `/file/`.
+            Op::Index if wants_html(head) => match self.tokens.check(head.header("authorization")) {
+                Access::Denied => Err(Error::Unauthorized),
+                _ => self.read(head, &RelPath::root()),
+            },
             Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
                 let version = if_match(head);

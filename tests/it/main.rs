@@ -15,12 +15,14 @@
 //! - `bounds` (issue 10): saturated workers, queues and connection limits, unauthenticated and
 //!   slow clients, huge listings, exhausted descriptors: probes still answer, nothing waits
 //!   without end.
+//! - `browser` (issue 14): the browse page in headless chromium.
 //! - `replicas` (issue 12): two and three replicas on a GlusterFS volume (`make test-replicas`
 //!   sets it up; skipped otherwise).
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 
 mod bounds;
+mod browser;
 mod clients;
 mod crash;
 mod durability;
