@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: run build test test-replicas bench-replicas crash-test lint bench fuzz static image helm-check clean
+.PHONY: run build test test-replicas test-airflow bench-replicas crash-test lint bench fuzz static image helm-check clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -31,6 +31,11 @@ crash-test:
 ## (installed and started by .ci/gluster; skipped with the reason where FUSE is missing)
 test-replicas:
 	.ci/test-replicas
+
+## test-airflow: the example DAG run by real Airflow (installed into a venv under the target
+## dir on first use) against the real binary, and its Kubernetes form checked without a cluster
+test-airflow:
+	.ci/test-airflow
 
 ## bench-replicas: 1, 2 and 3 replicas on a GlusterFS volume on loopback vs one on local disk
 bench-replicas:
