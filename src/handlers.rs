@@ -109,14 +109,25 @@ impl App {
         Ok(Response::text(200, "ready"))
     }
 
-    fn route(&self, req: &mut Request<'_, '_>) -> Result<Response, Error> {
-        let head = req.head;
-        let op = self.gate(head)?;
-        match op {
+    /// The answer to a probe, from the state the checker keeps (never the disk); `None` for
+    /// any other operation.
+    fn probe(&self, op: &Op) -> Option<Result<Response, Error>> {
+        Some(match op {
+            Op::Alive => Ok(Response::text(200, "ok")),
+            Op::Ready => self.readiness(),
             Op::StorageHealth if self.probes.root_there() => Ok(Response::text(200, "OK")),
             Op::StorageHealth => Err(Error::Unavailable {
                 message: "the storage root is not a directory".into(),
             }),
+            _ => return None,
+        })
+    }
+
+    fn route(&self, req: &mut Request<'_, '_>) -> Result<Response, Error> {
+        let head = req.head;
+        let op = self.gate(head)?;
+        match op {
+            Op::Alive | Op::Ready | Op::StorageHealth => self.probe(&op).unwrap_or(Err(Error::NotFound)),
             Op::Read { path } => self.read(head, &path),
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Stat { path } => self.stat(&path),
@@ -156,8 +167,6 @@ impl App {
                 ))
             }
             Op::Options { allow } => Ok(Response::new(204, ResponseBody::Empty).with_header("Allow", allow)),
-            Op::Alive => Ok(Response::text(200, "ok")),
-            Op::Ready => self.readiness(),
             Op::Metrics => {
                 let text = self.metrics.render(&self.stats, self.storage.free_bytes().ok());
                 Ok(Response::text(200, text).with_header("Content-Type", "text/plain; version=0.0.4"))
@@ -322,13 +331,7 @@ impl Handler for App {
         CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
         let answer = match self.gate(head) {
             Err(e) => Err(e),
-            Ok(Op::Alive) => Ok(Response::text(200, "ok")),
-            Ok(Op::Ready) => self.readiness(),
-            Ok(Op::StorageHealth) if self.probes.root_there() => Ok(Response::text(200, "OK")),
-            Ok(Op::StorageHealth) => Err(Error::Unavailable {
-                message: "the storage root is not a directory".into(),
-            }),
-            Ok(_) => return None,
+            Ok(op) => self.probe(&op)?,
         };
         Some(answer.unwrap_or_else(|e| e.into_response(wants_json(head))))
     }
