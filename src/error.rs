@@ -103,7 +103,7 @@ impl Error {
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
             Error::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
-            Error::Busy { .. } => resp.with_header("Retry-After", "1"),
+            Error::Busy { .. } => resp.with_header("Retry-After", crate::http::park::RETRY_AFTER_SECS.to_string()),
             _ => resp,
         };
         // After a broken body the connection's framing is unknown: close it.

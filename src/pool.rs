@@ -29,11 +29,22 @@ pub struct PoolGauges {
 }
 
 impl PoolGauges {
-    /// True when a job submitted now would be taken: a worker is free or the queue has room.
+    /// True when a job submitted now would be taken ([`admits`], on the gauges' last values).
     pub fn has_room(&self) -> bool {
-        self.busy.load(Ordering::Relaxed) < self.workers.load(Ordering::Relaxed)
-            || self.queued.load(Ordering::Relaxed) < self.capacity.load(Ordering::Relaxed)
+        admits(
+            self.queued.load(Ordering::Relaxed),
+            self.capacity.load(Ordering::Relaxed),
+            self.workers.load(Ordering::Relaxed),
+            self.busy.load(Ordering::Relaxed),
+        )
     }
+}
+
+/// The one admission rule: with `waiting` jobs queued, one more is taken while they fit the
+/// queue's `capacity` plus the workers not running a job (each of those takes a waiting job;
+/// a worker counts itself busy, under the queue's lock, as it takes one).
+fn admits(waiting: usize, capacity: usize, workers: usize, busy: usize) -> bool {
+    waiting < capacity + workers.saturating_sub(busy)
 }
 
 /// A fixed-size pool of worker threads running one job function.
@@ -102,11 +113,9 @@ impl<J: Send + 'static> Pool<J> {
     /// A job waits in the queue only while every worker is busy.
     pub fn try_submit(&self, job: J) -> Result<(), J> {
         let mut state = self.queue.lock();
-        // Workers not running a job will each take one of the waiting jobs (a worker counts
-        // itself busy under this lock as it takes one), so that many wait beyond the capacity.
         let workers = self.gauges.workers.load(Ordering::Relaxed);
-        let idle = workers.saturating_sub(self.gauges.busy.load(Ordering::Relaxed));
-        if state.closed || state.jobs.len() >= self.queue.capacity + idle {
+        let busy = self.gauges.busy.load(Ordering::Relaxed);
+        if state.closed || !admits(state.jobs.len(), self.queue.capacity, workers, busy) {
             drop(state);
             self.gauges.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(job);

@@ -29,18 +29,16 @@ enum Next {
 
 /// Serves requests on `conn` until it closes or has no complete request buffered.
 pub(crate) fn serve(conn: Conn, shared: &Shared) {
+    if conn.queued_at.elapsed() > shared.config.queue_timeout {
+        park::refuse_waited_too_long(&conn);
+        return;
+    }
     let Conn {
         stream,
         remote,
         pending,
-        queued_at,
+        ..
     } = conn;
-    if queued_at.elapsed() > shared.config.queue_timeout {
-        let waited = queued_at.elapsed().as_secs();
-        let resp = park::overloaded("waited too long for a free worker; retry shortly");
-        park::refuse(&stream, remote, resp, &format!("waited {waited} s in the queue"));
-        return;
-    }
     let timeout = Some(shared.config.io_timeout);
     if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
         return;

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 /// Longest the reactor sleeps in `poll` without checking deadlines, in milliseconds.
 const MAX_POLL_WAIT_MS: u64 = 1000;
-/// Seconds a client is told to wait before retrying when the server is full.
+/// Seconds a client is told to wait before retrying when the server is full (every 503 that
+/// means "busy, try again", here and in `error.rs`).
 pub(crate) const RETRY_AFTER_SECS: u32 = 1;
 /// Longest a connection accepted into the probe reserve may take to send its head.
 const RESERVE_WAIT: Duration = Duration::from_secs(2);
@@ -305,11 +306,8 @@ impl Reactor {
     /// Answers 503 to requests that waited longer than the queue timeout for a worker (every
     /// worker held by slow clients, say), so none waits without end.
     fn refuse_expired_in_queue(&mut self) {
-        let bound = self.shared.config.queue_timeout;
-        for conn in self.pool.take_expired(bound) {
-            let resp = overloaded("waited too long for a free worker; retry shortly");
-            let why = format!("waited over {} s in the queue", bound.as_secs());
-            refuse(&conn.stream, conn.remote, resp, &why);
+        for conn in self.pool.take_expired(self.shared.config.queue_timeout) {
+            refuse_waited_too_long(&conn);
         }
     }
 
@@ -335,8 +333,16 @@ fn is_idle(pending: &[u8]) -> bool {
     pending.iter().all(|b| matches!(b, b'\r' | b'\n'))
 }
 
+/// Refuses `conn`, which waited longer than the queue timeout for a worker: 503 with
+/// `Retry-After`, by the reactor's sweep or by the worker that took it just past the bound.
+pub(crate) fn refuse_waited_too_long(conn: &Conn) {
+    let resp = overloaded("waited too long for a free worker; retry shortly");
+    let why = format!("waited {} s in the queue", conn.queued_at.elapsed().as_secs());
+    refuse(&conn.stream, conn.remote, resp, &why);
+}
+
 /// The 503 for a server that cannot take more now, with `Retry-After`.
-pub(crate) fn overloaded(message: &str) -> Response {
+fn overloaded(message: &str) -> Response {
     Response::error(503, "overloaded", message).with_header("Retry-After", RETRY_AFTER_SECS.to_string())
 }
 
@@ -393,7 +399,7 @@ pub(crate) fn answer_and_close(
 
 /// Writes a small final response without blocking, logs it as an access line (the request,
 /// if any, was never parsed: `- -` stands for method and target) and closes the connection.
-pub(crate) fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
+fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
     let out = resp.body.known_len().unwrap_or(0);
     log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({why})", resp.status);
     let _ = stream.set_nonblocking(true);
