@@ -305,14 +305,12 @@ pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf
         let stat = match here.stat(&name) {
             Ok(stat) => stat,
             Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
-                // Nothing is below a missing name: the rest joins as plain names, unless a
-                // link led here (a dangling link names nothing).
-                if from_link || pending.iter().any(|(_, from_link)| *from_link) {
+                // Nothing is below a missing name: a dangling link names nothing.
+                if from_link {
                     return Err(StorageError::NotFound);
                 }
                 real.push(name);
-                real.extend(pending.into_iter().map(|(n, _)| n));
-                break;
+                return join_plain(real, pending);
             }
             Err(e) => return Err(StorageError::from_io(e)),
         };
@@ -382,14 +380,35 @@ pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf
         real.push(name);
         if !is_last {
             // Below a file: nothing is there (the caller's open says so).
-            if pending.iter().any(|(n, from_link)| *from_link || n == "..") {
-                return Err(StorageError::NotFound);
-            }
-            real.extend(pending.into_iter().map(|(n, _)| n));
-            break;
+            return join_plain(real, pending);
         }
     }
     Ok(real.iter().collect())
+}
+
+/// The location `real` plus the names still `pending`, where nothing exists below `real` (a
+/// missing name, or a file): they join as the plain names the request gave, so a write may
+/// create them; names a link's target gave (a `..` among them) lead nowhere: not found.
+fn join_plain(mut real: Vec<OsString>, pending: VecDeque<(OsString, bool)>) -> Result<PathBuf, StorageError> {
+    if pending.iter().any(|(_, from_link)| *from_link) {
+        return Err(StorageError::NotFound);
+    }
+    real.extend(pending.into_iter().map(|(n, _)| n));
+    Ok(real.iter().collect())
+}
+
+/// What `rel` names, [resolved](resolve) and then looked at through its directory's handle
+/// (never following a symlink there); a name below a file is [`StorageError::NotFound`].
+pub fn stat(root: &Root, rel: &Path, final_link: FinalLink) -> Result<crate::sys::Stat, StorageError> {
+    let not_found_below_a_file = |e| match e {
+        StorageError::NotADirectory => StorageError::NotFound,
+        e => e,
+    };
+    let real = resolve(root, rel, final_link)?;
+    let (parent, name) = super::split(&real)?;
+    let dir = root.open_dir(parent).map_err(not_found_below_a_file)?;
+    dir.stat(name)
+        .map_err(|e| not_found_below_a_file(StorageError::from_io(e)))
 }
 
 #[cfg(test)]

@@ -207,16 +207,7 @@ impl Storage {
 
     /// What `rel` names, by handle (a final symlink counts as itself, even dangling).
     fn stat(&self, rel: &RelPath) -> Result<crate::sys::Stat> {
-        let path = self.resolve(rel)?;
-        let (parent, name) = split(&path)?;
-        let dir = self.root.open_dir(parent).map_err(|e| match e {
-            StorageError::NotADirectory => StorageError::NotFound,
-            e => e,
-        })?;
-        dir.stat(name).map_err(|e| match StorageError::from_io(e) {
-            StorageError::NotADirectory => StorageError::NotFound,
-            e => e,
-        })
+        jail::stat(&self.root, rel.as_path(), jail::FinalLink::Keep)
     }
 
     /// Whether `rel` names anything (a final symlink counts as itself, even dangling), and a
@@ -243,14 +234,13 @@ impl Storage {
         }
         let (parent, name) = split(&path)?;
         let dir = self.root.open_dir(parent)?;
-        if rel.dir_only() && !dir.stat(name).is_ok_and(|s| s.is_dir()) {
-            return Err(StorageError::NotFound);
-        }
         let seen = match lock::committed(&dir, name) {
             Err(StorageError::IsADirectory) => {
                 let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
                 return Ok(Opened::Dir(sub.metadata().map_err(StorageError::from_io)?));
             }
+            // A trailing `/` names a directory only: anything else there is not found.
+            _ if rel.dir_only() => return Err(StorageError::NotFound),
             Err(StorageError::NotADirectory) => return Err(StorageError::NotFound),
             seen => seen?.ok_or(StorageError::NotFound)?,
         };

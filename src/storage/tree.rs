@@ -16,7 +16,7 @@ use super::journal;
 use super::lock::{self, Held, open_regular};
 use super::root::{Root, open_beneath};
 use super::{Result, StorageError, split};
-use crate::sys::{EntryType, Stat};
+use crate::sys::EntryType;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -39,8 +39,11 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     for _ in 0..MAX_MOVE_ATTEMPTS {
         let src_dir = root.open_dir(src_parent)?;
         let src_stat = src_dir.stat(src_name).map_err(StorageError::from_io)?;
-        if let Some(dst_seen) = followed_stat(root, dst) {
-            if followed_stat(root, src).is_some_and(|s| (s.dev, s.ino) == (dst_seen.dev, dst_seen.ino)) {
+        if let Ok(dst_seen) = jail::stat(root, dst, FinalLink::Follow) {
+            if jail::stat(root, src, FinalLink::Follow)
+                .ok()
+                .is_some_and(|s| (s.dev, s.ino) == (dst_seen.dev, dst_seen.ino))
+            {
                 return Err(StorageError::SameFile);
             }
             match (src_stat.is_dir(), dst_seen.is_dir()) {
@@ -96,14 +99,6 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     Err(StorageError::Io(io::Error::other(
         "the files kept changing while waiting for their locks",
     )))
-}
-
-/// What `path` (relative to the root) leads to, a final symlink followed (inside the root only,
-/// and by handle); `None` if nothing is there.
-fn followed_stat(root: &Root, path: &Path) -> Option<Stat> {
-    let real = jail::resolve(root, path, FinalLink::Follow).ok()?;
-    let (parent, name) = split(&real).ok()?;
-    root.open_dir(parent).ok()?.stat(name).ok()
 }
 
 /// Locks the regular files at `names` (directory and name each) in inode order; `None` if one
