@@ -371,13 +371,7 @@ pub(crate) fn answer_and_close(
     let started = Instant::now();
     let _ = stream.set_nonblocking(writing == Writing::NonBlocking);
     let status = resp.status;
-    let head_only = head.method == "HEAD";
-    let mut bytes = encode_head(&resp, false);
-    let mut body_len = 0;
-    if let (false, super::ResponseBody::Bytes(body)) = (head_only, &resp.body) {
-        bytes.extend_from_slice(body);
-        body_len = body.len() as u64;
-    }
+    let (bytes, body_len) = closing_bytes(&resp, head.method == "HEAD");
     let sent = (&*stream).write_all(&bytes).is_ok();
     let _ = stream.set_nonblocking(true);
     let outcome = if sent { "" } else { " (response cut short)" };
@@ -403,12 +397,21 @@ fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
     let out = resp.body.known_len().unwrap_or(0);
     log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({why})", resp.status);
     let _ = stream.set_nonblocking(true);
-    let mut bytes = encode_head(&resp, false);
-    if let super::ResponseBody::Bytes(body) = &resp.body {
-        bytes.extend_from_slice(body);
-    }
-    let _ = (&*stream).write_all(&bytes);
+    let _ = (&*stream).write_all(&closing_bytes(&resp, false).0);
     close_gently(stream);
+}
+
+/// A small in-memory response as the bytes of one write, with `Connection: close`, its body
+/// left out for a HEAD; and the body's length as sent.
+fn closing_bytes(resp: &Response, head_only: bool) -> (Vec<u8>, u64) {
+    let mut bytes = encode_head(resp, false);
+    match &resp.body {
+        super::ResponseBody::Bytes(body) if !head_only => {
+            bytes.extend_from_slice(body);
+            (bytes, body.len() as u64)
+        }
+        _ => (bytes, 0),
+    }
 }
 
 /// Half-closes a non-blocking socket after a final answer and takes what the client already
