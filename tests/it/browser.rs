@@ -102,29 +102,28 @@ fn the_browse_page_in_a_real_browser_lists_links_and_escapes_names() {
 fn the_front_page_in_a_browser_is_the_roots_browse_page_and_respects_tokens() {
     let s = Server::start_with_env(&[("HTTP_NAS_READ_TOKEN", "look")], &[]);
     s.write("a.txt", "a\n");
+    // What a browser gets for `path`, with the read-only token or without one.
+    let browse = |path: &str, token: bool| {
+        let auth = if token {
+            "Authorization: Bearer look"
+        } else {
+            "X-No-Token: 1"
+        };
+        s.curl(&["-H", "Accept: text/html", "-H", auth, &s.url(path)])
+    };
     // Without the token: 401, even for the browse page.
-    let denied = s.curl(&["-H", "Accept: text/html", &s.url("/file/")]);
-    assert_eq!(denied.status, 401);
-    let page = s.curl(&[
-        "-H",
-        "Accept: text/html",
-        "-H",
-        "Authorization: Bearer look",
-        &s.url("/file/"),
-    ]);
+    assert_eq!(browse("/file/", false).status, 401);
+    let page = browse("/file/", true);
     page.assert_status(200);
     assert!(page.text().contains("href=\"/file/a.txt\""), "{}", page.text());
     // GET / answers the text page to curl without a token; to a browser it is the root's
     // browse page, which needs the token like `/file/` does.
     assert!(s.get("/").text().contains("http-nas"));
-    let front = s.curl(&["-H", "Accept: text/html", &s.url("/")]);
-    assert_eq!(front.status, 401, "the front page listed files without a token");
-    let front = s.curl(&[
-        "-H",
-        "Accept: text/html",
-        "-H",
-        "Authorization: Bearer look",
-        &s.url("/"),
-    ]);
+    assert_eq!(
+        browse("/", false).status,
+        401,
+        "the front page listed files without a token"
+    );
+    let front = browse("/", true);
     assert!(front.text().contains("href=\"/file/a.txt\""), "{}", front.text());
 }

@@ -79,6 +79,15 @@ fn record(writer: &str, seq: usize, len: usize) -> Vec<u8> {
     out
 }
 
+/// Starts a `method` of `path` on `server` whose client sends `sent` of its `len` body bytes
+/// and then stalls (the connection stays open until the returned value is dropped).
+fn stalled(server: &Server, method: &str, path: &str, len: usize, sent: usize) -> Conn {
+    let mut conn = server.connect();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n");
+    conn.send(head.as_bytes()).send(&vec![b'z'; sent]);
+    conn
+}
+
 /// Appends `body` over `conn` (kept alive); the response, or `None` if the connection broke.
 fn append_on(conn: &mut Conn, path: &str, body: &[u8], extra: &str) -> Option<Response> {
     let head = format!(
@@ -324,10 +333,7 @@ fn an_append_on_one_replica_never_waits_for_a_slow_client_of_another() {
     let (a, b) = (&r.servers[0], &r.servers[1]);
     a.append("/file/slow.log", "first\n").assert_status(200);
     // A's client sends half its body and stalls.
-    let mut stalled = a.connect();
-    stalled
-        .send(b"PUT /file/slow.log HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n")
-        .send(&vec![b'z'; 1_000_000]);
+    let stalled = stalled(a, "PUT", "/file/slow.log", 2_000_000, 1_000_000);
     thread::sleep(Duration::from_millis(300));
     // Bounded by curl's --max-time in the harness: a wait for A's client would exceed it.
     b.append("/file/slow.log", "second\n").assert_status(200);
@@ -365,14 +371,8 @@ fn no_replica_ever_lists_another_ones_internal_files() {
     a.append("/file/busy.log", "x\n").assert_status(200);
     // In flight on A: a large upload and a large append, each stalled mid-body (temp files and,
     // for the append, its spool).
-    let mut upload = a.connect();
-    upload
-        .send(b"POST /file/big.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n")
-        .send(&vec![b'u'; 500_000]);
-    let mut append = a.connect();
-    append
-        .send(b"PUT /file/busy.log HTTP/1.1\r\nHost: t\r\nContent-Length: 4000000\r\n\r\n")
-        .send(&vec![b'a'; 500_000]);
+    let upload = stalled(a, "POST", "/file/big.bin", 4_000_000, 500_000);
+    let append = stalled(a, "PUT", "/file/busy.log", 4_000_000, 500_000);
     let internal = || {
         fs::read_dir(&r.roots[1])
             .map(|d| {
