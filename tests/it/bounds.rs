@@ -356,3 +356,75 @@ fn a_probe_pipelined_behind_a_download_the_client_reads_slowly_is_still_answered
         "no probe answer at the end: {text:?}"
     );
 }
+
+#[test]
+fn a_hung_storage_check_makes_readyz_503_while_probes_still_answer() {
+    // The README: readiness is 503 once the storage check has not come back for 5 s (a hung
+    // volume), never a probe that hangs with it. strace makes every unlink after the first two
+    // (the start-up checks) sleep 30 s, so the checker thread's next probe-file removal hangs.
+    let traceable = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    if !traceable.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+        return;
+    }
+    let home = crate::util::TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let wrapper: Vec<String> = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "--seccomp-bpf",
+        "-e",
+        "trace=unlinkat",
+        "-e",
+        "inject=unlinkat:delay_enter=30000000:when=3+",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    assert_eq!(probe(&s, "/readyz").0, 200, "ready while the checks come back");
+    let stale = wait_until(Duration::from_secs(15), || probe(&s, "/readyz").0 == 503);
+    assert!(stale, "/readyz stayed 200 with the storage check hung");
+    let (status, body) = probe(&s, "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("has not come back"), "{body}");
+    assert_eq!(
+        probe(&s, "/healthz"),
+        (200, "ok".into()),
+        "liveness must not hang with the volume"
+    );
+}
+
+#[test]
+fn listings_are_chunked_on_kept_alive_connections_and_end_with_the_connection_for_http_1_0() {
+    use std::io::Read;
+    let s = Server::start();
+    s.write("d/a", "1");
+    s.write("d/b", "2");
+    // HTTP/1.1: chunked, and the connection serves the next request.
+    let mut conn = s.connect();
+    conn.send(b"GET /file/d HTTP/1.1\r\nHost: t\r\n\r\nGET /file/d/a HTTP/1.1\r\nHost: t\r\n\r\n");
+    let listing = conn.response();
+    listing.assert_ok_body("a\nb\n");
+    assert_eq!(listing.header("Transfer-Encoding"), Some("chunked"));
+    assert!(listing.header("Content-Length").is_none());
+    conn.response().assert_ok_body("1");
+    // HTTP/1.0 (even asking for keep-alive): no chunks; the body ends when the server closes.
+    let mut stream = std::net::TcpStream::connect(s.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /file/d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    stream
+        .read_to_string(&mut raw)
+        .expect("the server closes after an HTTP/1.0 listing");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    assert_eq!(body, "a\nb\n");
+}

@@ -638,3 +638,48 @@ fn opens_that_fail_with_estale_are_tried_again() {
     s.delete("/file/d").assert_status(200);
     s.get("/file/").assert_ok_body("f\nmoved\n");
 }
+
+#[test]
+fn files_are_never_opened_for_o_append_nor_mapped_shared() {
+    // README "Several replicas": the service never relies on O_APPEND across replicas (it
+    // writes at the size read under the lock) and never uses shared mmap (GlusterFS refuses
+    // it). Every open and mmap of a workload of uploads, appends, reads and moves is traced.
+    let probe = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .output();
+    if !probe.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+        return;
+    }
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let trace = home.path().join("trace.log");
+    let wrapper: Vec<String> = ["strace", "-f", "-qq", "-e", "trace=openat,openat2,open,mmap"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["-o".to_string(), trace.display().to_string()])
+        .collect();
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    s.post("/file/d/up", vec![b'u'; 300_000]).assert_status(200);
+    for _ in 0..3 {
+        s.append("/file/d/log", "small\n").assert_status(200);
+        s.append("/file/d/log", vec![b'L'; 200_000]).assert_status(200);
+    }
+    s.get("/file/d/log").assert_status(200);
+    s.get("/file/d/log/wc").assert_status(200);
+    s.put_json("/file/d/up/mv", r#"{"path":"d/moved"}"#).assert_status(200);
+    s.delete("/file/d").assert_status(200);
+    drop(s);
+    let text = fs::read_to_string(&trace).unwrap();
+    assert!(text.contains("openat"), "nothing traced:\n{text}");
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("O_APPEND") || l.contains("MAP_SHARED"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "opened for O_APPEND or mapped shared:\n{}",
+        bad.join("\n")
+    );
+}
