@@ -123,7 +123,7 @@ impl App {
         })
     }
 
-    fn route(&self, req: &mut Request<'_, '_>) -> Result<Response, Error> {
+    fn route(&self, req: &mut Request<'_>) -> Result<Response, Error> {
         let head = req.head;
         let op = self.gate(head)?;
         match op {
@@ -294,7 +294,7 @@ impl App {
         .with_header("Content-Type", "application/json"))
     }
 
-    fn move_file(&self, path: &RelPath, req: &mut Request<'_, '_>) -> Result<Response, Error> {
+    fn move_file(&self, path: &RelPath, req: &mut Request<'_>) -> Result<Response, Error> {
         // The seed answered 404 for a missing source before looking at the body.
         self.storage.exists(path)?;
         let mut body = Vec::new();
@@ -319,7 +319,7 @@ impl App {
 }
 
 impl Handler for App {
-    fn handle(&self, req: &mut Request<'_, '_>) -> Response {
+    fn handle(&self, req: &mut Request<'_>) -> Response {
         CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
         self.route(req)
             .unwrap_or_else(|e| e.into_response(wants_json(req.head)))

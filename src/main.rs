@@ -1,12 +1,11 @@
 //! The `http-nas` binary: flags → logger → server → wait for SIGTERM/SIGINT → graceful stop.
 
-use http_nas::config::{self, Command, HELP};
-use http_nas::{server, sys};
+use http_nas::{Command, HELP};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match config::parse(&args, &|k| std::env::var(k).ok()) {
+    let config = match http_nas::parse_args(&args, &|k| std::env::var(k).ok()) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
             print!("{HELP}");
@@ -22,7 +21,7 @@ fn main() -> ExitCode {
         }
     };
     // Before any thread exists, so every thread inherits the mask and only sigwait sees them.
-    if let Err(e) = sys::block_stop_signals() {
+    if let Err(e) = http_nas::block_stop_signals() {
         eprintln!("http-nas: cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
     }
@@ -34,14 +33,14 @@ fn main() -> ExitCode {
         eprintln!("http-nas: cannot start logging: {e}");
         return ExitCode::FAILURE;
     }
-    let server = match server::start(&config) {
+    let server = match http_nas::start(&config) {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    match sys::wait_for_stop_signal() {
+    match http_nas::wait_for_stop_signal() {
         Ok(sig) => log::info!(
             "signal {sig} received: draining requests for up to {:?}",
             config.shutdown_timeout

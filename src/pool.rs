@@ -57,13 +57,18 @@ pub struct Pool<J: Send + 'static> {
 /// The jobs waiting for a worker, oldest first, each with the instant it was queued.
 struct Queue<J> {
     jobs: Mutex<QueueState<J>>,
+    /// Signalled when a job is queued or the queue closes.
     ready: Condvar,
+    /// Signalled when a worker exits (after the queue closed and emptied).
+    exited: Condvar,
     capacity: usize,
 }
 
 struct QueueState<J> {
     jobs: VecDeque<(J, Instant)>,
     closed: bool,
+    /// Worker threads that have not exited yet.
+    alive: usize,
 }
 
 impl<J> Queue<J> {
@@ -85,8 +90,10 @@ impl<J: Send + 'static> Pool<J> {
             jobs: Mutex::new(QueueState {
                 jobs: VecDeque::with_capacity(queue.min(1024)),
                 closed: false,
+                alive: 0,
             }),
             ready: Condvar::new(),
+            exited: Condvar::new(),
             capacity: queue,
         });
         let run = Arc::new(run);
@@ -97,6 +104,7 @@ impl<J: Send + 'static> Pool<J> {
             let shared = Arc::clone(&shared);
             let run = Arc::clone(&run);
             let gauges = Arc::clone(&gauges);
+            shared.lock().alive += 1;
             let handle = thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || work(&shared, &gauges, &*run))?;
@@ -140,13 +148,34 @@ impl<J: Send + 'static> Pool<J> {
         expired
     }
 
-    /// Stops taking jobs, lets queued and running ones finish, and joins every worker.
-    pub fn join(mut self) {
+    /// Stops taking jobs; those already queued still run. Each worker exits once the queue is
+    /// empty and its job is done.
+    pub fn close(&self) {
         self.queue.lock().closed = true;
         self.queue.ready.notify_all();
+    }
+
+    /// Waits until every worker has exited, or `deadline` passes; true (and every thread
+    /// joined) when they all exited. Call after [`Pool::close`]. A worker stuck in a system
+    /// call past the deadline is left running, so a shutdown never waits on it without end.
+    pub fn join_until(&mut self, deadline: Instant) -> bool {
+        let mut state = self.queue.lock();
+        while state.alive > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                return false;
+            };
+            state = self
+                .queue
+                .exited
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(state);
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
+        true
     }
 }
 
@@ -163,6 +192,8 @@ fn work<J>(queue: &Queue<J>, gauges: &PoolGauges, run: &dyn Fn(J)) {
                     break Some(job);
                 }
                 if state.closed {
+                    state.alive -= 1;
+                    queue.exited.notify_all();
                     break None;
                 }
                 state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -202,7 +233,7 @@ mod tests {
         assert_eq!(gauges.rejected.load(Ordering::Relaxed), 1);
         release_tx.send(()).unwrap();
         release_tx.send(()).unwrap();
-        pool.join();
+        join(pool);
         assert_eq!(gauges.busy.load(Ordering::Relaxed), 0);
         assert_eq!(gauges.queued.load(Ordering::Relaxed), 0);
     }
@@ -227,7 +258,7 @@ mod tests {
         assert_eq!(pool.take_expired(Duration::from_millis(10)), vec![2, 3]);
         assert_eq!(pool.gauges.queued.load(Ordering::Relaxed), 0);
         release_tx.send(()).unwrap();
-        pool.join();
+        join(pool);
     }
 
     #[test]
@@ -242,6 +273,43 @@ mod tests {
         pool.try_submit(0).unwrap();
         pool.try_submit(7).unwrap();
         assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok(7));
-        pool.join();
+        join(pool);
+    }
+
+    fn join<J: Send + 'static>(mut pool: Pool<J>) {
+        pool.close();
+        assert!(
+            pool.join_until(Instant::now() + Duration::from_secs(5)),
+            "workers did not exit"
+        );
+    }
+
+    #[test]
+    fn closing_runs_queued_jobs_and_join_gives_up_at_the_deadline() {
+        let (release_tx, release_rx) = channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let (done_tx, done_rx) = channel::<u32>();
+        let done_tx = Mutex::new(done_tx);
+        let mut pool = Pool::start("test-close", 1, 4, Arc::new(PoolGauges::default()), move |job: u32| {
+            let _ = release_rx.lock().unwrap().recv();
+            let _ = done_tx.lock().unwrap().send(job);
+        })
+        .unwrap();
+        pool.try_submit(1).unwrap();
+        pool.try_submit(2).unwrap();
+        pool.close();
+        assert_eq!(pool.try_submit(3), Err(3), "a closed pool takes no job");
+        assert!(
+            !pool.join_until(Instant::now() + Duration::from_millis(50)),
+            "a worker still holding a job is not joined"
+        );
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        assert!(pool.join_until(Instant::now() + Duration::from_secs(5)));
+        assert_eq!(
+            done_rx.try_iter().collect::<Vec<_>>(),
+            vec![1, 2],
+            "the queued job still ran"
+        );
     }
 }

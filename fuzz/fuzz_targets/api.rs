@@ -1,6 +1,6 @@
 //! URL -> Op: never panics, and every path it accepts is a plain relative path.
 #![no_main]
-use http_nas::api::{Op, parse};
+use http_nas::entry::{Op, parse_url as parse};
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(target) = std::str::from_utf8(data) else { return };
     for method in ["GET", "POST", "PUT", "DELETE"] {

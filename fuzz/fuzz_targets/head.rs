@@ -2,7 +2,7 @@
 //! it breaks the one rule beyond syntax that `parse_head` adds (exactly one `Host`, RFC 9112
 //! §3.2), which the server answers with 400.
 #![no_main]
-use http_nas::http::head::{HeadError, HeadStatus, check_head, parse_head};
+use http_nas::entry::{HeadError, HeadStatus, check_head, parse_head};
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(HeadStatus::Complete(len)) = check_head(data) {
         match parse_head(data) {

@@ -1,8 +1,7 @@
 //! The lexical jail: whatever it accepts, as an existing or a new name, joined to a root stays
 //! under that root; and a listed name decodes back to the name it shows.
 #![no_main]
-use http_nas::storage::jail::listed_name;
-use http_nas::storage::{Naming, RelPath};
+use http_nas::entry::{Naming, RelPath, listed_name};
 use std::path::{Component, Path};
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     for naming in [Naming::Existing, Naming::New] {

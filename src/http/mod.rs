@@ -14,7 +14,7 @@ pub mod head;
 pub mod park;
 pub mod write;
 
-pub use body::{Body, BodyError};
+pub use body::BodyError;
 pub use head::Head;
 pub use write::{Response, ResponseBody};
 
@@ -56,11 +56,12 @@ pub struct HttpConfig {
 pub const PROBE_RESERVE: usize = 32;
 
 /// One request as a handler sees it.
-pub struct Request<'a, 'b> {
+pub struct Request<'a> {
     /// The parsed head.
     pub head: &'a Head,
-    /// The body; read it to the end to accept it.
-    pub body: &'a mut Body<'b>,
+    /// The body ([`body::Body`] on the connection); read it to the end to accept it. A read error
+    /// carries a [`BodyError`] saying why.
+    pub body: &'a mut dyn std::io::Read,
     /// The client's address.
     pub remote: SocketAddr,
 }
@@ -83,7 +84,7 @@ pub struct Exchange<'a> {
 /// The application: turns a request into a response.
 pub trait Handler: Send + Sync + 'static {
     /// Serves one request. Framing headers are added by the HTTP layer.
-    fn handle(&self, req: &mut Request<'_, '_>) -> Response;
+    fn handle(&self, req: &mut Request<'_>) -> Response;
     /// The answer to a request that its head alone decides, if any: probes (from state kept
     /// fresh elsewhere), refusals of a missing or wrong token, unknown URLs. Called by the
     /// reactor for every complete head and by workers for every request, it must never block
@@ -179,7 +180,7 @@ impl Drop for InService<'_> {
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    reactor: Option<JoinHandle<()>>,
+    reactor: Option<JoinHandle<Pool<Conn>>>,
 }
 
 /// How a shutdown went.
@@ -218,9 +219,9 @@ impl Server {
             move |c| conn::serve(c, &worker_shared),
         )?;
         let reactor_shared = Arc::clone(&shared);
-        let reactor = thread::Builder::new().name("http-nas-reactor".into()).spawn(move || {
-            park::Reactor::new(listener, wake_rx, returned, pool, reactor_shared).run();
-        })?;
+        let reactor = thread::Builder::new()
+            .name("http-nas-reactor".into())
+            .spawn(move || park::Reactor::new(listener, wake_rx, returned, pool, reactor_shared).run())?;
         Ok(Server {
             addr,
             shared,
@@ -239,25 +240,21 @@ impl Server {
     pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.wake_reactor();
-        if let Some(reactor) = self.reactor.take() {
-            let _ = reactor.join();
-        }
-        let deadline = Instant::now() + timeout;
-        while self.in_service() > 0 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
+        let Some(Ok(mut pool)) = self.reactor.take().map(JoinHandle::join) else {
+            // The reactor panicked and took the pool with it; nothing is left to wait for.
+            return ShutdownReport { cut_off: 0 };
+        };
+        pool.close();
+        if pool.join_until(Instant::now() + timeout) {
+            return ShutdownReport { cut_off: 0 };
         }
         let cut_off = self.in_service();
-        if cut_off > 0 {
-            if let Ok(map) = self.shared.in_service.lock() {
-                for stream in map.values() {
-                    let _ = stream.shutdown(Shutdown::Both);
-                }
-            }
-            let grace = Instant::now() + Duration::from_secs(5);
-            while self.in_service() > 0 && Instant::now() < grace {
-                thread::sleep(Duration::from_millis(20));
+        if let Ok(map) = self.shared.in_service.lock() {
+            for stream in map.values() {
+                let _ = stream.shutdown(Shutdown::Both);
             }
         }
+        pool.join_until(Instant::now() + Duration::from_secs(5));
         ShutdownReport { cut_off }
     }
 

@@ -88,7 +88,7 @@ impl Reactor {
 
     /// Runs until the server is told to stop; then closes the listener and every parked
     /// connection and returns (queued requests are still served by the pool).
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(mut self) -> Pool<Conn> {
         let mut fds: Vec<sys::PollFd> = Vec::new();
         while !self.shared.stopping.load(Ordering::SeqCst) {
             let now = Instant::now();
@@ -125,6 +125,7 @@ impl Reactor {
         self.parked.clear();
         self.shared.stats.parked.store(0, Ordering::Relaxed);
         while self.returned.try_recv().is_ok() {}
+        self.pool
     }
 
     fn poll_wait_ms(&self, now: Instant) -> i32 {
