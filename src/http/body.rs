@@ -11,7 +11,6 @@ use super::chunked::{self, ChunkError, ChunkState};
 use super::head::{Head, MAX_HEAD_BYTES};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 
 /// How the request body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,8 +234,12 @@ enum Progress {
 }
 
 /// The request body as a [`Read`]: returns `Ok(0)` only after the whole body arrived.
-pub struct Body<'a> {
-    stream: &'a TcpStream,
+///
+/// Generic over its transport `S` (a `&TcpStream` in the server; a scripted reader in tests,
+/// fuzz targets and benchmarks), so what those drive is the reader that ships. `S` is also
+/// written to, once, for `100 Continue`.
+pub struct Body<'a, S: Read + Write> {
+    transport: S,
     input: &'a mut ReadBuf,
     progress: Progress,
     send_continue: bool,
@@ -244,11 +247,11 @@ pub struct Body<'a> {
     limit: Option<u64>,
 }
 
-impl<'a> Body<'a> {
-    /// A reader for a body with `framing`, on `stream` after the bytes pending in `input`.
+impl<'a, S: Read + Write> Body<'a, S> {
+    /// A reader for a body with `framing`, on `transport` after the bytes pending in `input`.
     /// `send_continue` sends `100 Continue` before the first read; `limit` caps the body size.
     pub fn new(
-        stream: &'a TcpStream,
+        transport: S,
         input: &'a mut ReadBuf,
         framing: Framing,
         send_continue: bool,
@@ -261,7 +264,7 @@ impl<'a> Body<'a> {
         };
         let send_continue = send_continue && progress != Progress::Done;
         Body {
-            stream,
+            transport,
             input,
             progress,
             send_continue,
@@ -291,7 +294,13 @@ impl<'a> Body<'a> {
         err.into_io()
     }
 
-    fn socket_error(&mut self, err: io::Error) -> io::Error {
+    fn incomplete(&mut self) -> io::Error {
+        self.fail(BodyError::Incomplete {
+            received: self.received,
+        })
+    }
+
+    fn transport_error(&mut self, err: io::Error) -> io::Error {
         if BodyError::of(&err).is_some() {
             return err;
         }
@@ -304,16 +313,22 @@ impl<'a> Body<'a> {
         self.fail(body_err)
     }
 
-    fn count(&mut self, n: usize) -> io::Result<usize> {
-        self.received += n as u64;
-        match self.limit {
-            Some(limit) if self.received > limit => Err(self.fail(BodyError::TooLarge { limit })),
-            _ => Ok(n),
+    /// The one copy step: up to `remaining` data bytes into `out`, pending bytes first. Returns
+    /// how many, and how many of `remaining` are left; a transport at EOF is an early end.
+    fn copy_data(&mut self, remaining: u64, out: &mut [u8]) -> io::Result<(usize, u64)> {
+        let want = out.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = self.input.read_into(&mut self.transport, &mut out[..want])?;
+        if n == 0 {
+            return Err(self.incomplete());
         }
+        self.received += n as u64;
+        if let Some(limit) = self.limit.filter(|&limit| self.received > limit) {
+            return Err(self.fail(BodyError::TooLarge { limit }));
+        }
+        Ok((n, remaining - n as u64))
     }
 
     fn read_chunked(&mut self, mut state: ChunkState, out: &mut [u8]) -> io::Result<usize> {
-        let mut stream = self.stream;
         loop {
             match state {
                 ChunkState::Done => {
@@ -321,27 +336,13 @@ impl<'a> Body<'a> {
                     return Ok(0);
                 }
                 ChunkState::Data { remaining } => {
-                    let want = out.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-                    let n = self.input.read_into(&mut stream, &mut out[..want])?;
-                    if n == 0 {
-                        return Err(self.fail(BodyError::Incomplete {
-                            received: self.received,
-                        }));
-                    }
-                    let left = remaining - n as u64;
-                    let next = if left == 0 {
-                        ChunkState::DataCr
-                    } else {
-                        ChunkState::Data { remaining: left }
-                    };
-                    self.progress = Progress::Chunked(next);
-                    return self.count(n);
+                    let (n, left) = self.copy_data(remaining, out)?;
+                    self.progress = Progress::Chunked(ChunkState::after_data(left));
+                    return Ok(n);
                 }
                 _ => {
-                    let Some(byte) = self.input.next_byte(&mut stream)? else {
-                        return Err(self.fail(BodyError::Incomplete {
-                            received: self.received,
-                        }));
+                    let Some(byte) = self.input.next_byte(&mut self.transport)? else {
+                        return Err(self.incomplete());
                     };
                     state = chunked::step(state, byte).map_err(|e| self.fail(BodyError::Chunk(e)))?;
                     self.progress = Progress::Chunked(state);
@@ -349,57 +350,317 @@ impl<'a> Body<'a> {
             }
         }
     }
+
+    fn read_framed(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.send_continue {
+            self.send_continue = false;
+            self.transport.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        match self.progress {
+            Progress::Done => Ok(0),
+            Progress::Failed => Err(BodyError::Incomplete {
+                received: self.received,
+            }
+            .into_io()),
+            Progress::Length { remaining } => {
+                let (n, left) = self.copy_data(remaining, out)?;
+                self.progress = if left == 0 {
+                    Progress::Done
+                } else {
+                    Progress::Length { remaining: left }
+                };
+                Ok(n)
+            }
+            Progress::Chunked(state) => self.read_chunked(state, out),
+        }
+    }
 }
 
-impl Read for Body<'_> {
+impl<S: Read + Write> Read for Body<'_, S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
-        if self.send_continue {
-            self.send_continue = false;
-            let mut stream = self.stream;
-            stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .map_err(|e| self.socket_error(e))?;
-        }
-        let result = match self.progress {
-            Progress::Done => return Ok(0),
-            Progress::Failed => {
-                return Err(BodyError::Incomplete {
-                    received: self.received,
-                }
-                .into_io());
-            }
-            Progress::Length { remaining } => {
-                let want = out.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-                let mut stream = self.stream;
-                match self.input.read_into(&mut stream, &mut out[..want]) {
-                    Ok(0) => Err(self.fail(BodyError::Incomplete {
-                        received: self.received,
-                    })),
-                    Ok(n) => {
-                        let left = remaining - n as u64;
-                        self.progress = if left == 0 {
-                            Progress::Done
-                        } else {
-                            Progress::Length { remaining: left }
-                        };
-                        self.count(n)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Progress::Chunked(state) => self.read_chunked(state, out),
-        };
-        result.map_err(|e| self.socket_error(e))
+        self.read_framed(out).map_err(|e| self.transport_error(e))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::chunked::{MAX_EXTENSION_BYTES, MAX_TRAILER_BYTES};
     use super::super::head::parse_head;
     use super::*;
+
+    /// A scripted client: hands out its input in reads that stop at each of `cuts` (offsets
+    /// into the input), then reports EOF; keeps what the reader wrote (`100 Continue`).
+    struct Scripted<'a> {
+        input: &'a [u8],
+        at: usize,
+        cuts: Vec<usize>,
+        written: Vec<u8>,
+    }
+
+    impl<'a> Scripted<'a> {
+        fn new(input: &'a [u8], cuts: Vec<usize>) -> Self {
+            Scripted {
+                input,
+                at: 0,
+                cuts,
+                written: Vec::new(),
+            }
+        }
+    }
+
+    impl Read for Scripted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let stop = self
+                .cuts
+                .iter()
+                .copied()
+                .find(|&c| c > self.at)
+                .unwrap_or(self.input.len());
+            let n = out.len().min(stop - self.at);
+            out[..n].copy_from_slice(&self.input[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for Scripted<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What reading a body to its end gave: the data or why it failed, and how many input
+    /// bytes the body used (the rest is left for the next request).
+    #[derive(Debug, PartialEq, Eq)]
+    struct Outcome {
+        data: Result<Vec<u8>, BodyError>,
+        used: usize,
+    }
+
+    const LIMIT: u64 = 1 << 20;
+
+    /// Reads a body framed `framing` from `input` through the production reader: the first
+    /// `pending` bytes already buffered (as bytes read past a head are), the rest arriving
+    /// in reads that stop at `cuts`, into a `read_size`-byte buffer.
+    fn read_body(input: &[u8], framing: Framing, pending: usize, cuts: Vec<usize>, read_size: usize) -> Outcome {
+        let mut buffered = ReadBuf::with_bytes(&input[..pending]);
+        let cuts = cuts.into_iter().filter_map(|c| c.checked_sub(pending)).collect();
+        let mut client = Scripted::new(&input[pending..], cuts);
+        let mut body = Body::new(&mut client, &mut buffered, framing, false, Some(LIMIT));
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; read_size];
+        let data = loop {
+            match body.read(&mut buf) {
+                Ok(0) => break Ok(data),
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(BodyError::of(&e).expect("a body error")),
+            }
+        };
+        assert_eq!(data.is_ok(), body.is_complete());
+        let unread = client.input.len() - client.at + buffered.pending().len();
+        Outcome {
+            data,
+            used: input.len() - unread,
+        }
+    }
+
+    /// Every way the input can arrive: whole; split at every offset, both as a second read
+    /// and as bytes already buffered; one byte per read; read into a one-byte buffer. All must
+    /// agree (hyper's decoder tests feed input the same ways).
+    fn read_every_way(input: &[u8], framing: Framing) -> Outcome {
+        let whole = read_body(input, framing, 0, vec![], 64 * 1024);
+        for split in 0..=input.len() {
+            let what = format!("split at {split} of {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                read_body(input, framing, 0, vec![split], 64 * 1024),
+                whole,
+                "read {what}"
+            );
+            assert_eq!(
+                read_body(input, framing, split, vec![], 64 * 1024),
+                whole,
+                "buffered {what}"
+            );
+        }
+        let bytewise = (1..input.len()).collect();
+        assert_eq!(
+            read_body(input, framing, 0, bytewise, 64 * 1024),
+            whole,
+            "one byte per read"
+        );
+        assert_eq!(read_body(input, framing, 0, vec![], 1), whole, "one-byte buffer");
+        whole
+    }
+
+    fn chunked(input: &[u8]) -> Outcome {
+        read_every_way(input, Framing::Chunked)
+    }
+
+    #[test]
+    fn decodes_valid_chunked_bodies_however_they_arrive() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"0\r\n\r\n", b""),
+            (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
+            (b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
+            (b"5 ;a=b\r\nhello\r\n0\t ; last\r\n\r\n", b"hello"),
+            (b"A\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n", b"0123456789"),
+            (b"000000000000000a\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
+        ];
+        for (input, want) in cases {
+            let want = Outcome {
+                data: Ok(want.to_vec()),
+                used: input.len(),
+            };
+            assert_eq!(chunked(input), want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn stops_at_the_end_of_the_body_leaving_the_next_request() {
+        let body = b"3\r\nabc\r\n0\r\n\r\n";
+        let input = [&body[..], b"GET / HTTP/1.1\r\n"].concat();
+        let want = Outcome {
+            data: Ok(b"abc".to_vec()),
+            used: body.len(),
+        };
+        assert_eq!(chunked(&input), want);
+        let want = Outcome {
+            data: Ok(b"hello".to_vec()),
+            used: 5,
+        };
+        assert_eq!(read_every_way(b"helloGET / HTTP/1.1\r\n", Framing::Length(5)), want);
+    }
+
+    #[test]
+    fn refuses_broken_chunked_framing() {
+        let cases: &[(&[u8], ChunkError)] = &[
+            (b"x\r\n", ChunkError::BadSize),
+            (b"\r\n", ChunkError::BadSize),
+            (b" 5\r\n", ChunkError::BadSize),
+            (b"5 \r\n", ChunkError::BadSize),
+            (b"5 x\r\n", ChunkError::BadSize),
+            (b"-1\r\n", ChunkError::BadSize),
+            (b"5\nhello", ChunkError::BadSize),
+            (b"5\r\nhelloXX0\r\n\r\n", ChunkError::MissingCrlf),
+            (b"5\r\nhello\rX", ChunkError::MissingCrlf),
+            (b"10000000000000000\r\n", ChunkError::SizeTooLong),
+            (b"fffffffffffffffff", ChunkError::SizeTooLong),
+            (b"0\r\n\rX", ChunkError::MissingCrlf),
+            (b"0\r\nX: y\nZ", ChunkError::MissingCrlf),
+        ];
+        for (input, want) in cases {
+            let got = chunked(input).data;
+            assert_eq!(
+                got,
+                Err(BodyError::Chunk(*want)),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_is_never_complete() {
+        let incomplete = |outcome: Outcome| matches!(outcome.data, Err(BodyError::Incomplete { .. }));
+        let body = b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
+        for end in 0..body.len() {
+            assert!(incomplete(chunked(&body[..end])), "chunked prefix of {end} bytes");
+        }
+        assert!(
+            incomplete(chunked(b"ffffffffffffffff\r\n")),
+            "sixteen digits are a valid size"
+        );
+        for end in 0..5 {
+            let outcome = read_every_way(&b"hello"[..end], Framing::Length(5));
+            let received = end as u64;
+            assert_eq!(
+                outcome.data,
+                Err(BodyError::Incomplete { received }),
+                "{end} of 5 bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn extension_and_trailer_limits_at_and_over() {
+        let read = |input: &[u8]| read_body(input, Framing::Chunked, 0, vec![], 4096).data;
+        let ext = |n: usize| format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(n)).into_bytes();
+        assert_eq!(read(&ext(MAX_EXTENSION_BYTES)), Ok(b"a".to_vec()));
+        let over = read(&ext(MAX_EXTENSION_BYTES + 1));
+        assert_eq!(over, Err(BodyError::Chunk(ChunkError::ExtensionTooLong)));
+        let trailer = |n: usize| format!("0\r\n{}\r\n\r\n", "t".repeat(n)).into_bytes();
+        assert_eq!(read(&trailer(MAX_TRAILER_BYTES)), Ok(Vec::new()));
+        let over = read(&trailer(MAX_TRAILER_BYTES + 1));
+        assert_eq!(over, Err(BodyError::Chunk(ChunkError::TrailerTooLong)));
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_in_either_framing() {
+        let read = |input: &[u8], framing| read_body(input, framing, 0, vec![], 64 * 1024).data;
+        let big = vec![b'x'; LIMIT as usize + 1];
+        let too_large = Err(BodyError::TooLarge { limit: LIMIT });
+        assert_eq!(read(&big, Framing::Length(LIMIT + 1)), too_large);
+        let as_chunks = [format!("{:x}\r\n", big.len()).as_bytes(), &big, b"\r\n0\r\n\r\n"].concat();
+        assert_eq!(read(&as_chunks, Framing::Chunked), too_large);
+        let at_limit = read(&big[1..], Framing::Length(LIMIT));
+        assert_eq!(at_limit.map(|d| d.len() as u64), Ok(LIMIT));
+    }
+
+    #[test]
+    fn continue_is_sent_once_on_the_first_read_and_never_for_no_body() {
+        let cases: [(Framing, &[u8], &[u8]); 3] = [
+            (Framing::Length(2), b"ab", b"HTTP/1.1 100 Continue\r\n\r\n"),
+            (Framing::Empty, b"", b""),
+            (Framing::Length(0), b"", b""),
+        ];
+        for (framing, input, want) in cases {
+            let mut buffered = ReadBuf::with_bytes(b"");
+            let mut client = Scripted::new(input, vec![1]);
+            let mut body = Body::new(&mut client, &mut buffered, framing, true, None);
+            let mut data = Vec::new();
+            body.read_to_end(&mut data).unwrap();
+            assert_eq!(data, input);
+            assert_eq!(client.written, want, "{framing:?}");
+        }
+    }
+
+    #[test]
+    fn a_silent_client_is_a_timeout_and_a_reset_an_early_end() {
+        struct Failing(io::ErrorKind);
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(self.0.into())
+            }
+        }
+        impl Write for Failing {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        for (kind, want) in [
+            (io::ErrorKind::WouldBlock, BodyError::TimedOut),
+            (io::ErrorKind::TimedOut, BodyError::TimedOut),
+            (io::ErrorKind::ConnectionReset, BodyError::Incomplete { received: 2 }),
+        ] {
+            let mut buffered = ReadBuf::with_bytes(b"ab");
+            let mut body = Body::new(Failing(kind), &mut buffered, Framing::Length(5), false, None);
+            let mut data = Vec::new();
+            let err = body.read_to_end(&mut data).unwrap_err();
+            assert_eq!(BodyError::of(&err), Some(want), "{kind:?}");
+            assert_eq!(data, b"ab");
+            assert!(!body.is_complete() && !body.abandoned());
+        }
+    }
 
     fn framing_of(raw: &str) -> Result<Framing, FramingError> {
         // Every case is a request line and its fields; a Host makes it a valid HTTP/1.1 head.

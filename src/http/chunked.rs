@@ -5,7 +5,8 @@
 //! [`ChunkState::Data`]. Every way a peer can stretch the framing is bounded: at most
 //! [`MAX_SIZE_HEX_DIGITS`] hex digits (so the size cannot overflow a `u64`), at most
 //! [`MAX_EXTENSION_BYTES`] of extension per size line, at most [`MAX_TRAILER_BYTES`] of trailer
-//! fields in all. Trailer fields are read and discarded.
+//! fields in all. Trailer fields are read and discarded. Its tests drive it through the body
+//! reader that ships (`body.rs`), fed at every split of its input.
 
 use std::fmt;
 
@@ -48,6 +49,15 @@ pub enum ChunkState {
 impl ChunkState {
     /// The state at the start of a chunked body.
     pub const START: ChunkState = ChunkState::Size { value: 0, digits: 0 };
+
+    /// The state after chunk data was copied, with `left` bytes of the chunk still to come.
+    pub fn after_data(left: u64) -> ChunkState {
+        if left == 0 {
+            ChunkState::DataCr
+        } else {
+            ChunkState::Data { remaining: left }
+        }
+    }
 }
 
 /// Why the chunked framing was refused.
@@ -161,112 +171,4 @@ fn trailer_byte(total: usize) -> Result<ChunkState, ChunkError> {
         return Err(ChunkError::TrailerTooLong);
     }
     Ok(ChunkState::TrailerLine { total: total + 1 })
-}
-
-/// Decodes a whole chunked body held in memory (test and fuzz helper): the data, and how many
-/// input bytes the framing used, or `None` if the input ends before the body does.
-pub fn decode_all(input: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
-    let mut state = ChunkState::START;
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < input.len() {
-        match state {
-            ChunkState::Done => break,
-            ChunkState::Data { remaining } => {
-                let take = (input.len() - pos).min(usize::try_from(remaining).unwrap_or(usize::MAX));
-                out.extend_from_slice(&input[pos..pos + take]);
-                pos += take;
-                let left = remaining - take as u64;
-                state = if left == 0 {
-                    ChunkState::DataCr
-                } else {
-                    ChunkState::Data { remaining: left }
-                };
-            }
-            _ => {
-                state = step(state, input[pos])?;
-                pos += 1;
-            }
-        }
-    }
-    Ok((state == ChunkState::Done).then_some((out, pos)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_valid_bodies() {
-        let cases: &[(&[u8], &[u8])] = &[
-            (b"0\r\n\r\n", b""),
-            (b"5\r\nhello\r\n0\r\n\r\n", b"hello"),
-            (b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world"),
-            (b"5 ;a=b\r\nhello\r\n0\t ; last\r\n\r\n", b"hello"),
-            (b"A\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n", b"0123456789"),
-            (b"000000000000000a\r\n0123456789\r\n0\r\n\r\n", b"0123456789"),
-        ];
-        for (input, want) in cases {
-            let got = decode_all(input).unwrap().unwrap();
-            assert_eq!(got.0, *want);
-            assert_eq!(got.1, input.len());
-        }
-    }
-
-    #[test]
-    fn refuses_broken_framing() {
-        let cases: &[(&[u8], ChunkError)] = &[
-            (b"x\r\n", ChunkError::BadSize),
-            (b"\r\n", ChunkError::BadSize),
-            (b" 5\r\n", ChunkError::BadSize),
-            (b"5 \r\n", ChunkError::BadSize),
-            (b"5 x\r\n", ChunkError::BadSize),
-            (b"-1\r\n", ChunkError::BadSize),
-            (b"5\nhello", ChunkError::BadSize),
-            (b"5\r\nhelloXX0\r\n\r\n", ChunkError::MissingCrlf),
-            (b"5\r\nhello\rX", ChunkError::MissingCrlf),
-            (b"10000000000000000\r\n", ChunkError::SizeTooLong),
-            (b"0\r\n\rX", ChunkError::MissingCrlf),
-            (b"0\r\nX: y\nZ", ChunkError::MissingCrlf),
-        ];
-        for (input, want) in cases {
-            assert_eq!(
-                decode_all(input),
-                Err(*want),
-                "input {:?}",
-                String::from_utf8_lossy(input)
-            );
-        }
-    }
-
-    #[test]
-    fn sixteen_digits_ok_seventeen_refused() {
-        let max = b"ffffffffffffffff\r\n";
-        assert_eq!(decode_all(max), Ok(None));
-        assert_eq!(decode_all(b"fffffffffffffffff"), Err(ChunkError::SizeTooLong));
-    }
-
-    #[test]
-    fn extension_and_trailer_limits_at_and_over() {
-        let ext = |n: usize| format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(n)).into_bytes();
-        assert!(decode_all(&ext(MAX_EXTENSION_BYTES)).unwrap().is_some());
-        assert_eq!(
-            decode_all(&ext(MAX_EXTENSION_BYTES + 1)),
-            Err(ChunkError::ExtensionTooLong)
-        );
-        let trailer = |n: usize| format!("0\r\n{}\r\n\r\n", "t".repeat(n)).into_bytes();
-        assert!(decode_all(&trailer(MAX_TRAILER_BYTES)).unwrap().is_some());
-        assert_eq!(
-            decode_all(&trailer(MAX_TRAILER_BYTES + 1)),
-            Err(ChunkError::TrailerTooLong)
-        );
-    }
-
-    #[test]
-    fn truncated_body_is_never_complete() {
-        let body = b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
-        for end in 0..body.len() {
-            assert_eq!(decode_all(&body[..end]), Ok(None), "prefix of {end} bytes");
-        }
-    }
 }
