@@ -47,9 +47,11 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## bench: throughput and memory against cat / wc -l / nginx (see benches/)
+## bench: throughput and memory against cat / wc -l / nginx (see benches/); benches/install-tools
+## first installs nginx and wrk when missing (root, apt-get; BENCH_INSTALL=0: never)
 bench:
 	$(CARGO) build --release --locked --target $(MUSL_TARGET)
+	benches/install-tools
 	BENCH_BINARY=$${BENCH_BINARY:-$(STATIC_BIN)} python3 benches/bench.py
 
 ## static: the shipped binary, static musl, checked to run alone as uid 65532

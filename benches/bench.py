@@ -27,10 +27,13 @@ Benchmarks:
      flight at once, the memory worst case the chart's limit must hold.
   9. a directory of 100,000 files: GET as text and as JSON (vs `ls -f | sort`), peak VmHWM.
 
-Environment: BENCH_RUNS (runs per benchmark, default 3), BENCH_INSTALL (0: never apt-get
-install nginx/wrk), BENCH_DATA (data and scratch directory, default <repo>/bench-data),
-BENCH_COMPARE_BINARY (another http-nas build measured beside this one in the append matrix),
-BENCH_ONLY (comma-separated section numbers to run, e.g. `4b`; default all).
+Environment: BENCH_RUNS (runs per benchmark, default 3), BENCH_DATA (data and scratch
+directory, default <repo>/bench-data), BENCH_COMPARE_BINARY (another http-nas build measured
+beside this one in the append matrix), BENCH_ONLY (comma-separated section numbers to run, e.g.
+`4b`; default all).
+nginx and wrk are found on PATH or in /usr/sbin, /usr/local/sbin, /sbin; this script installs
+nothing. benches/install-tools (run by `make bench` first; BENCH_INSTALL=0 there skips it)
+apt-get installs the missing ones; without them their rows say "skipped: ... not installed".
 Only the Python 3.11 standard library is used; all traffic goes to 127.0.0.1.
 """
 
@@ -103,7 +106,6 @@ STREAM_TIMEOUT = 300.0  # one 1 GiB transfer (or 16 in parallel)
 SHORT_TIMEOUT = 30.0
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
-INSTALL_TIMEOUT = 600.0
 HTTP_TIMEOUT = 30.0
 
 TARGET_GET_VS_NGINX = 0.9
@@ -124,7 +126,7 @@ HELD_FILE_NAME = "held-4m.bin"
 LISTING_ENTRIES = 100_000
 
 CURL = ["curl", "-s", "-S", "-f", "--noproxy", "*"]
-APT_PACKAGES = {"nginx": "nginx-light", "wrk": "wrk"}
+TOOLS = ["nginx", "wrk"]  # installed by benches/install-tools (Debian: nginx-light, wrk)
 
 # Names of the data files (in the data dir, and linked into every server's root).
 RANDOM_NAME = "random-1g.bin"
@@ -528,7 +530,7 @@ def start_nginx(work: Path, data: Data, nginx: str) -> Server:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tools (nginx, wrk): found on PATH or in sbin, else installed with apt when allowed
+# Tools (nginx, wrk): found on PATH or in sbin; benches/install-tools installs them
 
 
 def find_tool(name: str) -> str | None:
@@ -542,38 +544,13 @@ def find_tool(name: str) -> str | None:
     return None
 
 
-def apt_install(packages: list[str]) -> bool:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q"] + packages
-    for attempt in (install, ["apt-get", "update", "-q"], install):
-        log("running " + " ".join(attempt))
-        try:
-            done = subprocess.run(attempt, env=env, capture_output=True, text=True,
-                                  timeout=INSTALL_TIMEOUT)
-        except (OSError, subprocess.SubprocessError) as e:
-            log(f"  failed: {e}")
-            return False
-        if done.returncode == 0 and attempt is install:
-            return True
-        if done.returncode != 0:
-            log("  failed: " + done.stderr.strip()[-500:])
-    return False
-
-
-def ensure_tools() -> dict[str, str | None]:
-    """Paths of nginx and wrk; missing ones are installed when root and BENCH_INSTALL != 0."""
-    missing = [tool for tool in APT_PACKAGES if not find_tool(tool)]
-    if missing and os.geteuid() == 0 and os.environ.get("BENCH_INSTALL", "1") != "0":
-        apt_install([APT_PACKAGES[tool] for tool in missing])
-    return {tool: find_tool(tool) for tool in APT_PACKAGES}
+def find_tools() -> dict[str, str | None]:
+    """Paths of nginx and wrk, None for a missing one (its rows are skipped)."""
+    return {tool: find_tool(tool) for tool in TOOLS}
 
 
 def skip_reason(tool: str) -> str:
-    if os.environ.get("BENCH_INSTALL", "1") == "0":
-        return f"skipped: {tool} not installed (BENCH_INSTALL=0)"
-    if os.geteuid() != 0:
-        return f"skipped: {tool} not installed (not root, cannot apt-get install)"
-    return f"skipped: {tool} not installed (apt-get install failed)"
+    return f"skipped: {tool} not installed (run benches/install-tools)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1316,7 +1293,7 @@ def main() -> int:
     if not SERVER_BIN.is_file():
         raise SystemExit(f"{SERVER_BIN} is missing: run `make static` (make bench does) or set BENCH_BINARY")
     started = time.monotonic()
-    tools = ensure_tools()
+    tools = find_tools()
     data = ensure_data(Path(os.environ.get("BENCH_DATA", DEFAULT_DATA_DIR)))
     work = Path(tempfile.mkdtemp(prefix="run-", dir=data.dir))
     rows: list[Row] = []
