@@ -3,7 +3,7 @@
 //!
 //! Messages name what went wrong and why, never an absolute server path, a token or a body.
 
-use crate::http::{BodyError, Response};
+use crate::http::{BodyError, Overload, Refusal, Response};
 use crate::storage::{PathError, StorageError};
 use std::fmt;
 
@@ -46,13 +46,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The HTTP layer's own refusal this error is, if any (a broken body, an exhausted
+    /// server): its status, kind and headers are chosen there, once.
+    fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::BadBody(e) => Some(Refusal::Body(*e)),
+            Error::Busy { message } => Some(Refusal::Overloaded(Overload::Exhausted(message))),
+            _ => None,
+        }
+    }
+
     /// The HTTP status for this error.
     pub fn status(&self) -> u16 {
+        if let Some(refusal) = self.refusal() {
+            return refusal.status();
+        }
         match self {
-            Error::BadPath(_) | Error::BadRequest { .. } => 400,
-            Error::BadBody(BodyError::TooLarge { .. }) => 413,
-            Error::BadBody(BodyError::TimedOut) => 408,
-            Error::BadBody(_) => 400,
+            Error::BadPath(_) | Error::BadRequest { .. } | Error::BadBody(_) => 400,
             Error::Unauthorized => 401,
             Error::Forbidden { .. } => 403,
             Error::NotFound => 404,
@@ -68,12 +78,12 @@ impl Error {
 
     /// The machine-readable kind in the JSON body.
     pub fn kind(&self) -> &'static str {
+        if let Some(refusal) = self.refusal() {
+            return refusal.kind();
+        }
         match self {
             Error::BadPath(_) => "bad_path",
-            Error::BadRequest { .. } => "bad_request",
-            Error::BadBody(BodyError::TooLarge { .. }) => "too_large",
-            Error::BadBody(BodyError::TimedOut) => "timeout",
-            Error::BadBody(_) => "bad_body",
+            Error::BadRequest { .. } | Error::BadBody(_) => "bad_request",
             Error::Unauthorized => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound => "not_found",
@@ -97,20 +107,22 @@ impl Error {
         if matches!(self, Error::NotFound) && !wants_json {
             return Response::text(404, "Not Found");
         }
+        if let Some(refusal) = self.refusal() {
+            let resp = refusal.response();
+            // After a broken body the connection's framing is unknown: close it.
+            return if matches!(self, Error::BadBody(_)) {
+                resp.closing()
+            } else {
+                resp
+            };
+        }
         let resp = Response::error(self.status(), self.kind(), &self.to_string());
-        let resp = match &self {
+        match &self {
             Error::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
             Error::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
-            Error::Busy { .. } => resp.with_header("Retry-After", crate::http::park::RETRY_AFTER_SECS.to_string()),
             _ => resp,
-        };
-        // After a broken body the connection's framing is unknown: close it.
-        if matches!(self, Error::BadBody(_)) {
-            resp.closing()
-        } else {
-            resp
         }
     }
 }
@@ -229,8 +241,8 @@ mod tests {
     #[test]
     fn headers_for_statuses() {
         let resp = Error::OffsetMismatch { current: 7 }.into_response(false);
-        assert!(resp.headers.contains(&("Upload-Offset", "7".to_string())));
+        assert_eq!(resp.header("Upload-Offset"), Some("7"));
         let resp = Error::MethodNotAllowed { allow: "GET, HEAD" }.into_response(false);
-        assert!(resp.headers.contains(&("Allow", "GET, HEAD".to_string())));
+        assert_eq!(resp.header("Allow"), Some("GET, HEAD"));
     }
 }

@@ -38,16 +38,6 @@ pub enum FramingError {
     TransferEncodingInHttp10,
 }
 
-impl FramingError {
-    /// Status code answering this refusal.
-    pub fn status(self) -> u16 {
-        match self {
-            FramingError::UnsupportedCoding => 501,
-            _ => 400,
-        }
-    }
-}
-
 impl fmt::Display for FramingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -8,6 +8,7 @@
 
 use super::body::{Body, Framing, ReadBuf, choose_framing};
 use super::head::{Head, HeadStatus, check_head, parse_head};
+use super::refusal::Refusal;
 use super::write::{Response, write_response};
 use super::{Conn, Exchange, Request, Shared, park};
 use crate::sys;
@@ -115,9 +116,9 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     let (head, head_len) = match parse_head(input.pending()) {
         Ok(parsed) => parsed,
         Err(e) => {
-            let resp = Response::error(e.status(), e.kind(), &e.to_string());
-            let _ = write_response(stream, resp, false, false);
-            log::info!(target: "access", "{remote} - - {} 0 0 0ms ({e})", e.status());
+            let refusal = Refusal::Head(e);
+            let _ = write_response(stream, refusal.response(), false, false);
+            log::info!(target: "access", "{remote} - - {} 0 0 0ms ({e})", refusal.status());
             return Next::Close;
         }
     };
@@ -128,15 +129,14 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     }
     let expectation = head.header("expect");
     if expectation.is_some_and(|v| !v.eq_ignore_ascii_case("100-continue")) {
-        let msg = "the only expectation this server meets is 100-continue";
-        let resp = Response::error(417, "expectation_failed", msg);
+        let resp = Refusal::Expectation.response();
         finish(stream, remote, &head, resp, (false, 0, started), shared);
         return Next::Close;
     }
     let framing = match choose_framing(&head) {
         Ok(f) => f,
         Err(e) => {
-            let resp = Response::error(e.status(), "bad_framing", &e.to_string());
+            let resp = Refusal::Framing(e).response();
             finish(stream, remote, &head, resp, (false, 0, started), shared);
             return Next::Close;
         }
@@ -144,8 +144,7 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     if let (Framing::Length(n), Some(limit)) = (framing, shared.config.max_body)
         && n > limit
     {
-        let msg = format!("request body of {n} bytes is larger than the {limit}-byte limit");
-        let resp = Response::error(413, "too_large", &msg);
+        let resp = Refusal::DeclaredTooLarge { length: n, limit }.response();
         if finish(stream, remote, &head, resp, (false, 0, started), shared) {
             drain_before_close(stream);
         }

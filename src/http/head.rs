@@ -28,26 +28,6 @@ pub enum HeadError {
     Host,
 }
 
-impl HeadError {
-    /// The status code this refusal is answered with.
-    pub fn status(self) -> u16 {
-        match self {
-            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
-            HeadError::Version => 505,
-            HeadError::Malformed | HeadError::Host => 400,
-        }
-    }
-
-    /// The machine-readable kind for the JSON error body.
-    pub fn kind(self) -> &'static str {
-        match self {
-            HeadError::TooLarge | HeadError::TooManyHeaders => "head_too_large",
-            HeadError::Version => "version_not_supported",
-            HeadError::Malformed | HeadError::Host => "bad_request",
-        }
-    }
-}
-
 impl fmt::Display for HeadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -12,10 +12,12 @@ pub mod chunked;
 pub mod conn;
 pub mod head;
 pub mod park;
+pub mod refusal;
 pub mod write;
 
 pub use body::BodyError;
 pub use head::Head;
+pub use refusal::{Overload, Refusal};
 pub use write::{Response, ResponseBody};
 
 use crate::pool::{Pool, PoolGauges};

@@ -13,6 +13,7 @@
 use super::accept::{self, ACCEPT_BACKOFF, Accepted, MAX_ACCEPTS_PER_WAKE};
 use super::head::Head;
 use super::head::{HeadStatus, MAX_HEAD_BYTES, check_head, parse_head};
+use super::refusal::{Overload, Refusal};
 use super::write::{Response, encode_head};
 use super::{Conn, Exchange, PROBE_RESERVE, Shared};
 use crate::pool::Pool;
@@ -28,9 +29,6 @@ use std::time::{Duration, Instant};
 
 /// Longest the reactor sleeps in `poll` without checking deadlines, in milliseconds.
 const MAX_POLL_WAIT_MS: u64 = 1000;
-/// Seconds a client is told to wait before retrying when the server is full (every 503 that
-/// means "busy, try again", here and in `error.rs`).
-pub(crate) const RETRY_AFTER_SECS: u32 = 1;
 /// Longest a connection accepted into the probe reserve may take to send its head.
 const RESERVE_WAIT: Duration = Duration::from_secs(2);
 
@@ -188,12 +186,7 @@ impl Reactor {
                     let limit = self.shared.config.max_connections;
                     if open >= limit + PROBE_RESERVE {
                         log::warn!("refusing {remote}: {open} connections open, the limit and its probe reserve");
-                        refuse(
-                            &stream,
-                            remote,
-                            overloaded("too many open connections"),
-                            "connection limit",
-                        );
+                        refuse(&stream, remote, Refusal::Overloaded(Overload::Connections));
                         continue;
                     }
                     // Beyond the limit, a connection is kept only for the short time a probe
@@ -234,8 +227,7 @@ impl Reactor {
                 let head = match parse_head(&p.pending) {
                     Ok((head, _)) => head,
                     Err(e) => {
-                        let resp = Response::error(e.status(), e.kind(), &e.to_string());
-                        refuse(&p.stream, p.remote, resp, &e.to_string());
+                        refuse(&p.stream, p.remote, Refusal::Head(e));
                         return;
                     }
                 };
@@ -245,15 +237,14 @@ impl Reactor {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shared.handler.answer_early(&head)));
                 let early = early.unwrap_or_else(|_| {
                     log::error!("answering {} {} from its head panicked", head.method, head.target);
-                    Some(Response::error(500, "internal", "the server failed on this request"))
+                    Some(Refusal::Internal.response())
                 });
                 if let Some(resp) = early {
                     answer_and_close(&p.stream, p.remote, &head, resp, &self.shared, Writing::NonBlocking);
                     return;
                 }
                 if p.over_limit {
-                    let resp = overloaded("too many open connections");
-                    refuse(&p.stream, p.remote, resp, "connection limit");
+                    refuse(&p.stream, p.remote, Refusal::Overloaded(Overload::Connections));
                     return;
                 }
                 if p.stream.set_nonblocking(false).is_err() {
@@ -268,8 +259,7 @@ impl Reactor {
                 if let Err(conn) = self.pool.try_submit(conn) {
                     log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
                     let _ = conn.stream.set_nonblocking(true);
-                    let resp = overloaded("all workers are busy; retry shortly");
-                    refuse(&conn.stream, conn.remote, resp, "workers and queue full");
+                    refuse(&conn.stream, conn.remote, Refusal::Overloaded(Overload::Workers));
                 }
             }
         }
@@ -297,8 +287,7 @@ impl Reactor {
             Ok(HeadStatus::Complete(_)) => Readiness::Ready,
             Ok(HeadStatus::Partial) => Readiness::Waiting,
             Err(e) => {
-                let resp = Response::error(e.status(), e.kind(), &e.to_string());
-                refuse(&p.stream, p.remote, resp, &e.to_string());
+                refuse(&p.stream, p.remote, Refusal::Head(e));
                 Readiness::Gone
             }
         }
@@ -321,8 +310,7 @@ impl Reactor {
             }
             let p = self.unpark(i);
             if !is_idle(&p.pending) {
-                let resp = Response::error(408, "timeout", "request head not received in time");
-                refuse(&p.stream, p.remote, resp, "request head not finished in time");
+                refuse(&p.stream, p.remote, Refusal::HeadTimeout);
             }
         }
     }
@@ -337,14 +325,12 @@ fn is_idle(pending: &[u8]) -> bool {
 /// Refuses `conn`, which waited longer than the queue timeout for a worker: 503 with
 /// `Retry-After`, by the reactor's sweep or by the worker that took it just past the bound.
 pub(crate) fn refuse_waited_too_long(conn: &Conn) {
-    let resp = overloaded("waited too long for a free worker; retry shortly");
-    let why = format!("waited {} s in the queue", conn.queued_at.elapsed().as_secs());
-    refuse(&conn.stream, conn.remote, resp, &why);
-}
-
-/// The 503 for a server that cannot take more now, with `Retry-After`.
-fn overloaded(message: &str) -> Response {
-    Response::error(503, "overloaded", message).with_header("Retry-After", RETRY_AFTER_SECS.to_string())
+    let waited_secs = conn.queued_at.elapsed().as_secs();
+    refuse(
+        &conn.stream,
+        conn.remote,
+        Refusal::Overloaded(Overload::QueueWait { waited_secs }),
+    );
 }
 
 /// How an early answer may be written.
@@ -392,11 +378,12 @@ pub(crate) fn answer_and_close(
     close_gently(stream);
 }
 
-/// Writes a small final response without blocking, logs it as an access line (the request,
-/// if any, was never parsed: `- -` stands for method and target) and closes the connection.
-fn refuse(stream: &TcpStream, remote: SocketAddr, resp: Response, why: &str) {
+/// Writes a refusal without blocking, logs it as an access line (the request, if any, was
+/// never parsed: `- -` stands for method and target) and closes the connection.
+fn refuse(stream: &TcpStream, remote: SocketAddr, refusal: Refusal) {
+    let resp = refusal.response();
     let out = resp.body.known_len().unwrap_or(0);
-    log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({why})", resp.status);
+    log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({refusal})", resp.status);
     let _ = stream.set_nonblocking(true);
     let _ = (&*stream).write_all(&closing_bytes(&resp, false).0);
     close_gently(stream);
