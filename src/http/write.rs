@@ -63,13 +63,23 @@ impl ResponseBody {
     }
 }
 
+/// Fields [`encode_head`] writes itself from the body and the connection's state; a handler
+/// cannot set them ([`Response::with_header`]).
+pub const FRAMING_FIELDS: [&str; 5] = [
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+    "Date",
+    "Keep-Alive",
+];
+
 /// What a handler answers: status, its own headers, and a body.
 #[derive(Debug)]
 pub struct Response {
     /// Status code.
     pub status: u16,
-    /// Headers other than framing ones (`Content-Length`, `Connection`, `Date`).
-    pub headers: Vec<(&'static str, String)>,
+    /// Headers other than the framing ones; set only through [`Response::with_header`].
+    headers: Vec<(&'static str, String)>,
     /// The body.
     pub body: ResponseBody,
     /// When true the connection is closed after this response even if the client would keep it.
@@ -106,11 +116,25 @@ impl Response {
     }
 
     /// Sets a header, replacing any earlier value of the same name (`Content-Type` of a
-    /// [`Response::text`] body, say), so a response never carries one field twice.
+    /// [`Response::text`] body, say), so a response never carries one field twice. The
+    /// framing fields ([`FRAMING_FIELDS`]) are the HTTP layer's alone: one set here is dropped
+    /// (and logged as the bug it is), so it can never go out twice or contradict the body.
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        if FRAMING_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+            log::error!("a handler set the framing field {name}; dropped (the HTTP layer sets it)");
+            return self;
+        }
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         self.headers.push((name, value.into()));
         self
+    }
+
+    /// The value of header `name`, if set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Marks the connection to be closed after this response.
@@ -343,5 +367,25 @@ mod tests {
         let head = String::from_utf8(encode_head(&resp, true)).unwrap();
         assert_eq!(head.to_ascii_lowercase().matches("content-type").count(), 1, "{head}");
         assert!(head.contains("content-type: text/csv\r\n"), "{head}");
+    }
+
+    #[test]
+    fn a_handler_cannot_set_framing_fields() {
+        let resp = Response::text(200, "hi")
+            .with_header("content-length", "999")
+            .with_header("Transfer-Encoding", "chunked")
+            .with_header("Connection", "keep-alive")
+            .with_header("Date", "yesterday");
+        let head = String::from_utf8(encode_head(&resp, false))
+            .unwrap()
+            .to_ascii_lowercase();
+        assert_eq!(head.matches("content-length").count(), 1, "{head}");
+        assert!(head.contains("content-length: 2\r\n"), "{head}");
+        assert!(
+            !head.contains("transfer-encoding") && !head.contains("yesterday"),
+            "{head}"
+        );
+        assert_eq!(head.matches("connection").count(), 1, "{head}");
+        assert!(head.contains("connection: close"), "{head}");
     }
 }
