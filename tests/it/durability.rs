@@ -11,7 +11,8 @@
 //!
 //! Crashes and signals are real: `kill(2)` on the server process, then [`Server::restart`] on
 //! the same root. The ENOSPC test mounts a 2 MiB tmpfs, so it only runs as root and says
-//! `skipped:` otherwise. Every wait is a generous bound (see `util`), never a timing assertion.
+//! `skipped:` otherwise. Every wait is a generous bound (see `support::wait`), never a timing
+//! assertion.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -24,8 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::raw::{Attempt, Conn, attempt, only_response};
-use crate::util::{SETTLE_TIMEOUT, Server, TEMP_PREFIX, TempDir, assert_same_bytes, preview, random_bytes, wait_until};
+use crate::support::raw::{Attempt, Conn, attempt, only_response};
+use crate::support::{
+    SETTLE_TIMEOUT, Server, TEMP_PREFIX, TempDir, assert_same_bytes, preview, random_bytes, wait_until,
+};
 
 /// The file every write test aims at, and what it holds before a write that must not land.
 const TARGET: &str = "target.dat";

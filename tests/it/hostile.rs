@@ -13,8 +13,8 @@ use std::fs;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::raw::{Conn, only_response, parse_responses, raw};
-use crate::util::{SETTLE_TIMEOUT, Server, TEMP_PREFIX, assert_same_bytes, random_bytes, wait_until};
+use crate::support::raw::{Conn, only_response, parse_responses, raw};
+use crate::support::{SETTLE_TIMEOUT, Server, TEMP_PREFIX, assert_same_bytes, random_bytes, wait_until};
 
 /// The file the hostile uploads aim at, and what it holds before they start.
 const TARGET: &str = "target";

@@ -14,7 +14,7 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use crate::util::{Response, Server, TEMP_PREFIX};
+use crate::support::{Response, Server, TEMP_PREFIX};
 
 const SECRET: &str = "secret";
 const VICTIM: &str = "victim";

@@ -11,10 +11,20 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::util::{Response, preview, split_header};
+use super::bytes::preview;
+use super::curl::split_header;
+use super::response::Response;
+use super::server::Server;
 
 /// Upper bound on any raw-socket read: a server that hangs fails the test.
 pub const RAW_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Server {
+    /// A raw connection to the server.
+    pub fn connect(&self) -> Conn {
+        Conn::open(self.addr())
+    }
+}
 
 /// A raw client connection that keeps whatever it has read but not yet parsed.
 pub struct Conn {
