@@ -220,7 +220,7 @@ fn last_header_block(dump: &str) -> Vec<(String, String)> {
 }
 
 /// One `Name: value` header line, both sides trimmed; `None` for a line without a colon.
-pub fn split_header(line: &str) -> Option<(String, String)> {
+fn split_header(line: &str) -> Option<(String, String)> {
     let (name, value) = line.split_once(':')?;
     Some((name.trim().to_string(), value.trim().to_string()))
 }
