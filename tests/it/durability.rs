@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use crate::support::raw::{Attempt, Conn, attempt, only_response};
 use crate::support::{
-    SETTLE_TIMEOUT, Server, TEMP_PREFIX, TempDir, assert_same_bytes, preview, random_bytes, wait_until,
+    SETTLE_TIMEOUT, Server, TEMP_PREFIX, TempDir, UPLOAD_START_TIMEOUT, assert_same_bytes, preview, random_bytes,
+    wait_until,
 };
 
 /// The file every write test aims at, and what it holds before a write that must not land.
@@ -50,8 +51,6 @@ const VERSION_BYTES: usize = 32 << 20;
 /// How much of a body a raw upload sends before it stalls or is cut: more than the server's
 /// 256 KiB copy buffer (`COPY_BUF_BYTES`), so part of it has reached the file.
 const PARTIAL_BODY_BYTES: usize = 1 << 20;
-/// How long a raw upload may take to visibly start (a temp file, or the target growing).
-const UPLOAD_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopped or killed server may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -14,15 +14,15 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::support::raw::{Conn, only_response, parse_responses, raw};
-use crate::support::{SETTLE_TIMEOUT, Server, TEMP_PREFIX, assert_same_bytes, random_bytes, wait_until};
+use crate::support::{
+    SETTLE_TIMEOUT, Server, TEMP_PREFIX, UPLOAD_START_TIMEOUT, assert_same_bytes, random_bytes, wait_until,
+};
 
 /// The file the hostile uploads aim at, and what it holds before they start.
 const TARGET: &str = "target";
 const ORIGINAL: &[u8] = b"original contents\n";
 /// A complete request placed right after a body the server must reject; never to be answered.
 const SMUGGLED: &str = "GET /file HTTP/1.1\r\nHost: t\r\n\r\n";
-/// How long to wait for the server to visibly start on an upload before abandoning it.
-const UPLOAD_START_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A server whose root holds `TARGET` with `ORIGINAL`.
 fn with_target(args: &[&str]) -> Server {

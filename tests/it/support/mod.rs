@@ -22,4 +22,4 @@ mod wait;
 pub use bytes::{assert_same_bytes, preview, random_bytes};
 pub use response::Response;
 pub use server::{Server, TEMP_PREFIX, TempDir, server_binary};
-pub use wait::{SETTLE_TIMEOUT, wait_until};
+pub use wait::{SETTLE_TIMEOUT, UPLOAD_START_TIMEOUT, wait_until};
