@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::support::raw::{Attempt, Conn, attempt, only_response};
 use crate::support::{
-    SETTLE_TIMEOUT, Server, TEMP_PREFIX, TempDir, UPLOAD_START_TIMEOUT, assert_same_bytes, preview, random_bytes,
+    RESERVED_PREFIX, SETTLE_TIMEOUT, Server, TempDir, UPLOAD_START_TIMEOUT, assert_same_bytes, preview, random_bytes,
     wait_until,
 };
 
@@ -174,7 +174,7 @@ fn wait_for_temp_file(s: &Server) {
     let started = wait_until(UPLOAD_START_TIMEOUT, || !s.temp_files().is_empty());
     assert!(
         started,
-        "no {TEMP_PREFIX} temp file appeared within {UPLOAD_START_TIMEOUT:?}"
+        "no {RESERVED_PREFIX} temp file appeared within {UPLOAD_START_TIMEOUT:?}"
     );
 }
 

@@ -21,5 +21,5 @@ mod wait;
 
 pub use bytes::{assert_same_bytes, preview, random_bytes};
 pub use response::Response;
-pub use server::{Server, TEMP_PREFIX, TempDir, server_binary};
+pub use server::{RESERVED_PREFIX, Server, TempDir, server_binary};
 pub use wait::{SETTLE_TIMEOUT, UPLOAD_START_TIMEOUT, wait_until};

@@ -27,8 +27,10 @@ use super::wait::{SETTLE_TIMEOUT, wait_until};
 
 /// How long the server gets to print its `listening on` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Name prefix of the server's upload temp files.
-pub const TEMP_PREFIX: &str = ".http-nas-";
+/// The server's reserved namespace (`RESERVED_PREFIX` in `src/storage/jail.rs`): its upload
+/// temp files, crash-journal records, trash and storage-check probe files are all named under
+/// it, and a client may not name a path in it. [`Server::temp_files`] looks for it.
+pub const RESERVED_PREFIX: &str = ".http-nas-";
 
 /// Environment that would change the server's or curl's behaviour behind a test's back.
 pub(super) const SCRUBBED_ENV: &[&str] = &[
@@ -297,7 +299,7 @@ impl Server {
         let mut found = Vec::new();
         walk(&self.root(), &mut |path| {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if name.is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+            if name.is_some_and(|n| n.starts_with(RESERVED_PREFIX)) {
                 found.push(path.to_path_buf());
             }
         });
