@@ -1,5 +1,6 @@
 //! Harness for the integration tests: a [`Server`] per test, driven by `curl` and `sh` or by
-//! exact bytes over a raw socket; every helper a test needs is re-exported here.
+//! exact bytes over a raw socket. Tests import from here (`crate::support::{Server, ...}`) and
+//! the raw-socket tools from `crate::support::raw`, whatever file they live in.
 //!
 //! - `server`: temp dirs, the `http-nas` process (start, restart, signal, kill), its log, and
 //!   the files under its root as seen on disk.
