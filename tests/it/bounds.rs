@@ -11,8 +11,8 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::raw::Conn;
-use crate::util::{SETTLE_TIMEOUT, Server, server_binary, wait_until};
+use crate::support::raw::Conn;
+use crate::support::{SETTLE_TIMEOUT, Server, server_binary, wait_until};
 
 /// Bound on a probe's answer in these tests: far below what a held worker would make it wait.
 const PROBE_MAX_TIME: &str = "5";
@@ -42,7 +42,7 @@ fn probe(s: &Server, path: &str) -> (u16, String) {
     (r.status, r.text())
 }
 
-fn send_raw(s: &Server, request: &str) -> crate::util::Response {
+fn send_raw(s: &Server, request: &str) -> crate::support::Response {
     let mut conn = s.connect();
     conn.send(request.as_bytes());
     conn.response()
@@ -258,7 +258,7 @@ fn out_of_file_descriptors_is_503_with_retry_after_then_recovers() {
 
 #[test]
 fn a_low_open_file_limit_lowers_max_connections_with_a_warning() {
-    let home = crate::util::TempDir::new();
+    let home = crate::support::TempDir::new();
     let root = home.path().join("root");
     fs::create_dir(&root).unwrap();
     let wrapper: Vec<String> = ["prlimit", "--nofile=400:400", "--"]
@@ -369,7 +369,7 @@ fn a_hung_storage_check_makes_readyz_503_while_probes_still_answer() {
         eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
         return;
     }
-    let home = crate::util::TempDir::new();
+    let home = crate::support::TempDir::new();
     let root = home.path().join("root");
     fs::create_dir(&root).unwrap();
     let wrapper: Vec<String> = [

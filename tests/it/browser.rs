@@ -10,7 +10,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::util::{Server, TempDir};
+use crate::support::{Server, TempDir};
 
 /// The flags this machine's closed network needs (no background lookups) and a fresh profile.
 fn chromium(profile: &TempDir, args: &[&str]) -> Option<std::process::Output> {

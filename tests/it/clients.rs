@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Server, TempDir, server_binary};
+use crate::support::{Server, TempDir, server_binary};
 
 #[test]
 fn issue11_a_missing_file_answers_the_seeds_exact_not_found_body() {

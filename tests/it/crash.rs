@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::raw::Conn;
-use crate::util::{Response, Server, TempDir, random_bytes};
+use crate::support::raw::Conn;
+use crate::support::{Response, Server, TempDir, random_bytes};
 
 /// Dirty-page budget of the throttled disk's backing device, in bytes.
 const THROTTLE_DIRTY_BYTES: u64 = 256 << 10;

@@ -11,7 +11,8 @@
 //!
 //! Crashes and signals are real: `kill(2)` on the server process, then [`Server::restart`] on
 //! the same root. The ENOSPC test mounts a 2 MiB tmpfs, so it only runs as root and says
-//! `skipped:` otherwise. Every wait is a generous bound (see `util`), never a timing assertion.
+//! `skipped:` otherwise. Every wait is a generous bound (see `support::wait`), never a timing
+//! assertion.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -24,8 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::raw::{Attempt, Conn, attempt, only_response};
-use crate::util::{SETTLE_TIMEOUT, Server, TEMP_PREFIX, TempDir, assert_same_bytes, preview, random_bytes, wait_until};
+use crate::support::raw::{Attempt, Conn, attempt, only_response};
+use crate::support::{
+    RESERVED_PREFIX, SETTLE_TIMEOUT, Server, TempDir, UPLOAD_START_TIMEOUT, assert_same_bytes, preview, random_bytes,
+    wait_until,
+};
 
 /// The file every write test aims at, and what it holds before a write that must not land.
 const TARGET: &str = "target.dat";
@@ -47,8 +51,6 @@ const VERSION_BYTES: usize = 32 << 20;
 /// How much of a body a raw upload sends before it stalls or is cut: more than the server's
 /// 256 KiB copy buffer (`COPY_BUF_BYTES`), so part of it has reached the file.
 const PARTIAL_BODY_BYTES: usize = 1 << 20;
-/// How long a raw upload may take to visibly start (a temp file, or the target growing).
-const UPLOAD_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopped or killed server may take to exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -172,7 +174,7 @@ fn wait_for_temp_file(s: &Server) {
     let started = wait_until(UPLOAD_START_TIMEOUT, || !s.temp_files().is_empty());
     assert!(
         started,
-        "no {TEMP_PREFIX} temp file appeared within {UPLOAD_START_TIMEOUT:?}"
+        "no {RESERVED_PREFIX} temp file appeared within {UPLOAD_START_TIMEOUT:?}"
     );
 }
 

@@ -13,16 +13,16 @@ use std::fs;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::raw::{Conn, only_response, parse_responses, raw};
-use crate::util::{SETTLE_TIMEOUT, Server, TEMP_PREFIX, assert_same_bytes, random_bytes, wait_until};
+use crate::support::raw::{Conn, only_response, parse_responses, raw};
+use crate::support::{
+    RESERVED_PREFIX, SETTLE_TIMEOUT, Server, UPLOAD_START_TIMEOUT, assert_same_bytes, random_bytes, wait_until,
+};
 
 /// The file the hostile uploads aim at, and what it holds before they start.
 const TARGET: &str = "target";
 const ORIGINAL: &[u8] = b"original contents\n";
 /// A complete request placed right after a body the server must reject; never to be answered.
 const SMUGGLED: &str = "GET /file HTTP/1.1\r\nHost: t\r\n\r\n";
-/// How long to wait for the server to visibly start on an upload before abandoning it.
-const UPLOAD_START_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A server whose root holds `TARGET` with `ORIGINAL`.
 fn with_target(args: &[&str]) -> Server {
@@ -148,8 +148,8 @@ fn stale_temp_files_are_removed_on_start() {
     let s = Server::start_prepared(
         |root| {
             fs::create_dir(root.join("sub")).unwrap();
-            fs::write(root.join(format!("{TEMP_PREFIX}stale")), "partial").unwrap();
-            fs::write(root.join(format!("sub/{TEMP_PREFIX}stale")), "partial").unwrap();
+            fs::write(root.join(format!("{RESERVED_PREFIX}stale")), "partial").unwrap();
+            fs::write(root.join(format!("sub/{RESERVED_PREFIX}stale")), "partial").unwrap();
             fs::write(root.join("sub/keep"), "kept").unwrap();
         },
         &[],
@@ -165,10 +165,13 @@ fn listing_hides_temp_file_of_upload_in_progress() {
     conn.send(b"POST /file/inprogress HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n");
     conn.send(&random_bytes(1 << 20, 6));
     let has_temp = wait_until(UPLOAD_START_TIMEOUT, || !s.temp_files().is_empty());
-    assert!(has_temp, "no {TEMP_PREFIX} temp file under the root while uploading");
+    assert!(
+        has_temp,
+        "no {RESERVED_PREFIX} temp file under the root while uploading"
+    );
     for accept in ["Accept: */*", "Accept: application/json"] {
         let listing = s.curl(&["-H", accept, &s.url("/file/")]);
-        if listing.assert_status(200).text().contains(TEMP_PREFIX) {
+        if listing.assert_status(200).text().contains(RESERVED_PREFIX) {
             listing.fail("the listing shows an upload temp file");
         }
     }

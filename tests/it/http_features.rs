@@ -14,8 +14,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::raw::raw;
-use crate::util::{Response, SETTLE_TIMEOUT, Server, TempDir, assert_same_bytes, random_bytes, wait_until};
+use crate::support::raw::raw;
+use crate::support::{Response, SETTLE_TIMEOUT, Server, TempDir, assert_same_bytes, random_bytes, wait_until};
 
 /// How long the server may take to count a finished request in its metrics or log it: both
 /// happen after the response has been written, so after curl has returned.

@@ -1,6 +1,6 @@
 //! Integration tests for http-nas, in one test binary (as ripgrep does) so the suite links once
-//! and every module shares the harness: `util` (a real server per test, driven by curl and `sh`)
-//! and `raw` (exact bytes over a `TcpStream`).
+//! and every module shares the harness in `support`: a real server per test, driven by curl and
+//! `sh` or by exact bytes over a `TcpStream` (`support::raw`).
 //!
 //! - `seed`: the original service's README commands and test suite, unchanged but for the host.
 //! - `hostile`: clients that vanish, lie about lengths, break framing or sit idle.
@@ -31,7 +31,6 @@ mod http_features;
 mod other_writer;
 mod paths;
 mod protocol;
-mod raw;
 mod replicas;
 mod seed;
-mod util;
+mod support;

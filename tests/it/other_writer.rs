@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::raw::Conn;
-use crate::util::{Response, Server, TempDir};
+use crate::support::raw::Conn;
+use crate::support::{Response, Server, TempDir};
 
 /// How long the swap test attacks each verb.
 const ATTACK_TIME: Duration = Duration::from_millis(1500);

@@ -14,7 +14,7 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use crate::util::{Response, Server, TEMP_PREFIX};
+use crate::support::{RESERVED_PREFIX, Response, Server};
 
 const SECRET: &str = "secret";
 const VICTIM: &str = "victim";
@@ -435,7 +435,7 @@ fn file_named_mv_is_reached_with_encoded_slash() {
 #[test]
 fn reserved_temp_prefix_is_refused() {
     let s = Server::start();
-    let name = format!("{TEMP_PREFIX}mine");
+    let name = format!("{RESERVED_PREFIX}mine");
     s.post(&format!("/file/{name}"), "x").assert_error(400);
     s.post(&format!("/file/dir%2F{name}"), "x").assert_error(400);
     s.append(&format!("/file/{name}"), "x").assert_error(400);
@@ -451,6 +451,6 @@ fn reserved_temp_prefix_is_refused() {
 fn listing_never_shows_reserved_names() {
     let s = Server::start();
     s.write("dir/visible", "v");
-    s.write(&format!("dir/{TEMP_PREFIX}leftover"), "partial");
+    s.write(&format!("dir/{RESERVED_PREFIX}leftover"), "partial");
     s.get("/file/dir").assert_ok_body("visible\n");
 }

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::raw::Conn;
-use crate::util::{Server, TempDir, assert_same_bytes, random_bytes, wait_until};
+use crate::support::raw::Conn;
+use crate::support::{Server, TempDir, assert_same_bytes, random_bytes, wait_until};
 
 /// What a file holds before the write a test races.
 const ORIGINAL: &[u8] = b"committed before the test\n";

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::raw::Conn;
-use crate::util::{Response, SETTLE_TIMEOUT, Server, wait_until};
+use crate::support::raw::Conn;
+use crate::support::{Response, SETTLE_TIMEOUT, Server, wait_until};
 
 /// The mounts of the test volume, if `make test-replicas` set them up.
 fn mounts() -> Option<Vec<PathBuf>> {

@@ -7,7 +7,7 @@
 //! API.md marks the behaviour **fixed** (double percent-decoding, counting an unterminated last
 //! line), the tests pin the fixed behaviour.
 
-use crate::util::{Server, assert_same_bytes, random_bytes};
+use crate::support::{Server, assert_same_bytes, random_bytes};
 
 /// The README's upload: a chunked POST of a local file.
 const README_UPLOAD: &str = r#"cat /path/to/cat.jpg | curl -X POST -H "Transfer-Encoding: chunked" -s -f -T - http://http-nas:3000/file/cat.jpg"#;

@@ -1,22 +1,16 @@
-//! Harness for the integration tests: a [`Server`] per test, a `curl` runner, and raw sockets.
+//! The server under test: a fresh temp directory per test, the `http-nas` process started,
+//! restarted, signalled and killed, its log, and the files under its storage root as seen on disk.
 //!
 //! Every test starts its own `http-nas` on port 0 in a fresh temp directory and learns the bound
 //! address from the server's `listening on` log line, so there is no free-port race and no state
 //! shared between tests. The storage root is `<temp>/root`, which leaves `<temp>` itself as an
-//! "outside" the traversal tests can plant sentinels in. Requests go through the real `curl` where
-//! a user would use curl (its framing is the one that matters in production) and through a raw
-//! `TcpStream` (see `raw`) where a test needs bytes curl would never send.
+//! "outside" the traversal tests can plant sentinels in.
 //!
 //! The durability tests also need the process itself: [`Server::signal`] sends it a real signal,
 //! [`Server::restart`] starts a new process on the same root (as after a crash), and
 //! [`Server::start_on`] runs a second server on another's root (replicas sharing a volume).
-//!
-//! Nothing here asserts on time: every wait is a generous upper bound so that a hang fails the
-//! test instead of blocking the suite. When a test panics, the server log is printed on `Drop`, and
-//! every [`Response`] carries the exact command (or bytes) and curl's stderr that produced it.
+//! When a test panics, the server log is printed on `Drop`.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,23 +20,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::raw::Conn;
+use super::curl::write_curlrc;
+use super::wait::{SETTLE_TIMEOUT, wait_until};
 
 /// How long the server gets to print its `listening on` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// `--max-time` of every curl run, including the README commands (through `.curlrc`).
-pub const CURL_MAX_TIME_SECS: u32 = 30;
-/// How long the server may take to clean up after a client that vanished mid-upload.
-pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Name prefix of the server's upload temp files.
-pub const TEMP_PREFIX: &str = ".http-nas-";
-/// The host the original README's commands talk to; replaced by the test server's address.
-pub const README_HOST: &str = "http://http-nas:3000";
+/// The server's reserved namespace (`RESERVED_PREFIX` in `src/storage/jail.rs`): its upload
+/// temp files, crash-journal records, trash and storage-check probe files are all named under
+/// it, and a client may not name a path in it. [`Server::temp_files`] looks for it.
+pub const RESERVED_PREFIX: &str = ".http-nas-";
 
 /// Environment that would change the server's or curl's behaviour behind a test's back.
-const SCRUBBED_ENV: &[&str] = &[
+pub(super) const SCRUBBED_ENV: &[&str] = &[
     "HTTP_NAS_TOKEN",
     "HTTP_NAS_READ_TOKEN",
     "STORAGE_PATH",
@@ -57,7 +48,7 @@ const SCRUBBED_ENV: &[&str] = &[
 /// Gives every temp dir and scratch file of this process a distinct name.
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn next_id() -> usize {
+pub(super) fn next_id() -> usize {
     COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -162,8 +153,7 @@ impl Server {
 
     fn launch(home: Option<TempDir>, launch: Launch) -> Server {
         let scratch = TempDir::new();
-        let curlrc = format!("max-time = {CURL_MAX_TIME_SECS}\nnoproxy = \"*\"\n");
-        fs::write(scratch.path().join(".curlrc"), curlrc).expect("write .curlrc");
+        write_curlrc(scratch.path());
         let log = Arc::new(Mutex::new(String::new()));
         let (child, addr, drain) = launch.spawn(&log);
         Server {
@@ -309,7 +299,7 @@ impl Server {
         let mut found = Vec::new();
         walk(&self.root(), &mut |path| {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if name.is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+            if name.is_some_and(|n| n.starts_with(RESERVED_PREFIX)) {
                 found.push(path.to_path_buf());
             }
         });
@@ -333,160 +323,10 @@ impl Server {
         self.get("/healthz").assert_status(200);
     }
 
-    // ---- curl ----
-
-    /// Runs `curl -q -sS --path-as-is --max-time 30 ARGS`; the body, headers and status are
-    /// captured separately (`-o`, `-D`, `-w`), so any body bytes come back unaltered.
-    pub fn curl(&self, args: &[&str]) -> Response {
-        let id = next_id();
-        let body_file = self.scratch.path().join(format!("body-{id}"));
-        let head_file = self.scratch.path().join(format!("head-{id}"));
-        let max_time = CURL_MAX_TIME_SECS.to_string();
-        let mut cmd = Command::new("curl");
-        cmd.args(["-q", "-sS", "--path-as-is", "--max-time", &max_time]);
-        cmd.arg("-o").arg(&body_file).arg("-D").arg(&head_file);
-        cmd.args(["-w", "%{http_code}"]).args(args);
-        for var in SCRUBBED_ENV {
-            cmd.env_remove(var);
-        }
-        let out = cmd.output().unwrap_or_else(|e| panic!("run curl: {e}"));
-        let head = fs::read_to_string(&head_file).unwrap_or_default();
-        let body = fs::read(&body_file).unwrap_or_default();
-        let _ = fs::remove_file(&head_file);
-        let _ = fs::remove_file(&body_file);
-        let mut context = format!("command: {}\ncurl: {}", render(&cmd), out.status);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !stderr.trim().is_empty() {
-            let _ = write!(context, "\ncurl stderr: {}", stderr.trim_end());
-        }
-        Response {
-            status: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0),
-            headers: last_header_block(&head),
-            body,
-            context,
-        }
-    }
-
-    /// `GET path`.
-    pub fn get(&self, path: &str) -> Response {
-        self.curl(&[&self.url(path)])
-    }
-
-    /// `HEAD path` (`curl -I`); the returned body is always empty.
-    pub fn head(&self, path: &str) -> Response {
-        Response {
-            body: Vec::new(),
-            ..self.curl(&["-I", &self.url(path)])
-        }
-    }
-
-    /// `GET path` with extra request headers (`["Range: bytes=0-9"]`).
-    pub fn get_with(&self, path: &str, headers: &[&str]) -> Response {
-        let mut args: Vec<&str> = headers.iter().flat_map(|h| ["-H", h]).collect();
-        let url = self.url(path);
-        args.push(&url);
-        self.curl(&args)
-    }
-
-    /// `POST path` with `body` as an octet stream (Content-Length framing).
-    pub fn post(&self, path: &str, body: impl AsRef<[u8]>) -> Response {
-        self.send("POST", path, body.as_ref(), &[])
-    }
-
-    /// `PUT path` with `body` as an octet stream: an append.
-    pub fn append(&self, path: &str, body: impl AsRef<[u8]>) -> Response {
-        self.send("PUT", path, body.as_ref(), &[])
-    }
-
-    /// `PUT path` with `Content-Type: application/json` and `json` as the body: a move.
-    pub fn put_json(&self, path: &str, json: &str) -> Response {
-        let url = self.url(path);
-        self.curl(&[
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            json,
-            &url,
-        ])
-    }
-
-    /// `DELETE path`.
-    pub fn delete(&self, path: &str) -> Response {
-        self.curl(&["-X", "DELETE", &self.url(path)])
-    }
-
-    /// `METHOD path` with `body` as an octet stream (Content-Length framing) and extra
-    /// request headers (`["Upload-Offset: 3"]`).
-    pub fn send(&self, method: &str, path: &str, body: &[u8], headers: &[&str]) -> Response {
-        let file = self.scratch_file(&format!("upload-{}", next_id()), body);
-        let data = format!("@{}", file.display());
-        let url = self.url(path);
-        let ctype = "Content-Type: application/octet-stream";
-        let mut args = vec!["-X", method, "-H", ctype];
-        args.extend(headers.iter().flat_map(|h| ["-H", *h]));
-        args.extend(["--data-binary", &data, &url]);
-        let response = self.curl(&args);
-        let _ = fs::remove_file(file);
-        response
-    }
-
-    /// `GET /metrics` as `name{labels}` → value, one entry per sample line.
-    #[track_caller]
-    pub fn scrape(&self) -> HashMap<String, f64> {
-        let response = self.get("/metrics");
-        let text = response.assert_status(200).text();
-        let sample = |line: &str| {
-            let (key, value) = line.rsplit_once(' ')?;
-            Some((key.to_string(), value.parse().ok()?))
-        };
-        let lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty());
-        lines
-            .map(|line| sample(line).unwrap_or_else(|| response.fail(&format!("bad sample line {line:?}"))))
-            .collect()
-    }
-
-    // ---- shell commands ----
-
-    /// Writes a file in the scratch dir (not under the root) and returns its path.
-    pub fn scratch_file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.scratch.path().join(name);
-        fs::write(&path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        path
-    }
-
-    /// Runs `sh -c SCRIPT` in the scratch dir; curl reads the scratch `.curlrc` (max-time).
-    pub fn sh(&self, script: &str) -> ShOutput {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script).current_dir(self.scratch.path());
-        cmd.env("CURL_HOME", self.scratch.path());
-        for var in SCRUBBED_ENV {
-            cmd.env_remove(var);
-        }
-        let out = cmd.output().unwrap_or_else(|e| panic!("run sh -c {script:?}: {e}"));
-        ShOutput {
-            script: script.to_string(),
-            status: out.status,
-            stdout: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Runs a command from the original README verbatim, with its host replaced by this
-    /// server, and asserts it succeeded.
-    #[track_caller]
-    pub fn readme(&self, command: &str) -> ShOutput {
-        let out = self.sh(&command.replace(README_HOST, &self.url("")));
-        out.assert_success();
-        out
-    }
-
-    // ---- raw sockets ----
-
-    /// A raw connection to the server.
-    pub fn connect(&self) -> Conn {
-        Conn::open(self.addr)
+    /// The directory for this server's scratch files (curl's bodies, `.curlrc`, `sh` scripts):
+    /// outside the root, so nothing there is served or swept.
+    pub(super) fn scratch(&self) -> &Path {
+        self.scratch.path()
     }
 }
 
@@ -604,34 +444,6 @@ fn lock(log: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
     log.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A command line as it could be pasted into a shell.
-fn render(cmd: &Command) -> String {
-    let quote = |s: &str| {
-        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:@%=".contains(&b)) {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
-    let mut out = quote(&cmd.get_program().to_string_lossy());
-    for arg in cmd.get_args() {
-        out.push(' ');
-        out.push_str(&quote(&arg.to_string_lossy()));
-    }
-    out
-}
-
-/// Headers of the final response in a `curl -D` dump (skipping `100 Continue` blocks).
-fn last_header_block(dump: &str) -> Vec<(String, String)> {
-    let start = dump.rfind("HTTP/").unwrap_or(0);
-    dump[start..].lines().skip(1).filter_map(split_header).collect()
-}
-
-pub fn split_header(line: &str) -> Option<(String, String)> {
-    let (name, value) = line.split_once(':')?;
-    Some((name.trim().to_string(), value.trim().to_string()))
-}
-
 /// Calls `visit` for every entry under `dir`, without following symlinks.
 fn walk(dir: &Path, visit: &mut dyn FnMut(&Path)) {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -643,182 +455,5 @@ fn walk(dir: &Path, visit: &mut dyn FnMut(&Path)) {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             walk(&path, visit);
         }
-    }
-}
-
-/// Polls `done` every 20 ms until it holds or `timeout` passes; returns its last value.
-pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Deterministic incompressible bytes (xorshift64*), so a failure is reproducible.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Asserts two byte strings are equal without dumping megabytes when they are not.
-#[track_caller]
-pub fn assert_same_bytes(actual: &[u8], expected: &[u8], what: &str) {
-    if actual == expected {
-        return;
-    }
-    let first_diff = actual.iter().zip(expected).position(|(a, b)| a != b);
-    panic!(
-        "{what}: got {} bytes, expected {}; first difference at {:?}\n got: {}\nwant: {}",
-        actual.len(),
-        expected.len(),
-        first_diff.unwrap_or(actual.len().min(expected.len())),
-        preview(actual),
-        preview(expected)
-    );
-}
-
-/// At most 300 bytes of `bytes`, escaped, with the total length if cut.
-pub fn preview(bytes: &[u8]) -> String {
-    const LIMIT: usize = 300;
-    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(LIMIT)]);
-    if bytes.len() > LIMIT {
-        format!("{shown:?}... ({} bytes)", bytes.len())
-    } else {
-        format!("{shown:?}")
-    }
-}
-
-/// The output of [`Server::sh`].
-pub struct ShOutput {
-    pub script: String,
-    pub status: ExitStatus,
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-}
-
-impl ShOutput {
-    #[track_caller]
-    pub fn assert_success(&self) -> &Self {
-        assert!(
-            self.status.success(),
-            "command failed ({}): sh -c '{}'\nstdout: {}\nstderr: {}",
-            self.status,
-            self.script,
-            preview(&self.stdout),
-            self.stderr
-        );
-        self
-    }
-}
-
-/// One HTTP response, from curl or parsed off a raw socket.
-#[derive(Debug)]
-pub struct Response {
-    /// 0 when curl got no response at all.
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// What produced this response (command, curl stderr, raw bytes), for failure messages.
-    pub context: String,
-}
-
-impl Response {
-    /// The first header called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let found = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name));
-        found.map(|(_, v)| v.as_str())
-    }
-
-    /// The body as (lossy) UTF-8.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Panics with `what`, this response and its context.
-    #[track_caller]
-    pub fn fail(&self, what: &str) -> ! {
-        panic!(
-            "{what}\nstatus: {}\nheaders: {:?}\nbody: {}\n{}",
-            self.status,
-            self.headers,
-            preview(&self.body),
-            self.context
-        )
-    }
-
-    #[track_caller]
-    pub fn assert_status(&self, status: u16) -> &Self {
-        if self.status != status {
-            self.fail(&format!("expected status {status}, got {}", self.status));
-        }
-        self
-    }
-
-    /// Status 200 and exactly `expected` as the body.
-    #[track_caller]
-    pub fn assert_ok_body(&self, expected: impl AsRef<[u8]>) -> &Self {
-        self.assert_status(200);
-        if self.body != expected.as_ref() {
-            self.fail(&format!("expected body {}", preview(expected.as_ref())));
-        }
-        self
-    }
-
-    /// Status 200 and a JSON body (the success reply of writes, moves and deletes).
-    #[track_caller]
-    pub fn assert_ok_json(&self) -> serde_json::Value {
-        self.assert_status(200);
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| self.fail(&format!("body is not JSON: {e}")))
-    }
-
-    /// Status `status` with the contract's error body: `application/json`
-    /// `{"error": KIND, "message": TEXT}`; a 404 is the seed's `text/plain` `Not Found`
-    /// (or, asked for with `Accept: application/json`, KIND `not_found`).
-    #[track_caller]
-    pub fn assert_error(&self, status: u16) -> &Self {
-        if let Some(problem) = self.error_problem(status) {
-            self.fail(&problem);
-        }
-        self
-    }
-
-    /// Why this is not a well-formed error response with `status`, if it is not.
-    pub fn error_problem(&self, status: u16) -> Option<String> {
-        if self.status != status {
-            return Some(format!("expected status {status}, got {}", self.status));
-        }
-        let ctype = self.header("Content-Type").unwrap_or("");
-        if status == 404 && ctype.starts_with("text/plain") {
-            return (self.body != b"Not Found")
-                .then(|| format!("a 404's text body should be `Not Found`, got {}", preview(&self.body)));
-        }
-        if !ctype.starts_with("application/json") {
-            return Some(format!("expected Content-Type application/json, got {ctype:?}"));
-        }
-        let json: serde_json::Value = match serde_json::from_slice(&self.body) {
-            Ok(json) => json,
-            Err(e) => return Some(format!("error body is not JSON: {e}")),
-        };
-        let (Some(kind), Some(_)) = (json["error"].as_str(), json["message"].as_str()) else {
-            return Some("error body lacks string `error` and `message` keys".to_string());
-        };
-        if status == 404 && kind != "not_found" {
-            return Some(format!("a 404's error kind should be `not_found`, got {kind:?}"));
-        }
-        None
     }
 }

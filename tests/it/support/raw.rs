@@ -3,18 +3,28 @@
 //! The hostile tests need exact bytes on the wire (lying lengths, broken chunks, a request
 //! smuggled behind a body) and need to see exactly what comes back, including interim
 //! `100 Continue` responses and whether the server closes the connection. [`Conn`] keeps the
-//! unparsed bytes between responses; [`parse_responses`] splits a whole stream by
-//! Content-Length, so "exactly one response" is a count. Every read is bounded by
-//! [`RAW_TIMEOUT`], so a server that hangs fails the test instead of blocking it.
+//! unparsed bytes between responses; [`parse_responses`] splits a whole stream into responses,
+//! so "exactly one response" is a count. Heads are parsed by `httparse`; bodies are framed here
+//! (Content-Length, chunked, or up to EOF). Every read is bounded by [`RAW_TIMEOUT`], so a
+//! server that hangs fails the test instead of blocking it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::util::{Response, preview, split_header};
+use super::bytes::preview;
+use super::response::Response;
+use super::server::Server;
 
 /// Upper bound on any raw-socket read: a server that hangs fails the test.
 pub const RAW_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Server {
+    /// A raw connection to the server.
+    pub fn connect(&self) -> Conn {
+        Conn::open(self.addr())
+    }
+}
 
 /// A raw client connection that keeps whatever it has read but not yet parsed.
 pub struct Conn {
@@ -344,17 +354,41 @@ fn decode_chunked(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
 /// Response headers, in order.
 type Headers = Vec<(String, String)>;
 
-/// The status, headers and length of the response head at the front of `buf`, if complete.
+/// More header lines than any response of the server carries; a head with more is a bug worth
+/// a panic, not a reason to wait for more bytes.
+const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// The status, headers and length of the response head at the front of `buf`, if complete
+/// (parsed by `httparse`); panics on a head that is not HTTP/1.x with CRLF line ends.
 fn parse_head(buf: &[u8]) -> Option<(u16, Headers, usize)> {
-    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&buf[..head_len]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = match status_line.split(' ').collect::<Vec<_>>()[..] {
-        [version, code, ..] if version.starts_with("HTTP/1.") => code.parse().ok(),
-        _ => None,
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut head = httparse::Response::new(&mut slots);
+    let head_len = match head.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return None,
+        // Judged once the head is complete, as a partial one might still turn out well-formed:
+        // until then, a connection that closes has merely not answered.
+        Err(_) if !buf.windows(4).any(|w| w == b"\r\n\r\n") => return None,
+        Err(e) => panic!("not an HTTP/1.x response head ({e}): {}", preview(buf)),
     };
-    let status = status.unwrap_or_else(|| panic!("not an HTTP/1.x status line: {status_line:?}"));
-    let headers: Vec<_> = lines.filter_map(split_header).collect();
+    // httparse skips empty lines before a status line and accepts a bare LF as a line end; the
+    // server must send neither, so a stray CRLF between pipelined responses still fails here.
+    let bare_lf = buf[..head_len]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'));
+    assert!(
+        buf.starts_with(b"HTTP/") && !bare_lf,
+        "not an HTTP/1.x status line and CRLF-ended head: {}",
+        preview(&buf[..head_len])
+    );
+    let status = head
+        .code
+        .unwrap_or_else(|| panic!("a complete head has a status: {}", preview(buf)));
+    let headers = head
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).trim().to_string()))
+        .collect();
     Some((status, headers, head_len))
 }

@@ -1,0 +1,26 @@
+//! Harness for the integration tests: a [`Server`] per test, driven by `curl` and `sh` or by
+//! exact bytes over a raw socket. Tests import from here (`crate::support::{Server, ...}`) and
+//! the raw-socket tools from `crate::support::raw`, whatever file they live in.
+//!
+//! - `server`: temp dirs, the `http-nas` process (start, restart, signal, kill), its log, and
+//!   the files under its root as seen on disk.
+//! - `curl`: requests through the real `curl`, `sh -c` and the README's commands verbatim.
+//! - `raw`: exact bytes over a `TcpStream`, for the requests curl would never send.
+//! - `response`: the [`Response`] both of those return, and its assertions.
+//! - `wait`: bounded polling and the upper bounds tests wait for the server with.
+//! - `bytes`: reproducible test data, and comparing and previewing byte strings.
+//!
+//! Every [`Response`] carries the exact command (or bytes) and curl's stderr that produced it,
+//! and a failing test prints the server's log.
+
+mod bytes;
+mod curl;
+pub mod raw;
+mod response;
+mod server;
+mod wait;
+
+pub use bytes::{assert_same_bytes, preview, random_bytes};
+pub use response::Response;
+pub use server::{RESERVED_PREFIX, Server, TempDir, server_binary};
+pub use wait::{SETTLE_TIMEOUT, UPLOAD_START_TIMEOUT, wait_until};
