@@ -77,12 +77,12 @@ fn bearer_token(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares without stopping at the first difference; only the length leaks.
+/// Compares without stopping at the first difference; only the length leaks. `subtle` keeps
+/// the optimiser from turning a hand-written fold into an early exit (it hides the values
+/// behind an optimisation barrier), which a plain `==` or fold does not promise.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 #[cfg(test)]
