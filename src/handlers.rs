@@ -2,18 +2,17 @@
 //! request and the storage meet: it reads headers, calls one storage operation, and returns a
 //! [`Response`] value (framing is the HTTP layer's job).
 
-use crate::api::{self, Op};
+use crate::api::{self, Op, OpKind};
 use crate::auth::{Access, Tokens};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::listing::{Form, HTML_POLICY, ListingBody};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::probes::ProbeState;
 use crate::range::{self, RangeChoice};
 use crate::storage::{Conditions, Naming, Opened, RelPath, Storage, VersionTest};
 use crate::time::{http_date, js_date, js_millis, js_number};
 use serde_json::json;
-use std::cell::Cell;
 use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -38,11 +37,6 @@ GET    /healthz  /readyz  /metrics
 
 /// Largest move request body (`{"path": ...}`), in bytes.
 pub const MAX_MOVE_BODY_BYTES: u64 = 64 * 1024;
-
-thread_local! {
-    /// The operation this worker is serving, for the metrics recorded when it completes.
-    static CURRENT_OP: Cell<usize> = const { Cell::new(metrics::OPS.len() - 1) };
-}
 
 /// The application: storage, tokens and metrics behind the HTTP layer.
 pub struct App {
@@ -77,22 +71,25 @@ impl App {
     }
 
     /// The operation a head asks for, if the head alone allows it: a parseable URL and, where
-    /// tokens protect it, the right token.
-    fn gate(&self, head: &Head) -> Result<Op, Error> {
-        let op = api::parse(&head.method, &head.target, head.header("content-type"))?;
-        CURRENT_OP.with(|c| c.set(metrics::op_index(op.label())));
+    /// tokens protect it, the right token. Also the operation's kind, whatever the outcome, so
+    /// the answer (a 401 too) is counted under it.
+    fn gate(&self, head: &Head) -> (Option<OpKind>, Result<Op, Error>) {
+        let op = match api::parse(&head.method, &head.target, head.header("content-type")) {
+            Ok(op) => op,
+            Err(e) => return (None, Err(e)),
+        };
+        let kind = Some(op.kind());
         if op.needs_auth() {
             match self.tokens.check(head.header("authorization")) {
-                Access::Denied => return Err(Error::Unauthorized),
+                Access::Denied => return (kind, Err(Error::Unauthorized)),
                 Access::ReadOnly if op.writes() => {
-                    return Err(Error::Forbidden {
-                        message: "the read-only token cannot write",
-                    });
+                    let message = "the read-only token cannot write";
+                    return (kind, Err(Error::Forbidden { message }));
                 }
                 _ => {}
             }
         }
-        Ok(op)
+        (kind, Ok(op))
     }
 
     /// `/readyz`: the storage was found writable recently, and a new request would be taken
@@ -123,9 +120,8 @@ impl App {
         })
     }
 
-    fn route(&self, req: &mut Request<'_>) -> Result<Response, Error> {
+    fn route(&self, op: Op, req: &mut Request<'_>) -> Result<Response, Error> {
         let head = req.head;
-        let op = self.gate(head)?;
         match op {
             Op::Alive | Op::Ready | Op::StorageHealth => self.probe(&op).unwrap_or(Err(Error::NotFound)),
             Op::Read { path } => self.read(head, &path),
@@ -320,27 +316,42 @@ impl App {
 
 impl Handler for App {
     fn handle(&self, req: &mut Request<'_>) -> Response {
-        CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
-        self.route(req)
-            .unwrap_or_else(|e| e.into_response(wants_json(req.head)))
+        let head = req.head;
+        let (kind, op) = self.gate(head);
+        let answer = op.and_then(|op| self.route(op, req));
+        labelled(kind, answer.unwrap_or_else(|e| e.into_response(wants_json(head))))
     }
 
     /// Probes, from the state the checker keeps; refusals a head alone decides (no such URL,
     /// no or a wrong token), so an unauthenticated client never holds a worker.
     fn answer_early(&self, head: &Head) -> Option<Response> {
-        CURRENT_OP.with(|c| c.set(metrics::OPS.len() - 1));
-        let answer = match self.gate(head) {
+        let (kind, op) = self.gate(head);
+        let answer = match op {
             Err(e) => Err(e),
             Ok(op) => self.probe(&op)?,
         };
-        Some(answer.unwrap_or_else(|e| e.into_response(wants_json(head))))
+        Some(labelled(
+            kind,
+            answer.unwrap_or_else(|e| e.into_response(wants_json(head))),
+        ))
+    }
+
+    fn label(&self, head: &Head) -> Option<&'static str> {
+        let op = api::parse(&head.method, &head.target, head.header("content-type")).ok()?;
+        Some(op.kind().label())
     }
 
     fn completed(&self, x: &Exchange<'_>) {
-        // Taken and reset, so a request refused before routing (bad framing) on this worker
-        // is counted as "other", not as the operation this worker served before.
-        let op = CURRENT_OP.with(|c| c.replace(metrics::OPS.len() - 1));
+        let op = x.label.and_then(OpKind::from_label);
         self.metrics.record(op, x.status, x.bytes_in, x.bytes_out, x.duration);
+    }
+}
+
+/// `resp` labelled with the kind of operation it answered, if the URL named one.
+fn labelled(kind: Option<OpKind>, resp: Response) -> Response {
+    match kind {
+        Some(kind) => resp.labelled(kind.label()),
+        None => resp,
     }
 }
 

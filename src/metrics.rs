@@ -3,16 +3,15 @@
 //! Labels are drawn only from fixed sets (operation names, status classes), so no file name,
 //! token or body can ever reach a metric, and the memory used is constant.
 
+use crate::api::OpKind;
 use crate::http::Stats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Operation labels, in index order.
-pub const OPS: [&str; 14] = [
-    "health", "read", "wc", "check", "upload", "append", "move", "delete", "options", "index", "healthz", "readyz",
-    "metrics", "other",
-];
+/// Request counters per operation kind ([`OpKind::ALL`], in order), then one for requests
+/// that named no operation (an unknown URL, a head the HTTP layer refused): "other".
+const OP_SLOTS: usize = OpKind::ALL.len() + 1;
 /// Status classes, in index order.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Upper bounds of the request duration histogram buckets, in seconds.
@@ -21,7 +20,7 @@ const BUCKETS_SECS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 /// The service's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; CLASSES.len()]; OPS.len()],
+    requests: [[AtomicU64; CLASSES.len()]; OP_SLOTS],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     duration_buckets: [AtomicU64; BUCKETS_SECS.len()],
@@ -29,16 +28,17 @@ pub struct Metrics {
     duration_micros: AtomicU64,
 }
 
-/// The index of an operation label in [`OPS`] ("other" for unknown ones).
-pub fn op_index(label: &str) -> usize {
-    OPS.iter().position(|&o| o == label).unwrap_or(OPS.len() - 1)
+/// The label of each counter slot.
+fn slot_label(slot: usize) -> &'static str {
+    OpKind::ALL.get(slot).map_or("other", |kind| kind.label())
 }
 
 impl Metrics {
-    /// Records one finished request.
-    pub fn record(&self, op: usize, status: u16, bytes_in: u64, bytes_out: u64, duration: Duration) {
+    /// Records one finished request of kind `op` (`None`: it named no operation).
+    pub fn record(&self, op: Option<OpKind>, status: u16, bytes_in: u64, bytes_out: u64, duration: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[op.min(OPS.len() - 1)][class].fetch_add(1, Ordering::Relaxed);
+        let slot = op.map_or(OP_SLOTS - 1, |op| op as usize);
+        self.requests[slot][class].fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         let secs = duration.as_secs_f64();
@@ -58,7 +58,8 @@ impl Metrics {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         out.push_str("# HELP http_nas_requests_total Requests served, by operation and status class.\n");
         out.push_str("# TYPE http_nas_requests_total counter\n");
-        for (op, row) in OPS.iter().zip(&self.requests) {
+        for (slot, row) in self.requests.iter().enumerate() {
+            let op = slot_label(slot);
             for (class, count) in CLASSES.iter().zip(row) {
                 let _ = writeln!(
                     out,
@@ -156,8 +157,8 @@ mod tests {
     #[test]
     fn counts_show_in_exposition() {
         let m = Metrics::default();
-        m.record(op_index("upload"), 200, 10, 2, Duration::from_millis(3));
-        m.record(op_index("nonsense"), 404, 0, 5, Duration::from_secs(200));
+        m.record(Some(OpKind::Upload), 200, 10, 2, Duration::from_millis(3));
+        m.record(None, 404, 0, 5, Duration::from_secs(200));
         let text = m.render(&Stats::default(), Some(42));
         assert!(text.contains("http_nas_requests_total{op=\"upload\",status=\"2xx\"} 1\n"));
         assert!(text.contains("http_nas_requests_total{op=\"other\",status=\"4xx\"} 1\n"));
@@ -165,5 +166,21 @@ mod tests {
         assert!(text.contains("http_nas_request_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("http_nas_request_duration_seconds_count 2\n"));
         assert!(text.contains("http_nas_storage_free_bytes 42\n"));
+    }
+
+    #[test]
+    fn every_kind_has_its_own_slot_and_label() {
+        for (slot, &kind) in OpKind::ALL.iter().enumerate() {
+            assert_eq!(kind as usize, slot, "{kind:?}");
+            assert_eq!(slot_label(slot), kind.label());
+            assert_eq!(OpKind::from_label(kind.label()), Some(kind));
+        }
+        assert_eq!(slot_label(OP_SLOTS - 1), "other");
+        let text = Metrics::default().render(&Stats::default(), None);
+        let rows = text
+            .lines()
+            .filter(|l| l.starts_with("http_nas_requests_total{"))
+            .count();
+        assert_eq!(rows, OP_SLOTS * CLASSES.len());
     }
 }

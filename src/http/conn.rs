@@ -129,23 +129,23 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     }
     let expectation = head.header("expect");
     if expectation.is_some_and(|v| !v.eq_ignore_ascii_case("100-continue")) {
-        let resp = Refusal::Expectation.response();
-        finish(stream, remote, &head, resp, (false, 0, started), shared);
+        let resp = refusal_of(&head, Refusal::Expectation, shared);
+        finish(stream, remote, &head, resp, Served::refused(started), shared);
         return Next::Close;
     }
     let framing = match choose_framing(&head) {
         Ok(f) => f,
         Err(e) => {
-            let resp = Refusal::Framing(e).response();
-            finish(stream, remote, &head, resp, (false, 0, started), shared);
+            let resp = refusal_of(&head, Refusal::Framing(e), shared);
+            finish(stream, remote, &head, resp, Served::refused(started), shared);
             return Next::Close;
         }
     };
     if let (Framing::Length(n), Some(limit)) = (framing, shared.config.max_body)
         && n > limit
     {
-        let resp = Refusal::DeclaredTooLarge { length: n, limit }.response();
-        if finish(stream, remote, &head, resp, (false, 0, started), shared) {
+        let resp = refusal_of(&head, Refusal::DeclaredTooLarge { length: n, limit }, shared);
+        if finish(stream, remote, &head, resp, Served::refused(started), shared) {
             drain_before_close(stream);
         }
         return Next::Close;
@@ -164,7 +164,18 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     let abandoned = body.abandoned();
     let bytes_in = body.received();
     let keep_alive = body_done && !resp.close && !head.wants_close() && !shared.stopping.load(Ordering::Relaxed);
-    let written = finish(stream, remote, &head, resp, (keep_alive, bytes_in, started), shared);
+    let written = finish(
+        stream,
+        remote,
+        &head,
+        resp,
+        Served {
+            keep_alive,
+            bytes_in,
+            started,
+        },
+        shared,
+    );
     if keep_alive && written {
         return Next::KeepAlive;
     }
@@ -204,16 +215,53 @@ fn drain_before_close(stream: &TcpStream) {
     }
 }
 
+/// The HTTP layer's own answer to a request whose head parsed, labelled with what the
+/// request asked for.
+fn refusal_of(head: &Head, refusal: Refusal, shared: &Shared) -> Response {
+    let resp = refusal.response();
+    match shared.handler.label(head) {
+        Some(label) => resp.labelled(label),
+        None => resp,
+    }
+}
+
+/// How a request was served, for the response that ends it.
+struct Served {
+    /// The connection may carry another request after this response.
+    keep_alive: bool,
+    /// Body bytes received.
+    bytes_in: u64,
+    /// When the head was complete.
+    started: Instant,
+}
+
+impl Served {
+    /// A request refused before its body was read: the connection closes after the answer.
+    fn refused(started: Instant) -> Self {
+        Served {
+            keep_alive: false,
+            bytes_in: 0,
+            started,
+        }
+    }
+}
+
 /// Writes the response, logs the access line and reports the exchange; true if written.
 fn finish(
     stream: &TcpStream,
     remote: SocketAddr,
     head: &Head,
     resp: Response,
-    (keep_alive, bytes_in, started): (bool, u64, Instant),
+    served: Served,
     shared: &Shared,
 ) -> bool {
+    let Served {
+        keep_alive,
+        bytes_in,
+        started,
+    } = served;
     let status = resp.status;
+    let label = resp.label;
     let head_only = head.method == "HEAD";
     let result = write_response(stream, resp, keep_alive, head_only);
     let duration = started.elapsed();
@@ -230,6 +278,7 @@ fn finish(
     );
     shared.handler.completed(&Exchange {
         method: &head.method,
+        label,
         status,
         bytes_in,
         bytes_out,

@@ -73,6 +73,9 @@ pub struct Request<'a> {
 pub struct Exchange<'a> {
     /// Request method.
     pub method: &'a str,
+    /// What the handler said it served ([`Response::labelled`]); `None` for a request the
+    /// HTTP layer refused itself.
+    pub label: Option<&'static str>,
     /// Status sent.
     pub status: u16,
     /// Body bytes received.
@@ -93,6 +96,12 @@ pub trait Handler: Send + Sync + 'static {
     /// or touch the disk. The answer is sent without reading the body and the connection is
     /// closed, so such a request never holds a worker or waits for a worker.
     fn answer_early(&self, _head: &Head) -> Option<Response> {
+        None
+    }
+    /// The label of what `head` asks for ([`Response::labelled`]), for the answers the HTTP
+    /// layer gives itself after a head parsed (refused framing, say), so they are counted
+    /// under the request's own operation.
+    fn label(&self, _head: &Head) -> Option<&'static str> {
         None
     }
     /// Called after each response is written (or failed to be).

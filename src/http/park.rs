@@ -357,7 +357,7 @@ pub(crate) fn answer_and_close(
 ) {
     let started = Instant::now();
     let _ = stream.set_nonblocking(writing == Writing::NonBlocking);
-    let status = resp.status;
+    let (status, label) = (resp.status, resp.label);
     let (bytes, body_len) = closing_bytes(&resp, head.method == "HEAD");
     let sent = (&*stream).write_all(&bytes).is_ok();
     let _ = stream.set_nonblocking(true);
@@ -370,6 +370,7 @@ pub(crate) fn answer_and_close(
     );
     shared.handler.completed(&Exchange {
         method: &head.method,
+        label,
         status,
         bytes_in: 0,
         bytes_out: if sent { body_len } else { 0 },

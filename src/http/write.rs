@@ -84,6 +84,9 @@ pub struct Response {
     pub body: ResponseBody,
     /// When true the connection is closed after this response even if the client would keep it.
     pub close: bool,
+    /// What the handler served, a fixed label the HTTP layer hands back in the
+    /// [`super::Exchange`] (for metrics) and never interprets.
+    pub label: Option<&'static str>,
 }
 
 impl Response {
@@ -94,6 +97,7 @@ impl Response {
             headers: Vec::new(),
             body,
             close: false,
+            label: None,
         }
     }
 
@@ -135,6 +139,12 @@ impl Response {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Labels the response with what it answered (see [`Response::label`]).
+    pub fn labelled(mut self, label: &'static str) -> Self {
+        self.label = Some(label);
+        self
     }
 
     /// Marks the connection to be closed after this response.
