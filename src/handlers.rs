@@ -4,16 +4,17 @@
 
 use crate::api::{self, Op, OpKind};
 use crate::auth::{Access, Tokens};
+use crate::conditional::{self, ReadAnswer, ReadConditions, Validators};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::listing::{Form, HTML_POLICY, ListingBody};
 use crate::metrics::Metrics;
 use crate::probes::ProbeState;
-use crate::range::{self, RangeChoice};
+use crate::range::RangeChoice;
 use crate::storage::{Conditions, Naming, Opened, RelPath, Storage, VersionTest};
-use crate::time::{http_date, js_date, js_millis, js_number};
+use crate::time::{js_date, js_millis, js_number};
 use serde_json::json;
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -172,71 +173,33 @@ impl App {
 
     fn read(&self, head: &Head, path: &RelPath) -> Result<Response, Error> {
         match self.storage.open_read(path)? {
-            Opened::File { file, meta, len: size } => {
-                let etag = etag(&meta, size);
-                let last_modified = meta.modified().map(http_date).unwrap_or_default();
-                let mut resp = if head.header("if-none-match").is_some_and(|v| etag_matches(v, &etag)) {
-                    Response::new(304, ResponseBody::Empty)
-                } else {
-                    // If-Range: serve the range only if the file is still the version the
-                    // client has part of; otherwise the whole (new) file.
-                    let same_version = head
-                        .header("if-range")
-                        .is_none_or(|v| v == etag || (v == last_modified && !v.is_empty()));
-                    let wanted = head.header("range").filter(|_| same_version);
-                    match range::choose(wanted, size) {
-                        RangeChoice::Full => Response::new(
-                            200,
-                            ResponseBody::File {
-                                file,
-                                offset: 0,
-                                len: size,
-                            },
-                        ),
-                        RangeChoice::Partial { start, len } => Response::new(
-                            206,
-                            ResponseBody::File {
-                                file,
-                                offset: start,
-                                len,
-                            },
-                        )
-                        .with_header("Content-Range", format!("bytes {start}-{}/{size}", start + len - 1)),
-                        RangeChoice::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
-                    }
-                };
-                if resp.status != 304
-                    && let Some(kind) = content_type(&path.to_string())
-                {
-                    resp = resp.with_header("Content-Type", kind);
-                }
-                Ok(resp
-                    .with_header("ETag", etag)
-                    .with_header("Last-Modified", last_modified)
-                    .with_header("Accept-Ranges", "bytes"))
-            }
-            Opened::Dir(_) => {
-                let listing = self.storage.list(path)?;
-                let (form, content_type) = if wants_json(head) {
-                    (Form::Json, "application/json")
-                } else if wants_html(head) {
-                    let raw = std::os::unix::ffi::OsStrExt::as_bytes(path.as_path().as_os_str()).to_vec();
-                    (Form::Html { path: raw }, "text/html; charset=utf-8")
-                } else {
-                    // The seed's format: bare names, one per line (clients split it on whitespace).
-                    (Form::Plain, "text/plain; charset=utf-8")
-                };
-                let body = ResponseBody::Stream(Box::new(ListingBody::new(listing, form)));
-                let mut resp = Response::new(200, body).with_header("Content-Type", content_type);
-                if content_type.starts_with("text/html") {
-                    resp = resp
-                        .with_header("Content-Security-Policy", HTML_POLICY)
-                        .with_header("X-Content-Type-Options", "nosniff");
-                }
-                // An HTTP/1.0 client cannot take chunks: the connection's end ends the body.
-                Ok(if head.minor_version == 0 { resp.closing() } else { resp })
-            }
+            Opened::File { file, meta, len } => serve_file(head, path, file, &meta, len),
+            Opened::Dir(_) => self.list_dir(head, path),
         }
+    }
+
+    /// A directory's listing: bare names (the seed's format), JSON, or the browse page,
+    /// streamed.
+    fn list_dir(&self, head: &Head, path: &RelPath) -> Result<Response, Error> {
+        let listing = self.storage.list(path)?;
+        let (form, content_type) = if wants_json(head) {
+            (Form::Json, "application/json")
+        } else if wants_html(head) {
+            let raw = std::os::unix::ffi::OsStrExt::as_bytes(path.as_path().as_os_str()).to_vec();
+            (Form::Html { path: raw }, "text/html; charset=utf-8")
+        } else {
+            // The seed's format: bare names, one per line (clients split it on whitespace).
+            (Form::Plain, "text/plain; charset=utf-8")
+        };
+        let body = ResponseBody::Stream(Box::new(ListingBody::new(listing, form)));
+        let mut resp = Response::new(200, body).with_header("Content-Type", content_type);
+        if content_type.starts_with("text/html") {
+            resp = resp
+                .with_header("Content-Security-Policy", HTML_POLICY)
+                .with_header("X-Content-Type-Options", "nosniff");
+        }
+        // An HTTP/1.0 client cannot take chunks: the connection's end ends the body.
+        Ok(if head.minor_version == 0 { resp.closing() } else { resp })
     }
 
     /// The stat of a file or directory as Node's `fs.Stats` serialises (`JSON.stringify`): its
@@ -347,6 +310,34 @@ impl Handler for App {
     }
 }
 
+/// A file's bytes, all or a range, or 304, with its validators: what the conditional fields
+/// of the request decide ([`conditional::decide`]).
+fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u64) -> Result<Response, Error> {
+    let validators = Validators::of(meta, size);
+    let conditions = ReadConditions {
+        if_none_match: head.header("if-none-match"),
+        if_range: head.header("if-range"),
+        range: head.header("range"),
+    };
+    let file_part = |status, offset, len| Response::new(status, ResponseBody::File { file, offset, len });
+    let resp = match conditional::decide(conditions, &validators, size) {
+        ReadAnswer::NotModified => Response::new(304, ResponseBody::Empty),
+        ReadAnswer::Send(RangeChoice::Full) => file_part(200, 0, size),
+        ReadAnswer::Send(RangeChoice::Partial { start, len }) => {
+            file_part(206, start, len).with_header("Content-Range", format!("bytes {start}-{}/{size}", start + len - 1))
+        }
+        ReadAnswer::Send(RangeChoice::Unsatisfiable) => return Err(Error::RangeNotSatisfiable { size }),
+    };
+    let resp = match content_type(&path.to_string()) {
+        Some(kind) if resp.status != 304 => resp.with_header("Content-Type", kind),
+        _ => resp,
+    };
+    Ok(resp
+        .with_header("ETag", validators.etag)
+        .with_header("Last-Modified", validators.last_modified)
+        .with_header("Accept-Ranges", "bytes"))
+}
+
 /// `resp` labelled with the kind of operation it answered, if the URL named one.
 fn labelled(kind: Option<OpKind>, resp: Response) -> Response {
     match kind {
@@ -387,7 +378,7 @@ fn move_target(body: &[u8]) -> Result<RelPath, Error> {
 /// The `If-Match` test of a write (the file still has one of the listed ETags), if given.
 fn if_match(head: &Head) -> Option<impl Fn(&Metadata, u64) -> bool + '_> {
     let wanted = head.header("if-match")?;
-    Some(move |meta: &Metadata, len: u64| etag_matches(wanted, &etag(meta, len)))
+    Some(move |meta: &Metadata, len: u64| conditional::still_matches(wanted, meta, len))
 }
 
 /// The `Upload-Offset` precondition of an append, if given.
@@ -403,20 +394,6 @@ fn upload_offset(head: &Head) -> Result<Option<u64>, Error> {
     value.parse().map(Some).map_err(|_| Error::BadRequest {
         message: "Upload-Offset is too large".into(),
     })
-}
-
-/// A strong validator from inode, the length served (see `Opened::File`) and modification time.
-fn etag(meta: &Metadata, len: u64) -> String {
-    let nanos = meta.mtime().wrapping_mul(1_000_000_000).wrapping_add(meta.mtime_nsec());
-    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), len, nanos)
-}
-
-/// True when an `If-None-Match` value lists `etag` (or is `*`).
-fn etag_matches(header: &str, etag: &str) -> bool {
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
 }
 
 /// Content-Type from the file extension, for well-known types only and without a charset the
@@ -477,14 +454,6 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-    }
-
-    #[test]
-    fn etag_matching() {
-        assert!(etag_matches("\"a\"", "\"a\""));
-        assert!(etag_matches("\"b\", \"a\"", "\"a\""));
-        assert!(etag_matches("*", "\"a\""));
-        assert!(!etag_matches("\"b\"", "\"a\""));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod conditional;
 mod config;
 mod error;
 mod handlers;

@@ -33,13 +33,10 @@ pub fn choose(header: Option<&str>, size: u64) -> RangeChoice {
     };
     match (first.trim().is_empty(), number(first), number(last)) {
         // bytes=-N: the last N bytes.
+        // Of nothing, or of an empty file, no byte can be sent (RFC 9110 §14.1.1).
         (true, _, Some(n)) => match n {
             0 => RangeChoice::Unsatisfiable,
-            n if size == 0 => RangeChoice::Partial {
-                start: 0,
-                len: n.min(size),
-            }
-            .nonempty(),
+            _ if size == 0 => RangeChoice::Unsatisfiable,
             n => RangeChoice::Partial {
                 start: size - n.min(size),
                 len: n.min(size),
@@ -69,15 +66,6 @@ pub fn choose(header: Option<&str>, size: u64) -> RangeChoice {
         }
         // Syntactically invalid: ignore the header, as the RFC says.
         _ => RangeChoice::Full,
-    }
-}
-
-impl RangeChoice {
-    fn nonempty(self) -> Self {
-        match self {
-            RangeChoice::Partial { len: 0, .. } => RangeChoice::Unsatisfiable,
-            other => other,
-        }
     }
 }
 
