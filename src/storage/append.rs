@@ -15,7 +15,7 @@
 
 use super::conditions::Conditions;
 use super::dir::{Access, Dir};
-use super::journal::{self, Record};
+use super::journal::{self, Uncommitted};
 use super::lock::{self, Held};
 use super::root::Root;
 use super::temp::{Spool, TempFile};
@@ -132,31 +132,15 @@ fn append_locked(dir: &Dir, held: &mut Held, spool: &Spool, conditions: &Conditi
     Ok(before)
 }
 
-/// Under `held`'s lock: record, write, sync, unrecord. On failure the file goes back to
-/// `before` bytes; if even that fails, the record stays for the next holder to roll back.
+/// Under `held`'s lock: record, write at `before`, sync, commit; any failure on the way puts
+/// the file back to `before` bytes ([`Uncommitted`]).
 fn write_locked(dir: &Dir, held: &Held, spool: &Spool, before: u64, fsync: bool) -> Result<()> {
-    let record = Record::new(&held.meta, before)?;
-    journal::write(dir, &record, fsync)?;
-    let written = spool
+    let append = Uncommitted::begin(dir, &held.file, &held.meta, before, fsync)?;
+    spool
         .write_at(held, before)
-        .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) });
-    if let Err(e) = written {
-        let undone = held.file.set_len(before).and_then(|()| held.file.sync_data());
-        match undone {
-            Ok(()) => journal::remove(dir, record.ino(), fsync)?,
-            Err(undo) => log::error!("could not roll back a failed append (the next writer will): {undo}"),
-        }
-        return Err(StorageError::from_io(e));
-    }
-    // Only once the record's removal is durable is the append committed; if that fails, undo
-    // it, so that the error the client gets is true (and a retry does not append twice).
-    if let Err(e) = journal::remove(dir, record.ino(), fsync) {
-        if let Err(undo) = held.file.set_len(before).and_then(|()| held.file.sync_data()) {
-            log::error!("could not undo an append whose commit failed: {undo}");
-        }
-        return Err(e);
-    }
-    Ok(())
+        .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) })
+        .map_err(StorageError::from_io)?;
+    append.commit()
 }
 
 #[cfg(test)]
@@ -226,8 +210,10 @@ mod tests {
         fs::write(dir.join(path), b"whole\n").unwrap();
         let handle = Dir::open(&dir).unwrap();
         let meta = fs::metadata(dir.join(path)).unwrap();
-        // A dead appender: record written, part of a body appended, never cleaned up.
-        journal::write(&handle, &Record::new(&meta, 6).unwrap(), false).unwrap();
+        // A dead appender: record written, part of a body appended, never cleaned up (its
+        // guard never ran: the process died).
+        let file = fs::File::open(dir.join(path)).unwrap();
+        std::mem::forget(Uncommitted::begin(&handle, &file, &meta, 6, false).unwrap());
         std::io::Write::write_all(
             &mut fs::OpenOptions::new().append(true).open(dir.join(path)).unwrap(),
             b"hal",

@@ -172,9 +172,66 @@ pub fn committed_len(dir: &Dir, meta: &Metadata) -> Result<u64> {
     })
 }
 
+/// An append between its crash record and its commit, under the file's exclusive lock: the
+/// guard that makes it all or nothing, as [`super::temp::TempFile`] is for a new file.
+///
+/// [`Uncommitted::begin`] makes the record durable before any byte of the append is written;
+/// [`Uncommitted::commit`] removes it, durably, which is the commit point. Dropped before
+/// that (a failed write or sync, a failed commit, a panic), it puts the file back to its size
+/// before and removes the record; if even the rollback fails, the record stays, and the next
+/// holder of the lock rolls the file back ([`settle`]), exactly as after a crash.
+pub struct Uncommitted<'a> {
+    dir: &'a Dir,
+    file: &'a File,
+    record: Record,
+    fsync: bool,
+    committed: bool,
+}
+
+impl<'a> Uncommitted<'a> {
+    /// Records that `file` (metadata `meta`, in `dir`) is about to grow from `before` bytes.
+    /// Call under its exclusive lock, after [`settle`].
+    pub fn begin(dir: &'a Dir, file: &'a File, meta: &Metadata, before: u64, fsync: bool) -> Result<Self> {
+        let record = Record::new(meta, before)?;
+        write(dir, &record, fsync)?;
+        Ok(Uncommitted {
+            dir,
+            file,
+            record,
+            fsync,
+            committed: false,
+        })
+    }
+
+    /// Commits the append: removes the record, durably with `fsync`. On failure the guard
+    /// rolls back, so the error the client gets is true (and its retry does not append twice).
+    pub fn commit(mut self) -> Result<()> {
+        remove(self.dir, self.record.ino(), self.fsync)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Uncommitted<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let before = self.record.before;
+        match self.file.set_len(before).and_then(|()| self.file.sync_data()) {
+            Ok(()) => {
+                if let Err(e) = remove(self.dir, self.record.ino(), self.fsync) {
+                    log::warn!("rolled back an append; its crash record stays for the next writer: {e}");
+                }
+            }
+            Err(e) => log::error!("could not roll back an append (the next writer will): {e}"),
+        }
+    }
+}
+
 /// Writes `record` (exclusively: a leftover there must be settled first), durably with
 /// `fsync` (the record's data, then its name in the directory), before any byte of the append.
-pub fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<()> {
+fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<()> {
     let name = name_for(record.ino());
     let name = OsStr::new(&name);
     let mut file: File = dir.create_new(name).map_err(StorageError::from_io)?;
@@ -190,7 +247,7 @@ pub fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<()> {
 
 /// Removes the record for inode `ino` (the append is whole, or rolled back), durably with
 /// `fsync`: a record that came back after a power cut would undo an acknowledged append.
-pub fn remove(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
+fn remove(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
     match dir.remove_file(OsStr::new(&name_for(ino))) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -273,5 +330,33 @@ mod tests {
             "no birth time: inode decides"
         );
         assert!(!a.matches(&FileId { ino: 13, ..a.clone() }));
+    }
+
+    #[test]
+    fn an_uncommitted_append_rolls_back_and_a_committed_one_stays() {
+        let dir_path = crate::storage::test_dir("journal-guard");
+        let dir = Dir::open(&dir_path).unwrap();
+        let path = dir_path.join("f");
+        std::fs::write(&path, b"whole\n").unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let record_there = || dir_path.join(name_for(meta.ino())).exists();
+        for commit in [false, true] {
+            let before = file.metadata().unwrap().len();
+            let append = Uncommitted::begin(&dir, &file, &meta, before, true).unwrap();
+            assert!(record_there(), "the record is written before any byte");
+            std::os::unix::fs::FileExt::write_all_at(&file, b"more\n", before).unwrap();
+            if commit {
+                append.commit().unwrap();
+            } else {
+                drop(append);
+            }
+            assert!(!record_there(), "commit={commit}: the record is gone either way");
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"whole\nmore\n",
+            "only the committed append stays"
+        );
     }
 }
