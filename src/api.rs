@@ -1,4 +1,4 @@
-//! The URL surface of API.md: method + request target (+ Content-Type) → an [`Op`]. Pure: no
+//! The URL surface of docs/API.md: method + request target (+ Content-Type) → an [`Op`]. Pure: no
 //! I/O, so every route is unit-tested in the table below.
 //!
 //! Names after `/file/` are percent-decoded exactly once (the Node original decoded twice).

@@ -1,5 +1,5 @@
 //! The one error type requests can end in, and its mapping to a status code and the JSON body
-//! `{"error": kind, "message": text}` that API.md promises.
+//! `{"error": kind, "message": text}` that docs/API.md promises.
 //!
 //! Messages name what went wrong and why, never an absolute server path, a token or a body.
 

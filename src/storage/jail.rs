@@ -319,7 +319,7 @@ pub fn resolve(root: &Root, rel: &Path, final_link: FinalLink) -> Result<PathBuf
                 real.push(name);
                 let link: PathBuf = real.iter().collect();
                 // The link itself is acted on, but one leading outside is refused all the same
-                // (API.md: 403), even for a delete; a dangling one is a name like any other.
+                // (docs/API.md: 403), even for a delete; a dangling one is a name like any other.
                 return match resolve(root, &link, FinalLink::Follow) {
                     Ok(_) | Err(StorageError::NotFound) => Ok(link),
                     Err(e) => Err(e),

@@ -1,7 +1,7 @@
 //! Clients that misbehave, over raw TCP: vanishing mid-upload, lying about lengths, broken or
 //! ambiguous framing, oversized heads, idle and half-sent connections.
 //!
-//! Each test checks the two promises API.md makes about such clients. First, the data: an upload
+//! Each test checks the two promises docs/API.md makes about such clients. First, the data: an upload
 //! that fails leaves the target byte-identical and no `.http-nas-` temp file behind (the server
 //! notices a vanished client asynchronously, so that is polled for, up to a few seconds). Second,
 //! the framing: a request the server cannot frame gets one error response and a closed

@@ -6,7 +6,7 @@
 //! resume, `curl -I` must really show the headers), and through a raw socket only where the
 //! bytes themselves matter (a HEAD response must carry no body). Expected values come from
 //! outside the server: the bytes the test wrote, `date -u` for listing times, the metric names
-//! API.md documents.
+//! docs/API.md documents.
 
 use std::fs;
 use std::process::Command;
@@ -492,7 +492,7 @@ const UPLOADS_2XX: &str = r#"http_nas_requests_total{op="upload",status="2xx"}"#
 const READS_4XX: &str = r#"http_nas_requests_total{op="read",status="4xx"}"#;
 const BYTES_IN: &str = r#"http_nas_body_bytes_total{direction="in"}"#;
 
-/// Metric families API.md promises, by name prefix.
+/// Metric families docs/API.md promises, by name prefix.
 const METRIC_FAMILIES: &[&str] = &[
     "http_nas_requests_total",
     "http_nas_body_bytes_total",

@@ -1,4 +1,4 @@
-//! The path jail: no request reaches outside the storage root, and names mean what API.md says.
+//! The path jail: no request reaches outside the storage root, and names mean what docs/API.md says.
 //!
 //! The root is `<temp>/root`; `<temp>` holds two sentinels, `secret.txt` and `victim.txt`. Every
 //! verb is sent every spelling of "outside" we know (encoded and raw `..`, double encoding,
@@ -19,7 +19,7 @@ use crate::support::{RESERVED_PREFIX, Response, Server};
 const SECRET: &str = "secret";
 const VICTIM: &str = "victim";
 
-/// Spellings that decode (once) to a path API.md refuses with 400; relative to `/file/`,
+/// Spellings that decode (once) to a path docs/API.md refuses with 400; relative to `/file/`,
 /// each reaching `<temp>/secret.txt` if the server resolved it naively.
 const REFUSED: &[&str] = &[
     "..%2Fsecret.txt",

@@ -1,10 +1,10 @@
 //! Compatibility with the original Node.js http-nas (the seed), as its users call it.
 //!
-//! API.md promises that every job script written against the seed keeps working, so the README's
+//! docs/API.md promises that every job script written against the seed keeps working, so the README's
 //! commands run here verbatim through `sh` (only the host `http://http-nas:3000` is replaced), and
 //! the assertions of the seed's own test suite are ported one behaviour per test, each test
 //! building the state the seed suite had reached at that point. Where the seed was wrong and
-//! API.md marks the behaviour **fixed** (double percent-decoding, counting an unterminated last
+//! docs/API.md marks the behaviour **fixed** (double percent-decoding, counting an unterminated last
 //! line), the tests pin the fixed behaviour.
 
 use crate::support::{Server, assert_same_bytes, random_bytes};
