@@ -20,7 +20,7 @@ use crate::pool::Pool;
 use crate::sys;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +31,46 @@ use std::time::{Duration, Instant};
 const MAX_POLL_WAIT_MS: u64 = 1000;
 /// Longest a connection accepted into the probe reserve may take to send its head.
 const RESERVE_WAIT: Duration = Duration::from_secs(2);
+
+/// The reactor's poll set, its slots named: the wake socket, then the listener while accepting,
+/// then each parked connection in the order of `Reactor::parked` at the time of the poll.
+#[derive(Default)]
+struct PollSet {
+    fds: Vec<sys::PollFd>,
+    listening: bool,
+}
+
+impl PollSet {
+    fn fill(&mut self, wake: RawFd, listener: Option<RawFd>, parked: impl Iterator<Item = RawFd>) {
+        self.fds.clear();
+        self.fds.push(sys::poll_entry(wake));
+        self.listening = listener.is_some();
+        self.fds.extend(listener.map(sys::poll_entry));
+        self.fds.extend(parked.map(sys::poll_entry));
+    }
+
+    fn first_parked(&self) -> usize {
+        1 + usize::from(self.listening)
+    }
+
+    fn wake_ready(&self) -> bool {
+        sys::poll_ready(&self.fds[0])
+    }
+
+    fn listener_ready(&self) -> bool {
+        self.listening && sys::poll_ready(&self.fds[1])
+    }
+
+    /// How many parked connections were polled.
+    fn parked_len(&self) -> usize {
+        self.fds.len() - self.first_parked()
+    }
+
+    /// Whether the `i`th polled parked connection is readable (or closed).
+    fn parked_ready(&self, i: usize) -> bool {
+        sys::poll_ready(&self.fds[self.first_parked() + i])
+    }
+}
 
 struct Parked {
     stream: TcpStream,
@@ -87,33 +127,30 @@ impl Reactor {
     /// Runs until the server is told to stop; then closes the listener and every parked
     /// connection and returns (queued requests are still served by the pool).
     pub(crate) fn run(mut self) -> Pool<Conn> {
-        let mut fds: Vec<sys::PollFd> = Vec::new();
+        let mut polled = PollSet::default();
         while !self.shared.stopping.load(Ordering::SeqCst) {
             let now = Instant::now();
-            let accepting = self.listener.is_some() && self.paused_until.is_none_or(|t| now >= t);
-            fds.clear();
-            fds.push(sys::poll_entry(self.wake.as_raw_fd()));
-            if let (true, Some(listener)) = (accepting, &self.listener) {
-                fds.push(sys::poll_entry(listener.as_raw_fd()));
-            }
-            let first_conn = fds.len();
-            fds.extend(self.parked.iter().map(|p| sys::poll_entry(p.stream.as_raw_fd())));
-            if let Err(e) = sys::poll(&mut fds, self.poll_wait_ms(now)) {
+            let accepting = self.paused_until.is_none_or(|t| now >= t);
+            let listener = self.listener.as_ref().filter(|_| accepting).map(|l| l.as_raw_fd());
+            let parked = self.parked.iter().map(|p| p.stream.as_raw_fd());
+            polled.fill(self.wake.as_raw_fd(), listener, parked);
+            if let Err(e) = sys::poll(&mut polled.fds, self.poll_wait_ms(now)) {
                 log::error!("poll failed: {e}");
                 std::thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
-            if sys::poll_ready(&fds[0]) {
+            if polled.wake_ready() {
                 self.drain_wake();
             }
             self.take_returned();
-            // Serve readable parked connections, walking backwards so swap_remove is safe.
-            for i in (0..fds.len() - first_conn).rev() {
-                if sys::poll_ready(&fds[first_conn + i]) {
+            // Serve readable parked connections, walking backwards so swap_remove is safe
+            // (connections parked since the poll come after the ones polled).
+            for i in (0..polled.parked_len()).rev() {
+                if polled.parked_ready(i) {
                     self.on_readable(i);
                 }
             }
-            if accepting && fds.len() > 1 && first_conn == 2 && sys::poll_ready(&fds[1]) {
+            if polled.listener_ready() {
                 self.accept_new();
             }
             self.expire(Instant::now());
