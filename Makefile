@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: run build test test-replicas test-airflow bench-replicas crash-test lint bench fuzz static image helm-check clean
+.PHONY: run build test test-replicas test-airflow bench-replicas crash-test lint bench bench-micro fuzz static image helm-check clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -53,6 +53,11 @@ bench:
 	$(CARGO) build --release --locked --target $(MUSL_TARGET)
 	benches/install-tools
 	BENCH_BINARY=$${BENCH_BINARY:-$(STATIC_BIN)} python3 benches/bench.py
+
+## bench-micro: divan micro-benchmarks of the hot paths, in memory, no server (benches/micro.rs):
+## line counter, request-body reader, head parsing, URL to operation
+bench-micro:
+	$(CARGO) bench --bench micro
 
 ## static: the shipped binary, static musl, checked to run alone as uid 65532
 MUSL_TARGET := x86_64-unknown-linux-musl
