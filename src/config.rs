@@ -2,6 +2,9 @@
 //!
 //! Every setting has a flag; the ones an operator sets in a pod spec also have an environment
 //! variable (the flag wins). Parsing is hand-written: a dozen flags do not need a crate.
+//!
+//! [`SETTINGS`] is the one place a setting is described: its flag, variables, default, value
+//! and help line. Both [`parse`] and [`help`] read it, so a default is written once.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,45 +55,6 @@ pub enum Command {
     Version,
 }
 
-/// The `--help` text.
-pub const HELP: &str = "\
-http-nas: shared storage for Kubernetes jobs over plain HTTP
-
-USAGE: http-nas [OPTIONS]
-
-OPTIONS (environment variable in brackets; the flag wins):
-  --listen ADDR            address to listen on [HTTP_NAS_LISTEN] (default 0.0.0.0:3000;
-                           with only PORT set, as the original read it: 0.0.0.0:PORT)
-  --storage DIR            storage root, an existing writable directory [STORAGE_PATH]
-                           (default /mnt/storage)
-  --workers N              worker threads, one per request in service [HTTP_NAS_WORKERS]
-                           (default 128: that many uploads and downloads at once)
-  --queue N                requests that may wait for a free worker; beyond it: 503
-                           [HTTP_NAS_QUEUE] (default 128)
-  --queue-timeout SECS     a request waiting longer than this for a worker gets 503
-                           [HTTP_NAS_QUEUE_TIMEOUT] (default 30)
-  --max-connections N      open connections at most, idle ones included; beyond it: 503
-                           [HTTP_NAS_MAX_CONNECTIONS] (default 1024)
-  --log-level LEVEL        error, warn, info, debug, trace or off [RUST_LOG] (default info)
-  --idle-timeout SECS      close idle keep-alive connections after this [HTTP_NAS_IDLE_TIMEOUT]
-                           (default 60)
-  --head-timeout SECS      time allowed to send a request head [HTTP_NAS_HEAD_TIMEOUT] (default 10)
-  --io-timeout SECS        a request whose client sends or reads nothing for this long is
-                           aborted (and its write rolled back) [HTTP_NAS_IO_TIMEOUT]
-                           (default 130: the original's 120 s, and some margin)
-  --shutdown-timeout SECS  on SIGTERM, wait this long for requests in flight
-                           [HTTP_NAS_SHUTDOWN_TIMEOUT] (default 25)
-  --max-body BYTES         largest request body, 0 for no limit [HTTP_NAS_MAX_BODY] (default 0)
-  --fsync true|false       fsync every write before answering [HTTP_NAS_FSYNC] (default true)
-  --token-file FILE        read-write bearer token from a file [HTTP_NAS_TOKEN_FILE];
-                           or the token itself in HTTP_NAS_TOKEN
-  --read-token-file FILE   read-only bearer token from a file [HTTP_NAS_READ_TOKEN_FILE];
-                           or the token itself in HTTP_NAS_READ_TOKEN
-  Durations are whole seconds from 1 to 86400 (a day).
-  -h, --help               print this help
-  -V, --version            print the version
-";
-
 /// Longest duration any setting takes, in seconds (a day): far beyond any sensible timeout,
 /// and far from where adding it to a clock could overflow.
 pub const MAX_DURATION_SECS: u64 = 86_400;
@@ -103,39 +67,387 @@ pub const MAX_CONNECTIONS: u64 = 1 << 20;
 
 /// Why the command line could not be used.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// An argument that is not an option (the text as given).
+    UnexpectedArgument(String),
+    /// An option at the end of the line, without its value (the text after `--`).
+    MissingValue(String),
+    /// An option no setting has (its name, without `--` or `=value`).
+    UnknownOption(String),
+    /// A value its setting refuses.
+    Invalid {
+        /// What the value was given as: the flag (also for its variable) or a fallback variable.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: Invalid,
+    },
+}
+
+/// What is wrong with a value; [`ConfigError::Invalid`] adds whose value it was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// Not of the form the setting takes: `what` says which (`a whole number`).
+    Expected { what: &'static str, got: String },
+    /// A number outside the setting's range; `unit` follows the maximum (`" seconds"` or `""`).
+    OutOfRange {
+        min: u64,
+        max: u64,
+        unit: &'static str,
+        got: u64,
+    },
+    /// A number in range that does not fit this machine's `usize`.
+    TooLarge,
+    /// A file that could not be read.
+    Unreadable { path: String, error: String },
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ConfigError::UnexpectedArgument(arg) => write!(f, "unexpected argument {arg:?}; see --help"),
+            ConfigError::MissingValue(flag) => write!(f, "--{flag} needs a value"),
+            ConfigError::UnknownOption(name) => write!(f, "unknown option --{name}; see --help"),
+            ConfigError::Invalid { name, problem } => match problem {
+                Invalid::Expected { what, got } => write!(f, "{name} must be {what}, got {got:?}"),
+                Invalid::OutOfRange { min, max, unit, got } => {
+                    write!(f, "{name} must be between {min} and {max}{unit}, got {got}")
+                }
+                Invalid::TooLarge => write!(f, "{name} is too large for this machine"),
+                Invalid::Unreadable { path, error } => write!(f, "cannot read {name} {path}: {error}"),
+            },
+        }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-/// (flag, environment variable) pairs of settings that take a value.
-const SETTINGS: [(&str, &str); 16] = [
-    ("listen", "HTTP_NAS_LISTEN"),
-    ("storage", "STORAGE_PATH"),
-    ("workers", "HTTP_NAS_WORKERS"),
-    ("queue", "HTTP_NAS_QUEUE"),
-    ("queue-timeout", "HTTP_NAS_QUEUE_TIMEOUT"),
-    ("max-connections", "HTTP_NAS_MAX_CONNECTIONS"),
-    ("log-level", "RUST_LOG"),
-    ("idle-timeout", "HTTP_NAS_IDLE_TIMEOUT"),
-    ("head-timeout", "HTTP_NAS_HEAD_TIMEOUT"),
-    ("io-timeout", "HTTP_NAS_IO_TIMEOUT"),
-    ("shutdown-timeout", "HTTP_NAS_SHUTDOWN_TIMEOUT"),
-    ("max-body", "HTTP_NAS_MAX_BODY"),
-    ("fsync", "HTTP_NAS_FSYNC"),
-    ("token-file", "HTTP_NAS_TOKEN_FILE"),
-    ("read-token-file", "HTTP_NAS_READ_TOKEN_FILE"),
-    ("token", "HTTP_NAS_TOKEN"),
+/// What a setting takes, and where it goes: each variant checks its kind of value once, for
+/// every setting of that kind, and hands the setter the checked value.
+#[derive(Clone, Copy)]
+pub enum Value {
+    /// A whole number from the first to the second bound that fits a `usize`.
+    Count(u64, u64, fn(&mut Config, usize)),
+    /// Whole seconds from 1 to [`MAX_DURATION_SECS`].
+    Secs(fn(&mut Config, Duration)),
+    /// Any whole number.
+    Number(fn(&mut Config, u64)),
+    /// `true`, `1`, `yes`, `on` or `false`, `0`, `no`, `off`.
+    Bool(fn(&mut Config, bool)),
+    /// Any text, as given.
+    Text(fn(&mut Config, &str)),
+    /// The path of a file, whose content the setter gets.
+    File(fn(&mut Config, String)),
+    /// Anything else, checked by its setter.
+    Other(fn(&mut Config, &str) -> Result<(), Invalid>),
+}
+
+/// A variable the original service read, in a format of its own: it ranks below the flag and
+/// the setting's own variable, and is checked whenever it is set, even when they win over it.
+#[derive(Clone, Copy)]
+pub struct Fallback {
+    /// The variable; its value is passed as it is, even empty (the setter says what that means).
+    pub env: &'static str,
+    /// For `--help`, after `; ` (within the default's brackets if there is one): must name `env`.
+    pub help: &'static str,
+    /// How its value is checked and stored.
+    pub value: Value,
+}
+
+/// One setting: everything [`parse`] and [`help`] know about it.
+#[derive(Clone, Copy)]
+pub struct Setting {
+    /// `--name`; also given as `--name=VALUE`.
+    pub flag: &'static str,
+    /// What `--help` calls its value.
+    pub metavar: &'static str,
+    /// What it does, for `--help`.
+    pub help: &'static str,
+    /// The variable used when the flag is not given (empty counts as unset).
+    pub env: Option<&'static str>,
+    /// A further variable, used when neither is set.
+    pub fallback: Option<Fallback>,
+    /// The value used when nothing is given (`None`: the field stays unset).
+    pub default: Option<&'static str>,
+    /// Why that default, for `--help` (`": …"`), or empty.
+    pub default_note: &'static str,
+    /// How the value is checked and stored.
+    pub value: Value,
+}
+
+/// Every setting that takes a value, in `--help` order.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        flag: "--listen",
+        metavar: "ADDR",
+        help: "address to listen on",
+        env: Some("HTTP_NAS_LISTEN"),
+        fallback: Some(Fallback {
+            env: "PORT",
+            help: "with only PORT set, as the original read it: 0.0.0.0:PORT",
+            value: Value::Other(set_port),
+        }),
+        default: Some("0.0.0.0:3000"),
+        default_note: "",
+        value: Value::Text(|c, v| c.listen = v.to_string()),
+    },
+    Setting {
+        flag: "--storage",
+        metavar: "DIR",
+        help: "storage root, an existing writable directory",
+        env: Some("STORAGE_PATH"),
+        fallback: None,
+        default: Some("/mnt/storage"),
+        default_note: "",
+        value: Value::Text(|c, v| c.storage = PathBuf::from(v)),
+    },
+    Setting {
+        flag: "--workers",
+        metavar: "N",
+        help: "worker threads, one per request in service",
+        env: Some("HTTP_NAS_WORKERS"),
+        fallback: None,
+        default: Some("128"),
+        default_note: ": that many uploads and downloads at once",
+        value: Value::Count(1, MAX_WORKERS, |c, n| c.workers = n),
+    },
+    Setting {
+        flag: "--queue",
+        metavar: "N",
+        help: "requests that may wait for a free worker; beyond it: 503",
+        env: Some("HTTP_NAS_QUEUE"),
+        fallback: None,
+        default: Some("128"),
+        default_note: "",
+        value: Value::Count(0, MAX_QUEUE, |c, n| c.queue = n),
+    },
+    Setting {
+        flag: "--queue-timeout",
+        metavar: "SECS",
+        help: "a request waiting longer than this for a worker gets 503",
+        env: Some("HTTP_NAS_QUEUE_TIMEOUT"),
+        fallback: None,
+        default: Some("30"),
+        default_note: "",
+        value: Value::Secs(|c, d| c.queue_timeout = d),
+    },
+    Setting {
+        flag: "--max-connections",
+        metavar: "N",
+        help: "open connections at most, idle ones included; beyond it: 503",
+        env: Some("HTTP_NAS_MAX_CONNECTIONS"),
+        fallback: None,
+        default: Some("1024"),
+        default_note: "",
+        value: Value::Count(1, MAX_CONNECTIONS, |c, n| c.max_connections = n),
+    },
+    Setting {
+        flag: "--log-level",
+        metavar: "LEVEL",
+        help: "error, warn, info, debug, trace or off",
+        env: Some("RUST_LOG"),
+        fallback: None,
+        default: Some("info"),
+        default_note: "",
+        value: Value::Other(set_log_level),
+    },
+    Setting {
+        flag: "--idle-timeout",
+        metavar: "SECS",
+        help: "close idle keep-alive connections after this",
+        env: Some("HTTP_NAS_IDLE_TIMEOUT"),
+        fallback: None,
+        default: Some("60"),
+        default_note: "",
+        value: Value::Secs(|c, d| c.idle_timeout = d),
+    },
+    Setting {
+        flag: "--head-timeout",
+        metavar: "SECS",
+        help: "time allowed to send a request head",
+        env: Some("HTTP_NAS_HEAD_TIMEOUT"),
+        fallback: None,
+        default: Some("10"),
+        default_note: "",
+        value: Value::Secs(|c, d| c.head_timeout = d),
+    },
+    Setting {
+        flag: "--io-timeout",
+        metavar: "SECS",
+        help: "a request whose client sends or reads nothing for this long is aborted (and its write \
+               rolled back)",
+        env: Some("HTTP_NAS_IO_TIMEOUT"),
+        fallback: None,
+        default: Some("130"),
+        default_note: ": the original's 120 s, and some margin",
+        value: Value::Secs(|c, d| c.io_timeout = d),
+    },
+    Setting {
+        flag: "--shutdown-timeout",
+        metavar: "SECS",
+        help: "on SIGTERM, wait this long for requests in flight",
+        env: Some("HTTP_NAS_SHUTDOWN_TIMEOUT"),
+        fallback: None,
+        default: Some("25"),
+        default_note: "",
+        value: Value::Secs(|c, d| c.shutdown_timeout = d),
+    },
+    Setting {
+        flag: "--max-body",
+        metavar: "BYTES",
+        help: "largest request body, 0 for no limit",
+        env: Some("HTTP_NAS_MAX_BODY"),
+        fallback: None,
+        default: Some("0"),
+        default_note: "",
+        value: Value::Number(|c, n| c.max_body = (n > 0).then_some(n)),
+    },
+    Setting {
+        flag: "--fsync",
+        metavar: "true|false",
+        help: "fsync every write before answering",
+        env: Some("HTTP_NAS_FSYNC"),
+        fallback: None,
+        default: Some("true"),
+        default_note: "",
+        value: Value::Bool(|c, b| c.fsync = b),
+    },
+    // --token is deliberately not a flag: a token on the command line shows in `ps`.
+    Setting {
+        flag: "--token-file",
+        metavar: "FILE",
+        help: "read-write bearer token from a file",
+        env: Some("HTTP_NAS_TOKEN_FILE"),
+        fallback: Some(Fallback {
+            env: "HTTP_NAS_TOKEN",
+            help: "or the token itself in HTTP_NAS_TOKEN",
+            value: Value::Text(|c, v| c.token = Some(v.to_string())),
+        }),
+        default: None,
+        default_note: "",
+        value: Value::File(|c, content| c.token = Some(content)),
+    },
+    Setting {
+        flag: "--read-token-file",
+        metavar: "FILE",
+        help: "read-only bearer token from a file",
+        env: Some("HTTP_NAS_READ_TOKEN_FILE"),
+        fallback: Some(Fallback {
+            env: "HTTP_NAS_READ_TOKEN",
+            help: "or the token itself in HTTP_NAS_READ_TOKEN",
+            value: Value::Text(|c, v| c.read_token = Some(v.to_string())),
+        }),
+        default: None,
+        default_note: "",
+        value: Value::File(|c, content| c.read_token = Some(content)),
+    },
 ];
 
+/// `PORT`, as the original read it: a port number to listen on at 0.0.0.0; blank is unset.
+fn set_port(c: &mut Config, p: &str) -> Result<(), Invalid> {
+    if p.trim().is_empty() {
+        return Ok(());
+    }
+    let port: u16 = p.trim().parse().map_err(|_| Invalid::Expected {
+        what: "a port number",
+        got: p.to_string(),
+    })?;
+    c.listen = format!("0.0.0.0:{port}");
+    Ok(())
+}
+
+/// RUST_LOG may carry module filters (`info,foo=debug`): the first plain level is taken.
+fn set_log_level(c: &mut Config, v: &str) -> Result<(), Invalid> {
+    c.log_level = v
+        .split(',')
+        .find_map(|part| part.trim().parse().ok())
+        .ok_or_else(|| Invalid::Expected {
+            what: "error, warn, info, debug, trace or off",
+            got: v.to_string(),
+        })?;
+    Ok(())
+}
+
+fn whole_number(v: &str) -> Result<u64, Invalid> {
+    v.trim().parse().map_err(|_| Invalid::Expected {
+        what: "a whole number",
+        got: v.to_string(),
+    })
+}
+
+impl Value {
+    /// Checks `v` and stores it in `c`.
+    fn apply(self, c: &mut Config, v: &str) -> Result<(), Invalid> {
+        let in_range = |min, max, unit| {
+            let n = whole_number(v)?;
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(Invalid::OutOfRange { min, max, unit, got: n })
+            }
+        };
+        match self {
+            Value::Count(min, max, set) => set(
+                c,
+                usize::try_from(in_range(min, max, "")?).map_err(|_| Invalid::TooLarge)?,
+            ),
+            Value::Secs(set) => set(c, Duration::from_secs(in_range(1, MAX_DURATION_SECS, " seconds")?)),
+            Value::Number(set) => set(c, whole_number(v)?),
+            Value::Bool(set) => match v.trim() {
+                "true" | "1" | "yes" | "on" => set(c, true),
+                "false" | "0" | "no" | "off" => set(c, false),
+                _ => {
+                    return Err(Invalid::Expected {
+                        what: "true or false",
+                        got: v.to_string(),
+                    });
+                }
+            },
+            Value::Text(set) => set(c, v),
+            Value::File(set) => match std::fs::read_to_string(v) {
+                Ok(content) => set(c, content),
+                Err(e) => {
+                    return Err(Invalid::Unreadable {
+                        path: v.to_string(),
+                        error: e.to_string(),
+                    });
+                }
+            },
+            Value::Other(set) => set(c, v)?,
+        }
+        Ok(())
+    }
+}
+
+/// Before the settings are applied: placeholders, not defaults. Each is overwritten by its
+/// setting's default (`tests::defaults` checks the result), except the tokens, which stay
+/// unset unless given.
+fn unconfigured() -> Config {
+    Config {
+        listen: String::new(),
+        storage: PathBuf::new(),
+        workers: 0,
+        queue: 0,
+        queue_timeout: Duration::ZERO,
+        max_connections: 0,
+        log_level: log::LevelFilter::Off,
+        idle_timeout: Duration::ZERO,
+        head_timeout: Duration::ZERO,
+        io_timeout: Duration::ZERO,
+        shutdown_timeout: Duration::ZERO,
+        max_body: None,
+        fsync: false,
+        token: None,
+        read_token: None,
+    }
+}
+
 /// Parses `args` (without the program name), falling back to `env` for unset flags.
+///
+/// For each setting, in table order: its default, then its fallback variable if set, then its
+/// flag if given, else its variable if set and not empty; each one applied overwrites the one
+/// before, and the first value refused is the error.
 pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Command, ConfigError> {
-    let mut given: Vec<(String, String)> = Vec::new();
+    let mut given: Vec<(&'static Setting, String)> = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -144,112 +456,120 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             _ => {}
         }
         let Some(flag) = arg.strip_prefix("--") else {
-            return Err(ConfigError(format!("unexpected argument {arg:?}; see --help")));
+            return Err(ConfigError::UnexpectedArgument(arg.clone()));
         };
         let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                let value = iter
-                    .next()
-                    .ok_or_else(|| ConfigError(format!("--{flag} needs a value")))?;
-                (flag.to_string(), value.clone())
-            }
+            Some((n, v)) => (n, v.to_string()),
+            None => (
+                flag,
+                iter.next()
+                    .ok_or_else(|| ConfigError::MissingValue(flag.to_string()))?
+                    .clone(),
+            ),
         };
-        // --token is deliberately not a flag: a token on the command line shows in `ps`.
-        if name == "token" || !SETTINGS.iter().any(|(f, _)| *f == name) {
-            return Err(ConfigError(format!("unknown option --{name}; see --help")));
-        }
-        given.push((name, value));
+        let Some(setting) = SETTINGS.iter().find(|s| s.flag.strip_prefix("--") == Some(name)) else {
+            return Err(ConfigError::UnknownOption(name.to_string()));
+        };
+        given.push((setting, value));
     }
-    let get = |name: &str| -> Option<String> {
-        given
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| {
-                let var = SETTINGS.iter().find(|(f, _)| *f == name).map(|(_, v)| *v)?;
-                env(var).filter(|v| !v.is_empty())
-            })
-    };
-    let number = |name: &str, default: u64| -> Result<u64, ConfigError> {
-        match get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| ConfigError(format!("--{name} must be a whole number, got {v:?}"))),
+    let mut config = unconfigured();
+    for setting in SETTINGS {
+        if let Some(default) = setting.default {
+            setting
+                .value
+                .apply(&mut config, default)
+                .map_err(invalid(setting.flag))?;
         }
-    };
-    let secs = |name: &str, default: u64| -> Result<Duration, ConfigError> {
-        let n = number(name, default)?;
-        if !(1..=MAX_DURATION_SECS).contains(&n) {
-            return Err(ConfigError(format!(
-                "--{name} must be between 1 and {MAX_DURATION_SECS} seconds, got {n}"
-            )));
+        if let Some(fallback) = setting.fallback
+            && let Some(v) = env(fallback.env)
+        {
+            fallback.value.apply(&mut config, &v).map_err(invalid(fallback.env))?;
         }
-        Ok(Duration::from_secs(n))
-    };
-    let count = |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<usize, ConfigError> {
-        let n = number(name, default)?;
-        if !range.contains(&n) {
-            return Err(ConfigError(format!(
-                "--{name} must be between {} and {}, got {n}",
-                range.start(),
-                range.end()
-            )));
+        // The last of a repeated flag wins.
+        let value = match given.iter().rev().find(|(s, _)| s.flag == setting.flag) {
+            Some((_, v)) => Some(v.clone()),
+            None => setting.env.and_then(env).filter(|v| !v.is_empty()),
+        };
+        if let Some(v) = value {
+            setting.value.apply(&mut config, &v).map_err(invalid(setting.flag))?;
         }
-        usize::try_from(n).map_err(|_| ConfigError(format!("--{name} is too large for this machine")))
-    };
-    let log_level = match get("log-level") {
-        None => log::LevelFilter::Info,
-        // RUST_LOG may carry module filters (`info,foo=debug`): take the first plain level.
-        Some(v) => v.split(',').find_map(|part| part.trim().parse().ok()).ok_or_else(|| {
-            ConfigError(format!(
-                "--log-level must be error, warn, info, debug, trace or off, got {v:?}"
-            ))
-        })?,
-    };
-    let fsync = match get("fsync").as_deref().map(str::trim) {
-        None | Some("true" | "1" | "yes" | "on") => true,
-        Some("false" | "0" | "no" | "off") => false,
-        Some(v) => return Err(ConfigError(format!("--fsync must be true or false, got {v:?}"))),
-    };
-    let token_from = |file_setting: &str, env_var: &str| -> Result<Option<String>, ConfigError> {
-        match get(file_setting) {
-            Some(path) => std::fs::read_to_string(&path)
-                .map(Some)
-                .map_err(|e| ConfigError(format!("cannot read --{file_setting} {path}: {e}"))),
-            None => Ok(env(env_var)),
+    }
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// Names the setting (or variable) whose value `problem` is about.
+fn invalid(name: &'static str) -> impl Fn(Invalid) -> ConfigError {
+    move |problem| ConfigError::Invalid { name, problem }
+}
+
+/// Longest a `--help` line gets.
+const HELP_WIDTH: usize = 99;
+
+/// The `--help` text, from [`SETTINGS`].
+pub fn help() -> String {
+    let heads: Vec<String> = SETTINGS.iter().map(|s| format!("{} {}", s.flag, s.metavar)).collect();
+    let indent = 2 + heads.iter().map(String::len).max().unwrap_or(0) + 2;
+    let mut out = String::from(
+        "http-nas: shared storage for Kubernetes jobs over plain HTTP\n\n\
+         USAGE: http-nas [OPTIONS]\n\n\
+         OPTIONS (environment variable in brackets; the flag wins):\n",
+    );
+    for (s, head) in SETTINGS.iter().zip(&heads) {
+        let mut parts = vec![s.help.to_string()];
+        if let Some(var) = s.env {
+            parts.push(format!("[{var}]"));
         }
-    };
-    let max_body = number("max-body", 0)?;
-    // The original listened on PORT; flags and HTTP_NAS_LISTEN win over it.
-    let port = match env("PORT").filter(|p| !p.trim().is_empty()) {
-        None => None,
-        Some(p) => match p.trim().parse::<u16>() {
-            Ok(port) => Some(port),
-            Err(_) => return Err(ConfigError(format!("PORT must be a port number, got {p:?}"))),
-        },
-    };
-    let listen = get("listen").or_else(|| port.map(|p| format!("0.0.0.0:{p}")));
-    Ok(Command::Run(Box::new(Config {
-        listen: listen.unwrap_or_else(|| "0.0.0.0:3000".into()),
-        storage: PathBuf::from(get("storage").unwrap_or_else(|| "/mnt/storage".into())),
-        workers: count("workers", 128, 1..=MAX_WORKERS)?,
-        queue: count("queue", 128, 0..=MAX_QUEUE)?,
-        queue_timeout: secs("queue-timeout", 30)?,
-        max_connections: count("max-connections", 1024, 1..=MAX_CONNECTIONS)?,
-        log_level,
-        idle_timeout: secs("idle-timeout", 60)?,
-        head_timeout: secs("head-timeout", 10)?,
-        io_timeout: secs("io-timeout", 130)?,
-        shutdown_timeout: secs("shutdown-timeout", 25)?,
-        max_body: (max_body > 0).then_some(max_body),
-        fsync,
-        token: token_from("token-file", "HTTP_NAS_TOKEN")?,
-        read_token: token_from("read-token-file", "HTTP_NAS_READ_TOKEN")?,
-    })))
+        let range = match s.value {
+            Value::Count(min, max, _) => format!("{min} to {max}, "),
+            _ => String::new(),
+        };
+        // A fallback is a default of sorts: it goes with the default if there is one.
+        match (s.default, s.fallback) {
+            (Some(default), fallback) => {
+                let fallback = fallback.map(|f| format!("; {}", f.help)).unwrap_or_default();
+                parts.push(format!("({range}default {default}{}{fallback})", s.default_note));
+            }
+            (None, Some(fallback)) => {
+                if let Some(last) = parts.last_mut() {
+                    last.push(';');
+                }
+                parts.push(fallback.help.to_string());
+            }
+            (None, None) => {}
+        }
+        help_row(&mut out, indent, head, &parts);
+    }
+    out += &format!("  Durations are whole seconds from 1 to {MAX_DURATION_SECS} (a day).\n");
+    help_row(&mut out, indent, "-h, --help", &["print this help".into()]);
+    help_row(&mut out, indent, "-V, --version", &["print the version".into()]);
+    out
+}
+
+/// Appends `head` and `parts` to `out`, the parts from column `indent` and wrapped at
+/// [`HELP_WIDTH`]: a part that does not fit the line but fits a line of its own starts one.
+fn help_row(out: &mut String, indent: usize, head: &str, parts: &[String]) {
+    let fits = |line: &str, len: usize| line.len() == indent || line.len() + 1 + len <= HELP_WIDTH;
+    let mut line = format!("  {head:<width$}", width = indent - 2);
+    for part in parts {
+        if !fits(&line, part.len()) && indent + part.len() <= HELP_WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(indent);
+        }
+        for word in part.split(' ') {
+            if !fits(&line, word.len()) {
+                out.push_str(&line);
+                out.push('\n');
+                line = " ".repeat(indent);
+            }
+            if line.len() > indent {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    out.push_str(&line);
+    out.push('\n');
 }
 
 #[cfg(test)]
@@ -329,5 +649,98 @@ mod tests {
     fn help_and_version() {
         assert!(matches!(parse(&["--help".into()], &|_| None), Ok(Command::Help)));
         assert!(matches!(parse(&["-V".into()], &|_| None), Ok(Command::Version)));
+    }
+
+    #[test]
+    fn every_default_is_what_its_setter_makes_of_it_and_what_help_shows() {
+        let defaults = format!("{:?}", run(&[], &[]).unwrap());
+        let help = help();
+        for s in SETTINGS {
+            let Some(default) = s.default else { continue };
+            // Given explicitly, the default changes nothing: it is the value used, not a twin.
+            let mut c = run(&[], &[]).unwrap();
+            s.value.apply(&mut c, default).unwrap();
+            assert_eq!(format!("{c:?}"), defaults, "{}", s.flag);
+            assert_eq!(
+                format!("{:?}", run(&[s.flag, default], &[]).unwrap()),
+                defaults,
+                "{}",
+                s.flag
+            );
+            assert!(help.contains(&format!("default {default}")), "{} {default}", s.flag);
+        }
+    }
+
+    #[test]
+    fn help_names_every_flag_and_variable() {
+        let help = help();
+        for s in SETTINGS {
+            assert!(help.contains(&format!("  {} {} ", s.flag, s.metavar)), "{}", s.flag);
+            if let Some(var) = s.env {
+                assert!(help.contains(&format!("[{var}]")), "{var}");
+            }
+            if let Some(fallback) = s.fallback {
+                assert!(help.contains(fallback.env), "{}", fallback.env);
+            }
+            if let Value::Count(min, max, _) = s.value {
+                assert!(help.contains(&format!("{min} to {max}")), "{}", s.flag);
+            }
+        }
+        for flag in ["-h, --help", "-V, --version", "1 to 86400"] {
+            assert!(help.contains(flag), "{flag}");
+        }
+        assert!(help.lines().all(|l| l.len() <= HELP_WIDTH), "{help}");
+    }
+
+    #[test]
+    fn errors_name_the_flag_or_variable() {
+        let error = |args: &[&str], env: &[(&str, &str)]| run(args, env).unwrap_err().to_string();
+        assert_eq!(
+            error(&["--workers", "0"], &[]),
+            "--workers must be between 1 and 4096, got 0"
+        );
+        assert_eq!(
+            error(&[], &[("HTTP_NAS_WORKERS", "x")]),
+            "--workers must be a whole number, got \"x\""
+        );
+        assert_eq!(
+            error(&["--io-timeout", "86401"], &[]),
+            "--io-timeout must be between 1 and 86400 seconds, got 86401"
+        );
+        assert_eq!(
+            error(&["--fsync", "maybe"], &[]),
+            "--fsync must be true or false, got \"maybe\""
+        );
+        assert_eq!(
+            error(&[], &[("RUST_LOG", "x=trace")]),
+            "--log-level must be error, warn, info, debug, trace or off, got \"x=trace\""
+        );
+        assert_eq!(error(&["--token", "s"], &[]), "unknown option --token; see --help");
+        assert_eq!(error(&["--listen"], &[]), "--listen needs a value");
+        assert_eq!(error(&["stray"], &[]), "unexpected argument \"stray\"; see --help");
+        assert!(error(&["--token-file", "/nonexistent"], &[]).starts_with("cannot read --token-file /nonexistent: "));
+        // PORT is checked even when --listen or HTTP_NAS_LISTEN wins over it, as it always was.
+        assert_eq!(
+            error(&["--listen", "[::1]:7"], &[("PORT", "http")]),
+            "PORT must be a port number, got \"http\""
+        );
+        assert_eq!(run(&[], &[("PORT", " 81 ")]).unwrap().listen, "0.0.0.0:81");
+    }
+
+    #[test]
+    fn tokens_from_a_file_win_over_the_variable() {
+        let path = std::env::temp_dir().join(format!("http-nas-config-test-{}", std::process::id()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let file = path.to_str().unwrap();
+        let c = run(
+            &[],
+            &[("HTTP_NAS_TOKEN", "from-env"), ("HTTP_NAS_READ_TOKEN_FILE", file)],
+        )
+        .unwrap();
+        assert_eq!(c.token.as_deref(), Some("from-env"));
+        assert_eq!(c.read_token.as_deref(), Some("from-file\n"));
+        let c = run(&["--token-file", file], &[("HTTP_NAS_TOKEN", "from-env")]).unwrap();
+        assert_eq!(c.token.as_deref(), Some("from-file\n"));
+        let _ = std::fs::remove_file(&path);
     }
 }

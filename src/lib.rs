@@ -28,7 +28,7 @@ mod volume;
 // compiler reports whatever nothing reaches as dead code.
 
 /// What the binary needs: parse flags, start the server, wait for a stop signal.
-pub use config::{Command, Config, HELP, parse as parse_args};
+pub use config::{Command, Config, help, parse as parse_args};
 pub use http::{Server, ShutdownReport};
 pub use server::{StartError, start};
 pub use sys::{block_stop_signals, wait_for_stop_signal};

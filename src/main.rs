@@ -1,6 +1,6 @@
 //! The `http-nas` binary: flags → logger → server → wait for SIGTERM/SIGINT → graceful stop.
 
-use http_nas::{Command, HELP};
+use http_nas::Command;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     let config = match http_nas::parse_args(&args, &|k| std::env::var(k).ok()) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Help) => {
-            print!("{HELP}");
+            print!("{}", http_nas::help());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
