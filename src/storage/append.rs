@@ -19,12 +19,9 @@ use super::journal::{self, Uncommitted};
 use super::lock::{self, Held};
 use super::root::Root;
 use super::temp::{Spool, TempFile};
-use super::{Result, StorageError, committed_state, split};
+use super::{MAX_COMMIT_ATTEMPTS, Result, StorageError, commit_kept_racing, committed_state, split};
 use std::ffi::OsStr;
 use std::path::Path;
-
-/// Most times the commit starts over because the name or its directory changed under it.
-const MAX_COMMIT_ATTEMPTS: usize = 16;
 
 /// Appends `body` to the file at `path` (relative to the root; created if missing) if
 /// `conditions` hold at commit. Returns the new size.
@@ -76,9 +73,7 @@ fn commit(
             Err(e) => return Err(e),
         }
     }
-    Err(StorageError::Io(std::io::Error::other(
-        "the file kept appearing and vanishing",
-    )))
+    Err(commit_kept_racing())
 }
 
 /// A missing file is created whole: the body in a temp file, synced before any missing parent

@@ -14,13 +14,10 @@ use super::journal;
 use super::lock;
 use super::root::Root;
 use super::temp::TempFile;
-use super::{Result, StorageError, committed_state, copy_into, split};
+use super::{MAX_COMMIT_ATTEMPTS, Result, StorageError, commit_kept_racing, committed_state, copy_into, split};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::Path;
-
-/// Most times the commit starts over because the name or its directory changed under it.
-const MAX_COMMIT_ATTEMPTS: usize = 16;
 
 /// Writes `body` to `path` (relative to the root) atomically if `conditions` hold at commit.
 /// Returns the bytes written.
@@ -66,9 +63,7 @@ pub fn write_atomic(
             }
         }
     }
-    Err(StorageError::Io(std::io::Error::other(
-        "the file kept appearing and vanishing",
-    )))
+    Err(commit_kept_racing())
 }
 
 /// One attempt to give `staged` the name `name` in `dir`; `false` to look again.

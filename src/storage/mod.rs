@@ -315,6 +315,15 @@ impl Storage {
     }
 }
 
+/// Most times a commit (POST or append) starts over because the name or its directory changed
+/// under it: another writer racing on them. Beyond it the request fails rather than spin.
+pub(crate) const MAX_COMMIT_ATTEMPTS: usize = 16;
+
+/// The error of a commit that started over [`MAX_COMMIT_ATTEMPTS`] times.
+pub(crate) fn commit_kept_racing() -> StorageError {
+    StorageError::Io(io::Error::other("the file kept appearing and vanishing"))
+}
+
 /// A path's parent directory and final name.
 pub(crate) fn split(path: &Path) -> Result<(&Path, &OsStr)> {
     match (path.parent(), path.file_name()) {
