@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::raw::Conn;
-use crate::support::{SETTLE_TIMEOUT, Server, server_binary, wait_until};
+use crate::support::{SETTLE_TIMEOUT, Server, server_binary, strace_usable, wait_until};
 
 /// Bound on a probe's answer in these tests: far below what a held worker would make it wait.
 const PROBE_MAX_TIME: &str = "5";
@@ -362,11 +362,7 @@ fn a_hung_storage_check_makes_readyz_503_while_probes_still_answer() {
     // The README: readiness is 503 once the storage check has not come back for 5 s (a hung
     // volume), never a probe that hangs with it. strace makes every unlink after the first two
     // (the start-up checks) sleep 30 s, so the checker thread's next probe-file removal hangs.
-    let traceable = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "true"])
-        .output();
-    if !traceable.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+    if !strace_usable() {
         return;
     }
     let home = crate::support::TempDir::new();

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::raw::Conn;
-use crate::support::{Response, Server, TempDir, random_bytes};
+use crate::support::{RESERVED_PREFIX, Response, Server, TempDir, random_bytes};
 
 /// Dirty-page budget of the throttled disk's backing device, in bytes.
 const THROTTLE_DIRTY_BYTES: u64 = 256 << 10;
@@ -530,7 +530,7 @@ fn internal_files(root: &Path) -> Vec<String> {
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".http-nas-") {
+            if name.starts_with(RESERVED_PREFIX) {
                 found.push(entry.path().display().to_string());
             } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(entry.path());

@@ -15,7 +15,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::support::raw::raw;
-use crate::support::{Response, SETTLE_TIMEOUT, Server, TempDir, assert_same_bytes, random_bytes, wait_until};
+use crate::support::{
+    RESERVED_PREFIX, Response, SETTLE_TIMEOUT, Server, TempDir, assert_same_bytes, random_bytes, wait_until,
+};
 
 /// How long the server may take to count a finished request in its metrics or log it: both
 /// happen after the response has been written, so after curl has returned.
@@ -328,7 +330,7 @@ fn issue4_listings_never_show_temp_files_or_journals() {
     let s = with_listing();
     for accept in ["Accept: */*", "Accept: application/json"] {
         let response = s.get_with("/file/list", &[accept]);
-        if response.assert_status(200).text().contains(".http-nas-") {
+        if response.assert_status(200).text().contains(RESERVED_PREFIX) {
             response.fail("the listing shows a reserved .http-nas- file");
         }
     }

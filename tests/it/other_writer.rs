@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::raw::Conn;
-use crate::support::{Response, Server, TempDir};
+use crate::support::{Response, Server, TempDir, strace_usable};
 
 /// How long the swap test attacks each verb.
 const ATTACK_TIME: Duration = Duration::from_millis(1500);
@@ -270,11 +270,7 @@ fn deletes_through_a_swapped_directory_never_delete_outside() {
 /// seccomp profile that lacks it, so the server falls back to walking one component at a time;
 /// its trace goes to `log`. `None` (and a printed reason) where strace cannot run.
 fn without_openat2(log: &Path) -> Option<Vec<String>> {
-    let probe = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "true"])
-        .output();
-    if !probe.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+    if !strace_usable() {
         return None;
     }
     let args = ["strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=openat2", "-e"];
@@ -595,11 +591,7 @@ fn a_segment_ending_in_an_encoded_slash_is_refused() {
 fn opens_that_fail_with_estale_are_tried_again() {
     // GlusterFS and NFS answer ESTALE to about one open in a thousand right after a rename on
     // another client. strace makes every third openat fail so; every request must still work.
-    let probe = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "true"])
-        .output();
-    if !probe.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+    if !strace_usable() {
         return;
     }
     let home = TempDir::new();
@@ -644,11 +636,7 @@ fn files_are_never_opened_for_o_append_nor_mapped_shared() {
     // README "Several replicas": the service never relies on O_APPEND across replicas (it
     // writes at the size read under the lock) and never uses shared mmap (GlusterFS refuses
     // it). Every open and mmap of a workload of uploads, appends, reads and moves is traced.
-    let probe = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "true"])
-        .output();
-    if !probe.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+    if !strace_usable() {
         return;
     }
     let home = TempDir::new();

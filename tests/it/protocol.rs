@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::raw::Conn;
-use crate::support::{Server, TempDir, assert_same_bytes, random_bytes, wait_until};
+use crate::support::{RESERVED_PREFIX, Server, TempDir, assert_same_bytes, random_bytes, strace_usable, wait_until};
 
 /// What a file holds before the write a test races.
 const ORIGINAL: &[u8] = b"committed before the test\n";
@@ -30,11 +30,7 @@ const VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A wrapper running the server under strace with every `syscalls` call delayed by `delay`
 /// on entry, or `None` (after printing why) where strace is missing or ptrace is refused.
 fn delayed(syscalls: &str, delay: Duration) -> Option<Vec<String>> {
-    let probe = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "true"])
-        .output();
-    if !probe.is_ok_and(|out| out.status.success()) {
-        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+    if !strace_usable() {
         return None;
     }
     let inject = format!("inject={syscalls}:delay_enter={}", delay.as_micros());
@@ -65,7 +61,7 @@ fn internal_files(dir: &Path, kind: &str) -> Vec<String> {
     let names = fs::read_dir(dir).into_iter().flatten().flatten();
     names
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".http-nas-") && n.contains(kind))
+        .filter(|n| n.starts_with(RESERVED_PREFIX) && n.contains(kind))
         .collect()
 }
 

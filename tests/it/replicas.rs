@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::raw::Conn;
-use crate::support::{Response, SETTLE_TIMEOUT, Server, wait_until};
+use crate::support::{RESERVED_PREFIX, Response, SETTLE_TIMEOUT, Server, wait_until};
 
 /// The mounts of the test volume, if `make test-replicas` set them up.
 fn mounts() -> Option<Vec<PathBuf>> {
@@ -377,7 +377,7 @@ fn no_replica_ever_lists_another_ones_internal_files() {
         fs::read_dir(&r.roots[1])
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(".http-nas-"))
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(RESERVED_PREFIX))
                     .count()
             })
             .unwrap_or(0)
@@ -388,12 +388,12 @@ fn no_replica_ever_lists_another_ones_internal_files() {
     );
     for _ in 0..20 {
         let plain = b.get("/file/").assert_status(200).text();
-        assert!(!plain.contains(".http-nas-"), "listed: {plain}");
+        assert!(!plain.contains(RESERVED_PREFIX), "listed: {plain}");
         let json = b
             .get_with("/file/", &["Accept: application/json"])
             .assert_status(200)
             .text();
-        assert!(!json.contains(".http-nas-"), "listed: {json}");
+        assert!(!json.contains(RESERVED_PREFIX), "listed: {json}");
         assert_eq!(b.get("/file/busy.log").body, b"x\n", "half an append showed");
     }
     drop((upload, append));

@@ -9,6 +9,7 @@
 //! - `response`: the [`Response`] both of those return, and its assertions.
 //! - `wait`: bounded polling and the upper bounds tests wait for the server with.
 //! - `bytes`: reproducible test data, and comparing and previewing byte strings.
+//! - `strace`: whether the fault- and delay-injection tests can run here.
 //!
 //! Every [`Response`] carries the exact command (or bytes) and curl's stderr that produced it,
 //! and a failing test prints the server's log.
@@ -18,9 +19,11 @@ mod curl;
 pub mod raw;
 mod response;
 mod server;
+mod strace;
 mod wait;
 
 pub use bytes::{assert_same_bytes, preview, random_bytes};
 pub use response::Response;
 pub use server::{RESERVED_PREFIX, Server, TempDir, server_binary};
+pub use strace::strace_usable;
 pub use wait::{SETTLE_TIMEOUT, UPLOAD_START_TIMEOUT, wait_until};
