@@ -51,7 +51,7 @@ fn admits(waiting: usize, capacity: usize, workers: usize, busy: usize) -> bool 
 pub struct Pool<J: Send + 'static> {
     queue: Arc<Queue<J>>,
     gauges: Arc<PoolGauges>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// The jobs waiting for a worker, oldest first, each with the instant it was queued.
@@ -113,7 +113,7 @@ impl<J: Send + 'static> Pool<J> {
         Ok(Pool {
             queue: shared,
             gauges,
-            threads,
+            threads: Mutex::new(threads),
         })
     }
 
@@ -158,7 +158,7 @@ impl<J: Send + 'static> Pool<J> {
     /// Waits until every worker has exited, or `deadline` passes; true (and every thread
     /// joined) when they all exited. Call after [`Pool::close`]. A worker stuck in a system
     /// call past the deadline is left running, so a shutdown never waits on it without end.
-    pub fn join_until(&mut self, deadline: Instant) -> bool {
+    pub fn join_until(&self, deadline: Instant) -> bool {
         let mut state = self.queue.lock();
         while state.alive > 0 {
             let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
@@ -172,7 +172,8 @@ impl<J: Send + 'static> Pool<J> {
                 .0;
         }
         drop(state);
-        for handle in self.threads.drain(..) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        for handle in threads.drain(..) {
             let _ = handle.join();
         }
         true
@@ -276,7 +277,7 @@ mod tests {
         join(pool);
     }
 
-    fn join<J: Send + 'static>(mut pool: Pool<J>) {
+    fn join<J: Send + 'static>(pool: Pool<J>) {
         pool.close();
         assert!(
             pool.join_until(Instant::now() + Duration::from_secs(5)),
@@ -290,7 +291,7 @@ mod tests {
         let release_rx = Mutex::new(release_rx);
         let (done_tx, done_rx) = channel::<u32>();
         let done_tx = Mutex::new(done_tx);
-        let mut pool = Pool::start("test-close", 1, 4, Arc::new(PoolGauges::default()), move |job: u32| {
+        let pool = Pool::start("test-close", 1, 4, Arc::new(PoolGauges::default()), move |job: u32| {
             let _ = release_rx.lock().unwrap().recv();
             let _ = done_tx.lock().unwrap().send(job);
         })

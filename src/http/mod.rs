@@ -191,7 +191,8 @@ impl Drop for InService<'_> {
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    reactor: Option<JoinHandle<Pool<Conn>>>,
+    reactor: Option<JoinHandle<()>>,
+    pool: Arc<Pool<Conn>>,
 }
 
 /// How a shutdown went.
@@ -222,21 +223,23 @@ impl Server {
             wake,
         });
         let worker_shared = Arc::clone(&shared);
-        let pool = Pool::start(
+        let pool = Arc::new(Pool::start(
             "http-nas-worker",
             config.workers,
             config.queue,
             Arc::clone(&stats.pool),
             move |c| conn::serve(c, &worker_shared),
-        )?;
+        )?);
+        let reactor_pool = Arc::clone(&pool);
         let reactor_shared = Arc::clone(&shared);
         let reactor = thread::Builder::new()
             .name("http-nas-reactor".into())
-            .spawn(move || park::Reactor::new(listener, wake_rx, returned, pool, reactor_shared).run())?;
+            .spawn(move || park::Reactor::new(listener, wake_rx, returned, reactor_pool, reactor_shared).run())?;
         Ok(Server {
             addr,
             shared,
             reactor: Some(reactor),
+            pool,
         })
     }
 
@@ -251,10 +254,10 @@ impl Server {
     pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
         self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.wake_reactor();
-        let Some(Ok(mut pool)) = self.reactor.take().map(JoinHandle::join) else {
-            // The reactor panicked and took the pool with it; nothing is left to wait for.
-            return ShutdownReport { cut_off: 0 };
-        };
+        if let Some(reactor) = self.reactor.take() {
+            let _ = reactor.join();
+        }
+        let pool = &self.pool;
         pool.close();
         if pool.join_until(Instant::now() + timeout) {
             return ShutdownReport { cut_off: 0 };

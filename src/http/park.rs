@@ -97,7 +97,7 @@ pub(crate) struct Reactor {
     listener: Option<TcpListener>,
     wake: UnixStream,
     returned: Receiver<Conn>,
-    pool: Pool<Conn>,
+    pool: Arc<Pool<Conn>>,
     shared: Arc<Shared>,
     parked: Vec<Parked>,
     paused_until: Option<Instant>,
@@ -109,7 +109,7 @@ impl Reactor {
         listener: TcpListener,
         wake: UnixStream,
         returned: Receiver<Conn>,
-        pool: Pool<Conn>,
+        pool: Arc<Pool<Conn>>,
         shared: Arc<Shared>,
     ) -> Self {
         Reactor {
@@ -126,7 +126,7 @@ impl Reactor {
 
     /// Runs until the server is told to stop; then closes the listener and every parked
     /// connection and returns (queued requests are still served by the pool).
-    pub(crate) fn run(mut self) -> Pool<Conn> {
+    pub(crate) fn run(mut self) {
         let mut polled = PollSet::default();
         while !self.shared.stopping.load(Ordering::SeqCst) {
             let now = Instant::now();
@@ -160,7 +160,6 @@ impl Reactor {
         self.parked.clear();
         self.shared.stats.parked.store(0, Ordering::Relaxed);
         while self.returned.try_recv().is_ok() {}
-        self.pool
     }
 
     fn poll_wait_ms(&self, now: Instant) -> i32 {
