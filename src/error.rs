@@ -62,7 +62,9 @@ impl Error {
             return refusal.status();
         }
         match self {
-            Error::BadPath(_) | Error::BadRequest { .. } | Error::BadBody(_) => 400,
+            // Answered by their refusal, above; listed for the match to be whole.
+            Error::BadBody(_) | Error::Busy { .. } => 500,
+            Error::BadPath(_) | Error::BadRequest { .. } => 400,
             Error::Unauthorized => 401,
             Error::Forbidden { .. } => 403,
             Error::NotFound => 404,
@@ -71,7 +73,7 @@ impl Error {
             Error::PreconditionFailed { .. } => 412,
             Error::RangeNotSatisfiable { .. } => 416,
             Error::InsufficientStorage => 507,
-            Error::Unavailable { .. } | Error::Busy { .. } => 503,
+            Error::Unavailable { .. } => 503,
             Error::Internal { .. } => 500,
         }
     }
@@ -83,7 +85,9 @@ impl Error {
         }
         match self {
             Error::BadPath(_) => "bad_path",
-            Error::BadRequest { .. } | Error::BadBody(_) => "bad_request",
+            // Answered by their refusal, above; listed for the match to be whole.
+            Error::BadBody(_) | Error::Busy { .. } => "internal",
+            Error::BadRequest { .. } => "bad_request",
             Error::Unauthorized => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound => "not_found",
@@ -95,7 +99,6 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Error::InsufficientStorage => "insufficient_storage",
             Error::Unavailable { .. } => "unavailable",
-            Error::Busy { .. } => "overloaded",
             Error::Internal { .. } => "internal",
         }
     }
@@ -244,5 +247,9 @@ mod tests {
         assert_eq!(resp.header("Upload-Offset"), Some("7"));
         let resp = Error::MethodNotAllowed { allow: "GET, HEAD" }.into_response(false);
         assert_eq!(resp.header("Allow"), Some("GET, HEAD"));
+        let resp = Error::from(StorageError::Exhausted).into_response(false);
+        assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
+        let resp = Error::BadBody(BodyError::TimedOut).into_response(false);
+        assert!(resp.close, "after a broken body the connection closes");
     }
 }
