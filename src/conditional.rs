@@ -105,76 +105,26 @@ mod tests {
             etag: "\"e1\"".into(),
             last_modified: String::new(),
         };
+        // (If-None-Match, If-Range, Range)
+        let get = |if_none_match, if_range, range| ReadConditions {
+            if_none_match,
+            if_range,
+            range,
+        };
         let part = ReadAnswer::Send(RangeChoice::Partial { start: 0, len: 5 });
         let whole = ReadAnswer::Send(RangeChoice::Full);
+        let first5 = Some("bytes=0-4");
         let cases: &[(ReadConditions<'_>, &Validators, ReadAnswer)] = &[
-            (ReadConditions::default(), &v, whole),
+            (get(None, None, None), &v, whole),
+            (get(Some("\"e1\""), None, first5), &v, ReadAnswer::NotModified),
+            (get(Some("\"old\""), None, None), &v, whole),
+            (get(None, None, first5), &v, part),
+            (get(None, Some("\"e1\""), first5), &v, part),
+            (get(None, Some("\"old\""), first5), &v, whole),
+            (get(None, Some("Tue, 01 Dec 2026 00:00:00 GMT"), first5), &v, part),
+            (get(None, Some(""), first5), &undated, whole),
             (
-                ReadConditions {
-                    if_none_match: Some("\"e1\""),
-                    range: Some("bytes=0-4"),
-                    ..Default::default()
-                },
-                &v,
-                ReadAnswer::NotModified,
-            ),
-            (
-                ReadConditions {
-                    if_none_match: Some("\"old\""),
-                    ..Default::default()
-                },
-                &v,
-                whole,
-            ),
-            (
-                ReadConditions {
-                    range: Some("bytes=0-4"),
-                    ..Default::default()
-                },
-                &v,
-                part,
-            ),
-            (
-                ReadConditions {
-                    if_range: Some("\"e1\""),
-                    range: Some("bytes=0-4"),
-                    ..Default::default()
-                },
-                &v,
-                part,
-            ),
-            (
-                ReadConditions {
-                    if_range: Some("\"old\""),
-                    range: Some("bytes=0-4"),
-                    ..Default::default()
-                },
-                &v,
-                whole,
-            ),
-            (
-                ReadConditions {
-                    if_range: Some("Tue, 01 Dec 2026 00:00:00 GMT"),
-                    range: Some("bytes=0-4"),
-                    ..Default::default()
-                },
-                &v,
-                part,
-            ),
-            (
-                ReadConditions {
-                    if_range: Some(""),
-                    range: Some("bytes=0-4"),
-                    ..Default::default()
-                },
-                &undated,
-                whole,
-            ),
-            (
-                ReadConditions {
-                    range: Some("bytes=20-"),
-                    ..Default::default()
-                },
+                get(None, None, Some("bytes=20-")),
                 &v,
                 ReadAnswer::Send(RangeChoice::Unsatisfiable),
             ),
