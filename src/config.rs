@@ -395,10 +395,11 @@ impl Value {
             Value::Bool(set) => match v.trim() {
                 "true" | "1" | "yes" | "on" => set(c, true),
                 "false" | "0" | "no" | "off" => set(c, false),
-                _ => {
+                // Quoted trimmed, as it was before the settings table.
+                other => {
                     return Err(Invalid::Expected {
                         what: "true or false",
-                        got: v.to_string(),
+                        got: other.to_string(),
                     });
                 }
             },
@@ -710,6 +711,11 @@ mod tests {
         assert_eq!(
             error(&["--fsync", "maybe"], &[]),
             "--fsync must be true or false, got \"maybe\""
+        );
+        assert_eq!(
+            error(&["--fsync", " maybe "], &[]),
+            "--fsync must be true or false, got \"maybe\"",
+            "the value is quoted trimmed, as before the settings table"
         );
         assert_eq!(
             error(&[], &[("RUST_LOG", "x=trace")]),

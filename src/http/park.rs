@@ -222,7 +222,12 @@ impl Reactor {
                     let limit = self.shared.config.max_connections;
                     if open >= limit + PROBE_RESERVE {
                         log::warn!("refusing {remote}: {open} connections open, the limit and its probe reserve");
-                        refuse(&stream, remote, Refusal::Overloaded(Overload::Connections));
+                        refuse(
+                            &stream,
+                            remote,
+                            Refusal::Overloaded(Overload::Connections),
+                            "connection limit",
+                        );
                         continue;
                     }
                     // Beyond the limit, a connection is kept only for the short time a probe
@@ -263,7 +268,7 @@ impl Reactor {
                 let head = match parse_head(&p.pending) {
                     Ok((head, _)) => head,
                     Err(e) => {
-                        refuse(&p.stream, p.remote, Refusal::Head(e));
+                        refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string());
                         return;
                     }
                 };
@@ -280,7 +285,12 @@ impl Reactor {
                     return;
                 }
                 if p.over_limit {
-                    refuse(&p.stream, p.remote, Refusal::Overloaded(Overload::Connections));
+                    refuse(
+                        &p.stream,
+                        p.remote,
+                        Refusal::Overloaded(Overload::Connections),
+                        "connection limit",
+                    );
                     return;
                 }
                 if p.stream.set_nonblocking(false).is_err() {
@@ -295,7 +305,12 @@ impl Reactor {
                 if let Err(conn) = self.pool.try_submit(conn) {
                     log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
                     let _ = conn.stream.set_nonblocking(true);
-                    refuse(&conn.stream, conn.remote, Refusal::Overloaded(Overload::Workers));
+                    refuse(
+                        &conn.stream,
+                        conn.remote,
+                        Refusal::Overloaded(Overload::Workers),
+                        "workers and queue full",
+                    );
                 }
             }
         }
@@ -323,7 +338,7 @@ impl Reactor {
             Ok(HeadStatus::Complete(_)) => Readiness::Ready,
             Ok(HeadStatus::Partial) => Readiness::Waiting,
             Err(e) => {
-                refuse(&p.stream, p.remote, Refusal::Head(e));
+                refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string());
                 Readiness::Gone
             }
         }
@@ -346,7 +361,12 @@ impl Reactor {
             }
             let p = self.unpark(i);
             if !is_idle(&p.pending) {
-                refuse(&p.stream, p.remote, Refusal::HeadTimeout);
+                refuse(
+                    &p.stream,
+                    p.remote,
+                    Refusal::HeadTimeout,
+                    "request head not finished in time",
+                );
             }
         }
     }
@@ -361,11 +381,12 @@ fn is_idle(pending: &[u8]) -> bool {
 /// Refuses `conn`, which waited longer than the queue timeout for a worker: 503 with
 /// `Retry-After`, by the reactor's sweep or by the worker that took it just past the bound.
 pub(crate) fn refuse_waited_too_long(conn: &Conn) {
-    let waited_secs = conn.queued_at.elapsed().as_secs();
+    let why = format!("waited {} s in the queue", conn.queued_at.elapsed().as_secs());
     refuse(
         &conn.stream,
         conn.remote,
-        Refusal::Overloaded(Overload::QueueWait { waited_secs }),
+        Refusal::Overloaded(Overload::QueueWait),
+        &why,
     );
 }
 
@@ -415,12 +436,12 @@ pub(crate) fn answer_and_close(
     close_gently(stream);
 }
 
-/// Writes a refusal without blocking, logs it as an access line (the request, if any, was
-/// never parsed: `- -` stands for method and target) and closes the connection.
-fn refuse(stream: &TcpStream, remote: SocketAddr, refusal: Refusal) {
+/// Writes a refusal without blocking, logs it as an access line with `why` (the request, if
+/// any, was never parsed: `- -` stands for method and target) and closes the connection.
+fn refuse(stream: &TcpStream, remote: SocketAddr, refusal: Refusal, why: &str) {
     let resp = refusal.response();
     let out = resp.body.known_len().unwrap_or(0);
-    log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({refusal})", resp.status);
+    log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({why})", resp.status);
     let _ = stream.set_nonblocking(true);
     let _ = (&*stream).write_all(&closing_bytes(&resp, false).0);
     close_gently(stream);

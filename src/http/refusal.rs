@@ -41,8 +41,8 @@ pub enum Overload {
     Connections,
     /// Every worker is busy and the queue is full.
     Workers,
-    /// The request waited longer than `--queue-timeout` for a worker: this many seconds.
-    QueueWait { waited_secs: u64 },
+    /// The request waited longer than `--queue-timeout` for a worker.
+    QueueWait,
     /// A system resource (file descriptors, memory), with what it was.
     Exhausted(&'static str),
 }
@@ -108,11 +108,8 @@ impl fmt::Display for Refusal {
             Refusal::HeadTimeout => write!(f, "request head not received in time"),
             Refusal::Overloaded(Overload::Connections) => write!(f, "too many open connections"),
             Refusal::Overloaded(Overload::Workers) => write!(f, "all workers are busy; retry shortly"),
-            Refusal::Overloaded(Overload::QueueWait { waited_secs }) => {
-                write!(
-                    f,
-                    "waited {waited_secs} s in the queue for a free worker; retry shortly"
-                )
+            Refusal::Overloaded(Overload::QueueWait) => {
+                write!(f, "waited too long for a free worker; retry shortly")
             }
             Refusal::Overloaded(Overload::Exhausted(what)) => write!(f, "{what}"),
             Refusal::Internal => write!(f, "the server failed on this request"),
@@ -157,7 +154,7 @@ mod tests {
     #[test]
     fn only_overload_invites_a_retry() {
         let retry = |r: Refusal| r.response().header("Retry-After").is_some();
-        assert!(retry(Refusal::Overloaded(Overload::QueueWait { waited_secs: 30 })));
+        assert!(retry(Refusal::Overloaded(Overload::QueueWait)));
         assert!(!retry(Refusal::Head(HeadError::Malformed)));
     }
 }
