@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::raw::Conn;
-use crate::support::{SETTLE_TIMEOUT, Server, server_binary, strace_usable, wait_until};
+use crate::support::{SETTLE_TIMEOUT, Server, server_binary, strace_injecting, wait_until};
 
 /// Bound on a probe's answer in these tests: far below what a held worker would make it wait.
 const PROBE_MAX_TIME: &str = "5";
@@ -362,27 +362,12 @@ fn a_hung_storage_check_makes_readyz_503_while_probes_still_answer() {
     // The README: readiness is 503 once the storage check has not come back for 5 s (a hung
     // volume), never a probe that hangs with it. strace makes every unlink after the first two
     // (the start-up checks) sleep 30 s, so the checker thread's next probe-file removal hangs.
-    if !strace_usable() {
+    let Some(wrapper) = strace_injecting("unlinkat", "unlinkat:delay_enter=30000000:when=3+") else {
         return;
-    }
+    };
     let home = crate::support::TempDir::new();
     let root = home.path().join("root");
     fs::create_dir(&root).unwrap();
-    let wrapper: Vec<String> = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "--seccomp-bpf",
-        "-e",
-        "trace=unlinkat",
-        "-e",
-        "inject=unlinkat:delay_enter=30000000:when=3+",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     let s = Server::start_wrapped_on(&root, &wrapper, &[]);
     assert_eq!(probe(&s, "/readyz").0, 200, "ready while the checks come back");
     let stale = wait_until(Duration::from_secs(15), || probe(&s, "/readyz").0 == 503);

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::raw::Conn;
-use crate::support::{Response, Server, TempDir, strace_usable};
+use crate::support::{Response, Server, TempDir, strace_injecting, strace_usable};
 
 /// How long the swap test attacks each verb.
 const ATTACK_TIME: Duration = Duration::from_millis(1500);
@@ -591,33 +591,18 @@ fn a_segment_ending_in_an_encoded_slash_is_refused() {
 fn opens_that_fail_with_estale_are_tried_again() {
     // GlusterFS and NFS answer ESTALE to about one open in a thousand right after a rename on
     // another client. strace makes every third openat fail so; every request must still work.
-    if !strace_usable() {
+    // From the 10th call of each thread on (the loader's own opens must succeed).
+    let calls = "openat,openat2,newfstatat";
+    let Some(strace) = strace_injecting(calls, &format!("{calls}:error=ESTALE:when=10+3")) else {
         return;
-    }
+    };
+    // cargo's library path makes the loader try many more opens before main.
+    let mut wrapper: Vec<String> = ["env", "-u", "LD_LIBRARY_PATH"].map(String::from).to_vec();
+    wrapper.extend(strace);
     let home = TempDir::new();
     let root = home.path().join("root");
     fs::create_dir(&root).unwrap();
     fs::write(root.join("f"), "data\n").unwrap();
-    let wrapper: Vec<String> = [
-        // cargo's library path makes the loader try many more opens before main.
-        "env",
-        "-u",
-        "LD_LIBRARY_PATH",
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "--seccomp-bpf",
-        "-e",
-        "trace=openat,openat2,newfstatat",
-        "-e",
-        // From the 10th call of each thread on (the loader's own opens must succeed).
-        "inject=openat,openat2,newfstatat:error=ESTALE:when=10+3",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
     // One worker, so one thread's calls reach the injection's start.
     let s = Server::start_wrapped_on(&root, &wrapper, &["--workers", "1"]);
     for i in 0..20 {

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::raw::Conn;
-use crate::support::{RESERVED_PREFIX, Server, TempDir, assert_same_bytes, random_bytes, strace_usable, wait_until};
+use crate::support::{RESERVED_PREFIX, Server, TempDir, assert_same_bytes, random_bytes, strace_injecting, wait_until};
 
 /// What a file holds before the write a test races.
 const ORIGINAL: &[u8] = b"committed before the test\n";
@@ -30,14 +30,7 @@ const VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A wrapper running the server under strace with every `syscalls` call delayed by `delay`
 /// on entry, or `None` (after printing why) where strace is missing or ptrace is refused.
 fn delayed(syscalls: &str, delay: Duration) -> Option<Vec<String>> {
-    if !strace_usable() {
-        return None;
-    }
-    let inject = format!("inject={syscalls}:delay_enter={}", delay.as_micros());
-    let args = ["strace", "-f", "-qq", "-o", "/dev/null", "--seccomp-bpf", "-e"];
-    let mut wrapper: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    wrapper.extend([format!("trace={syscalls}"), "-e".into(), inject]);
-    Some(wrapper)
+    strace_injecting(syscalls, &format!("{syscalls}:delay_enter={}", delay.as_micros()))
 }
 
 /// `wrapper` (from [`delayed`]) with the delay after the call instead of before it.

@@ -25,5 +25,5 @@ mod wait;
 pub use bytes::{assert_same_bytes, preview, random_bytes};
 pub use response::Response;
 pub use server::{RESERVED_PREFIX, Server, TempDir, server_binary};
-pub use strace::strace_usable;
+pub use strace::{strace_injecting, strace_usable};
 pub use wait::{SETTLE_TIMEOUT, UPLOAD_START_TIMEOUT, wait_until};

@@ -1,5 +1,5 @@
-//! Whether `strace` can run the server here, for the tests that inject delays and faults with
-//! it (they skip, saying why, where it cannot).
+//! `strace` as the server's wrapper, for the tests that inject delays and faults with it (they
+//! skip, saying why, where it cannot run).
 
 use std::process::Command;
 
@@ -14,4 +14,17 @@ pub fn strace_usable() -> bool {
         eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
     }
     usable
+}
+
+/// The wrapper that runs the server under strace, tracing the system calls `trace` and applying
+/// strace's `inject` expression to them (`openat:error=ESTALE:when=10+3`), its own output
+/// discarded; `None` (after printing why) where strace cannot run.
+pub fn strace_injecting(trace: &str, inject: &str) -> Option<Vec<String>> {
+    if !strace_usable() {
+        return None;
+    }
+    let args = ["strace", "-f", "-qq", "-o", "/dev/null", "--seccomp-bpf", "-e"];
+    let mut wrapper: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    wrapper.extend([format!("trace={trace}"), "-e".into(), format!("inject={inject}")]);
+    Some(wrapper)
 }
