@@ -359,4 +359,33 @@ mod tests {
             "only the committed append stays"
         );
     }
+
+    #[test]
+    fn a_rollback_that_fails_leaves_the_record_for_the_next_holder() {
+        let dir_path = crate::storage::test_dir("journal-guard-stuck");
+        let dir = Dir::open(&dir_path).unwrap();
+        let path = dir_path.join("f");
+        std::fs::write(&path, b"whole\n").unwrap();
+        // A read-only handle cannot truncate: the guard's rollback fails, as on a broken disk.
+        let stuck = std::fs::File::open(&path).unwrap();
+        let meta = stuck.metadata().unwrap();
+        let append = Uncommitted::begin(&dir, &stuck, &meta, 6, false).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"torn")
+            .unwrap();
+        drop(append);
+        assert!(dir_path.join(name_for(meta.ino())).exists(), "the record stays");
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let now = writer.metadata().unwrap();
+        assert_eq!(
+            settle(&dir, &writer, &now, false).unwrap(),
+            Some(6),
+            "the next holder rolls back"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole\n");
+        assert!(!dir_path.join(name_for(meta.ino())).exists());
+    }
 }
