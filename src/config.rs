@@ -506,7 +506,7 @@ fn invalid(name: &'static str) -> impl Fn(Invalid) -> ConfigError {
 /// Longest a `--help` line gets.
 const HELP_WIDTH: usize = 99;
 
-/// The `--help` text, from [`SETTINGS`].
+/// The `--help` text, from the settings table (`SETTINGS`).
 pub fn help() -> String {
     let heads: Vec<String> = SETTINGS.iter().map(|s| format!("{} {}", s.flag, s.metavar)).collect();
     let indent = 2 + heads.iter().map(String::len).max().unwrap_or(0) + 2;

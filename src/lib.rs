@@ -1,8 +1,8 @@
 //! http-nas: shared persistent storage for Kubernetes jobs over plain HTTP.
 //!
-//! Data flows one way: socket → [`http`] (wire format, connection handling) → [`api`] (URL to
-//! operation) → [`handlers`] (operation to storage call and reply) → [`storage`] (files under
-//! the root). `storage` knows nothing of HTTP and `http` nothing of files. [`server`] wires
+//! Data flows one way: socket → `http` (wire format, connection handling) → `api` (URL to
+//! operation) → `handlers` (operation to storage call and reply) → `storage` (files under
+//! the root). `storage` knows nothing of HTTP and `http` nothing of files. `server` wires
 //! them together; `main.rs` only parses flags and waits for a signal.
 #![deny(unsafe_code)]
 
@@ -38,7 +38,7 @@ pub use sys::{block_stop_signals, wait_for_stop_signal};
 pub mod entry {
     pub use crate::api::{Op, parse as parse_url};
     pub use crate::http::body::{Body, BodyError, Framing, ReadBuf};
-    pub use crate::http::head::{HeadError, HeadStatus, check_head, parse_head};
+    pub use crate::http::head::{HeadError, HeadStatus, MAX_HEAD_BYTES, MAX_HEADERS, check_head, parse_head};
     pub use crate::storage::jail::listed_name;
     pub use crate::storage::wc::count_lines;
     pub use crate::storage::{Naming, RelPath};
