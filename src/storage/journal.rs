@@ -332,12 +332,18 @@ mod tests {
         assert!(!a.matches(&FileId { ino: 13, ..a.clone() }));
     }
 
-    #[test]
-    fn an_uncommitted_append_rolls_back_and_a_committed_one_stays() {
-        let dir_path = crate::storage::test_dir("journal-guard");
+    /// A fresh test directory `name` (and its handle) holding a file `f` of `whole\n`.
+    fn dir_with_file(name: &str) -> (std::path::PathBuf, Dir, std::path::PathBuf) {
+        let dir_path = crate::storage::test_dir(name);
         let dir = Dir::open(&dir_path).unwrap();
         let path = dir_path.join("f");
         std::fs::write(&path, b"whole\n").unwrap();
+        (dir_path, dir, path)
+    }
+
+    #[test]
+    fn an_uncommitted_append_rolls_back_and_a_committed_one_stays() {
+        let (dir_path, dir, path) = dir_with_file("journal-guard");
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let meta = file.metadata().unwrap();
         let record_there = || dir_path.join(name_for(meta.ino())).exists();
@@ -362,10 +368,7 @@ mod tests {
 
     #[test]
     fn a_rollback_that_fails_leaves_the_record_for_the_next_holder() {
-        let dir_path = crate::storage::test_dir("journal-guard-stuck");
-        let dir = Dir::open(&dir_path).unwrap();
-        let path = dir_path.join("f");
-        std::fs::write(&path, b"whole\n").unwrap();
+        let (dir_path, dir, path) = dir_with_file("journal-guard-stuck");
         // A read-only handle cannot truncate: the guard's rollback fails, as on a broken disk.
         let stuck = std::fs::File::open(&path).unwrap();
         let meta = stuck.metadata().unwrap();
