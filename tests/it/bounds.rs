@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::raw::Conn;
-use crate::support::{SETTLE_TIMEOUT, Server, server_binary, strace_injecting, wait_until};
+use crate::support::{SETTLE_TIMEOUT, Server, server_binary, skip, strace_injecting, wait_until};
 
 /// Bound on a probe's answer in these tests: far below what a held worker would make it wait.
 const PROBE_MAX_TIME: &str = "5";
@@ -244,7 +244,7 @@ fn out_of_file_descriptors_is_503_with_retry_after_then_recovers() {
     // Below what the process holds already: every new descriptor fails with EMFILE, while the
     // kept-alive connection (already open) still carries the request and its answer.
     if !set_limit(3) {
-        eprintln!("skipped: prlimit --pid is missing or refused here (util-linux)");
+        skip("prlimit --pid is missing or refused here (util-linux)");
         return;
     }
     conn.send(b"GET /file/f HTTP/1.1\r\nHost: t\r\n\r\n");

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::raw::Conn;
-use crate::support::{RESERVED_PREFIX, Response, Server, TempDir, random_bytes};
+use crate::support::{RESERVED_PREFIX, Response, Server, TempDir, random_bytes, skip};
 
 /// Dirty-page budget of the throttled disk's backing device, in bytes.
 const THROTTLE_DIRTY_BYTES: u64 = 256 << 10;
@@ -573,7 +573,7 @@ fn issue15_kill9_at_random_moments_on_plain_disk_loses_nothing_acknowledged() {
 fn issue15_kill9_at_random_moments_on_a_throttled_disk_loses_nothing_acknowledged() {
     match LoopDisk::throttled() {
         Ok(disk) => crash_rounds_on(&disk.root(), "throttled disk"),
-        Err(reason) => eprintln!("skipped: {reason}"),
+        Err(reason) => skip(&reason),
     }
 }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 use crate::support::raw::{Attempt, Conn, attempt, only_response};
 use crate::support::{
     RESERVED_PREFIX, SETTLE_TIMEOUT, Server, TempDir, UPLOAD_START_TIMEOUT, assert_same_bytes, preview, random_bytes,
-    wait_until,
+    skip, wait_until,
 };
 
 /// The file every write test aims at, and what it holds before a write that must not land.
@@ -370,7 +370,7 @@ fn issue15_a_large_append_needs_its_size_free_twice_and_else_changes_nothing() {
     // both are on the disk. An append that would fit once but not twice is a 507.
     let tmpfs = match Tmpfs::mount("4m") {
         Ok(tmpfs) => tmpfs,
-        Err(reason) => return println!("skipped: {reason}"),
+        Err(reason) => return skip(&reason),
     };
     let s = Server::start_on(&tmpfs.root(), &[]);
     let base = random_bytes(1 << 20, 42);
@@ -390,7 +390,7 @@ fn issue3_disk_full_is_507_and_leaves_no_trace() {
     let tmpfs = match Tmpfs::mount("2m") {
         Ok(tmpfs) => tmpfs,
         Err(reason) => {
-            println!("skipped: issue3_disk_full_is_507_and_leaves_no_trace: {reason}");
+            skip(&reason);
             return;
         }
     };

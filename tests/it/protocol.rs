@@ -18,7 +18,9 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::raw::Conn;
-use crate::support::{RESERVED_PREFIX, Server, TempDir, assert_same_bytes, random_bytes, strace_injecting, wait_until};
+use crate::support::{
+    RESERVED_PREFIX, Server, TempDir, assert_same_bytes, random_bytes, skip, strace_injecting, wait_until,
+};
 
 /// What a file holds before the write a test races.
 const ORIGINAL: &[u8] = b"committed before the test\n";
@@ -135,7 +137,7 @@ fn issue15_kill9_during_small_appends_on_a_throttled_disk_leaves_only_whole_reco
     const KILLS: usize = 4;
     let disk = match crate::crash::LoopDisk::throttled() {
         Ok(disk) => disk,
-        Err(reason) => return eprintln!("skipped: {reason}"),
+        Err(reason) => return skip(&reason),
     };
     let mut s = Server::start_on(&disk.root(), &["--fsync", "false"]);
     let mut acked = [0usize; LANES];
@@ -437,7 +439,7 @@ fn issue15_replicas_that_are_all_pid_1_never_fail_each_others_readiness_probes()
         .args(["--pid", "--fork", "--kill-child", "true"])
         .output();
     if !probe.is_ok_and(|out| out.status.success()) {
-        return eprintln!("skipped: cannot run a process as pid 1 in a new pid namespace (unshare, needs root)");
+        return skip("cannot run a process as pid 1 in a new pid namespace (unshare, needs root)");
     }
     let Some(slow_unlink) = delayed("unlink,unlinkat", Duration::from_secs(2)) else {
         return;
@@ -567,7 +569,7 @@ impl Drop for Attached {
 fn unprivileged() -> Option<Vec<String>> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
-        eprintln!("skipped: needs root and setpriv to run the server as another uid");
+        skip("needs root and setpriv to run the server as another uid");
         return None;
     }
     Some(
@@ -961,7 +963,7 @@ fn review2_a_path_through_a_file_names_nothing() {
 fn review2_check_answers_what_node_fs_stats_serialises() {
     let node = Command::new("node").arg("--version").output();
     if !node.is_ok_and(|o| o.status.success()) {
-        return eprintln!("skipped: node is not installed");
+        return skip("node is not installed");
     }
     let s = Server::start();
     s.write("dir/data.csv", "a,b\n1,2\n");

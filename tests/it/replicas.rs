@@ -19,12 +19,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::raw::Conn;
-use crate::support::{RESERVED_PREFIX, Response, SETTLE_TIMEOUT, Server, wait_until};
+use crate::support::{RESERVED_PREFIX, Response, SETTLE_TIMEOUT, Server, skip, wait_until};
 
 /// The mounts of the test volume, if `make test-replicas` set them up.
 fn mounts() -> Option<Vec<PathBuf>> {
     let Some(list) = std::env::var_os("HTTP_NAS_REPLICA_MOUNTS").filter(|v| !v.is_empty()) else {
-        eprintln!("skipped: no GlusterFS volume (run `make test-replicas`, which sets one up)");
+        skip("no GlusterFS volume (run `make test-replicas`, which sets one up)");
         return None;
     };
     Some(std::env::split_paths(&list).collect())

@@ -10,6 +10,7 @@
 //! - `wait`: bounded polling and the upper bounds tests wait for the server with.
 //! - `bytes`: reproducible test data, and comparing and previewing byte strings.
 //! - `strace`: whether the fault- and delay-injection tests can run here.
+//! - `skip`: a test that cannot run here says why, and the skip is counted (`make test`).
 //!
 //! Every [`Response`] carries the exact command (or bytes) and curl's stderr that produced it,
 //! and a failing test prints the server's log.
@@ -19,11 +20,13 @@ mod curl;
 pub mod raw;
 mod response;
 mod server;
+mod skip;
 mod strace;
 mod wait;
 
 pub use bytes::{assert_same_bytes, preview, random_bytes};
 pub use response::Response;
 pub use server::{RESERVED_PREFIX, Server, TempDir, server_binary};
+pub use skip::skip;
 pub use strace::{strace_injecting, strace_usable};
 pub use wait::{SETTLE_TIMEOUT, UPLOAD_START_TIMEOUT, wait_until};

@@ -11,7 +11,7 @@ pub fn strace_usable() -> bool {
         .output();
     let usable = probe.is_ok_and(|out| out.status.success());
     if !usable {
-        eprintln!("skipped: strace is missing or cannot trace here (apt-get install strace)");
+        super::skip("strace is missing or cannot trace here (apt-get install strace)");
     }
     usable
 }
