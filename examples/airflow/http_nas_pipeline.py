@@ -1,9 +1,10 @@
 """An Airflow pipeline that keeps its files on http-nas, the way pipelines use it.
 
-Parallel extract tasks stream generated CSV parts into a run directory with `curl -T -`; a
-fan-in task appends every part to one file with `Upload-Offset` and the README's retry loop
+Parallel extract tasks stream generated CSV parts into a run directory with `curl -X POST -T -`
+(a POST creates or replaces the part atomically, so an Airflow retry of the task leaves one copy;
+a bare `curl -T` is a PUT, which appends, and a retry would double the part); a fan-in task appends every part to one file with `Upload-Offset` and the README's retry loop
 (its first attempt at one part is deliberately cut mid-body, so the retry path really runs); a
-gate checks the line count with `/wc`; publish moves the result out of the run directory; and
+gate checks the line count with `/wc`; publish moves the result out of the run directory (`/mv`); and
 cleanup deletes the run directory, succeeding when it is already gone.
 
 Every task is one shell script, so the same commands run in a `KubernetesPodOperator` pod (any
@@ -66,7 +67,7 @@ def script(body: str) -> str:
 
 EXTRACT = (
     "generate() { " + GENERATE + "; }\n"
-    "generate \"$PART\" | curl -fsS -T - -o /dev/null \"$URL/file/$RUN/part-$PART.csv\"\n"
+    "generate \"$PART\" | curl -sS --fail-with-body -X POST -T - -o /dev/null \"$URL/file/$RUN/part-$PART.csv\"\n"
     "echo \"part $PART stored\"\n"
 )
 
@@ -74,23 +75,23 @@ FAN_IN = APPEND_ONCE + f"""
 # The loop reads curl's failures itself (a cut attempt exits 28), so no errexit inside it.
 set +e
 for part in $(seq 1 {PARTS}); do
-  curl -fsS -o /tmp/part.csv "$URL/file/$RUN/part-$part.csv"
+  curl -sS --fail-with-body -o /tmp/part.csv "$URL/file/$RUN/part-$part.csv"
   # Part 2's first attempt is sent at 4 KB/s for at most 1 s: cut mid-body, so nothing of it
   # is appended, and the retry (same offset) appends it once.
   CUT_FIRST=""; [ "$part" = 2 ] && CUT_FIRST="--limit-rate 4k --max-time 1"
   append_once /tmp/part.csv "$URL/file/$RUN/all.csv" || {{ echo "could not append part $part"; exit 1; }}
 done
-echo "fan-in done: $(curl -fsS "$URL/file/$RUN/all.csv/wc") lines"
+echo "fan-in done: $(curl -sS --fail-with-body "$URL/file/$RUN/all.csv/wc") lines"
 """
 
 GATE = f"""
-lines=$(curl -fsS "$URL/file/$RUN/all.csv/wc")
+lines=$(curl -sS --fail-with-body "$URL/file/$RUN/all.csv/wc")
 test "$lines" = "{PARTS * ROWS_PER_PART}" || {{ echo "expected {PARTS * ROWS_PER_PART} lines, got $lines"; exit 1; }}
 """
 
 PUBLISH = """
-curl -fsS -X PUT -H 'Content-Type: application/json' \
-  -d '{"path": "published/all-{{ ts_nodash }}.csv"}' "$URL/file/$RUN/all.csv" -o /dev/null
+curl -sS --fail-with-body -X PUT -d '{"path": "published/all-{{ ts_nodash }}.csv"}' \
+  "$URL/file/$RUN/all.csv/mv" -o /dev/null
 """
 
 # Succeeds when the directory is already gone: a 404 with the original's exact body.
