@@ -882,6 +882,23 @@ mod tests {
     }
 
     #[test]
+    fn blank_token_sources_and_allowed_hosts() {
+        let error = |args: &[&str], env: &[(&str, &str)]| run(args, env).unwrap_err().to_string();
+        assert!(error(&[], &[("HTTP_NAS_TOKEN", " ")]).starts_with("HTTP_NAS_TOKEN is set but blank"));
+        assert!(error(&[], &[("HTTP_NAS_TOKENS_FILE", "")]).starts_with("HTTP_NAS_TOKENS_FILE is set but blank"));
+        assert_eq!(run(&[], &[]).unwrap().allowed_hosts, None);
+        let c = run(&["--allowed-hosts", "Nas:3000, nas.team.svc,,[::1]"], &[]).unwrap();
+        assert_eq!(c.allowed_hosts.unwrap(), ["nas", "nas.team.svc", "[::1]"]);
+        assert_eq!(run(&["--allowed-hosts", ""], &[]).unwrap().allowed_hosts, Some(vec![]));
+        assert!(error(&["--allowed-hosts", "http://nas/"], &[]).starts_with("--allowed-hosts must be host names"));
+        let same = error(&[], &[("HTTP_NAS_TOKEN", "s3cret"), ("HTTP_NAS_READ_TOKEN", "s3cret")]);
+        assert!(
+            same.starts_with("--read-token-file gives a token") && !same.contains("s3cret"),
+            "{same}"
+        );
+    }
+
+    #[test]
     fn tokens_from_a_file_win_over_the_variable() {
         let path = std::env::temp_dir().join(format!("http-nas-config-test-{}", std::process::id()));
         std::fs::write(&path, "from-file\n").unwrap();
