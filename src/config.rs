@@ -42,6 +42,10 @@ pub struct Config {
     pub token: Option<String>,
     /// Read-only bearer token.
     pub read_token: Option<String>,
+    /// Scoped tokens from `--tokens-file`.
+    pub scoped_tokens: Vec<crate::auth::ScopedToken>,
+    /// Host names served besides IP addresses and localhost (`None`: not configured).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// What the command line asked for.
@@ -99,6 +103,16 @@ pub enum Invalid {
     TooLarge,
     /// A file that could not be read.
     Unreadable { path: String, error: String },
+    /// A token source that is given but holds no token (an empty Secret): refused, because
+    /// taking it as "no token" would open the service. `path` is the file, `None` for a variable.
+    Blank { path: Option<String> },
+    /// A line of the tokens file that cannot be used (the error never holds a token).
+    TokensFile {
+        path: String,
+        error: crate::auth::scoped::LineError,
+    },
+    /// One token given for two roles (`what`: the other setting); it would be ambiguous.
+    SameToken { what: &'static str },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -114,6 +128,21 @@ impl std::fmt::Display for ConfigError {
                 }
                 Invalid::TooLarge => write!(f, "{name} is too large for this machine"),
                 Invalid::Unreadable { path, error } => write!(f, "cannot read {name} {path}: {error}"),
+                Invalid::Blank { path: Some(path) } => write!(
+                    f,
+                    "{name} {path} holds no token; a blank token source never opens the service: \
+                     put the token in it, or leave {name} out to run without tokens"
+                ),
+                Invalid::Blank { path: None } => write!(
+                    f,
+                    "{name} is set but blank; a blank token source never opens the service: \
+                     give it a value, or unset it to run without tokens"
+                ),
+                Invalid::TokensFile { path, error } => write!(f, "{name} {path}: {error}"),
+                Invalid::SameToken { what } => write!(
+                    f,
+                    "{name} gives a token that is also given by {what}: give each token one role"
+                ),
             },
         }
     }
@@ -135,8 +164,8 @@ pub enum Value {
     Bool(fn(&mut Config, bool)),
     /// Any text, as given.
     Text(fn(&mut Config, &str)),
-    /// The path of a file, whose content the setter gets.
-    File(fn(&mut Config, String)),
+    /// The path of a file, whose path and content the setter gets.
+    File(fn(&mut Config, &str, String) -> Result<(), Invalid>),
     /// Anything else, checked by its setter.
     Other(fn(&mut Config, &str) -> Result<(), Invalid>),
 }
@@ -320,11 +349,17 @@ pub const SETTINGS: &[Setting] = &[
         fallback: Some(Fallback {
             env: "HTTP_NAS_TOKEN",
             help: "or the token itself in HTTP_NAS_TOKEN",
-            value: Value::Text(|c, v| c.token = Some(v.to_string())),
+            value: Value::Other(|c, v| {
+                c.token = Some(token_value(None, v.to_string())?);
+                Ok(())
+            }),
         }),
         default: None,
         default_note: "",
-        value: Value::File(|c, content| c.token = Some(content)),
+        value: Value::File(|c, path, content| {
+            c.token = Some(token_value(Some(path), content)?);
+            Ok(())
+        }),
     },
     Setting {
         flag: "--read-token-file",
@@ -334,13 +369,109 @@ pub const SETTINGS: &[Setting] = &[
         fallback: Some(Fallback {
             env: "HTTP_NAS_READ_TOKEN",
             help: "or the token itself in HTTP_NAS_READ_TOKEN",
-            value: Value::Text(|c, v| c.read_token = Some(v.to_string())),
+            value: Value::Other(|c, v| {
+                c.read_token = Some(token_value(None, v.to_string())?);
+                Ok(())
+            }),
         }),
         default: None,
         default_note: "",
-        value: Value::File(|c, content| c.read_token = Some(content)),
+        value: Value::File(|c, path, content| {
+            c.read_token = Some(token_value(Some(path), content)?);
+            Ok(())
+        }),
+    },
+    Setting {
+        flag: "--tokens-file",
+        metavar: "FILE",
+        help: "scoped tokens, one a line: TOKEN rw|ro [PREFIX...]; a token with prefixes reaches only \
+               the directories they name",
+        env: Some("HTTP_NAS_TOKENS_FILE"),
+        fallback: None,
+        default: None,
+        default_note: "",
+        value: Value::File(set_scoped_tokens),
+    },
+    Setting {
+        flag: "--allowed-hosts",
+        metavar: "HOSTS",
+        help: "host names the service answers to besides IP addresses and localhost, comma-separated \
+               (against DNS rebinding); unset: only browsers are held to that",
+        env: Some("HTTP_NAS_ALLOWED_HOSTS"),
+        fallback: None,
+        default: None,
+        default_note: "",
+        value: Value::Other(set_allowed_hosts),
     },
 ];
+
+/// A token as given in a variable (`path` `None`) or a file: refused when blank, so that an
+/// empty Secret never opens the service.
+fn token_value(path: Option<&str>, value: String) -> Result<String, Invalid> {
+    if value.trim().is_empty() {
+        return Err(Invalid::Blank {
+            path: path.map(str::to_string),
+        });
+    }
+    Ok(value)
+}
+
+/// `--tokens-file`: every line parsed; a file without a single token is blank, like an empty
+/// token file.
+fn set_scoped_tokens(c: &mut Config, path: &str, content: String) -> Result<(), Invalid> {
+    let tokens = crate::auth::scoped::parse(&content).map_err(|error| Invalid::TokensFile {
+        path: path.to_string(),
+        error,
+    })?;
+    if tokens.is_empty() {
+        return Err(Invalid::Blank {
+            path: Some(path.to_string()),
+        });
+    }
+    c.scoped_tokens = tokens;
+    Ok(())
+}
+
+/// `--allowed-hosts`: names separated by commas or spaces, each a host name with an optional
+/// port (ignored); an empty value lists none, so only IP addresses and localhost are served.
+fn set_allowed_hosts(c: &mut Config, v: &str) -> Result<(), Invalid> {
+    let mut hosts = Vec::new();
+    for name in v.split([',', ' ']).filter(|n| !n.trim().is_empty()) {
+        let host = crate::auth::browser::host_name(name).ok_or_else(|| Invalid::Expected {
+            what: "host names separated by commas",
+            got: name.to_string(),
+        })?;
+        hosts.push(host);
+    }
+    c.allowed_hosts = Some(hosts);
+    Ok(())
+}
+
+/// Refuses a token given for two roles (the read-write and the read-only token, or a line of
+/// the tokens file and either): which access it grants would depend on the order of a check.
+fn check_distinct_tokens(c: &Config) -> Result<(), ConfigError> {
+    fn trimmed(t: &Option<String>) -> Option<&str> {
+        t.as_deref().map(str::trim).filter(|t| !t.is_empty())
+    }
+    let rw = trimmed(&c.token);
+    let ro = trimmed(&c.read_token);
+    let same = |name: &'static str, what: &'static str| ConfigError::Invalid {
+        name,
+        problem: Invalid::SameToken { what },
+    };
+    if rw.is_some() && rw == ro {
+        return Err(same("--read-token-file", "--token-file (or HTTP_NAS_TOKEN)"));
+    }
+    for scoped in &c.scoped_tokens {
+        if rw == Some(scoped.secret.as_str()) {
+            return Err(same("--tokens-file", "--token-file (or HTTP_NAS_TOKEN)"));
+        }
+        if ro == Some(scoped.secret.as_str()) {
+            return Err(same("--tokens-file", "--read-token-file (or HTTP_NAS_READ_TOKEN)"));
+        }
+    }
+    Ok(())
+}
 
 /// `PORT`, as the original read it: a port number to listen on at 0.0.0.0; blank is unset.
 fn set_port(c: &mut Config, p: &str) -> Result<(), Invalid> {
@@ -405,7 +536,7 @@ impl Value {
             },
             Value::Text(set) => set(c, v),
             Value::File(set) => match std::fs::read_to_string(v) {
-                Ok(content) => set(c, content),
+                Ok(content) => set(c, v, content)?,
                 Err(e) => {
                     return Err(Invalid::Unreadable {
                         path: v.to_string(),
@@ -439,6 +570,8 @@ fn unconfigured() -> Config {
         fsync: false,
         token: None,
         read_token: None,
+        scoped_tokens: Vec::new(),
+        allowed_hosts: None,
     }
 }
 
@@ -489,12 +622,27 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         // The last of a repeated flag wins.
         let value = match given.iter().rev().find(|(s, _)| s.flag == setting.flag) {
             Some((_, v)) => Some(v.clone()),
-            None => setting.env.and_then(env).filter(|v| !v.is_empty()),
+            None => setting
+                .env
+                .and_then(|name| {
+                    let v = env(name)?;
+                    // A file variable set but empty is a token source given blank (an empty
+                    // Secret key): refused, never read as "no token".
+                    if matches!(setting.value, Value::File(_)) && v.trim().is_empty() {
+                        return Some(Err(ConfigError::Invalid {
+                            name,
+                            problem: Invalid::Blank { path: None },
+                        }));
+                    }
+                    (!v.is_empty()).then_some(Ok(v))
+                })
+                .transpose()?,
         };
         if let Some(v) = value {
             setting.value.apply(&mut config, &v).map_err(invalid(setting.flag))?;
         }
     }
+    check_distinct_tokens(&config)?;
     Ok(Command::Run(Box::new(config)))
 }
 
@@ -731,6 +879,23 @@ mod tests {
             "PORT must be a port number, got \"http\""
         );
         assert_eq!(run(&[], &[("PORT", " 81 ")]).unwrap().listen, "0.0.0.0:81");
+    }
+
+    #[test]
+    fn blank_token_sources_and_allowed_hosts() {
+        let error = |args: &[&str], env: &[(&str, &str)]| run(args, env).unwrap_err().to_string();
+        assert!(error(&[], &[("HTTP_NAS_TOKEN", " ")]).starts_with("HTTP_NAS_TOKEN is set but blank"));
+        assert!(error(&[], &[("HTTP_NAS_TOKENS_FILE", "")]).starts_with("HTTP_NAS_TOKENS_FILE is set but blank"));
+        assert_eq!(run(&[], &[]).unwrap().allowed_hosts, None);
+        let c = run(&["--allowed-hosts", "Nas:3000, nas.team.svc,,[::1]"], &[]).unwrap();
+        assert_eq!(c.allowed_hosts.unwrap(), ["nas", "nas.team.svc", "[::1]"]);
+        assert_eq!(run(&["--allowed-hosts", ""], &[]).unwrap().allowed_hosts, Some(vec![]));
+        assert!(error(&["--allowed-hosts", "http://nas/"], &[]).starts_with("--allowed-hosts must be host names"));
+        let same = error(&[], &[("HTTP_NAS_TOKEN", "s3cret"), ("HTTP_NAS_READ_TOKEN", "s3cret")]);
+        assert!(
+            same.starts_with("--read-token-file gives a token") && !same.contains("s3cret"),
+            "{same}"
+        );
     }
 
     #[test]

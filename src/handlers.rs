@@ -3,7 +3,8 @@
 //! [`Response`] value (framing is the HTTP layer's job).
 
 use crate::api::{self, Op, OpKind};
-use crate::auth::{Access, Tokens};
+use crate::auth::browser::{self, BrowserRules};
+use crate::auth::{Access, Grant, Tokens};
 use crate::conditional::{self, ReadAnswer, ReadConditions, Validators};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
@@ -36,6 +37,9 @@ GET    /file                 OK while the storage is there
 GET    /healthz  /readyz  /metrics
 ";
 
+/// The answer to a scoped token used outside its prefixes.
+const OUT_OF_SCOPE: &str = "this token reaches only the directories its line in --tokens-file names";
+
 /// Largest move request body (`{"path": ...}`), in bytes.
 pub const MAX_MOVE_BODY_BYTES: u64 = 64 * 1024;
 
@@ -43,6 +47,7 @@ pub const MAX_MOVE_BODY_BYTES: u64 = 64 * 1024;
 pub struct App {
     storage: Storage,
     tokens: Tokens,
+    browser: BrowserRules,
     metrics: Metrics,
     stats: Arc<Stats>,
     probes: ProbeState,
@@ -50,10 +55,11 @@ pub struct App {
 
 impl App {
     /// Creates the application over `storage`.
-    pub fn new(storage: Storage, tokens: Tokens, stats: Arc<Stats>) -> Self {
+    pub fn new(storage: Storage, tokens: Tokens, browser: BrowserRules, stats: Arc<Stats>) -> Self {
         App {
             storage,
             tokens,
+            browser,
             metrics: Metrics::default(),
             stats,
             probes: ProbeState::default(),
@@ -71,26 +77,37 @@ impl App {
         self.probes.record(self.storage.root_is_dir(), writable);
     }
 
-    /// The operation a head asks for, if the head alone allows it: a parseable URL and, where
-    /// tokens protect it, the right token. Also the operation's kind, whatever the outcome, so
-    /// the answer (a 401 too) is counted under it.
-    fn gate(&self, head: &Head) -> (Option<OpKind>, Result<Op, Error>) {
+    /// The operation a head asks for, if the head alone allows it: a parseable URL, a host
+    /// this service serves, no write a browser marks as from another site, and, where tokens
+    /// protect it, a token that may do it there. Also the operation's kind, whatever the
+    /// outcome, so the answer (a 401 too) is counted under it; and the token's grant, for the
+    /// checks only the body allows (a move's target).
+    fn gate(&self, head: &Head) -> (Option<OpKind>, Result<(Op, Grant<'_>), Error>) {
         let op = match api::parse(&head.method, &head.target, head.header("content-type")) {
             Ok(op) => op,
             Err(e) => return (None, Err(e)),
         };
         let kind = Some(op.kind());
-        if op.needs_auth() {
-            match self.tokens.check(head.header("authorization")) {
-                Access::Denied => return (kind, Err(Error::Unauthorized)),
-                Access::ReadOnly if op.writes() => {
-                    let message = "the read-only token cannot write";
-                    return (kind, Err(Error::Forbidden { message }));
-                }
-                _ => {}
-            }
+        let probe = matches!(op, Op::Alive | Op::Ready | Op::Metrics | Op::StorageHealth);
+        if let Err(message) = self.browser.check(head, op.writes(), probe) {
+            return (kind, Err(Error::Forbidden { message }));
         }
-        (kind, Ok(op))
+        if !op.needs_auth() {
+            return (kind, Ok((op, Grant::everything())));
+        }
+        let grant = self.tokens.check(head.header("authorization"));
+        match grant.access {
+            Access::Denied => return (kind, Err(Error::Unauthorized)),
+            Access::ReadOnly if op.writes() => {
+                let message = "the read-only token cannot write";
+                return (kind, Err(Error::Forbidden { message }));
+            }
+            _ => {}
+        }
+        if op_path(&op).is_some_and(|path| !grant.reaches(path)) {
+            return (kind, Err(Error::Forbidden { message: OUT_OF_SCOPE }));
+        }
+        (kind, Ok((op, grant)))
     }
 
     /// `/readyz`: the storage was found writable recently, and a new request would be taken
@@ -121,7 +138,7 @@ impl App {
         })
     }
 
-    fn route(&self, op: Op, req: &mut Request<'_>) -> Result<Response, Error> {
+    fn route(&self, op: Op, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
         let head = req.head;
         match op {
             Op::Alive | Op::Ready | Op::StorageHealth => self.probe(&op).unwrap_or(Err(Error::NotFound)),
@@ -129,11 +146,18 @@ impl App {
             Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
             Op::Stat { path } => self.stat(&path),
             // A browser asking for the service's front page gets the root's browse page, which
-            // lists files: only with a token where tokens are set, like `/file/`.
-            Op::Index if wants_html(head) => match self.tokens.check(head.header("authorization")) {
-                Access::Denied => Err(Error::Unauthorized),
-                _ => self.read(head, &RelPath::root()),
-            },
+            // lists files: only with a token where tokens are set, like `/file/`; a scoped
+            // token is sent to its first directory.
+            Op::Index if wants_html(head) => {
+                let grant = self.tokens.check(head.header("authorization"));
+                match (grant.access, grant.home()) {
+                    (Access::Denied, _) => Err(Error::Unauthorized),
+                    (_, Some(home)) => {
+                        Ok(Response::new(303, ResponseBody::Empty).with_header("Location", format!("/file/{home}/")))
+                    }
+                    _ => self.read(head, &RelPath::root()),
+                }
+            }
             Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
                 let version = if_match(head);
@@ -155,7 +179,7 @@ impl App {
                 let size = self.storage.append(&path, req.body, &conditions)?;
                 Ok(written(&path, size).with_header("Upload-Offset", size.to_string()))
             }
-            Op::Move { path } => self.move_file(&path, req),
+            Op::Move { path } => self.move_file(&path, grant, req),
             Op::Delete { path } => {
                 self.storage.delete(&path)?;
                 Ok(Response::json(
@@ -253,7 +277,7 @@ impl App {
         .with_header("Content-Type", "application/json"))
     }
 
-    fn move_file(&self, path: &RelPath, req: &mut Request<'_>) -> Result<Response, Error> {
+    fn move_file(&self, path: &RelPath, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
         // The seed answered 404 for a missing source before looking at the body.
         self.storage.exists(path)?;
         let mut body = Vec::new();
@@ -269,6 +293,9 @@ impl App {
             });
         }
         let target = move_target(&body)?;
+        if !grant.reaches(&target) {
+            return Err(Error::Forbidden { message: OUT_OF_SCOPE });
+        }
         let size = self.storage.rename(path, &target)?;
         Ok(Response::json(
             200,
@@ -281,8 +308,8 @@ impl Handler for App {
     fn handle(&self, req: &mut Request<'_>) -> Response {
         let head = req.head;
         let (kind, op) = self.gate(head);
-        let answer = op.and_then(|op| self.route(op, req));
-        labelled(kind, answer.unwrap_or_else(|e| e.into_response(wants_json(head))))
+        let answer = op.and_then(|(op, grant)| self.route(op, grant, req));
+        labelled(kind, answer.unwrap_or_else(|e| refusal(e, head)))
     }
 
     /// Probes, from the state the checker keeps; refusals a head alone decides (no such URL,
@@ -291,12 +318,9 @@ impl Handler for App {
         let (kind, op) = self.gate(head);
         let answer = match op {
             Err(e) => Err(e),
-            Ok(op) => self.probe(&op)?,
+            Ok((op, _)) => self.probe(&op)?,
         };
-        Some(labelled(
-            kind,
-            answer.unwrap_or_else(|e| e.into_response(wants_json(head))),
-        ))
+        Some(labelled(kind, answer.unwrap_or_else(|e| refusal(e, head))))
     }
 
     fn label(&self, head: &Head) -> Option<&'static str> {
@@ -343,6 +367,28 @@ fn labelled(kind: Option<OpKind>, resp: Response) -> Response {
     match kind {
         Some(kind) => resp.labelled(kind.label()),
         None => resp,
+    }
+}
+
+/// An error as its response; a 401 to a browser is its login prompt (a Basic challenge).
+fn refusal(e: Error, head: &Head) -> Response {
+    match e {
+        Error::Unauthorized if wants_html(head) => browser::login_required(),
+        e => e.into_response(wants_json(head)),
+    }
+}
+
+/// The path an operation reads, writes, lists or moves away, which a scoped token must reach.
+fn op_path(op: &Op) -> Option<&RelPath> {
+    match op {
+        Op::Read { path }
+        | Op::LineCount { path }
+        | Op::Stat { path }
+        | Op::Upload { path }
+        | Op::Append { path }
+        | Op::Move { path }
+        | Op::Delete { path } => Some(path),
+        Op::StorageHealth | Op::Index | Op::Options { .. } | Op::Alive | Op::Ready | Op::Metrics => None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! HTTP server with the configured limits.
 
 use crate::auth::Tokens;
+use crate::auth::browser::BrowserRules;
 use crate::config::Config;
 use crate::handlers::App;
 use crate::http::{HttpConfig, Server, Stats};
@@ -96,13 +97,25 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         log::warn!("removed {removed} temp file(s) left by an interrupted upload");
     }
     let stats = Arc::new(Stats::default());
-    let tokens = Tokens::new(config.token.clone(), config.read_token.clone());
+    let tokens = Tokens::new(
+        config.token.clone(),
+        config.read_token.clone(),
+        config.scoped_tokens.clone(),
+    );
+    let browser = BrowserRules::new(config.allowed_hosts.clone());
+    if !browser.hosts_configured() {
+        log::warn!(
+            "--allowed-hosts (HTTP_NAS_ALLOWED_HOSTS) is not set: a web page using DNS rebinding can \
+             still read files through a user's browser (only requests with browser markers are held to \
+             IP addresses and localhost); set it to the names clients call this service by"
+        );
+    }
     let auth = if tokens.enabled() {
         "bearer tokens required"
     } else {
         "open (no token set)"
     };
-    let app = Arc::new(App::new(storage, tokens, Arc::clone(&stats)));
+    let app = Arc::new(App::new(storage, tokens, browser, Arc::clone(&stats)));
     app.check_storage();
     start_storage_checker(Arc::clone(&app));
     let max_connections = connection_budget(config);

@@ -212,6 +212,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def hosts_refused(port: int, allowed: str | None) -> None:
+    """With allowed hosts rendered: each listed name is served, another name is 403 (DNS
+    rebinding), probes answer whatever the name."""
+    if not allowed:
+        return
+    import http.client
+
+    def status(host: str, path: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    for host in allowed.split(","):
+        assert status(f"{host}:3000", "/file/") != 403, f"listed host {host} refused"
+    assert status("rebind.attacker.test:3000", "/file/") == 403, "an unlisted host was served"
+    assert status("rebind.attacker.test", "/healthz") == 200, "a probe was refused by host name"
+
+
 def live_test(binary: Path, rendered: Rendered, tokens: dict[str, str] | None) -> None:
     """Start the binary with the rendered env (paths mapped into a temp dir), run the script."""
     with tempfile.TemporaryDirectory(prefix="helm-check-live-") as tmp:
@@ -234,9 +255,14 @@ def live_test(binary: Path, rendered: Rendered, tokens: dict[str, str] | None) -
             secret.mkdir()
             for path, token in tokens.items():
                 (secret / path).write_text(token + "\n")  # a trailing newline, as files often have
-            for name in ("HTTP_NAS_TOKEN_FILE", "HTTP_NAS_READ_TOKEN_FILE"):
-                assert env[name].startswith(mount + "/"), env[name]
-                env[name] = str(secret) + env[name][len(mount):]
+            # The token Secret's mount and the scoped tokens file's mount both map to `secret`.
+            mounts = {"HTTP_NAS_TOKEN_FILE": mount, "HTTP_NAS_READ_TOKEN_FILE": mount,
+                      "HTTP_NAS_TOKENS_FILE": mount + "-tokens"}
+            for name, mounted in mounts.items():
+                if name not in env:
+                    continue
+                assert env[name].startswith(mounted + "/"), env[name]
+                env[name] = str(secret) + env[name][len(mounted):]
                 script_env[name] = env[name]
         log = open(tmpdir / "server.log", "w+")
         proc = subprocess.Popen([str(binary)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -274,6 +300,7 @@ def live_test(binary: Path, rendered: Rendered, tokens: dict[str, str] | None) -
                 print(f"| {line}")
             assert out.returncode == 0, f"test script exit {out.returncode}: {out.stderr.strip()}"
             assert re.search(r"^\d+ passed, 0 failed$", out.stdout, re.M), "no summary line"
+            hosts_refused(port, env.get("HTTP_NAS_ALLOWED_HOSTS"))
             left = [p.name for p in storage.iterdir()]
             assert not left, f"the test left files behind: {left}"
         finally:

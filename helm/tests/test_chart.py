@@ -93,7 +93,9 @@ def a_default(r: Rendered) -> None:
     assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
     env = r.env()
     assert env["STORAGE_PATH"] == "/mnt/storage" and env["HTTP_NAS_LISTEN"] == "0.0.0.0:3000", env
-    assert "HTTP_NAS_TOKEN_FILE" not in env
+    assert "HTTP_NAS_TOKEN_FILE" not in env and "HTTP_NAS_TOKENS_FILE" not in env
+    assert env["HTTP_NAS_ALLOWED_HOSTS"] == ("http-nas,http-nas.storage,http-nas.storage.svc,"
+                                             "http-nas.storage.svc.cluster.local"), env
     assert not r.all("ServiceMonitor") and not r.all("HorizontalPodAutoscaler") and not r.all("Ingress")
     assert "http://http-nas.storage.svc.cluster.local:3000" in r.notes, "NOTES lacks the cross-namespace URL"
     assert "nodeSelector" not in r.server_pod()
@@ -103,6 +105,8 @@ def a_other_release(r: Rendered) -> None:
     assert r.one("Service")["metadata"]["name"] == "files-http-nas"
     assert r.one("PersistentVolumeClaim")["metadata"]["name"] == "files-http-nas-storage"
     assert r.container()["image"] == "ghcr.io/redactics/http-nas:2", "a numeric --set image.tag"
+    hosts = r.env()["HTTP_NAS_ALLOWED_HOSTS"].split(",")
+    assert hosts[0] == "files-http-nas" and "files-http-nas.storage.svc.cluster.local" in hosts, hosts
 
 
 def a_debug_image(r: Rendered) -> None:
@@ -204,6 +208,31 @@ def a_ingress(r: Rendered) -> None:
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": "http-nas", "port": {"number": 3000}}, backend
     assert "WITHOUT authentication" in r.notes
+    assert r.env()["HTTP_NAS_ALLOWED_HOSTS"].split(",")[-1] == "chart-example.local", r.env()
+
+
+def a_scoped_tokens(r: Rendered) -> None:
+    env = r.env()
+    assert env["HTTP_NAS_TOKENS_FILE"] == "/var/run/secrets/http-nas-tokens/tokens", env
+    assert "HTTP_NAS_TOKEN_FILE" not in env
+    vol = {v["name"]: v for v in r.server_pod()["volumes"]}["scoped-tokens"]["secret"]
+    assert vol["secretName"] == "team-tokens" and vol["defaultMode"] == 0o440, vol
+    assert vol["items"] == [{"key": "tokens.txt", "path": "tokens"}], vol["items"]
+    mount = {m["name"]: m for m in r.container()["volumeMounts"]}["scoped-tokens"]
+    assert mount["readOnly"] is True and mount["mountPath"] == "/var/run/secrets/http-nas-tokens"
+    t = r.test_pod()["spec"]
+    tvol = {v["name"]: v for v in t["volumes"]}["scoped-tokens"]["secret"]
+    assert tvol == vol, "the test pod must read the same Secret"
+    tenv = {e["name"]: e.get("value") for e in t["containers"][0]["env"]}
+    assert tenv["HTTP_NAS_TOKENS_FILE"] == env["HTTP_NAS_TOKENS_FILE"], tenv
+
+
+def a_allowed_hosts(r: Rendered) -> None:
+    assert r.env()["HTTP_NAS_ALLOWED_HOSTS"] == "nas.example.com,http-nas.storage", r.env()
+
+
+def a_allowed_hosts_off(r: Rendered) -> None:
+    assert "HTTP_NAS_ALLOWED_HOSTS" not in r.env(), r.env()
 
 
 def a_sa(r: Rendered) -> None:
@@ -279,6 +308,11 @@ SCENARIOS = [Scenario(*s) for s in [
      RELEASE, KUBE_VERSIONS, a_placement),
     ("ingress", sets("ingress.enabled=true,ingress.className=nginx"), RELEASE, KUBE_VERSIONS, a_ingress),
     ("service-account", sets("serviceAccount.create=true"), RELEASE, KUBE_VERSIONS, a_sa),
+    ("scoped-tokens", sets("tokensSecret=team-tokens,tokensSecretKey=tokens.txt"), RELEASE,
+     KUBE_VERSIONS, a_scoped_tokens),
+    ("allowed-hosts", {"allowedHosts": ["nas.example.com", "{{ .Release.Name }}.{{ .Release.Namespace }}"]},
+     RELEASE, KUBE_VERSIONS, a_allowed_hosts),
+    ("allowed-hosts-off", {"allowedHosts": []}, RELEASE, KUBE_VERSIONS, a_allowed_hosts_off),
 ]]
 BY_NAME = {s.name: s for s in SCENARIOS}
 SCENARIO_IDS = [s.name for s in SCENARIOS]
@@ -435,11 +469,22 @@ def test_lookup_keeps_1x_claim(chart: Any, release: str, owner: str | None,
 
 
 @pytest.mark.parametrize("name,tokens", [
-    ("default", False),
-    ("token-secret", True),
-], ids=["open-service-default-values", "rw-and-ro-tokens-token-secret-values"])
+    ("default", None),
+    ("token-secret", "plain"),
+    ("scoped-tokens", "scoped"),
+], ids=["open-service-default-values", "rw-and-ro-tokens-token-secret-values",
+        "scoped-tokens-file-values"])
 def test_live_helm_test_script(http_nas_bin: Path, rendered: Callable[[str], Rendered],
-                               name: str, tokens: bool) -> None:
-    secrets = ({"token": "rw-" + os.urandom(16).hex(), "read-token": "ro-" + os.urandom(16).hex()}
-               if tokens else None)
+                               name: str, tokens: str | None) -> None:
+    secrets = None
+    if tokens == "plain":
+        secrets = {"token": "rw-" + os.urandom(16).hex(), "read-token": "ro-" + os.urandom(16).hex()}
+    elif tokens == "scoped":
+        # A team's scoped token first: the script must pick the unscoped rw line.
+        secrets = {"tokens": "\n".join([
+            "# teams",
+            f"team-a-{os.urandom(8).hex()} rw team-a/",
+            f"reader-{os.urandom(8).hex()} ro",
+            f"admin-{os.urandom(16).hex()} rw",
+        ])}
     live_test(http_nas_bin, rendered(name), secrets)

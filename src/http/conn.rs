@@ -273,7 +273,7 @@ fn finish(
         target: "access",
         "{remote} {} {} {status} in={bytes_in} out={bytes_out} {}ms{outcome}",
         head.method,
-        head.target,
+        head.logged_path(),
         duration.as_millis()
     );
     shared.handler.completed(&Exchange {

@@ -72,6 +72,14 @@ pub struct Head {
 }
 
 impl Head {
+    /// The target without its query string, for the access log: a query may carry a token or
+    /// other secrets (`?token=...`), and logs name paths only.
+    pub fn logged_path(&self) -> &str {
+        self.target
+            .split_once('?')
+            .map_or(self.target.as_str(), |(path, _)| path)
+    }
+
     /// Iterates the values of every field called `name` (lower case).
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers

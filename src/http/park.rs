@@ -277,7 +277,11 @@ impl Reactor {
                 let early =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shared.handler.answer_early(&head)));
                 let early = early.unwrap_or_else(|_| {
-                    log::error!("answering {} {} from its head panicked", head.method, head.target);
+                    log::error!(
+                        "answering {} {} from its head panicked",
+                        head.method,
+                        head.logged_path()
+                    );
                     Some(Refusal::Internal.response())
                 });
                 if let Some(resp) = early {
@@ -423,7 +427,7 @@ pub(crate) fn answer_and_close(
         target: "access",
         "{remote} {} {} {status} in=0 out={body_len} 0ms (answered from the head){outcome}",
         head.method,
-        head.target
+        head.logged_path()
     );
     shared.handler.completed(&Exchange {
         method: &head.method,

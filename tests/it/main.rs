@@ -32,5 +32,6 @@ mod other_writer;
 mod paths;
 mod protocol;
 mod replicas;
+mod security;
 mod seed;
 mod support;

@@ -6,6 +6,8 @@
 #   HTTP_NAS_URL              base URL of the service, e.g. http://http-nas:3000
 #   HTTP_NAS_TOKEN_FILE       optional: file with the read-write token (auth enabled)
 #   HTTP_NAS_READ_TOKEN_FILE  optional: file with the read-only token
+#   HTTP_NAS_TOKENS_FILE      optional: scoped tokens file; its first unscoped `rw` line is used
+#                             when HTTP_NAS_TOKEN_FILE is not set
 #   TMPDIR                    scratch directory (default /tmp)
 set -eu
 
@@ -29,6 +31,16 @@ auth_ro=""
 if [ -n "${HTTP_NAS_TOKEN_FILE:-}" ]; then
   printf 'Authorization: Bearer %s\n' "$(cat "$HTTP_NAS_TOKEN_FILE")" > "$tmp/auth-rw"
   auth_rw="$tmp/auth-rw"
+fi
+if [ -z "$auth_rw" ] && [ -n "${HTTP_NAS_TOKENS_FILE:-}" ]; then
+  while read -r tok access prefixes; do
+    case "$tok" in '' | '#'*) continue ;; esac
+    if [ "$access" = rw ] && [ -z "$prefixes" ]; then
+      printf 'Authorization: Bearer %s\n' "$tok" > "$tmp/auth-rw"
+      auth_rw="$tmp/auth-rw"
+      break
+    fi
+  done < "$HTTP_NAS_TOKENS_FILE"
 fi
 if [ -n "${HTTP_NAS_READ_TOKEN_FILE:-}" ]; then
   printf 'Authorization: Bearer %s\n' "$(cat "$HTTP_NAS_READ_TOKEN_FILE")" > "$tmp/auth-ro"

@@ -167,3 +167,21 @@ that depends on them, so `helm install`, `helm template` and `helm lint` all sto
 {{- fail "\n\nhttp-nas: auth.existingSecret is set but auth.tokenKey is empty: name the Secret's key that holds the read-write token (default \"token\")." }}
 {{- end }}
 {{- end }}
+
+{{/*
+HTTP_NAS_ALLOWED_HOSTS: allowedHosts (each entry a template, so the default can name the
+Service), then the Ingress hosts when the Ingress is on; comma-separated, duplicates removed.
+Empty when allowedHosts is empty.
+*/}}
+{{- define "http-nas.allowedHosts" -}}
+{{- $hosts := list }}
+{{- range .Values.allowedHosts }}
+{{- $hosts = append $hosts (tpl (toString .) $) }}
+{{- end }}
+{{- if and $hosts .Values.ingress.enabled }}
+{{- range .Values.ingress.hosts }}
+{{- with .host }}{{ $hosts = append $hosts . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- join "," (uniq $hosts) }}
+{{- end }}

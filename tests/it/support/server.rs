@@ -36,6 +36,10 @@ pub const RESERVED_PREFIX: &str = ".http-nas-";
 pub(super) const SCRUBBED_ENV: &[&str] = &[
     "HTTP_NAS_TOKEN",
     "HTTP_NAS_READ_TOKEN",
+    "HTTP_NAS_TOKEN_FILE",
+    "HTTP_NAS_READ_TOKEN_FILE",
+    "HTTP_NAS_TOKENS_FILE",
+    "HTTP_NAS_ALLOWED_HOSTS",
     "STORAGE_PATH",
     "http_proxy",
     "HTTP_PROXY",
