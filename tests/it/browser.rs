@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::support::{Server, TempDir, wait_until};
+use crate::support::{Server, TempDir, skip, wait_until};
 
 /// The flags this machine's closed network needs (no background lookups) and a fresh profile.
 fn chromium(profile: &TempDir, args: &[&str]) -> Option<std::process::Output> {
@@ -32,7 +32,7 @@ fn chromium(profile: &TempDir, args: &[&str]) -> Option<std::process::Output> {
         .into_iter()
         .find(|b| std::path::Path::new(b).exists());
     let Some(binary) = binary else {
-        eprintln!("skipped: chromium is not installed (apt-get install chromium)");
+        skip("chromium is not installed (apt-get install chromium)");
         return None;
     };
     let mut cmd = Command::new(binary);
