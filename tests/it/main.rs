@@ -38,4 +38,5 @@ mod paths;
 mod protocol;
 mod replicas;
 mod seed;
+mod stored_pages;
 mod support;
