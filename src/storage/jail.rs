@@ -204,7 +204,7 @@ impl RelPath {
 
 impl std::fmt::Display for RelPath {
     /// The path as responses and logs name it: itself for almost any name made through the
-    /// API, else percent-encoded ([`shown_path`]).
+    /// API, else percent-encoded (`shown_path`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&shown_path(&self.bytes))
     }
@@ -257,11 +257,11 @@ fn stands_in_segment(c: char) -> bool {
 /// segment that, appended to its directory's URL and percent-decoded once like every request
 /// path, names exactly this entry, so every line works as `curl "$URL/file/dir/$line"`.
 /// Almost every name is itself (the seed's listing text, byte for byte); a name with a
-/// character that does not stand for itself in a segment ([`stands_in_segment`]: a space, `%`,
+/// character that does not stand for itself in a segment (`stands_in_segment`: a space, `%`,
 /// `?`, `#`, `[`, a control byte...) or invalid UTF-8 has those characters (bytes)
 /// percent-encoded, the rest kept readable: `a b%.txt` is listed `a%20b%25.txt`, a literal
 /// `a%41` is `a%2541` (never the line that finds `aA`). A name that is a suffix word
-/// ([`SUFFIX_WORDS`]) has its first letter encoded (`wc` is `%77c`), so the line fetches the
+/// (`SUFFIX_WORDS`) has its first letter encoded (`wc` is `%77c`), so the line fetches the
 /// file rather than its directory's line count. Never contains a line break or whitespace.
 pub fn listed_name(name: &[u8]) -> Cow<'_, str> {
     if is_suffix_word(name) {
