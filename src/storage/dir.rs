@@ -181,3 +181,34 @@ pub fn random_id() -> io::Result<String> {
     sys::fill_random(&mut bytes)?;
     Ok(format!("{:032x}", u128::from_le_bytes(bytes)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_dir;
+
+    #[test]
+    fn interleaved_readers_of_one_handle_each_see_every_entry() {
+        let base = test_dir("dir-entries");
+        let names: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();
+        for name in &names {
+            std::fs::write(base.join(name), "").unwrap();
+        }
+        let dir = Dir::open(&base).unwrap();
+        let clone = dir.try_clone().unwrap();
+        let (mut a, mut b) = (dir.entries().unwrap(), clone.entries().unwrap());
+        let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+        loop {
+            let (x, y) = (a.next(), b.next());
+            if x.is_none() && y.is_none() {
+                break;
+            }
+            seen_a.extend(x.map(|e| e.unwrap().0.into_string().unwrap()));
+            seen_b.extend(y.map(|e| e.unwrap().0.into_string().unwrap()));
+        }
+        seen_a.sort();
+        seen_b.sort();
+        assert_eq!(seen_a, names);
+        assert_eq!(seen_b, names);
+    }
+}
