@@ -17,6 +17,7 @@ use crate::time::{js_date, js_millis, js_number};
 use serde_json::json;
 use std::fs::{File, Metadata};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
@@ -352,9 +353,16 @@ fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u6
         }
         ReadAnswer::Send(RangeChoice::Unsatisfiable) => return Err(Error::RangeNotSatisfiable { size }),
     };
-    let resp = match content_type(&path.to_string()) {
+    let kind = content_type(&path.to_string());
+    let resp = match kind {
         Some(kind) if resp.status != 304 => resp.with_header("Content-Type", kind),
         _ => resp,
+    };
+    // A stored file never runs as a page of the service's origin (docs/API.md "Security").
+    let resp = resp.with_header("Content-Security-Policy", STORED_FILE_POLICY);
+    let resp = match kind.filter(|k| is_markup(k)) {
+        Some(_) => resp.with_header("Content-Disposition", attachment(path)),
+        None => resp,
     };
     Ok(resp
         .with_header("ETag", validators.etag)
@@ -442,6 +450,41 @@ fn upload_offset(head: &Head) -> Result<Option<u64>, Error> {
     })
 }
 
+/// The `Content-Security-Policy` of every stored file served: a page or image opened from the
+/// service runs sandboxed (an opaque origin: no script, no forms, none of the service's
+/// cookies or storage), so an uploaded page cannot act as the service.
+const STORED_FILE_POLICY: &str = "sandbox";
+
+/// True for the types a browser renders as a document that can run script or load things
+/// (HTML, SVG, any XML, which may embed XHTML): such files are sent as attachments.
+fn is_markup(kind: &str) -> bool {
+    kind == "text/html" || kind.ends_with("/xml") || kind.ends_with("+xml")
+}
+
+/// `Content-Disposition: attachment` naming the file's last segment (RFC 6266): `filename=`
+/// an ASCII stand-in (quotes, backslashes, `%` and anything outside printable ASCII as `_`),
+/// `filename*=` the name itself, UTF-8 and percent-encoded (invalid UTF-8 as U+FFFD).
+fn attachment(path: &RelPath) -> String {
+    let raw = path.as_path().file_name().map_or(&[][..], |n| n.as_bytes());
+    let name = String::from_utf8_lossy(raw);
+    let plain: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if !matches!(c, '"' | '\\' | '%') => c,
+            _ => '_',
+        })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}")
+}
+
 /// Content-Type from the file extension, for well-known types only and without a charset the
 /// server cannot know; none otherwise, as the seed sent none (Node clients such as superagent
 /// then read the body as text).
@@ -458,6 +501,7 @@ fn content_type(name: &str) -> Option<&'static str> {
         "ndjson" | "jsonl" => "application/x-ndjson",
         "xml" => "application/xml",
         "html" | "htm" => "text/html",
+        "xhtml" | "xht" => "application/xhtml+xml",
         "yaml" | "yml" => "application/yaml",
         "jpg" | "jpeg" => "image/jpeg",
         "png" => "image/png",
@@ -508,5 +552,28 @@ mod tests {
         assert_eq!(content_type("a.txt"), Some("text/plain"));
         assert_eq!(content_type("noext"), None);
         assert_eq!(content_type("dump.sql"), None);
+        for markup in ["a.html", "a.HTM", "a.svg", "a.xml", "a.xhtml"] {
+            assert!(content_type(markup).is_some_and(is_markup), "{markup}");
+        }
+        for inline in ["a.txt", "a.json", "a.png", "a.csv"] {
+            assert!(!content_type(inline).is_some_and(is_markup), "{inline}");
+        }
+    }
+
+    #[test]
+    fn attachments_name_the_file_safely() {
+        let at = |p: &[u8]| attachment(&RelPath::parse(p, Naming::Existing).unwrap());
+        assert_eq!(
+            at(b"d/page.html"),
+            "attachment; filename=\"page.html\"; filename*=UTF-8''page.html"
+        );
+        assert_eq!(
+            at("d/\"x\" caf\u{e9} 100%.svg".as_bytes()),
+            "attachment; filename=\"_x_ caf_ 100_.svg\"; filename*=UTF-8''%22x%22%20caf%C3%A9%20100%25.svg"
+        );
+        assert_eq!(
+            at(b"a\xff;\r\n.xml"),
+            "attachment; filename=\"a_;__.xml\"; filename*=UTF-8''a%EF%BF%BD%3B%0D%0A.xml"
+        );
     }
 }

@@ -1,10 +1,16 @@
 //! A directory listing as a response body, rendered while it is sent: the plain form (one
-//! name per line, as the original wrote it), JSON (`[{"modified","name","size","type"}]`,
-//! the keys in the order `serde_json` writes them), or an HTML page for people with a browser
-//! (breadcrumbs, a row per entry, no script, nothing loaded from elsewhere; every name escaped). Entries are rendered a batch at a time
-//! into a small buffer, so a listing of any size costs its names (kept by the storage listing
-//! for sorting) and one buffer.
+//! name per line, as the original wrote it, each line usable as a URL segment), JSON
+//! (`[{"href","modified","name","size","type"}]`, the keys in the order `serde_json` writes
+//! them: `name` the name itself, `href` the segment to put in a URL), or an HTML page for
+//! people with a browser (breadcrumbs, a row per entry, no script, nothing loaded from
+//! elsewhere; every name escaped, every link leading to its entry whatever the name). Entries
+//! are rendered a batch at a time into a small buffer, so a listing of any size costs its
+//! names (kept by the storage listing for sorting) and one buffer.
+//!
+//! How a name becomes a line, an `href` or a link is decided in one place,
+//! [`crate::storage::jail::listed_name`] (and [`url_path`] for the page's absolute links).
 
+use crate::storage::jail::{is_suffix_word, listed_name, readable_name};
 use crate::storage::{EntryKind, Listing};
 use crate::time::rfc3339;
 use serde_json::json;
@@ -82,7 +88,7 @@ pub fn human_size(bytes: u64) -> String {
 
 /// The page's head and breadcrumbs for the directory `path` (bytes relative to the root).
 fn html_start(path: &[u8]) -> String {
-    let shown = crate::storage::jail::listed_name(path);
+    let shown = readable_name(path);
     let title = if path.is_empty() {
         "/".to_string()
     } else {
@@ -96,7 +102,7 @@ fn html_start(path: &[u8]) -> String {
         crumbs.push_str(&format!(
             " / <a href=\"/file/{}\">{}</a>",
             url_path(&at),
-            html_escape(&crate::storage::jail::listed_name(segment))
+            html_escape(&readable_name(segment))
         ));
     }
     format!(
@@ -146,7 +152,7 @@ impl ListingBody {
             let wrote = match &self.form {
                 Form::Plain => match self.listing.next_name() {
                     Some(name) => {
-                        let line = crate::storage::jail::listed_name(std::os::unix::ffi::OsStrExt::as_bytes(name));
+                        let line = listed_name(std::os::unix::ffi::OsStrExt::as_bytes(name));
                         self.buf.extend_from_slice(line.as_bytes());
                         self.buf.push(b'\n');
                         true
@@ -163,7 +169,14 @@ impl ListingBody {
                             EntryKind::File => "file",
                             EntryKind::Other => "other",
                         };
-                        let item = json!({ "name": e.listed_name(), "type": kind, "size": e.size, "modified": rfc3339(e.modified) });
+                        let raw = std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str());
+                        let item = json!({
+                            "name": String::from_utf8_lossy(raw),
+                            "href": listed_name(raw),
+                            "type": kind,
+                            "size": e.size,
+                            "modified": rfc3339(e.modified),
+                        });
                         serde_json::to_writer(&mut self.buf, &item).map_err(io::Error::other)?;
                         true
                     }
@@ -194,16 +207,25 @@ impl ListingBody {
     }
 }
 
+/// The absolute link to the entry `name` of the directory `dir` (bytes relative to the root):
+/// every byte but unreserved ones percent-encoded ([`url_path`]), and the `/` before a name
+/// that is a suffix word ([`is_suffix_word`]) encoded too (`/file/dir%2Fwc`, docs/API.md
+/// "Names"), so the link reaches the file `wc`, not the line count of `dir`.
+pub fn entry_href(dir: &[u8], name: &[u8]) -> String {
+    let mut href = format!("/file/{}", url_path(dir));
+    if !dir.is_empty() {
+        href.push_str(if is_suffix_word(name) { "%2F" } else { "/" });
+    }
+    href.push_str(&url_path(name));
+    href
+}
+
 /// One table row of the HTML page: the entry's name as a link (a directory's ends in `/`), its
 /// size, its modification time, and for a file the links to its line count and stat.
 fn html_row(dir: &[u8], e: &crate::storage::Entry) -> String {
-    let name = e.listed_name();
-    let mut full = dir.to_vec();
-    if !full.is_empty() {
-        full.push(b'/');
-    }
-    full.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str()));
-    let href = format!("/file/{}", url_path(&full));
+    let raw = std::os::unix::ffi::OsStrExt::as_bytes(e.name.as_os_str());
+    let name = readable_name(raw);
+    let href = entry_href(dir, raw);
     let (shown, link, size, tools) = match e.kind {
         EntryKind::Directory => (format!("{name}/"), format!("{href}/"), String::new(), String::new()),
         EntryKind::File => (
@@ -250,6 +272,11 @@ mod tests {
         assert_eq!(url_path(b"d/a b&c<\"'.csv"), "d/a%20b%26c%3C%22%27.csv");
         assert_eq!(url_path(b"a%41"), "a%2541");
         assert_eq!(url_path(b"caf\xe9"), "caf%E9");
+        assert_eq!(entry_href(b"", b"wc"), "/file/wc");
+        assert_eq!(entry_href(b"d/e", b"wc"), "/file/d/e%2Fwc");
+        assert_eq!(entry_href(b"d", b"mv"), "/file/d%2Fmv");
+        assert_eq!(entry_href(b"d", b"wc.txt"), "/file/d/wc.txt");
+        assert_eq!(entry_href(b"d", b"a b%"), "/file/d/a%20b%25");
         assert_eq!(human_size(0), "0 B");
         assert_eq!(human_size(1023), "1023 B");
         assert_eq!(human_size(1536), "1.5 KiB");

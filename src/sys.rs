@@ -434,10 +434,12 @@ pub struct DirStream {
 }
 
 impl DirStream {
-    /// Starts reading the directory `dir` from its first entry.
-    pub fn open(dir: BorrowedFd<'_>) -> io::Result<DirStream> {
-        let own = dir.try_clone_to_owned()?;
-        let fd = own.into_raw_fd();
+    /// Reads the directory `dir` from its first entry. `dir` must be a description of its own
+    /// (opened, never `dup`ed from a handle others read through): the read position lives in
+    /// the open file description, so two streams over duplicates of one descriptor would take
+    /// each other's entries (see `Dir::entries`).
+    pub fn open(dir: OwnedFd) -> io::Result<DirStream> {
+        let fd = dir.into_raw_fd();
         // SAFETY: `fd` is an open directory fd we own; on success fdopendir takes it over.
         let ptr = unsafe { libc::fdopendir(fd) };
         let Some(dir) = std::ptr::NonNull::new(ptr) else {
@@ -446,9 +448,6 @@ impl DirStream {
             unsafe { libc::close(fd) };
             return Err(err);
         };
-        // SAFETY: `dir` is a valid DIR*; the duplicate shares its offset with the original
-        // handle, so rewind to read from the start whatever was read before.
-        unsafe { libc::rewinddir(dir.as_ptr()) };
         Ok(DirStream { dir })
     }
 }

@@ -3,7 +3,9 @@
 //! Handlers never set framing headers: this module alone writes the status line,
 //! `Content-Length` (or, for a [streamed](ResponseBody::Stream) body of unknown length,
 //! `Transfer-Encoding: chunked` on a kept-alive connection and a body that ends with the
-//! connection otherwise), `Connection` and `Date`. Header
+//! connection otherwise), `Connection` and `Date`; and on every response, whatever answered it
+//! (a handler, a refusal, an overload), `X-Content-Type-Options: nosniff`, so no browser ever
+//! guesses a type the service did not state (a stored file without one sniffed as HTML). Header
 //! values are checked for CR/LF here, so no handler can split a response. File bodies go out
 //! with `sendfile(2)`, straight from the page cache to the socket.
 
@@ -72,6 +74,10 @@ pub const FRAMING_FIELDS: [&str; 5] = [
     "Date",
     "Keep-Alive",
 ];
+
+/// The field every response carries: browsers take the `Content-Type` as stated (or, with
+/// none, do not run the body as a page or script).
+const NOSNIFF: (&str, &str) = ("X-Content-Type-Options", "nosniff");
 
 /// What a handler answers: status, its own headers, and a body.
 #[derive(Debug)]
@@ -211,6 +217,9 @@ pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
     }
     for (name, value) in &resp.headers {
         let _ = write!(head, "{}: {}\r\n", name, clean_value(value));
+    }
+    if resp.header(NOSNIFF.0).is_none() {
+        let _ = write!(head, "{}: {}\r\n", NOSNIFF.0, NOSNIFF.1);
     }
     head.extend_from_slice(if keep_alive {
         b"Connection: keep-alive\r\n\r\n"
@@ -367,15 +376,34 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(head.contains("\r\nContent-Length: 2\r\n"));
         assert!(head.contains("\r\nX-Name: a  Set-Cookie: evil\r\n"));
+        assert!(head.contains("\r\nX-Content-Type-Options: nosniff\r\n"));
         assert!(head.ends_with("Connection: close\r\n\r\n"));
-        assert_eq!(head.matches("\r\n").count(), 7);
+        assert_eq!(head.matches("\r\n").count(), 8);
+    }
+
+    #[test]
+    fn every_head_says_nosniff_once() {
+        for resp in [
+            Response::new(304, ResponseBody::Empty),
+            Response::error(503, "busy", "try later"),
+            Response::text(200, "x").with_header("x-content-type-options", "nosniff"),
+        ] {
+            let head = String::from_utf8(encode_head(&resp, true))
+                .unwrap()
+                .to_ascii_lowercase();
+            assert_eq!(head.matches("x-content-type-options: nosniff\r\n").count(), 1, "{head}");
+        }
     }
 
     #[test]
     fn a_header_set_twice_is_sent_once_with_the_last_value() {
         let resp = Response::text(200, "x").with_header("content-type", "text/csv");
         let head = String::from_utf8(encode_head(&resp, true)).unwrap();
-        assert_eq!(head.to_ascii_lowercase().matches("content-type").count(), 1, "{head}");
+        assert_eq!(
+            head.to_ascii_lowercase().matches("\r\ncontent-type:").count(),
+            1,
+            "{head}"
+        );
         assert!(head.contains("content-type: text/csv\r\n"), "{head}");
     }
 

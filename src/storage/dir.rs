@@ -12,7 +12,7 @@ use crate::sys::{self, DirStream, Stat};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// Mode of files the service creates (before the umask), as `File::create` uses.
@@ -43,7 +43,8 @@ impl Dir {
         sys::open_dir(path).map(|fd| Dir { fd })
     }
 
-    /// Another handle on the same directory.
+    /// Another descriptor on the same open directory (`dup`): for `*at` calls only. It shares
+    /// its read position with this one, so never read entries through it: [`Dir::reopen`].
     pub fn try_clone(&self) -> io::Result<Dir> {
         self.fd.try_clone().map(|fd| Dir { fd })
     }
@@ -120,9 +121,28 @@ impl Dir {
         File::from(self.fd.try_clone()?).sync_all()
     }
 
-    /// The entries, one at a time: name, type (as readdir says) and inode number.
+    /// A new open description of this same directory, with a read position of its own: a
+    /// `dup` ([`Dir::try_clone`]) shares one position with every other duplicate, so two
+    /// listings of the root read through duplicates of its handle would take each other's
+    /// entries. `openat(fd, ".")`; where that is refused (a directory the service may read but
+    /// not search), the descriptor's `/proc/self/fd` link, which checks read access only.
+    pub fn reopen(&self) -> io::Result<Dir> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        match sys::open_at(self.fd.as_fd(), OsStr::new("."), flags, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                let link = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+                sys::open_dir(Path::new(&link)).map_err(|_| e)
+            }
+            other => other,
+        }
+        .map(|fd| Dir { fd })
+    }
+
+    /// The entries, one at a time: name, type (as readdir says) and inode number. Read through
+    /// a description of their own ([`Dir::reopen`]), so any number of readers of one directory
+    /// (concurrent listings of the root, a sweep, a delete) each see every entry once.
     pub fn entries(&self) -> io::Result<DirStream> {
-        DirStream::open(self.fd.as_fd())
+        DirStream::open(self.reopen()?.fd)
     }
 
     /// Creates the directory `name` here (mode 0777 before the umask, like `mkdir`).
@@ -160,4 +180,35 @@ pub fn random_id() -> io::Result<String> {
     let mut bytes = [0u8; 16];
     sys::fill_random(&mut bytes)?;
     Ok(format!("{:032x}", u128::from_le_bytes(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_dir;
+
+    #[test]
+    fn interleaved_readers_of_one_handle_each_see_every_entry() {
+        let base = test_dir("dir-entries");
+        let names: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();
+        for name in &names {
+            std::fs::write(base.join(name), "").unwrap();
+        }
+        let dir = Dir::open(&base).unwrap();
+        let clone = dir.try_clone().unwrap();
+        let (mut a, mut b) = (dir.entries().unwrap(), clone.entries().unwrap());
+        let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+        loop {
+            let (x, y) = (a.next(), b.next());
+            if x.is_none() && y.is_none() {
+                break;
+            }
+            seen_a.extend(x.map(|e| e.unwrap().0.into_string().unwrap()));
+            seen_b.extend(y.map(|e| e.unwrap().0.into_string().unwrap()));
+        }
+        seen_a.sort();
+        seen_b.sort();
+        assert_eq!(seen_a, names);
+        assert_eq!(seen_b, names);
+    }
 }

@@ -203,10 +203,10 @@ impl RelPath {
 }
 
 impl std::fmt::Display for RelPath {
-    /// The path as a listing shows it: itself for any name made through the API, else
-    /// percent-encoded ([`listed_name`]).
+    /// The path as responses and logs name it: itself for almost any name made through the
+    /// API, else percent-encoded (`shown_path`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&listed_name(&self.bytes))
+        f.write_str(&shown_path(&self.bytes))
     }
 }
 
@@ -227,12 +227,99 @@ fn is_disguising(c: char) -> bool {
     )
 }
 
-/// A name as listings show it: as it is when it is UTF-8 with nothing that could break a line,
-/// disguise it, or mean something else in a URL (almost every name), else percent-encoded
-/// (control and disguising characters, `%`, `?`, `#` and every non-ASCII byte), so that each
-/// listed line is one name and a request for that line, decoded once like every path, finds
-/// exactly that name: a literal `a%41` is listed `a%2541`, never as the line that finds `aA`.
+/// Last segments that select an operation on what precedes them (`/file/dir/wc` is the line
+/// count of `dir`, docs/API.md "Names"), so a file of that name cannot be reached by appending
+/// its name as it is: listings encode it ([`listed_name`]) and the browse page links it with
+/// the `/` before it encoded (`dir%2Fwc`).
+pub const SUFFIX_WORDS: [&str; 4] = ["wc", "check", "mv", "concat"];
+
+/// True for a name that, as the last segment of a URL, would select an operation
+/// ([`SUFFIX_WORDS`]) instead of naming itself.
+pub fn is_suffix_word(name: &[u8]) -> bool {
+    SUFFIX_WORDS.iter().any(|w| w.as_bytes() == name)
+}
+
+/// True for a character that stands for itself in a URL path segment as curl and browsers
+/// send it, and in a listing clients split on whitespace: an RFC 3986 `pchar` but `%`
+/// (unreserved, sub-delims, `:` and `@`), or a non-ASCII character that is not a control,
+/// whitespace or disguising one (sent as its UTF-8 bytes, decoded back once). Everything else
+/// either ends the path (`?`, `#`), starts an escape (`%`), is refused by curl (a space) or
+/// globbed by it (`[]{}`), turned into `/` by browsers (`\`), or breaks the line.
+fn stands_in_segment(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@".contains(c)
+    } else {
+        !c.is_control() && !c.is_whitespace() && !is_disguising(c)
+    }
+}
+
+/// A name as the plain listing lists it and the JSON listing's `href` gives it: one URL path
+/// segment that, appended to its directory's URL and percent-decoded once like every request
+/// path, names exactly this entry, so every line works as `curl "$URL/file/dir/$line"`.
+/// Almost every name is itself (the seed's listing text, byte for byte); a name with a
+/// character that does not stand for itself in a segment (`stands_in_segment`: a space, `%`,
+/// `?`, `#`, `[`, a control byte...) or invalid UTF-8 has those characters (bytes)
+/// percent-encoded, the rest kept readable: `a b%.txt` is listed `a%20b%25.txt`, a literal
+/// `a%41` is `a%2541` (never the line that finds `aA`). A name that is a suffix word
+/// (`SUFFIX_WORDS`) has its first letter encoded (`wc` is `%77c`), so the line fetches the
+/// file rather than its directory's line count. Never contains a line break or whitespace.
 pub fn listed_name(name: &[u8]) -> Cow<'_, str> {
+    if is_suffix_word(name) {
+        let mut out = format!("%{:02X}", name[0]);
+        out.push_str(&String::from_utf8_lossy(&name[1..]));
+        return Cow::Owned(out);
+    }
+    if let Ok(text) = std::str::from_utf8(name)
+        && text.chars().all(stands_in_segment)
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(name.len() * 3);
+    let encode = |bytes: &[u8], out: &mut String| {
+        for b in bytes {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    };
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if stands_in_segment(c) {
+                out.push(c);
+            } else {
+                encode(c.encode_utf8(&mut [0; 4]).as_bytes(), &mut out);
+            }
+        }
+        encode(chunk.invalid(), &mut out);
+    }
+    Cow::Owned(out)
+}
+
+/// A name (or path) for people to read, in the browse page: the name itself, invalid UTF-8
+/// shown as U+FFFD, but control, line-breaking and disguising characters (`U+202E` shows
+/// `txt.exe` as `exe.txt`) percent-encoded, so what is shown is what is there.
+pub fn readable_name(name: &[u8]) -> Cow<'_, str> {
+    let hidden = |c: char| c.is_control() || is_disguising(c);
+    let text = String::from_utf8_lossy(name);
+    if !text.chars().any(hidden) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for c in text.chars() {
+        if hidden(c) {
+            for b in c.encode_utf8(&mut [0; 4]).as_bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A path as responses and logs name it: itself when it is UTF-8 with nothing that could break
+/// a line, disguise it, or mean something else in a URL (every name made through the API but
+/// those with `%`, `?` or `#`), else with control and disguising characters, `%`, `?`, `#` and
+/// every non-ASCII byte percent-encoded, so it decodes back to exactly these bytes.
+fn shown_path(name: &[u8]) -> Cow<'_, str> {
     let means_more_in_a_url = |c: char| matches!(c, '%' | '?' | '#');
     if let Ok(text) = std::str::from_utf8(name)
         && !text
@@ -506,11 +593,13 @@ mod tests {
     }
 
     #[test]
-    fn listed_names_are_one_line_each_and_decode_back() {
-        let cases: [(&[u8], &str); 10] = [
+    fn listed_names_are_one_url_segment_each_and_decode_back() {
+        let cases: [(&[u8], &str); 19] = [
             (b"report.csv", "report.csv"),
-            ("caf\u{e9} 100.txt".as_bytes(), "caf\u{e9} 100.txt"),
-            ("caf\u{e9} 100%.txt".as_bytes(), "caf%C3%A9 100%25.txt"),
+            ("\u{65e5}\u{672c}.txt".as_bytes(), "\u{65e5}\u{672c}.txt"),
+            (b"x+y=z,(1)!$&'*;:@~-_.", "x+y=z,(1)!$&'*;:@~-_."),
+            ("caf\u{e9} 100.txt".as_bytes(), "caf\u{e9}%20100.txt"),
+            ("caf\u{e9} 100%.txt".as_bytes(), "caf\u{e9}%20100%25.txt"),
             (b"a%41", "a%2541"),
             (b"q?x#y", "q%3Fx%23y"),
             (b"caf\xe9.txt", "caf%E9.txt"),
@@ -518,15 +607,36 @@ mod tests {
             (b"50%\r", "50%25%0D"),
             ("x\u{202E}txt.exe".as_bytes(), "x%E2%80%AEtxt.exe"),
             (b"tab\there", "tab%09here"),
+            ("nb\u{a0}sp".as_bytes(), "nb%C2%A0sp"),
+            (b"a[1]{2}", "a%5B1%5D%7B2%7D"),
+            (b"back\\slash \"q\" <b>^|`", "back%5Cslash%20%22q%22%20%3Cb%3E%5E%7C%60"),
+            (b"d/f", "d%2Ff"),
+            (b"wc", "%77c"),
+            (b"concat", "%63oncat"),
+            (b"wc.txt", "wc.txt"),
         ];
         for (name, listed) in cases {
             let got = listed_name(name);
             assert_eq!(got, listed, "{name:?}");
-            assert!(!got.contains('\n') && !got.contains('\r'));
+            assert!(!got.chars().any(char::is_whitespace), "{got}");
             if got != String::from_utf8_lossy(name) {
                 assert_eq!(urlencoding::decode_binary(got.as_bytes()), name, "{listed}");
             }
         }
+        for word in SUFFIX_WORDS {
+            assert_eq!(
+                urlencoding::decode_binary(listed_name(word.as_bytes()).as_bytes()),
+                word.as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn readable_names_show_the_name_and_hide_nothing() {
+        assert_eq!(readable_name(b"100% a?b#c.txt"), "100% a?b#c.txt");
+        assert_eq!(readable_name(b"caf\xe9"), "caf\u{FFFD}");
+        assert_eq!(readable_name(b"a\nb\tc"), "a%0Ab%09c");
+        assert_eq!(readable_name("x\u{202E}txt.exe".as_bytes()), "x%E2%80%AEtxt.exe");
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub enum EntryKind {
 /// One listed entry.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// The entry's name, as the directory holds it (any bytes another writer used; show it
-    /// with [`jail::listed_name`]).
+    /// The entry's name, as the directory holds it (any bytes another writer used; list it
+    /// with [`jail::listed_name`], show it with [`jail::readable_name`]).
     pub name: OsString,
     /// File or directory.
     pub kind: EntryKind,
@@ -36,13 +36,6 @@ pub struct Entry {
     pub size: u64,
     /// Last modification time.
     pub modified: SystemTime,
-}
-
-impl Entry {
-    /// The name as listings show it: one line, and a request for it finds this entry.
-    pub fn listed_name(&self) -> std::borrow::Cow<'_, str> {
-        jail::listed_name(self.name.as_bytes())
-    }
 }
 
 /// Most bytes of names one listing keeps (4 GiB: the offsets are 32-bit).
@@ -68,7 +61,8 @@ impl Listing {
     /// without the service's own files, sorted by their bytes.
     pub fn open(root: &Root, rel: &Path) -> Result<Listing> {
         let dir = match root.open_dir(rel)? {
-            super::root::DirRef::Root(dir) => dir.try_clone().map_err(StorageError::from_io)?,
+            // A description of its own, never a `dup` of the root's handle (see `Dir::reopen`).
+            super::root::DirRef::Root(dir) => dir.reopen().map_err(StorageError::from_io)?,
             super::root::DirRef::Opened(dir) => dir,
         };
         let mut names = Vec::new();

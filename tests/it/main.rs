@@ -18,6 +18,10 @@
 //! - `browser` (issue 14): the browse page in headless chromium.
 //! - `replicas` (issue 12): two and three replicas on a GlusterFS volume (`make test-replicas`
 //!   sets it up; skipped otherwise).
+//! - `listings`: listings whole under concurrency in every form, and every listed name (plain
+//!   line, JSON `href`, browse-page link) usable as given, whatever the name.
+//! - `stored_pages`: stored files never run as pages of the service's origin (nosniff, CSP
+//!   sandbox, markup as attachments).
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 
@@ -28,10 +32,12 @@ mod crash;
 mod durability;
 mod hostile;
 mod http_features;
+mod listings;
 mod other_writer;
 mod paths;
 mod protocol;
 mod replicas;
 mod security;
 mod seed;
+mod stored_pages;
 mod support;

@@ -475,7 +475,7 @@ fn names_other_writers_made_are_listed_one_per_line_and_found_by_their_line() {
         (b"caf\xe9.txt", "caf%E9.txt"),
         (b"tab\tcr\r", "tab%09cr%0D"),
         ("rtl\u{202E}txt.exe".as_bytes(), "rtl%E2%80%AEtxt.exe"),
-        ("plain caf\u{e9}.txt".as_bytes(), "plain caf\u{e9}.txt"),
+        ("plain caf\u{e9}.txt".as_bytes(), "plain%20caf\u{e9}.txt"),
     ];
     for (i, (name, _)) in cases.iter().enumerate() {
         plant_named(&s, name, &format!("contents {i}\n"));
@@ -489,13 +489,13 @@ fn names_other_writers_made_are_listed_one_per_line_and_found_by_their_line() {
     });
     assert_eq!(lines, want, "one line per name, byte-sorted by the real names");
     let json = s.get_with("/file/", &["Accept: application/json"]).assert_ok_json();
-    let json_names: Vec<&str> = json
+    let json_hrefs: Vec<&str> = json
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["name"].as_str().unwrap())
+        .map(|e| e["href"].as_str().unwrap())
         .collect();
-    assert_eq!(json_names, want, "the JSON listing names them the same way");
+    assert_eq!(json_hrefs, want, "the JSON listing's hrefs are the lines");
     for (i, (name, line)) in cases.iter().enumerate() {
         // A script does `curl "$base/$line"`: the line itself is the URL path (spaces aside).
         let url = format!("/file/{}", line.replace(' ', "%20"));

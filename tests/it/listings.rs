@@ -1,0 +1,447 @@
+//! Directory listings, as the clients that read them use them: whole under concurrency, and
+//! every name they give usable as it is given.
+//!
+//! - Concurrency: several clients list one directory at once, again and again, in the plain,
+//!   JSON and HTML forms, each on its own kept-alive connection; every listing must be exactly
+//!   the directory's names, none missing, none twice. The root matters most: its listings are
+//!   read through the handle the server keeps open on it.
+//! - Names: files another writer made with a space, `%`, `?`, `#`, a tab, a control byte or
+//!   invalid UTF-8 in their names, and files named like the suffix routes (`wc`, `check`, `mv`,
+//!   `concat`). A script fetches every plain line with `curl "$URL/file/dir/$line"`, exactly as
+//!   written (no `--path-as-is`, no `-g`); a program reads the JSON `name` and puts `href` in a
+//!   URL; a browser follows the browse page's links. Each must reach the file's bytes.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::thread;
+
+use serde_json::Value;
+
+use crate::support::Server;
+use crate::support::raw::Conn;
+
+/// Clients listing at once.
+const CLIENTS: usize = 6;
+/// Listings each client asks for, per form, of the large directory.
+const ROUNDS: usize = 25;
+/// Listings each client asks for, per form, of the small one: each is read in one `getdents`,
+/// so two meet less often; more rounds make a shared read position show every time.
+const ROUNDS_FEW: usize = 250;
+/// Files in the large directory.
+const MANY_FILES: usize = 1500;
+/// Files in the small directory (the bug showed with as few as 20).
+const FEW_FILES: usize = 20;
+
+/// The three forms of a listing: the `Accept` field that asks for it.
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    Plain,
+    Json,
+    Html,
+}
+
+impl Form {
+    const ALL: [Form; 3] = [Form::Plain, Form::Json, Form::Html];
+
+    fn accept(self) -> &'static str {
+        match self {
+            Form::Plain => "*/*",
+            Form::Json => "application/json",
+            Form::Html => "text/html",
+        }
+    }
+}
+
+/// Percent-decodes `text` once, as the server decodes a path.
+fn decode(text: &str) -> Vec<u8> {
+    urlencoding::decode_binary(text.as_bytes()).into_owned()
+}
+
+/// `&amp;`, `&lt;`, `&gt;`, `&quot;` and `&#39;` back to their characters.
+fn html_unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Every `href` in a page, unescaped, in order.
+fn hrefs(page: &str) -> Vec<String> {
+    page.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"').map(|(href, _)| html_unescape(href)))
+        .collect()
+}
+
+/// The first link of every table row of the browse page: the entries' own links.
+fn row_links(page: &str) -> Vec<String> {
+    page.split("<tr><td>")
+        .skip(1)
+        .filter_map(|row| hrefs(row).into_iter().next())
+        .collect()
+}
+
+/// The names a listing gives, in its order, as raw bytes: each plain line decoded once, each
+/// JSON `name`, each row link's last segment decoded once (without a directory's `/`).
+fn names_in(form: Form, dir_url: &str, body: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let text = String::from_utf8_lossy(body);
+    match form {
+        Form::Plain => {
+            if !text.is_empty() && !text.ends_with('\n') {
+                return Err("the plain listing does not end in a newline".into());
+            }
+            Ok(text.lines().map(decode).collect())
+        }
+        Form::Json => {
+            let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+            let entries = value.as_array().ok_or("not a JSON array")?;
+            entries
+                .iter()
+                .map(|e| {
+                    e["name"]
+                        .as_str()
+                        .map(|n| n.as_bytes().to_vec())
+                        .ok_or_else(|| format!("an entry without a name: {e}"))
+                })
+                .collect()
+        }
+        Form::Html => {
+            if !text.trim_end().ends_with("</html>") {
+                return Err("the page does not end".into());
+            }
+            row_links(&text)
+                .iter()
+                .map(|link| {
+                    let full = decode(link);
+                    let rest = full
+                        .strip_prefix(dir_url.as_bytes())
+                        .ok_or_else(|| format!("link {link} is not below {dir_url}"))?;
+                    Ok(rest.strip_suffix(b"/").unwrap_or(rest).to_vec())
+                })
+                .collect()
+        }
+    }
+}
+
+/// What is wrong with a listing that should be exactly `want` (sorted), or `None`.
+fn wrong(got: &[Vec<u8>], want: &[Vec<u8>]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let unique: BTreeSet<&Vec<u8>> = got.iter().collect();
+    let missing = want.iter().filter(|n| !unique.contains(n)).count();
+    Some(format!(
+        "{} names ({} distinct, {} repeated, {missing} missing) where {} were expected",
+        got.len(),
+        unique.len(),
+        got.len() - unique.len(),
+        want.len()
+    ))
+}
+
+/// Fills `dir` (under the root, `""` for the root itself) with `count` files and one
+/// subdirectory; returns the names a listing must give, sorted.
+fn fill(root: &Path, dir: &str, count: usize) -> Vec<Vec<u8>> {
+    let at = root.join(dir);
+    fs::create_dir_all(&at).unwrap();
+    let mut names = Vec::new();
+    for i in 0..count {
+        let name = format!("file-{i:05}.csv");
+        fs::write(at.join(&name), format!("{i}\n")).unwrap();
+        names.push(name.into_bytes());
+    }
+    fs::create_dir(at.join("zz-subdir")).unwrap();
+    names.push(b"zz-subdir".to_vec());
+    names.sort();
+    names
+}
+
+/// [`CLIENTS`] clients each list `/file/{dir}` [`ROUNDS`] times in every form at once, on their
+/// own connections; every listing must be exactly `want`. Returns the failures, described.
+fn list_concurrently(s: &Server, dir: &str, want: &[Vec<u8>], rounds: usize) -> Vec<String> {
+    let target = format!("/file/{dir}");
+    let dir_url = target.clone();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (addr, target, dir_url, want) = (s.addr(), target.clone(), dir_url.clone(), want.to_vec());
+            thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let mut failures = Vec::new();
+                for round in 0..rounds {
+                    // Each client starts with a different form, so all three run at once.
+                    for k in 0..Form::ALL.len() {
+                        let form = Form::ALL[(client + k) % Form::ALL.len()];
+                        let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\nAccept: {}\r\n\r\n", form.accept());
+                        let response = conn.send(request.as_bytes()).response();
+                        let verdict = if response.status != 200 {
+                            Some(format!("status {}", response.status))
+                        } else {
+                            match names_in(form, &dir_url, &response.body) {
+                                Ok(got) => wrong(&got, &want),
+                                Err(e) => Some(e),
+                            }
+                        };
+                        if let Some(why) = verdict {
+                            failures.push(format!("client {client} round {round} {form:?}: {why}"));
+                        }
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("a listing client panicked"))
+        .collect()
+}
+
+/// Lists the root and a subdirectory, each holding `count` files, concurrently in every form,
+/// `rounds` times per client and form.
+fn concurrent_listings_are_whole(count: usize, rounds: usize) {
+    let s = Server::start();
+    let root_names = fill(&s.root(), "", count);
+    // The root also holds the subdirectory listed next.
+    let mut root_names = root_names;
+    root_names.push(b"deep".to_vec());
+    root_names.sort();
+    let deep_names = fill(&s.root(), "deep/er", count);
+    let mut failures = list_concurrently(&s, "", &root_names, rounds);
+    failures.extend(list_concurrently(&s, "deep/er/", &deep_names, rounds));
+    let total = 2 * CLIENTS * rounds * Form::ALL.len();
+    assert!(
+        failures.is_empty(),
+        "{} of {total} listings were wrong; the first:\n{}",
+        failures.len(),
+        failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn concurrent_listings_of_1500_files_are_each_whole_in_every_form() {
+    concurrent_listings_are_whole(MANY_FILES, ROUNDS);
+}
+
+#[test]
+fn concurrent_listings_of_20_files_are_each_whole_in_every_form() {
+    concurrent_listings_are_whole(FEW_FILES, ROUNDS_FEW);
+}
+
+/// Names another writer of the volume made, each with what the file holds: every kind of
+/// character that does not stand for itself in a URL segment, suffix-route words, and names
+/// that need nothing (whose lines must stay byte-identical).
+fn awkward_names() -> Vec<(Vec<u8>, String)> {
+    let names: Vec<&[u8]> = vec![
+        b"a b.txt",
+        b"100%.txt",
+        b"a?b",
+        b"a#b",
+        b"tab\there",
+        b"bell\x07.log",
+        b"caf\xe9.txt",
+        "caf\u{e9} 2.txt".as_bytes(),
+        "nb\u{a0}sp".as_bytes(),
+        b"[x]{y}.csv",
+        b"back\\slash \"q\" <b>^|`",
+        b"%41",
+        b"wc",
+        b"check",
+        b"mv",
+        b"concat",
+        b"plain-name_1.csv",
+        "\u{65e5}\u{672c}.txt".as_bytes(),
+    ];
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| (n.to_vec(), format!("contents of file {i}\n")))
+        .collect()
+}
+
+/// A server whose `dir/` holds [`awkward_names`], created on disk directly.
+fn with_awkward_names() -> (Server, Vec<(Vec<u8>, String)>) {
+    let s = Server::start();
+    let names = awkward_names();
+    fs::create_dir(s.root().join("dir")).unwrap();
+    for (name, contents) in &names {
+        fs::write(s.root().join("dir").join(OsStr::from_bytes(name)), contents).unwrap();
+    }
+    (s, names)
+}
+
+#[test]
+fn every_plain_listing_line_fetches_its_file_with_curl() {
+    let (s, names) = with_awkward_names();
+    // A user's script, verbatim but for the tab that marks where each answer starts.
+    let script = format!(
+        "URL={}\ncurl -sS \"$URL/file/dir/\" | while IFS= read -r line; do \
+         printf '%s\\t' \"$line\"; curl -sS \"$URL/file/dir/$line\"; done",
+        s.url("")
+    );
+    let out = s.sh(&script);
+    out.assert_success();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut fetched = BTreeSet::new();
+    for line in text.lines() {
+        let (listed, contents) = line
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("curl printed no file for the line in {line:?}\nall:\n{text}"));
+        let name = decode(listed);
+        let want = names
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("line {listed:?} names no file\nall:\n{text}"));
+        assert_eq!(
+            format!("{contents}\n"),
+            want.1,
+            "curl \"$URL/file/dir/{listed}\" did not fetch {:?}\nall:\n{text}\nstderr: {}",
+            String::from_utf8_lossy(&name),
+            out.stderr
+        );
+        fetched.insert(name);
+    }
+    assert_eq!(fetched.len(), names.len(), "every file, once:\n{text}");
+    // A name that needs nothing is listed as it is, as the seed listed it.
+    let listing = s.get("/file/dir").assert_status(200).text();
+    for plain in ["plain-name_1.csv", "\u{65e5}\u{672c}.txt"] {
+        assert!(
+            listing.lines().any(|l| l == plain),
+            "{plain} not listed as itself:\n{listing}"
+        );
+    }
+}
+
+#[test]
+fn json_listing_gives_each_name_itself_and_an_href_that_fetches_it() {
+    let (s, names) = with_awkward_names();
+    let response = s.get_with("/file/dir/", &["Accept: application/json"]);
+    let entries = response.assert_ok_json();
+    let entries = entries.as_array().unwrap_or_else(|| response.fail("not an array"));
+    assert_eq!(entries.len(), names.len(), "{entries:?}");
+    for entry in entries {
+        let keys: BTreeSet<&str> = entry.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["name", "href", "type", "size", "modified"]),
+            "{entry}"
+        );
+        let href = entry["href"].as_str().unwrap();
+        let (raw, contents) = names
+            .iter()
+            .find(|(n, _)| *n == decode(href))
+            .unwrap_or_else(|| panic!("href {href:?} decodes to no file: {entry}"));
+        assert_eq!(
+            entry["name"].as_str().unwrap(),
+            String::from_utf8_lossy(raw),
+            "name must be the name itself: {entry}"
+        );
+        s.get(&format!("/file/dir/{href}")).assert_ok_body(contents);
+    }
+    let name_of = |href: &str| {
+        entries
+            .iter()
+            .find(|e| e["href"] == href)
+            .map(|e| e["name"].as_str().unwrap().to_string())
+    };
+    assert_eq!(name_of("100%25.txt").as_deref(), Some("100%.txt"));
+    assert_eq!(name_of("caf%E9.txt").as_deref(), Some("caf\u{FFFD}.txt"));
+    assert_eq!(name_of("a%20b.txt").as_deref(), Some("a b.txt"));
+}
+
+/// Resolves `href` against the page at `page_path` (both origin-relative), as a browser would
+/// for the forms the page uses: an absolute path, or a path relative to the page's directory.
+fn resolve(page_path: &str, href: &str) -> String {
+    if href.starts_with('/') {
+        return href.to_string();
+    }
+    let base = &page_path[..=page_path.rfind('/').unwrap_or(0)];
+    format!("{base}{href}")
+}
+
+#[test]
+fn browse_page_links_reach_files_named_like_suffix_routes() {
+    let s = Server::start();
+    let files: [(&str, &str); 8] = [
+        ("wc", "w\nc\n"),
+        ("check", "check me\n"),
+        ("mv", "move me\n"),
+        ("concat", "joined\n"),
+        ("a b", "spaced\n"),
+        ("100%", "all of it\n"),
+        ("a?b#c", "query\n"),
+        ("plain.txt", "plain\n"),
+    ];
+    // `docs/sub/mv` is a directory named like a suffix route, holding the same names.
+    for dir in ["docs", "docs/sub/mv"] {
+        for (name, contents) in files {
+            s.write(&format!("{dir}/{name}"), format!("{dir}: {contents}"));
+        }
+    }
+    for dir in ["docs", "docs/sub", "docs/sub/mv"] {
+        let page_path = format!("/file/{dir}/");
+        let page = s.get_with(&page_path, &["Accept: text/html"]);
+        let text = page.assert_status(200).text();
+        let links = hrefs(&text);
+        let mut reached = BTreeSet::new();
+        for row in row_links(&text) {
+            let url = resolve(&page_path, &row);
+            if url.ends_with('/') {
+                // The subdirectory `mv`: its link lists it.
+                let listing = s.get_with(&url, &["Accept: application/json"]).assert_ok_json();
+                assert!(listing.is_array(), "{url} is not a listing: {listing}");
+                continue;
+            }
+            let response = s.get(&url);
+            let body = response.assert_status(200).text();
+            let Some((name, _)) = files.iter().find(|(_, c)| body == format!("{dir}: {c}")) else {
+                response.fail(&format!("link {row} on {page_path} fetched no file of {dir}"))
+            };
+            reached.insert(*name);
+            // The row's line count and stat links are of this file too.
+            let wc = resolve(&page_path, &format!("{row}/wc"));
+            assert!(links.contains(&format!("{row}/wc")), "no wc link for {row}");
+            let lines = body.matches('\n').count().to_string();
+            s.get(&wc).assert_ok_body(lines);
+            let check = resolve(&page_path, &format!("{row}/check"));
+            assert!(links.contains(&format!("{row}/check")), "no check link for {row}");
+            let stat = s.get(&check).assert_ok_json();
+            assert_eq!(stat["size"], body.len(), "{check}: {stat}");
+        }
+        let want: BTreeSet<&str> = match dir {
+            "docs/sub" => BTreeSet::new(),
+            _ => files.iter().map(|(n, _)| *n).collect(),
+        };
+        assert_eq!(reached, want, "every file of {dir} reached through its link:\n{text}");
+        // The breadcrumbs lead to listings too.
+        for crumb in links.iter().filter(|l| l.ends_with('/')) {
+            let url = resolve(&page_path, crumb);
+            s.get_with(&url, &["Accept: application/json"]).assert_ok_json();
+        }
+    }
+}
+
+#[test]
+fn browse_page_shows_names_as_they_are() {
+    let (s, names) = with_awkward_names();
+    let page = s
+        .get_with("/file/dir/", &["Accept: text/html"])
+        .assert_status(200)
+        .text();
+    for shown in [
+        "100%.txt",
+        "a?b",
+        "a#b",
+        "a b.txt",
+        "wc",
+        "caf\u{FFFD}.txt",
+        "tab%09here",
+    ] {
+        let cell = format!(">{}</a>", shown.replace('&', "&amp;"));
+        assert!(page.contains(&cell), "{shown:?} not shown as itself:\n{page}");
+    }
+    assert_eq!(row_links(&page).len(), names.len(), "{page}");
+}
