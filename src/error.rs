@@ -187,6 +187,9 @@ impl From<StorageError> for Error {
             StorageError::VersionMismatch => Error::PreconditionFailed {
                 message: "the file changed (If-Match does not match its ETag)",
             },
+            StorageError::ModifiedSince => Error::PreconditionFailed {
+                message: "the file changed after the If-Unmodified-Since date",
+            },
             StorageError::NotRegular => Error::NotRegularFile,
             StorageError::PermissionDenied => Error::Forbidden {
                 message: "permission denied on the storage volume",
