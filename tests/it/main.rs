@@ -18,6 +18,9 @@
 //! - `browser` (issue 14): the browse page in headless chromium.
 //! - `replicas` (issue 12): two and three replicas on a GlusterFS volume (`make test-replicas`
 //!   sets it up; skipped otherwise).
+//! - `preconditions`: `If-Match`, `If-Unmodified-Since` and `If-Modified-Since` on every method,
+//!   and `Cache-Control` on files and listings.
+//! - `validators`: ETags and `If-Range` dates on a one-second filesystem that reuses inodes.
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 
@@ -30,7 +33,9 @@ mod hostile;
 mod http_features;
 mod other_writer;
 mod paths;
+mod preconditions;
 mod protocol;
 mod replicas;
 mod seed;
 mod support;
+mod validators;
