@@ -37,7 +37,9 @@ GET    /healthz  /readyz  /metrics
 ";
 
 /// Files and listings change under one URL: a cache may keep them but must ask (cheaply, by
-/// ETag) before every use, so it never shows a version from before a write.
+/// ETag) before every use, so it never shows a version from before a write. A listing has no
+/// validator (it is streamed as the directory is read, so nothing sums it up beforehand): a
+/// cache then fetches it anew every time, which is what it must do.
 const CACHE_CONTROL: &str = "no-cache";
 
 /// Largest move request body (`{"path": ...}`), in bytes.
