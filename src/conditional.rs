@@ -12,8 +12,10 @@
 //! stale 304s, and lost updates through `If-Match`. The ETag therefore holds the inode's
 //! *generation* (`FS_IOC_GETVERSION`), which ext4, XFS, btrfs and f2fs set afresh for every
 //! inode they allocate (it is what makes NFS file handles never name a later file). It costs
-//! one ioctl on the already open descriptor per GET, HEAD and `If-Match` test (no path walk,
-//! no I/O; see the report in the commit). The alternatives were worse: a birth time is missing
+//! one ioctl on the already open descriptor per GET, HEAD and `If-Match` test, no path walk and
+//! no I/O: about 0.5 µs on ext4 and 0.2 µs where it is refused (tmpfs), less than the `fstat`
+//! every GET already makes (0.6-0.85 µs; a C loop of a million calls on the 2-core test VM).
+//! The alternatives were worse: a birth time is missing
 //! on exactly those filesystems (128-byte inodes have no room for it); a tag kept in an xattr
 //! costs the same syscall, is missing where user xattrs are (older tmpfs, many NFS servers), and
 //! is copied along by `cp -a`; a file handle (`name_to_handle_at`) is per mount on FUSE, so two
