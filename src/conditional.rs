@@ -128,15 +128,16 @@ pub fn decide(conditions: ReadConditions<'_>, validators: &Validators, size: u64
     ReadAnswer::Send(range::choose(conditions.range.filter(|_| same_version), size))
 }
 
-/// The `If-Match` test of a write: true when the open `file` (`meta`, `len` committed bytes)
-/// still has one of the ETags `if_match` lists (strong comparison; `*` matches any file).
-pub fn still_matches(if_match: &str, file: &File, meta: &Metadata, len: u64) -> bool {
-    etag_matches(if_match, &etag(file, meta, len), Comparison::Strong)
+/// The ETag test of a write's `If-Match` (strong comparison) or `If-None-Match` (weak): true when
+/// the open `file` (`meta`, `len` committed bytes) has one of the ETags `listed` names (`*` names
+/// any file).
+pub fn lists_etag(listed: &str, comparison: Comparison, file: &File, meta: &Metadata, len: u64) -> bool {
+    etag_matches(listed, &etag(file, meta, len), comparison)
 }
 
-/// True when an `If-Match` value is `*` (or lists it): any current file will do.
-pub fn matches_any(if_match: &str) -> bool {
-    if_match.split(',').any(|t| t.trim() == "*")
+/// True when an `If-Match` or `If-None-Match` value is `*` (or lists it): any current file.
+pub fn matches_any(listed: &str) -> bool {
+    listed.split(',').any(|t| t.trim() == "*")
 }
 
 /// A strong validator from the inode's generation (where the filesystem shows it), its number,
@@ -150,8 +151,8 @@ fn etag(file: &File, meta: &Metadata, len: u64) -> String {
 }
 
 /// How two ETags are compared (RFC 9110 §8.8.3.2).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Comparison {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Comparison {
     /// `If-Match`: neither may be weak.
     Strong,
     /// `If-None-Match`: `W/` is ignored.

@@ -190,6 +190,9 @@ impl From<StorageError> for Error {
             StorageError::ModifiedSince => Error::PreconditionFailed {
                 message: "the file changed after the If-Unmodified-Since date",
             },
+            StorageError::UnchangedVersion => Error::PreconditionFailed {
+                message: "the file is still a version If-None-Match lists",
+            },
             StorageError::NotRegular => Error::NotRegularFile,
             StorageError::PermissionDenied => Error::Forbidden {
                 message: "permission denied on the storage volume",

@@ -4,7 +4,7 @@
 
 use crate::api::{self, Op, OpKind};
 use crate::auth::{Access, Tokens};
-use crate::conditional::{self, ReadAnswer, ReadConditions, Validators};
+use crate::conditional::{self, Comparison, ReadAnswer, ReadConditions, Validators};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::listing::{Form, HTML_POLICY, ListingBody};
@@ -142,28 +142,25 @@ impl App {
             },
             Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
-                let test = if_match(head);
-                let conditions = Conditions {
-                    absent: head.header("if-none-match") == Some("*"),
-                    ..preconditions(head, &test)
-                };
+                let tests = etag_tests(head);
+                let conditions = preconditions(head, &tests);
                 let size = self.storage.write_atomic(&path, req.body, &conditions)?;
                 Ok(written(&path, size))
             }
             Op::Append { path } => {
-                let test = if_match(head);
+                let tests = etag_tests(head);
                 let conditions = Conditions {
                     size: upload_offset(head)?,
-                    ..preconditions(head, &test)
+                    ..preconditions(head, &tests)
                 };
                 let size = self.storage.append(&path, req.body, &conditions)?;
                 Ok(written(&path, size).with_header("Upload-Offset", size.to_string()))
             }
             Op::Move { path } => self.move_file(&path, req),
             Op::Delete { path } => {
-                let test = if_match(head);
+                let tests = etag_tests(head);
                 self.storage
-                    .delete(&path, &preconditions(head, &test))
+                    .delete(&path, &preconditions(head, &tests))
                     .map_err(|e| missing_fails_if_match(head, e))?;
                 Ok(Response::json(
                     200,
@@ -288,10 +285,10 @@ impl App {
             });
         }
         let target = move_target(&body)?;
-        let test = if_match(req.head);
+        let tests = etag_tests(req.head);
         let size = self
             .storage
-            .rename(path, &target, &preconditions(req.head, &test))
+            .rename(path, &target, &preconditions(req.head, &tests))
             .map_err(|e| missing_fails_if_match(req.head, e))?;
         Ok(Response::json(
             200,
@@ -406,18 +403,36 @@ fn move_target(body: &[u8]) -> Result<RelPath, Error> {
     Ok(api::decode(target, Naming::New)?.non_root()?)
 }
 
-/// The `If-Match` test of a write (the file still has one of the listed ETags), if given.
-fn if_match(head: &Head) -> Option<impl Fn(&File, &Metadata, u64) -> bool + '_> {
-    let wanted = head.header("if-match")?;
-    Some(move |file: &File, meta: &Metadata, len: u64| conditional::still_matches(wanted, file, meta, len))
+/// The ETag tests of a write, each if its field is given: `If-Match` (the file has one of the
+/// listed ETags, strong comparison) and `If-None-Match` (the same, weak comparison).
+fn etag_tests(head: &Head) -> [Option<impl Fn(&File, &Metadata, u64) -> bool + '_>; 2] {
+    let test = |field, comparison| {
+        head.header(field).map(move |listed| {
+            move |file: &File, meta: &Metadata, len: u64| conditional::lists_etag(listed, comparison, file, meta, len)
+        })
+    };
+    [
+        test("if-match", Comparison::Strong),
+        test("if-none-match", Comparison::Weak),
+    ]
 }
 
 /// The preconditions every write, move and delete evaluates at its commit (RFC 9110 §13.2.2):
-/// `If-Match` (`test`, from [`if_match`]), else `If-Unmodified-Since` (ignored if not a date).
-fn preconditions<'a, F: Fn(&File, &Metadata, u64) -> bool>(head: &'a Head, test: &'a Option<F>) -> Conditions<'a> {
-    let version = match (head.header("if-match"), test) {
+/// `If-Match`, else `If-Unmodified-Since` (ignored if not a date); then `If-None-Match`. The
+/// ETag tests are [`etag_tests`]'.
+fn preconditions<'a, F: Fn(&File, &Metadata, u64) -> bool>(
+    head: &'a Head,
+    tests: &'a [Option<F>; 2],
+) -> Conditions<'a> {
+    let [if_match, if_none_match] = tests;
+    let version = match (head.header("if-match"), if_match) {
         (Some(tags), _) if conditional::matches_any(tags) => Some(Version::Any),
         (Some(_), Some(test)) => Some(Version::Test(test as VersionTest<'_>)),
+        _ => None,
+    };
+    let absent = head.header("if-none-match").is_some_and(conditional::matches_any);
+    let none_match = match if_none_match {
+        Some(test) if !absent => Some(test as VersionTest<'_>),
         _ => None,
     };
     let unmodified_since = match version {
@@ -429,6 +444,8 @@ fn preconditions<'a, F: Fn(&File, &Metadata, u64) -> bool>(head: &'a Head, test:
     Conditions {
         version,
         unmodified_since,
+        absent,
+        none_match,
         ..Conditions::default()
     }
 }

@@ -4,7 +4,8 @@
 //! to upload), and always again under the file's lock at commit, which is the check that counts.
 //!
 //! The order is RFC 9110 §13.2.2's: `If-Match`, else `If-Unmodified-Since`; then
-//! `If-None-Match`; then the append's offset. A missing file fails any `If-Match` (even `*`:
+//! `If-None-Match` (`*`: the file must not exist; ETags: it must be none of them); then the
+//! append's offset. A missing file fails any `If-Match` (even `*`:
 //! there is no current version to match) and has no date, so `If-Unmodified-Since` is ignored
 //! for it (§13.1.4). A directory has no ETag: only `If-Match: *` holds for it, and it has no
 //! date a client was given (listings carry none), so `If-Unmodified-Since` is ignored there too.
@@ -42,12 +43,18 @@ pub struct Conditions<'a> {
     pub unmodified_since: Option<i64>,
     /// `If-None-Match: *`: the file must not exist.
     pub absent: bool,
+    /// `If-None-Match` with ETags: the file, if there is one, must be none of these versions.
+    pub none_match: Option<VersionTest<'a>>,
 }
 
 impl Conditions<'_> {
     /// True when there is anything to check.
     pub fn any(&self) -> bool {
-        self.size.is_some() || self.version.is_some() || self.unmodified_since.is_some() || self.absent
+        self.size.is_some()
+            || self.version.is_some()
+            || self.unmodified_since.is_some()
+            || self.absent
+            || self.none_match.is_some()
     }
 
     /// Checks a regular file's state: `None` when missing, else the open file, its metadata and
@@ -66,6 +73,11 @@ impl Conditions<'_> {
         if self.absent && state.is_some() {
             return Err(StorageError::Exists);
         }
+        if let (Some(test), Some((file, meta, len))) = (self.none_match, state)
+            && test(file, meta, len)
+        {
+            return Err(StorageError::UnchangedVersion);
+        }
         match (self.size, state.map_or(0, |(_, _, len)| len)) {
             (Some(expected), current) if expected != current => Err(StorageError::OffsetMismatch { current }),
             _ => Ok(()),
@@ -83,10 +95,12 @@ impl Conditions<'_> {
     }
 
     /// Checks something that exists but is not a regular file (a directory, a link being
-    /// removed as itself): it has no ETag, so only `If-Match: *` holds.
+    /// removed as itself): it has no ETag, so of `If-Match` only `*` holds, and of
+    /// `If-None-Match` only `*` fails.
     pub fn check_not_file(&self) -> Result<()> {
         match self.version {
             Some(Version::Test(_)) => Err(StorageError::VersionMismatch),
+            _ if self.absent => Err(StorageError::Exists),
             _ => Ok(()),
         }
     }
@@ -135,5 +149,24 @@ mod tests {
         assert!(ok(c(Some(Version::Any), None).check_not_file()));
         assert!(!ok(c(Some(Version::Test(yes)), None).check_not_file()));
         assert!(ok(c(None, Some(0)).check_not_file()));
+        let none_match = |test| Conditions {
+            none_match: Some(test),
+            ..Conditions::default()
+        };
+        assert!(matches!(
+            none_match(yes).check(present),
+            Err(StorageError::UnchangedVersion)
+        ));
+        assert!(ok(none_match(no).check(present)));
+        assert!(
+            ok(none_match(yes).check(None)),
+            "a missing file is none of the versions"
+        );
+        assert!(ok(none_match(yes).check_not_file()), "no ETag, so none listed");
+        let absent = Conditions {
+            absent: true,
+            ..Conditions::default()
+        };
+        assert!(matches!(absent.check_not_file(), Err(StorageError::Exists)));
     }
 }

@@ -60,6 +60,8 @@ pub enum StorageError {
     VersionMismatch,
     /// The file changed after the date the write was conditioned on (`If-Unmodified-Since`).
     ModifiedSince,
+    /// The file is still a version the write was conditioned against (`If-None-Match`).
+    UnchangedVersion,
     /// The volume refused the service access (a file or directory it may not write).
     PermissionDenied,
     /// The name is something other than a regular file or directory (a FIFO, a device, or a
@@ -120,6 +122,7 @@ impl fmt::Display for StorageError {
             StorageError::OffsetMismatch { current } => write!(f, "the file is {current} bytes, not the offset given"),
             StorageError::VersionMismatch => write!(f, "the file changed (If-Match does not match its ETag)"),
             StorageError::ModifiedSince => write!(f, "the file changed after the If-Unmodified-Since date"),
+            StorageError::UnchangedVersion => write!(f, "the file is still a version If-None-Match lists"),
             StorageError::NotRegular => write!(f, "not a regular file or directory"),
             StorageError::PermissionDenied => write!(f, "permission denied on the storage volume"),
             StorageError::NoSpace => write!(f, "no space left on the storage volume"),

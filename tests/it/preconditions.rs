@@ -228,6 +228,43 @@ fn every_method_evaluates_if_match_and_if_unmodified_since() {
 }
 
 #[test]
+fn if_none_match_on_a_write_is_412_while_the_file_is_a_listed_version() {
+    let s = Server::start();
+    let writes = &METHODS[..5];
+    assert!(!writes.contains(&Method::Get) && !writes.contains(&Method::Head));
+    let cases: [(&str, fn(&str) -> String, bool); 4] = [
+        ("the current ETag", |etag| etag.to_string(), false),
+        ("the current ETag, weak", |etag| format!("W/{etag}"), false),
+        ("*", |_| "*".to_string(), false),
+        ("a stale ETag", |_| "\"stale-etag\"".to_string(), true),
+    ];
+    let mut wrong = Vec::new();
+    for (c, (what, listed, holds)) in cases.iter().enumerate() {
+        for &method in writes {
+            let name = format!("inm{c}-{method:?}.txt");
+            s.write(&format!("t/{name}"), ORIGINAL);
+            let etag = s
+                .head(&format!("/file/t/{name}"))
+                .header("ETag")
+                .expect("an ETag")
+                .to_string();
+            let response = method.send(&s, &name, &[format!("If-None-Match: {}", listed(&etag))]);
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if *holds {
+                    method.assert_done(&s, &name, &response);
+                } else {
+                    method.assert_refused(&s, &name, &response, true);
+                }
+            }));
+            if checked.is_err() {
+                wrong.push(format!("{method:?} with If-None-Match {what}: {}", response.status));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
+}
+
+#[test]
 fn if_match_on_a_missing_file_is_412_for_every_method() {
     let s = Server::start();
     s.write("t/keep", "so that t/ exists");
