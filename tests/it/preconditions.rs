@@ -227,12 +227,15 @@ fn every_method_evaluates_if_match_and_if_unmodified_since() {
     assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
 }
 
+/// An `If-None-Match` case: what it lists, made from the current ETag, and whether it holds.
+type ListedCase = (&'static str, fn(&str) -> String, bool);
+
 #[test]
 fn if_none_match_on_a_write_is_412_while_the_file_is_a_listed_version() {
     let s = Server::start();
     let writes = &METHODS[..5];
     assert!(!writes.contains(&Method::Get) && !writes.contains(&Method::Head));
-    let cases: [(&str, fn(&str) -> String, bool); 4] = [
+    let cases: [ListedCase; 4] = [
         ("the current ETag", |etag| etag.to_string(), false),
         ("the current ETag, weak", |etag| format!("W/{etag}"), false),
         ("*", |_| "*".to_string(), false),
