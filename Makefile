@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: help run build test test-replicas test-airflow bench-replicas crash-test lint bench bench-micro fuzz static image helm-check clean
+.PHONY: help run build test redbot test-replicas test-airflow bench-replicas crash-test lint bench bench-micro fuzz static image helm-check clean
 
 ## run: build (release) and serve $(STORAGE) on $(LISTEN)
 run:
@@ -18,6 +18,12 @@ build:
 ## and why (SKIPS_ALLOWED=FILE: fail on a skip FILE does not allow, as CI does)
 test:
 	.ci/with-skips $(if $(SKIPS_ALLOWED),--allowed $(SKIPS_ALLOWED)) $(CARGO) test --all-targets
+
+## redbot: REDbot (the HTTP linter, installed into a venv under the target dir on first use)
+## checks a file, a range, a listing and the browse page of the real binary; fails on a
+## warning about caching, validators, conditional requests or partial content
+redbot:
+	.ci/redbot
 
 ## crash-test: the write protocol's crash and race tests at length: kill -9 at random moments
 ## (CRASH_ROUNDS per disk; the throttled loop-mounted disk needs root), a replica restarting

@@ -187,6 +187,12 @@ impl From<StorageError> for Error {
             StorageError::VersionMismatch => Error::PreconditionFailed {
                 message: "the file changed (If-Match does not match its ETag)",
             },
+            StorageError::ModifiedSince => Error::PreconditionFailed {
+                message: "the file changed after the If-Unmodified-Since date",
+            },
+            StorageError::UnchangedVersion => Error::PreconditionFailed {
+                message: "the file is still a version If-None-Match lists",
+            },
             StorageError::NotRegular => Error::NotRegularFile,
             StorageError::PermissionDenied => Error::Forbidden {
                 message: "permission denied on the storage volume",

@@ -5,14 +5,14 @@
 use crate::api::{self, Op, OpKind};
 use crate::auth::browser::{self, BrowserRules};
 use crate::auth::{Access, Grant, Tokens};
-use crate::conditional::{self, ReadAnswer, ReadConditions, Validators};
+use crate::conditional::{self, Comparison, ReadAnswer, ReadConditions, Validators};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
 use crate::listing::{Form, HTML_POLICY, ListingBody};
 use crate::metrics::Metrics;
 use crate::probes::ProbeState;
 use crate::range::RangeChoice;
-use crate::storage::{Conditions, Naming, Opened, RelPath, Storage, VersionTest};
+use crate::storage::{Conditions, Naming, Opened, RelPath, Storage, StorageError, Version, VersionTest};
 use crate::time::{js_date, js_millis, js_number};
 use serde_json::json;
 use std::fs::{File, Metadata};
@@ -40,6 +40,12 @@ GET    /healthz  /readyz  /metrics
 
 /// The answer to a scoped token used outside its prefixes.
 const OUT_OF_SCOPE: &str = "this token reaches only the directories its line in --tokens-file names";
+
+/// Files and listings change under one URL: a cache may keep them but must ask (cheaply, by
+/// ETag) before every use, so it never shows a version from before a write. A listing has no
+/// validator (it is streamed as the directory is read, so nothing sums it up beforehand): a
+/// cache then fetches it anew every time, which is what it must do.
+const CACHE_CONTROL: &str = "no-cache";
 
 /// Largest move request body (`{"path": ...}`), in bytes.
 pub const MAX_MOVE_BODY_BYTES: u64 = 64 * 1024;
@@ -161,28 +167,26 @@ impl App {
             }
             Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
-                let version = if_match(head);
-                let conditions = Conditions {
-                    version: version.as_ref().map(|test| test as VersionTest<'_>),
-                    absent: head.header("if-none-match") == Some("*"),
-                    ..Conditions::default()
-                };
+                let tests = etag_tests(head);
+                let conditions = preconditions(head, &tests);
                 let size = self.storage.write_atomic(&path, req.body, &conditions)?;
                 Ok(written(&path, size))
             }
             Op::Append { path } => {
-                let version = if_match(head);
+                let tests = etag_tests(head);
                 let conditions = Conditions {
-                    version: version.as_ref().map(|test| test as VersionTest<'_>),
                     size: upload_offset(head)?,
-                    ..Conditions::default()
+                    ..preconditions(head, &tests)
                 };
                 let size = self.storage.append(&path, req.body, &conditions)?;
                 Ok(written(&path, size).with_header("Upload-Offset", size.to_string()))
             }
             Op::Move { path } => self.move_file(&path, grant, req),
             Op::Delete { path } => {
-                self.storage.delete(&path)?;
+                let tests = etag_tests(head);
+                self.storage
+                    .delete(&path, &preconditions(head, &tests))
+                    .map_err(|e| missing_fails_if_match(head, e))?;
                 Ok(Response::json(
                     200,
                     &json!({ "path": path.to_string(), "deleted": true }),
@@ -197,8 +201,16 @@ impl App {
     }
 
     fn read(&self, head: &Head, path: &RelPath) -> Result<Response, Error> {
-        match self.storage.open_read(path)? {
+        match self
+            .storage
+            .open_read(path)
+            .map_err(|e| missing_fails_if_match(head, e))?
+        {
             Opened::File { file, meta, len } => serve_file(head, path, file, &meta, len),
+            // A directory has no ETag: only `If-Match: *` holds for it.
+            Opened::Dir(_) if head.header("if-match").is_some_and(|v| !conditional::matches_any(v)) => {
+                Err(StorageError::VersionMismatch.into())
+            }
             Opened::Dir(_) => self.list_dir(head, path),
         }
     }
@@ -217,7 +229,9 @@ impl App {
             (Form::Plain, "text/plain; charset=utf-8")
         };
         let body = ResponseBody::Stream(Box::new(ListingBody::new(listing, form)));
-        let mut resp = Response::new(200, body).with_header("Content-Type", content_type);
+        let mut resp = Response::new(200, body)
+            .with_header("Content-Type", content_type)
+            .with_header("Cache-Control", CACHE_CONTROL);
         if content_type.starts_with("text/html") {
             resp = resp
                 .with_header("Content-Security-Policy", HTML_POLICY)
@@ -280,7 +294,9 @@ impl App {
 
     fn move_file(&self, path: &RelPath, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
         // The seed answered 404 for a missing source before looking at the body.
-        self.storage.exists(path)?;
+        self.storage
+            .exists(path)
+            .map_err(|e| missing_fails_if_match(req.head, e))?;
         let mut body = Vec::new();
         req.body
             .take(MAX_MOVE_BODY_BYTES + 1)
@@ -297,7 +313,11 @@ impl App {
         if !grant.reaches(&target) {
             return Err(Error::Forbidden { message: OUT_OF_SCOPE });
         }
-        let size = self.storage.rename(path, &target)?;
+        let tests = etag_tests(req.head);
+        let size = self
+            .storage
+            .rename(path, &target, &preconditions(req.head, &tests))
+            .map_err(|e| missing_fails_if_match(req.head, e))?;
         Ok(Response::json(
             200,
             &json!({ "path": target.to_string(), "from": path.to_string(), "size": size }),
@@ -338,14 +358,21 @@ impl Handler for App {
 /// A file's bytes, all or a range, or 304, with its validators: what the conditional fields
 /// of the request decide ([`conditional::decide`]).
 fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u64) -> Result<Response, Error> {
-    let validators = Validators::of(meta, size);
+    let validators = Validators::of(&file, meta, size);
     let conditions = ReadConditions {
+        if_match: head.header("if-match"),
+        if_unmodified_since: head.header("if-unmodified-since"),
         if_none_match: head.header("if-none-match"),
+        if_modified_since: head.header("if-modified-since"),
         if_range: head.header("if-range"),
         range: head.header("range"),
     };
     let file_part = |status, offset, len| Response::new(status, ResponseBody::File { file, offset, len });
     let resp = match conditional::decide(conditions, &validators, size) {
+        ReadAnswer::PreconditionFailed if conditions.if_match.is_some() => {
+            return Err(StorageError::VersionMismatch.into());
+        }
+        ReadAnswer::PreconditionFailed => return Err(StorageError::ModifiedSince.into()),
         ReadAnswer::NotModified => Response::new(304, ResponseBody::Empty),
         ReadAnswer::Send(RangeChoice::Full) => file_part(200, 0, size),
         ReadAnswer::Send(RangeChoice::Partial { start, len }) => {
@@ -367,7 +394,8 @@ fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u6
     Ok(resp
         .with_header("ETag", validators.etag)
         .with_header("Last-Modified", validators.last_modified)
-        .with_header("Accept-Ranges", "bytes"))
+        .with_header("Accept-Ranges", "bytes")
+        .with_header("Cache-Control", CACHE_CONTROL))
 }
 
 /// `resp` labelled with the kind of operation it answered, if the URL named one.
@@ -429,10 +457,59 @@ fn move_target(body: &[u8]) -> Result<RelPath, Error> {
     Ok(api::decode(target, Naming::New)?.non_root()?)
 }
 
-/// The `If-Match` test of a write (the file still has one of the listed ETags), if given.
-fn if_match(head: &Head) -> Option<impl Fn(&Metadata, u64) -> bool + '_> {
-    let wanted = head.header("if-match")?;
-    Some(move |meta: &Metadata, len: u64| conditional::still_matches(wanted, meta, len))
+/// The ETag tests of a write, each if its field is given: `If-Match` (the file has one of the
+/// listed ETags, strong comparison) and `If-None-Match` (the same, weak comparison).
+fn etag_tests(head: &Head) -> [Option<impl Fn(&File, &Metadata, u64) -> bool + '_>; 2] {
+    let test = |field, comparison| {
+        head.header(field).map(move |listed| {
+            move |file: &File, meta: &Metadata, len: u64| conditional::lists_etag(listed, comparison, file, meta, len)
+        })
+    };
+    [
+        test("if-match", Comparison::Strong),
+        test("if-none-match", Comparison::Weak),
+    ]
+}
+
+/// The preconditions every write, move and delete evaluates at its commit (RFC 9110 §13.2.2):
+/// `If-Match`, else `If-Unmodified-Since` (ignored if not a date); then `If-None-Match`. The
+/// ETag tests are [`etag_tests`]'.
+fn preconditions<'a, F: Fn(&File, &Metadata, u64) -> bool>(
+    head: &'a Head,
+    tests: &'a [Option<F>; 2],
+) -> Conditions<'a> {
+    let [if_match, if_none_match] = tests;
+    let version = match (head.header("if-match"), if_match) {
+        (Some(tags), _) if conditional::matches_any(tags) => Some(Version::Any),
+        (Some(_), Some(test)) => Some(Version::Test(test as VersionTest<'_>)),
+        _ => None,
+    };
+    let absent = head.header("if-none-match").is_some_and(conditional::matches_any);
+    let none_match = match if_none_match {
+        Some(test) if !absent => Some(test as VersionTest<'_>),
+        _ => None,
+    };
+    let unmodified_since = match version {
+        None => head
+            .header("if-unmodified-since")
+            .and_then(conditional::parse_http_date),
+        Some(_) => None,
+    };
+    Conditions {
+        version,
+        unmodified_since,
+        absent,
+        none_match,
+        ..Conditions::default()
+    }
+}
+
+/// A missing file fails any `If-Match` (RFC 9110 §13.1.1): 412 rather than 404.
+fn missing_fails_if_match(head: &Head, e: StorageError) -> Error {
+    match e {
+        StorageError::NotFound if head.header("if-match").is_some() => StorageError::VersionMismatch.into(),
+        e => e.into(),
+    }
 }
 
 /// The `Upload-Offset` precondition of an append, if given.

@@ -1,7 +1,7 @@
 //! The only module with `unsafe`: thin, checked wrappers over the few syscalls std does not
 //! offer (`poll`, `sendfile`, signal masking and waiting, `statvfs`, and the directory-handle
 //! calls the storage layer acts through: `openat`, `fstatat`, `unlinkat`, `renameat`,
-//! `linkat`, `readdir` on a handle, `copy_file_range`, `getrandom`).
+//! `linkat`, `readdir` on a handle, `copy_file_range`, `getrandom`, the inode generation ioctl).
 //!
 //! Each wrapper converts the C return convention into `io::Result` and documents why the call
 //! is sound. `lib.rs` denies unsafe code elsewhere; the one other exception is the AVX2 dispatch
@@ -414,6 +414,39 @@ pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
         filled += n as usize;
     }
     Ok(())
+}
+
+/// `FS_IOC_GETVERSION` (`_IOR('v', 1, long)` in `linux/fs.h`), as x86 and Arm encode ioctls
+/// (read direction 2 in bits 30-31, argument size in bits 16-29).
+const FS_IOC_GETVERSION: libc::c_ulong =
+    (2 << 30) | ((std::mem::size_of::<libc::c_long>() as libc::c_ulong) << 16) | ((b'v' as libc::c_ulong) << 8) | 1;
+
+/// The inode generation of the open file `fd` (`ioctl(FS_IOC_GETVERSION)`): a number ext4, XFS,
+/// btrfs and f2fs give each inode afresh when it is allocated, so a reused inode number comes
+/// with another generation (it is what NFS file handles carry for that reason). Fails with
+/// `ENOTTY` (or `EOPNOTSUPP`, `ENOSYS`) where the filesystem keeps none it shows: tmpfs, NFS
+/// and FUSE clients.
+pub fn inode_generation(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    if !cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm"
+    )) {
+        return Err(io::Error::from_raw_os_error(libc::ENOTTY));
+    }
+    let mut generation: libc::c_int = 0;
+    // SAFETY: the filesystems that answer FS_IOC_GETVERSION write one int through the pointer
+    // (`put_user(inode->i_generation, (int __user *)arg)`); `generation` is a valid int and `fd`
+    // is open for the call. Others return an error without touching it.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            FS_IOC_GETVERSION as _,
+            &mut generation as *mut libc::c_int,
+        )
+    })?;
+    Ok(generation as u32)
 }
 
 /// The kind of a directory entry, as `readdir` reports it (`Unknown` where the filesystem does

@@ -35,7 +35,7 @@ pub fn append(
     let (parent, name) = split(path)?;
     if conditions.any() {
         let state = committed_state(root, parent, name)?;
-        conditions.check(state.as_ref().map(|(meta, len)| (meta, *len)))?;
+        conditions.check(state.as_ref().map(|seen| (&seen.file, &seen.meta, seen.len)))?;
     }
     // A large body waits in the deepest directory of the target's that exists: its own is
     // created only at commit, so nothing shows (or is left by a crash) before then.
@@ -122,7 +122,7 @@ fn append_locked(dir: &Dir, held: &mut Held, spool: &Spool, conditions: &Conditi
         held.refresh()?;
     }
     let before = held.meta.len();
-    conditions.check(Some((&held.meta, before)))?;
+    conditions.check(Some((&held.file, &held.meta, before)))?;
     write_locked(dir, held, spool, before, fsync)?;
     Ok(before)
 }

@@ -30,7 +30,7 @@ pub fn write_atomic(
 ) -> Result<u64> {
     let (parent, name) = split(path)?;
     let state = committed_state(root, parent, name)?;
-    conditions.check(state.as_ref().map(|(meta, len)| (meta, *len)))?;
+    conditions.check(state.as_ref().map(|seen| (&seen.file, &seen.meta, seen.len)))?;
     // The body waits in the deepest directory of the target's that exists: its own is created
     // only at commit, so nothing shows (or is left by a crash) before then.
     let mut temp = TempFile::create_near(root, parent)?;
@@ -90,7 +90,7 @@ fn commit_once(
     if journal::settle(dir, &held.file, &held.meta, fsync)?.is_some() {
         held.refresh()?;
     }
-    conditions.check(Some((&held.meta, held.meta.len())))?;
+    conditions.check(Some((&held.file, &held.meta, held.meta.len())))?;
     staged.rename_over(dir, name)?;
     Ok(true)
 }

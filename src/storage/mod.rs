@@ -22,7 +22,7 @@ pub mod temp;
 pub mod tree;
 pub mod wc;
 
-pub use conditions::{Conditions, VersionTest};
+pub use conditions::{Conditions, Version, VersionTest};
 pub use jail::{Naming, PathError, RelPath};
 pub use list::{Entry, EntryKind, Listing};
 
@@ -58,6 +58,10 @@ pub enum StorageError {
     OffsetMismatch { current: u64 },
     /// The file is not the version the write was conditioned on (`If-Match`).
     VersionMismatch,
+    /// The file changed after the date the write was conditioned on (`If-Unmodified-Since`).
+    ModifiedSince,
+    /// The file is still a version the write was conditioned against (`If-None-Match`).
+    UnchangedVersion,
     /// The volume refused the service access (a file or directory it may not write).
     PermissionDenied,
     /// The name is something other than a regular file or directory (a FIFO, a device, or a
@@ -117,6 +121,8 @@ impl fmt::Display for StorageError {
             StorageError::Exists => write!(f, "the file already exists"),
             StorageError::OffsetMismatch { current } => write!(f, "the file is {current} bytes, not the offset given"),
             StorageError::VersionMismatch => write!(f, "the file changed (If-Match does not match its ETag)"),
+            StorageError::ModifiedSince => write!(f, "the file changed after the If-Unmodified-Since date"),
+            StorageError::UnchangedVersion => write!(f, "the file is still a version If-None-Match lists"),
             StorageError::NotRegular => write!(f, "not a regular file or directory"),
             StorageError::PermissionDenied => write!(f, "permission denied on the storage volume"),
             StorageError::NoSpace => write!(f, "no space left on the storage volume"),
@@ -279,8 +285,9 @@ impl Storage {
         append::append(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync)
     }
 
-    /// Moves `from` to `to` like `mv`, creating `to`'s parents. Returns the moved size.
-    pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<u64> {
+    /// Moves `from` to `to` like `mv`, creating `to`'s parents, if `conditions` hold for `from`
+    /// when it moves. Returns the moved size.
+    pub fn rename(&self, from: &RelPath, to: &RelPath, conditions: &Conditions<'_>) -> Result<u64> {
         let (from, to) = (from.clone().non_root()?, to.clone().non_root()?);
         if from.contains(&to) {
             return Err(StorageError::MoveIntoSelf);
@@ -289,19 +296,19 @@ impl Storage {
             self.exists(&from)?;
         }
         let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
-        tree::rename(&self.root, &src, &dst, self.fsync)
+        tree::rename(&self.root, &src, &dst, conditions, self.fsync)
     }
 
     /// Deletes a file, or a directory and everything in it (all at once, as readers see it).
-    /// Never the root.
-    pub fn delete(&self, rel: &RelPath) -> Result<()> {
+    /// Never the root. Only if `conditions` hold at that instant.
+    pub fn delete(&self, rel: &RelPath, conditions: &Conditions<'_>) -> Result<()> {
         if rel.is_root() {
             return Err(StorageError::RootRefused);
         }
         if rel.dir_only() {
             self.exists(rel)?;
         }
-        tree::delete(&self.root, &self.resolve(rel)?, self.fsync)
+        tree::delete(&self.root, &self.resolve(rel)?, conditions, self.fsync)
     }
 
     /// Settles what crashed processes left anywhere under the root; returns how many.
@@ -333,14 +340,14 @@ pub(crate) fn split(path: &Path) -> Result<(&Path, &OsStr)> {
 }
 
 /// The committed state of the file `name` in `parent` (relative to the root): `None` if it
-/// (or its directory) does not exist, else its metadata and committed length.
-pub(crate) fn committed_state(root: &root::Root, parent: &Path, name: &OsStr) -> Result<Option<(Metadata, u64)>> {
+/// (or its directory) does not exist, else the open file, its metadata and committed length.
+pub(crate) fn committed_state(root: &root::Root, parent: &Path, name: &OsStr) -> Result<Option<lock::Committed>> {
     let dir = match root.open_dir(parent) {
         Ok(dir) => dir,
         Err(StorageError::NotFound | StorageError::NotADirectory) => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(lock::committed(&dir, name)?.map(|seen| (seen.meta, seen.len)))
+    lock::committed(&dir, name)
 }
 
 /// Copies `body` into `file` through a [`COPY_BUF_BYTES`] buffer, telling a failure to read the

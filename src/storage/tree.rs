@@ -9,6 +9,7 @@
 //! only after every write that committed into the tree. A start-up sweep finishes a removal a
 //! crash interrupted. See `docs/write-protocol.md`.
 
+use super::conditions::Conditions;
 use super::dir::{Access, Dir, random_name};
 use super::jail::RESERVED_PREFIX;
 use super::jail::{self, FinalLink};
@@ -32,8 +33,9 @@ const MAX_REMOVE_PASSES: usize = 64;
 /// Renames `src` to `dst` like `mv`: an existing target file is replaced, missing parents are
 /// created; a file cannot replace a directory or the reverse, nor itself (like `mv`, which
 /// says "are the same file": renaming a link over its own target would destroy the file, and
-/// renaming one hard link over another does nothing). Returns the moved size.
-pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
+/// renaming one hard link over another does nothing). `conditions` are checked on the source
+/// under its lock, just before the rename. Returns the moved size.
+pub fn rename(root: &Root, src: &Path, dst: &Path, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
     let (src_parent, src_name) = split(src)?;
     let (dst_parent, dst_name) = split(dst)?;
     for _ in 0..MAX_MOVE_ATTEMPTS {
@@ -76,6 +78,10 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
         }
         for ((dir, _), h) in wanted.iter().zip(&held) {
             journal::settle(dir, &h.file, &h.meta, fsync)?;
+        }
+        match held.first() {
+            Some(h) if src_stat.is_file() => conditions.check_held(h)?,
+            _ => conditions.check_not_file()?,
         }
         src_dir
             .rename(src_name, &dst_dir, dst_name)
@@ -133,11 +139,15 @@ fn lock_in_order(names: &[(&Dir, &OsStr)]) -> Result<Option<Vec<Held>>> {
     Ok(Some(held))
 }
 
-/// Deletes the file, link or directory tree at `path` (links are removed, never followed).
-pub fn delete(root: &Root, path: &Path, fsync: bool) -> Result<()> {
+/// Deletes the file, link or directory tree at `path` (links are removed, never followed), if
+/// `conditions` hold at that instant (a file's under its lock).
+pub fn delete(root: &Root, path: &Path, conditions: &Conditions<'_>, fsync: bool) -> Result<()> {
     let (parent, name) = split(path)?;
     let dir = root.open_dir(parent)?;
     let stat = dir.stat(name).map_err(StorageError::from_io)?;
+    if !stat.is_file() {
+        conditions.check_not_file()?;
+    }
     if stat.is_dir() {
         // One atomic step makes the whole tree vanish; the rest is clean-up.
         let trash = random_name(TRASH_PREFIX).map_err(StorageError::from_io)?;
@@ -158,6 +168,7 @@ pub fn delete(root: &Root, path: &Path, fsync: bool) -> Result<()> {
     if stat.is_file() {
         let held = lock::lock(&dir, name, Access::Lock)?.ok_or(StorageError::NotFound)?;
         journal::settle(&dir, &held.file, &held.meta, fsync)?;
+        conditions.check_held(&held)?;
         dir.remove_file(name).map_err(StorageError::from_io)?;
     } else {
         dir.remove_file(name).map_err(StorageError::from_io)?;

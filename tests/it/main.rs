@@ -22,6 +22,9 @@
 //!   line, JSON `href`, browse-page link) usable as given, whatever the name.
 //! - `stored_pages`: stored files never run as pages of the service's origin (nosniff, CSP
 //!   sandbox, markup as attachments).
+//! - `preconditions`: `If-Match`, `If-Unmodified-Since` and `If-Modified-Since` on every method,
+//!   and `Cache-Control` on files and listings.
+//! - `validators`: ETags and `If-Range` dates on a one-second filesystem that reuses inodes.
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 
@@ -35,9 +38,11 @@ mod http_features;
 mod listings;
 mod other_writer;
 mod paths;
+mod preconditions;
 mod protocol;
 mod replicas;
 mod security;
 mod seed;
 mod stored_pages;
 mod support;
+mod validators;
