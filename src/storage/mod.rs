@@ -352,7 +352,10 @@ pub(crate) fn copy_into(body: &mut dyn Read, file: &File) -> Result<u64> {
     }
     impl Read for Tracked<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.inner.read(buf).inspect_err(|_| self.failed = true)
+            // io::copy makes an interrupted read again: that is no failure of the body.
+            self.inner
+                .read(buf)
+                .inspect_err(|e| self.failed = e.kind() != io::ErrorKind::Interrupted)
         }
     }
     let mut src = Tracked {

@@ -26,6 +26,7 @@ mod browser;
 mod clients;
 mod crash;
 mod durability;
+mod faults;
 mod hostile;
 mod http_features;
 mod other_writer;

@@ -1,0 +1,80 @@
+//! Fault and process conditions from docs/API.md's Guarantees: a paused process, a frozen
+//! replica holding a lock, clients that leave during long work, a full volume at start, a root
+//! renamed or replaced under the server, and a bad listen address.
+
+use crate::support::raw::Conn;
+use crate::support::{Server, TempDir, server_binary, wait_until};
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+/// Stops the server with SIGSTOP, waits `pause`, and continues it with SIGCONT.
+fn pause(server: &Server, pause: Duration) {
+    server.signal(libc::SIGSTOP);
+    thread::sleep(pause);
+    server.signal(libc::SIGCONT);
+}
+
+/// Uploads (POST) and appends (PUT) whose bodies arrive in pieces while the server is stopped
+/// and continued several times (a container pause, a freezer, a debugger): every one is
+/// answered 200 and every file is whole. Before, the socket read interrupted by the stop
+/// (`EINTR`, which Linux returns for a read with a timeout) was taken for the body's end: 400.
+#[test]
+fn a_paused_server_fails_no_request_in_flight() {
+    let server = Server::start();
+    server.write("log.txt", b"start\n");
+    const PIECES: usize = 6;
+    let piece = |i: usize, j: usize| format!("request {i} piece {j}\n").into_bytes();
+    let body = |i: usize| (0..PIECES).flat_map(|j| piece(i, j)).collect::<Vec<u8>>();
+    // Three uploads (one chunked) and three appends to one file.
+    let mut conns: Vec<Conn> = (0..6)
+        .map(|i| {
+            let mut conn = server.connect();
+            let len = body(i).len();
+            let head = match i {
+                0 | 1 => format!("POST /file/up{i}.txt HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"),
+                2 => "POST /file/up2.txt HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+                _ => format!("PUT /file/log.txt HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"),
+            };
+            conn.send(head.as_bytes());
+            conn
+        })
+        .collect();
+    for j in 0..PIECES {
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let bytes = piece(i, j);
+            if i == 2 {
+                let framed = [format!("{:x}\r\n", bytes.len()).as_bytes(), &bytes, b"\r\n"].concat();
+                conn.send(&framed);
+            } else {
+                conn.send(&bytes);
+            }
+        }
+        // Let the server block reading the next piece, then stop and continue it.
+        thread::sleep(Duration::from_millis(100));
+        pause(&server, Duration::from_millis(200));
+    }
+    conns[2].send(b"0\r\n\r\n");
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let resp = conn.response();
+        if resp.status != 200 {
+            resp.fail(&format!("request {i} after SIGSTOP/SIGCONT"));
+        }
+    }
+    for i in 0..3 {
+        assert_eq!(server.read(&format!("up{i}.txt")), body(i), "upload {i} whole");
+    }
+    let log = server.read("log.txt");
+    assert_eq!(
+        log.len(),
+        b"start\n".len() + (3..6).map(|i| body(i).len()).sum::<usize>()
+    );
+    for i in 3..6 {
+        let text = String::from_utf8_lossy(&log);
+        assert!(
+            text.contains(&String::from_utf8_lossy(&body(i)).to_string()),
+            "append {i} whole:\n{text}"
+        );
+    }
+}
