@@ -188,7 +188,7 @@ pub const SETTINGS: &[Setting] = &[
         }),
         default: Some("0.0.0.0:3000"),
         default_note: "",
-        value: Value::Text(|c, v| c.listen = v.to_string()),
+        value: Value::Other(set_listen),
     },
     Setting {
         flag: "--storage",
@@ -352,6 +352,25 @@ fn set_port(c: &mut Config, p: &str) -> Result<(), Invalid> {
         got: p.to_string(),
     })?;
     c.listen = format!("0.0.0.0:{port}");
+    Ok(())
+}
+
+/// `--listen`: `HOST:PORT`, the host an IPv4 address, a bracketed IPv6 address or a host name,
+/// the port a number. Checked here, so a typo stops the service with exit 2 naming the setting
+/// before any work (the start-up sweep), not later when binding fails.
+fn set_listen(c: &mut Config, v: &str) -> Result<(), Invalid> {
+    let bad = || Invalid::Expected {
+        what: "HOST:PORT (like 0.0.0.0:3000 or [::1]:3000)",
+        got: v.to_string(),
+    };
+    if v.parse::<std::net::SocketAddr>().is_err() {
+        let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
+        let name_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+        if host.is_empty() || !host.bytes().all(name_char) || port.parse::<u16>().is_err() {
+            return Err(bad());
+        }
+    }
+    c.listen = v.to_string();
     Ok(())
 }
 
@@ -723,6 +742,15 @@ mod tests {
         );
         assert_eq!(error(&["--token", "s"], &[]), "unknown option --token; see --help");
         assert_eq!(error(&["--listen"], &[]), "--listen needs a value");
+        for bad in ["nope:xx", "3000", ":3000", "1.2.3.4", "[::1]", "a b:1", "host:70000"] {
+            assert!(
+                error(&["--listen", bad], &[]).starts_with("--listen must be HOST:PORT"),
+                "{bad}"
+            );
+        }
+        for good in ["localhost:3000", "127.0.0.1:0", "[::]:80"] {
+            assert_eq!(run(&["--listen", good], &[]).unwrap().listen, good);
+        }
         assert_eq!(error(&["stray"], &[]), "unexpected argument \"stray\"; see --help");
         assert!(error(&["--token-file", "/nonexistent"], &[]).starts_with("cannot read --token-file /nonexistent: "));
         // PORT is checked even when --listen or HTTP_NAS_LISTEN wins over it, as it always was.

@@ -205,7 +205,17 @@ pub struct ShutdownReport {
 impl Server {
     /// Binds `addr` and starts serving with `handler`.
     pub fn start(addr: &str, config: HttpConfig, handler: Arc<dyn Handler>, stats: Arc<Stats>) -> io::Result<Server> {
-        let listener = TcpListener::bind(addr)?;
+        Server::start_on(TcpListener::bind(addr)?, config, handler, stats)
+    }
+
+    /// Starts serving with `handler` on `listener`, bound beforehand (so that an address that
+    /// cannot be bound stops the service before it does any other work).
+    pub fn start_on(
+        listener: TcpListener,
+        config: HttpConfig,
+        handler: Arc<dyn Handler>,
+        stats: Arc<Stats>,
+    ) -> io::Result<Server> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (wake, wake_rx) = UnixStream::pair()?;

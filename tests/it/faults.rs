@@ -78,3 +78,42 @@ fn a_paused_server_fails_no_request_in_flight() {
         );
     }
 }
+
+/// A listen address that is not `HOST:PORT` stops the service with exit code 2 and a message
+/// naming `--listen`, before the start-up sweep touches the volume: the crash leftovers planted
+/// under the root are still there. Before, it swept, then failed to bind: exit 1, flag unnamed.
+#[test]
+fn an_invalid_listen_address_exits_2_naming_the_flag_before_any_work() {
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let leftover = root.join(".http-nas-tmp-planted");
+    fs::write(&leftover, b"an interrupted upload's temp file").unwrap();
+    let root_arg = root.to_str().unwrap();
+    for (args, env, names) in [
+        (vec!["--listen", "nope:xx"], None, "--listen"),
+        (vec![], Some(("HTTP_NAS_LISTEN", "nope:xx")), "--listen"),
+        (vec!["--listen", "127.0.0.1"], None, "--listen"),
+    ] {
+        let mut command = std::process::Command::new(server_binary());
+        command.args(&args).args(["--storage", root_arg]);
+        command.env_remove("PORT").env_remove("HTTP_NAS_LISTEN");
+        if let Some((k, v)) = env {
+            command.env(k, v);
+        }
+        let mut child = command.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let exited = wait_until(Duration::from_secs(10), || child.try_wait().is_ok_and(|s| s.is_some()));
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("{args:?} {env:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{what}");
+        assert!(stderr.contains(names), "{what}");
+        assert!(
+            leftover.exists(),
+            "the sweep ran before the address was checked: {what}"
+        );
+    }
+}
