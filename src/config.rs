@@ -34,6 +34,8 @@ pub struct Config {
     pub io_timeout: Duration,
     /// How long SIGTERM waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Longest a request waits for a file's lock held by another request or replica.
+    pub lock_timeout: Duration,
     /// Largest request body in bytes (`None`: unlimited).
     pub max_body: Option<u64>,
     /// Whether writes are fsynced before they are acknowledged.
@@ -292,6 +294,17 @@ pub const SETTINGS: &[Setting] = &[
         value: Value::Secs(|c, d| c.shutdown_timeout = d),
     },
     Setting {
+        flag: "--lock-timeout",
+        metavar: "SECS",
+        help: "a request waiting longer than this for a file locked by another request or replica \
+               (one frozen, say) gets 503",
+        env: Some("HTTP_NAS_LOCK_TIMEOUT"),
+        fallback: None,
+        default: Some("30"),
+        default_note: ": far above a commit's disk work",
+        value: Value::Secs(|c, d| c.lock_timeout = d),
+    },
+    Setting {
         flag: "--max-body",
         metavar: "BYTES",
         help: "largest request body, 0 for no limit",
@@ -454,6 +467,7 @@ fn unconfigured() -> Config {
         head_timeout: Duration::ZERO,
         io_timeout: Duration::ZERO,
         shutdown_timeout: Duration::ZERO,
+        lock_timeout: Duration::ZERO,
         max_body: None,
         fsync: false,
         token: None,
@@ -614,6 +628,7 @@ mod tests {
         assert_eq!((c.workers, c.queue, c.max_body, c.fsync), (128, 128, None, true));
         assert_eq!(c.io_timeout, Duration::from_secs(130), "the original tolerated 120 s");
         assert_eq!(c.queue_timeout, Duration::from_secs(30));
+        assert_eq!(c.lock_timeout, crate::storage::lock::DEFAULT_TIMEOUT);
     }
 
     #[test]

@@ -94,7 +94,8 @@ impl App {
     }
 
     /// `/readyz`: the storage was found writable recently, and a new request would be taken
-    /// now (a worker is free or the queue has room).
+    /// now (a worker is free or the queue has room) and not just wait (not every worker is
+    /// stuck waiting for a lock another replica holds).
     fn readiness(&self) -> Result<Response, Error> {
         self.probes
             .writable()
@@ -102,6 +103,12 @@ impl App {
         if !self.stats.pool.has_room() {
             return Err(Error::Unavailable {
                 message: "every worker is busy and the queue is full".into(),
+            });
+        }
+        let workers = self.stats.pool.workers.load(std::sync::atomic::Ordering::Relaxed);
+        if crate::storage::lock::waiters() >= workers.max(1) {
+            return Err(Error::Unavailable {
+                message: "every worker is waiting for a file locked by another request or replica".into(),
             });
         }
         Ok(Response::text(200, "ready"))

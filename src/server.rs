@@ -97,6 +97,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     let root = config.storage.display().to_string();
     let storage =
         Storage::open(&config.storage, config.fsync).map_err(|source| StartError::Storage { root, source })?;
+    crate::storage::lock::set_timeout(config.lock_timeout);
     crate::volume::log_volume(storage.root());
     let removed = storage.sweep();
     if removed > 0 {

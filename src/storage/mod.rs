@@ -74,6 +74,9 @@ pub enum StorageError {
     MoveIntoSelf,
     /// Moving a file onto itself (the same file under another name, a link to it).
     SameFile,
+    /// The file's lock stayed held by another request or replica (one frozen, say) for
+    /// longer than the configured bound ([`lock::timeout`]); nothing was changed.
+    Locked,
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -124,6 +127,10 @@ impl fmt::Display for StorageError {
             StorageError::RootRefused => write!(f, "refusing to act on the storage root itself"),
             StorageError::MoveIntoSelf => write!(f, "cannot move a directory into itself"),
             StorageError::SameFile => write!(f, "source and target are the same file"),
+            StorageError::Locked => write!(
+                f,
+                "the file is locked by another request or replica for longer than the lock timeout"
+            ),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }

@@ -3,7 +3,7 @@
 //! renamed or replaced under the server, and a bad listen address.
 
 use crate::support::raw::Conn;
-use crate::support::{Server, TempDir, server_binary, wait_until};
+use crate::support::{Server, TempDir, server_binary, strace_injecting, wait_until};
 use std::fs;
 use std::path::Path;
 use std::thread;
@@ -116,4 +116,80 @@ fn an_invalid_listen_address_exits_2_naming_the_flag_before_any_work() {
             "the sweep ran before the address was checked: {what}"
         );
     }
+}
+
+/// True while a crash record (`.http-nas-journal-*`) is in `dir`: an appender holds the lock of
+/// the file it names (it writes the record under the lock and removes it before unlocking).
+fn append_record_in(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".http-nas-journal-"))
+    })
+}
+
+/// Replica A, frozen (SIGSTOP) in the middle of an append's commit, holds the file's lock.
+/// Replica B's reads of that file wait at most `--lock-timeout`, then answer 503 with
+/// `Retry-After` and a message saying the file is locked; other files keep being served; while
+/// every worker of B waits for the lock, B's `/readyz` says so (503); once A continues, its
+/// append completes and B serves the new content. Before, B's reads waited forever and took
+/// every worker.
+#[test]
+fn a_frozen_replica_holding_a_lock_wedges_no_other_replica() {
+    // Every fsync of replica A takes a second: its append holds the file's lock that long at
+    // each of the commit's syncs, and the test freezes it there.
+    let Some(wrapper) = strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=1000000") else {
+        return;
+    };
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("f.txt"), b"one\n").unwrap();
+    fs::write(root.join("other.txt"), b"other\n").unwrap();
+    let a = Server::start_wrapped_on(&root, &wrapper, &[]);
+    const WORKERS: usize = 3;
+    // The bound through its variable (an older build ignores it rather than refusing to start).
+    let env = ["env".to_string(), "HTTP_NAS_LOCK_TIMEOUT=3".to_string()];
+    let b = Server::start_wrapped_on(&root, &env, &["--workers", "3"]);
+    let mut append = a.connect();
+    append.send(b"PUT /file/f.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ntwo\n");
+    let locked = wait_until(Duration::from_secs(10), || append_record_in(&root));
+    assert!(locked, "replica A's append never reached its commit");
+    a.signal(libc::SIGSTOP);
+    let started = std::time::Instant::now();
+    let answers = thread::scope(|scope| {
+        let readers: Vec<_> = (0..WORKERS)
+            .map(|_| scope.spawn(|| b.curl(&["-H", "Accept: application/json", &b.url("/file/f.txt")])))
+            .collect();
+        // While every worker waits for the lock, readiness says so.
+        let unready = wait_until(Duration::from_secs(10), || b.get("/readyz").status == 503);
+        let readyz = b.get("/readyz");
+        // Another file is served meanwhile (it waits for a worker at most the lock bound).
+        let other = b.get("/file/other.txt");
+        let answers: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        (answers, unready, readyz, other)
+    });
+    eprintln!("B's reads of the locked file answered after {:?}", started.elapsed());
+    let (reads, unready, readyz, other) = answers;
+    for read in &reads {
+        read.assert_status(503);
+        assert!(read.header("Retry-After").is_some(), "no Retry-After");
+        assert!(
+            read.text().contains("locked by another request or replica"),
+            "{}",
+            read.text()
+        );
+    }
+    assert!(
+        unready,
+        "B's /readyz stayed 200 with every worker waiting for the lock: {}",
+        readyz.text()
+    );
+    other.assert_ok_body(b"other\n");
+    // Free again: everything completes.
+    a.signal(libc::SIGCONT);
+    let resp = append.response();
+    resp.assert_status(200);
+    b.get("/file/f.txt").assert_ok_body(b"one\ntwo\n");
+    b.get("/readyz").assert_status(200);
 }
