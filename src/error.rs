@@ -203,6 +203,8 @@ impl From<StorageError> for Error {
                 message: "the file is locked by another request or replica (frozen or cut off?) for \
                           longer than --lock-timeout; retry shortly",
             },
+            // Nobody reads this answer; it is logged and counted.
+            StorageError::ClientGone => Error::Unavailable { message: e.to_string() },
             StorageError::RootRefused => Error::BadPath(PathError::Empty),
             StorageError::Source(io) => match BodyError::of(&io) {
                 Some(body) => Error::BadBody(body),

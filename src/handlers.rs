@@ -133,7 +133,10 @@ impl App {
         match op {
             Op::Alive | Op::Ready | Op::StorageHealth => self.probe(&op).unwrap_or(Err(Error::NotFound)),
             Op::Read { path } => self.read(head, &path),
-            Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
+            Op::LineCount { path } => {
+                let lines = self.storage.count_lines(&path, req.client_gone)?;
+                Ok(Response::text(200, lines.to_string()))
+            }
             Op::Stat { path } => self.stat(&path),
             // A browser asking for the service's front page gets the root's browse page, which
             // lists files: only with a token where tokens are set, like `/file/`.

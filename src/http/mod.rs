@@ -66,6 +66,10 @@ pub struct Request<'a> {
     pub body: &'a mut dyn std::io::Read,
     /// The client's address.
     pub remote: SocketAddr,
+    /// True once the client has gone (closed or reset its connection): asks the socket without
+    /// waiting, cheap enough to call every few mebibytes of long work (a line count) so the
+    /// work stops when nobody waits for its answer.
+    pub client_gone: &'a dyn Fn() -> bool,
 }
 
 /// What the HTTP layer reports about each finished exchange (for metrics and logs).

@@ -77,6 +77,8 @@ pub enum StorageError {
     /// The file's lock stayed held by another request or replica (one frozen, say) for
     /// longer than the configured bound ([`lock::timeout`]); nothing was changed.
     Locked,
+    /// The client that asked for the work has gone, so it was stopped.
+    ClientGone,
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -131,6 +133,7 @@ impl fmt::Display for StorageError {
                 f,
                 "the file is locked by another request or replica for longer than the lock timeout"
             ),
+            StorageError::ClientGone => write!(f, "the client went away; the work was stopped"),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }
@@ -264,10 +267,18 @@ impl Storage {
         Listing::open(&self.root, &self.resolve_file(rel)?)
     }
 
-    /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see.
-    pub fn count_lines(&self, rel: &RelPath) -> Result<u64> {
+    /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see; holes are
+    /// skipped, and the count stops ([`StorageError::ClientGone`]) once `gone` says the client
+    /// that asked has left.
+    pub fn count_lines(&self, rel: &RelPath, gone: &dyn Fn() -> bool) -> Result<u64> {
         match self.open_read(rel)? {
-            Opened::File { file, len, .. } => wc::count_lines(file.take(len)).map_err(StorageError::from_io),
+            Opened::File { file, len, .. } => wc::count_file(&file, len, gone).map_err(|e| match e {
+                wc::CountError::Gone { counted } => {
+                    log::info!("line count of {rel} stopped after {counted} bytes: the client has gone");
+                    StorageError::ClientGone
+                }
+                wc::CountError::Io(e) => StorageError::from_io(e),
+            }),
             Opened::Dir(_) => Err(StorageError::IsADirectory),
         }
     }

@@ -193,3 +193,50 @@ fn a_frozen_replica_holding_a_lock_wedges_no_other_replica() {
     b.get("/file/f.txt").assert_ok_body(b"one\ntwo\n");
     b.get("/readyz").assert_status(200);
 }
+
+/// `/wc` of a 1 TiB sparse file planted by another writer counts its data only (a hole holds
+/// no `\n`): it answers at once with the right count. Before, it read a tebibyte of zeros.
+#[test]
+fn a_line_count_skips_the_holes_of_a_huge_sparse_file() {
+    let server = Server::start();
+    let path = server.root().join("sparse.csv");
+    let file = fs::File::create(&path).unwrap();
+    let len = 1u64 << 40;
+    file.set_len(len).unwrap();
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(b"a,b\n1,2\n", 0).unwrap();
+    file.write_all_at(b"3,4\n", len / 2).unwrap();
+    file.write_all_at(b"5,6\n", len - 4).unwrap();
+    drop(file);
+    let started = std::time::Instant::now();
+    server.get("/file/sparse.csv/wc").assert_ok_body("4");
+    eprintln!("/wc of a 1 TiB sparse file took {:?}", started.elapsed());
+}
+
+/// A line count whose client disconnects stops: with one worker and every file read slowed
+/// (strace delays each read 200 ms, so counting 64 MiB would take about a minute), a small
+/// GET sent after the counting client left is answered, and the log says the count stopped.
+/// Before, the worker counted on for nobody and the GET waited behind it.
+#[test]
+fn a_line_count_stops_when_its_client_has_gone() {
+    let Some(wrapper) = strace_injecting("read,pread64", "read,pread64:delay_enter=200000") else {
+        return;
+    };
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+    fs::write(root.join("big.csv"), line.repeat((64 << 20) / line.len())).unwrap();
+    fs::write(root.join("small.txt"), b"small\n").unwrap();
+    let server = Server::start_wrapped_on(&root, &wrapper, &["--workers", "1"]);
+    let mut count = server.connect();
+    count.send(b"GET /file/big.csv/wc HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Let the worker start counting, then leave.
+    thread::sleep(Duration::from_millis(500));
+    drop(count);
+    let started = std::time::Instant::now();
+    server.get("/file/small.txt").assert_ok_body(b"small\n");
+    eprintln!("the small GET after the counting client left took {:?}", started.elapsed());
+    let stopped = wait_until(Duration::from_secs(10), || server.log().contains("stopped after"));
+    assert!(stopped, "no log line saying the line count stopped:\n{}", server.log());
+}
