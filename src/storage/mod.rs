@@ -165,6 +165,12 @@ pub struct Storage {
 impl Storage {
     /// Opens the storage at `root`, which must be an existing, writable directory.
     /// `fsync` makes every write durable before it is acknowledged.
+    ///
+    /// A volume that is writable but full (no space or no inode left, so the check's probe
+    /// file cannot be created) is opened anyway, with a warning: its files can still be read
+    /// and deleted (which is how space is freed), writes answer 507, and the probes' checker
+    /// finds it writable again once space returns. Refusing to start there would make a
+    /// restarted pod crash-loop with its data out of reach.
     pub fn open(root: &Path, fsync: bool) -> io::Result<Self> {
         let root = fs::canonicalize(root)?;
         if !fs::metadata(&root)?.is_dir() {
@@ -174,7 +180,15 @@ impl Storage {
             root: root::Root::open(root)?,
             fsync,
         };
-        storage.check_writable()?;
+        match storage.check_writable() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+                log::warn!(
+                    "the storage volume is full ({e}): serving reads and deletes, writes answer 507 \
+                     and /readyz 503 until space is freed"
+                );
+            }
+            checked => checked?,
+        }
         Ok(storage)
     }
 
@@ -192,6 +206,11 @@ impl Storage {
     /// random (every replica is pid 1 in its container), created exclusively, never followed.
     pub fn check_writable(&self) -> io::Result<()> {
         self.root.still_there()?;
+        // An empty probe file needs an inode but no space: a volume with inodes and no free
+        // byte would pass, and take no write.
+        if self.free_bytes()? == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let root = self.root.dir();
         let name = dir::random_name(PROBE_PREFIX)?;
         root.create_new(OsStr::new(&name))?;

@@ -236,7 +236,105 @@ fn a_line_count_stops_when_its_client_has_gone() {
     drop(count);
     let started = std::time::Instant::now();
     server.get("/file/small.txt").assert_ok_body(b"small\n");
-    eprintln!("the small GET after the counting client left took {:?}", started.elapsed());
+    eprintln!(
+        "the small GET after the counting client left took {:?}",
+        started.elapsed()
+    );
     let stopped = wait_until(Duration::from_secs(10), || server.log().contains("stopped after"));
     assert!(stopped, "no log line saying the line count stopped:\n{}", server.log());
+}
+
+/// A tmpfs of its own for one test, mounted with `options` on `<fresh temp dir>/root`;
+/// unmounted on drop, also when the test panics.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts it, or says why it cannot (not root, no mount).
+    fn mount(options: &str) -> Result<Tmpfs, String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root, cannot mount a tmpfs".into());
+        }
+        let dir = TempDir::new();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(&root)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("mount -t tmpfs failed ({}): {}", out.status, stderr.trim()));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("root")
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount").arg(self.root()).status();
+        if !unmounted.is_ok_and(|s| s.success()) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(self.root()).status();
+        }
+    }
+}
+
+/// Fills `root` until the volume refuses: with empty files when `inodes`, else with one
+/// file's bytes. Returns the names made.
+fn fill(root: &Path, inodes: bool) -> Vec<String> {
+    let mut names = Vec::new();
+    if inodes {
+        for i in 0..100_000 {
+            let name = format!("filler-{i}");
+            if fs::File::create(root.join(&name)).is_err() {
+                break;
+            }
+            names.push(name);
+        }
+    } else {
+        let _ = fs::write(root.join("filler-0"), vec![b'x'; 64 << 20]);
+        names.push("filler-0".into());
+    }
+    names
+}
+
+/// The service starts on a volume with no inode (and, separately, no byte) left, serves reads
+/// and deletes there with `/readyz` 503 and writes 507, and becomes ready by itself once a
+/// delete frees space. Before, it exited 1 at start (its writable check could not create its
+/// probe file), so a restarted pod crash-looped with its data out of reach; and with no byte
+/// but inodes left it said ready.
+#[test]
+fn the_service_starts_and_serves_on_a_full_volume() {
+    for (options, inodes) in [("size=1m,nr_inodes=16", true), ("size=1m", false)] {
+        let tmpfs = match Tmpfs::mount(options) {
+            Ok(tmpfs) => tmpfs,
+            Err(reason) => return eprintln!("skipped: {reason}"),
+        };
+        let root = tmpfs.root();
+        fs::write(root.join("keep.txt"), b"kept\n").unwrap();
+        let fillers = fill(&root, inodes);
+        assert!(!fillers.is_empty());
+        let what = if inodes { "no inode left" } else { "no byte left" };
+        let server = Server::start_on(&root, &[]);
+        server.get("/file/keep.txt").assert_ok_body(b"kept\n");
+        let ready = server.get("/readyz");
+        assert_eq!(ready.status, 503, "{what}: /readyz {}", ready.text());
+        server.post("/file/new.txt", b"new\n").assert_error(507);
+        assert!(!server.exists("new.txt"), "{what}");
+        server.get("/file/keep.txt/wc").assert_ok_body("1");
+        // Deleting frees space, and readiness comes back by itself.
+        for name in &fillers {
+            server.delete(&format!("/file/{name}")).assert_status(200);
+        }
+        let back = wait_until(Duration::from_secs(10), || server.get("/readyz").status == 200);
+        assert!(back, "{what}: /readyz stayed 503 after space was freed");
+        server.post("/file/new.txt", b"new\n").assert_status(200);
+    }
 }
