@@ -205,6 +205,10 @@ impl From<StorageError> for Error {
             },
             // Nobody reads this answer; it is logged and counted.
             StorageError::ClientGone => Error::Unavailable { message: e.to_string() },
+            StorageError::RootGone => {
+                log::error!("{e}");
+                Error::Unavailable { message: e.to_string() }
+            }
             StorageError::RootRefused => Error::BadPath(PathError::Empty),
             StorageError::Source(io) => match BodyError::of(&io) {
                 Some(body) => Error::BadBody(body),

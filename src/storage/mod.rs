@@ -79,6 +79,9 @@ pub enum StorageError {
     Locked,
     /// The client that asked for the work has gone, so it was stopped.
     ClientGone,
+    /// The root's path no longer leads to the directory the service opened (renamed away,
+    /// deleted, replaced): nothing is served or acknowledged from it.
+    RootGone,
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -134,6 +137,11 @@ impl fmt::Display for StorageError {
                 "the file is locked by another request or replica for longer than the lock timeout"
             ),
             StorageError::ClientGone => write!(f, "the client went away; the work was stopped"),
+            StorageError::RootGone => write!(
+                f,
+                "the storage root was moved, removed or replaced under the service; restart it on the \
+                 right directory"
+            ),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }
@@ -224,6 +232,7 @@ impl Storage {
     /// The real location of `rel` relative to the root (parents' symlinks replaced by their
     /// targets; the final name as given).
     fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
+        self.root.present()?;
         jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Keep)
     }
 
@@ -231,11 +240,13 @@ impl Storage {
     /// root, which the jail checked) is followed too, so locks, crash records and reads all
     /// meet at the real file.
     fn resolve_file(&self, rel: &RelPath) -> Result<PathBuf> {
+        self.root.present()?;
         jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Follow)
     }
 
     /// What `rel` names, by handle (a final symlink counts as itself, even dangling).
     fn stat(&self, rel: &RelPath) -> Result<crate::sys::Stat> {
+        self.root.present()?;
         jail::stat(&self.root, rel.as_path(), jail::FinalLink::Keep)
     }
 
@@ -306,14 +317,16 @@ impl Storage {
     /// `conditions` hold when it commits. Returns the size written.
     pub fn write_atomic(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        atomic::write_atomic(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync)
+        let written = atomic::write_atomic(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync);
+        self.unless_root_gone(written)
     }
 
     /// Appends everything `body` yields to the file at `rel` (created if missing), all or
     /// nothing, if `conditions` hold when it commits. Returns the new size.
     pub fn append(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        append::append(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync)
+        let appended = append::append(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync);
+        self.unless_root_gone(appended)
     }
 
     /// Moves `from` to `to` like `mv`, creating `to`'s parents. Returns the moved size.
@@ -326,7 +339,7 @@ impl Storage {
             self.exists(&from)?;
         }
         let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
-        tree::rename(&self.root, &src, &dst, self.fsync)
+        self.unless_root_gone(tree::rename(&self.root, &src, &dst, self.fsync))
     }
 
     /// Deletes a file, or a directory and everything in it (all at once, as readers see it).
@@ -338,7 +351,18 @@ impl Storage {
         if rel.dir_only() {
             self.exists(rel)?;
         }
-        tree::delete(&self.root, &self.resolve(rel)?, self.fsync)
+        self.unless_root_gone(tree::delete(&self.root, &self.resolve(rel)?, self.fsync))
+    }
+
+    /// The outcome of a change, unless the root went meanwhile ([`root::Root::present`]): then
+    /// [`StorageError::RootGone`], whatever the change did, so no write done in a directory
+    /// that is no longer the root is acknowledged, and one that failed because the root went
+    /// says so.
+    fn unless_root_gone<T>(&self, outcome: Result<T>) -> Result<T> {
+        match self.root.present() {
+            Err(StorageError::RootGone) => Err(StorageError::RootGone),
+            _ => outcome,
+        }
     }
 
     /// Settles what crashed processes left anywhere under the root; returns how many.

@@ -338,3 +338,84 @@ fn the_service_starts_and_serves_on_a_full_volume() {
         server.post("/file/new.txt", b"new\n").assert_status(200);
     }
 }
+
+/// Everything under `dir`, relative paths, sorted (to show a directory is untouched).
+fn tree_of(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in fs::read_dir(&at).into_iter().flatten().flatten() {
+            let path = entry.path();
+            out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every request a server gets after its root was renamed away, replaced by a new empty
+/// directory, or deleted, is answered 503 naming the root; nothing is written to the detached
+/// directory or to its replacement; and an upload in flight when the root is renamed is never
+/// acknowledged. Before, writes after a rename were acknowledged (200) into the detached
+/// directory, and a deleted root listed as an empty 200.
+#[test]
+fn a_root_renamed_replaced_or_deleted_is_refused_and_gets_no_write() {
+    #[derive(Debug, Clone, Copy)]
+    enum Fate {
+        Renamed,
+        Replaced,
+        Deleted,
+    }
+    for fate in [Fate::Renamed, Fate::Replaced, Fate::Deleted] {
+        let home = TempDir::new();
+        let root = home.path().join("root");
+        let moved = home.path().join("moved");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("a.txt"), b"a\n").unwrap();
+        let server = Server::start_on(&root, &[]);
+        server.get("/file/a.txt").assert_ok_body(b"a\n");
+        // An upload in flight: its head and half its body are in before the root goes.
+        let mut upload = server.connect();
+        upload.send(b"POST /file/inflight.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\nhalf");
+        thread::sleep(Duration::from_millis(200));
+        match fate {
+            Fate::Renamed => fs::rename(&root, &moved).unwrap(),
+            Fate::Replaced => {
+                fs::rename(&root, &moved).unwrap();
+                fs::create_dir(&root).unwrap();
+            }
+            Fate::Deleted => fs::remove_dir_all(&root).unwrap(),
+        }
+        let before = (tree_of(&moved), tree_of(&root));
+        upload.send(b"done");
+        let resp = upload.response();
+        assert_eq!(resp.status, 503, "{fate:?}: the in-flight upload: {}", resp.text());
+        let after_inflight = (tree_of(&moved), tree_of(&root));
+        for (what, resp) in [
+            ("POST", server.post("/file/new.txt", b"new\n")),
+            ("append", server.append("/file/a.txt", b"more\n")),
+            ("GET", server.get("/file/a.txt")),
+            ("listing", server.get("/file/")),
+            ("wc", server.get("/file/a.txt/wc")),
+            ("DELETE", server.delete("/file/a.txt")),
+        ] {
+            assert_eq!(resp.status, 503, "{fate:?}: {what}: {}", resp.text());
+            assert!(
+                resp.text().contains("storage root"),
+                "{fate:?}: {what}: {}",
+                resp.text()
+            );
+        }
+        assert_eq!(
+            (tree_of(&moved), tree_of(&root)),
+            after_inflight,
+            "{fate:?}: written after the root went"
+        );
+        eprintln!("{fate:?}: before the in-flight upload finished {before:?}, after {after_inflight:?}");
+        let ready = wait_until(Duration::from_secs(10), || server.get("/readyz").status == 503);
+        assert!(ready, "{fate:?}: /readyz stayed 200");
+    }
+}
