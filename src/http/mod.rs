@@ -68,7 +68,8 @@ pub struct Request<'a> {
     pub remote: SocketAddr,
     /// True once the client has gone (closed or reset its connection): asks the socket without
     /// waiting, cheap enough to call every few mebibytes of long work (a line count) so the
-    /// work stops when nobody waits for its answer.
+    /// work stops when nobody waits for its answer. A client that only shut down its sending
+    /// side counts as gone too (as nginx counts it): a socket cannot tell that from a close.
     pub client_gone: &'a dyn Fn() -> bool,
 }
 
