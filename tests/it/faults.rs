@@ -393,7 +393,19 @@ fn a_root_renamed_replaced_or_deleted_is_refused_and_gets_no_write() {
         upload.send(b"done");
         let resp = upload.response();
         assert_eq!(resp.status, 503, "{fate:?}: the in-flight upload: {}", resp.text());
+        // Its temp file goes, and it never takes a name in the detached directory.
+        let settled = wait_until(Duration::from_secs(5), || {
+            !tree_of(&moved)
+                .iter()
+                .chain(&tree_of(&root))
+                .any(|n| n.starts_with(".http-nas-"))
+        });
         let after_inflight = (tree_of(&moved), tree_of(&root));
+        assert!(settled, "{fate:?}: temp files left: {after_inflight:?}");
+        assert!(
+            !after_inflight.0.contains(&"inflight.txt".to_string()),
+            "{fate:?}: the in-flight upload landed in the detached root"
+        );
         for (what, resp) in [
             ("POST", server.post("/file/new.txt", b"new\n")),
             ("append", server.append("/file/a.txt", b"more\n")),
