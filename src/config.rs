@@ -300,8 +300,8 @@ pub const SETTINGS: &[Setting] = &[
                (one frozen, say) gets 503",
         env: Some("HTTP_NAS_LOCK_TIMEOUT"),
         fallback: None,
-        default: Some("30"),
-        default_note: ": far above a commit's disk work",
+        default: Some("10"),
+        default_note: ": far above a commit's disk work, below --queue-timeout",
         value: Value::Secs(|c, d| c.lock_timeout = d),
     },
     Setting {

@@ -36,8 +36,9 @@ use std::time::{Duration, Instant};
 const MAX_LOCK_ATTEMPTS: usize = 64;
 
 /// The bound on one lock wait when none is configured (`--lock-timeout`'s default): far above
-/// any commit's disk work on a healthy volume, far below a client's patience.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// a commit's disk work on a healthy volume, and below `--queue-timeout`'s 30 s, so requests
+/// queued behind workers stuck on a lock are served once those give up, not refused too.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First sleep between two tries of a lock someone else holds.
 const FIRST_BACKOFF: Duration = Duration::from_millis(1);
 /// Longest sleep between two tries: how late a waiter may notice the lock was released.
