@@ -24,6 +24,10 @@ fn pause(server: &Server, pause: Duration) {
 fn a_paused_server_fails_no_request_in_flight() {
     let server = Server::start();
     server.write("log.txt", b"start\n");
+    // And a download in flight across the pauses: read at 2 MiB/s, 16 MiB outlast the socket
+    // buffers (a few MiB on loopback) and the pauses.
+    let big = crate::support::random_bytes(16 << 20, 7);
+    server.write("big.bin", &big);
     const PIECES: usize = 6;
     let piece = |i: usize, j: usize| format!("request {i} piece {j}\n").into_bytes();
     let body = |i: usize| (0..PIECES).flat_map(|j| piece(i, j)).collect::<Vec<u8>>();
@@ -41,20 +45,24 @@ fn a_paused_server_fails_no_request_in_flight() {
             conn
         })
         .collect();
-    for j in 0..PIECES {
-        for (i, conn) in conns.iter_mut().enumerate() {
-            let bytes = piece(i, j);
-            if i == 2 {
-                let framed = [format!("{:x}\r\n", bytes.len()).as_bytes(), &bytes, b"\r\n"].concat();
-                conn.send(&framed);
-            } else {
-                conn.send(&bytes);
+    let download = thread::scope(|scope| {
+        let download = scope.spawn(|| server.curl(&["--limit-rate", "2M", &server.url("/file/big.bin")]));
+        for j in 0..PIECES {
+            for (i, conn) in conns.iter_mut().enumerate() {
+                let bytes = piece(i, j);
+                if i == 2 {
+                    let framed = [format!("{:x}\r\n", bytes.len()).as_bytes(), &bytes, b"\r\n"].concat();
+                    conn.send(&framed);
+                } else {
+                    conn.send(&bytes);
+                }
             }
+            // Let the server block reading the next piece, then stop and continue it.
+            thread::sleep(Duration::from_millis(100));
+            pause(&server, Duration::from_millis(200));
         }
-        // Let the server block reading the next piece, then stop and continue it.
-        thread::sleep(Duration::from_millis(100));
-        pause(&server, Duration::from_millis(200));
-    }
+        download.join().unwrap()
+    });
     conns[2].send(b"0\r\n\r\n");
     for (i, conn) in conns.iter_mut().enumerate() {
         let resp = conn.response();
@@ -62,20 +70,17 @@ fn a_paused_server_fails_no_request_in_flight() {
             resp.fail(&format!("request {i} after SIGSTOP/SIGCONT"));
         }
     }
+    download.assert_status(200);
+    crate::support::assert_same_bytes(&download.body, &big, "the download across the pauses");
     for i in 0..3 {
         assert_eq!(server.read(&format!("up{i}.txt")), body(i), "upload {i} whole");
     }
-    let log = server.read("log.txt");
-    assert_eq!(
-        log.len(),
-        b"start\n".len() + (3..6).map(|i| body(i).len()).sum::<usize>()
-    );
+    let log = String::from_utf8_lossy(&server.read("log.txt")).into_owned();
+    let appended: usize = (3..6).map(|i| body(i).len()).sum();
+    assert_eq!(log.len(), b"start\n".len() + appended, "{log}");
     for i in 3..6 {
-        let text = String::from_utf8_lossy(&log);
-        assert!(
-            text.contains(&String::from_utf8_lossy(&body(i)).to_string()),
-            "append {i} whole:\n{text}"
-        );
+        let whole = String::from_utf8_lossy(&body(i)).into_owned();
+        assert!(log.contains(&whole), "append {i} whole:\n{log}");
     }
 }
 
