@@ -34,6 +34,8 @@ pub struct Config {
     pub io_timeout: Duration,
     /// How long SIGTERM waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Longest a request waits for a file's lock held by another request or replica.
+    pub lock_timeout: Duration,
     /// Largest request body in bytes (`None`: unlimited).
     pub max_body: Option<u64>,
     /// Whether writes are fsynced before they are acknowledged.
@@ -217,7 +219,7 @@ pub const SETTINGS: &[Setting] = &[
         }),
         default: Some("0.0.0.0:3000"),
         default_note: "",
-        value: Value::Text(|c, v| c.listen = v.to_string()),
+        value: Value::Other(set_listen),
     },
     Setting {
         flag: "--storage",
@@ -319,6 +321,17 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("25"),
         default_note: "",
         value: Value::Secs(|c, d| c.shutdown_timeout = d),
+    },
+    Setting {
+        flag: "--lock-timeout",
+        metavar: "SECS",
+        help: "a request waiting longer than this for a file locked by another request or replica \
+               (one frozen, say) gets 503",
+        env: Some("HTTP_NAS_LOCK_TIMEOUT"),
+        fallback: None,
+        default: Some("10"),
+        default_note: ": far above a commit's disk work, below --queue-timeout",
+        value: Value::Secs(|c, d| c.lock_timeout = d),
     },
     Setting {
         flag: "--max-body",
@@ -486,6 +499,25 @@ fn set_port(c: &mut Config, p: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// `--listen`: `HOST:PORT`, the host an IPv4 address, a bracketed IPv6 address or a host name,
+/// the port a number. Checked here, so a typo stops the service with exit 2 naming the setting
+/// before any work (the start-up sweep), not later when binding fails.
+fn set_listen(c: &mut Config, v: &str) -> Result<(), Invalid> {
+    let bad = || Invalid::Expected {
+        what: "HOST:PORT (like 0.0.0.0:3000 or [::1]:3000)",
+        got: v.to_string(),
+    };
+    if v.parse::<std::net::SocketAddr>().is_err() {
+        let (host, port) = v.rsplit_once(':').ok_or_else(bad)?;
+        let name_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+        if host.is_empty() || !host.bytes().all(name_char) || port.parse::<u16>().is_err() {
+            return Err(bad());
+        }
+    }
+    c.listen = v.to_string();
+    Ok(())
+}
+
 /// RUST_LOG may carry module filters (`info,foo=debug`): the first plain level is taken.
 fn set_log_level(c: &mut Config, v: &str) -> Result<(), Invalid> {
     c.log_level = v
@@ -566,6 +598,7 @@ fn unconfigured() -> Config {
         head_timeout: Duration::ZERO,
         io_timeout: Duration::ZERO,
         shutdown_timeout: Duration::ZERO,
+        lock_timeout: Duration::ZERO,
         max_body: None,
         fsync: false,
         token: None,
@@ -743,6 +776,7 @@ mod tests {
         assert_eq!((c.workers, c.queue, c.max_body, c.fsync), (128, 128, None, true));
         assert_eq!(c.io_timeout, Duration::from_secs(130), "the original tolerated 120 s");
         assert_eq!(c.queue_timeout, Duration::from_secs(30));
+        assert_eq!(c.lock_timeout, crate::storage::lock::DEFAULT_TIMEOUT);
     }
 
     #[test]
@@ -871,6 +905,15 @@ mod tests {
         );
         assert_eq!(error(&["--token", "s"], &[]), "unknown option --token; see --help");
         assert_eq!(error(&["--listen"], &[]), "--listen needs a value");
+        for bad in ["nope:xx", "3000", ":3000", "1.2.3.4", "[::1]", "a b:1", "host:70000"] {
+            assert!(
+                error(&["--listen", bad], &[]).starts_with("--listen must be HOST:PORT"),
+                "{bad}"
+            );
+        }
+        for good in ["localhost:3000", "127.0.0.1:0", "[::]:80"] {
+            assert_eq!(run(&["--listen", good], &[]).unwrap().listen, good);
+        }
         assert_eq!(error(&["stray"], &[]), "unexpected argument \"stray\"; see --help");
         assert!(error(&["--token-file", "/nonexistent"], &[]).starts_with("cannot read --token-file /nonexistent: "));
         // PORT is checked even when --listen or HTTP_NAS_LISTEN wins over it, as it always was.

@@ -205,6 +205,16 @@ impl From<StorageError> for Error {
                     message: "the server is out of file descriptors for now; retry shortly",
                 }
             }
+            StorageError::Locked => Error::Busy {
+                message: "the file is locked by another request or replica (frozen or cut off?) for \
+                          longer than --lock-timeout; retry shortly",
+            },
+            // Nobody reads this answer; it is logged and counted.
+            StorageError::ClientGone => Error::Unavailable { message: e.to_string() },
+            StorageError::RootGone => {
+                log::error!("{e}");
+                Error::Unavailable { message: e.to_string() }
+            }
             StorageError::RootRefused => Error::BadPath(PathError::Empty),
             StorageError::Source(io) => match BodyError::of(&io) {
                 Some(body) => Error::BadBody(body),
@@ -240,6 +250,7 @@ mod tests {
             (Error::from(StorageError::Exists), 412, "precondition_failed"),
             (Error::from(StorageError::NotRegular), 409, "not_regular_file"),
             (Error::from(StorageError::Exhausted), 503, "overloaded"),
+            (Error::from(StorageError::Locked), 503, "overloaded"),
             (Error::MethodNotAllowed { allow: "GET" }, 405, "method_not_allowed"),
         ];
         for (err, status, kind) in cases {
@@ -254,6 +265,8 @@ mod tests {
         let resp = Error::MethodNotAllowed { allow: "GET, HEAD" }.into_response(false);
         assert_eq!(resp.header("Allow"), Some("GET, HEAD"));
         let resp = Error::from(StorageError::Exhausted).into_response(false);
+        assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
+        let resp = Error::from(StorageError::Locked).into_response(false);
         assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
         let resp = Error::BadBody(BodyError::TimedOut).into_response(false);
         assert!(resp.close, "after a broken body the connection closes");

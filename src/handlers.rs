@@ -118,7 +118,8 @@ impl App {
     }
 
     /// `/readyz`: the storage was found writable recently, and a new request would be taken
-    /// now (a worker is free or the queue has room).
+    /// now (a worker is free or the queue has room) and not just wait (not every worker is
+    /// stuck waiting for a lock another replica holds).
     fn readiness(&self) -> Result<Response, Error> {
         self.probes
             .writable()
@@ -126,6 +127,12 @@ impl App {
         if !self.stats.pool.has_room() {
             return Err(Error::Unavailable {
                 message: "every worker is busy and the queue is full".into(),
+            });
+        }
+        let workers = self.stats.pool.workers.load(std::sync::atomic::Ordering::Relaxed);
+        if crate::storage::lock::waiters() >= workers.max(1) {
+            return Err(Error::Unavailable {
+                message: "every worker is waiting for a file locked by another request or replica".into(),
             });
         }
         Ok(Response::text(200, "ready"))
@@ -150,7 +157,10 @@ impl App {
         match op {
             Op::Alive | Op::Ready | Op::StorageHealth => self.probe(&op).unwrap_or(Err(Error::NotFound)),
             Op::Read { path } => self.read(head, &path),
-            Op::LineCount { path } => Ok(Response::text(200, self.storage.count_lines(&path)?.to_string())),
+            Op::LineCount { path } => {
+                let lines = self.storage.count_lines(&path, req.client_gone)?;
+                Ok(Response::text(200, lines.to_string()))
+            }
             Op::Stat { path } => self.stat(&path),
             // A browser asking for the service's front page gets the root's browse page, which
             // lists files: only with a token where tokens are set, like `/file/`; a scoped

@@ -29,7 +29,7 @@ impl fmt::Display for StartError {
                     "storage root {root} must be an existing, writable directory: {source}"
                 )
             }
-            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr} (--listen): {source}"),
         }
     }
 }
@@ -88,9 +88,17 @@ fn connection_budget(config: &Config) -> usize {
 
 /// Starts the service described by `config`.
 pub fn start(config: &Config) -> Result<Server, StartError> {
+    // Bound first: an address that cannot be had stops the service before the sweep and the
+    // storage check touch the volume.
+    let listen_error = |source| StartError::Listen {
+        addr: config.listen.clone(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(&config.listen).map_err(listen_error)?;
     let root = config.storage.display().to_string();
     let storage =
         Storage::open(&config.storage, config.fsync).map_err(|source| StartError::Storage { root, source })?;
+    crate::storage::lock::set_timeout(config.lock_timeout);
     crate::volume::log_volume(storage.root());
     let removed = storage.sweep();
     if removed > 0 {
@@ -129,10 +137,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         io_timeout: config.io_timeout,
         max_body: config.max_body,
     };
-    let server = Server::start(&config.listen, http, app, stats).map_err(|source| StartError::Listen {
-        addr: config.listen.clone(),
-        source,
-    })?;
+    let server = Server::start_on(listener, http, app, stats).map_err(listen_error)?;
     log::info!(
         "listening on {} storage={} workers={} queue={} max-connections={max_connections} fsync={} access={auth}",
         server.local_addr(),

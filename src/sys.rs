@@ -1,5 +1,5 @@
 //! The only module with `unsafe`: thin, checked wrappers over the few syscalls std does not
-//! offer (`poll`, `sendfile`, signal masking and waiting, `statvfs`, and the directory-handle
+//! offer (`poll`, `sendfile`, `lseek` for holes, signal masking and waiting, `statvfs`, and the directory-handle
 //! calls the storage layer acts through: `openat`, `fstatat`, `unlinkat`, `renameat`,
 //! `linkat`, `readdir` on a handle, `copy_file_range`, `getrandom`, the inode generation ioctl).
 //!
@@ -48,6 +48,50 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
         return Err(err);
     }
     Ok(n as usize)
+}
+
+/// True when the peer of the connected socket `fd` has gone: it closed or shut down its side
+/// (`POLLRDHUP`), or the connection hung up or failed. Asks without waiting (a zero-timeout
+/// `poll(2)`), so long work can call it every few mebibytes to stop for a client that left.
+pub fn peer_gone(fd: BorrowedFd<'_>) -> bool {
+    let mut entry = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: `entry` is a valid, exclusively borrowed `pollfd` for the call, and the count
+    // passed is 1.
+    let n = unsafe { libc::poll(&mut entry, 1, 0) };
+    n > 0 && entry.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+/// Where the next data (not a hole) of `file` starts at or after `offset` (`lseek(2)` with
+/// `SEEK_DATA`); `None` when only a hole follows up to the end. A filesystem that does not
+/// track holes reports the whole file as data, which is right, only slower.
+pub fn seek_data(file: &impl AsRawFd, offset: u64) -> io::Result<Option<u64>> {
+    seek_whence(file, offset, libc::SEEK_DATA)
+}
+
+/// Where the hole after `offset` starts (`lseek(2)` with `SEEK_HOLE`): the end of the file if
+/// no hole comes before it. `None` past the end.
+pub fn seek_hole(file: &impl AsRawFd, offset: u64) -> io::Result<Option<u64>> {
+    seek_whence(file, offset, libc::SEEK_HOLE)
+}
+
+fn seek_whence(file: &impl AsRawFd, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let off = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))?;
+    // SAFETY: the fd is borrowed from a live file for the call; lseek takes plain integers.
+    // It moves the file's own offset, which the callers (positional reads only) never use.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if at < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    Ok(Some(at as u64))
 }
 
 /// Copies up to `count` bytes from `file` at `*offset` to `socket` inside the kernel, advancing

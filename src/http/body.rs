@@ -142,7 +142,7 @@ impl ReadBuf {
         if self.filled == self.buf.len() {
             return Ok(0);
         }
-        let n = src.read(&mut self.buf[self.filled..])?;
+        let n = read_retrying(src, &mut self.buf[self.filled..])?;
         self.filled += n;
         Ok(n)
     }
@@ -151,7 +151,7 @@ impl ReadBuf {
     fn read_into(&mut self, src: &mut impl Read, out: &mut [u8]) -> io::Result<usize> {
         let pending = self.pending();
         if pending.is_empty() {
-            return src.read(out);
+            return read_retrying(src, out);
         }
         let n = pending.len().min(out.len());
         out[..n].copy_from_slice(&pending[..n]);
@@ -167,6 +167,20 @@ impl ReadBuf {
         let byte = self.buf[self.pos];
         self.pos += 1;
         Ok(Some(byte))
+    }
+}
+
+/// One `read` that is tried again while it fails with `Interrupted` (`EINTR`). Linux fails a
+/// blocked socket read that has a timeout (`SO_RCVTIMEO`, which every socket in service has)
+/// with `EINTR` when the process is stopped and continued (SIGSTOP/SIGCONT: a container pause,
+/// a freezer, a debugger), even with no signal handler installed (signal(7)). That is no end of
+/// the body and no error of the client: the read is simply made again.
+pub(crate) fn read_retrying(src: &mut impl Read, out: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match src.read(out) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
     }
 }
 
@@ -651,6 +665,61 @@ mod tests {
             assert_eq!(BodyError::of(&err), Some(want), "{kind:?}");
             assert_eq!(data, b"ab");
             assert!(!body.is_complete() && !body.abandoned());
+        }
+    }
+
+    #[test]
+    fn an_interrupted_read_is_made_again_not_an_early_end() {
+        /// Fails every other read with `EINTR`, as a socket read with a timeout does when the
+        /// process is stopped and continued, and hands out one byte per other read.
+        struct Interrupting<'a> {
+            input: &'a [u8],
+            interrupt: bool,
+        }
+        impl Read for Interrupting<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                self.interrupt = !self.interrupt;
+                if self.interrupt {
+                    return Err(io::ErrorKind::Interrupted.into());
+                }
+                let n = out.len().min(self.input.len()).min(1);
+                out[..n].copy_from_slice(&self.input[..n]);
+                self.input = &self.input[n..];
+                Ok(n)
+            }
+        }
+        impl Write for Interrupting<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let cases: [(Framing, &[u8], &[u8]); 2] = [
+            (Framing::Length(5), b"hello", b"hello"),
+            (Framing::Chunked, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", b"abcde"),
+        ];
+        for (framing, input, want) in cases {
+            let mut buffered = ReadBuf::with_bytes(b"");
+            let client = Interrupting {
+                input,
+                interrupt: false,
+            };
+            let mut body = Body::new(client, &mut buffered, framing, false, None);
+            let mut data = Vec::new();
+            let mut buf = [0u8; 16];
+            // By hand, not read_to_end (which retries EINTR itself): the loops the server's
+            // own code writes see exactly what Body::read returns.
+            loop {
+                match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                    Err(e) => panic!("{framing:?}: {e}"),
+                }
+            }
+            assert_eq!(data, want, "{framing:?}");
+            assert!(body.is_complete());
         }
     }
 

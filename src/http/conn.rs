@@ -155,10 +155,12 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
             .header("expect")
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let mut body = Body::new(stream, input, framing, expects_continue, shared.config.max_body);
+    let client_gone = || sys::peer_gone(std::os::fd::AsFd::as_fd(stream));
     let resp = shared.handler.handle(&mut Request {
         head: &head,
         body: &mut body,
         remote,
+        client_gone: &client_gone,
     });
     let body_done = body.is_complete();
     let abandoned = body.abandoned();

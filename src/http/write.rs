@@ -356,7 +356,8 @@ fn copy_fallback(stream: &TcpStream, mut src: impl Read, sent: &mut u64) -> io::
     let mut buf = vec![0u8; FALLBACK_BUF_BYTES];
     let mut out = stream;
     loop {
-        let n = src.read(&mut buf)?;
+        // A read interrupted by a stop and continue of the process is made again.
+        let n = super::body::read_retrying(&mut src, &mut buf)?;
         if n == 0 {
             return Ok(());
         }

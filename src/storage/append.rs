@@ -54,6 +54,9 @@ fn commit(
     fsync: bool,
 ) -> Result<u64> {
     let len = spool.byte_len()?;
+    // A root renamed away while the body came in gets nothing appended in it (the caller
+    // checks again after the commit, for a rename in the instant between).
+    root.present()?;
     for _ in 0..MAX_COMMIT_ATTEMPTS {
         // The directory as it is now: a move or delete of it meanwhile counts.
         let dir = match root.open_dir(parent) {

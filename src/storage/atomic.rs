@@ -38,6 +38,9 @@ pub fn write_atomic(
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
     }
+    // A root renamed away while the body came in gets no new name in it (the caller checks
+    // again after the commit, for a rename in the instant between).
+    root.present()?;
     for _ in 0..MAX_COMMIT_ATTEMPTS {
         // The directory as it is now, made if missing: a move or delete of it meanwhile counts.
         let (new_dirs, dir) = root.create_dirs(parent)?;

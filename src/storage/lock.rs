@@ -11,6 +11,17 @@
 //! One lock kind everywhere: GlusterFS makes `flock` and POSIX locks conflict with each other,
 //! and NFS emulates `flock` with POSIX locks, so mixing kinds would break exclusion across
 //! replicas. Holders only ever do disk work under a lock, never wait on a client.
+//!
+//! Waits are bounded. A holder in this process finishes its disk work, but a holder in another
+//! replica may be frozen (SIGSTOP, a paused container, a debugger) or cut off from the volume,
+//! and `flock(2)` has no timeout: a blocking wait would hold a worker for as long, and a few
+//! such requests would take every worker. So a wait is `LOCK_NB` tries with a short, growing
+//! sleep between them ([`FIRST_BACKOFF`] doubling to [`MAX_BACKOFF`]), for at most the
+//! configured bound ([`set_timeout`], `--lock-timeout`); past it the operation fails with
+//! [`StorageError::Locked`] (503 with `Retry-After`), having changed nothing. Polling gives no
+//! queueing order, but holders keep a lock only for a commit's disk work, so a waiter finds it
+//! free within a few sleeps. [`waiters`] counts the requests waiting right now, so readiness
+//! can say when every worker is stuck behind a lock.
 
 use super::dir::{Access, Dir};
 use super::journal;
@@ -18,9 +29,116 @@ use super::{Result, StorageError};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, TryLockError};
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Most times a name is reopened because its file changed while we waited for the lock.
 const MAX_LOCK_ATTEMPTS: usize = 64;
+
+/// The bound on one lock wait when none is configured (`--lock-timeout`'s default): far above
+/// a commit's disk work on a healthy volume, and below `--queue-timeout`'s 30 s, so requests
+/// queued behind workers stuck on a lock are served once those give up, not refused too.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First sleep between two tries of a lock someone else holds.
+const FIRST_BACKOFF: Duration = Duration::from_millis(1);
+/// Longest sleep between two tries: how late a waiter may notice the lock was released.
+const MAX_BACKOFF: Duration = Duration::from_millis(20);
+
+/// The configured bound on a lock wait, in milliseconds. Process-wide, like the setting it
+/// comes from: every wait in the storage layer (through a [`Dir`], with no [`super::Storage`]
+/// at hand) reads it.
+static TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64);
+/// Threads waiting for a lock someone else holds, right now.
+static WAITERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the bound on every lock wait of this process (`--lock-timeout`).
+pub fn set_timeout(bound: Duration) {
+    let ms = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+    TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The bound on one lock wait.
+pub fn timeout() -> Duration {
+    Duration::from_millis(TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// How many threads are waiting right now for a lock someone else holds.
+pub fn waiters() -> usize {
+    WAITERS.load(Ordering::Relaxed)
+}
+
+/// Counts its thread in [`WAITERS`] while it lives.
+struct Waiting;
+
+impl Waiting {
+    fn start() -> Waiting {
+        WAITERS.fetch_add(1, Ordering::Relaxed);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Which lock a wait is for.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Shared,
+    Exclusive,
+}
+
+/// Takes `kind` of lock on `file` without blocking: `false` while someone else holds it.
+fn try_take(file: &File, kind: Kind) -> io::Result<bool> {
+    let taken = match kind {
+        Kind::Shared => file.try_lock_shared(),
+        Kind::Exclusive => file.try_lock(),
+    };
+    match taken {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Waits for `kind` of lock on `file`, at most [`timeout`]: [`StorageError::Locked`] past it.
+fn wait(file: &File, kind: Kind) -> Result<()> {
+    wait_at_most(file, kind, timeout())
+}
+
+/// Waits for `kind` of lock on `file`, at most `bound`.
+fn wait_at_most(file: &File, kind: Kind, bound: Duration) -> Result<()> {
+    if try_take(file, kind).map_err(StorageError::from_io)? {
+        return Ok(());
+    }
+    let _waiting = Waiting::start();
+    let deadline = Instant::now() + bound;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            log::warn!(
+                "gave up waiting {} ms for a {kind:?} lock held by another request or replica",
+                bound.as_millis()
+            );
+            return Err(StorageError::Locked);
+        }
+        std::thread::sleep(backoff.min(deadline - now));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        if try_take(file, kind).map_err(StorageError::from_io)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits for the exclusive lock on an open `file`, at most [`timeout`] (for callers that lock
+/// files they opened themselves, like a move locking both of its files).
+pub fn wait_exclusive(file: &File) -> Result<()> {
+    wait(file, Kind::Exclusive)
+}
 
 /// A regular file under this process's exclusive lock, still at the name it was opened by.
 #[derive(Debug)]
@@ -42,34 +160,28 @@ impl Held {
 
 /// Opens `name` in `dir` (for `access`: [`Access::Write`] to append to it, [`Access::Lock`] to
 /// replace, move or delete it) and waits for its exclusive lock. `None` if there is no such name.
+/// Waits at most [`timeout`]: [`StorageError::Locked`] past it.
 pub fn lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>> {
-    lock_with(dir, name, access, |file| file.lock().map(|()| true))
+    lock_with(dir, name, access, |file| wait(file, Kind::Exclusive).map(|()| true))
 }
 
 /// Like [`lock`], but gives up at once when someone else holds the lock: `Ok(None)` then too.
 pub fn try_lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>> {
-    lock_with(dir, name, access, |file| match file.try_lock() {
-        Ok(()) => Ok(true),
-        Err(TryLockError::WouldBlock) => Ok(false),
-        Err(TryLockError::Error(e)) => Err(e),
+    lock_with(dir, name, access, |file| {
+        try_take(file, Kind::Exclusive).map_err(StorageError::from_io)
     })
 }
 
 /// The one open → lock → "is the name still this file?" loop: `take` takes the lock (shared or
 /// exclusive, waiting or not; `false` gives up), and a file replaced, moved or removed while it
 /// waited is opened again by name.
-fn lock_with(
-    dir: &Dir,
-    name: &OsStr,
-    access: Access,
-    take: impl Fn(&File) -> io::Result<bool>,
-) -> Result<Option<Held>> {
+fn lock_with(dir: &Dir, name: &OsStr, access: Access, take: impl Fn(&File) -> Result<bool>) -> Result<Option<Held>> {
     for _ in 0..MAX_LOCK_ATTEMPTS {
         let file = match open_regular(dir, name, access)? {
             Some(file) => file,
             None => return Ok(None),
         };
-        if !take(&file).map_err(StorageError::from_io)? {
+        if !take(&file)? {
             return Ok(None);
         }
         let meta = file.metadata().map_err(StorageError::from_io)?;
@@ -121,11 +233,34 @@ pub struct Committed {
 /// crash record is in another directory: look again), its size, capped by the crash record of
 /// an append that died (which the next writer will roll back). `None` if missing.
 pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
-    let shared = |file: &File| file.lock_shared().map(|()| true);
+    let shared = |file: &File| wait(file, Kind::Shared).map(|()| true);
     let Some(Held { file, meta }) = lock_with(dir, name, Access::Read, shared)? else {
         return Ok(None);
     };
     let len = journal::committed_len(dir, &meta);
     let _ = file.unlock();
     Ok(Some(Committed { file, meta, len: len? }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_dir;
+
+    #[test]
+    fn a_wait_for_a_lock_held_elsewhere_ends_at_its_bound_and_takes_a_freed_one() {
+        let path = test_dir("lock-bound").join("f");
+        std::fs::write(&path, b"x").unwrap();
+        // Two opens are two open file descriptions: their flocks conflict like two processes'.
+        let holder = File::open(&path).unwrap();
+        holder.lock().unwrap();
+        let waiter = File::open(&path).unwrap();
+        let bound = Duration::from_millis(50);
+        for kind in [Kind::Shared, Kind::Exclusive] {
+            let got = wait_at_most(&waiter, kind, bound);
+            assert!(matches!(got, Err(StorageError::Locked)), "{kind:?}: {got:?}");
+        }
+        holder.unlock().unwrap();
+        wait_at_most(&waiter, Kind::Exclusive, bound).unwrap();
+    }
 }

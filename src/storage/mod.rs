@@ -78,6 +78,14 @@ pub enum StorageError {
     MoveIntoSelf,
     /// Moving a file onto itself (the same file under another name, a link to it).
     SameFile,
+    /// The file's lock stayed held by another request or replica (one frozen, say) for
+    /// longer than the configured bound ([`lock::timeout`]); nothing was changed.
+    Locked,
+    /// The client that asked for the work has gone, so it was stopped.
+    ClientGone,
+    /// The root's path no longer leads to the directory the service opened (renamed away,
+    /// deleted, replaced): nothing is served or acknowledged from it.
+    RootGone,
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -130,6 +138,16 @@ impl fmt::Display for StorageError {
             StorageError::RootRefused => write!(f, "refusing to act on the storage root itself"),
             StorageError::MoveIntoSelf => write!(f, "cannot move a directory into itself"),
             StorageError::SameFile => write!(f, "source and target are the same file"),
+            StorageError::Locked => write!(
+                f,
+                "the file is locked by another request or replica for longer than the lock timeout"
+            ),
+            StorageError::ClientGone => write!(f, "the client went away; the work was stopped"),
+            StorageError::RootGone => write!(
+                f,
+                "the storage root was moved, removed or replaced under the service; restart it on the \
+                 right directory"
+            ),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }
@@ -161,6 +179,12 @@ pub struct Storage {
 impl Storage {
     /// Opens the storage at `root`, which must be an existing, writable directory.
     /// `fsync` makes every write durable before it is acknowledged.
+    ///
+    /// A volume that is writable but full (no space or no inode left, so the check's probe
+    /// file cannot be created) is opened anyway, with a warning: its files can still be read
+    /// and deleted (which is how space is freed), writes answer 507, and the probes' checker
+    /// finds it writable again once space returns. Refusing to start there would make a
+    /// restarted pod crash-loop with its data out of reach.
     pub fn open(root: &Path, fsync: bool) -> io::Result<Self> {
         let root = fs::canonicalize(root)?;
         if !fs::metadata(&root)?.is_dir() {
@@ -170,7 +194,15 @@ impl Storage {
             root: root::Root::open(root)?,
             fsync,
         };
-        storage.check_writable()?;
+        match storage.check_writable() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+                log::warn!(
+                    "the storage volume is full ({e}): serving reads and deletes, writes answer 507 \
+                     and /readyz 503 until space is freed"
+                );
+            }
+            checked => checked?,
+        }
         Ok(storage)
     }
 
@@ -188,6 +220,11 @@ impl Storage {
     /// random (every replica is pid 1 in its container), created exclusively, never followed.
     pub fn check_writable(&self) -> io::Result<()> {
         self.root.still_there()?;
+        // An empty probe file needs an inode but no space: a volume with inodes and no free
+        // byte would pass, and take no write.
+        if self.free_bytes()? == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let root = self.root.dir();
         let name = dir::random_name(PROBE_PREFIX)?;
         root.create_new(OsStr::new(&name))?;
@@ -201,6 +238,7 @@ impl Storage {
     /// The real location of `rel` relative to the root (parents' symlinks replaced by their
     /// targets; the final name as given).
     fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
+        self.root.present()?;
         jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Keep)
     }
 
@@ -208,11 +246,13 @@ impl Storage {
     /// root, which the jail checked) is followed too, so locks, crash records and reads all
     /// meet at the real file.
     fn resolve_file(&self, rel: &RelPath) -> Result<PathBuf> {
+        self.root.present()?;
         jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Follow)
     }
 
     /// What `rel` names, by handle (a final symlink counts as itself, even dangling).
     fn stat(&self, rel: &RelPath) -> Result<crate::sys::Stat> {
+        self.root.present()?;
         jail::stat(&self.root, rel.as_path(), jail::FinalLink::Keep)
     }
 
@@ -263,10 +303,18 @@ impl Storage {
         Listing::open(&self.root, &self.resolve_file(rel)?)
     }
 
-    /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see.
-    pub fn count_lines(&self, rel: &RelPath) -> Result<u64> {
+    /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see; holes are
+    /// skipped, and the count stops ([`StorageError::ClientGone`]) once `gone` says the client
+    /// that asked has left.
+    pub fn count_lines(&self, rel: &RelPath, gone: &dyn Fn() -> bool) -> Result<u64> {
         match self.open_read(rel)? {
-            Opened::File { file, len, .. } => wc::count_lines(file.take(len)).map_err(StorageError::from_io),
+            Opened::File { file, len, .. } => wc::count_file(&file, len, gone).map_err(|e| match e {
+                wc::CountError::Gone { counted } => {
+                    log::info!("line count of {rel} stopped after {counted} bytes: the client has gone");
+                    StorageError::ClientGone
+                }
+                wc::CountError::Io(e) => StorageError::from_io(e),
+            }),
             Opened::Dir(_) => Err(StorageError::IsADirectory),
         }
     }
@@ -275,14 +323,16 @@ impl Storage {
     /// `conditions` hold when it commits. Returns the size written.
     pub fn write_atomic(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        atomic::write_atomic(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync)
+        let written = atomic::write_atomic(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync);
+        self.unless_root_gone(written)
     }
 
     /// Appends everything `body` yields to the file at `rel` (created if missing), all or
     /// nothing, if `conditions` hold when it commits. Returns the new size.
     pub fn append(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        append::append(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync)
+        let appended = append::append(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync);
+        self.unless_root_gone(appended)
     }
 
     /// Moves `from` to `to` like `mv`, creating `to`'s parents, if `conditions` hold for `from`
@@ -296,7 +346,7 @@ impl Storage {
             self.exists(&from)?;
         }
         let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
-        tree::rename(&self.root, &src, &dst, conditions, self.fsync)
+        self.unless_root_gone(tree::rename(&self.root, &src, &dst, conditions, self.fsync))
     }
 
     /// Deletes a file, or a directory and everything in it (all at once, as readers see it).
@@ -308,7 +358,18 @@ impl Storage {
         if rel.dir_only() {
             self.exists(rel)?;
         }
-        tree::delete(&self.root, &self.resolve(rel)?, conditions, self.fsync)
+        self.unless_root_gone(tree::delete(&self.root, &self.resolve(rel)?, conditions, self.fsync))
+    }
+
+    /// The outcome of a change, unless the root went meanwhile ([`root::Root::present`]): then
+    /// [`StorageError::RootGone`], whatever the change did, so no write done in a directory
+    /// that is no longer the root is acknowledged, and one that failed because the root went
+    /// says so.
+    fn unless_root_gone<T>(&self, outcome: Result<T>) -> Result<T> {
+        match self.root.present() {
+            Err(StorageError::RootGone) => Err(StorageError::RootGone),
+            _ => outcome,
+        }
     }
 
     /// Settles what crashed processes left anywhere under the root; returns how many.
@@ -359,7 +420,10 @@ pub(crate) fn copy_into(body: &mut dyn Read, file: &File) -> Result<u64> {
     }
     impl Read for Tracked<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.inner.read(buf).inspect_err(|_| self.failed = true)
+            // io::copy makes an interrupted read again: that is no failure of the body.
+            self.inner
+                .read(buf)
+                .inspect_err(|e| self.failed = e.kind() != io::ErrorKind::Interrupted)
         }
     }
     let mut src = Tracked {

@@ -17,18 +17,21 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-/// The storage root: its canonical path and an open handle.
+/// The storage root: its canonical path, an open handle, and that directory's identity.
 #[derive(Debug)]
 pub struct Root {
     path: PathBuf,
     dir: Dir,
+    /// Device and inode of the directory the handle holds, taken when it was opened.
+    id: (u64, u64),
 }
 
 impl Root {
     /// Opens the canonical directory `path` as the root.
     pub fn open(path: PathBuf) -> io::Result<Root> {
         let dir = Dir::open(&path)?;
-        Ok(Root { path, dir })
+        let id = dir.id()?;
+        Ok(Root { path, dir, id })
     }
 
     /// Another handle on the same root (for a listing that outlives the request's borrow).
@@ -36,6 +39,7 @@ impl Root {
         Ok(Root {
             path: self.path.clone(),
             dir: self.dir.try_clone()?,
+            id: self.id,
         })
     }
 
@@ -51,17 +55,38 @@ impl Root {
 
     /// Checks that the configured path still leads to the directory this handle holds: a root
     /// renamed away, deleted or replaced (a volume unmounted under it) is not served as if it
-    /// were still there.
+    /// were still there. One `stat(2)` of the path: cheap enough for every request, which
+    /// [`Root::present`] makes it.
     pub fn still_there(&self) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt;
-        let now = std::fs::metadata(&self.path)?;
-        if now.is_dir() && Some((now.dev(), now.ino())) == self.dir.id().ok() {
-            Ok(())
-        } else {
-            Err(io::Error::new(
+        let gone = || {
+            io::Error::new(
                 io::ErrorKind::NotFound,
                 "the storage root was moved, removed or replaced",
-            ))
+            )
+        };
+        let now = match std::fs::metadata(&self.path) {
+            Ok(now) => now,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
+            Err(e) => return Err(e),
+        };
+        if now.is_dir() && (now.dev(), now.ino()) == self.id {
+            Ok(())
+        } else {
+            Err(gone())
+        }
+    }
+
+    /// [`Root::still_there`] as a storage result: [`StorageError::RootGone`] when the path no
+    /// longer leads to this directory. Every operation checks it before it starts, and every
+    /// write again after it committed, before it is acknowledged: a write that raced a rename
+    /// of the root may have landed in the detached directory, and is then answered 503, never
+    /// 200.
+    pub fn present(&self) -> Result<()> {
+        match self.still_there() {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::RootGone),
+            Err(e) => Err(StorageError::from_io(e)),
         }
     }
 

@@ -125,7 +125,7 @@ fn lock_in_order(names: &[(&Dir, &OsStr)]) -> Result<Option<Vec<Held>>> {
     order.sort_by_key(|&i| (metas[i].dev(), metas[i].ino()));
     order.dedup_by_key(|i| (metas[*i].dev(), metas[*i].ino()));
     for &i in &order {
-        files[i].lock().map_err(StorageError::from_io)?;
+        lock::wait_exclusive(&files[i])?;
     }
     let mut held = Vec::with_capacity(files.len());
     for ((file, meta), (dir, name)) in files.into_iter().zip(metas).zip(names) {

@@ -33,6 +33,7 @@ mod browser;
 mod clients;
 mod crash;
 mod durability;
+mod faults;
 mod hostile;
 mod http_features;
 mod listings;

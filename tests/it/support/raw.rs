@@ -153,6 +153,7 @@ impl Conn {
             let mut chunk = [0; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 _ => return None,
             }
         }
@@ -192,6 +193,9 @@ impl Conn {
                 true
             }
             Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => false,
+            // A read with a timeout fails with EINTR when a signal wakes this thread (a child's
+            // SIGCHLD while another thread is spawning one, say): read again.
+            Err(e) if e.kind() == ErrorKind::Interrupted => true,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 panic!(
                     "server neither answered nor closed within {RAW_TIMEOUT:?}\n{}",
