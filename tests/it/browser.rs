@@ -26,6 +26,9 @@ use std::time::Duration;
 
 use crate::support::{Server, TempDir, skip, wait_until};
 
+/// Longest one chromium run may take, in seconds (`timeout(1)` ends it then).
+const CHROMIUM_LIMIT_SECS: &str = "60";
+
 /// The flags this machine's closed network needs (no background lookups) and a fresh profile.
 fn chromium(profile: &TempDir, args: &[&str]) -> Option<std::process::Output> {
     let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -35,7 +38,10 @@ fn chromium(profile: &TempDir, args: &[&str]) -> Option<std::process::Output> {
         skip("chromium is not installed (apt-get install chromium)");
         return None;
     };
-    let mut cmd = Command::new(binary);
+    // Bounded: a page the browser downloads instead of showing (a stored file sent as an
+    // attachment) can leave `--dump-dom` waiting for ever; what it printed by then is the answer.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", CHROMIUM_LIMIT_SECS, binary]);
     cmd.args([
         "--headless",
         "--no-sandbox",
