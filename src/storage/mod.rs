@@ -20,6 +20,7 @@ pub mod root;
 pub mod sweep;
 pub mod temp;
 pub mod tree;
+pub mod walk;
 pub mod wc;
 
 pub use conditions::{Conditions, VersionTest};
