@@ -268,7 +268,7 @@ impl App {
                 message: format!("move body larger than {MAX_MOVE_BODY_BYTES} bytes"),
             });
         }
-        let target = move_target(&body)?;
+        let target = self.storage.move_destination(path, &move_target(&body)?)?;
         let size = self.storage.rename(path, &target)?;
         Ok(Response::json(
             200,

@@ -52,7 +52,7 @@ struct Sweeper {
 }
 
 impl Visitor for Sweeper {
-    fn visit(&mut self, dir: &Dir, depth: usize) -> Result<Vec<OsString>> {
+    fn visit(&mut self, dir: &Dir, _name: &OsStr, depth: usize) -> Result<Vec<OsString>> {
         let entries = match dir.entries() {
             Ok(entries) => entries,
             Err(e) => {

@@ -10,8 +10,8 @@
 //! crash interrupted. See `docs/write-protocol.md`.
 
 use super::dir::{Access, Dir, random_name};
-use super::jail::RESERVED_PREFIX;
 use super::jail::{self, FinalLink};
+use super::jail::{MAX_PATH_BYTES, RESERVED_PREFIX};
 use super::journal;
 use super::lock::{self, Held, open_regular};
 use super::root::Root;
@@ -40,6 +40,9 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     for _ in 0..MAX_MOVE_ATTEMPTS {
         let src_dir = root.open_dir(src_parent)?;
         let src_stat = src_dir.stat(src_name).map_err(StorageError::from_io)?;
+        if src_stat.is_dir() {
+            check_nameable_after_move(root, &src_dir, src_name, src, dst)?;
+        }
         if let Ok(dst_seen) = jail::stat(root, dst, FinalLink::Follow) {
             if jail::stat(root, src, FinalLink::Follow)
                 .ok()
@@ -100,6 +103,70 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, fsync: bool) -> Result<u64> {
     Err(StorageError::Io(io::Error::other(
         "the files kept changing while waiting for their locks",
     )))
+}
+
+/// Refuses to move the directory `name` in `dir` (at `src`) to `dst` if a path in it would
+/// then be longer than the path parser accepts ([`MAX_PATH_BYTES`]) or, with the root's own
+/// path in front, than `PATH_MAX`: no request could name it any more (nor any path-based tool
+/// reach it). Only a move to a longer location can do that, so only then is the tree walked
+/// (by handles, stopping at the first path too long), which costs a read of every directory
+/// in it. A write into the tree racing the move can still add a deeper path under the old
+/// name; deletes and the sweep handle a tree of any depth all the same.
+fn check_nameable_after_move(root: &Root, dir: &Dir, name: &OsStr, src: &Path, dst: &Path) -> Result<()> {
+    let (src_len, dst_len) = (src.as_os_str().len(), dst.as_os_str().len());
+    if dst_len <= src_len {
+        return Ok(());
+    }
+    // PATH_MAX counts the terminating NUL; a '/' joins the root and the relative path.
+    let path_max = usize::try_from(libc::PATH_MAX).unwrap_or(usize::MAX);
+    let limit = MAX_PATH_BYTES.min(path_max.saturating_sub(root.path().as_os_str().len() + 2));
+    let Some(budget) = limit.checked_sub(dst_len) else {
+        return Err(StorageError::MoveTooDeep { limit });
+    };
+    let top = dir.open_dir(name).map_err(StorageError::from_io)?;
+    walk(
+        &top,
+        &mut Measure {
+            budget,
+            limit,
+            lengths: Vec::new(),
+        },
+    )
+}
+
+/// Walks a tree for [`check_nameable_after_move`]: fails at the first path below the top
+/// longer than `budget` bytes (as `a/b/c`, without the top's own name).
+struct Measure {
+    budget: usize,
+    limit: usize,
+    /// The length of the path to the directory at each depth of the current path.
+    lengths: Vec<usize>,
+}
+
+impl Visitor for Measure {
+    fn visit(&mut self, dir: &Dir, name: &OsStr, depth: usize) -> Result<Vec<OsString>> {
+        self.lengths.truncate(depth);
+        let here = match self.lengths.last() {
+            Some(above) => above + 1 + name.len(),
+            None => 0,
+        };
+        self.lengths.push(here);
+        let mut subdirs = Vec::new();
+        for entry in dir.entries().map_err(StorageError::from_io)? {
+            let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
+            if here + 1 + entry.len() > self.budget {
+                return Err(StorageError::MoveTooDeep { limit: self.limit });
+            }
+            if entry_kind(dir, &entry, kind) == EntryType::Dir {
+                subdirs.push(entry);
+            }
+        }
+        Ok(subdirs)
+    }
+
+    fn leave(&mut self, _parent: &Dir, _name: &OsStr) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Locks the regular files at `names` (directory and name each) in inode order; `None` if one
@@ -207,7 +274,7 @@ struct Remover {
 }
 
 impl Visitor for Remover {
-    fn visit(&mut self, dir: &Dir, _depth: usize) -> Result<Vec<OsString>> {
+    fn visit(&mut self, dir: &Dir, _name: &OsStr, _depth: usize) -> Result<Vec<OsString>> {
         let mut subdirs = Vec::new();
         for entry in dir.entries().map_err(StorageError::from_io)? {
             let (entry, kind, _) = entry.map_err(StorageError::from_io)?;

@@ -29,9 +29,10 @@ pub const HELD_LEVELS: usize = 32;
 
 /// What a walk does at each directory.
 pub trait Visitor {
-    /// Deals with the entries of `dir` (`depth` levels below the top, the top is 0) and
-    /// returns the names of the subdirectories to walk into.
-    fn visit(&mut self, dir: &Dir, depth: usize) -> Result<Vec<OsString>>;
+    /// Deals with the entries of `dir` (named `name` in its parent, `depth` levels below the
+    /// top; the top is 0 and its name empty) and returns the names of the subdirectories to
+    /// walk into.
+    fn visit(&mut self, dir: &Dir, name: &OsStr, depth: usize) -> Result<Vec<OsString>>;
 
     /// The subdirectory `name` of `parent` was walked through (its handle is closed), or was
     /// no directory any more when the walk came to open it.
@@ -67,7 +68,7 @@ struct Frame {
 /// each directory before its subdirectories and `leave` after them.
 pub fn walk(top: &Dir, visitor: &mut dyn Visitor) -> Result<()> {
     let top = top.try_clone().map_err(StorageError::from_io)?;
-    let subdirs = visitor.visit(&top, 0)?;
+    let subdirs = visitor.visit(&top, OsStr::new(""), 0)?;
     let id = top.id().map_err(StorageError::from_io)?;
     let mut frames = vec![Frame {
         dir: Some(top),
@@ -96,7 +97,7 @@ pub fn walk(top: &Dir, visitor: &mut dyn Visitor) -> Result<()> {
                 }
             };
             let depth = frames.len();
-            let subdirs = visitor.visit(&child, depth)?;
+            let subdirs = visitor.visit(&child, &name, depth)?;
             let id = child.id().map_err(StorageError::from_io)?;
             if depth > HELD_LEVELS
                 && let Some(parent) = frames.last_mut()
@@ -173,7 +174,7 @@ mod tests {
     }
 
     impl Visitor for Count {
-        fn visit(&mut self, dir: &Dir, depth: usize) -> Result<Vec<OsString>> {
+        fn visit(&mut self, dir: &Dir, _: &OsStr, depth: usize) -> Result<Vec<OsString>> {
             self.dirs += 1;
             self.deepest = self.deepest.max(depth);
             let mut subdirs = Vec::new();
