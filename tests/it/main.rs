@@ -28,6 +28,7 @@ mod crash;
 mod durability;
 mod hostile;
 mod http_features;
+mod moves_deletes;
 mod other_writer;
 mod paths;
 mod protocol;
