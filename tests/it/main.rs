@@ -34,4 +34,5 @@ mod paths;
 mod protocol;
 mod replicas;
 mod seed;
+mod startup;
 mod support;
