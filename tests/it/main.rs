@@ -20,6 +20,10 @@
 //!   sets it up; skipped otherwise).
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
+//! - `moves_deletes`: trees nested past `PATH_MAX` deleted whole and swept, moves that would make
+//!   a path no request can name, targets ending in `/`, a move below a file.
+//! - `startup`: the start-up sweep over 100,000 crash-record names, orphans removed.
+//! - `readonly`: a volume remounted read-only under the server: writes 507, reads work.
 
 mod bounds;
 mod browser;
@@ -32,6 +36,7 @@ mod moves_deletes;
 mod other_writer;
 mod paths;
 mod protocol;
+mod readonly;
 mod replicas;
 mod seed;
 mod startup;
