@@ -10,14 +10,12 @@
 //!   append that finished while the sweep was on its way has removed its record by then.
 //!   Records are matched to files through one map of the directory's inode numbers, so a
 //!   directory of n names costs O(n), however many of them are records.
-//! - A record whose file is not in its directory is removed (an orphan: its append died and its
-//!   file was removed or renamed by another writer, or the name was planted). It cannot be a
-//!   live append's: an appender writes its record beside its file while holding the file's
-//!   lock, and nothing the service does moves or removes a file without that lock, so while
-//!   the record exists its file is in the directory, and the second pass over the directory
-//!   (which starts after the record was seen) lists it. The record's own inode, read in the
-//!   first pass, is checked again before the removal: a record written anew at that name
-//!   since (a later append to a file that got the same inode number) is left alone.
+//! - A record whose file is not in its directory is removed (an orphan: its appender died and
+//!   its file was removed or renamed by another writer, or the name was planted), but only if
+//!   nobody holds the record's own lock: a live appender holds it from the record's creation
+//!   to its removal, also while its file is away for an instant (a record seen first, then a
+//!   move settling it and a new append writing a new one under the same name), see
+//!   [`super::journal`].
 //! - A tree being deleted (`.http-nas-trash-*`) is removed.
 //!
 //! The walk goes by directory handles ([`super::walk`]) and never follows a symlink, so it
@@ -61,9 +59,9 @@ impl Visitor for Sweeper {
             }
         };
         let mut subdirs = Vec::new();
-        // Crash records: the inode they are for, their name, and their own inode.
+        // Crash records: the inode they are for, and their name.
         let mut records = Vec::new();
-        for (name, kind, own_ino) in entries.flatten() {
+        for (name, kind, _) in entries.flatten() {
             let text = name.to_string_lossy();
             if text.starts_with(TRASH_PREFIX) {
                 match remove_tree(dir, &name) {
@@ -73,7 +71,7 @@ impl Visitor for Sweeper {
             } else if entry_kind(dir, &name, kind) == EntryType::Dir {
                 subdirs.push(name);
             } else if let Some(ino) = journal::inode_in_name(&text) {
-                records.push((ino, name, own_ino));
+                records.push((ino, name));
             } else if text.starts_with(RESERVED_PREFIX)
                 && !text.starts_with(JOURNAL_PREFIX)
                 && remove_if_unlocked(dir, &name)
@@ -108,13 +106,13 @@ fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> bool {
     removed
 }
 
-/// Settles the crash records in `dir` (each: the inode it is for, its name, its own inode):
+/// Settles the crash records in `dir` (each: the inode it is for, and its name):
 /// each under its file's lock (skipped while a live appender holds it); a record whose file
 /// is not in `dir` is an orphan and removed (see the module doc).
-fn settle_records(dir: &Dir, records: Vec<(u64, OsString, u64)>) -> usize {
+fn settle_records(dir: &Dir, records: Vec<(u64, OsString)>) -> usize {
     // The files are found by inode number in a second pass over the directory, through a map:
     // one lookup per entry.
-    let mut files: HashMap<u64, Option<OsString>> = records.iter().map(|(ino, _, _)| (*ino, None)).collect();
+    let mut files: HashMap<u64, Option<OsString>> = records.iter().map(|(ino, _)| (*ino, None)).collect();
     let listed = match dir.entries() {
         Ok(entries) => {
             for (name, _, ino) in entries.flatten() {
@@ -132,14 +130,18 @@ fn settle_records(dir: &Dir, records: Vec<(u64, OsString, u64)>) -> usize {
         }
     };
     let (mut settled, mut orphans) = (0, 0);
-    for (ino, record, own_ino) in records {
+    for (ino, record) in records {
         match files.get(&ino) {
             Some(Some(name)) => match settle_one(dir, name, ino) {
                 Ok(true) => settled += 1,
                 Ok(false) => {}
                 Err(e) => log::warn!("could not settle the crash record of inode {ino}: {e}"),
             },
-            _ if listed && remove_orphan(dir, &record, own_ino) => orphans += 1,
+            _ if listed => match journal::remove_if_unlocked(dir, &record) {
+                Ok(true) => orphans += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!("could not remove the orphan crash record of inode {ino}: {e}"),
+            },
             _ => {}
         }
     }
@@ -147,15 +149,6 @@ fn settle_records(dir: &Dir, records: Vec<(u64, OsString, u64)>) -> usize {
         log::warn!("removed {orphans} crash record(s) whose file is not beside them");
     }
     settled + orphans
-}
-
-/// Removes the orphan record `name` if it is still the record file with inode `own_ino` that
-/// the first pass listed.
-fn remove_orphan(dir: &Dir, name: &OsStr, own_ino: u64) -> bool {
-    match dir.stat(name) {
-        Ok(st) if st.ino == own_ino => dir.remove_file(name).is_ok(),
-        _ => false,
-    }
 }
 
 /// Under the lock of `name` (if free at once): re-reads and settles its crash record.
