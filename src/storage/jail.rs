@@ -193,7 +193,7 @@ impl RelPath {
     }
 
     /// This directory joined with the last name of `other` (where a move of `other` into it
-    /// lands), validated as a new name ([`Naming::New`]) and against [`MAX_PATH_BYTES`].
+    /// lands), validated as a new name ([`Naming::New`]) and against `MAX_PATH_BYTES`.
     pub fn join_last_of(&self, other: &RelPath) -> Result<RelPath, PathError> {
         let last = other.bytes.rsplit(|&b| b == b'/').next().unwrap_or_default();
         let mut bytes = self.bytes.clone();

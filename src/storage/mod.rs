@@ -7,6 +7,8 @@
 //! ([`atomic`]), appends with a crash record ([`journal`], [`append`]), moves and deletes on
 //! the same locks ([`tree`]). Readers see committed sizes only. The service's own files carry
 //! [`jail::RESERVED_PREFIX`] and are hidden, and a start-up [`sweep`] settles crash leftovers.
+//! Whole trees (a delete, the sweep, a move's length check) are walked by handles ([`walk`]),
+//! so no depth is out of reach.
 
 pub mod append;
 pub mod atomic;

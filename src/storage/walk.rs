@@ -165,7 +165,7 @@ pub fn entry_kind(dir: &Dir, name: &OsStr, kind: EntryType) -> EntryType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::path::Path;
 
     /// Counts directories and records the deepest level, removing nothing.
     struct Count {
@@ -193,7 +193,7 @@ mod tests {
     }
 
     /// A chain `depth` directories deep below `base`, each with a sibling `s`, made by handles.
-    fn chain(base: &PathBuf, depth: usize) {
+    fn chain(base: &Path, depth: usize) {
         let mut dir = Dir::open(base).unwrap();
         for _ in 0..depth {
             dir.create_dir(OsStr::new("s")).unwrap();
