@@ -152,8 +152,12 @@ impl Visitor for Measure {
         };
         self.lengths.push(here);
         let mut subdirs = Vec::new();
-        for entry in dir.entries().map_err(StorageError::from_io)? {
-            let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
+        // A directory the service may not read cannot be measured (nor reached through the
+        // API): it does not stop the move.
+        let Ok(entries) = dir.entries() else {
+            return Ok(subdirs);
+        };
+        for (entry, kind, _) in entries.flatten() {
             if here + 1 + entry.len() > self.budget {
                 return Err(StorageError::MoveTooDeep { limit: self.limit });
             }
@@ -165,6 +169,10 @@ impl Visitor for Measure {
     }
 
     fn leave(&mut self, _parent: &Dir, _name: &OsStr) -> Result<()> {
+        Ok(())
+    }
+
+    fn cannot_open(&mut self, _parent: &Dir, _name: &OsStr, _error: StorageError) -> Result<()> {
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! A tree can be nested deeper than `PATH_MAX` (another writer of the volume, a replica of an
 //! older version moving two deep chains into each other): no path string reaches its bottom,
 //! so every step here is one name relative to an open directory handle (`openat` with
-//! `O_NOFOLLOW`, and the visitor's `unlinkat`/`renameat` relative to the handle it is given).
+//! `O_NOFOLLOW`, and the visitor's `unlinkat` relative to the handle it is given).
 //!
 //! Descriptors stay bounded whatever the depth: the directories of the first
 //! [`HELD_LEVELS`] levels keep their handles open; below that only the deepest directory is
