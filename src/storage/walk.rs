@@ -202,6 +202,50 @@ mod tests {
         }
     }
 
+    /// Moves a directory on the walk's path away when it first reaches `at`, and counts how
+    /// often the walk reports it lost its way.
+    struct MoveAway {
+        base: std::path::PathBuf,
+        at: usize,
+        moved: bool,
+        lost: usize,
+    }
+
+    impl Visitor for MoveAway {
+        fn visit(&mut self, dir: &Dir, name: &OsStr, depth: usize) -> Result<Vec<OsString>> {
+            if depth == self.at && !self.moved {
+                // The directory 5 levels up (below the held ones) goes to the top.
+                let from = self.base.join(vec!["d"; depth - 5].join("/"));
+                std::fs::rename(from, self.base.join("moved")).unwrap();
+                self.moved = true;
+            }
+            Count { dirs: 0, deepest: 0 }.visit(dir, name, depth)
+        }
+
+        fn leave(&mut self, _: &Dir, _: &OsStr) -> Result<()> {
+            Ok(())
+        }
+
+        fn lost_way(&mut self, _depth: usize) {
+            self.lost += 1;
+        }
+    }
+
+    #[test]
+    fn a_directory_moved_off_the_path_is_noticed_on_the_way_up() {
+        let base = crate::storage::test_dir("walk-moved");
+        chain(&base, HELD_LEVELS + 20);
+        let mut mover = MoveAway {
+            base: base.clone(),
+            at: HELD_LEVELS + 15,
+            moved: false,
+            lost: 0,
+        };
+        walk(&Dir::open(&base).unwrap(), &mut mover).unwrap();
+        assert!(mover.moved);
+        assert_eq!(mover.lost, 1, "`..` of the moved directory is not its recorded parent");
+    }
+
     #[test]
     fn walks_past_the_held_levels_and_past_path_max() {
         let base = crate::storage::test_dir("walk-deep");
