@@ -113,22 +113,22 @@ fn settle_records(dir: &Dir, records: Vec<(u64, OsString)>) -> usize {
     // The files are found by inode number in a second pass over the directory, through a map:
     // one lookup per entry.
     let mut files: HashMap<u64, Option<OsString>> = records.iter().map(|(ino, _)| (*ino, None)).collect();
-    let listed = match dir.entries() {
-        Ok(entries) => {
-            for (name, _, ino) in entries.flatten() {
-                if let Some(slot @ None) = files.get_mut(&ino)
-                    && !name.to_string_lossy().starts_with(RESERVED_PREFIX)
-                {
-                    *slot = Some(name);
-                }
+    // Only a whole listing tells an orphan: a file missed by a failed read is not gone.
+    let listed = dir.entries().and_then(|entries| {
+        for entry in entries {
+            let (name, _, ino) = entry?;
+            if let Some(slot @ None) = files.get_mut(&ino)
+                && !name.to_string_lossy().starts_with(RESERVED_PREFIX)
+            {
+                *slot = Some(name);
             }
-            true
         }
-        Err(e) => {
-            log::warn!("could not read a directory again to settle its crash records: {e}");
-            false
-        }
-    };
+        Ok(())
+    });
+    if let Err(e) = &listed {
+        log::warn!("could not read a directory again to settle its crash records: {e}");
+    }
+    let listed = listed.is_ok();
     let (mut settled, mut orphans) = (0, 0);
     for (ino, record) in records {
         match files.get(&ino) {
