@@ -37,6 +37,8 @@ pub enum Error {
     RangeNotSatisfiable { size: u64 },
     /// The storage volume is full.
     InsufficientStorage,
+    /// The storage volume is mounted read-only.
+    ReadOnlyStorage,
     /// The storage is not ready (readiness probe).
     Unavailable { message: String },
     /// The server is out of a resource for now (file descriptors): retry shortly.
@@ -72,7 +74,7 @@ impl Error {
             Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
             Error::RangeNotSatisfiable { .. } => 416,
-            Error::InsufficientStorage => 507,
+            Error::InsufficientStorage | Error::ReadOnlyStorage => 507,
             Error::Unavailable { .. } => 503,
             Error::Internal { .. } => 500,
         }
@@ -98,6 +100,7 @@ impl Error {
             Error::PreconditionFailed { .. } => "precondition_failed",
             Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Error::InsufficientStorage => "insufficient_storage",
+            Error::ReadOnlyStorage => "read_only_storage",
             Error::Unavailable { .. } => "unavailable",
             Error::Internal { .. } => "internal",
         }
@@ -154,6 +157,7 @@ impl fmt::Display for Error {
             Error::PreconditionFailed { message } => write!(f, "{message}"),
             Error::RangeNotSatisfiable { size } => write!(f, "the range is outside the file's {size} bytes"),
             Error::InsufficientStorage => write!(f, "no space left on the storage volume"),
+            Error::ReadOnlyStorage => write!(f, "{}", StorageError::ReadOnly),
             Error::Unavailable { message } => write!(f, "{message}"),
             Error::Busy { message } => write!(f, "{message}"),
             Error::Internal { message } => write!(f, "{message}"),
@@ -180,7 +184,14 @@ impl From<StorageError> for Error {
             StorageError::IsADirectory
             | StorageError::NotADirectory
             | StorageError::MoveIntoSelf
-            | StorageError::SameFile => Error::Conflict { message: e.to_string() },
+            | StorageError::SameFile
+            | StorageError::MoveBelowFile { .. }
+            | StorageError::NoTargetDir { .. } => Error::Conflict { message: e.to_string() },
+            StorageError::MoveTooDeep { .. } => Error::BadRequest { message: e.to_string() },
+            StorageError::ReadOnly => {
+                log::warn!("the storage volume is read-only: answering 507");
+                Error::ReadOnlyStorage
+            }
             StorageError::Exists => Error::PreconditionFailed {
                 message: "the file already exists (If-None-Match: *)",
             },
@@ -241,6 +252,8 @@ mod tests {
             (Error::BadBody(BodyError::Incomplete { received: 3 }), 400, "bad_body"),
             (Error::BadBody(BodyError::TooLarge { limit: 9 }), 413, "too_large"),
             (Error::from(StorageError::NoSpace), 507, "insufficient_storage"),
+            (Error::from(StorageError::ReadOnly), 507, "read_only_storage"),
+            (Error::from(StorageError::MoveTooDeep { limit: 9 }), 400, "bad_request"),
             (Error::from(StorageError::OutsideRoot), 403, "forbidden"),
             (
                 Error::from(StorageError::OffsetMismatch { current: 4 }),

@@ -319,7 +319,7 @@ impl App {
                 message: format!("move body larger than {MAX_MOVE_BODY_BYTES} bytes"),
             });
         }
-        let target = move_target(&body)?;
+        let target = self.storage.move_destination(path, &move_target(&body)?)?;
         if !grant.reaches(&target) {
             return Err(Error::Forbidden { message: OUT_OF_SCOPE });
         }

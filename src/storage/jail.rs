@@ -192,6 +192,18 @@ impl RelPath {
             && other.bytes[self.bytes.len()] == b'/'
     }
 
+    /// This directory joined with the last name of `other` (where a move of `other` into it
+    /// lands), validated as a new name ([`Naming::New`]) and against `MAX_PATH_BYTES`.
+    pub fn join_last_of(&self, other: &RelPath) -> Result<RelPath, PathError> {
+        let last = other.bytes.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let mut bytes = self.bytes.clone();
+        if !bytes.is_empty() {
+            bytes.push(b'/');
+        }
+        bytes.extend_from_slice(last);
+        RelPath::parse(&bytes, Naming::New)
+    }
+
     /// Refuses the root where a file or directory below it is needed.
     pub fn non_root(self) -> Result<Self, PathError> {
         if self.is_root() {

@@ -8,6 +8,15 @@
 //! under the lock always belongs to a dead appender. Readers read it under a shared lock only
 //! to cap the size they serve. See `docs/write-protocol.md`.
 //!
+//! A live appender also holds an exclusive lock on its record file itself, from just after
+//! creating it until it has removed it. That lets a sweep tell a record whose file is not
+//! beside it (an orphan: its appender died and the file was removed or renamed by another
+//! writer, or the name was planted) from a live append's record, without the file's lock: it
+//! removes the record only if it can take the record's own lock at once and the name still
+//! points to the record it locked. A sweep that removes a record in the instant between its
+//! creation and its lock is noticed (the name no longer points to the locked file), and the
+//! appender writes it again.
+//!
 //! Records are read defensively, as files on a volume other writers share: opened without
 //! following symlinks or blocking, only if regular and at most [`MAX_RECORD_BYTES`]; anything
 //! that does not parse in full (a record torn by a crash while it was written, which means no
@@ -184,6 +193,8 @@ pub struct Uncommitted<'a> {
     dir: &'a Dir,
     file: &'a File,
     record: Record,
+    /// The record file, locked until the record is removed (the lock goes with it on drop).
+    _record_lock: File,
     fsync: bool,
     committed: bool,
 }
@@ -193,11 +204,12 @@ impl<'a> Uncommitted<'a> {
     /// Call under its exclusive lock, after [`settle`].
     pub fn begin(dir: &'a Dir, file: &'a File, meta: &Metadata, before: u64, fsync: bool) -> Result<Self> {
         let record = Record::new(meta, before)?;
-        write(dir, &record, fsync)?;
+        let record_lock = write(dir, &record, fsync)?;
         Ok(Uncommitted {
             dir,
             file,
             record,
+            _record_lock: record_lock,
             fsync,
             committed: false,
         })
@@ -229,20 +241,56 @@ impl Drop for Uncommitted<'_> {
     }
 }
 
+/// Most times a record is created again because a sweep removed it before it was locked.
+const MAX_RECORD_ATTEMPTS: usize = 16;
+
 /// Writes `record` (exclusively: a leftover there must be settled first), durably with
 /// `fsync` (the record's data, then its name in the directory), before any byte of the append.
-fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<()> {
+/// Returns the record file, under its exclusive lock (see the module doc).
+fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<File> {
     let name = name_for(record.ino());
     let name = OsStr::new(&name);
-    let mut file: File = dir.create_new(name).map_err(StorageError::from_io)?;
-    let written = file
-        .write_all(record.encode().as_bytes())
-        .and_then(|()| if fsync { file.sync_all() } else { Ok(()) });
-    if let Err(e) = written.and_then(|()| if fsync { dir.sync() } else { Ok(()) }) {
-        let _ = dir.remove_file(name);
-        return Err(StorageError::from_io(e));
+    for _ in 0..MAX_RECORD_ATTEMPTS {
+        let mut file: File = dir.create_new(name).map_err(StorageError::from_io)?;
+        // A sweep holds it for an instant (a stat and an unlink) at most.
+        file.lock().map_err(StorageError::from_io)?;
+        let meta = file.metadata().map_err(StorageError::from_io)?;
+        if !dir.stat(name).is_ok_and(|now| now.is(&meta)) {
+            // A sweep took it for an orphan between its creation and the lock: write it again.
+            continue;
+        }
+        let written = file
+            .write_all(record.encode().as_bytes())
+            .and_then(|()| if fsync { file.sync_all() } else { Ok(()) });
+        if let Err(e) = written.and_then(|()| if fsync { dir.sync() } else { Ok(()) }) {
+            let _ = dir.remove_file(name);
+            return Err(StorageError::from_io(e));
+        }
+        return Ok(file);
     }
-    Ok(())
+    Err(StorageError::Io(io::Error::other(
+        "the crash record kept being removed before it could be locked",
+    )))
+}
+
+/// Removes the record `name` in `dir` if it is an orphan's: nobody holds its lock (a live
+/// appender does, see the module doc), and the name still points to the record locked.
+/// True if it was removed.
+pub fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> Result<bool> {
+    match super::lock::try_lock(dir, name, Access::Write) {
+        Ok(Some(held)) => {
+            dir.remove_file(name).map_err(StorageError::from_io)?;
+            drop(held);
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        // A FIFO, device or symlink planted at a record's name: no appender ever makes one.
+        Err(StorageError::NotRegular) => {
+            dir.remove_file(name).map_err(StorageError::from_io)?;
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes the record for inode `ino` (the append is whole, or rolled back), durably with
@@ -364,6 +412,27 @@ mod tests {
             b"whole\nmore\n",
             "only the committed append stays"
         );
+    }
+
+    #[test]
+    fn only_a_record_nobody_holds_is_removed_as_an_orphan() {
+        let (dir_path, dir, path) = dir_with_file("journal-orphan");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let name = name_for(meta.ino());
+        let live = Uncommitted::begin(&dir, &file, &meta, 6, false).unwrap();
+        assert!(
+            !remove_if_unlocked(&dir, OsStr::new(&name)).unwrap(),
+            "a live append's record stays"
+        );
+        assert!(dir_path.join(&name).exists());
+        drop(live);
+        std::fs::write(dir_path.join(&name), "planted").unwrap();
+        assert!(
+            remove_if_unlocked(&dir, OsStr::new(&name)).unwrap(),
+            "an unheld record goes"
+        );
+        assert!(!dir_path.join(&name).exists());
     }
 
     #[test]

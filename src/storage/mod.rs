@@ -7,6 +7,8 @@
 //! ([`atomic`]), appends with a crash record ([`journal`], [`append`]), moves and deletes on
 //! the same locks ([`tree`]). Readers see committed sizes only. The service's own files carry
 //! [`jail::RESERVED_PREFIX`] and are hidden, and a start-up [`sweep`] settles crash leftovers.
+//! Whole trees (a delete, the sweep, a move's length check) are walked by handles ([`walk`]),
+//! so no depth is out of reach.
 
 pub mod append;
 pub mod atomic;
@@ -20,6 +22,7 @@ pub mod root;
 pub mod sweep;
 pub mod temp;
 pub mod tree;
+pub mod walk;
 pub mod wc;
 
 pub use conditions::{Conditions, Version, VersionTest};
@@ -86,6 +89,17 @@ pub enum StorageError {
     /// The root's path no longer leads to the directory the service opened (renamed away,
     /// deleted, replaced): nothing is served or acknowledged from it.
     RootGone,
+    /// Moving the file `from` to `to`, a path below it: a file holds no names.
+    MoveBelowFile { from: String, to: String },
+    /// A move target spelled with a trailing `/` (into the directory `dir`), where there is no
+    /// such directory; `file` when a file is there instead.
+    NoTargetDir { dir: String, file: bool },
+    /// A move would nest a path in the moved tree deeper than `limit` bytes, which no request
+    /// can name.
+    MoveTooDeep { limit: usize },
+    /// The storage volume is mounted read-only (`EROFS`): nothing can be written, moved or
+    /// deleted on it until it is remounted read-write; reads still work.
+    ReadOnly,
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -97,6 +111,7 @@ impl StorageError {
     pub fn from_io(e: io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => return StorageError::NoSpace,
+            Some(libc::EROFS) => return StorageError::ReadOnly,
             Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => return StorageError::Exhausted,
             Some(libc::EACCES | libc::EPERM) => return StorageError::PermissionDenied,
             Some(libc::ENOTDIR) => return StorageError::NotADirectory,
@@ -147,6 +162,29 @@ impl fmt::Display for StorageError {
                 f,
                 "the storage root was moved, removed or replaced under the service; restart it on the \
                  right directory"
+            ),
+            StorageError::MoveBelowFile { from, to } => {
+                write!(f, "cannot move `{from}` to `{to}`: `{from}` is a file, not a directory")
+            }
+            StorageError::NoTargetDir { dir, file: false } => write!(
+                f,
+                "no directory `{dir}` to move into (a target ending in / names an existing directory: \
+                 create it first, or leave out the / to move to that name)"
+            ),
+            StorageError::NoTargetDir { dir, file: true } => write!(
+                f,
+                "`{dir}` is a file, not a directory to move into (a target ending in / names a \
+                 directory; leave out the / to replace the file)"
+            ),
+            StorageError::MoveTooDeep { limit } => write!(
+                f,
+                "the move would make a path in the moved directory longer than {limit} bytes, which no \
+                 request could name; choose a shorter target"
+            ),
+            StorageError::ReadOnly => write!(
+                f,
+                "the storage volume is mounted read-only: nothing can be written, moved or deleted until \
+                 it is remounted read-write (reads still work)"
             ),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
@@ -340,13 +378,39 @@ impl Storage {
     pub fn rename(&self, from: &RelPath, to: &RelPath, conditions: &Conditions<'_>) -> Result<u64> {
         let (from, to) = (from.clone().non_root()?, to.clone().non_root()?);
         if from.contains(&to) {
-            return Err(StorageError::MoveIntoSelf);
+            return Err(match self.stat(&from) {
+                Ok(st) if !st.is_dir() => StorageError::MoveBelowFile {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                },
+                _ => StorageError::MoveIntoSelf,
+            });
         }
         if from.dir_only() {
             self.exists(&from)?;
         }
         let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
         self.unless_root_gone(tree::rename(&self.root, &src, &dst, conditions, self.fsync))
+    }
+
+    /// Where a move of `from` to `to` lands, read as `mv` reads it: a target spelled with a
+    /// trailing `/` names an existing directory to move into (`a.txt` to `archive/` is
+    /// `archive/a.txt`); without one, `to` itself. No such directory is
+    /// [`StorageError::NoTargetDir`] (`mv` says "Not a directory"), never a file named `archive`.
+    pub fn move_destination(&self, from: &RelPath, to: &RelPath) -> Result<RelPath> {
+        if !to.dir_only() || to.is_root() {
+            return Ok(to.clone());
+        }
+        let no_dir = |file| StorageError::NoTargetDir {
+            dir: to.to_string(),
+            file,
+        };
+        match jail::stat(&self.root, to.as_path(), jail::FinalLink::Follow) {
+            Ok(st) if st.is_dir() => Ok(to.join_last_of(from)?),
+            Ok(_) => Err(no_dir(true)),
+            Err(StorageError::NotFound | StorageError::NotADirectory) => Err(no_dir(false)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes a file, or a directory and everything in it (all at once, as readers see it).

@@ -8,73 +8,92 @@
 //! - A crash record (`.http-nas-journal-<inode>`) is acted on only by the holder of its file's
 //!   lock, taken without waiting (a live appender holds it), and re-read under that lock: an
 //!   append that finished while the sweep was on its way has removed its record by then.
-//!   A record whose file is not found is left alone (without that file's lock it cannot be
-//!   told from a live append's).
+//!   Records are matched to files through one map of the directory's inode numbers, so a
+//!   directory of n names costs O(n), however many of them are records.
+//! - A record whose file is not in its directory is removed (an orphan: its appender died and
+//!   its file was removed or renamed by another writer, or the name was planted), but only if
+//!   nobody holds the record's own lock: a live appender holds it from the record's creation
+//!   to its removal, also while its file is away for an instant (a record seen first, then a
+//!   move settling it and a new append writing a new one under the same name), see
+//!   [`super::journal`].
 //! - A tree being deleted (`.http-nas-trash-*`) is removed.
 //!
-//! The walk goes by directory handles and never follows a symlink, so it stays under the root.
+//! The walk goes by directory handles ([`super::walk`]) and never follows a symlink, so it
+//! stays under the root and reaches directories nested deeper than `PATH_MAX`.
 
 use super::dir::{Access, Dir};
 use super::jail::RESERVED_PREFIX;
 use super::journal::{self, JOURNAL_PREFIX};
 use super::lock;
-use super::root::open_beneath;
 use super::tree::{TRASH_PREFIX, remove_tree};
+use super::walk::{Visitor, entry_kind, walk};
 use super::{Result, StorageError};
 use crate::sys::EntryType;
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
-/// Walks `root` and settles every leftover it can; returns how many it cleared. The walk keeps
-/// the paths of the directories still to visit, not open handles, so a volume of any width or
-/// depth needs a few descriptors only; a directory it cannot open is named in a warning.
+/// Walks `root` and settles every leftover it can; returns how many it cleared. The walk goes
+/// by handles, so a volume of any width or depth needs a bounded number of descriptors; a
+/// directory it cannot open or read is named in a warning and skipped.
 pub fn sweep(root: &Dir) -> usize {
-    let mut cleared = 0;
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = match open_beneath(root, &rel) {
-            Ok(dir) => dir,
-            Err(StorageError::NotFound) => continue,
-            Err(e) => {
-                log::warn!("start-up sweep could not open {}: {e}", rel.display());
-                continue;
-            }
-        };
-        let mut records = Vec::new();
+    let mut sweeper = Sweeper { cleared: 0 };
+    if let Err(e) = walk(root, &mut sweeper) {
+        log::warn!("start-up sweep stopped early: {e}");
+    }
+    sweeper.cleared
+}
+
+/// The sweep's work in each directory.
+struct Sweeper {
+    cleared: usize,
+}
+
+impl Visitor for Sweeper {
+    fn visit(&mut self, dir: &Dir, _name: &OsStr, depth: usize) -> Result<Vec<OsString>> {
         let entries = match dir.entries() {
             Ok(entries) => entries,
             Err(e) => {
-                log::warn!("start-up sweep could not read {}: {e}", rel.display());
-                continue;
+                log::warn!("start-up sweep could not read a directory {depth} levels down: {e}");
+                return Ok(Vec::new());
             }
         };
+        let mut subdirs = Vec::new();
+        // Crash records: the inode they are for, and their name.
+        let mut records = Vec::new();
         for (name, kind, _) in entries.flatten() {
             let text = name.to_string_lossy();
             if text.starts_with(TRASH_PREFIX) {
-                match remove_tree(&dir, &name) {
-                    Ok(()) => cleared += 1,
-                    Err(e) => log::warn!("could not finish deleting {}: {e}", rel.join(&name).display()),
+                match remove_tree(dir, &name) {
+                    Ok(()) => self.cleared += 1,
+                    Err(e) => log::warn!("could not finish deleting {text} ({depth} levels down): {e}"),
                 }
-            } else if kind == EntryType::Dir
-                || (kind == EntryType::Unknown && dir.stat(&name).is_ok_and(|s| s.is_dir()))
-            {
-                stack.push(rel.join(&name));
+            } else if entry_kind(dir, &name, kind) == EntryType::Dir {
+                subdirs.push(name);
             } else if let Some(ino) = journal::inode_in_name(&text) {
-                records.push(ino);
+                records.push((ino, name));
             } else if text.starts_with(RESERVED_PREFIX)
                 && !text.starts_with(JOURNAL_PREFIX)
-                && remove_if_unlocked(&dir, &name)
+                && remove_if_unlocked(dir, &name)
             {
                 // Temp and probe files, and any other unlocked file in the reserved namespace.
-                cleared += 1;
+                self.cleared += 1;
             }
         }
         if !records.is_empty() {
-            cleared += settle_records(&dir, &records);
+            self.cleared += settle_records(dir, records);
         }
+        Ok(subdirs)
     }
-    cleared
+
+    fn leave(&mut self, _parent: &Dir, _name: &OsStr) -> Result<()> {
+        Ok(())
+    }
+
+    fn cannot_open(&mut self, _parent: &Dir, name: &OsStr, error: StorageError) -> Result<()> {
+        log::warn!("start-up sweep could not open {}: {error}", name.to_string_lossy());
+        Ok(())
+    }
 }
 
 /// Removes the temp or probe file `name` if nobody holds its lock.
@@ -87,36 +106,49 @@ fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> bool {
     removed
 }
 
-/// Settles the crash records for `inodes` in `dir`: each under its file's lock (skipped while
-/// a live appender holds it); a record whose file is not in `dir` any more is stale.
-fn settle_records(dir: &Dir, inodes: &[u64]) -> usize {
-    // The files are found by inode number in a second pass over the directory.
-    let mut names: Vec<(u64, Option<OsString>)> = inodes.iter().map(|&ino| (ino, None)).collect();
-    if let Ok(entries) = dir.entries() {
-        for (name, _, ino) in entries.flatten() {
-            if let Some(slot) = names.iter_mut().find(|(i, n)| *i == ino && n.is_none())
+/// Settles the crash records in `dir` (each: the inode it is for, and its name):
+/// each under its file's lock (skipped while a live appender holds it); a record whose file
+/// is not in `dir` is an orphan and removed (see the module doc).
+fn settle_records(dir: &Dir, records: Vec<(u64, OsString)>) -> usize {
+    // The files are found by inode number in a second pass over the directory, through a map:
+    // one lookup per entry.
+    let mut files: HashMap<u64, Option<OsString>> = records.iter().map(|(ino, _)| (*ino, None)).collect();
+    // Only a whole listing tells an orphan: a file missed by a failed read is not gone.
+    let listed = dir.entries().and_then(|entries| {
+        for entry in entries {
+            let (name, _, ino) = entry?;
+            if let Some(slot @ None) = files.get_mut(&ino)
                 && !name.to_string_lossy().starts_with(RESERVED_PREFIX)
             {
-                slot.1 = Some(name);
+                *slot = Some(name);
             }
         }
+        Ok(())
+    });
+    if let Err(e) = &listed {
+        log::warn!("could not read a directory again to settle its crash records: {e}");
     }
-    let mut settled = 0;
-    for (ino, name) in names {
-        // A record whose file is not found is left alone: without the file's lock it cannot be
-        // told from the record of a live append whose file was moved out and back meanwhile.
-        let Some(name) = name else {
-            log::warn!("a crash record for inode {ino} has no file beside it; left in place");
-            continue;
-        };
-        let result = settle_one(dir, &name, ino);
-        match result {
-            Ok(true) => settled += 1,
-            Ok(false) => {}
-            Err(e) => log::warn!("could not settle the crash record of inode {ino}: {e}"),
+    let listed = listed.is_ok();
+    let (mut settled, mut orphans) = (0, 0);
+    for (ino, record) in records {
+        match files.get(&ino) {
+            Some(Some(name)) => match settle_one(dir, name, ino) {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!("could not settle the crash record of inode {ino}: {e}"),
+            },
+            _ if listed => match journal::remove_if_unlocked(dir, &record) {
+                Ok(true) => orphans += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!("could not remove the orphan crash record of inode {ino}: {e}"),
+            },
+            _ => {}
         }
     }
-    settled
+    if orphans > 0 {
+        log::warn!("removed {orphans} crash record(s) whose file is not beside them");
+    }
+    settled + orphans
 }
 
 /// Under the lock of `name` (if free at once): re-reads and settles its crash record.

@@ -11,14 +11,15 @@
 
 use super::conditions::Conditions;
 use super::dir::{Access, Dir, random_name};
-use super::jail::RESERVED_PREFIX;
 use super::jail::{self, FinalLink};
+use super::jail::{MAX_PATH_BYTES, RESERVED_PREFIX};
 use super::journal;
 use super::lock::{self, Held, open_regular};
-use super::root::{Root, open_beneath};
+use super::root::Root;
+use super::walk::{Visitor, entry_kind, walk};
 use super::{Result, StorageError, split};
 use crate::sys::EntryType;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -41,6 +42,9 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, conditions: &Conditions<'_>, 
     for _ in 0..MAX_MOVE_ATTEMPTS {
         let src_dir = root.open_dir(src_parent)?;
         let src_stat = src_dir.stat(src_name).map_err(StorageError::from_io)?;
+        if src_stat.is_dir() {
+            check_nameable_after_move(root, &src_dir, src_name, src, dst)?;
+        }
         if let Ok(dst_seen) = jail::stat(root, dst, FinalLink::Follow) {
             if jail::stat(root, src, FinalLink::Follow)
                 .ok()
@@ -105,6 +109,78 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, conditions: &Conditions<'_>, 
     Err(StorageError::Io(io::Error::other(
         "the files kept changing while waiting for their locks",
     )))
+}
+
+/// Refuses to move the directory `name` in `dir` (at `src`) to `dst` if a path in it would
+/// then be longer than the path parser accepts ([`MAX_PATH_BYTES`]) or, with the root's own
+/// path in front, than `PATH_MAX`: no request could name it any more (nor any path-based tool
+/// reach it). Only a move to a longer location can do that, so only then is the tree walked
+/// (by handles, stopping at the first path too long), which costs a read of every directory
+/// in it. A write into the tree racing the move can still add a deeper path under the old
+/// name; deletes and the sweep handle a tree of any depth all the same.
+fn check_nameable_after_move(root: &Root, dir: &Dir, name: &OsStr, src: &Path, dst: &Path) -> Result<()> {
+    let (src_len, dst_len) = (src.as_os_str().len(), dst.as_os_str().len());
+    if dst_len <= src_len {
+        return Ok(());
+    }
+    // PATH_MAX counts the terminating NUL; a '/' joins the root and the relative path.
+    let path_max = usize::try_from(libc::PATH_MAX).unwrap_or(usize::MAX);
+    let limit = MAX_PATH_BYTES.min(path_max.saturating_sub(root.path().as_os_str().len() + 2));
+    let Some(budget) = limit.checked_sub(dst_len) else {
+        return Err(StorageError::MoveTooDeep { limit });
+    };
+    let top = dir.open_dir(name).map_err(StorageError::from_io)?;
+    walk(
+        &top,
+        &mut Measure {
+            budget,
+            limit,
+            lengths: Vec::new(),
+        },
+    )
+}
+
+/// Walks a tree for [`check_nameable_after_move`]: fails at the first path below the top
+/// longer than `budget` bytes (as `a/b/c`, without the top's own name).
+struct Measure {
+    budget: usize,
+    limit: usize,
+    /// The length of the path to the directory at each depth of the current path.
+    lengths: Vec<usize>,
+}
+
+impl Visitor for Measure {
+    fn visit(&mut self, dir: &Dir, name: &OsStr, depth: usize) -> Result<Vec<OsString>> {
+        self.lengths.truncate(depth);
+        let here = match self.lengths.last() {
+            Some(above) => above + 1 + name.len(),
+            None => 0,
+        };
+        self.lengths.push(here);
+        let mut subdirs = Vec::new();
+        // A directory the service may not read cannot be measured (nor reached through the
+        // API): it does not stop the move.
+        let Ok(entries) = dir.entries() else {
+            return Ok(subdirs);
+        };
+        for (entry, kind, _) in entries.flatten() {
+            if here + 1 + entry.len() > self.budget {
+                return Err(StorageError::MoveTooDeep { limit: self.limit });
+            }
+            if entry_kind(dir, &entry, kind) == EntryType::Dir {
+                subdirs.push(entry);
+            }
+        }
+        Ok(subdirs)
+    }
+
+    fn leave(&mut self, _parent: &Dir, _name: &OsStr) -> Result<()> {
+        Ok(())
+    }
+
+    fn cannot_open(&mut self, _parent: &Dir, _name: &OsStr, _error: StorageError) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Locks the regular files at `names` (directory and name each) in inode order; `None` if one
@@ -182,12 +258,26 @@ pub fn delete(root: &Root, path: &Path, conditions: &Conditions<'_>, fsync: bool
 /// Removes the directory `name` in `parent` and everything in it, never following a symlink.
 /// Each regular file is removed under its lock, so a write committing into the tree finishes
 /// first; files the service is still receiving (temp files) are removed without waiting. The
-/// walk keeps paths, not handles, of the directories still to visit (each is opened from
-/// `parent` when its turn comes), so a tree of any depth or width needs a few descriptors only.
+/// walk goes by directory handles ([`walk`]), one name at a time relative to the directory
+/// that holds it, so a tree nested deeper than `PATH_MAX` is removed like any other, with a
+/// bounded number of descriptors.
 pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
     for _ in 0..MAX_REMOVE_PASSES {
-        // `false`: a writer added an entry meanwhile, so another pass.
-        if remove_pass(parent, Path::new(name))? {
+        let top = match parent.open_dir(name) {
+            Ok(top) => top,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Not a directory (any more): a file or link, removed as itself.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+                return ignore_missing(parent.remove_file(name));
+            }
+            Err(e) => return Err(StorageError::from_io(e)),
+        };
+        let mut remover = Remover { not_empty: false };
+        walk(&top, &mut remover)?;
+        drop(top);
+        remover.leave(parent, name)?;
+        // Not empty: a writer added an entry meanwhile, so another pass.
+        if !remover.not_empty {
             return Ok(());
         }
     }
@@ -196,63 +286,48 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
     )))
 }
 
-/// One depth-first pass, children before their directory; `false` when a directory was not
-/// empty after its entries were removed.
-fn remove_pass(parent: &Dir, top: &Path) -> Result<bool> {
-    let mut stack = vec![(top.to_path_buf(), false)];
-    let mut not_empty = false;
-    while let Some((rel, emptied)) = stack.pop() {
-        let (Some(up), Some(leaf)) = (rel.parent(), rel.file_name()) else {
-            continue;
-        };
-        let above = match open_beneath(parent, up) {
-            Ok(dir) => dir,
-            Err(StorageError::NotFound) => continue,
-            Err(e) => return Err(e),
-        };
-        if emptied {
-            match above.remove_dir(leaf) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => not_empty = true,
-                Err(e) => return Err(StorageError::from_io(e)),
-            }
-            continue;
-        }
-        let dir = match above.open_dir(leaf) {
-            Ok(dir) => dir,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            // Not a directory (any more): a file or link, removed as itself.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
-                ignore_missing(above.remove_file(leaf))?;
-                continue;
-            }
-            Err(e) => return Err(StorageError::from_io(e)),
-        };
-        stack.push((rel.clone(), true));
+/// One pass of [`remove_tree`]: entries removed on the way down, directories on the way up.
+struct Remover {
+    /// Set when a directory was not empty after its entries were removed.
+    not_empty: bool,
+}
+
+impl Visitor for Remover {
+    fn visit(&mut self, dir: &Dir, _name: &OsStr, _depth: usize) -> Result<Vec<OsString>> {
+        let mut subdirs = Vec::new();
         for entry in dir.entries().map_err(StorageError::from_io)? {
             let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
-            let kind = match kind {
-                EntryType::Unknown => match dir.stat(&entry) {
-                    Ok(st) if st.is_dir() => EntryType::Dir,
-                    Ok(st) if st.is_file() => EntryType::File,
-                    _ => EntryType::Other,
-                },
-                kind => kind,
-            };
             let reserved = entry.to_str().is_some_and(|n| n.starts_with(RESERVED_PREFIX));
-            match kind {
-                EntryType::Dir => stack.push((rel.join(&entry), false)),
+            match entry_kind(dir, &entry, kind) {
+                EntryType::Dir => subdirs.push(entry),
                 EntryType::File if !reserved => {
-                    let held = lock::lock(&dir, &entry, Access::Lock).ok().flatten();
+                    let held = lock::lock(dir, &entry, Access::Lock).ok().flatten();
                     ignore_missing(dir.remove_file(&entry))?;
                     drop(held);
                 }
                 _ => ignore_missing(dir.remove_file(&entry))?,
             }
         }
+        Ok(subdirs)
     }
-    Ok(!not_empty)
+
+    fn leave(&mut self, parent: &Dir, name: &OsStr) -> Result<()> {
+        match parent.remove_dir(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
+                self.not_empty = true;
+                Ok(())
+            }
+            // A file or link where the directory was: removed as itself.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => ignore_missing(parent.remove_file(name)),
+            Err(e) => Err(StorageError::from_io(e)),
+        }
+    }
+
+    fn lost_way(&mut self, _depth: usize) {
+        self.not_empty = true;
+    }
 }
 
 fn ignore_missing(result: io::Result<()>) -> Result<()> {

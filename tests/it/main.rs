@@ -27,6 +27,10 @@
 //! - `validators`: ETags and `If-Range` dates on a one-second filesystem that reuses inodes.
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
+//! - `moves_deletes`: trees nested past `PATH_MAX` deleted whole and swept, moves that would make
+//!   a path no request can name, targets ending in `/`, a move below a file.
+//! - `startup`: the start-up sweep over 100,000 crash-record names, orphans removed.
+//! - `readonly`: a volume remounted read-only under the server: writes 507, reads work.
 
 mod bounds;
 mod browser;
@@ -37,13 +41,16 @@ mod faults;
 mod hostile;
 mod http_features;
 mod listings;
+mod moves_deletes;
 mod other_writer;
 mod paths;
 mod preconditions;
 mod protocol;
+mod readonly;
 mod replicas;
 mod security;
 mod seed;
+mod startup;
 mod stored_pages;
 mod support;
 mod validators;
