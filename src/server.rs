@@ -102,7 +102,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     crate::volume::log_volume(storage.root());
     let removed = storage.sweep();
     if removed > 0 {
-        log::warn!("removed {removed} temp file(s) left by an interrupted upload");
+        log::warn!("start-up sweep: settled {removed} leftover(s) of interrupted uploads, appends and deletes");
     }
     let stats = Arc::new(Stats::default());
     let tokens = Tokens::new(
