@@ -22,9 +22,12 @@
 //!   line, JSON `href`, browse-page link) usable as given, whatever the name.
 //! - `stored_pages`: stored files never run as pages of the service's origin (nosniff, CSP
 //!   sandbox, markup as attachments).
+//! - `attack_browser`: an attack review of the browser and token rules; each test is a
+//!   problem found (they fail until it is fixed).
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 
+mod attack_browser;
 mod bounds;
 mod browser;
 mod clients;
