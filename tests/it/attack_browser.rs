@@ -227,22 +227,62 @@ fn a_trailing_comment_in_the_tokens_file_never_widens_a_token() {
     );
 }
 
-/// INFO. With `--allowed-hosts`, the host check reads only `Host`: a request in absolute form
-/// names another host (RFC 9112 §3.2.2: the target's authority wins, Host is ignored) and is
-/// answered; and a Host that starts with a bracketed IPv6 literal passes whatever follows it
-/// (`[::1].attacker.example`). Neither is a name a browser sends, so no rebinding comes of it
-/// today, but the check does not judge the host the request names.
+/// INFO. With `--allowed-hosts`, the host check reads only a UTF-8 `Host`: a request in
+/// absolute form names another host (RFC 9112 §3.2.2: the target's authority wins, Host is
+/// ignored) and is answered; a Host that starts with a bracketed IPv6 literal passes whatever
+/// follows it (`[::1].attacker.example`); and a Host that is not UTF-8 counts as no Host at all
+/// (an HTTP/1.0 tool), so it passes too. None is a name a browser sends, so no rebinding comes
+/// of it today, but each request names a host that is not served and is answered.
 #[test]
 fn allowed_hosts_judge_the_host_the_request_names() {
     let s = Server::start_with(&["--allowed-hosts", "nas.example"]);
     s.write("a.txt", "a");
-    let ask = |request: &str| only_response(&crate::support::raw::raw(s.addr(), request.as_bytes(), false)).status;
-    let absolute =
-        ask("GET http://attacker.example/file/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    let bracket_junk = ask("GET /file/a.txt HTTP/1.1\r\nHost: [::1].attacker.example\r\nConnection: close\r\n\r\n");
+    let ask = |request: &[u8]| only_response(&crate::support::raw::raw(s.addr(), request, false)).status;
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "absolute-form target naming attacker.example, Host 127.0.0.1",
+            b"GET http://attacker.example/file/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "Host [::1].attacker.example",
+            b"GET /file/a.txt HTTP/1.1\r\nHost: [::1].attacker.example\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "Host attacker\\xff.example (not UTF-8)",
+            b"GET /file/a.txt HTTP/1.1\r\nHost: attacker\xff.example\r\nConnection: close\r\n\r\n",
+        ),
+    ];
+    let answered: Vec<String> = cases
+        .iter()
+        .map(|(case, request)| (case, ask(request)))
+        .filter(|(_, status)| *status != 403)
+        .map(|(case, status)| format!("{case} -> {status}"))
+        .collect();
     assert!(
-        absolute == 403 && bracket_junk == 403,
-        "absolute-form target naming attacker.example -> {absolute}; \
-         Host [::1].attacker.example -> {bracket_junk} (both should be 403)"
+        answered.is_empty(),
+        "hosts not served were answered (each should be 403):\n{}",
+        answered.join("\n")
+    );
+}
+
+/// INFO. A write whose `Origin` or `Sec-Fetch-Site` is not UTF-8 is taken as one without
+/// them, and goes through: the cross-site check fails open on a value it cannot read. Browsers
+/// send both as ASCII, so no page can do this today; a value that cannot be read should count
+/// as another site's.
+#[test]
+fn a_write_with_an_unreadable_origin_is_refused() {
+    let s = Server::start();
+    let ask = |request: &[u8]| only_response(&crate::support::raw::raw(s.addr(), request, false)).status;
+    let origin = ask(
+        b"POST /file/o.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://attacker\xff.example\r\n\
+          Content-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    let fetch_site = ask(
+        b"POST /file/f.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: cross-site\xff\r\n\
+          Content-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    assert!(
+        origin == 403 && fetch_site == 403 && !s.exists("o.txt") && !s.exists("f.txt"),
+        "writes with an unreadable Origin ({origin}) or Sec-Fetch-Site ({fetch_site}) went through"
     );
 }
