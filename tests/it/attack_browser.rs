@@ -61,12 +61,13 @@ fn start_outcome(args: &[&str], env: &[(&str, &str)]) -> (Option<ExitStatus>, St
 /// HIGH. A scoped token's prefix is compared lexically, but the storage follows symlinks that
 /// stay inside the root. Another writer of the volume inside `team-a` (a team-a job with the
 /// volume's `team-a` subPath mounted: `ln -s ../team-b team-a/link`) thereby gives the team-a
-/// token read, list, stat, write, append, replace and move-into access to `team-b`.
+/// token read, list, stat, write, append, replace, delete and move-into access to `team-b`.
 #[test]
 fn scoped_token_does_not_reach_outside_its_prefix_through_a_symlink() {
     let s = with_tokens_file("team-a-tok rw team-a\n");
     s.write("team-a/own.txt", "mine");
     s.write("team-b/secret.txt", "team b only");
+    s.write("team-b/victim.txt", "kept");
     // Another writer, inside team-a, plants links that stay inside the root.
     symlink("../team-b", s.root().join("team-a/dirlink")).unwrap();
     symlink("../team-b/secret.txt", s.root().join("team-a/filelink")).unwrap();
@@ -111,17 +112,22 @@ fn scoped_token_does_not_reach_outside_its_prefix_through_a_symlink() {
         .status,
     );
     check(
+        "DELETE dirlink/victim.txt",
+        s.send("DELETE", "/file/team-a/dirlink/victim.txt", b"", &[&a]).status,
+    );
+    check(
         "POST filelink (replace)",
         s.send("POST", "/file/team-a/filelink", b"replaced", &[&a]).status,
     );
 
-    let on_disk: Vec<String> = fs::read_dir(s.root().join("team-b"))
+    let mut on_disk: Vec<String> = fs::read_dir(s.root().join("team-b"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
+    on_disk.sort();
     let secret = String::from_utf8_lossy(&s.read("team-b/secret.txt")).into_owned();
     assert!(
-        reached.is_empty() && secret == "team b only" && on_disk == ["secret.txt"],
+        reached.is_empty() && secret == "team b only" && on_disk == ["secret.txt", "victim.txt"],
         "the team-a token reached team-b through a symlink inside team-a:\n{}\n\
          team-b now holds {on_disk:?}, secret.txt = {secret:?}",
         reached.join("\n")
