@@ -496,14 +496,77 @@ fn join_plain(mut real: Vec<OsString>, pending: VecDeque<(OsString, bool)>) -> R
     Ok(real.iter().collect())
 }
 
-/// What `rel` names, [resolved](resolve) and then looked at through its directory's handle
-/// (never following a symlink there); a name below a file is [`StorageError::NotFound`].
-pub fn stat(root: &Root, rel: &Path, final_link: FinalLink) -> Result<crate::sys::Stat, StorageError> {
+/// The part of the tree an operation may touch: everything, or only what really lies beneath
+/// some directories (a scoped token's prefixes).
+///
+/// It is judged on the real location [`resolve`] returns, after every symlink on the way was
+/// followed, never on the path as the request spelled it: a link inside a prefix that leads
+/// elsewhere in the root (`team-a/link -> ../team-b`) would otherwise carry the operation out
+/// of the scope. That location is exactly what the operation then opens beneath the root,
+/// with every symlink refused (step 3 above), so no link swapped in between the check and the
+/// use can take it elsewhere: the check and the use name the same plain directories. The
+/// prefixes are compared as configured, whole segments at a time; a prefix that is itself a
+/// link is not followed (its real location is not beneath it), so a scope names real
+/// directories.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// `None`: the whole tree.
+    prefixes: Option<&'a [RelPath]>,
+}
+
+impl<'a> Scope<'a> {
+    /// Only these directories and what is beneath them (`None`: the whole tree).
+    pub fn new(prefixes: Option<&'a [RelPath]>) -> Self {
+        Scope { prefixes }
+    }
+
+    /// The prefixes, `None` for the whole tree.
+    pub fn prefixes(&self) -> Option<&'a [RelPath]> {
+        self.prefixes
+    }
+
+    /// True when the real location `real` (relative to the root, no symlink in it) is one of
+    /// the prefixes or beneath one.
+    pub fn allows(&self, real: &Path) -> bool {
+        self.prefixes
+            .is_none_or(|prefixes| prefixes.iter().any(|p| real.starts_with(p.as_path())))
+    }
+
+    /// `real` itself if [allowed](Self::allows), else [`StorageError::OutOfScope`].
+    pub fn check(&self, real: PathBuf) -> Result<PathBuf, StorageError> {
+        if self.allows(&real) {
+            Ok(real)
+        } else {
+            Err(StorageError::OutOfScope)
+        }
+    }
+}
+
+/// [`resolve`], refused ([`StorageError::OutOfScope`]) where the real location is not in
+/// `scope`.
+pub fn resolve_within(
+    root: &Root,
+    rel: &Path,
+    final_link: FinalLink,
+    scope: Scope<'_>,
+) -> Result<PathBuf, StorageError> {
+    scope.check(resolve(root, rel, final_link)?)
+}
+
+/// What `rel` names, [resolved](resolve) within `scope` and then looked at through its
+/// directory's handle (never following a symlink there); a name below a file is
+/// [`StorageError::NotFound`].
+pub fn stat(
+    root: &Root,
+    rel: &Path,
+    final_link: FinalLink,
+    scope: Scope<'_>,
+) -> Result<crate::sys::Stat, StorageError> {
     let not_found_below_a_file = |e| match e {
         StorageError::NotADirectory => StorageError::NotFound,
         e => e,
     };
-    let real = resolve(root, rel, final_link)?;
+    let real = resolve_within(root, rel, final_link, scope)?;
     let (parent, name) = super::split(&real)?;
     let dir = root.open_dir(parent).map_err(not_found_below_a_file)?;
     dir.stat(name)
