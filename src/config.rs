@@ -417,8 +417,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         flag: "--tokens-file",
         metavar: "FILE",
-        help: "scoped tokens, one a line: TOKEN rw|ro [PREFIX...]; a token with prefixes reaches only \
-               the directories they name",
+        help: "scoped tokens, one a line: TOKEN rw|ro [PREFIX...] [# comment]; a token with prefixes \
+               reaches only the directories they name; a field starting with # begins a comment",
         env: Some("HTTP_NAS_TOKENS_FILE"),
         fallback: None,
         default: None,
