@@ -34,7 +34,6 @@
 //! - `startup`: the start-up sweep over 100,000 crash-record names, orphans removed.
 //! - `readonly`: a volume remounted read-only under the server: writes 507, reads work.
 
-mod attack_browser;
 mod bounds;
 mod browser;
 mod clients;
