@@ -765,4 +765,46 @@ mod tests {
         assert_eq!(go("dir-slash", Follow).unwrap(), "real/sub");
         assert_eq!(go("", Follow).unwrap(), "");
     }
+
+    #[test]
+    fn a_scope_is_judged_where_the_path_really_leads() {
+        use crate::storage::test_root;
+        use std::fs;
+        use std::os::unix::fs::symlink;
+        let (base, root) = test_root("jail-scope");
+        fs::create_dir_all(base.join("team-a/sub")).unwrap();
+        fs::create_dir_all(base.join("team-b")).unwrap();
+        fs::create_dir_all(base.join("team-ab")).unwrap();
+        fs::write(base.join("team-b/s"), "s").unwrap();
+        symlink("../team-b", base.join("team-a/out")).unwrap();
+        symlink("../team-b/s", base.join("team-a/file-out")).unwrap();
+        symlink("sub", base.join("team-a/in")).unwrap();
+        symlink("team-a", base.join("alias")).unwrap();
+        let prefixes = [RelPath::parse(b"team-a", Naming::Existing).unwrap()];
+        let scope = Scope::new(Some(&prefixes));
+        let go = |p: &str, f| resolve_within(&root, Path::new(p), f, scope).map(|p| p.to_string_lossy().into_owned());
+        use FinalLink::*;
+        assert_eq!(go("team-a/in/new", Follow).unwrap(), "team-a/sub/new");
+        assert_eq!(go("team-a", Follow).unwrap(), "team-a");
+        assert_eq!(
+            go("team-a/out", Keep).unwrap(),
+            "team-a/out",
+            "the link itself is inside"
+        );
+        assert_eq!(go("team-a/file-out", Keep).unwrap(), "team-a/file-out");
+        // Judged where it leads (the HTTP gate also refuses the spelling `alias/...`).
+        assert_eq!(go("alias/sub", Follow).unwrap(), "team-a/sub");
+        for (path, how) in [
+            ("team-a/out", Follow),
+            ("team-a/out/s", Keep),
+            ("team-a/out/new", Follow),
+            ("team-a/file-out", Follow),
+            ("team-ab", Follow),
+            ("", Follow),
+        ] {
+            assert!(matches!(go(path, how), Err(StorageError::OutOfScope)), "{path} {how:?}");
+        }
+        let everything = Scope::new(None);
+        assert!(resolve_within(&root, Path::new("team-a/out/s"), Follow, everything).is_ok());
+    }
 }
