@@ -103,8 +103,14 @@ pub enum Invalid {
     },
     /// A number in range that does not fit this machine's `usize`.
     TooLarge,
-    /// A file that could not be read.
-    Unreadable { path: String, error: String },
+    /// A file that could not be read. Every file setting is a token source, and a token put
+    /// where its path belongs is a common slip, so the path given is never repeated.
+    Unreadable { error: String },
+    /// A token that holds whitespace, a control or an invisible formatting character (inside
+    /// it, after a leading byte order mark and surrounding whitespace are dropped): nobody can
+    /// type or check such a token, and one made only of them would be blank to a person.
+    /// `path` is the file, `None` for a variable.
+    Unusable { path: Option<String> },
     /// A token source that is given but holds no token (an empty Secret): refused, because
     /// taking it as "no token" would open the service. `path` is the file, `None` for a variable.
     Blank { path: Option<String> },
@@ -129,7 +135,21 @@ impl std::fmt::Display for ConfigError {
                     write!(f, "{name} must be between {min} and {max}{unit}, got {got}")
                 }
                 Invalid::TooLarge => write!(f, "{name} is too large for this machine"),
-                Invalid::Unreadable { path, error } => write!(f, "cannot read {name} {path}: {error}"),
+                Invalid::Unreadable { error } => write!(
+                    f,
+                    "cannot read the file given to {name} ({error}); its path is not shown, as it may be \
+                     a token put where the file's path belongs"
+                ),
+                Invalid::Unusable { path: Some(path) } => write!(
+                    f,
+                    "{name} {path} holds a token with whitespace, a control or an invisible formatting \
+                     character in it; give a token of visible characters only"
+                ),
+                Invalid::Unusable { path: None } => write!(
+                    f,
+                    "{name} holds a token with whitespace, a control or an invisible formatting \
+                     character in it; give a token of visible characters only"
+                ),
                 Invalid::Blank { path: Some(path) } => write!(
                     f,
                     "{name} {path} holds no token; a blank token source never opens the service: \
@@ -397,8 +417,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         flag: "--tokens-file",
         metavar: "FILE",
-        help: "scoped tokens, one a line: TOKEN rw|ro [PREFIX...]; a token with prefixes reaches only \
-               the directories they name",
+        help: "scoped tokens, one a line: TOKEN rw|ro [PREFIX...] [# comment]; a token with prefixes \
+               reaches only the directories they name; a field starting with # begins a comment",
         env: Some("HTTP_NAS_TOKENS_FILE"),
         fallback: None,
         default: None,
@@ -418,21 +438,64 @@ pub const SETTINGS: &[Setting] = &[
     },
 ];
 
-/// A token as given in a variable (`path` `None`) or a file: refused when blank, so that an
-/// empty Secret never opens the service.
+/// A token as given in a variable (`path` `None`) or a file, without a leading byte order
+/// mark (what Windows editors put at the start of a UTF-8 file): refused when blank, so that
+/// an empty Secret never opens the service, and when what is left after trimming holds
+/// whitespace, a control or a formatting character ([`is_invisible`]), which a file of only a
+/// BOM or a zero-width space would otherwise make the token.
 fn token_value(path: Option<&str>, value: String) -> Result<String, Invalid> {
-    if value.trim().is_empty() {
-        return Err(Invalid::Blank {
-            path: path.map(str::to_string),
-        });
+    let value = match value.strip_prefix('\u{FEFF}') {
+        Some(rest) => rest.to_string(),
+        None => value,
+    };
+    let path = || path.map(str::to_string);
+    let token = value.trim();
+    if token.is_empty() || token.chars().all(is_invisible) {
+        return Err(Invalid::Blank { path: path() });
+    }
+    if token.chars().any(is_invisible) {
+        return Err(Invalid::Unusable { path: path() });
     }
     Ok(value)
+}
+
+/// True for a character that shows nothing a person could read back: Unicode White_Space,
+/// controls, and the formatting characters (general category Cf: zero-width spaces and
+/// joiners, bidirectional marks, the byte order mark, soft hyphen, tags...).
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
 }
 
 /// `--tokens-file`: every line parsed; a file without a single token is blank, like an empty
 /// token file.
 fn set_scoped_tokens(c: &mut Config, path: &str, content: String) -> Result<(), Invalid> {
-    let tokens = crate::auth::scoped::parse(&content).map_err(|error| Invalid::TokensFile {
+    let content = content.strip_prefix('\u{FEFF}').unwrap_or(&content);
+    let tokens = crate::auth::scoped::parse(content).map_err(|error| Invalid::TokensFile {
         path: path.to_string(),
         error,
     })?;
@@ -569,12 +632,7 @@ impl Value {
             Value::Text(set) => set(c, v),
             Value::File(set) => match std::fs::read_to_string(v) {
                 Ok(content) => set(c, v, content)?,
-                Err(e) => {
-                    return Err(Invalid::Unreadable {
-                        path: v.to_string(),
-                        error: e.to_string(),
-                    });
-                }
+                Err(e) => return Err(Invalid::Unreadable { error: e.to_string() }),
             },
             Value::Other(set) => set(c, v)?,
         }
@@ -915,7 +973,12 @@ mod tests {
             assert_eq!(run(&["--listen", good], &[]).unwrap().listen, good);
         }
         assert_eq!(error(&["stray"], &[]), "unexpected argument \"stray\"; see --help");
-        assert!(error(&["--token-file", "/nonexistent"], &[]).starts_with("cannot read --token-file /nonexistent: "));
+        let unreadable = error(&["--token-file", "/nonexistent"], &[]);
+        assert!(
+            unreadable.starts_with("cannot read the file given to --token-file (")
+                && !unreadable.contains("/nonexistent"),
+            "{unreadable}"
+        );
         // PORT is checked even when --listen or HTTP_NAS_LISTEN wins over it, as it always was.
         assert_eq!(
             error(&["--listen", "[::1]:7"], &[("PORT", "http")]),
@@ -929,6 +992,30 @@ mod tests {
         let error = |args: &[&str], env: &[(&str, &str)]| run(args, env).unwrap_err().to_string();
         assert!(error(&[], &[("HTTP_NAS_TOKEN", " ")]).starts_with("HTTP_NAS_TOKEN is set but blank"));
         assert!(error(&[], &[("HTTP_NAS_TOKENS_FILE", "")]).starts_with("HTTP_NAS_TOKENS_FILE is set but blank"));
+        for invisible in [
+            "\u{FEFF}",
+            "\u{FEFF}\r\n",
+            "\u{200B}",
+            " \u{2060}\u{00A0}\t",
+            "\u{FEFF}\u{FEFF}",
+        ] {
+            assert!(
+                error(&[], &[("HTTP_NAS_TOKEN", invisible)]).starts_with("HTTP_NAS_TOKEN is set but blank"),
+                "{invisible:?}"
+            );
+        }
+        for inside in ["a b", "a\u{200B}b", "a\u{FEFF}", "tok\u{202E}en", "a\u{0007}b"] {
+            assert!(
+                error(&[], &[("HTTP_NAS_READ_TOKEN", inside)]).starts_with("HTTP_NAS_READ_TOKEN holds a token with"),
+                "{inside:?}"
+            );
+        }
+        let c = run(&[], &[("HTTP_NAS_TOKEN", "\u{FEFF}s3cret\n")]).unwrap();
+        assert_eq!(
+            c.token.as_deref().map(str::trim),
+            Some("s3cret"),
+            "a leading BOM is dropped"
+        );
         assert_eq!(run(&[], &[]).unwrap().allowed_hosts, None);
         let c = run(&["--allowed-hosts", "Nas:3000, nas.team.svc,,[::1]"], &[]).unwrap();
         assert_eq!(c.allowed_hosts.unwrap(), ["nas", "nas.team.svc", "[::1]"]);

@@ -180,6 +180,9 @@ impl From<StorageError> for Error {
             StorageError::OutsideRoot => Error::Forbidden {
                 message: "path leads outside the storage root through a symlink",
             },
+            StorageError::OutOfScope => Error::Forbidden {
+                message: crate::auth::OUT_OF_SCOPE,
+            },
             StorageError::NotFound => Error::NotFound,
             StorageError::IsADirectory
             | StorageError::NotADirectory

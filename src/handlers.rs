@@ -4,7 +4,7 @@
 
 use crate::api::{self, Op, OpKind};
 use crate::auth::browser::{self, BrowserRules};
-use crate::auth::{Access, Grant, Tokens};
+use crate::auth::{Access, Grant, OUT_OF_SCOPE, Tokens};
 use crate::conditional::{self, Comparison, ReadAnswer, ReadConditions, Validators};
 use crate::error::Error;
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
@@ -37,9 +37,6 @@ GET    /file/{path}/check    stat as JSON
 GET    /file                 OK while the storage is there
 GET    /healthz  /readyz  /metrics
 ";
-
-/// The answer to a scoped token used outside its prefixes.
-const OUT_OF_SCOPE: &str = "this token reaches only the directories its line in --tokens-file names";
 
 /// Files and listings change under one URL: a cache may keep them but must ask (cheaply, by
 /// ETag) before every use, so it never shows a version from before a write. A listing has no
@@ -156,12 +153,14 @@ impl App {
         let head = req.head;
         match op {
             Op::Alive | Op::Ready | Op::StorageHealth => self.probe(&op).unwrap_or(Err(Error::NotFound)),
-            Op::Read { path } => self.read(head, &path),
+            Op::Read { path } => self.read(head, &path, grant),
             Op::LineCount { path } => {
-                let lines = self.storage.count_lines(&path, req.client_gone)?;
+                let lines = self
+                    .storage
+                    .count_lines(&path, grant.storage_scope(), req.client_gone)?;
                 Ok(Response::text(200, lines.to_string()))
             }
-            Op::Stat { path } => self.stat(&path),
+            Op::Stat { path } => self.stat(&path, grant),
             // A browser asking for the service's front page gets the root's browse page, which
             // lists files: only with a token where tokens are set, like `/file/`; a scoped
             // token is sent to its first directory.
@@ -172,14 +171,16 @@ impl App {
                     (_, Some(home)) => {
                         Ok(Response::new(303, ResponseBody::Empty).with_header("Location", format!("/file/{home}/")))
                     }
-                    _ => self.read(head, &RelPath::root()),
+                    _ => self.read(head, &RelPath::root(), grant),
                 }
             }
             Op::Index => Ok(Response::text(200, INDEX_PAGE)),
             Op::Upload { path } => {
                 let tests = etag_tests(head);
                 let conditions = preconditions(head, &tests);
-                let size = self.storage.write_atomic(&path, req.body, &conditions)?;
+                let size = self
+                    .storage
+                    .write_atomic(&path, grant.storage_scope(), req.body, &conditions)?;
                 Ok(written(&path, size))
             }
             Op::Append { path } => {
@@ -188,14 +189,16 @@ impl App {
                     size: upload_offset(head)?,
                     ..preconditions(head, &tests)
                 };
-                let size = self.storage.append(&path, req.body, &conditions)?;
+                let size = self
+                    .storage
+                    .append(&path, grant.storage_scope(), req.body, &conditions)?;
                 Ok(written(&path, size).with_header("Upload-Offset", size.to_string()))
             }
             Op::Move { path } => self.move_file(&path, grant, req),
             Op::Delete { path } => {
                 let tests = etag_tests(head);
                 self.storage
-                    .delete(&path, &preconditions(head, &tests))
+                    .delete(&path, grant.storage_scope(), &preconditions(head, &tests))
                     .map_err(|e| missing_fails_if_match(head, e))?;
                 Ok(Response::json(
                     200,
@@ -210,10 +213,10 @@ impl App {
         }
     }
 
-    fn read(&self, head: &Head, path: &RelPath) -> Result<Response, Error> {
+    fn read(&self, head: &Head, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
         match self
             .storage
-            .open_read(path)
+            .open_read(path, grant.storage_scope())
             .map_err(|e| missing_fails_if_match(head, e))?
         {
             Opened::File { file, meta, len } => serve_file(head, path, file, &meta, len),
@@ -221,14 +224,14 @@ impl App {
             Opened::Dir(_) if head.header("if-match").is_some_and(|v| !conditional::matches_any(v)) => {
                 Err(StorageError::VersionMismatch.into())
             }
-            Opened::Dir(_) => self.list_dir(head, path),
+            Opened::Dir(_) => self.list_dir(head, path, grant),
         }
     }
 
     /// A directory's listing: bare names (the seed's format), JSON, or the browse page,
     /// streamed.
-    fn list_dir(&self, head: &Head, path: &RelPath) -> Result<Response, Error> {
-        let listing = self.storage.list(path)?;
+    fn list_dir(&self, head: &Head, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
+        let listing = self.storage.list(path, grant.storage_scope())?;
         let (form, content_type) = if wants_json(head) {
             (Form::Json, "application/json")
         } else if wants_html(head) {
@@ -254,8 +257,8 @@ impl App {
     /// The stat of a file or directory as Node's `fs.Stats` serialises (`JSON.stringify`): its
     /// fields in their order, times in milliseconds and as dates. The seed's `/check` answered
     /// it and its clients read it (`jq .size`); a file's size is its committed size, like a GET.
-    fn stat(&self, path: &RelPath) -> Result<Response, Error> {
-        let (meta, size) = match self.storage.open_read(path)? {
+    fn stat(&self, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
+        let (meta, size) = match self.storage.open_read(path, grant.storage_scope())? {
             Opened::File { meta, len, .. } => (meta, len),
             Opened::Dir(meta) => {
                 let size = meta.len();
@@ -305,7 +308,7 @@ impl App {
     fn move_file(&self, path: &RelPath, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
         // The seed answered 404 for a missing source before looking at the body.
         self.storage
-            .exists(path)
+            .exists(path, grant.storage_scope())
             .map_err(|e| missing_fails_if_match(req.head, e))?;
         let mut body = Vec::new();
         req.body
@@ -319,14 +322,16 @@ impl App {
                 message: format!("move body larger than {MAX_MOVE_BODY_BYTES} bytes"),
             });
         }
-        let target = self.storage.move_destination(path, &move_target(&body)?)?;
+        let target = self
+            .storage
+            .move_destination(path, &move_target(&body)?, grant.storage_scope())?;
         if !grant.reaches(&target) {
             return Err(Error::Forbidden { message: OUT_OF_SCOPE });
         }
         let tests = etag_tests(req.head);
         let size = self
             .storage
-            .rename(path, &target, &preconditions(req.head, &tests))
+            .rename(path, &target, grant.storage_scope(), &preconditions(req.head, &tests))
             .map_err(|e| missing_fails_if_match(req.head, e))?;
         Ok(Response::json(
             200,

@@ -10,6 +10,13 @@
 //! the page used). curl and scripts send no `Origin` and no `Sec-Fetch-*`, so with no
 //! `--allowed-hosts` they are unaffected, whatever name they call the service by.
 //!
+//! The host judged is the one the request names: the authority of a target in absolute form
+//! (`GET http://host/...`), which RFC 9112 §3.2.2 puts before `Host`, else `Host`. Every check
+//! fails closed on what it cannot read: a `Host` that is not ASCII names no host served, a
+//! bracketed IPv6 literal must be all there is (`[::1]` or `[::1]:3000`, never
+//! `[::1].attacker.example`), and an `Origin` or `Sec-Fetch-Site` that is not UTF-8 counts as
+//! another site's.
+//!
 //! The probes (`/healthz`, `/readyz`, `/metrics`, the seed's `GET /file`) are exempt from the
 //! host check: they reveal no file, and a monitor calling them by some other name must never
 //! make the pod look unhealthy. (Kubelet probes name the pod IP anyway.)
@@ -48,11 +55,10 @@ impl BrowserRules {
     /// Why a request is refused, if it is: a host not served (unless `probe`), or a write
     /// (`writes`) from another site.
     pub fn check(&self, head: &Head, writes: bool, probe: bool) -> Result<(), &'static str> {
-        let host = head.header("host");
         let check_host = !probe && (self.allowed_hosts.is_some() || from_browser(head));
         // A request without Host is HTTP/1.0 from a tool: browsers always send it.
-        if check_host && let Some(host) = host {
-            let served = host_name(host).is_some_and(|name| {
+        if check_host && let Some(host) = named_host(head) {
+            let served = host.and_then(host_name).is_some_and(|name| {
                 is_ip_or_localhost(&name) || self.allowed_hosts.as_ref().is_some_and(|list| list.contains(&name))
             });
             if !served {
@@ -66,6 +72,18 @@ impl BrowserRules {
     }
 }
 
+/// The host the request names, if it names one: the authority of an absolute-form target
+/// (without user info), else `Host`; `Some(None)` when that is not ASCII (no host at all can
+/// be read from it, so none is served).
+fn named_host(head: &Head) -> Option<Option<&str>> {
+    if let Some(authority) = head.target_authority() {
+        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        return Some(Some(host));
+    }
+    let value = head.values("host").next()?;
+    Some(std::str::from_utf8(value).ok().filter(|v| v.is_ascii()).map(str::trim))
+}
+
 /// True when a browser sent the request: only browsers send `Origin` or `Sec-Fetch-*`.
 fn from_browser(head: &Head) -> bool {
     head.headers
@@ -76,7 +94,13 @@ fn from_browser(head: &Head) -> bool {
 /// True when the browser says the request comes from another origin: an `Origin` other than
 /// `http://HOST` or `https://HOST` (an ingress may end TLS before us; the same host name over
 /// another scheme is the same party), `Origin: null`, or `Sec-Fetch-Site` naming another site.
+/// A value present but not UTF-8 counts as another site's: a check must not pass on what it
+/// cannot read.
 fn from_another_site(head: &Head) -> bool {
+    let unreadable = |name| head.values(name).next().is_some() && head.header(name).is_none();
+    if unreadable("sec-fetch-site") || unreadable("origin") {
+        return true;
+    }
     if matches!(head.header("sec-fetch-site"), Some(s) if s.eq_ignore_ascii_case("cross-site") || s.eq_ignore_ascii_case("same-site"))
     {
         return true;
@@ -85,7 +109,7 @@ fn from_another_site(head: &Head) -> bool {
         return false;
     };
     let origin = origin.to_ascii_lowercase();
-    let Some(host) = head.header("host").map(str::to_ascii_lowercase) else {
+    let Some(host) = named_host(head).flatten().map(str::to_ascii_lowercase) else {
         return true;
     };
     let own = |scheme: &str, default_port: &str| {
@@ -100,11 +124,20 @@ fn from_another_site(head: &Head) -> bool {
 }
 
 /// The name a `Host` value (or a configured name) gives: lower case, without a port, without
-/// a trailing dot; an IPv6 literal keeps its brackets. `None` when it is no host at all.
+/// a trailing dot; an IPv6 literal keeps its brackets, and must be all there is besides a port
+/// (`[::1]`, `[::1]:3000`). `None` when it is no host at all.
 pub fn host_name(value: &str) -> Option<String> {
     let value = value.trim().to_ascii_lowercase();
     let name = if value.starts_with('[') {
         let end = value.find(']')?;
+        let port = &value[end + 1..];
+        let port_only = port.is_empty()
+            || port
+                .strip_prefix(':')
+                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+        if !port_only || value[1..end].parse::<Ipv6Addr>().is_err() {
+            return None;
+        }
         value[..=end].to_string()
     } else {
         let name = match value.rsplit_once(':') {
@@ -169,6 +202,17 @@ mod tests {
         assert_eq!(host_name("nas.example.").as_deref(), Some("nas.example"));
         assert_eq!(host_name("[::1]:3000").as_deref(), Some("[::1]"));
         assert_eq!(host_name("a b"), None);
+        assert_eq!(host_name("[::1]").as_deref(), Some("[::1]"));
+        for bad in [
+            "[::1].attacker.example",
+            "[::1]x",
+            "[::1]:80x",
+            "[::1]:80:81",
+            "[nas.example]",
+            "[::1",
+        ] {
+            assert_eq!(host_name(bad), None, "{bad}");
+        }
         assert!(is_ip_or_localhost("127.0.0.1") && is_ip_or_localhost("[::1]") && is_ip_or_localhost("localhost"));
         assert!(!is_ip_or_localhost("localhost.attacker.test") && !is_ip_or_localhost("127.0.0.1.nip.io"));
     }
@@ -194,6 +238,22 @@ mod tests {
         for (headers, foreign) in cases {
             assert_eq!(from_another_site(&head("POST", headers)), *foreign, "{headers:?}");
         }
+        let raw = |name: &str, value: &[u8]| {
+            let mut h = head("POST", &[("host", h)]);
+            h.headers.push(Header {
+                name: name.into(),
+                value: value.to_vec(),
+            });
+            h
+        };
+        assert!(
+            from_another_site(&raw("origin", b"http://127.0.0.1:3000\xff")),
+            "unreadable Origin"
+        );
+        assert!(
+            from_another_site(&raw("sec-fetch-site", b"same-origin\xff")),
+            "unreadable Sec-Fetch-Site"
+        );
     }
 
     #[test]
@@ -220,5 +280,26 @@ mod tests {
             Ok(()),
             "no Host: HTTP/1.0 tool"
         );
+        let mut absolute = head("GET", &[("host", "127.0.0.1")]);
+        absolute.target = "http://u:p@attacker.example/file/x".into();
+        assert_eq!(
+            listed.check(&absolute, false, false),
+            Err(HOST_REFUSED),
+            "the target's host wins"
+        );
+        absolute.target = "http://nas:3000/file/x".into();
+        let mut foreign_host = absolute.clone();
+        foreign_host.headers[0].value = b"attacker.example".to_vec();
+        assert_eq!(
+            listed.check(&foreign_host, false, false),
+            Ok(()),
+            "Host is ignored then"
+        );
+        let mut not_ascii = head("GET", &[]);
+        not_ascii.headers.push(Header {
+            name: "host".into(),
+            value: b"nas\xff".to_vec(),
+        });
+        assert_eq!(listed.check(&not_ascii, false, false), Err(HOST_REFUSED));
     }
 }

@@ -17,7 +17,10 @@ pub mod scoped;
 
 pub use scoped::ScopedToken;
 
-use crate::storage::RelPath;
+use crate::storage::{RelPath, Scope};
+
+/// The answer to a scoped token used outside its prefixes.
+pub const OUT_OF_SCOPE: &str = "this token reaches only the directories its line in --tokens-file names";
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 /// What a request's credentials allow, before the path is looked at.
@@ -65,6 +68,13 @@ impl Grant<'_> {
     /// the whole tree.
     pub fn home(&self) -> Option<&RelPath> {
         self.scope.and_then(|prefixes| prefixes.first())
+    }
+
+    /// The grant's reach as the storage judges it: on where a path really leads, after its
+    /// symlinks ([`reaches`](Self::reaches) looks at the path as spelled, which a link inside a
+    /// prefix can carry elsewhere).
+    pub fn storage_scope(&self) -> Scope<'_> {
+        Scope::new(self.scope)
     }
 }
 

@@ -1,7 +1,11 @@
 //! `--tokens-file`: one token a line, `TOKEN rw|ro [PREFIX…]`, so several teams can share one
 //! service, each with a token that reaches only its own directories.
 //!
-//! `#` starts a comment line; blank lines are skipped. A prefix names a directory (`team-a`,
+//! A `#` that starts a field begins a comment to the end of the line (`tok rw team-a  # CI`,
+//! as the README's example writes them), so a comment's words never become prefixes that
+//! widen the token; a line starting with `#` is all comment, and blank lines are skipped. A
+//! `#` inside a token or prefix is an ordinary character (so no token or prefix starts with
+//! one). A prefix names a directory (`team-a`,
 //! `team-a/` and `/team-a/` are the same) and covers everything beneath it, compared by whole
 //! segments. A line that is not of that form stops the start: the error names the line number
 //! and what is wrong, and never repeats a field of the line, which may be a token (a
@@ -61,7 +65,7 @@ pub fn parse(text: &str) -> Result<Vec<ScopedToken>, LineError> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut fields = line.split_whitespace();
+        let mut fields = line.split_whitespace().take_while(|field| !field.starts_with('#'));
         let secret = fields.next().unwrap_or_default();
         if !secret.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(fail("the token has a character other than printable ASCII".into()));
@@ -117,6 +121,14 @@ mod tests {
         assert!(tokens[1].prefixes.is_empty());
         assert!(!format!("{tokens:?}").contains("alpha"), "Debug shows no token");
         assert!(parse("# only a comment\n\n").unwrap().is_empty());
+        let commented = parse("t1 rw team-a   # CI of team-a, never team-b\nt2 ro #x y\nt3 rw a\t#\n").unwrap();
+        let reach = |t: &ScopedToken| t.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(reach(&commented[0]), ["team-a"], "a trailing comment is no prefix");
+        assert!(reach(&commented[1]).is_empty());
+        assert_eq!(reach(&commented[2]), ["a"]);
+        let inside = parse("a#1 ro b#2\n").unwrap();
+        assert_eq!(inside[0].secret, "a#1", "a # inside a field is a character");
+        assert_eq!(inside[0].prefixes[0].as_path(), std::path::Path::new("b#2"));
     }
 
     #[test]
@@ -129,6 +141,7 @@ mod tests {
             ("s3cret-a rw\n\ns3cret-a ro x\n", 3, "line 1"),
             ("s3cret-\u{e9} rw\n", 1, "printable"),
             ("rw s3cret-a team\n", 1, "rw or ro"),
+            ("s3cret-a # rw team-a\n", 1, "rw or ro is missing"),
         ];
         for (text, line, says) in cases {
             let e = parse(text).unwrap_err();

@@ -71,13 +71,36 @@ pub struct Head {
     pub headers: Vec<Header>,
 }
 
+/// A target in absolute form (`http://` or `https://`, any letter case) split into its
+/// authority and the rest (path, query), which is empty when the target has no path.
+fn absolute_form(target: &str) -> Option<(&str, &str)> {
+    let n = ["http://", "https://"]
+        .iter()
+        .find(|s| target.get(..s.len()).is_some_and(|t| t.eq_ignore_ascii_case(s)))?
+        .len();
+    let rest = &target[n..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(rest.split_at(end))
+}
+
 impl Head {
-    /// The target without its query string, for the access log: a query may carry a token or
-    /// other secrets (`?token=...`), and logs name paths only.
+    /// The target's path only, for the access log: without a query (`?token=...`) and, for
+    /// the absolute form, without scheme and authority, whose user info may be credentials
+    /// (`http://user:password@host/x`). Logs name paths only.
     pub fn logged_path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(path, _)| path)
+        let path = match absolute_form(&self.target) {
+            Some((_, rest)) => rest,
+            None => self.target.as_str(),
+        };
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        if path.is_empty() { "/" } else { path }
+    }
+
+    /// The authority (`[userinfo@]host[:port]`) of a target in absolute form (RFC 9112
+    /// §3.2.2: `http://host/file/x`, as sent to proxies), which names the host the request is
+    /// for in place of `Host`; `None` for the origin form.
+    pub fn target_authority(&self) -> Option<&str> {
+        absolute_form(&self.target).map(|(authority, _)| authority)
     }
 
     /// Iterates the values of every field called `name` (lower case).
@@ -264,5 +287,24 @@ mod tests {
         assert!(!parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").wants_close());
         assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").wants_close());
         assert!(!parse(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").wants_close());
+    }
+
+    #[test]
+    fn logged_paths_carry_no_query_and_no_authority() {
+        let logged = |target: &str| {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            parse_head(raw.as_bytes()).unwrap().0.logged_path().to_string()
+        };
+        assert_eq!(logged("/file/a.txt?token=s3cret"), "/file/a.txt");
+        assert_eq!(logged("http://user:s3cret@127.0.0.1/file/a.txt"), "/file/a.txt");
+        assert_eq!(logged("HTTPS://user:s3cret@nas:3000/file/a?x#y"), "/file/a");
+        assert_eq!(logged("http://user:s3cret@nas?q=1"), "/");
+        assert_eq!(logged("http://user:s3cret@nas"), "/");
+        let head = parse_head(b"GET http://u:p@nas:3000/x HTTP/1.1\r\nHost: y\r\n\r\n")
+            .unwrap()
+            .0;
+        assert_eq!(head.target_authority(), Some("u:p@nas:3000"));
+        let origin = parse_head(b"GET /http://nas/x HTTP/1.1\r\nHost: y\r\n\r\n").unwrap().0;
+        assert_eq!(origin.target_authority(), None);
     }
 }

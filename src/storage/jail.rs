@@ -496,14 +496,77 @@ fn join_plain(mut real: Vec<OsString>, pending: VecDeque<(OsString, bool)>) -> R
     Ok(real.iter().collect())
 }
 
-/// What `rel` names, [resolved](resolve) and then looked at through its directory's handle
-/// (never following a symlink there); a name below a file is [`StorageError::NotFound`].
-pub fn stat(root: &Root, rel: &Path, final_link: FinalLink) -> Result<crate::sys::Stat, StorageError> {
+/// The part of the tree an operation may touch: everything, or only what really lies beneath
+/// some directories (a scoped token's prefixes).
+///
+/// It is judged on the real location [`resolve`] returns, after every symlink on the way was
+/// followed, never on the path as the request spelled it: a link inside a prefix that leads
+/// elsewhere in the root (`team-a/link -> ../team-b`) would otherwise carry the operation out
+/// of the scope. That location is exactly what the operation then opens beneath the root,
+/// with every symlink refused (step 3 above), so no link swapped in between the check and the
+/// use can take it elsewhere: the check and the use name the same plain directories. The
+/// prefixes are compared as configured, whole segments at a time; a prefix that is itself a
+/// link is not followed (its real location is not beneath it), so a scope names real
+/// directories.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// `None`: the whole tree.
+    prefixes: Option<&'a [RelPath]>,
+}
+
+impl<'a> Scope<'a> {
+    /// Only these directories and what is beneath them (`None`: the whole tree).
+    pub fn new(prefixes: Option<&'a [RelPath]>) -> Self {
+        Scope { prefixes }
+    }
+
+    /// The prefixes, `None` for the whole tree.
+    pub fn prefixes(&self) -> Option<&'a [RelPath]> {
+        self.prefixes
+    }
+
+    /// True when the real location `real` (relative to the root, no symlink in it) is one of
+    /// the prefixes or beneath one.
+    pub fn allows(&self, real: &Path) -> bool {
+        self.prefixes
+            .is_none_or(|prefixes| prefixes.iter().any(|p| real.starts_with(p.as_path())))
+    }
+
+    /// `real` itself if [allowed](Self::allows), else [`StorageError::OutOfScope`].
+    pub fn check(&self, real: PathBuf) -> Result<PathBuf, StorageError> {
+        if self.allows(&real) {
+            Ok(real)
+        } else {
+            Err(StorageError::OutOfScope)
+        }
+    }
+}
+
+/// [`resolve`], refused ([`StorageError::OutOfScope`]) where the real location is not in
+/// `scope`.
+pub fn resolve_within(
+    root: &Root,
+    rel: &Path,
+    final_link: FinalLink,
+    scope: Scope<'_>,
+) -> Result<PathBuf, StorageError> {
+    scope.check(resolve(root, rel, final_link)?)
+}
+
+/// What `rel` names, [resolved](resolve) within `scope` and then looked at through its
+/// directory's handle (never following a symlink there); a name below a file is
+/// [`StorageError::NotFound`].
+pub fn stat(
+    root: &Root,
+    rel: &Path,
+    final_link: FinalLink,
+    scope: Scope<'_>,
+) -> Result<crate::sys::Stat, StorageError> {
     let not_found_below_a_file = |e| match e {
         StorageError::NotADirectory => StorageError::NotFound,
         e => e,
     };
-    let real = resolve(root, rel, final_link)?;
+    let real = resolve_within(root, rel, final_link, scope)?;
     let (parent, name) = super::split(&real)?;
     let dir = root.open_dir(parent).map_err(not_found_below_a_file)?;
     dir.stat(name)
@@ -701,5 +764,47 @@ mod tests {
         assert!(matches!(go("file-slash", Follow), Err(StorageError::NotFound)));
         assert_eq!(go("dir-slash", Follow).unwrap(), "real/sub");
         assert_eq!(go("", Follow).unwrap(), "");
+    }
+
+    #[test]
+    fn a_scope_is_judged_where_the_path_really_leads() {
+        use crate::storage::test_root;
+        use std::fs;
+        use std::os::unix::fs::symlink;
+        let (base, root) = test_root("jail-scope");
+        fs::create_dir_all(base.join("team-a/sub")).unwrap();
+        fs::create_dir_all(base.join("team-b")).unwrap();
+        fs::create_dir_all(base.join("team-ab")).unwrap();
+        fs::write(base.join("team-b/s"), "s").unwrap();
+        symlink("../team-b", base.join("team-a/out")).unwrap();
+        symlink("../team-b/s", base.join("team-a/file-out")).unwrap();
+        symlink("sub", base.join("team-a/in")).unwrap();
+        symlink("team-a", base.join("alias")).unwrap();
+        let prefixes = [RelPath::parse(b"team-a", Naming::Existing).unwrap()];
+        let scope = Scope::new(Some(&prefixes));
+        let go = |p: &str, f| resolve_within(&root, Path::new(p), f, scope).map(|p| p.to_string_lossy().into_owned());
+        use FinalLink::*;
+        assert_eq!(go("team-a/in/new", Follow).unwrap(), "team-a/sub/new");
+        assert_eq!(go("team-a", Follow).unwrap(), "team-a");
+        assert_eq!(
+            go("team-a/out", Keep).unwrap(),
+            "team-a/out",
+            "the link itself is inside"
+        );
+        assert_eq!(go("team-a/file-out", Keep).unwrap(), "team-a/file-out");
+        // Judged where it leads (the HTTP gate also refuses the spelling `alias/...`).
+        assert_eq!(go("alias/sub", Follow).unwrap(), "team-a/sub");
+        for (path, how) in [
+            ("team-a/out", Follow),
+            ("team-a/out/s", Keep),
+            ("team-a/out/new", Follow),
+            ("team-a/file-out", Follow),
+            ("team-ab", Follow),
+            ("", Follow),
+        ] {
+            assert!(matches!(go(path, how), Err(StorageError::OutOfScope)), "{path} {how:?}");
+        }
+        let everything = Scope::new(None);
+        assert!(resolve_within(&root, Path::new("team-a/out/s"), Follow, everything).is_ok());
     }
 }

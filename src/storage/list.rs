@@ -2,7 +2,7 @@
 //! at a time while the listing is sent.
 
 use super::dir::Dir;
-use super::jail::{self, FinalLink, is_reserved};
+use super::jail::{self, FinalLink, RelPath, Scope, is_reserved};
 use super::lock;
 use super::root::Root;
 use super::{Result, StorageError};
@@ -54,12 +54,16 @@ pub struct Listing {
     /// Where each name is in `names` (start, length), in sorted order.
     spans: Vec<(u32, u16)>,
     next: usize,
+    /// The prefixes of the [`Scope`] it was listed within: a symlink is described as what it
+    /// leads to only there.
+    scope: Option<Vec<RelPath>>,
 }
 
 impl Listing {
     /// Reads the names of the directory `rel` (relative to the root), through its handle,
-    /// without the service's own files, sorted by their bytes.
-    pub fn open(root: &Root, rel: &Path) -> Result<Listing> {
+    /// without the service's own files, sorted by their bytes. A symlink in it is described
+    /// by what it leads to only where that lies within `scope`.
+    pub fn open(root: &Root, rel: &Path, scope: Scope<'_>) -> Result<Listing> {
         let dir = match root.open_dir(rel)? {
             // A description of its own, never a `dup` of the root's handle (see `Dir::reopen`).
             super::root::DirRef::Root(dir) => dir.reopen().map_err(StorageError::from_io)?,
@@ -93,6 +97,7 @@ impl Listing {
             names,
             spans,
             next: 0,
+            scope: scope.prefixes().map(<[RelPath]>::to_vec),
         })
     }
 
@@ -107,7 +112,8 @@ impl Listing {
 
     /// The next entry, described now: a regular file at its committed size (see
     /// [`lock::committed`]), like a GET of it would serve; a symlink as what it leads to when
-    /// that stays inside the root (else as itself, so nothing of the outside shows). Entries
+    /// that stays inside the root and the listing's scope (else as itself, so nothing of the
+    /// outside shows). Entries
     /// gone since the names were read are skipped.
     pub fn next_entry(&mut self) -> Option<Entry> {
         loop {
@@ -115,7 +121,8 @@ impl Listing {
             let Ok(stat) = self.dir.stat(&name) else { continue };
             let own = (EntryKind::File, 0, stat.mtime);
             let described = if stat.is_symlink() {
-                Some(followed(&self.root, &self.rel.join(&name)).unwrap_or(own))
+                let scope = Scope::new(self.scope.as_deref());
+                Some(followed(&self.root, &self.rel.join(&name), scope).unwrap_or(own))
             } else {
                 described(&self.dir, &name, stat)
             };
@@ -147,11 +154,11 @@ fn described(dir: &Dir, name: &OsStr, stat: Stat) -> Option<(EntryKind, u64, (i6
     }
 }
 
-/// What the symlink at `rel` leads to, if that is inside the root: its real location is
-/// resolved from the root's handle, then opened without following anything, so a link swapped
-/// meanwhile shows as itself.
-fn followed(root: &Root, rel: &Path) -> Option<(EntryKind, u64, (i64, i64))> {
-    let real = jail::resolve(root, rel, FinalLink::Follow).ok()?;
+/// What the symlink at `rel` leads to, if that is inside the root and `scope`: its real
+/// location is resolved from the root's handle, then opened without following anything, so a
+/// link swapped meanwhile shows as itself.
+fn followed(root: &Root, rel: &Path, scope: Scope<'_>) -> Option<(EntryKind, u64, (i64, i64))> {
+    let real = jail::resolve_within(root, rel, FinalLink::Follow, scope).ok()?;
     if real.as_os_str().is_empty() {
         return None;
     }

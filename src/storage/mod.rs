@@ -1,7 +1,8 @@
 //! The storage root and everything done to files under it. Knows nothing of HTTP.
 //!
-//! Every operation takes a [`RelPath`] (already validated) and goes through [`jail::resolve`]
-//! before touching the filesystem. Every write follows one protocol (`docs/write-protocol.md`):
+//! Every operation takes a [`RelPath`] (already validated) and a [`Scope`] (the directories
+//! it may reach), and goes through [`jail::resolve`] before touching the filesystem; the
+//! scope is judged on the real location that returns ([`Scope`] says why). Every write follows one protocol (`docs/write-protocol.md`):
 //! the body is received whole first ([`temp`]), then committed under the file's lock
 //! ([`lock`]) with its preconditions checked there ([`conditions`]): uploads by rename or link
 //! ([`atomic`]), appends with a crash record ([`journal`], [`append`]), moves and deletes on
@@ -26,7 +27,7 @@ pub mod walk;
 pub mod wc;
 
 pub use conditions::{Conditions, Version, VersionTest};
-pub use jail::{Naming, PathError, RelPath};
+pub use jail::{Naming, PathError, RelPath, Scope};
 pub use list::{Entry, EntryKind, Listing};
 
 use std::ffi::OsStr;
@@ -49,6 +50,9 @@ pub enum StorageError {
     BadPath(PathError),
     /// A symlink on the path leads outside the root.
     OutsideRoot,
+    /// The path really lies (after its symlinks are followed) outside the operation's
+    /// [`Scope`].
+    OutOfScope,
     /// No such file or directory.
     NotFound,
     /// A directory is where a file is needed.
@@ -138,6 +142,7 @@ impl fmt::Display for StorageError {
         match self {
             StorageError::BadPath(e) => write!(f, "{e}"),
             StorageError::OutsideRoot => write!(f, "path leads outside the storage root through a symlink"),
+            StorageError::OutOfScope => write!(f, "path leads outside the directories this operation may reach"),
             StorageError::NotFound => write!(f, "no such file or directory"),
             StorageError::IsADirectory => write!(f, "a directory is in the way"),
             StorageError::NotADirectory => write!(f, "a file is in the way where a directory is needed"),
@@ -275,29 +280,29 @@ impl Storage {
 
     /// The real location of `rel` relative to the root (parents' symlinks replaced by their
     /// targets; the final name as given).
-    fn resolve(&self, rel: &RelPath) -> Result<PathBuf> {
+    fn resolve(&self, rel: &RelPath, scope: Scope<'_>) -> Result<PathBuf> {
         self.root.present()?;
-        jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Keep)
+        jail::resolve_within(&self.root, rel.as_path(), jail::FinalLink::Keep, scope)
     }
 
     /// Where the file `rel` names really is, relative to the root: a final symlink (inside the
     /// root, which the jail checked) is followed too, so locks, crash records and reads all
     /// meet at the real file.
-    fn resolve_file(&self, rel: &RelPath) -> Result<PathBuf> {
+    fn resolve_file(&self, rel: &RelPath, scope: Scope<'_>) -> Result<PathBuf> {
         self.root.present()?;
-        jail::resolve(&self.root, rel.as_path(), jail::FinalLink::Follow)
+        jail::resolve_within(&self.root, rel.as_path(), jail::FinalLink::Follow, scope)
     }
 
     /// What `rel` names, by handle (a final symlink counts as itself, even dangling).
-    fn stat(&self, rel: &RelPath) -> Result<crate::sys::Stat> {
+    fn stat(&self, rel: &RelPath, scope: Scope<'_>) -> Result<crate::sys::Stat> {
         self.root.present()?;
-        jail::stat(&self.root, rel.as_path(), jail::FinalLink::Keep)
+        jail::stat(&self.root, rel.as_path(), jail::FinalLink::Keep, scope)
     }
 
     /// Whether `rel` names anything (a final symlink counts as itself, even dangling), and a
     /// directory if it was spelled with a trailing `/`.
-    pub fn exists(&self, rel: &RelPath) -> Result<()> {
-        self.expect_dir_if_asked(rel, self.stat(rel)?.is_dir())
+    pub fn exists(&self, rel: &RelPath, scope: Scope<'_>) -> Result<()> {
+        self.expect_dir_if_asked(rel, self.stat(rel, scope)?.is_dir())
     }
 
     /// A path spelled with a trailing `/` names a directory only: a file there is not found.
@@ -311,8 +316,8 @@ impl Storage {
 
     /// Opens what `rel` names for reading; a file with the length of its committed writes.
     /// Everything is read through handles opened beneath the root, never by re-walking the path.
-    pub fn open_read(&self, rel: &RelPath) -> Result<Opened> {
-        let path = self.resolve_file(rel)?;
+    pub fn open_read(&self, rel: &RelPath, scope: Scope<'_>) -> Result<Opened> {
+        let path = self.resolve_file(rel, scope)?;
         if path.as_os_str().is_empty() {
             return Ok(Opened::Dir(self.root.dir().metadata().map_err(StorageError::from_io)?));
         }
@@ -337,15 +342,15 @@ impl Storage {
 
     /// Lists a directory, sorted by name, without the service's own files; entries are
     /// described as they are taken from the listing.
-    pub fn list(&self, rel: &RelPath) -> Result<Listing> {
-        Listing::open(&self.root, &self.resolve_file(rel)?)
+    pub fn list(&self, rel: &RelPath, scope: Scope<'_>) -> Result<Listing> {
+        Listing::open(&self.root, &self.resolve_file(rel, scope)?, scope)
     }
 
     /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see; holes are
     /// skipped, and the count stops ([`StorageError::ClientGone`]) once `gone` says the client
     /// that asked has left.
-    pub fn count_lines(&self, rel: &RelPath, gone: &dyn Fn() -> bool) -> Result<u64> {
-        match self.open_read(rel)? {
+    pub fn count_lines(&self, rel: &RelPath, scope: Scope<'_>, gone: &dyn Fn() -> bool) -> Result<u64> {
+        match self.open_read(rel, scope)? {
             Opened::File { file, len, .. } => wc::count_file(&file, len, gone).map_err(|e| match e {
                 wc::CountError::Gone { counted } => {
                     log::info!("line count of {rel} stopped after {counted} bytes: the client has gone");
@@ -359,26 +364,40 @@ impl Storage {
 
     /// Atomically creates or replaces the file at `rel` with everything `body` yields, if
     /// `conditions` hold when it commits. Returns the size written.
-    pub fn write_atomic(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
+    pub fn write_atomic(
+        &self,
+        rel: &RelPath,
+        scope: Scope<'_>,
+        body: &mut dyn Read,
+        conditions: &Conditions<'_>,
+    ) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        let written = atomic::write_atomic(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync);
+        let real = self.resolve_file(&rel, scope)?;
+        let written = atomic::write_atomic(&self.root, &real, body, conditions, self.fsync);
         self.unless_root_gone(written)
     }
 
     /// Appends everything `body` yields to the file at `rel` (created if missing), all or
     /// nothing, if `conditions` hold when it commits. Returns the new size.
-    pub fn append(&self, rel: &RelPath, body: &mut dyn Read, conditions: &Conditions<'_>) -> Result<u64> {
+    pub fn append(
+        &self,
+        rel: &RelPath,
+        scope: Scope<'_>,
+        body: &mut dyn Read,
+        conditions: &Conditions<'_>,
+    ) -> Result<u64> {
         let rel = rel.clone().non_root()?;
-        let appended = append::append(&self.root, &self.resolve_file(&rel)?, body, conditions, self.fsync);
+        let real = self.resolve_file(&rel, scope)?;
+        let appended = append::append(&self.root, &real, body, conditions, self.fsync);
         self.unless_root_gone(appended)
     }
 
     /// Moves `from` to `to` like `mv`, creating `to`'s parents, if `conditions` hold for `from`
-    /// when it moves. Returns the moved size.
-    pub fn rename(&self, from: &RelPath, to: &RelPath, conditions: &Conditions<'_>) -> Result<u64> {
+    /// when it moves, both ends within `scope`. Returns the moved size.
+    pub fn rename(&self, from: &RelPath, to: &RelPath, scope: Scope<'_>, conditions: &Conditions<'_>) -> Result<u64> {
         let (from, to) = (from.clone().non_root()?, to.clone().non_root()?);
         if from.contains(&to) {
-            return Err(match self.stat(&from) {
+            return Err(match self.stat(&from, scope) {
                 Ok(st) if !st.is_dir() => StorageError::MoveBelowFile {
                     from: from.to_string(),
                     to: to.to_string(),
@@ -387,17 +406,17 @@ impl Storage {
             });
         }
         if from.dir_only() {
-            self.exists(&from)?;
+            self.exists(&from, scope)?;
         }
-        let (src, dst) = (self.resolve(&from)?, self.resolve(&to)?);
-        self.unless_root_gone(tree::rename(&self.root, &src, &dst, conditions, self.fsync))
+        let (src, dst) = (self.resolve(&from, scope)?, self.resolve(&to, scope)?);
+        self.unless_root_gone(tree::rename(&self.root, &src, &dst, scope, conditions, self.fsync))
     }
 
     /// Where a move of `from` to `to` lands, read as `mv` reads it: a target spelled with a
     /// trailing `/` names an existing directory to move into (`a.txt` to `archive/` is
     /// `archive/a.txt`); without one, `to` itself. No such directory is
     /// [`StorageError::NoTargetDir`] (`mv` says "Not a directory"), never a file named `archive`.
-    pub fn move_destination(&self, from: &RelPath, to: &RelPath) -> Result<RelPath> {
+    pub fn move_destination(&self, from: &RelPath, to: &RelPath, scope: Scope<'_>) -> Result<RelPath> {
         if !to.dir_only() || to.is_root() {
             return Ok(to.clone());
         }
@@ -405,7 +424,7 @@ impl Storage {
             dir: to.to_string(),
             file,
         };
-        match jail::stat(&self.root, to.as_path(), jail::FinalLink::Follow) {
+        match jail::stat(&self.root, to.as_path(), jail::FinalLink::Follow, scope) {
             Ok(st) if st.is_dir() => Ok(to.join_last_of(from)?),
             Ok(_) => Err(no_dir(true)),
             Err(StorageError::NotFound | StorageError::NotADirectory) => Err(no_dir(false)),
@@ -415,14 +434,20 @@ impl Storage {
 
     /// Deletes a file, or a directory and everything in it (all at once, as readers see it).
     /// Never the root. Only if `conditions` hold at that instant.
-    pub fn delete(&self, rel: &RelPath, conditions: &Conditions<'_>) -> Result<()> {
+    /// A symlink is deleted itself, never followed, but only where it lies within `scope`.
+    pub fn delete(&self, rel: &RelPath, scope: Scope<'_>, conditions: &Conditions<'_>) -> Result<()> {
         if rel.is_root() {
             return Err(StorageError::RootRefused);
         }
         if rel.dir_only() {
-            self.exists(rel)?;
+            self.exists(rel, scope)?;
         }
-        self.unless_root_gone(tree::delete(&self.root, &self.resolve(rel)?, conditions, self.fsync))
+        self.unless_root_gone(tree::delete(
+            &self.root,
+            &self.resolve(rel, scope)?,
+            conditions,
+            self.fsync,
+        ))
     }
 
     /// The outcome of a change, unless the root went meanwhile ([`root::Root::present`]): then

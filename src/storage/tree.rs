@@ -11,7 +11,7 @@
 
 use super::conditions::Conditions;
 use super::dir::{Access, Dir, random_name};
-use super::jail::{self, FinalLink};
+use super::jail::{self, FinalLink, Scope};
 use super::jail::{MAX_PATH_BYTES, RESERVED_PREFIX};
 use super::journal;
 use super::lock::{self, Held, open_regular};
@@ -35,8 +35,17 @@ const MAX_REMOVE_PASSES: usize = 64;
 /// created; a file cannot replace a directory or the reverse, nor itself (like `mv`, which
 /// says "are the same file": renaming a link over its own target would destroy the file, and
 /// renaming one hard link over another does nothing). `conditions` are checked on the source
-/// under its lock, just before the rename. Returns the moved size.
-pub fn rename(root: &Root, src: &Path, dst: &Path, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
+/// under its lock, just before the rename. Links at either end are looked through (for those
+/// checks only) where they lead within `scope`; one leading out of it counts as itself.
+/// Returns the moved size.
+pub fn rename(
+    root: &Root,
+    src: &Path,
+    dst: &Path,
+    scope: Scope<'_>,
+    conditions: &Conditions<'_>,
+    fsync: bool,
+) -> Result<u64> {
     let (src_parent, src_name) = split(src)?;
     let (dst_parent, dst_name) = split(dst)?;
     for _ in 0..MAX_MOVE_ATTEMPTS {
@@ -45,8 +54,8 @@ pub fn rename(root: &Root, src: &Path, dst: &Path, conditions: &Conditions<'_>, 
         if src_stat.is_dir() {
             check_nameable_after_move(root, &src_dir, src_name, src, dst)?;
         }
-        if let Ok(dst_seen) = jail::stat(root, dst, FinalLink::Follow) {
-            if jail::stat(root, src, FinalLink::Follow)
+        if let Ok(dst_seen) = jail::stat(root, dst, FinalLink::Follow, scope) {
+            if jail::stat(root, src, FinalLink::Follow, scope)
                 .ok()
                 .is_some_and(|s| (s.dev, s.ino) == (dst_seen.dev, dst_seen.ino))
             {

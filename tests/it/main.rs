@@ -25,6 +25,8 @@
 //! - `preconditions`: `If-Match`, `If-Unmodified-Since` and `If-Modified-Since` on every method,
 //!   and `Cache-Control` on files and listings.
 //! - `validators`: ETags and `If-Range` dates on a one-second filesystem that reuses inodes.
+//! - `attack_browser`: an attack review of the browser and token rules; each test is a
+//!   problem found (they fail until it is fixed).
 //! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
 //!   special files at the server's own names.
 //! - `moves_deletes`: trees nested past `PATH_MAX` deleted whole and swept, moves that would make

@@ -1,13 +1,18 @@
 //! Security rules of docs/API.md ("Security"), checked with curl and the real binary: writes a
 //! browser marks as cross-site are refused, host names not served are refused (DNS rebinding),
 //! a blank token source stops the start, Basic credentials count as the token, scoped tokens
-//! reach only their prefixes, and query strings never reach the log. The same rules in a real
-//! browser are in `browser`.
+//! reach only their prefixes (where a path really leads, symlinks followed), and neither query
+//! strings nor a URL's credentials reach the log. The same rules in a real browser are in
+//! `browser`.
 
 use std::fs;
+use std::os::unix::fs::symlink;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
+
+use crate::support::raw::only_response;
 use crate::support::{Response, Server, TempDir, server_binary, wait_until};
 
 /// How long a start that must fail gets to exit.
@@ -511,4 +516,295 @@ fn query_strings_never_reach_the_log() {
     let log = s.log();
     assert!(logged, "both requests should be logged by path:\n{log}");
     assert!(!log.contains("SECRET"), "the log shows a query string:\n{log}");
+}
+
+/// A server whose tokens file is `text`, with `admin` as the unscoped read-write token.
+fn with_tokens_file(text: &str) -> Server {
+    let secrets = TempDir::new();
+    let path = secrets.path().join("tokens");
+    fs::write(&path, text).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    Server::start_with_env(&[("HTTP_NAS_TOKEN", "admin")], &["--tokens-file", &path])
+}
+
+/// token read, list, stat, write, append, replace, delete and move-into access to `team-b`.
+#[test]
+fn scoped_token_does_not_reach_outside_its_prefix_through_a_symlink() {
+    let s = with_tokens_file("team-a-tok rw team-a\n");
+    s.write("team-a/own.txt", "mine");
+    s.write("team-b/secret.txt", "team b only");
+    s.write("team-b/victim.txt", "kept");
+    // Another writer, inside team-a, plants links that stay inside the root.
+    symlink("../team-b", s.root().join("team-a/dirlink")).unwrap();
+    symlink("../team-b/secret.txt", s.root().join("team-a/filelink")).unwrap();
+    let a = bearer("team-a-tok");
+    // The direct route is refused, as documented.
+    s.get_with("/file/team-b/secret.txt", &[&a]).assert_status(403);
+
+    let mut reached = Vec::new();
+    let mut check = |what: &str, status: u16| {
+        if (200..300).contains(&status) {
+            reached.push(format!("{what} -> {status}"));
+        }
+    };
+    check(
+        "GET dirlink/secret.txt",
+        s.get_with("/file/team-a/dirlink/secret.txt", &[&a]).status,
+    );
+    check("GET filelink", s.get_with("/file/team-a/filelink", &[&a]).status);
+    check("list dirlink/", s.get_with("/file/team-a/dirlink/", &[&a]).status);
+    check(
+        "check filelink",
+        s.get_with("/file/team-a/filelink/check", &[&a]).status,
+    );
+    check("wc filelink", s.get_with("/file/team-a/filelink/wc", &[&a]).status);
+    check(
+        "POST dirlink/planted.txt",
+        s.send("POST", "/file/team-a/dirlink/planted.txt", b"planted", &[&a])
+            .status,
+    );
+    check(
+        "append filelink",
+        s.send("PUT", "/file/team-a/filelink", b"+appended", &[&a]).status,
+    );
+    check(
+        "move own.txt to dirlink/moved.txt",
+        s.send(
+            "PUT",
+            "/file/team-a/own.txt/mv",
+            br#"{"path":"team-a/dirlink/moved.txt"}"#,
+            &[&a],
+        )
+        .status,
+    );
+    check(
+        "DELETE dirlink/victim.txt",
+        s.send("DELETE", "/file/team-a/dirlink/victim.txt", b"", &[&a]).status,
+    );
+    check(
+        "POST filelink (replace)",
+        s.send("POST", "/file/team-a/filelink", b"replaced", &[&a]).status,
+    );
+
+    let mut on_disk: Vec<String> = fs::read_dir(s.root().join("team-b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let secret = String::from_utf8_lossy(&s.read("team-b/secret.txt")).into_owned();
+    assert!(
+        reached.is_empty() && secret == "team b only" && on_disk == ["secret.txt", "victim.txt"],
+        "the team-a token reached team-b through a symlink inside team-a:\n{}\n\
+         team-b now holds {on_disk:?}, secret.txt = {secret:?}",
+        reached.join("\n")
+    );
+}
+
+/// A link inside a prefix is a name of the prefix like any other: listed, moved and deleted
+/// as itself (never what it leads to), and followed where it stays inside the prefix; where it
+/// leads out, the listing describes the link itself (no size or time of the file outside),
+/// and a move into the directory it leads to is refused.
+#[test]
+fn a_link_inside_a_prefix_is_listed_moved_and_deleted_as_itself() {
+    let s = with_tokens_file("team-a-tok rw team-a\n");
+    s.write("team-a/own.txt", "mine");
+    s.write("team-b/secret.txt", "team b only, 27 bytes long");
+    symlink("../team-b", s.root().join("team-a/dirlink")).unwrap();
+    symlink("../team-b/secret.txt", s.root().join("team-a/filelink")).unwrap();
+    symlink("own.txt", s.root().join("team-a/inner")).unwrap();
+    let a = bearer("team-a-tok");
+
+    let listing = s.get_with("/file/team-a/", &[&a, "Accept: application/json"]);
+    let entries: Value = serde_json::from_slice(&listing.assert_status(200).body).expect("JSON listing");
+    let entry = |name: &str| {
+        let e = entries
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["name"] == name))
+            .unwrap_or_else(|| panic!("{name} is not listed: {entries}"));
+        (e["type"].as_str().unwrap_or_default().to_string(), e["size"].as_u64())
+    };
+    assert_eq!(
+        entry("inner"),
+        ("file".into(), Some(4)),
+        "a link inside the prefix is followed"
+    );
+    assert_eq!(
+        entry("filelink"),
+        ("file".into(), Some(0)),
+        "described as itself: {entries}"
+    );
+    assert_eq!(
+        entry("dirlink"),
+        ("file".into(), Some(0)),
+        "described as itself: {entries}"
+    );
+    assert_eq!(
+        s.get_with("/file/team-a/inner", &[&a]).assert_status(200).text(),
+        "mine"
+    );
+
+    let into = s.send(
+        "PUT",
+        "/file/team-a/own.txt/mv",
+        br#"{"path":"team-a/dirlink/"}"#,
+        &[&a],
+    );
+    assert_eq!(into.status, 403, "{}", into.text());
+    assert!(s.exists("team-a/own.txt") && !s.exists("team-b/own.txt"));
+
+    s.send(
+        "PUT",
+        "/file/team-a/filelink/mv",
+        br#"{"path":"team-a/renamed-link"}"#,
+        &[&a],
+    )
+    .assert_status(200);
+    let renamed = fs::symlink_metadata(s.root().join("team-a/renamed-link")).unwrap();
+    assert!(renamed.file_type().is_symlink(), "the link itself moved");
+    s.send("DELETE", "/file/team-a/renamed-link", b"", &[&a])
+        .assert_status(200);
+    s.send("DELETE", "/file/team-a/dirlink", b"", &[&a]).assert_status(200);
+    assert!(!s.root().join("team-a/dirlink").exists() && !s.root().join("team-a/renamed-link").exists());
+    assert_eq!(s.read("team-b/secret.txt"), b"team b only, 27 bytes long");
+}
+
+/// token, and anyone sending `Authorization: Bearer <EF BB BF>` reads and writes everything.
+#[test]
+fn a_token_file_of_only_a_byte_order_mark_is_blank_and_stops_the_start() {
+    let dir = TempDir::new();
+    let path = dir.path().join("token");
+    fs::write(&path, b"\xef\xbb\xbf\r\n").unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let (status, stderr) = start_outcome(&["--token-file", &path], &[]);
+    let (env_status, env_stderr) = start_outcome(&[], &[("HTTP_NAS_TOKEN", "\u{feff}")]);
+    if status.and_then(|s| s.code()) == Some(2) && env_status.and_then(|s| s.code()) == Some(2) {
+        return;
+    }
+    // Show what it means: the invisible token opens the service.
+    let s = Server::start_with(&["--token-file", &path]);
+    s.write("private.txt", "private");
+    let open = s.get_with("/file/private.txt", &["Authorization: Bearer \u{feff}"]);
+    panic!(
+        "a token source holding only a byte order mark should stop the start with exit code 2 \
+         (--token-file: {status:?}, stderr {stderr:?}; HTTP_NAS_TOKEN: {env_status:?}, stderr \
+         {env_stderr:?}); it started, and `Authorization: Bearer <BOM>` got {} {:?}",
+        open.status,
+        open.text()
+    );
+}
+
+/// to the access log: the log strips the query but not the user info.
+#[test]
+fn credentials_in_an_absolute_form_target_never_reach_the_log() {
+    let s = Server::start();
+    s.write("a.txt", "a");
+    let request = b"GET http://user:PASSWORD-IN-URL@127.0.0.1/file/a.txt HTTP/1.1\r\n\
+        Host: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let response = only_response(&crate::support::raw::raw(s.addr(), request, false));
+    assert!(response.status != 0);
+    let logged = wait_until(LOG_TIMEOUT, || s.log().contains("/file/a.txt"));
+    let log = s.log();
+    assert!(logged, "the request should be logged:\n{log}");
+    assert!(
+        !log.contains("PASSWORD-IN-URL"),
+        "the log shows a URL's credentials:\n{log}"
+    );
+}
+
+/// error repeats the value, so the token lands in the pod log.
+#[test]
+fn a_token_given_where_its_file_belongs_is_not_repeated_in_the_error() {
+    let token = "s3cr3t-Token-Value-42";
+    for (case, args, env) in [
+        ("HTTP_NAS_TOKEN_FILE", vec![], vec![("HTTP_NAS_TOKEN_FILE", token)]),
+        (
+            "HTTP_NAS_READ_TOKEN_FILE",
+            vec![],
+            vec![("HTTP_NAS_READ_TOKEN_FILE", token)],
+        ),
+        ("--token-file", vec!["--token-file", token], vec![]),
+        ("--tokens-file", vec!["--tokens-file", token], vec![]),
+    ] {
+        let (status, stderr) = start_outcome(&args, &env);
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{case}: {stderr}");
+        assert!(!stderr.contains(token), "{case}: the error shows the token:\n{stderr}");
+    }
+}
+
+/// comment should end the line), never widen the token.
+#[test]
+fn a_trailing_comment_in_the_tokens_file_never_widens_a_token() {
+    let dir = TempDir::new();
+    let path = dir.path().join("tokens");
+    fs::write(&path, "team-a-tok rw team-a   # CI of team-a, never team-b\n").unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let (status, _) = start_outcome(&["--tokens-file", &path], &[]);
+    if status.and_then(|s| s.code()) == Some(2) {
+        return;
+    }
+    let s = with_tokens_file("team-a-tok rw team-a   # CI of team-a, never team-b\n");
+    s.write("team-b/secret.txt", "team b only");
+    let a = bearer("team-a-tok");
+    let read = s.get_with("/file/team-b/secret.txt", &[&a]);
+    let wrote = s.send("POST", "/file/team-b/planted.txt", b"x", &[&a]);
+    assert!(
+        read.status == 403 && wrote.status == 403,
+        "a trailing comment widened the token: GET team-b/secret.txt -> {} {:?}, \
+         POST team-b/planted.txt -> {}",
+        read.status,
+        read.text(),
+        wrote.status
+    );
+}
+
+/// of it today, but each request names a host that is not served and is answered.
+#[test]
+fn allowed_hosts_judge_the_host_the_request_names() {
+    let s = Server::start_with(&["--allowed-hosts", "nas.example"]);
+    s.write("a.txt", "a");
+    let ask = |request: &[u8]| only_response(&crate::support::raw::raw(s.addr(), request, false)).status;
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "absolute-form target naming attacker.example, Host 127.0.0.1",
+            b"GET http://attacker.example/file/a.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "Host [::1].attacker.example",
+            b"GET /file/a.txt HTTP/1.1\r\nHost: [::1].attacker.example\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "Host attacker\\xff.example (not UTF-8)",
+            b"GET /file/a.txt HTTP/1.1\r\nHost: attacker\xff.example\r\nConnection: close\r\n\r\n",
+        ),
+    ];
+    let answered: Vec<String> = cases
+        .iter()
+        .map(|(case, request)| (case, ask(request)))
+        .filter(|(_, status)| *status != 403)
+        .map(|(case, status)| format!("{case} -> {status}"))
+        .collect();
+    assert!(
+        answered.is_empty(),
+        "hosts not served were answered (each should be 403):\n{}",
+        answered.join("\n")
+    );
+}
+
+/// as another site's.
+#[test]
+fn a_write_with_an_unreadable_origin_is_refused() {
+    let s = Server::start();
+    let ask = |request: &[u8]| only_response(&crate::support::raw::raw(s.addr(), request, false)).status;
+    let origin = ask(
+        b"POST /file/o.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://attacker\xff.example\r\n\
+          Content-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    let fetch_site = ask(
+        b"POST /file/f.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: cross-site\xff\r\n\
+          Content-Length: 1\r\nConnection: close\r\n\r\nx",
+    );
+    assert!(
+        origin == 403 && fetch_site == 403 && !s.exists("o.txt") && !s.exists("f.txt"),
+        "writes with an unreadable Origin ({origin}) or Sec-Fetch-Site ({fetch_site}) went through"
+    );
 }
