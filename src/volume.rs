@@ -2,7 +2,7 @@
 //! should tell an operator about running several replicas on it.
 //!
 //! Several replicas on one ReadWriteMany volume need locks that hold across clients, atomic
-//! renames, and close-to-open consistency or stricter (README "Several replicas"). Some of that
+//! renames, and close-to-open consistency or stricter (docs/operations.md, "Several replicas"). Some of that
 //! shows in the mount options and is checked here (NFS attribute and lookup caching); some
 //! cannot be seen from inside the pod (GlusterFS's volume options, the FUSE mount's timeouts),
 //! and the log says so rather than guess.
@@ -71,7 +71,7 @@ pub fn replica_advice(mount: &Mount) -> Option<String> {
                 Some(format!(
                     "the storage is on NFS ({}) with attribute or lookup caching: several replicas \
                      need it mounted with actimeo=0 (or noac) and lookupcache=none, else one may \
-                     read another's stale sizes and names (README \"Several replicas\")",
+                     read another's stale sizes and names (docs/operations.md, \"Several replicas\")",
                     mount.point
                 ))
             }
@@ -79,18 +79,19 @@ pub fn replica_advice(mount: &Mount) -> Option<String> {
         "fuse.glusterfs" => Some(format!(
             "the storage is on GlusterFS ({}): several replicas need the strict profile (volume \
              caching translators off; mounts with direct-io-mode=enable and attribute, entry and \
-             negative timeouts 0), which cannot be checked from here (README \"Several replicas\")",
+             negative timeouts 0), which cannot be checked from here \
+             (docs/operations.md, \"Several replicas\")",
             mount.point
         )),
         "ceph" | "fuse.ceph-fuse" => None,
         t if t.starts_with("fuse") => Some(format!(
             "the storage is on a FUSE filesystem ({t} at {}): several replicas need it to honour \
-             flock across clients and rename atomically (README \"Several replicas\")",
+             flock across clients and rename atomically (docs/operations.md, \"Several replicas\")",
             mount.point
         )),
         "cifs" | "smb3" => Some(format!(
             "the storage is on SMB ({}): flock locks are local to this client there, so run a \
-             single replica (README \"Several replicas\")",
+             single replica (docs/operations.md, \"Several replicas\")",
             mount.point
         )),
         _ => None,

@@ -70,6 +70,10 @@ def a_common(r: Rendered) -> None:
     assert url == f"http://{svc['metadata']['name']}:{svc['spec']['ports'][0]['port']}", url
     assert re.fullmatch(r"curlimages/curl:\d+\.\d+\.\d+", tc["image"]), f"test image not pinned: {tc['image']}"
     assert "helm test" in r.notes and "/file/" in r.notes, "NOTES lacks the usage examples"
+    # Plain listings are bare names (directories too), and curl -sf would hide the server's
+    # error messages: the examples use -sS --fail-with-body.
+    assert "end in /" not in r.notes and "bare names" in r.notes, "NOTES misdescribes listings"
+    assert "-sf" not in r.notes and "--fail-with-body" in r.notes, "NOTES teaches curl -sf"
 
 
 def a_default(r: Rendered) -> None:
@@ -396,13 +400,14 @@ def test_scenario_promises(rendered: Callable[[str], Rendered], name: str) -> No
 
 MUST_FAIL = {
     "replicaCount=2 with ReadWriteOnce": (sets("replicaCount=2"),
-        ["replicaCount=2 needs a ReadWriteMany volume", "ReadWriteOnce", "EFS", "CephFS", "Filestore", "NFS"]),
+        ["replicaCount=2 needs a ReadWriteMany volume", "ReadWriteOnce", "EFS", "CephFS", "Filestore", "NFS",
+         "not Azure Files"]),
     "replicaCount=2 with ReadWriteOncePod": (sets("replicaCount=2,pvc.accessMode=ReadWriteOncePod"),
         ["needs a ReadWriteMany volume", "ReadWriteOncePod"]),
     "replicaCount=2 with an existing claim, default ReadWriteOnce": (sets("replicaCount=2,pvc.existingClaim=x"),
         ["needs a ReadWriteMany volume"]),
     "autoscaling with ReadWriteOnce": (sets("autoscaling.enabled=true"),
-        ["autoscaling.enabled=true needs a ReadWriteMany volume", "EFS"]),
+        ["autoscaling.enabled=true needs a ReadWriteMany volume", "EFS", "not Azure Files"]),
     "accessMode ReadOnlyMany": (sets("pvc.accessMode=ReadOnlyMany"), ["ReadOnlyMany cannot work"]),
     "relative storagePath": (sets("storagePath=data"), ["storagePath must be an absolute path"]),
 }

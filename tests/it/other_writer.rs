@@ -618,9 +618,9 @@ fn opens_that_fail_with_estale_are_tried_again() {
 
 #[test]
 fn files_are_never_opened_for_o_append_nor_mapped_shared() {
-    // README "Several replicas": the service never relies on O_APPEND across replicas (it
-    // writes at the size read under the lock) and never uses shared mmap (GlusterFS refuses
-    // it). Every open and mmap of a workload of uploads, appends, reads and moves is traced.
+    // docs/operations.md, "Several replicas": the service never relies on O_APPEND across
+    // replicas (it writes at the size read under the lock) and never uses shared mmap (GlusterFS
+    // refuses it). Every open and mmap of a workload of uploads, appends, reads and moves is traced.
     if !strace_usable() {
         return;
     }
