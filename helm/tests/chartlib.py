@@ -313,3 +313,86 @@ def live_test(binary: Path, rendered: Rendered, tokens: dict[str, str] | None) -
                 raise AssertionError("server did not stop within 30 s of SIGTERM")
             log.close()
         assert code == 0, f"server exited {code} after SIGTERM"
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics: what the binary exports on /metrics, for checking the Grafana dashboard's queries
+
+# A capture of the binary's /metrics (`http-nas --listen 127.0.0.1:0 --storage DIR`, then
+# `curl http://ADDR/metrics`), used when no binary is given; the live test keeps it current.
+METRICS_CAPTURE = Path(__file__).resolve().parent / "metrics-exposition.txt"
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+\S+$")
+LABEL_PAIR = re.compile(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"')
+
+
+class Exposition:
+    """Prometheus text exposition, parsed: metric families (from `# TYPE`) and, for every sample
+    name (a histogram's _bucket/_sum/_count included), its label names and their values."""
+
+    def __init__(self, text: str):
+        self.types: dict[str, str] = {}
+        self.samples: dict[str, dict[str, set[str]]] = {}
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split(maxsplit=3)
+                self.types[name] = kind
+            elif line and not line.startswith("#"):
+                m = SAMPLE.match(line)
+                assert m, f"not a sample line: {line!r}"
+                labels = self.samples.setdefault(m.group(1), {})
+                for key, value in LABEL_PAIR.findall(m.group(2) or ""):
+                    labels.setdefault(key, set()).add(value)
+        for name in self.samples:
+            assert self.family(name), f"sample {name} belongs to no # TYPE family"
+
+    def family(self, sample: str) -> str | None:
+        """The family a sample name belongs to: itself, or a histogram/summary's base name."""
+        if sample in self.types:
+            return sample
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = sample.removesuffix(suffix)
+            if base != sample and self.types.get(base) in ("histogram", "summary"):
+                return base
+        return None
+
+    def shape(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Sample name -> (family type, sorted label names): what a capture must agree on."""
+        return {name: (self.types[self.family(name) or name], tuple(sorted(labels)))
+                for name, labels in self.samples.items()}
+
+
+def scrape_metrics(binary: Path) -> str:
+    """Start the binary on an ephemeral loopback port against an empty temp root, read the bound
+    address from its `listening on ADDR` log line, fetch /metrics, stop it."""
+    with tempfile.TemporaryDirectory(prefix="helm-check-metrics-") as tmp:
+        storage = Path(tmp) / "storage"
+        storage.mkdir()
+        log = open(Path(tmp) / "server.log", "w+")
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "info"}
+        proc = subprocess.Popen([str(binary), "--listen", "127.0.0.1:0", "--storage", str(storage)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                log.seek(0)
+                m = re.search(r"listening on (\S+)", log.read())
+                if m:
+                    addr = m.group(1)
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise AssertionError(f"http-nas did not start listening:\n{log.read()}")
+                time.sleep(0.05)
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://{addr}/metrics", timeout=5) as resp:
+                assert resp.status == 200, resp.status
+                return resp.read().decode()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()

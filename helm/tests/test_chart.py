@@ -194,6 +194,13 @@ def a_monitor(r: Rendered) -> None:
     assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "3000", ann
 
 
+def a_dashboard(r: Rendered) -> None:
+    # The dashboard itself is checked in test_dashboard.py.
+    cm = r.one("ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]
+    assert cm["data"]["http-nas.json"].strip() == (CHART / "files" / "dashboard.json").read_text().strip()
+
+
 def a_placement(r: Rendered) -> None:
     pod = r.server_pod()
     assert pod["nodeSelector"] == {"disktype": "ssd", "zone": "a"}, pod.get("nodeSelector")
@@ -301,6 +308,9 @@ SCENARIOS = [Scenario(*s) for s in [
     ("servicemonitor", sets("metrics.serviceMonitor.enabled=true",
                             "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
                             "metrics.podAnnotations=true"), RELEASE, KUBE_VERSIONS, a_monitor),
+    ("grafana-dashboard", sets("grafanaDashboard.enabled=true",
+                               "grafanaDashboard.annotations.grafana_folder=Storage"),
+     RELEASE, KUBE_VERSIONS, a_dashboard),
     ("placement", deep_merge(sets("nodeSelector.disktype=ssd,global.nodeSelector.zone=a",
                                   "global.nodeSelector.disktype=hdd,priorityClassName=high",
                                   "podLabels.team=data"),
@@ -339,7 +349,7 @@ def test_package_then_render_the_archive() -> None:
     assert archive.name == "http-nas-2.0.0.tgz", archive.name
     with helm.Chart.load(archive) as packaged:
         names = {f["name"] for f in packaged.files}
-        assert "files/test-upload.sh" in names and "README.md" in names, names
+        assert {"files/test-upload.sh", "files/dashboard.json", "README.md"} <= names, names
         Rendered(packaged.render({}, name=RELEASE, namespace=NAMESPACE)).test_pod()
 
 
