@@ -27,13 +27,20 @@ redbot:
 
 ## crash-test: the write protocol's crash and race tests at length: kill -9 at random moments
 ## (CRASH_ROUNDS per disk; the throttled loop-mounted disk needs root), a replica restarting
-## RESTART_ROUNDS times while another appends, and the strace-driven races (need strace)
+## RESTART_ROUNDS times while another appends, and the strace-driven races (need strace); the
+## tests are listed by name in .ci/crash-tests
 CRASH_ROUNDS   ?= 20
 RESTART_ROUNDS ?= 1000
+CRASH_TESTS     = $(shell grep -v '^\s*\(\#\|$$\)' .ci/crash-tests)
 crash-test:
+	@listed=$$(echo $(CRASH_TESTS) | wc -w); \
+	found=$$($(CARGO) test --test it -- --list --exact $(CRASH_TESTS) 2>/dev/null | grep -c ': test$$'); \
+	if [ "$$found" -ne "$$listed" ]; then \
+	  echo "crash-test: .ci/crash-tests names $$listed tests but $$found exist (renamed or moved?)" >&2; exit 1; \
+	fi
 	HTTP_NAS_CRASH_ROUNDS=$(CRASH_ROUNDS) HTTP_NAS_RESTART_ROUNDS=$(RESTART_ROUNDS) \
 	  .ci/with-skips $(if $(SKIPS_ALLOWED),--allowed $(SKIPS_ALLOWED)) \
-	  $(CARGO) test --test it -- --nocapture crash:: protocol::
+	  $(CARGO) test --test it -- --nocapture --exact $(CRASH_TESTS)
 
 ## test-replicas: two and three replicas of the real binary on a GlusterFS volume on loopback
 ## (installed and started by .ci/gluster; skipped with the reason where FUSE is missing)

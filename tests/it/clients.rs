@@ -1,17 +1,17 @@
-//! Issue 11, "a true drop-in for the original's real clients": the call sites of the Node
+//! Drop-in compatibility with the original's real clients: the call sites of the Node
 //! http-nas's best-known user (the Redactics agent's DAGs, restore scripts, CLI and chart),
 //! run as they are written: `curl -s` without `-f`, bodies compared with strings, listings split
-//! on whitespace, `/check` read for `.size`, the chart's `helm test` fetching `/`, and a
-//! deployment that sets only `PORT` and `STORAGE_PATH`.
+//! on whitespace, `/check` read for `.size` and the fields Node's `fs.Stats` serialises, the
+//! chart's `helm test` fetching `/`, and a deployment that sets only `PORT` and `STORAGE_PATH`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Server, TempDir, server_binary};
+use crate::support::{Server, TempDir, server_binary, skip};
 
 #[test]
-fn issue11_a_missing_file_answers_the_seeds_exact_not_found_body() {
+fn a_missing_file_answers_the_seeds_exact_not_found_body() {
     let s = Server::start();
     for (method, path) in [
         ("GET", "/file/blah"),
@@ -35,7 +35,7 @@ fn issue11_a_missing_file_answers_the_seeds_exact_not_found_body() {
 }
 
 #[test]
-fn issue11_the_agents_dag_treats_a_missing_workflow_directory_as_deleted() {
+fn the_agents_dag_treats_a_missing_workflow_directory_as_deleted() {
     // The DAG's first task: delete the workflow's directory; a 404 is fine only if its body is
     // `Not Found` (what Express's sendStatus(404) sends); anything else fails the task.
     let s = Server::start();
@@ -51,7 +51,7 @@ fn issue11_the_agents_dag_treats_a_missing_workflow_directory_as_deleted() {
 }
 
 #[test]
-fn issue11_check_answers_node_fs_stats_fields_or_not_found() {
+fn check_answers_node_fs_stats_fields_or_not_found() {
     let s = Server::start();
     let dump = "COPY t FROM stdin;\n1\n\\.\n";
     s.write("dumps/table.sql", dump);
@@ -92,7 +92,7 @@ fn issue11_check_answers_node_fs_stats_fields_or_not_found() {
 }
 
 #[test]
-fn issue11_check_reports_the_committed_size_like_get() {
+fn check_reports_the_committed_size_like_get() {
     let s = Server::start();
     s.post("/file/f", "12345").assert_ok_json();
     s.append("/file/f", "678").assert_ok_json();
@@ -100,7 +100,7 @@ fn issue11_check_reports_the_committed_size_like_get() {
 }
 
 #[test]
-fn issue11_the_charts_helm_test_fetches_the_root_page() {
+fn the_charts_helm_test_fetches_the_root_page() {
     let s = Server::start_with_env(&[("HTTP_NAS_TOKEN", "secret")], &[]);
     let page = s.get("/");
     page.assert_status(200);
@@ -111,7 +111,7 @@ fn issue11_the_charts_helm_test_fetches_the_root_page() {
 }
 
 #[test]
-fn issue11_the_cli_prints_a_listing_of_bare_names() {
+fn the_cli_prints_a_listing_of_bare_names() {
     let s = Server::start();
     s.write("exports/2026-11-30/data.csv", "x");
     s.write("exports/latest.csv", "y");
@@ -123,7 +123,7 @@ fn issue11_the_cli_prints_a_listing_of_bare_names() {
 }
 
 #[test]
-fn issue11_a_deployment_that_sets_only_port_and_storage_path_listens_on_port() {
+fn a_deployment_that_sets_only_port_and_storage_path_listens_on_port() {
     let home = TempDir::new();
     let mut child = Command::new(server_binary())
         .env_clear()
@@ -164,4 +164,29 @@ fn issue11_a_deployment_that_sets_only_port_and_storage_path_listens_on_port() {
         Some("OK"),
         "PORT=0 listens on all addresses: {listening:?}"
     );
+}
+
+#[test]
+fn check_answers_what_node_fs_stats_serialises() {
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return skip("node is not installed");
+    }
+    let s = Server::start();
+    s.write("dir/data.csv", "a,b\n1,2\n");
+    for (rel, url) in [
+        ("dir/data.csv", "/file/dir%2Fdata.csv/check"),
+        ("dir", "/file/dir/check"),
+    ] {
+        let script = "process.stdout.write(JSON.stringify(require('fs').statSync(process.argv[1])))";
+        let path = s.root().join(rel);
+        let out = Command::new("node")
+            .args(["-e", script])
+            .arg(&path)
+            .output()
+            .expect("run node");
+        let ours = s.get(url);
+        ours.assert_status(200);
+        assert_eq!(ours.text().trim_end(), String::from_utf8_lossy(&out.stdout), "{rel}");
+    }
 }

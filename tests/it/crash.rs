@@ -1,4 +1,4 @@
-//! Crash consistency (issue 15): `kill -9` at random moments while clients append (small and
+//! Crash consistency at length: `kill -9` at random moments while clients append (small and
 //! large bodies, two clients per file, some with `Upload-Offset`), upload, move, delete and
 //! read; then a restart on the same root, and a check that every file holds exactly whole
 //! acknowledged writes, no byte of an unacknowledged one, and that readers only ever saw
@@ -562,7 +562,7 @@ fn crash_rounds_on(root: &Path, what: &str) {
 }
 
 #[test]
-fn issue15_kill9_at_random_moments_on_plain_disk_loses_nothing_acknowledged() {
+fn kill9_at_random_moments_on_plain_disk_loses_nothing_acknowledged() {
     let home = TempDir::new();
     let root = home.path().join("root");
     fs::create_dir(&root).expect("create root");
@@ -570,7 +570,7 @@ fn issue15_kill9_at_random_moments_on_plain_disk_loses_nothing_acknowledged() {
 }
 
 #[test]
-fn issue15_kill9_at_random_moments_on_a_throttled_disk_loses_nothing_acknowledged() {
+fn kill9_at_random_moments_on_a_throttled_disk_loses_nothing_acknowledged() {
     match LoopDisk::throttled() {
         Ok(disk) => crash_rounds_on(&disk.root(), "throttled disk"),
         Err(reason) => skip(&reason),
@@ -586,7 +586,7 @@ fn restart_rounds() -> usize {
 }
 
 #[test]
-fn issue15_a_replica_restarting_in_a_loop_never_undoes_another_replicas_appends() {
+fn a_replica_restarting_in_a_loop_never_undoes_another_replicas_appends() {
     // Replica A appends 256 KiB records (larger than what is held in memory, so they go
     // through a temp file and the commit takes longest) to three files; replica B starts again
     // and again on the same root, and every start sweeps it while A's commits are in flight.

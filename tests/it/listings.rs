@@ -1,5 +1,7 @@
-//! Directory listings, as the clients that read them use them: whole under concurrency, and
-//! every name they give usable as it is given.
+//! Directory listings: their forms (sorted bare names as the original printed them, JSON with
+//! name, type, size and modified), what they never show (temp files, journals), their memory
+//! (100,000 files), their framing (chunked on kept-alive connections), and, as the clients that
+//! read them use them, whole under concurrency and every name usable as it is given.
 //!
 //! - Concurrency: several clients list one directory at once, again and again, in the plain,
 //!   JSON and HTML forms, each on its own kept-alive connection; every listing must be exactly
@@ -16,12 +18,14 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::process::Command;
 use std::thread;
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::support::Server;
 use crate::support::raw::Conn;
+use crate::support::{RESERVED_PREFIX, Server, UPLOAD_START_TIMEOUT, random_bytes, wait_until};
 
 /// Clients listing at once.
 const CLIENTS: usize = 6;
@@ -444,4 +448,185 @@ fn browse_page_shows_names_as_they_are() {
         assert!(page.contains(&cell), "{shown:?} not shown as itself:\n{page}");
     }
     assert_eq!(row_links(&page).len(), names.len(), "{page}");
+}
+
+/// `secs` since the epoch in RFC 3339 UTC, as GNU `date -u` writes it.
+fn rfc3339_by_date(secs: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The modification time of `root/rel` in whole seconds since the epoch.
+fn mtime_secs(s: &Server, rel: &str) -> u64 {
+    let modified = fs::metadata(s.root().join(rel))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    modified.duration_since(UNIX_EPOCH).expect("after 1970").as_secs()
+}
+
+/// A server whose root holds `list/{a.csv, b.txt, c, sub/inner}`, plus reserved-name files a
+/// listing must never show (planted after the start-up sweep).
+fn with_listing() -> Server {
+    let s = Server::start();
+    for (name, body) in [
+        ("list/b.txt", "bb"),
+        ("list/a.csv", "a,1\n"),
+        ("list/c", ""),
+        ("list/sub/inner", "i"),
+    ] {
+        s.write(name, body);
+    }
+    s.write("list/.http-nas-tmp-999-1", "partial upload");
+    s.write("list/.http-nas-journal-12345", "journal");
+    s
+}
+
+#[test]
+fn plain_listing_is_sorted_bare_names_as_the_seed_printed() {
+    let s = with_listing();
+    let response = s.get("/file/list");
+    let text = response.assert_status(200).text();
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["a.csv", "b.txt", "c", "sub"],
+        "{}",
+        response.context
+    );
+}
+
+#[test]
+fn json_listing_has_name_type_size_and_modified() {
+    let s = with_listing();
+    let response = s.get_with("/file/list", &["Accept: application/json"]);
+    let entries: Value = serde_json::from_slice(&response.assert_status(200).body).expect("JSON listing");
+    let expected = [
+        ("a.csv", "file", 4),
+        ("b.txt", "file", 2),
+        ("c", "file", 0),
+        ("sub", "directory", 0),
+    ];
+    let entries = entries
+        .as_array()
+        .unwrap_or_else(|| response.fail("the listing is not an array"));
+    assert_eq!(entries.len(), expected.len(), "{entries:?}");
+    for (entry, (name, kind, size)) in entries.iter().zip(expected) {
+        assert_eq!(entry["name"], name, "{entry}");
+        assert_eq!(entry["type"], kind, "{entry}");
+        assert!(entry["size"].is_u64(), "size must be a number: {entry}");
+        if kind == "file" {
+            assert_eq!(entry["size"], size, "{entry}");
+        }
+        let modified = rfc3339_by_date(mtime_secs(&s, &format!("list/{name}")));
+        assert_eq!(entry["modified"], modified.as_str(), "{entry}");
+    }
+}
+
+#[test]
+fn listings_never_show_temp_files_or_journals() {
+    let s = with_listing();
+    for accept in ["Accept: */*", "Accept: application/json"] {
+        let response = s.get_with("/file/list", &[accept]);
+        if response.assert_status(200).text().contains(RESERVED_PREFIX) {
+            response.fail("the listing shows a reserved .http-nas- file");
+        }
+    }
+}
+
+#[test]
+fn root_listing_lists_top_level_entries() {
+    let s = Server::start();
+    s.write("top.txt", "t");
+    s.write("dir/inner.txt", "i");
+    s.write(".http-nas-tmp-999-2", "partial upload");
+    let response = s.get("/file/");
+    let text = response.assert_status(200).text();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["dir", "top.txt"],
+        "{}",
+        response.context
+    );
+}
+
+#[test]
+fn listing_hides_temp_file_of_upload_in_progress() {
+    let s = Server::start();
+    let mut conn = s.connect();
+    conn.send(b"POST /file/inprogress HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n");
+    conn.send(&random_bytes(1 << 20, 6));
+    let has_temp = wait_until(UPLOAD_START_TIMEOUT, || !s.temp_files().is_empty());
+    assert!(
+        has_temp,
+        "no {RESERVED_PREFIX} temp file under the root while uploading"
+    );
+    for accept in ["Accept: */*", "Accept: application/json"] {
+        let listing = s.curl(&["-H", accept, &s.url("/file/")]);
+        if listing.assert_status(200).text().contains(RESERVED_PREFIX) {
+            listing.fail("the listing shows an upload temp file");
+        }
+    }
+    drop(conn);
+    s.expect_no_temp_files();
+}
+
+#[test]
+fn listing_100000_files_stays_within_a_few_mib_plain_and_json() {
+    let s = Server::start_prepared(
+        |root| {
+            let dir = root.join("many");
+            fs::create_dir(&dir).unwrap();
+            for i in 0..100_000 {
+                fs::write(dir.join(format!("part-{i:06}.csv")), b"").unwrap();
+            }
+        },
+        &[],
+    );
+    s.get("/healthz").assert_status(200);
+    let before = s.proc_status("VmHWM").max(s.proc_status("VmRSS"));
+    let plain = s.get("/file/many");
+    plain.assert_status(200);
+    let lines: Vec<&[u8]> = plain.body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 100_000);
+    assert_eq!(lines[0], b"part-000000.csv");
+    assert_eq!(lines[99_999], b"part-099999.csv");
+    let json = s.get_with("/file/many", &["Accept: application/json"]).assert_ok_json();
+    assert_eq!(json.as_array().map(Vec::len), Some(100_000));
+    assert_eq!(json[12345]["name"], "part-012345.csv");
+    let grown_kib = s.proc_status("VmHWM").saturating_sub(before);
+    eprintln!("listing 100,000 entries raised the peak RSS by {grown_kib} KiB");
+    assert!(
+        grown_kib < 8 * 1024,
+        "peak RSS grew by {grown_kib} KiB listing 100,000 entries"
+    );
+}
+
+#[test]
+fn listings_are_chunked_on_kept_alive_connections_and_end_with_the_connection_for_http_1_0() {
+    use std::io::Read;
+    let s = Server::start();
+    s.write("d/a", "1");
+    s.write("d/b", "2");
+    // HTTP/1.1: chunked, and the connection serves the next request.
+    let mut conn = s.connect();
+    conn.send(b"GET /file/d HTTP/1.1\r\nHost: t\r\n\r\nGET /file/d/a HTTP/1.1\r\nHost: t\r\n\r\n");
+    let listing = conn.response();
+    listing.assert_ok_body("a\nb\n");
+    assert_eq!(listing.header("Transfer-Encoding"), Some("chunked"));
+    assert!(listing.header("Content-Length").is_none());
+    conn.response().assert_ok_body("1");
+    // HTTP/1.0 (even asking for keep-alive): no chunks; the body ends when the server closes.
+    let mut stream = std::net::TcpStream::connect(s.addr()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut stream, b"GET /file/d HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    stream
+        .read_to_string(&mut raw)
+        .expect("the server closes after an HTTP/1.0 listing");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
+    assert_eq!(body, "a\nb\n");
 }

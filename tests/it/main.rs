@@ -1,58 +1,64 @@
 //! Integration tests for http-nas, in one test binary (as ripgrep does) so the suite links once
 //! and every module shares the harness in `support`: a real server per test, driven by curl and
-//! `sh` or by exact bytes over a `TcpStream` (`support::raw`).
+//! `sh` or by exact bytes over a `TcpStream` (`support::raw`). Files are filed by subject and
+//! tests named by the behaviour they check; the history is in the commit messages.
 //!
-//! - `seed`: the original service's README commands and test suite, unchanged but for the host.
-//! - `hostile`: clients that vanish, lie about lengths, break framing or sit idle.
-//! - `paths`: traversal in every spelling and through symlinks; reserved and ambiguous names.
-//! - `durability` (issue 3): concurrent appends and replacements, a full disk, `kill -9`,
-//!   idle connections, overload, timeouts and graceful shutdown lose nothing acknowledged.
-//! - `http_features` (issue 4): ranges and resume, validators, conditional writes, listings,
-//!   tokens, probes, metrics, `Allow` and the access log.
-//! - `protocol` and `crash` (issue 15): one test per finding against the write protocol, and
-//!   `kill -9` at random moments on a plain and a throttled disk.
-//! - `clients` (issue 11): the original's real call sites, run as they are written.
-//! - `bounds` (issue 10): saturated workers, queues and connection limits, unauthenticated and
-//!   slow clients, huge listings, exhausted descriptors: probes still answer, nothing waits
-//!   without end.
-//! - `browser` (issue 14): the browse page in headless chromium.
-//! - `replicas` (issue 12): two and three replicas on a GlusterFS volume (`make test-replicas`
-//!   sets it up; skipped otherwise).
-//! - `listings`: listings whole under concurrency in every form, and every listed name (plain
-//!   line, JSON `href`, browse-page link) usable as given, whatever the name.
-//! - `stored_pages`: stored files never run as pages of the service's origin (nosniff, CSP
-//!   sandbox, markup as attachments).
+//! - `uploads`: replacing and creating files: whole versions, conditional writes, failed uploads.
+//! - `appends`: appends land whole and once under concurrency, offsets, failures and races.
+//! - `reads_ranges`: GET and HEAD of files, ranges, resumed downloads, ETags, `Content-Type`.
+//! - `listings`: listing forms, what they hide, their size and framing, concurrency, odd names.
+//! - `moves_deletes`: moves and deletes, deep trees, races, targets ending in `/`.
+//! - `paths`: the path jail: traversal in every spelling, symlinks, reserved and ambiguous names.
 //! - `preconditions`: `If-Match`, `If-Unmodified-Since` and `If-Modified-Since` on every method,
 //!   and `Cache-Control` on files and listings.
 //! - `validators`: ETags and `If-Range` dates on a one-second filesystem that reuses inodes.
-//! - `attack_browser`: an attack review of the browser and token rules; each test is a
-//!   problem found (they fail until it is fixed).
-//! - `other_writer` (issue 9): another writer of the volume swapping symlinks in and planting
-//!   special files at the server's own names.
-//! - `moves_deletes`: trees nested past `PATH_MAX` deleted whole and swept, moves that would make
-//!   a path no request can name, targets ending in `/`, a move below a file.
+//! - `methods`: 405 and `OPTIONS` with `Allow`.
+//! - `framing`: lengths and chunked bodies, 100-continue, head limits, pipelining, HTTP versions.
+//! - `limits`: workers, queues, connection and descriptor limits, slow and idle clients, timeouts.
+//! - `shutdown`: `SIGTERM` finishes uploads in flight and cuts off stalled ones.
+//! - `tokens`: bearer tokens, read-only and read-write, kept out of the log.
+//! - `security`: attacks on the service as a whole (see its own doc).
+//! - `probes_metrics`: `/healthz`, `/readyz`, `/metrics` and the access log.
+//! - `recovery`: `kill -9` at chosen moments, crash records and the start-up sweep.
+//! - `crash`: `kill -9` at random moments on a plain and a throttled disk, at length.
+//! - `faults`: a paused server, a frozen replica holding a lock, clients that leave, a full
+//!   volume, a root swapped under the server, a bad `--listen`.
 //! - `startup`: the start-up sweep over 100,000 crash-record names, orphans removed.
 //! - `readonly`: a volume remounted read-only under the server: writes 507, reads work.
+//! - `other_writer`: another writer of the volume swapping symlinks in and planting special
+//!   files at the server's own names.
+//! - `replicas`: two and three replicas on a GlusterFS volume (`make test-replicas` sets it up;
+//!   skipped otherwise).
+//! - `clients`: the original's real clients' call sites, run as they are written.
+//! - `seed`: the original service's README commands and test suite, unchanged but for the host.
+//! - `browser`: the browse page in headless chromium.
+//! - `stored_pages`: stored files never run as pages of the service's origin (nosniff, CSP
+//!   sandbox, markup as attachments).
 
-mod bounds;
+mod appends;
 mod browser;
 mod clients;
 mod crash;
-mod durability;
 mod faults;
-mod hostile;
-mod http_features;
+mod framing;
+mod limits;
 mod listings;
+mod methods;
 mod moves_deletes;
 mod other_writer;
 mod paths;
 mod preconditions;
-mod protocol;
+mod probes_metrics;
 mod readonly;
+mod reads_ranges;
+mod recovery;
 mod replicas;
 mod security;
 mod seed;
+mod shutdown;
 mod startup;
 mod stored_pages;
 mod support;
+mod tokens;
+mod uploads;
 mod validators;

@@ -1,11 +1,19 @@
-//! Moves and deletes at the edges: trees nested deeper than `PATH_MAX` are deleted whole (and
-//! swept after a crash), a move that would make a path no request can name is refused, a
-//! target ending in `/` moves into that directory as `mv` does, and a move below a file says
-//! that the source is a file.
+//! Moves and deletes: trees nested deeper than `PATH_MAX` or the descriptor limit are deleted
+//! whole (and swept after a crash), a directory delete racing a writer or unable to remove
+//! everything still answers truthfully, a move that would make a path no request can name is
+//! refused, a target ending in `/` moves into that directory as `mv` does, a move below a file
+//! says that the source is a file, and files the service may not write can still be replaced,
+//! moved and deleted.
 
-use crate::support::{RESERVED_PREFIX, Server};
 use std::fs;
 use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use crate::support::races::{FEW_FDS, shared_root};
+use crate::support::{RESERVED_PREFIX, Server, skip};
 
 /// Bytes of each chain of directories the deep-tree tests build through the API: two of them
 /// nested into each other make a path of about 5,800 bytes, past `PATH_MAX` (4,096).
@@ -136,4 +144,111 @@ fn moving_a_file_below_itself_says_it_is_a_file() {
         refused.text()
     );
     s.get("/file/a.txt").assert_ok_body("a");
+}
+
+#[test]
+fn a_directory_delete_racing_a_writer_never_fails_half_way() {
+    let s = Server::start();
+    for i in 0..3000 {
+        s.write(&format!("d/old-{i}"), "x");
+    }
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut i = 0;
+            while !done.load(Ordering::SeqCst) {
+                s.post(&format!("/file/d/new-{i}"), "y");
+                i += 1;
+            }
+        });
+        thread::sleep(Duration::from_millis(100));
+        let deleted = s.delete("/file/d");
+        done.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        deleted.assert_ok_json();
+    });
+    let left: Vec<String> = fs::read_dir(s.root().join("d"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let old: Vec<&String> = left.iter().filter(|n| n.starts_with("old-")).collect();
+    assert!(
+        old.is_empty(),
+        "{} files of the deleted tree are left: {:?}",
+        old.len(),
+        &old[..old.len().min(5)]
+    );
+}
+
+/// A wrapper running the server as uid/gid 65534 (as in a container), or `None` (after
+/// printing why) where that is not possible.
+fn unprivileged() -> Option<Vec<String>> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
+        skip("needs root and setpriv to run the server as another uid");
+        return None;
+    }
+    Some(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            .map(String::from)
+            .to_vec(),
+    )
+}
+
+#[test]
+fn a_directory_delete_that_cannot_remove_everything_still_answers_that_it_deleted() {
+    let Some(as_nobody) = unprivileged() else { return };
+    let (_home, root) = shared_root();
+    fs::create_dir_all(root.join("d/locked")).unwrap();
+    fs::write(root.join("d/a.txt"), "a").unwrap();
+    fs::write(root.join("d/locked/kept"), "k").unwrap();
+    for dir in [&root, &root.join("d")] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let s = Server::start_wrapped_on(&root, &as_nobody, &[]);
+    s.delete("/file/d").assert_ok_json();
+    s.get("/file/d").assert_status(404);
+    s.get("/file/").assert_ok_body("");
+}
+
+#[test]
+fn files_the_service_may_not_write_can_still_be_replaced_moved_and_deleted() {
+    let Some(as_nobody) = unprivileged() else { return };
+    let (_home, root) = shared_root();
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for (name, owner, mode) in [("ro-own.txt", 65534, 0o444), ("other-uid.txt", 0, 0o644)] {
+        fs::write(root.join(name), "old\n").unwrap();
+        std::os::unix::fs::chown(root.join(name), Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(root.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let s = Server::start_wrapped_on(&root, &as_nobody, &[]);
+    for name in ["ro-own.txt", "other-uid.txt"] {
+        s.get(&format!("/file/{name}")).assert_ok_body("old\n");
+        s.append(&format!("/file/{name}"), "x").assert_error(403);
+        s.post(&format!("/file/{name}"), "new\n").assert_ok_json();
+        s.get(&format!("/file/{name}")).assert_ok_body("new\n");
+    }
+    for (name, owner, mode) in [("ro2.txt", 65534, 0o444), ("other2.txt", 0, 0o644)] {
+        fs::write(root.join(name), "old\n").unwrap();
+        std::os::unix::fs::chown(root.join(name), Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(root.join(name), fs::Permissions::from_mode(mode)).unwrap();
+        s.put_json(&format!("/file/{name}/mv"), &format!(r#"{{"path": "{name}.moved"}}"#))
+            .assert_ok_json();
+        s.delete(&format!("/file/{name}.moved")).assert_ok_json();
+    }
+}
+
+#[test]
+fn deleting_a_tree_deeper_than_the_descriptor_limit_leaves_nothing() {
+    let (_home, root) = shared_root();
+    let limited = ["prlimit", FEW_FDS].map(String::from);
+    let s = Server::start_wrapped_on(&root, &limited, &[]);
+    let deep = format!("/file/top/{}leaf.txt", "d/".repeat(300));
+    s.post(&deep, "deep").assert_ok_json();
+    s.delete("/file/top").assert_ok_json();
+    let left: Vec<_> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left in the root after the delete: {left:?}");
 }

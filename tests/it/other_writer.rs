@@ -1,5 +1,5 @@
-//! Issue 9: another writer of the volume, trying to make the server act outside its root or
-//! hang on what it plants.
+//! Another writer of the volume, trying to make the server act outside its root or hang on
+//! what it plants.
 //!
 //! The swap test is the attack the README names: a thread exchanges a directory of the root and
 //! a symlink to a directory outside it (`renameat2(RENAME_EXCHANGE)`, one atomic step, so at

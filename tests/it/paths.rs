@@ -10,10 +10,17 @@
 //!
 //! Symlinks are the other way out: one leading outside is a 403 whatever the verb, one staying
 //! inside works like its target.
+//!
+//! Also here: names that are not what they seem (a path through a file, reserved `.http-nas-`
+//! names, suffix-route names reached with an encoded slash, multibyte endings), and a symlink
+//! moved inside the root during an upload.
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::thread;
+use std::time::Duration;
 
+use crate::support::races::{Attached, shared_root, start_request};
 use crate::support::{RESERVED_PREFIX, Response, Server};
 
 const SECRET: &str = "secret";
@@ -453,4 +460,132 @@ fn listing_never_shows_reserved_names() {
     s.write("dir/visible", "v");
     s.write(&format!("dir/{RESERVED_PREFIX}leftover"), "partial");
     s.get("/file/dir").assert_ok_body("visible\n");
+}
+
+#[test]
+fn moving_an_in_root_symlink_during_an_upload_never_writes_outside_the_root() {
+    // x/y/s -> ../outside points inside the root; moved to b2 (while an upload into b2 is in
+    // flight and b2 itself was moved away), the same relative link points outside.
+    let s = Server::start();
+    let root = s.root();
+    fs::create_dir_all(root.join("b2")).unwrap();
+    fs::create_dir_all(root.join("x/y")).unwrap();
+    fs::create_dir_all(root.join("x/outside")).unwrap();
+    std::os::unix::fs::symlink("../outside", root.join("x/y/s")).unwrap();
+    let escaped = s.outside().join("outside");
+    fs::create_dir_all(&escaped).unwrap();
+    for (method, path) in [("POST", "/file/b2/secret.txt"), ("PUT", "/file/b2/appended.txt")] {
+        fs::create_dir_all(root.join("b2")).unwrap();
+        let body = b"uploaded through the API\n";
+        let mut conn = start_request(&s, method, path, &[], body, 5);
+        thread::sleep(Duration::from_millis(200));
+        s.put_json("/file/b2/mv", r#"{"path": "b3"}"#).assert_ok_json();
+        s.put_json("/file/x%2Fy%2Fs/mv", r#"{"path": "b2"}"#).assert_ok_json();
+        conn.send(&body[5..]);
+        let answer = conn.response();
+        let outside: Vec<_> = fs::read_dir(&escaped)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "{method} wrote outside the root: {outside:?} (answered {})",
+            answer.status
+        );
+        assert_eq!(answer.status, 403, "{method}: {}", answer.text());
+        fs::remove_file(root.join("b2")).unwrap();
+        fs::rename(root.join("b3"), root.join("b2")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("x/y/s")).unwrap();
+    }
+}
+
+#[test]
+fn a_listing_or_stat_never_shows_a_directory_outside_the_root() {
+    // a/secretdir is listed while another replica moves `a` away and an in-root link
+    // `q/l -> ../releases` to `a`, where it points outside. Every directory is opened by handle
+    // from the root, so the listing is of the in-root directory or refused, never the outside.
+    let (home, root) = shared_root();
+    let outside = home.path().join("releases/secretdir/OUTSIDE-private-dir");
+    fs::create_dir_all(&outside).unwrap();
+    fs::create_dir_all(root.join("releases")).unwrap();
+    fs::create_dir_all(root.join("q")).unwrap();
+    // One worker, whose third openat (the listing) or statx (the stat) is slowed: after the
+    // checks of the path, where a re-walk of it by name would follow the moved link.
+    let a = Server::start_on(&root, &["--workers", "1"]);
+    let b = Server::start_on(&root, &[]);
+    for (i, (path, call)) in [("/file/a/secretdir/", "openat"), ("/file/a/secretdir/check", "statx")]
+        .into_iter()
+        .enumerate()
+    {
+        fs::create_dir_all(root.join("a/secretdir/inroot-dir")).unwrap();
+        std::os::unix::fs::symlink("../releases", root.join("q/l")).unwrap();
+        let slow = Attached::inject(a.pid(), call, "delay_enter=1500000:when=3");
+        thread::scope(|scope| {
+            let read = scope.spawn(|| a.get_with(path, &["Accept: application/json"]));
+            thread::sleep(Duration::from_millis(500));
+            b.put_json("/file/a/mv", &format!(r#"{{"path": "a.old{i}"}}"#))
+                .assert_ok_json();
+            b.put_json("/file/q%2Fl/mv", r#"{"path": "a"}"#).assert_ok_json();
+            let got = read.join().unwrap();
+            assert!(
+                !got.text().contains("OUTSIDE"),
+                "{path} showed the outside: {}",
+                got.text()
+            );
+            let outside_ino = fs::metadata(&outside).unwrap().ino().to_string();
+            assert!(
+                !got.text().contains(&format!("\"ino\":{outside_ino}")),
+                "{path} stat the outside"
+            );
+        });
+        drop(slow);
+        fs::remove_file(root.join("a")).unwrap();
+    }
+}
+
+#[test]
+fn links_inside_the_root_work_like_their_targets_even_when_dangling() {
+    let s = Server::start();
+    let root = s.root();
+    s.write("sub/inner.txt", "in");
+    std::os::unix::fs::symlink("sub", root.join("dlink")).unwrap();
+    s.get("/file/dlink").assert_ok_body("inner.txt\n");
+    s.get("/file/dlink/").assert_ok_body("inner.txt\n");
+    std::os::unix::fs::symlink("target.txt", root.join("dangling")).unwrap();
+    s.get("/file/dangling").assert_status(404).assert_error(404);
+    s.get("/file/dangling/check").assert_error(404);
+    s.put_json("/file/dangling/mv", r#"{"path": "moved-link"}"#)
+        .assert_ok_json();
+    assert!(fs::symlink_metadata(root.join("moved-link")).is_ok_and(|m| m.file_type().is_symlink()));
+    s.delete("/file/moved-link").assert_ok_json();
+    assert!(!s.exists("moved-link"));
+}
+
+#[test]
+fn a_path_through_a_file_names_nothing() {
+    let s = Server::start();
+    s.write("plain.txt", "x");
+    for path in ["/file/plain.txt/x", "/file/plain.txt/x/check", "/file/plain.txt/x/wc"] {
+        let got = s.get(path);
+        assert_eq!((got.status, got.text().as_str()), (404, "Not Found"), "GET {path}");
+    }
+    let deleted = s.delete("/file/plain.txt/x");
+    assert_eq!((deleted.status, deleted.text().as_str()), (404, "Not Found"));
+    s.post("/file/plain.txt/x", "y").assert_error(409);
+}
+
+#[test]
+fn a_name_ending_in_a_multibyte_character_never_stops_the_server() {
+    // Found by fuzzing api::parse: slicing the last three bytes of "éé" as a str panicked, in
+    // the reactor, the one thread every client needs.
+    let s = Server::start();
+    s.write("\u{e9}\u{e9}", "accents\n");
+    let mut conn = s.connect();
+    conn.send("GET /file/\u{e9}\u{e9} HTTP/1.1\r\nHost: t\r\n\r\n".as_bytes());
+    conn.response().assert_ok_body("accents\n");
+    let mut conn = s.connect();
+    conn.send("POST /file/x\u{e9}\u{e9}%2F HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx".as_bytes());
+    assert_eq!(conn.response().status, 400);
+    s.assert_healthy();
 }

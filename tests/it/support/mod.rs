@@ -11,18 +11,26 @@
 //! - `bytes`: reproducible test data, and comparing and previewing byte strings.
 //! - `strace`: whether the fault- and delay-injection tests can run here.
 //! - `skip`: a test that cannot run here says why, and the skip is counted (`make test`).
+//! - `writes`, `races`, `abandon`, `probe`, `headers`: fixtures several test files share (a
+//!   target with known contents, strace-delayed replicas, abandoned bodies, bounded probes,
+//!   ETags); each test file imports them by name.
 //!
 //! Every [`Response`] carries the exact command (or bytes) and curl's stderr that produced it,
 //! and a failing test prints the server's log.
 
+pub mod abandon;
 mod bytes;
 mod curl;
+pub mod headers;
+pub mod probe;
+pub mod races;
 pub mod raw;
 mod response;
 mod server;
 mod skip;
 mod strace;
 mod wait;
+pub mod writes;
 
 pub use bytes::{assert_same_bytes, preview, random_bytes};
 pub use response::Response;

@@ -1,12 +1,12 @@
 //! Raw HTTP/1.1 over a `TcpStream`, for the requests curl would never send.
 //!
-//! The hostile tests need exact bytes on the wire (lying lengths, broken chunks, a request
-//! smuggled behind a body) and need to see exactly what comes back, including interim
-//! `100 Continue` responses and whether the server closes the connection. [`Conn`] keeps the
-//! unparsed bytes between responses; [`parse_responses`] splits a whole stream into responses,
-//! so "exactly one response" is a count. Heads are parsed by `httparse`; bodies are framed here
-//! (Content-Length, chunked, or up to EOF). Every read is bounded by [`RAW_TIMEOUT`], so a
-//! server that hangs fails the test instead of blocking it.
+//! The framing tests, and those of clients that vanish mid-body, need exact bytes on the wire
+//! (lying lengths, broken chunks, a request smuggled behind a body) and need to see exactly what
+//! comes back, including interim `100 Continue` responses and whether the server closes the
+//! connection. [`Conn`] keeps the unparsed bytes between responses; [`parse_responses`] splits
+//! a whole stream into responses, so "exactly one response" is a count. Heads are parsed by
+//! `httparse`; bodies are framed here (Content-Length, chunked, or up to EOF). Every read is
+//! bounded by [`RAW_TIMEOUT`], so a server that hangs fails the test instead of blocking it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

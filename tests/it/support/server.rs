@@ -6,9 +6,9 @@
 //! shared between tests. The storage root is `<temp>/root`, which leaves `<temp>` itself as an
 //! "outside" the traversal tests can plant sentinels in.
 //!
-//! The durability tests also need the process itself: [`Server::signal`] sends it a real signal,
-//! [`Server::restart`] starts a new process on the same root (as after a crash), and
-//! [`Server::start_on`] runs a second server on another's root (replicas sharing a volume).
+//! The recovery, shutdown and replica tests also need the process itself: [`Server::signal`]
+//! sends it a real signal, [`Server::restart`] starts a new process on the same root (as after a
+//! crash), and [`Server::start_on`] runs a second server on another's root (replicas sharing a volume).
 //! When a test panics, the server log is printed on `Drop`.
 
 use std::fs;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 /// How long the server may take to clean up after a client that vanished mid-upload.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a test waits for an upload to visibly start (its temp file under the root, or the
-/// target changing) before it goes on, abandons or stalls it. One bound for every module (hostile
-/// waited 2 s, durability 10 s): the wait ends as soon as the upload shows, so a shorter one never
+/// target changing) before it goes on, abandons or stalls it. One bound for every test (some
+/// once waited 2 s, others 10 s): the wait ends as soon as the upload shows, so a shorter one never
 /// makes a test stricter, only flaky on a loaded machine; hence the longer.
 pub const UPLOAD_START_TIMEOUT: Duration = Duration::from_secs(10);
 

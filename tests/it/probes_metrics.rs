@@ -1,0 +1,225 @@
+//! Probes, metrics and the access log: `/healthz` and `/readyz` answer (and `/readyz` turns 503
+//! when storage goes or hangs), replicas never fail each other's probes; `/metrics` counts
+//! requests and bytes per op and names no file; every request, refused or cut short, gets one
+//! access line.
+
+use std::fs;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::headers::RECORD_TIMEOUT;
+use crate::support::probe::probe;
+use crate::support::races::{delayed, shared_root};
+use crate::support::{SETTLE_TIMEOUT, Server, random_bytes, skip, strace_injecting, wait_until};
+
+#[test]
+fn a_download_cut_short_is_logged_with_the_bytes_that_went_out() {
+    let s = Server::start();
+    s.write("big.bin", random_bytes(64 << 20, 65));
+    let mut conn = s.connect();
+    conn.send(b"GET /file/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut first = [0u8; 1 << 20];
+    conn.read_exact_some(&mut first);
+    drop(conn);
+    let cut_line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("GET /file/big.bin") && l.contains("cut short"))
+            .map(str::to_string)
+    };
+    let found = wait_until(SETTLE_TIMEOUT, || cut_line(&s.log()).is_some());
+    let line = cut_line(&s.log()).unwrap_or_default();
+    assert!(
+        found && !line.contains(" out=0 "),
+        "the cut-short download should log the bytes sent:\n{}",
+        s.log()
+    );
+}
+
+#[test]
+fn probes_answer_200_while_storage_is_there() {
+    let s = Server::start();
+    s.get("/healthz").assert_status(200);
+    s.get("/readyz").assert_status(200);
+}
+
+#[test]
+fn readyz_is_503_once_storage_root_is_gone_but_healthz_stays_200() {
+    let s = Server::start();
+    fs::rename(s.root(), s.outside().join("moved-away")).expect("rename the root away");
+    // The probes answer from a check made every second, off the request path.
+    let failed = wait_until(SETTLE_TIMEOUT, || s.get("/readyz").status == 503);
+    assert!(failed, "readyz still 200 with the root gone");
+    s.get("/readyz").assert_error(503);
+    s.get("/healthz").assert_status(200);
+}
+
+#[test]
+fn seed_health_probe_get_file_is_503_once_storage_root_is_gone() {
+    let s = Server::start();
+    s.get("/file").assert_ok_body("OK");
+    fs::rename(s.root(), s.outside().join("moved-away")).expect("rename the root away");
+    let failed = wait_until(SETTLE_TIMEOUT, || s.get("/file").status == 503);
+    assert!(failed, "GET /file still 200 with the root gone");
+    s.get("/file").assert_error(503);
+}
+
+/// The counters a successful upload and a missing-file read must move.
+const UPLOADS_2XX: &str = r#"http_nas_requests_total{op="upload",status="2xx"}"#;
+const READS_4XX: &str = r#"http_nas_requests_total{op="read",status="4xx"}"#;
+const BYTES_IN: &str = r#"http_nas_body_bytes_total{direction="in"}"#;
+
+/// Metric families docs/API.md promises, by name prefix.
+const METRIC_FAMILIES: &[&str] = &[
+    "http_nas_requests_total",
+    "http_nas_body_bytes_total",
+    "http_nas_request_duration_seconds_",
+    "http_nas_in_flight_requests",
+    "http_nas_busy_workers",
+    "http_nas_queued_requests",
+    "http_nas_parked_connections",
+    "http_nas_overload_rejections_total",
+    "http_nas_storage_free_bytes",
+];
+
+#[test]
+fn metrics_count_requests_and_bytes_but_name_no_file() {
+    const NAME: &str = "metrics-probe-name";
+    let s = Server::start();
+    let before = s.scrape();
+    let missing: Vec<_> = METRIC_FAMILIES
+        .iter()
+        .filter(|family| !before.keys().any(|k| k.starts_with(*family)))
+        .collect();
+    assert!(missing.is_empty(), "metric families missing: {missing:?}");
+
+    s.post(&format!("/file/{NAME}.bin"), vec![b'x'; 1000]).assert_ok_json();
+    s.get(&format!("/file/{NAME}-missing.txt")).assert_error(404);
+    let value = |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    let counted = wait_until(RECORD_TIMEOUT, || {
+        let after = s.scrape();
+        value(&after, UPLOADS_2XX) > value(&before, UPLOADS_2XX)
+            && value(&after, READS_4XX) > value(&before, READS_4XX)
+            && value(&after, BYTES_IN) >= value(&before, BYTES_IN) + 1000.0
+    });
+    let text = s.get("/metrics").text();
+    assert!(counted, "counters did not move: before {before:?}\nafter:\n{text}");
+    assert!(!text.contains(NAME), "the metrics name a file:\n{text}");
+}
+
+#[test]
+fn metrics_response_has_one_content_type() {
+    let s = Server::start();
+    let response = s.get("/metrics");
+    let types: Vec<_> = response
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .collect();
+    if types.len() != 1 || !types[0].1.starts_with("text/plain; version=0.0.4") {
+        response.fail(&format!("expected one Prometheus Content-Type, got {types:?}"));
+    }
+}
+
+#[test]
+fn requests_refused_for_their_framing_are_counted_as_their_own_op_not_the_previous_one() {
+    let s = Server::start_with(&["--workers", "1"]);
+    s.write("w.txt", "a\n");
+    s.get("/file/w.txt/wc").assert_ok_body("1");
+    let mut conn = s.connect();
+    conn.send(b"POST /file/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n");
+    conn.response().assert_error(501);
+    let upload_5xx = r#"http_nas_requests_total{op="upload",status="5xx"}"#;
+    let wc_5xx = r#"http_nas_requests_total{op="wc",status="5xx"}"#;
+    let counted = wait_until(RECORD_TIMEOUT, || s.scrape().get(upload_5xx).copied() == Some(1.0));
+    let after = s.scrape();
+    assert!(
+        counted && after.get(wc_5xx).copied().unwrap_or(0.0) == 0.0,
+        "the 501 should count as op=upload: {after:?}"
+    );
+}
+
+#[test]
+fn access_log_names_client_method_path_and_status() {
+    let s = Server::start();
+    s.write("logged.txt", "hello");
+    let mut conn = s.connect();
+    conn.send(b"GET /file/logged.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    conn.response().assert_ok_body("hello");
+    let client = conn.local_addr().to_string();
+    let logged = |line: &str| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        [client.as_str(), "GET", "/file/logged.txt", "200"]
+            .iter()
+            .all(|w| words.contains(w))
+    };
+    let found = wait_until(RECORD_TIMEOUT, || s.log().lines().any(logged));
+    assert!(
+        found,
+        "no access line with {client} GET /file/logged.txt 200 in:\n{}",
+        s.log()
+    );
+}
+
+#[test]
+fn replicas_that_are_all_pid_1_never_fail_each_others_readiness_probes() {
+    let pid1 = ["unshare", "--pid", "--fork", "--kill-child"].map(String::from);
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .output();
+    if !probe.is_ok_and(|out| out.status.success()) {
+        return skip("cannot run a process as pid 1 in a new pid namespace (unshare, needs root)");
+    }
+    let Some(slow_unlink) = delayed("unlink,unlinkat", Duration::from_secs(2)) else {
+        return;
+    };
+    // strace outside, so that the server (not strace) is the namespace's pid 1.
+    let mut slow_pid1 = slow_unlink;
+    slow_pid1.extend(pid1.iter().cloned());
+    let (_home, root) = shared_root();
+    let a = Server::start_wrapped_on(&root, &slow_pid1, &[]);
+    let b = Server::start_wrapped_on(&root, &pid1, &[]);
+    thread::scope(|scope| {
+        let slow = scope.spawn(|| a.get("/readyz"));
+        thread::sleep(Duration::from_millis(500));
+        b.get("/readyz").assert_status(200);
+        slow.join().unwrap().assert_status(200);
+    });
+}
+
+#[test]
+fn a_refused_request_line_gets_an_access_line() {
+    let s = Server::start();
+    let mut conn = s.connect();
+    conn.send(b"GET /file HTTP/2.0\r\nHost: t\r\n\r\n");
+    let client = conn.local_addr().to_string();
+    conn.read_to_close();
+    let line = format!("{client} - - 505 in=0");
+    let logged = wait_until(SETTLE_TIMEOUT, || s.log().contains(&line));
+    assert!(logged, "no access line {line:?} in:\n{}", s.log());
+}
+
+#[test]
+fn a_hung_storage_check_makes_readyz_503_while_probes_still_answer() {
+    // The README: readiness is 503 once the storage check has not come back for 5 s (a hung
+    // volume), never a probe that hangs with it. strace makes every unlink after the first two
+    // (the start-up checks) sleep 30 s, so the checker thread's next probe-file removal hangs.
+    let Some(wrapper) = strace_injecting("unlinkat", "unlinkat:delay_enter=30000000:when=3+") else {
+        return;
+    };
+    let home = crate::support::TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    assert_eq!(probe(&s, "/readyz").0, 200, "ready while the checks come back");
+    let stale = wait_until(Duration::from_secs(15), || probe(&s, "/readyz").0 == 503);
+    assert!(stale, "/readyz stayed 200 with the storage check hung");
+    let (status, body) = probe(&s, "/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("has not come back"), "{body}");
+    assert_eq!(
+        probe(&s, "/healthz"),
+        (200, "ok".into()),
+        "liveness must not hang with the volume"
+    );
+}
