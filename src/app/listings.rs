@@ -1,4 +1,5 @@
-//! A directory listing as a response body, rendered while it is sent: the plain form (one
+//! `GET /file/{path}/` of a directory, answered by [`list_dir`]: the listing as a response body,
+//! rendered while it is sent: the plain form (one
 //! name per line, as the original wrote it, each line usable as a URL segment), JSON
 //! (`[{"href","modified","name","size","type"}]`, the keys in the order `serde_json` writes
 //! them: `name` the name itself, `href` the segment to put in a URL), or an HTML page for
@@ -10,6 +11,11 @@
 //! How a name becomes a line, an `href` or a link is decided in one place,
 //! [`crate::storage::jail::listed_name`] (and [`url_path`] for the page's absolute links).
 
+use super::auth::Grant;
+use super::error::Error;
+use super::{App, CACHE_CONTROL, wants_html, wants_json};
+use crate::http::{Head, Response, ResponseBody};
+use crate::storage::RelPath;
 use crate::storage::jail::{is_suffix_word, listed_name, readable_name};
 use crate::storage::{EntryKind, Listing};
 use crate::time::rfc3339;
@@ -257,6 +263,32 @@ impl Read for ListingBody {
         self.at += n;
         Ok(n)
     }
+}
+
+/// A directory's listing: bare names (the seed's format), JSON, or the browse page,
+/// streamed.
+pub(super) fn list_dir(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
+    let listing = app.storage.list(path, grant.storage_scope())?;
+    let (form, content_type) = if wants_json(head) {
+        (Form::Json, "application/json")
+    } else if wants_html(head) {
+        let raw = std::os::unix::ffi::OsStrExt::as_bytes(path.as_path().as_os_str()).to_vec();
+        (Form::Html { path: raw }, "text/html; charset=utf-8")
+    } else {
+        // The seed's format: bare names, one per line (clients split it on whitespace).
+        (Form::Plain, "text/plain; charset=utf-8")
+    };
+    let body = ResponseBody::Stream(Box::new(ListingBody::new(listing, form)));
+    let mut resp = Response::new(200, body)
+        .with_header("Content-Type", content_type)
+        .with_header("Cache-Control", CACHE_CONTROL);
+    if content_type.starts_with("text/html") {
+        resp = resp
+            .with_header("Content-Security-Policy", HTML_POLICY)
+            .with_header("X-Content-Type-Options", "nosniff");
+    }
+    // An HTTP/1.0 client cannot take chunks: the connection's end ends the body.
+    Ok(if head.minor_version == 0 { resp.closing() } else { resp })
 }
 
 #[cfg(test)]

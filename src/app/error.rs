@@ -181,7 +181,7 @@ impl From<StorageError> for Error {
                 message: "path leads outside the storage root through a symlink",
             },
             StorageError::OutOfScope => Error::Forbidden {
-                message: crate::auth::OUT_OF_SCOPE,
+                message: crate::app::auth::OUT_OF_SCOPE,
             },
             StorageError::NotFound => Error::NotFound,
             StorageError::IsADirectory

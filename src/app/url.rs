@@ -8,7 +8,7 @@
 //! deletes or moves away names something that exists and may be any name another writer made
 //! ([`Naming::Existing`]); one it writes or moves to must be a name safe to show ([`Naming::New`]).
 
-use crate::error::Error;
+use crate::app::error::Error;
 use crate::storage::{Naming, PathError, RelPath};
 
 /// What a request asks for.
