@@ -9,6 +9,7 @@
 mod app;
 mod config;
 mod http;
+mod path;
 mod pool;
 mod server;
 mod storage;
@@ -31,7 +32,6 @@ pub mod entry {
     pub use crate::app::url::{Op, parse as parse_url};
     pub use crate::http::body::{Body, BodyError, Framing, ReadBuf};
     pub use crate::http::head::{HeadError, HeadStatus, MAX_HEAD_BYTES, MAX_HEADERS, check_head, parse_head};
-    pub use crate::storage::jail::listed_name;
+    pub use crate::path::{Naming, RelPath, listed_name};
     pub use crate::storage::wc::count_lines;
-    pub use crate::storage::{Naming, RelPath};
 }

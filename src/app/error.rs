@@ -4,7 +4,8 @@
 //! Messages name what went wrong and why, never an absolute server path, a token or a body.
 
 use crate::http::{BodyError, Overload, Refusal, Response};
-use crate::storage::{PathError, StorageError};
+use crate::path::PathError;
+use crate::storage::StorageError;
 use std::fmt;
 
 /// Everything a request can fail with.

@@ -10,7 +10,8 @@ use super::writes::missing_fails_if_match;
 use super::{App, CACHE_CONTROL, listings};
 use crate::app::auth::Grant;
 use crate::http::{Head, Response, ResponseBody};
-use crate::storage::{Opened, RelPath, StorageError};
+use crate::path::RelPath;
+use crate::storage::{Opened, StorageError};
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 
@@ -142,7 +143,7 @@ fn content_type(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Naming;
+    use crate::path::Naming;
 
     #[test]
     fn content_types() {

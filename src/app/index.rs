@@ -7,7 +7,7 @@ use super::auth::Access;
 use super::error::Error;
 use super::{App, files, wants_html};
 use crate::http::{Head, Response, ResponseBody};
-use crate::storage::RelPath;
+use crate::path::RelPath;
 
 /// The `GET /` page: what this is and where its entry points are (the seed chart's `helm test`
 /// fetches `/`).

@@ -9,14 +9,13 @@
 //! names (kept by the storage listing for sorting) and one buffer.
 //!
 //! How a name becomes a line, an `href` or a link is decided in one place,
-//! [`crate::storage::jail::listed_name`] (and [`url_path`] for the page's absolute links).
+//! [`crate::path::listed_name`] (and [`url_path`] for the page's absolute links).
 
 use super::auth::Grant;
 use super::error::Error;
 use super::{App, CACHE_CONTROL, wants_html, wants_json};
 use crate::http::{Head, Response, ResponseBody};
-use crate::storage::RelPath;
-use crate::storage::jail::{is_suffix_word, listed_name, readable_name};
+use crate::path::{RelPath, is_suffix_word, listed_name, readable_name};
 use crate::storage::{EntryKind, Listing};
 use crate::time::rfc3339;
 use serde_json::json;

@@ -24,7 +24,7 @@ pub mod url;
 mod writes;
 
 use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
-use crate::storage::RelPath;
+use crate::path::RelPath;
 use crate::storage::Storage;
 use auth::browser::{self, BrowserRules};
 use auth::{Access, Grant, OUT_OF_SCOPE, Tokens};

@@ -9,7 +9,7 @@ use super::error::Error;
 use super::url;
 use super::writes::{etag_tests, missing_fails_if_match, preconditions};
 use crate::http::{Head, Request, Response};
-use crate::storage::{Naming, RelPath};
+use crate::path::{Naming, RelPath};
 use serde_json::json;
 use std::io::Read;
 

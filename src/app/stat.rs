@@ -6,7 +6,8 @@ use super::App;
 use super::auth::Grant;
 use super::error::Error;
 use crate::http::{Request, Response, ResponseBody};
-use crate::storage::{Opened, RelPath};
+use crate::path::RelPath;
+use crate::storage::Opened;
 use crate::time::{js_date, js_millis, js_number};
 use std::os::unix::fs::MetadataExt;
 

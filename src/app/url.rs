@@ -9,7 +9,7 @@
 //! ([`Naming::Existing`]); one it writes or moves to must be a name safe to show ([`Naming::New`]).
 
 use crate::app::error::Error;
-use crate::storage::{Naming, PathError, RelPath};
+use crate::path::{Naming, PathError, RelPath};
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,8 @@ use super::auth::Grant;
 use super::conditional::{self, Comparison};
 use super::error::Error;
 use crate::http::{Head, Request, Response};
-use crate::storage::{Conditions, RelPath, StorageError, Version, VersionTest};
+use crate::path::RelPath;
+use crate::storage::{Conditions, StorageError, Version, VersionTest};
 use serde_json::json;
 use std::fs::{File, Metadata};
 

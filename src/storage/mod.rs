@@ -27,7 +27,7 @@ pub mod walk;
 pub mod wc;
 
 pub use conditions::{Conditions, Version, VersionTest};
-pub use jail::{Naming, PathError, RelPath, Scope};
+pub use jail::{PathError, RelPath, Scope};
 pub use list::{Entry, EntryKind, Listing};
 
 use std::ffi::OsStr;
