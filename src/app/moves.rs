@@ -39,7 +39,7 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
         .take(MAX_MOVE_BODY_BYTES + 1)
         .read_to_end(&mut body)
         .map_err(|e| {
-            crate::http::BodyError::of(&e).map_or(Error::BadRequest { message: e.to_string() }, Error::BadBody)
+            crate::http::BodyError::of(&e).map_or(Error::BadRequest { message: e.to_string() }, Error::from)
         })?;
     if body.len() as u64 > MAX_MOVE_BODY_BYTES {
         return Err(Error::BadRequest {
