@@ -80,7 +80,11 @@ impl std::fmt::Display for PathError {
                     "path longer than {MAX_PATH_BYTES} bytes or a name longer than {MAX_SEGMENT_BYTES}"
                 )
             }
-            PathError::Empty => write!(f, "path is empty where a file or directory is needed"),
+            PathError::Empty => write!(
+                f,
+                "path is empty where a file or directory is needed: name it after /file/, as /file/{{path}} \
+                 (with no trailing / for a write)"
+            ),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! layer would, and changing one of those statuses means knowing one file.
 
 use crate::http::{BodyError, Overload, Refusal, Response};
-use crate::path::PathError;
+use crate::path::{PathError, RelPath};
 use crate::storage::StorageError;
 use std::fmt;
 
@@ -29,8 +29,11 @@ pub enum Error {
     Unauthorized,
     /// Access is refused: a write with the read-only token, or a symlink out of the root.
     Forbidden { message: &'static str },
-    /// No such file or directory, or no such URL.
+    /// No such file or directory.
     NotFound,
+    /// No route has this URL (a typo such as `/files/x`): answered like [`Error::NotFound`],
+    /// with a message, for a JSON client, naming the URLs that exist.
+    NoSuchUrl,
     /// The URL does not take this method.
     MethodNotAllowed { allow: &'static str },
     /// The target is in the wrong state: a directory where a file is needed, or the reverse.
@@ -61,6 +64,22 @@ impl Error {
         Error::Refused(Refusal::Overloaded(Overload::Exhausted(message)))
     }
 
+    /// A storage error met acting on `path` (the request's path, or a move's target): where a
+    /// directory or a file is in the way, the message names the path and what to do.
+    pub fn at(path: &RelPath, e: StorageError) -> Self {
+        match e {
+            StorageError::IsADirectory => Error::Conflict {
+                message: format!(
+                    "{e}: {path} is a directory where a file is needed; name a file (such as {path}/NAME)"
+                ),
+            },
+            StorageError::NotADirectory => Error::Conflict {
+                message: format!("{e}: a parent of {path} is a file; name a path whose parents are directories"),
+            },
+            e => e.into(),
+        }
+    }
+
     /// The HTTP status for this error.
     pub fn status(&self) -> u16 {
         match self {
@@ -68,7 +87,7 @@ impl Error {
             Error::BadPath(_) | Error::BadRequest { .. } => 400,
             Error::Unauthorized => 401,
             Error::Forbidden { .. } => 403,
-            Error::NotFound => 404,
+            Error::NotFound | Error::NoSuchUrl => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
@@ -87,7 +106,7 @@ impl Error {
             Error::BadRequest { .. } => "bad_request",
             Error::Unauthorized => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
-            Error::NotFound => "not_found",
+            Error::NotFound | Error::NoSuchUrl => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict { .. } => "conflict",
             Error::NotRegularFile => "not_regular_file",
@@ -105,7 +124,7 @@ impl Error {
     /// exact `text/plain` body `Not Found` (Express's `sendStatus(404)`, which clients compare
     /// with), unless `wants_json` (the request's `Accept` names `application/json`).
     pub fn into_response(self, wants_json: bool) -> Response {
-        if matches!(self, Error::NotFound) && !wants_json {
+        if matches!(self, Error::NotFound | Error::NoSuchUrl) && !wants_json {
             return Response::text(404, "Not Found");
         }
         if let Error::Refused(refusal) = self {
@@ -134,9 +153,16 @@ impl fmt::Display for Error {
             Error::BadPath(e) => write!(f, "{e}"),
             Error::BadRequest { message } => write!(f, "{message}"),
             Error::Refused(refusal) => write!(f, "{refusal}"),
-            Error::Unauthorized => write!(f, "a valid bearer token is required"),
+            Error::Unauthorized => write!(
+                f,
+                "a valid bearer token is required: send it as the header `Authorization: Bearer <token>`"
+            ),
             Error::Forbidden { message } => write!(f, "{message}"),
             Error::NotFound => write!(f, "no such file or directory"),
+            Error::NoSuchUrl => write!(
+                f,
+                "no such URL: files and directories are under /file/{{path}} (GET / lists every entry point)"
+            ),
             Error::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
             Error::Conflict { message } => write!(f, "{message}"),
             Error::NotRegularFile => write!(

@@ -10,6 +10,7 @@ use super::url;
 use super::writes::{etag_tests, missing_fails_if_match, preconditions};
 use crate::http::{Head, Request, Response};
 use crate::path::{Naming, RelPath};
+use crate::storage::StorageError;
 use serde_json::json;
 use std::io::Read;
 
@@ -56,7 +57,11 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
     let size = app
         .storage
         .rename(path, &target, grant.storage_scope(), &preconditions(req.head, &tests))
-        .map_err(|e| missing_fails_if_match(req.head, e))?;
+        .map_err(|e| match e {
+            // What is in the way is at the target.
+            StorageError::IsADirectory | StorageError::NotADirectory => Error::at(&target, e),
+            e => missing_fails_if_match(req.head, e),
+        })?;
     Ok(Response::json(
         200,
         &json!({ "path": target.to_string(), "from": path.to_string(), "size": size }),

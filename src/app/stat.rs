@@ -13,7 +13,10 @@ use std::os::unix::fs::MetadataExt;
 
 /// The number of `\n` bytes in a file, as text.
 pub(super) fn line_count(app: &App, path: &RelPath, grant: Grant<'_>, req: &Request<'_>) -> Result<Response, Error> {
-    let lines = app.storage.count_lines(path, grant.storage_scope(), req.client_gone)?;
+    let lines = app
+        .storage
+        .count_lines(path, grant.storage_scope(), req.client_gone)
+        .map_err(|e| Error::at(path, e))?;
     Ok(Response::text(200, lines.to_string()))
 }
 

@@ -161,7 +161,7 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
         _ => {}
     }
     let Some(raw) = path.strip_prefix("/file/") else {
-        return Err(Error::NotFound);
+        return Err(Error::NoSuchUrl);
     };
     if let Some(base) = raw.strip_suffix("/wc").filter(|b| !b.is_empty()) {
         return read_only(Op::LineCount {

@@ -21,7 +21,8 @@ pub(super) fn upload(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut Requ
     let conditions = preconditions(req.head, &tests);
     let size = app
         .storage
-        .write_atomic(path, grant.storage_scope(), req.body, &conditions)?;
+        .write_atomic(path, grant.storage_scope(), req.body, &conditions)
+        .map_err(|e| Error::at(path, e))?;
     Ok(written(path, size))
 }
 
@@ -32,7 +33,10 @@ pub(super) fn append(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut Requ
         size: upload_offset(req.head)?,
         ..preconditions(req.head, &tests)
     };
-    let size = app.storage.append(path, grant.storage_scope(), req.body, &conditions)?;
+    let size = app
+        .storage
+        .append(path, grant.storage_scope(), req.body, &conditions)
+        .map_err(|e| Error::at(path, e))?;
     Ok(written(path, size).with_header("Upload-Offset", size.to_string()))
 }
 

@@ -33,12 +33,15 @@
 //!   a path no request can name, targets ending in `/`, a move below a file.
 //! - `startup`: the start-up sweep over 100,000 crash-record names, orphans removed.
 //! - `readonly`: a volume remounted read-only under the server: writes 507, reads work.
+//! - `errors`: error messages that say what to do (a mistyped URL, an empty path, a directory
+//!   in the way, a missing token).
 
 mod bounds;
 mod browser;
 mod clients;
 mod crash;
 mod durability;
+mod errors;
 mod faults;
 mod hostile;
 mod http_features;
