@@ -26,6 +26,7 @@ pub mod upload;
 pub mod walk;
 pub mod wc;
 
+pub use crate::sys::VolumeUsage;
 pub use jail::{PathError, RelPath, Scope};
 pub use list::{Entry, EntryKind, Listing};
 pub use preconditions::{Conditions, Version, VersionTest};
@@ -471,6 +472,11 @@ impl Storage {
     /// Free bytes on the storage volume.
     pub fn free_bytes(&self) -> io::Result<u64> {
         self.root.dir().free_bytes()
+    }
+
+    /// The storage volume's size and use, in bytes and inodes.
+    pub fn volume_usage(&self) -> io::Result<VolumeUsage> {
+        self.root.dir().volume_usage()
     }
 }
 
