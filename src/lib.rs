@@ -4,6 +4,9 @@
 //! operation, operation to storage call and reply) → `storage` (files under the root).
 //! `storage` knows nothing of HTTP and `http` nothing of files. `server` wires them together;
 //! `main.rs` only parses flags and waits for a signal.
+//!
+//! The map for the next engineer (the flow in a picture, a line per file, the invariants not
+//! to break, and where to change what) is `docs/ARCHITECTURE.md`.
 #![deny(unsafe_code)]
 
 mod app;
