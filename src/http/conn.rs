@@ -1,16 +1,18 @@
 //! Serving requests on one connection, on a worker thread.
 //!
 //! The reactor hands over a connection whose buffer starts with a complete request head. We
-//! parse it, choose the body framing, run the handler, write its response, and log one access
-//! line. Then either the connection closes, another pipelined request already in the buffer is
-//! served at once, or the connection goes back to the reactor to wait. Any framing or body
-//! error closes the connection: bytes after a broken body are never parsed as a request.
+//! parse it, choose the body framing, run the handler, and send its response (or our refusal)
+//! through [`exchange::send`], which logs and counts it. Then either the connection closes,
+//! another pipelined request already in the buffer is served at once, or the connection goes
+//! back to the reactor to wait. Any framing or body error closes the connection: bytes after a
+//! broken body are never parsed as a request.
 
 use super::body::{Body, Framing, ReadBuf, choose_framing};
+use super::exchange::{self, Answered, Delivery};
 use super::head::{Head, HeadStatus, check_head, parse_head};
 use super::refusal::Refusal;
-use super::write::{Response, write_response};
-use super::{Conn, Exchange, Request, Shared, reactor};
+use super::write::Response;
+use super::{Conn, Request, Shared, reactor};
 use crate::sys;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -31,7 +33,7 @@ enum Next {
 /// Serves requests on `conn` until it closes or has no complete request buffered.
 pub(crate) fn serve(conn: Conn, shared: &Shared) {
     if conn.queued_at.elapsed() > shared.config.queue_timeout {
-        reactor::refuse_waited_too_long(&conn);
+        reactor::refuse_waited_too_long(&conn, shared);
         return;
     }
     let Conn {
@@ -116,28 +118,47 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     let (head, head_len) = match parse_head(input.pending()) {
         Ok(parsed) => parsed,
         Err(e) => {
-            let refusal = Refusal::Head(e);
-            let _ = write_response(stream, refusal.response(), false, false);
-            log::info!(target: "access", "{remote} - - {} 0 0 0ms ({e})", refusal.status());
+            let why = e.to_string();
+            let to = Answered::unread(remote, &why);
+            exchange::send(
+                stream,
+                Refusal::Head(e).response(),
+                to,
+                Delivery::BlockingThenClose,
+                shared,
+            );
             return Next::Close;
         }
     };
     input.consume(head_len);
     if let Some(resp) = shared.handler.answer_early(&head) {
-        reactor::answer_and_close(stream, remote, &head, resp, shared, reactor::Writing::Blocking);
+        let to = Answered::head(remote, &head, started).noting("answered from the head");
+        exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
         return Next::Close;
     }
     let expectation = head.header("expect");
     if expectation.is_some_and(|v| !v.eq_ignore_ascii_case("100-continue")) {
         let resp = refusal_of(&head, Refusal::Expectation, shared);
-        finish(stream, remote, &head, resp, Served::refused(started), shared);
+        exchange::send(
+            stream,
+            resp,
+            Answered::head(remote, &head, started),
+            Delivery::BlockingThenClose,
+            shared,
+        );
         return Next::Close;
     }
     let framing = match choose_framing(&head) {
         Ok(f) => f,
         Err(e) => {
             let resp = refusal_of(&head, Refusal::Framing(e), shared);
-            finish(stream, remote, &head, resp, Served::refused(started), shared);
+            exchange::send(
+                stream,
+                resp,
+                Answered::head(remote, &head, started),
+                Delivery::BlockingThenClose,
+                shared,
+            );
             return Next::Close;
         }
     };
@@ -145,7 +166,8 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
         && n > limit
     {
         let resp = refusal_of(&head, Refusal::DeclaredTooLarge { length: n, limit }, shared);
-        if finish(stream, remote, &head, resp, Served::refused(started), shared) {
+        let to = Answered::head(remote, &head, started);
+        if exchange::send(stream, resp, to, Delivery::Blocking { keep_alive: false }, shared) {
             drain_before_close(stream);
         }
         return Next::Close;
@@ -166,18 +188,11 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     let abandoned = body.abandoned();
     let bytes_in = body.received();
     let keep_alive = body_done && !resp.close && !head.wants_close() && !shared.stopping.load(Ordering::Relaxed);
-    let written = finish(
-        stream,
-        remote,
-        &head,
-        resp,
-        Served {
-            keep_alive,
-            bytes_in,
-            started,
-        },
-        shared,
-    );
+    let to = Answered {
+        bytes_in,
+        ..Answered::head(remote, &head, started)
+    };
+    let written = exchange::send(stream, resp, to, Delivery::Blocking { keep_alive }, shared);
     if keep_alive && written {
         return Next::KeepAlive;
     }
@@ -225,66 +240,4 @@ fn refusal_of(head: &Head, refusal: Refusal, shared: &Shared) -> Response {
         Some(label) => resp.labelled(label),
         None => resp,
     }
-}
-
-/// How a request was served, for the response that ends it.
-struct Served {
-    /// The connection may carry another request after this response.
-    keep_alive: bool,
-    /// Body bytes received.
-    bytes_in: u64,
-    /// When the head was complete.
-    started: Instant,
-}
-
-impl Served {
-    /// A request refused before its body was read: the connection closes after the answer.
-    fn refused(started: Instant) -> Self {
-        Served {
-            keep_alive: false,
-            bytes_in: 0,
-            started,
-        }
-    }
-}
-
-/// Writes the response, logs the access line and reports the exchange; true if written.
-fn finish(
-    stream: &TcpStream,
-    remote: SocketAddr,
-    head: &Head,
-    resp: Response,
-    served: Served,
-    shared: &Shared,
-) -> bool {
-    let Served {
-        keep_alive,
-        bytes_in,
-        started,
-    } = served;
-    let status = resp.status;
-    let label = resp.label;
-    let head_only = head.method == "HEAD";
-    let result = write_response(stream, resp, keep_alive, head_only);
-    let duration = started.elapsed();
-    let (bytes_out, outcome) = match &result {
-        Ok(n) => (*n, String::new()),
-        Err(cut) => (cut.body_bytes, format!(" (response cut short: {})", cut.error)),
-    };
-    log::info!(
-        target: "access",
-        "{remote} {} {} {status} in={bytes_in} out={bytes_out} {}ms{outcome}",
-        head.method,
-        head.logged_path(),
-        duration.as_millis()
-    );
-    shared.handler.completed(&Exchange {
-        method: &head.method,
-        label,
-        status,
-        bytes_in,
-        bytes_out,
-        duration,
-    });
-    result.is_ok()
 }

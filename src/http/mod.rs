@@ -4,12 +4,15 @@
 //! worker) until a complete request head has arrived; [`conn`] then serves it on a worker of
 //! the bounded [`crate::pool`], reading the body through [`body`] and writing the reply with
 //! [`write`]; if the connection stays open it goes back to [`reactor`] to wait for the next head.
-//! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value.
+//! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value. Every
+//! answer, the handler's or the HTTP layer's own refusal, leaves through [`exchange::send`]:
+//! one place that writes it, logs its access line and reports it to [`Handler::completed`].
 
 pub mod accept;
 pub mod body;
 pub mod chunked;
 pub mod conn;
+pub mod exchange;
 pub mod head;
 pub mod reactor;
 pub mod refusal;
@@ -76,7 +79,8 @@ pub struct Request<'a> {
 /// What the HTTP layer reports about each finished exchange (for metrics and logs).
 #[derive(Debug)]
 pub struct Exchange<'a> {
-    /// Request method.
+    /// Request method; `-` for a request the server never took in (its head did not parse or
+    /// did not come in time, or load refused it first: see [`exchange`]).
     pub method: &'a str,
     /// What the handler said it served ([`Response::labelled`]); `None` for a request the
     /// HTTP layer refused itself.
