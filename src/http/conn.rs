@@ -1,18 +1,18 @@
 //! Serving requests on one connection, on a worker thread.
 //!
-//! The reactor hands over a connection whose buffer starts with a complete request head. We
-//! parse it, choose the body framing, run the handler, and send its response (or our refusal)
-//! through [`exchange::send`], which logs and counts it. Then either the connection closes,
-//! another pipelined request already in the buffer is served at once, or the connection goes
-//! back to the reactor to wait. Any framing or body error closes the connection: bytes after a
+//! The reactor hands over a connection with the request head it parsed and the bytes that
+//! followed it (the start of the body). We choose the body framing, run the handler, and send
+//! its response (or our refusal) through [`exchange::send`], which logs and counts it. Then
+//! either the connection closes, another pipelined request already in the buffer is parsed and
+//! served at once, or the connection goes back to the reactor to wait. Any framing or body error closes the connection: bytes after a
 //! broken body are never parsed as a request.
 
 use super::body::{Body, Framing, ReadBuf, choose_framing};
 use super::exchange::{self, Answered, Delivery};
-use super::head::{Head, HeadStatus, check_head, parse_head};
+use super::head::{Head, read_head};
 use super::refusal::Refusal;
 use super::write::Response;
-use super::{Conn, Request, Shared, reactor};
+use super::{Conn, Idle, Request, Shared, reactor};
 use crate::sys;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -30,7 +30,8 @@ enum Next {
     KeepAlive,
 }
 
-/// Serves requests on `conn` until it closes or has no complete request buffered.
+/// Serves the request on `conn`, then the ones that follow it on the connection, until it
+/// closes or has no complete request buffered.
 pub(crate) fn serve(conn: Conn, shared: &Shared) {
     if conn.queued_at.elapsed() > shared.config.queue_timeout {
         reactor::refuse_waited_too_long(&conn, shared);
@@ -39,6 +40,7 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     let Conn {
         stream,
         remote,
+        head,
         pending,
         ..
     } = conn;
@@ -51,13 +53,12 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     // Registered once per hand-over (not per request), so shutdown can see and cut it off;
     // unregistered by the guard's drop, even if serving panics.
     let service = shared.begin_service(&stream);
-    let leftover = serve_buffered(&stream, remote, &mut input, shared);
+    let leftover = serve_buffered(&stream, remote, head, &mut input, shared);
     if let Some(pending) = leftover {
-        shared.repark(Conn {
+        shared.repark(Idle {
             stream,
             remote,
             pending,
-            queued_at: Instant::now(),
         });
     }
     // Only now: a connection on its way back to the reactor stays counted (as in service)
@@ -65,21 +66,67 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     drop(service);
 }
 
-/// Serves every request whose head is already buffered; returns the bytes of an unfinished
-/// next head if the connection stays open, `None` if it must close.
-fn serve_buffered(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Option<Vec<u8>> {
+/// Serves the request of `head`, then every request whose head is already buffered (or
+/// arrives during one short wait); returns the bytes of an unfinished next head if the
+/// connection stays open, `None` if it must close.
+fn serve_buffered(
+    stream: &TcpStream,
+    remote: SocketAddr,
+    head: Head,
+    input: &mut ReadBuf,
+    shared: &Shared,
+) -> Option<Vec<u8>> {
+    let mut head = head;
     loop {
-        if matches!(serve_one(stream, remote, input, shared), Next::Close) {
+        if matches!(serve_one(stream, remote, head, input, shared), Next::Close) {
             return None;
         }
-        // A complete head is served now; a refused one by the next round, which answers the
-        // refusal and closes. A partial one gets one short wait here before going back.
-        if let Ok(HeadStatus::Partial) = check_head(input.pending()) {
-            match linger(stream, input, shared) {
-                Linger::Closed => return None,
-                Linger::MoreBytes if !matches!(check_head(input.pending()), Ok(HeadStatus::Partial)) => {}
-                Linger::MoreBytes | Linger::Quiet => return Some(input.pending().to_vec()),
+        head = match next_head(stream, remote, input, shared) {
+            Following::Head(next) => next,
+            Following::Park => return Some(input.pending().to_vec()),
+            Following::Close => return None,
+        };
+    }
+}
+
+/// What follows a served request on its connection.
+enum Following {
+    /// The next request's head, complete and taken from the buffer.
+    Head(Head),
+    /// Nothing complete yet: the connection goes back to the reactor to wait.
+    Park,
+    /// The connection closes (the client went, or its next head was refused).
+    Close,
+}
+
+/// Parses the next request's head from the buffer (an empty buffer holds none: no need to ask
+/// the parser). A partial one gets one short wait here before the connection goes back; a
+/// refused one is answered and the connection closes.
+fn next_head(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Following {
+    let mut lingered = false;
+    loop {
+        let parsed = match input.pending() {
+            [] => Ok(None),
+            bytes => read_head(bytes),
+        };
+        match parsed {
+            Ok(Some((head, len))) => {
+                input.consume(len);
+                return Following::Head(head);
             }
+            Err(e) => {
+                let why = e.to_string();
+                let to = Answered::unread(remote, &why);
+                let resp = Refusal::Head(e).response();
+                exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
+                return Following::Close;
+            }
+            Ok(None) if lingered => return Following::Park,
+            Ok(None) => match linger(stream, input, shared) {
+                Linger::Closed => return Following::Close,
+                Linger::Quiet => return Following::Park,
+                Linger::MoreBytes => lingered = true,
+            },
         }
     }
 }
@@ -113,24 +160,9 @@ fn linger(stream: &TcpStream, input: &mut ReadBuf, shared: &Shared) -> Linger {
     }
 }
 
-fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Next {
+/// Serves the request of `head` (taken from the buffer, which holds what follows it).
+fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut ReadBuf, shared: &Shared) -> Next {
     let started = Instant::now();
-    let (head, head_len) = match parse_head(input.pending()) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            let why = e.to_string();
-            let to = Answered::unread(remote, &why);
-            exchange::send(
-                stream,
-                Refusal::Head(e).response(),
-                to,
-                Delivery::BlockingThenClose,
-                shared,
-            );
-            return Next::Close;
-        }
-    };
-    input.consume(head_len);
     if let Some(resp) = shared.handler.answer_early(&head) {
         let to = Answered::head(remote, &head, started).noting("answered from the head");
         exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);

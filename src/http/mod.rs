@@ -128,17 +128,31 @@ pub struct Stats {
     pub in_flight: AtomicUsize,
 }
 
-/// A connection between requests: the socket and any bytes already read from it.
+/// A connection with a complete request head, on its way from the reactor to a worker: the head
+/// is parsed once, by the reactor, and travels here.
 #[derive(Debug)]
 pub struct Conn {
     /// The socket.
     pub stream: TcpStream,
     /// The client's address.
     pub remote: SocketAddr,
-    /// Bytes received and not yet parsed (the start of the next request).
+    /// The request's head.
+    pub head: Head,
+    /// Bytes received after the head: the start of its body (perhaps more requests after it).
     pub pending: Vec<u8>,
     /// When it was queued for a worker (see [`HttpConfig::queue_timeout`]).
     pub queued_at: Instant,
+}
+
+/// A kept-alive connection between requests, on its way back from a worker to the reactor.
+#[derive(Debug)]
+pub struct Idle {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Bytes received of the next request's head, not complete yet (perhaps none).
+    pub pending: Vec<u8>,
 }
 
 /// State shared by the reactor and the workers.
@@ -151,7 +165,7 @@ pub(crate) struct Shared {
     in_service: Mutex<HashMap<u64, TcpStream>>,
     next_id: AtomicU64,
     /// Connections that finished a request and wait for the next, back to the reactor.
-    returns: Sender<Conn>,
+    returns: Sender<Idle>,
     wake: UnixStream,
 }
 
@@ -167,7 +181,7 @@ impl Shared {
     }
 
     /// Hands a kept-alive connection back to the reactor to wait for its next request.
-    pub(crate) fn repark(&self, conn: Conn) {
+    pub(crate) fn repark(&self, conn: Idle) {
         if self.stopping.load(Ordering::Relaxed) || self.returns.send(conn).is_err() {
             return;
         }
@@ -295,5 +309,76 @@ impl Server {
     fn in_service(&self) -> usize {
         let stats = &self.shared.stats;
         stats.in_flight.load(Ordering::SeqCst) + stats.pool.queued.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Answers every request with a short 200.
+    struct Hello;
+
+    impl Handler for Hello {
+        fn handle(&self, _req: &mut Request<'_>) -> Response {
+            Response::text(200, "hello")
+        }
+    }
+
+    fn start() -> Server {
+        let config = HttpConfig {
+            workers: 1,
+            queue: 4,
+            queue_timeout: Duration::from_secs(10),
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(10),
+            max_body: None,
+        };
+        Server::start("127.0.0.1:0", config, Arc::new(Hello), Arc::default()).expect("start a server")
+    }
+
+    /// Reads one whole `hello` response from `conn`.
+    fn read_hello(conn: &mut TcpStream) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nhello") {
+            let n = conn.read(&mut buf).expect("read a response");
+            assert!(n > 0, "closed before the response: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+
+    /// How often the server ran `httparse` for a request (the head arrives in one read).
+    #[test]
+    fn a_request_head_is_parsed_once() {
+        use head::tests::SERVER_PARSES;
+        const REQUESTS: usize = 3;
+        let server = start();
+        let mut conn = TcpStream::connect(server.local_addr()).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        let before = SERVER_PARSES.load(Ordering::SeqCst);
+        for _ in 0..REQUESTS {
+            conn.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("send a request");
+            read_hello(&mut conn);
+        }
+        conn.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("send the last request");
+        read_hello(&mut conn);
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest);
+        let parses = SERVER_PARSES.load(Ordering::SeqCst) - before;
+        eprintln!("{parses} httparse calls for {} requests", REQUESTS + 1);
+        assert_eq!(parses, REQUESTS + 1, "each request head should be parsed once");
+        server.shutdown(Duration::from_secs(5));
     }
 }

@@ -3,18 +3,21 @@
 //! bytes, never a worker.
 //!
 //! A parked connection is read without blocking into its own small buffer (grown only by the
-//! bytes that arrive, at most [`MAX_HEAD_BYTES`]). When the buffer holds a complete head, the
-//! connection goes to the worker pool; if the pool and its queue are full, the client gets
-//! `503` with `Retry-After` at once. Deadlines: a connection with no bytes of a request waits
-//! at most the idle timeout; once a head has started it must finish within the head timeout.
+//! bytes that arrive, at most [`MAX_HEAD_BYTES`]), and the buffer parsed ([`read_head`]) after
+//! each read. Once it holds a complete head, an early answer ([`super::Handler::answer_early`])
+//! is sent from here; otherwise the connection goes to the worker pool carrying the parsed
+//! head and the bytes after it, so no request is parsed twice. If the pool and its queue are
+//! full, the client gets `503` with `Retry-After` at once. Deadlines: a connection with no
+//! bytes of a request waits at most the idle timeout; once a head has started it must finish
+//! within the head timeout.
 //! Refusals written from here are tiny and written without blocking: a client that does not
 //! read them simply loses them. Every answer leaves through [`exchange::send`].
 
 use super::accept::{self, ACCEPT_BACKOFF, Accepted, MAX_ACCEPTS_PER_WAKE};
 use super::exchange::{self, Answered, Delivery};
-use super::head::{HeadStatus, MAX_HEAD_BYTES, check_head, parse_head};
+use super::head::{Head, MAX_HEAD_BYTES, read_head};
 use super::refusal::{Overload, Refusal};
-use super::{Conn, PROBE_RESERVE, Shared};
+use super::{Conn, Idle, PROBE_RESERVE, Shared};
 use crate::pool::Pool;
 use crate::sys;
 use std::io::{self, Read};
@@ -85,8 +88,8 @@ struct Parked {
 enum Readiness {
     /// Still waiting for (more of) a head.
     Waiting,
-    /// A complete head is buffered.
-    Ready,
+    /// A complete head was read: the head, parsed, and its length in the buffer.
+    Ready(Head, usize),
     /// The connection is finished (closed, refused or broken).
     Gone,
 }
@@ -95,7 +98,7 @@ enum Readiness {
 pub(crate) struct Reactor {
     listener: Option<TcpListener>,
     wake: UnixStream,
-    returned: Receiver<Conn>,
+    returned: Receiver<Idle>,
     pool: Arc<Pool<Conn>>,
     shared: Arc<Shared>,
     parked: Vec<Parked>,
@@ -107,7 +110,7 @@ impl Reactor {
     pub(crate) fn new(
         listener: TcpListener,
         wake: UnixStream,
-        returned: Receiver<Conn>,
+        returned: Receiver<Idle>,
         pool: Arc<Pool<Conn>>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -263,16 +266,9 @@ impl Reactor {
             Readiness::Gone => {
                 self.unpark(index);
             }
-            Readiness::Ready => {
-                let p = self.unpark(index);
+            Readiness::Ready(head, head_len) => {
+                let mut p = self.unpark(index);
                 let started = Instant::now();
-                let head = match parse_head(&p.pending) {
-                    Ok((head, _)) => head,
-                    Err(e) => {
-                        refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string(), &self.shared);
-                        return;
-                    }
-                };
                 // The reactor is the one thread every client needs: a bug in the handler's early
                 // answer costs this request a 500, never the reactor.
                 let early =
@@ -303,9 +299,11 @@ impl Reactor {
                 if p.stream.set_nonblocking(false).is_err() {
                     return;
                 }
+                p.pending.drain(..head_len);
                 let conn = Conn {
                     stream: p.stream,
                     remote: p.remote,
+                    head,
                     pending: p.pending,
                     queued_at: Instant::now(),
                 };
@@ -342,9 +340,9 @@ impl Reactor {
             }
             Err(_) => return Readiness::Gone,
         }
-        match check_head(&p.pending) {
-            Ok(HeadStatus::Complete(_)) => Readiness::Ready,
-            Ok(HeadStatus::Partial) => Readiness::Waiting,
+        match read_head(&p.pending) {
+            Ok(Some((head, len))) => Readiness::Ready(head, len),
+            Ok(None) => Readiness::Waiting,
             Err(e) => {
                 refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string(), &self.shared);
                 Readiness::Gone
