@@ -163,7 +163,7 @@ fn linger(stream: &TcpStream, input: &mut ReadBuf, shared: &Shared) -> Linger {
 /// Serves the request of `head` (taken from the buffer, which holds what follows it).
 fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut ReadBuf, shared: &Shared) -> Next {
     let started = Instant::now();
-    if let Some(resp) = shared.handler.answer_early(&head) {
+    if let Some(resp) = shared.answer_early(&head) {
         let to = Answered::head(remote, &head, started).noting("answered from the head");
         exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
         return Next::Close;
@@ -210,12 +210,25 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut Rea
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let mut body = Body::new(stream, input, framing, expects_continue, shared.config.max_body);
     let client_gone = || sys::peer_gone(std::os::fd::AsFd::as_fd(stream));
-    let resp = shared.handler.handle(&mut Request {
-        head: &head,
-        body: &mut body,
-        remote,
-        client_gone: &client_gone,
-    });
+    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared.handler.handle(&mut Request {
+            head: &head,
+            body: &mut body,
+            remote,
+            client_gone: &client_gone,
+        })
+    }));
+    let Ok(resp) = handled else {
+        // A bug in the handler costs this request a 500 (and its connection), like any answer.
+        log::error!("serving {} {} panicked", head.method, head.logged_path());
+        let to = Answered {
+            bytes_in: body.received(),
+            ..Answered::head(remote, &head, started)
+        };
+        let resp = refusal_of(&head, Refusal::Internal, shared);
+        exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
+        return Next::Close;
+    };
     let body_done = body.is_complete();
     let abandoned = body.abandoned();
     let bytes_in = body.received();

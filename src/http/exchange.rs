@@ -3,7 +3,7 @@
 //! ([`Handler::completed`](super::Handler::completed)), so the metrics count it. That covers a
 //! handler's reply, an early answer from the head, and each answer the HTTP layer gives itself:
 //! a head it cannot parse, a head not finished in time, refused framing, the connection limit,
-//! full workers and queue, a request that waited too long for a worker, a panicking early answer.
+//! full workers and queue, a request that waited too long for a worker, a panicking handler.
 //!
 //! The access line, in one format for every answer:
 //!

@@ -180,6 +180,20 @@ impl Shared {
         InService { shared: self, id }
     }
 
+    /// The handler's early answer to `head` ([`Handler::answer_early`]), if any. A panic in it
+    /// is logged and answered 500, so a bug there costs one request, never a thread.
+    pub(crate) fn answer_early(&self, head: &Head) -> Option<Response> {
+        let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handler.answer_early(head)));
+        early.unwrap_or_else(|_| {
+            log::error!(
+                "answering {} {} from its head panicked",
+                head.method,
+                head.logged_path()
+            );
+            Some(Refusal::Internal.response())
+        })
+    }
+
     /// Hands a kept-alive connection back to the reactor to wait for its next request.
     pub(crate) fn repark(&self, conn: Idle) {
         if self.stopping.load(Ordering::Relaxed) || self.returns.send(conn).is_err() {
@@ -317,16 +331,33 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    /// Answers every request with a short 200.
-    struct Hello;
+    /// Answers every request with a short 200, except `/panic` (its handler panics) and
+    /// `/panic-early` (its early answer panics); keeps the status of each exchange reported.
+    #[derive(Default)]
+    struct Hello {
+        completed: Mutex<Vec<u16>>,
+    }
 
     impl Handler for Hello {
-        fn handle(&self, _req: &mut Request<'_>) -> Response {
+        fn handle(&self, req: &mut Request<'_>) -> Response {
+            assert!(req.head.target != "/panic", "a handler bug, on purpose");
             Response::text(200, "hello")
+        }
+
+        fn answer_early(&self, head: &Head) -> Option<Response> {
+            assert!(head.target != "/panic-early", "an early-answer bug, on purpose");
+            None
+        }
+
+        fn completed(&self, exchange: &Exchange<'_>) {
+            self.completed.lock().unwrap().push(exchange.status);
         }
     }
 
-    fn start() -> Server {
+    /// Held by each test that runs a server, so `httparse` calls are counted for one at a time.
+    static ONE_SERVER: Mutex<()> = Mutex::new(());
+
+    fn start_with(handler: Arc<Hello>) -> Server {
         let config = HttpConfig {
             workers: 1,
             queue: 4,
@@ -337,7 +368,39 @@ mod tests {
             io_timeout: Duration::from_secs(10),
             max_body: None,
         };
-        Server::start("127.0.0.1:0", config, Arc::new(Hello), Arc::default()).expect("start a server")
+        Server::start("127.0.0.1:0", config, handler, Arc::default()).expect("start a server")
+    }
+
+    fn start() -> Server {
+        start_with(Arc::default())
+    }
+
+    /// Sends `request` on a new connection and returns all the server sent until it closed.
+    fn exchange(server: &Server, request: &[u8]) -> String {
+        let mut conn = TcpStream::connect(server.local_addr()).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        conn.write_all(request).expect("send a request");
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn a_panicking_handler_or_early_answer_is_answered_500_and_reported() {
+        let _alone = ONE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        let hello = Arc::new(Hello::default());
+        let server = start_with(Arc::clone(&hello));
+        for target in ["/panic", "/panic-early"] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+            let got = exchange(&server, request.as_bytes());
+            assert!(got.starts_with("HTTP/1.1 500 "), "{target}: {got:?}");
+        }
+        // Still serving, on the same single worker.
+        let got = exchange(&server, b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert!(got.starts_with("HTTP/1.1 200 "), "{got:?}");
+        server.shutdown(Duration::from_secs(5));
+        assert_eq!(*hello.completed.lock().unwrap(), [500, 500, 200]);
     }
 
     /// Reads one whole `hello` response from `conn`.
@@ -361,6 +424,7 @@ mod tests {
     fn a_request_head_is_parsed_once() {
         use head::tests::SERVER_PARSES;
         const REQUESTS: usize = 3;
+        let _alone = ONE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
         let server = start();
         let mut conn = TcpStream::connect(server.local_addr()).expect("connect");
         conn.set_read_timeout(Some(Duration::from_secs(10)))

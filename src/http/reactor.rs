@@ -271,16 +271,7 @@ impl Reactor {
                 let started = Instant::now();
                 // The reactor is the one thread every client needs: a bug in the handler's early
                 // answer costs this request a 500, never the reactor.
-                let early =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shared.handler.answer_early(&head)));
-                let early = early.unwrap_or_else(|_| {
-                    log::error!(
-                        "answering {} {} from its head panicked",
-                        head.method,
-                        head.logged_path()
-                    );
-                    Some(Refusal::Internal.response())
-                });
+                let early = self.shared.answer_early(&head);
                 if let Some(resp) = early {
                     let to = Answered::head(p.remote, &head, started).noting("answered from the head");
                     exchange::send(&p.stream, resp, to, Delivery::NonBlocking, &self.shared);
