@@ -1,16 +1,18 @@
 //! Serving requests on one connection, on a worker thread.
 //!
-//! The reactor hands over a connection whose buffer starts with a complete request head. We
-//! parse it, choose the body framing, run the handler, write its response, and log one access
-//! line. Then either the connection closes, another pipelined request already in the buffer is
-//! served at once, or the connection goes back to the reactor to wait. Any framing or body
-//! error closes the connection: bytes after a broken body are never parsed as a request.
+//! The reactor hands over a connection with the request head it parsed and the bytes that
+//! followed it (the start of the body). We choose the body framing, run the handler, and send
+//! its response (or our refusal) through [`exchange::send`], which logs and counts it. Then
+//! either the connection closes, another pipelined request already in the buffer is parsed and
+//! served at once, or the connection goes back to the reactor to wait. Any framing or body error closes the connection: bytes after a
+//! broken body are never parsed as a request.
 
 use super::body::{Body, Framing, ReadBuf, choose_framing};
-use super::head::{Head, HeadStatus, check_head, parse_head};
+use super::exchange::{self, Answered, Delivery};
+use super::head::{Head, read_head};
 use super::refusal::Refusal;
-use super::write::{Response, write_response};
-use super::{Conn, Exchange, Request, Shared, reactor};
+use super::write::Response;
+use super::{Conn, Idle, Request, Shared, reactor};
 use crate::sys;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -28,15 +30,17 @@ enum Next {
     KeepAlive,
 }
 
-/// Serves requests on `conn` until it closes or has no complete request buffered.
+/// Serves the request on `conn`, then the ones that follow it on the connection, until it
+/// closes or has no complete request buffered.
 pub(crate) fn serve(conn: Conn, shared: &Shared) {
     if conn.queued_at.elapsed() > shared.config.queue_timeout {
-        reactor::refuse_waited_too_long(&conn);
+        reactor::refuse_waited_too_long(&conn, shared);
         return;
     }
     let Conn {
         stream,
         remote,
+        head,
         pending,
         ..
     } = conn;
@@ -49,13 +53,12 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     // Registered once per hand-over (not per request), so shutdown can see and cut it off;
     // unregistered by the guard's drop, even if serving panics.
     let service = shared.begin_service(&stream);
-    let leftover = serve_buffered(&stream, remote, &mut input, shared);
+    let leftover = serve_buffered(&stream, remote, head, &mut input, shared);
     if let Some(pending) = leftover {
-        shared.repark(Conn {
+        shared.repark(Idle {
             stream,
             remote,
             pending,
-            queued_at: Instant::now(),
         });
     }
     // Only now: a connection on its way back to the reactor stays counted (as in service)
@@ -63,21 +66,67 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     drop(service);
 }
 
-/// Serves every request whose head is already buffered; returns the bytes of an unfinished
-/// next head if the connection stays open, `None` if it must close.
-fn serve_buffered(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Option<Vec<u8>> {
+/// Serves the request of `head`, then every request whose head is already buffered (or
+/// arrives during one short wait); returns the bytes of an unfinished next head if the
+/// connection stays open, `None` if it must close.
+fn serve_buffered(
+    stream: &TcpStream,
+    remote: SocketAddr,
+    head: Head,
+    input: &mut ReadBuf,
+    shared: &Shared,
+) -> Option<Vec<u8>> {
+    let mut head = head;
     loop {
-        if matches!(serve_one(stream, remote, input, shared), Next::Close) {
+        if matches!(serve_one(stream, remote, head, input, shared), Next::Close) {
             return None;
         }
-        // A complete head is served now; a refused one by the next round, which answers the
-        // refusal and closes. A partial one gets one short wait here before going back.
-        if let Ok(HeadStatus::Partial) = check_head(input.pending()) {
-            match linger(stream, input, shared) {
-                Linger::Closed => return None,
-                Linger::MoreBytes if !matches!(check_head(input.pending()), Ok(HeadStatus::Partial)) => {}
-                Linger::MoreBytes | Linger::Quiet => return Some(input.pending().to_vec()),
+        head = match next_head(stream, remote, input, shared) {
+            Following::Head(next) => next,
+            Following::Park => return Some(input.pending().to_vec()),
+            Following::Close => return None,
+        };
+    }
+}
+
+/// What follows a served request on its connection.
+enum Following {
+    /// The next request's head, complete and taken from the buffer.
+    Head(Head),
+    /// Nothing complete yet: the connection goes back to the reactor to wait.
+    Park,
+    /// The connection closes (the client went, or its next head was refused).
+    Close,
+}
+
+/// Parses the next request's head from the buffer (an empty buffer holds none: no need to ask
+/// the parser). A partial one gets one short wait here before the connection goes back; a
+/// refused one is answered and the connection closes.
+fn next_head(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Following {
+    let mut lingered = false;
+    loop {
+        let parsed = match input.pending() {
+            [] => Ok(None),
+            bytes => read_head(bytes),
+        };
+        match parsed {
+            Ok(Some((head, len))) => {
+                input.consume(len);
+                return Following::Head(head);
             }
+            Err(e) => {
+                let why = e.to_string();
+                let to = Answered::unread(remote, &why);
+                let resp = Refusal::Head(e).response();
+                exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
+                return Following::Close;
+            }
+            Ok(None) if lingered => return Following::Park,
+            Ok(None) => match linger(stream, input, shared) {
+                Linger::Closed => return Following::Close,
+                Linger::Quiet => return Following::Park,
+                Linger::MoreBytes => lingered = true,
+            },
         }
     }
 }
@@ -111,33 +160,37 @@ fn linger(stream: &TcpStream, input: &mut ReadBuf, shared: &Shared) -> Linger {
     }
 }
 
-fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Next {
+/// Serves the request of `head` (taken from the buffer, which holds what follows it).
+fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut ReadBuf, shared: &Shared) -> Next {
     let started = Instant::now();
-    let (head, head_len) = match parse_head(input.pending()) {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            let refusal = Refusal::Head(e);
-            let _ = write_response(stream, refusal.response(), false, false);
-            log::info!(target: "access", "{remote} - - {} 0 0 0ms ({e})", refusal.status());
-            return Next::Close;
-        }
-    };
-    input.consume(head_len);
-    if let Some(resp) = shared.handler.answer_early(&head) {
-        reactor::answer_and_close(stream, remote, &head, resp, shared, reactor::Writing::Blocking);
+    if let Some(resp) = shared.answer_early(&head) {
+        let to = Answered::head(remote, &head, started).noting("answered from the head");
+        exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
         return Next::Close;
     }
     let expectation = head.header("expect");
     if expectation.is_some_and(|v| !v.eq_ignore_ascii_case("100-continue")) {
         let resp = refusal_of(&head, Refusal::Expectation, shared);
-        finish(stream, remote, &head, resp, Served::refused(started), shared);
+        exchange::send(
+            stream,
+            resp,
+            Answered::head(remote, &head, started),
+            Delivery::BlockingThenClose,
+            shared,
+        );
         return Next::Close;
     }
     let framing = match choose_framing(&head) {
         Ok(f) => f,
         Err(e) => {
             let resp = refusal_of(&head, Refusal::Framing(e), shared);
-            finish(stream, remote, &head, resp, Served::refused(started), shared);
+            exchange::send(
+                stream,
+                resp,
+                Answered::head(remote, &head, started),
+                Delivery::BlockingThenClose,
+                shared,
+            );
             return Next::Close;
         }
     };
@@ -145,7 +198,8 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
         && n > limit
     {
         let resp = refusal_of(&head, Refusal::DeclaredTooLarge { length: n, limit }, shared);
-        if finish(stream, remote, &head, resp, Served::refused(started), shared) {
+        let to = Answered::head(remote, &head, started);
+        if exchange::send(stream, resp, to, Delivery::Blocking { keep_alive: false }, shared) {
             drain_before_close(stream);
         }
         return Next::Close;
@@ -156,28 +210,34 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let mut body = Body::new(stream, input, framing, expects_continue, shared.config.max_body);
     let client_gone = || sys::peer_gone(std::os::fd::AsFd::as_fd(stream));
-    let resp = shared.handler.handle(&mut Request {
-        head: &head,
-        body: &mut body,
-        remote,
-        client_gone: &client_gone,
-    });
+    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared.handler.handle(&mut Request {
+            head: &head,
+            body: &mut body,
+            remote,
+            client_gone: &client_gone,
+        })
+    }));
+    let Ok(resp) = handled else {
+        // A bug in the handler costs this request a 500 (and its connection), like any answer.
+        log::error!("serving {} {} panicked", head.method, head.logged_path());
+        let to = Answered {
+            bytes_in: body.received(),
+            ..Answered::head(remote, &head, started)
+        };
+        let resp = refusal_of(&head, Refusal::Internal, shared);
+        exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
+        return Next::Close;
+    };
     let body_done = body.is_complete();
     let abandoned = body.abandoned();
     let bytes_in = body.received();
     let keep_alive = body_done && !resp.close && !head.wants_close() && !shared.stopping.load(Ordering::Relaxed);
-    let written = finish(
-        stream,
-        remote,
-        &head,
-        resp,
-        Served {
-            keep_alive,
-            bytes_in,
-            started,
-        },
-        shared,
-    );
+    let to = Answered {
+        bytes_in,
+        ..Answered::head(remote, &head, started)
+    };
+    let written = exchange::send(stream, resp, to, Delivery::Blocking { keep_alive }, shared);
     if keep_alive && written {
         return Next::KeepAlive;
     }
@@ -225,66 +285,4 @@ fn refusal_of(head: &Head, refusal: Refusal, shared: &Shared) -> Response {
         Some(label) => resp.labelled(label),
         None => resp,
     }
-}
-
-/// How a request was served, for the response that ends it.
-struct Served {
-    /// The connection may carry another request after this response.
-    keep_alive: bool,
-    /// Body bytes received.
-    bytes_in: u64,
-    /// When the head was complete.
-    started: Instant,
-}
-
-impl Served {
-    /// A request refused before its body was read: the connection closes after the answer.
-    fn refused(started: Instant) -> Self {
-        Served {
-            keep_alive: false,
-            bytes_in: 0,
-            started,
-        }
-    }
-}
-
-/// Writes the response, logs the access line and reports the exchange; true if written.
-fn finish(
-    stream: &TcpStream,
-    remote: SocketAddr,
-    head: &Head,
-    resp: Response,
-    served: Served,
-    shared: &Shared,
-) -> bool {
-    let Served {
-        keep_alive,
-        bytes_in,
-        started,
-    } = served;
-    let status = resp.status;
-    let label = resp.label;
-    let head_only = head.method == "HEAD";
-    let result = write_response(stream, resp, keep_alive, head_only);
-    let duration = started.elapsed();
-    let (bytes_out, outcome) = match &result {
-        Ok(n) => (*n, String::new()),
-        Err(cut) => (cut.body_bytes, format!(" (response cut short: {})", cut.error)),
-    };
-    log::info!(
-        target: "access",
-        "{remote} {} {} {status} in={bytes_in} out={bytes_out} {}ms{outcome}",
-        head.method,
-        head.logged_path(),
-        duration.as_millis()
-    );
-    shared.handler.completed(&Exchange {
-        method: &head.method,
-        label,
-        status,
-        bytes_in,
-        bytes_out,
-        duration,
-    });
-    result.is_ok()
 }

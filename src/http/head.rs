@@ -1,5 +1,6 @@
-//! Request heads: decide whether a buffer holds a complete head, and parse it into an owned
-//! [`Head`].
+//! Request heads: decide whether a buffer holds a complete head and parse it into an owned
+//! [`Head`], in one pass ([`read_head`]): the reactor parses a head once and the worker serves
+//! that value.
 //!
 //! `httparse` does the byte-level parsing; this module adds the limits `httparse` leaves to its
 //! callers (its docs say so): a head is at most [`MAX_HEAD_BYTES`] and carries at most
@@ -136,30 +137,49 @@ impl Head {
     }
 }
 
-/// Checks whether `buf` begins with a complete head, without keeping the parse.
-pub fn check_head(buf: &[u8]) -> Result<HeadStatus, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => Ok(HeadStatus::Complete(len)),
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => Ok(HeadStatus::Partial),
-        Err(e) => Err(map_error(e, buf)),
+/// Reads the head at the start of `buf`, if it is complete: the head and its length in bytes
+/// (body bytes or a pipelined request may follow), or `None` while more bytes are needed. The
+/// server's one way of parsing a head: the reactor calls it as bytes arrive and hands the head
+/// to the worker, which calls it only for the requests that follow on the same connection.
+pub fn read_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    let parsed = parse_syntax(buf)?;
+    if let Some((head, _)) = &parsed {
+        match head.values("host").count() {
+            0 if head.minor_version >= 1 => return Err(HeadError::Host),
+            0 | 1 => {}
+            _ => return Err(HeadError::Host),
+        }
     }
-    .and_then(|status| match status {
-        HeadStatus::Complete(len) if len > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
-        other => Ok(other),
+    Ok(parsed)
+}
+
+/// Checks whether `buf` begins with a complete head, by its syntax and size alone; the `Host`
+/// rules are checked by `read_head` only.
+pub fn check_head(buf: &[u8]) -> Result<HeadStatus, HeadError> {
+    Ok(match parse_syntax(buf)? {
+        Some((_, len)) => HeadStatus::Complete(len),
+        None => HeadStatus::Partial,
     })
 }
 
-/// Parses the complete head at the start of `buf`; returns it and its length in bytes.
+/// Parses the complete head at the start of `buf`; returns it and its length in bytes. A head
+/// not complete yet is malformed here.
 pub fn parse_head(buf: &[u8]) -> Result<(Head, usize), HeadError> {
+    read_head(buf)?.ok_or(HeadError::Malformed)
+}
+
+/// Runs `httparse` once over `buf` and applies our size limits: the head and its length if
+/// complete, `None` if more bytes are needed.
+fn parse_syntax(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    #[cfg(test)]
+    tests::count_parse();
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD_BYTES => len,
         Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(map_error(e, buf)),
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
@@ -179,12 +199,7 @@ pub fn parse_head(buf: &[u8]) -> Result<(Head, usize), HeadError> {
         minor_version: version,
         headers,
     };
-    match head.values("host").count() {
-        0 if head.minor_version >= 1 => return Err(HeadError::Host),
-        0 | 1 => {}
-        _ => return Err(HeadError::Host),
-    }
-    Ok((head, len))
+    Ok(Some((head, len)))
 }
 
 /// `httparse`'s error as ours. It reports any request line whose third word is not a version
@@ -204,8 +219,22 @@ fn map_error(e: httparse::Error, buf: &[u8]) -> HeadError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// `httparse` calls made by the server's own threads (reactor and workers), so the
+    /// server's tests can count them per request; parsing in test threads is not counted.
+    pub(crate) static SERVER_PARSES: AtomicUsize = AtomicUsize::new(0);
+
+    pub(crate) fn count_parse() {
+        if std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("http-nas-"))
+        {
+            SERVER_PARSES.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
     #[test]
     fn complete_partial_and_refused_heads() {

@@ -4,12 +4,15 @@
 //! worker) until a complete request head has arrived; [`conn`] then serves it on a worker of
 //! the bounded [`crate::pool`], reading the body through [`body`] and writing the reply with
 //! [`write`]; if the connection stays open it goes back to [`reactor`] to wait for the next head.
-//! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value.
+//! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value. Every
+//! answer, the handler's or the HTTP layer's own refusal, leaves through [`exchange::send`]:
+//! one place that writes it, logs its access line and reports it to [`Handler::completed`].
 
 pub mod accept;
 pub mod body;
 pub mod chunked;
 pub mod conn;
+pub mod exchange;
 pub mod head;
 pub mod reactor;
 pub mod refusal;
@@ -76,7 +79,8 @@ pub struct Request<'a> {
 /// What the HTTP layer reports about each finished exchange (for metrics and logs).
 #[derive(Debug)]
 pub struct Exchange<'a> {
-    /// Request method.
+    /// Request method; `-` for a request the server never took in (its head did not parse or
+    /// did not come in time, or load refused it first: see [`exchange`]).
     pub method: &'a str,
     /// What the handler said it served ([`Response::labelled`]); `None` for a request the
     /// HTTP layer refused itself.
@@ -124,17 +128,31 @@ pub struct Stats {
     pub in_flight: AtomicUsize,
 }
 
-/// A connection between requests: the socket and any bytes already read from it.
+/// A connection with a complete request head, on its way from the reactor to a worker: the head
+/// is parsed once, by the reactor, and travels here.
 #[derive(Debug)]
 pub struct Conn {
     /// The socket.
     pub stream: TcpStream,
     /// The client's address.
     pub remote: SocketAddr,
-    /// Bytes received and not yet parsed (the start of the next request).
+    /// The request's head.
+    pub head: Head,
+    /// Bytes received after the head: the start of its body (perhaps more requests after it).
     pub pending: Vec<u8>,
     /// When it was queued for a worker (see [`HttpConfig::queue_timeout`]).
     pub queued_at: Instant,
+}
+
+/// A kept-alive connection between requests, on its way back from a worker to the reactor.
+#[derive(Debug)]
+pub struct Idle {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Bytes received of the next request's head, not complete yet (perhaps none).
+    pub pending: Vec<u8>,
 }
 
 /// State shared by the reactor and the workers.
@@ -147,7 +165,7 @@ pub(crate) struct Shared {
     in_service: Mutex<HashMap<u64, TcpStream>>,
     next_id: AtomicU64,
     /// Connections that finished a request and wait for the next, back to the reactor.
-    returns: Sender<Conn>,
+    returns: Sender<Idle>,
     wake: UnixStream,
 }
 
@@ -162,8 +180,22 @@ impl Shared {
         InService { shared: self, id }
     }
 
+    /// The handler's early answer to `head` ([`Handler::answer_early`]), if any. A panic in it
+    /// is logged and answered 500, so a bug there costs one request, never a thread.
+    pub(crate) fn answer_early(&self, head: &Head) -> Option<Response> {
+        let early = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handler.answer_early(head)));
+        early.unwrap_or_else(|_| {
+            log::error!(
+                "answering {} {} from its head panicked",
+                head.method,
+                head.logged_path()
+            );
+            Some(Refusal::Internal.response())
+        })
+    }
+
     /// Hands a kept-alive connection back to the reactor to wait for its next request.
-    pub(crate) fn repark(&self, conn: Conn) {
+    pub(crate) fn repark(&self, conn: Idle) {
         if self.stopping.load(Ordering::Relaxed) || self.returns.send(conn).is_err() {
             return;
         }
@@ -291,5 +323,126 @@ impl Server {
     fn in_service(&self) -> usize {
         let stats = &self.shared.stats;
         stats.in_flight.load(Ordering::SeqCst) + stats.pool.queued.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Answers every request with a short 200, except `/panic` (its handler panics) and
+    /// `/panic-early` (its early answer panics); keeps the status of each exchange reported.
+    #[derive(Default)]
+    struct Hello {
+        completed: Mutex<Vec<u16>>,
+    }
+
+    impl Handler for Hello {
+        fn handle(&self, req: &mut Request<'_>) -> Response {
+            assert!(req.head.target != "/panic", "a handler bug, on purpose");
+            Response::text(200, "hello")
+        }
+
+        fn answer_early(&self, head: &Head) -> Option<Response> {
+            assert!(head.target != "/panic-early", "an early-answer bug, on purpose");
+            None
+        }
+
+        fn completed(&self, exchange: &Exchange<'_>) {
+            self.completed.lock().unwrap().push(exchange.status);
+        }
+    }
+
+    /// Held by each test that runs a server, so `httparse` calls are counted for one at a time.
+    static ONE_SERVER: Mutex<()> = Mutex::new(());
+
+    fn start_with(handler: Arc<Hello>) -> Server {
+        let config = HttpConfig {
+            workers: 1,
+            queue: 4,
+            queue_timeout: Duration::from_secs(10),
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(10),
+            head_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(10),
+            max_body: None,
+        };
+        Server::start("127.0.0.1:0", config, handler, Arc::default()).expect("start a server")
+    }
+
+    fn start() -> Server {
+        start_with(Arc::default())
+    }
+
+    /// Sends `request` on a new connection and returns all the server sent until it closed.
+    fn exchange(server: &Server, request: &[u8]) -> String {
+        let mut conn = TcpStream::connect(server.local_addr()).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        conn.write_all(request).expect("send a request");
+        let mut got = Vec::new();
+        let _ = conn.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[test]
+    fn a_panicking_handler_or_early_answer_is_answered_500_and_reported() {
+        let _alone = ONE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        let hello = Arc::new(Hello::default());
+        let server = start_with(Arc::clone(&hello));
+        for target in ["/panic", "/panic-early"] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+            let got = exchange(&server, request.as_bytes());
+            assert!(got.starts_with("HTTP/1.1 500 "), "{target}: {got:?}");
+        }
+        // Still serving, on the same single worker.
+        let got = exchange(&server, b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert!(got.starts_with("HTTP/1.1 200 "), "{got:?}");
+        server.shutdown(Duration::from_secs(5));
+        assert_eq!(*hello.completed.lock().unwrap(), [500, 500, 200]);
+    }
+
+    /// Reads one whole `hello` response from `conn`.
+    fn read_hello(conn: &mut TcpStream) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\nhello") {
+            let n = conn.read(&mut buf).expect("read a response");
+            assert!(n > 0, "closed before the response: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+
+    /// How often the server ran `httparse` for a request (the head arrives in one read).
+    #[test]
+    fn a_request_head_is_parsed_once() {
+        use head::tests::SERVER_PARSES;
+        const REQUESTS: usize = 3;
+        let _alone = ONE_SERVER.lock().unwrap_or_else(|p| p.into_inner());
+        let server = start();
+        let mut conn = TcpStream::connect(server.local_addr()).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        let before = SERVER_PARSES.load(Ordering::SeqCst);
+        for _ in 0..REQUESTS {
+            conn.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("send a request");
+            read_hello(&mut conn);
+        }
+        conn.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("send the last request");
+        read_hello(&mut conn);
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest);
+        let parses = SERVER_PARSES.load(Ordering::SeqCst) - before;
+        eprintln!("{parses} httparse calls for {} requests", REQUESTS + 1);
+        assert_eq!(parses, REQUESTS + 1, "each request head should be parsed once");
+        server.shutdown(Duration::from_secs(5));
     }
 }

@@ -3,22 +3,24 @@
 //! bytes, never a worker.
 //!
 //! A parked connection is read without blocking into its own small buffer (grown only by the
-//! bytes that arrive, at most [`MAX_HEAD_BYTES`]). When the buffer holds a complete head, the
-//! connection goes to the worker pool; if the pool and its queue are full, the client gets
-//! `503` with `Retry-After` at once. Deadlines: a connection with no bytes of a request waits
-//! at most the idle timeout; once a head has started it must finish within the head timeout.
+//! bytes that arrive, at most [`MAX_HEAD_BYTES`]), and the buffer parsed ([`read_head`]) after
+//! each read. Once it holds a complete head, an early answer ([`super::Handler::answer_early`])
+//! is sent from here; otherwise the connection goes to the worker pool carrying the parsed
+//! head and the bytes after it, so no request is parsed twice. If the pool and its queue are
+//! full, the client gets `503` with `Retry-After` at once. Deadlines: a connection with no
+//! bytes of a request waits at most the idle timeout; once a head has started it must finish
+//! within the head timeout.
 //! Refusals written from here are tiny and written without blocking: a client that does not
-//! read them simply loses them.
+//! read them simply loses them. Every answer leaves through [`exchange::send`].
 
 use super::accept::{self, ACCEPT_BACKOFF, Accepted, MAX_ACCEPTS_PER_WAKE};
-use super::head::Head;
-use super::head::{HeadStatus, MAX_HEAD_BYTES, check_head, parse_head};
+use super::exchange::{self, Answered, Delivery};
+use super::head::{Head, MAX_HEAD_BYTES, read_head};
 use super::refusal::{Overload, Refusal};
-use super::write::{Response, encode_head};
-use super::{Conn, Exchange, PROBE_RESERVE, Shared};
+use super::{Conn, Idle, PROBE_RESERVE, Shared};
 use crate::pool::Pool;
 use crate::sys;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -86,8 +88,8 @@ struct Parked {
 enum Readiness {
     /// Still waiting for (more of) a head.
     Waiting,
-    /// A complete head is buffered.
-    Ready,
+    /// A complete head was read: the head, parsed, and its length in the buffer.
+    Ready(Head, usize),
     /// The connection is finished (closed, refused or broken).
     Gone,
 }
@@ -96,7 +98,7 @@ enum Readiness {
 pub(crate) struct Reactor {
     listener: Option<TcpListener>,
     wake: UnixStream,
-    returned: Receiver<Conn>,
+    returned: Receiver<Idle>,
     pool: Arc<Pool<Conn>>,
     shared: Arc<Shared>,
     parked: Vec<Parked>,
@@ -108,7 +110,7 @@ impl Reactor {
     pub(crate) fn new(
         listener: TcpListener,
         wake: UnixStream,
-        returned: Receiver<Conn>,
+        returned: Receiver<Idle>,
         pool: Arc<Pool<Conn>>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -227,6 +229,7 @@ impl Reactor {
                             remote,
                             Refusal::Overloaded(Overload::Connections),
                             "connection limit",
+                            &self.shared,
                         );
                         continue;
                     }
@@ -263,29 +266,15 @@ impl Reactor {
             Readiness::Gone => {
                 self.unpark(index);
             }
-            Readiness::Ready => {
-                let p = self.unpark(index);
-                let head = match parse_head(&p.pending) {
-                    Ok((head, _)) => head,
-                    Err(e) => {
-                        refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string());
-                        return;
-                    }
-                };
+            Readiness::Ready(head, head_len) => {
+                let mut p = self.unpark(index);
+                let started = Instant::now();
                 // The reactor is the one thread every client needs: a bug in the handler's early
                 // answer costs this request a 500, never the reactor.
-                let early =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shared.handler.answer_early(&head)));
-                let early = early.unwrap_or_else(|_| {
-                    log::error!(
-                        "answering {} {} from its head panicked",
-                        head.method,
-                        head.logged_path()
-                    );
-                    Some(Refusal::Internal.response())
-                });
+                let early = self.shared.answer_early(&head);
                 if let Some(resp) = early {
-                    answer_and_close(&p.stream, p.remote, &head, resp, &self.shared, Writing::NonBlocking);
+                    let to = Answered::head(p.remote, &head, started).noting("answered from the head");
+                    exchange::send(&p.stream, resp, to, Delivery::NonBlocking, &self.shared);
                     return;
                 }
                 if p.over_limit {
@@ -294,15 +283,18 @@ impl Reactor {
                         p.remote,
                         Refusal::Overloaded(Overload::Connections),
                         "connection limit",
+                        &self.shared,
                     );
                     return;
                 }
                 if p.stream.set_nonblocking(false).is_err() {
                     return;
                 }
+                p.pending.drain(..head_len);
                 let conn = Conn {
                     stream: p.stream,
                     remote: p.remote,
+                    head,
                     pending: p.pending,
                     queued_at: Instant::now(),
                 };
@@ -314,6 +306,7 @@ impl Reactor {
                         conn.remote,
                         Refusal::Overloaded(Overload::Workers),
                         "workers and queue full",
+                        &self.shared,
                     );
                 }
             }
@@ -338,11 +331,11 @@ impl Reactor {
             }
             Err(_) => return Readiness::Gone,
         }
-        match check_head(&p.pending) {
-            Ok(HeadStatus::Complete(_)) => Readiness::Ready,
-            Ok(HeadStatus::Partial) => Readiness::Waiting,
+        match read_head(&p.pending) {
+            Ok(Some((head, len))) => Readiness::Ready(head, len),
+            Ok(None) => Readiness::Waiting,
             Err(e) => {
-                refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string());
+                refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string(), &self.shared);
                 Readiness::Gone
             }
         }
@@ -352,7 +345,7 @@ impl Reactor {
     /// worker held by slow clients, say), so none waits without end.
     fn refuse_expired_in_queue(&mut self) {
         for conn in self.pool.take_expired(self.shared.config.queue_timeout) {
-            refuse_waited_too_long(&conn);
+            refuse_waited_too_long(&conn, &self.shared);
         }
     }
 
@@ -370,6 +363,7 @@ impl Reactor {
                     p.remote,
                     Refusal::HeadTimeout,
                     "request head not finished in time",
+                    &self.shared,
                 );
             }
         }
@@ -384,96 +378,19 @@ fn is_idle(pending: &[u8]) -> bool {
 
 /// Refuses `conn`, which waited longer than the queue timeout for a worker: 503 with
 /// `Retry-After`, by the reactor's sweep or by the worker that took it just past the bound.
-pub(crate) fn refuse_waited_too_long(conn: &Conn) {
+pub(crate) fn refuse_waited_too_long(conn: &Conn, shared: &Shared) {
     let why = format!("waited {} s in the queue", conn.queued_at.elapsed().as_secs());
-    refuse(
-        &conn.stream,
-        conn.remote,
-        Refusal::Overloaded(Overload::QueueWait),
-        &why,
-    );
+    let to = Answered {
+        started: conn.queued_at,
+        ..Answered::unread(conn.remote, &why)
+    };
+    let resp = Refusal::Overloaded(Overload::QueueWait).response();
+    exchange::send(&conn.stream, resp, to, Delivery::NonBlocking, shared);
 }
 
-/// How an early answer may be written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Writing {
-    /// Without blocking: the reactor, which serves everyone, never waits on one client (the
-    /// answer is small and the connection fresh, so it fits the socket's buffer).
-    NonBlocking,
-    /// Blocking, bounded by the socket's write timeout: a worker, whose connection may still
-    /// be sending an earlier pipelined response the client has not read yet.
-    Blocking,
-}
-
-/// Sends a handler's early answer to `head` ([`super::Handler::answer_early`]) without
-/// reading the body, logs and reports it like any exchange, and closes the connection. Used
-/// by the reactor and by workers alike.
-pub(crate) fn answer_and_close(
-    stream: &TcpStream,
-    remote: SocketAddr,
-    head: &Head,
-    resp: Response,
-    shared: &Shared,
-    writing: Writing,
-) {
-    let started = Instant::now();
-    let _ = stream.set_nonblocking(writing == Writing::NonBlocking);
-    let (status, label) = (resp.status, resp.label);
-    let (bytes, body_len) = closing_bytes(&resp, head.method == "HEAD");
-    let sent = (&*stream).write_all(&bytes).is_ok();
-    let _ = stream.set_nonblocking(true);
-    let outcome = if sent { "" } else { " (response cut short)" };
-    log::info!(
-        target: "access",
-        "{remote} {} {} {status} in=0 out={body_len} 0ms (answered from the head){outcome}",
-        head.method,
-        head.logged_path()
-    );
-    shared.handler.completed(&Exchange {
-        method: &head.method,
-        label,
-        status,
-        bytes_in: 0,
-        bytes_out: if sent { body_len } else { 0 },
-        duration: started.elapsed(),
-    });
-    close_gently(stream);
-}
-
-/// Writes a refusal without blocking, logs it as an access line with `why` (the request, if
-/// any, was never parsed: `- -` stands for method and target) and closes the connection.
-fn refuse(stream: &TcpStream, remote: SocketAddr, refusal: Refusal, why: &str) {
-    let resp = refusal.response();
-    let out = resp.body.known_len().unwrap_or(0);
-    log::info!(target: "access", "{remote} - - {} in=0 out={out} 0ms ({why})", resp.status);
-    let _ = stream.set_nonblocking(true);
-    let _ = (&*stream).write_all(&closing_bytes(&resp, false).0);
-    close_gently(stream);
-}
-
-/// A small in-memory response as the bytes of one write, with `Connection: close`, its body
-/// left out for a HEAD; and the body's length as sent.
-fn closing_bytes(resp: &Response, head_only: bool) -> (Vec<u8>, u64) {
-    let mut bytes = encode_head(resp, false);
-    match &resp.body {
-        super::ResponseBody::Bytes(body) if !head_only => {
-            bytes.extend_from_slice(body);
-            (bytes, body.len() as u64)
-        }
-        _ => (bytes, 0),
-    }
-}
-
-/// Half-closes a non-blocking socket after a final answer and takes what the client already
-/// sent (bounded), never waiting for more.
-fn close_gently(stream: &TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    // Closing with unread input makes the kernel send RST, which can destroy the response
-    // before the client reads it; take what is already there (bounded) first.
-    let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        if !matches!((&*stream).read(&mut sink), Ok(n) if n > 0) {
-            break;
-        }
-    }
+/// Refuses a connection the server did not take in (see [`exchange`]) with `refusal`, logged
+/// with `why`, without blocking, and closes it.
+fn refuse(stream: &TcpStream, remote: SocketAddr, refusal: Refusal, why: &str, shared: &Shared) {
+    let to = Answered::unread(remote, why);
+    exchange::send(stream, refusal.response(), to, Delivery::NonBlocking, shared);
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::support::headers::RECORD_TIMEOUT;
 use crate::support::probe::probe;
 use crate::support::races::{delayed, shared_root};
+use crate::support::writes::PARTIAL_BODY_BYTES;
 use crate::support::{SETTLE_TIMEOUT, Server, random_bytes, skip, strace_injecting, wait_until};
 
 #[test]
@@ -222,4 +223,111 @@ fn a_hung_storage_check_makes_readyz_503_while_probes_still_answer() {
         (200, "ok".into()),
         "liveness must not hang with the volume"
     );
+}
+
+/// The count of requests with no operation (refused before anything looked at them) and
+/// status class `class`, as `/metrics` shows it.
+fn others(s: &Server, class: &str) -> f64 {
+    let key = format!(r#"http_nas_requests_total{{op="other",status="{class}"}}"#);
+    s.scrape().get(&key).copied().unwrap_or(0.0)
+}
+
+/// Waits until `/metrics` counts more `op="other"` requests of `class` than `before`.
+fn assert_counted(s: &Server, class: &str, before: f64, what: &str) {
+    let counted = wait_until(RECORD_TIMEOUT, || others(s, class) > before);
+    assert!(
+        counted,
+        "{what} is not counted: op=other {class} stayed at {before}:\n{}",
+        s.get("/metrics").text()
+    );
+}
+
+#[test]
+fn a_request_that_waited_too_long_for_a_worker_is_counted_and_logged() {
+    let s = crate::support::writes::with_target(&["--workers", "1", "--queue", "4", "--queue-timeout", "1"]);
+    let before = others(&s, "5xx");
+    let body = random_bytes(4 << 20, 67);
+    let mut held = crate::support::writes::start_raw_upload(&s, "POST", &body, PARTIAL_BODY_BYTES);
+    crate::support::writes::wait_for_temp_file(&s);
+    let mut conn = s.connect();
+    // Not a probe (`/file` is one): those are answered from the head without a worker.
+    conn.send(b"GET /file/target HTTP/1.1\r\nHost: t\r\n\r\n");
+    let client = conn.local_addr().to_string();
+    conn.response().assert_error(503);
+    held.send(&body[PARTIAL_BODY_BYTES..]);
+    held.response().assert_ok_json();
+    assert_counted(&s, "5xx", before, "a 503 for waiting too long in the queue");
+    let line = format!("{client} - - 503 in=0 out=");
+    let logged = wait_until(SETTLE_TIMEOUT, || {
+        s.log()
+            .lines()
+            .any(|l| l.contains(&line) && l.contains("in the queue)"))
+    });
+    assert!(
+        logged,
+        "no access line {line:?} … (waited N s in the queue) in:\n{}",
+        s.log()
+    );
+}
+
+#[test]
+fn a_request_refused_because_workers_and_queue_are_full_is_counted() {
+    let s = crate::support::writes::with_target(&["--workers", "1", "--queue", "0"]);
+    let before = others(&s, "5xx");
+    let body = random_bytes(4 << 20, 68);
+    let mut held = crate::support::writes::start_raw_upload(&s, "POST", &body, PARTIAL_BODY_BYTES);
+    crate::support::writes::wait_for_temp_file(&s);
+    let mut conn = s.connect();
+    conn.send(b"GET /file/target HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.response().assert_error(503);
+    held.send(&body[PARTIAL_BODY_BYTES..]);
+    held.response().assert_ok_json();
+    assert_counted(&s, "5xx", before, "a 503 for full workers and queue");
+}
+
+#[test]
+fn a_head_not_finished_in_time_is_counted_and_logged() {
+    let s = Server::start_with(&["--head-timeout", "1"]);
+    let before = others(&s, "4xx");
+    let mut conn = s.connect();
+    conn.send(b"GET /file HTTP/1.1\r\nHost: t\r\n");
+    let client = conn.local_addr().to_string();
+    conn.read_to_close();
+    assert_counted(&s, "4xx", before, "a 408 for a head not finished in time");
+    let line = format!("{client} - - 408 in=0 out=");
+    let logged = wait_until(SETTLE_TIMEOUT, || {
+        s.log()
+            .lines()
+            .any(|l| l.contains(&line) && l.contains("(request head not finished in time)"))
+    });
+    assert!(logged, "no access line {line:?} … in:\n{}", s.log());
+}
+
+#[test]
+fn a_refused_request_line_is_counted() {
+    let s = Server::start();
+    let before = others(&s, "5xx");
+    let mut conn = s.connect();
+    conn.send(b"GET /file HTTP/2.0\r\nHost: t\r\n\r\n");
+    conn.read_to_close();
+    assert_counted(&s, "5xx", before, "a 505 for an unsupported version");
+}
+
+#[test]
+fn a_connection_refused_at_the_connection_limit_is_counted() {
+    const LIMIT: usize = 100;
+    let s = Server::start_with(&["--max-connections", "100"]);
+    let before = others(&s, "5xx");
+    let fds = || fs::read_dir(format!("/proc/{}/fd", s.pid())).map_or(0, |d| d.count());
+    let base = fds();
+    let idle: Vec<_> = (0..LIMIT).map(|_| s.connect()).collect();
+    let accepted = wait_until(SETTLE_TIMEOUT, || fds() >= base + LIMIT);
+    assert!(accepted, "the server did not accept the {LIMIT} idle connections");
+    let mut conn = s.connect();
+    conn.send(b"GET /file/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    conn.response().assert_error(503);
+    drop(idle);
+    let back = wait_until(SETTLE_TIMEOUT, || fds() < base + LIMIT);
+    assert!(back, "the idle connections were not closed");
+    assert_counted(&s, "5xx", before, "a 503 at the connection limit");
 }
