@@ -224,7 +224,12 @@ impl fmt::Display for BodyError {
             }
             BodyError::Chunk(e) => write!(f, "broken chunked body: {e}"),
             BodyError::TooLarge { limit } => write!(f, "request body larger than the {limit}-byte limit"),
-            BodyError::TimedOut => write!(f, "timed out waiting for the request body"),
+            BodyError::TimedOut => write!(
+                f,
+                "timed out waiting for the request body: no byte of it came for --io-timeout; \
+                 a request that announces a body (Content-Length or chunked) must send it \
+                 (curl -T FILE, or --data-binary @FILE; with -T - the data comes from stdin)"
+            ),
         }
     }
 }

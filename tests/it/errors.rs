@@ -1,6 +1,7 @@
-//! Error messages that say what to do: a mistyped URL, an empty path, a directory in the way
-//! and a missing token each get a message naming the URL form, the path or the header that
-//! is expected, while the status, the kind and the seed's plain `Not Found` stay as they were.
+//! Error messages that say what to do: a mistyped URL, an empty path, a directory in the way,
+//! a missing token and a body that never came each get a message naming the URL form, the
+//! path, the header or the setting at fault and the next step, while the status, the kind and
+//! the seed's plain `Not Found` stay as they were.
 
 use crate::support::{Response, Server};
 
@@ -78,4 +79,21 @@ fn a_missing_token_is_told_the_header_form() {
     }
     s.get_with("/file/", &["Authorization: Bearer sesame"])
         .assert_status(200);
+}
+
+#[test]
+fn a_request_that_announces_a_body_and_sends_none_is_told_to_send_it() {
+    // `curl -X PUT -H 'Content-Length: 5' URL` with the data forgotten: the server waits
+    // --io-timeout, then says what was missing and how to send it.
+    let s = Server::start_with(&["--io-timeout", "1"]);
+    let mut conn = s.connect();
+    conn.send(b"PUT /file/log HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nContent-Length: 5\r\n\r\n");
+    let resp = conn.response();
+    let text = message(&resp, 408);
+    for hint in ["--io-timeout", "Content-Length or chunked", "curl -T FILE"] {
+        if !text.contains(hint) {
+            resp.fail(&format!("the 408 should say {hint:?}: {text:?}"));
+        }
+    }
+    assert!(!s.exists("log"), "nothing was written");
 }
