@@ -32,6 +32,7 @@
 //! - `startup`: the start-up sweep over 100,000 crash-record names, orphans removed.
 //! - `readonly`: a volume remounted read-only under the server: writes 507, reads work.
 
+mod attack_concurrency;
 mod bounds;
 mod browser;
 mod clients;
