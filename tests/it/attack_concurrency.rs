@@ -83,3 +83,91 @@ fn attack_a_stalled_sweep_unlinks_a_live_appends_crash_record_and_a_crash_then_k
         String::from_utf8_lossy(&after.body)
     );
 }
+
+/// Replica A (every fsync slowed 1 s by strace) is frozen (SIGSTOP) in the middle of three
+/// appends to three files of one directory: each has written its bytes and holds its file's
+/// lock, its crash record beside it. Replica B has `--lock-timeout 2`.
+fn frozen_with_three_appends_in_d() -> (TempDir, Server, Server, Vec<crate::support::raw::Conn>) {
+    let slow_sync = strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=1000000").expect("strace");
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir_all(root.join("d")).unwrap();
+    for i in 1..=3 {
+        fs::write(root.join(format!("d/f{i}")), b"one\n").unwrap();
+    }
+    fs::write(root.join("other.txt"), b"other\n").unwrap();
+    let a = Server::start_wrapped_on(&root, &slow_sync, &[]);
+    let b = Server::start_on(&root, &["--lock-timeout", "2"]);
+    let mut appends = Vec::new();
+    for i in 1..=3 {
+        let mut conn = a.connect();
+        conn.send(format!("PUT /file/d/f{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ntwo\n").as_bytes());
+        appends.push(conn);
+    }
+    let all_written = wait_until(Duration::from_secs(15), || {
+        (1..=3).all(|i| size_of(&root.join(format!("d/f{i}"))) == 8)
+    });
+    assert!(all_written, "A's appends never wrote their bytes");
+    a.signal(libc::SIGSTOP);
+    (home, a, b, appends)
+}
+
+/// With a frozen replica holding the locks of three files in `d`, a JSON listing of `d` on the
+/// other replica waits the lock bound once per locked file (3 x 2 s: with a frozen replica of
+/// 128 workers, 128 x 10 s by default), and then lists each of them at its on-disk size, which
+/// counts the bytes of the frozen, uncommitted append: a state no GET ever serves (GET of the
+/// same file answers 503). Both break the Guarantees: the bound, and "readers see only
+/// committed states".
+#[test]
+fn attack_a_json_listing_beside_a_frozen_replica_waits_the_bound_per_file_and_lists_uncommitted_sizes() {
+    if !crate::support::strace_usable() {
+        return;
+    }
+    let (_home, a, b, _appends) = frozen_with_three_appends_in_d();
+    let started = Instant::now();
+    let listing = b.get_with("/file/d", &["Accept: application/json"]);
+    let took = started.elapsed();
+    let get = b.get("/file/d/f1");
+    a.signal(libc::SIGCONT);
+    eprintln!("JSON listing: {} after {took:?}: {}", listing.status, listing.text());
+    eprintln!("GET of a locked file: {}", get.status);
+    let sizes: Vec<u64> = listing
+        .assert_ok_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["size"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sizes.iter().all(|&s| s == 4),
+        "the listing shows sizes {sizes:?}: the committed size of each file is 4 (\"one\\n\"), 8 counts a \
+         frozen append's uncommitted bytes"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "one listing took {took:?} with a 2 s lock bound (the bound once per locked file)"
+    );
+}
+
+/// A DELETE of a directory holding three files locked by a frozen replica waits the lock bound
+/// once per locked file (about 3 x 2 s), then removes them anyway; and the frozen appends,
+/// continued, are answered 200 after the DELETE was: their files are gone.
+#[test]
+fn attack_a_directory_delete_beside_a_frozen_replica_waits_the_bound_per_locked_file() {
+    if !crate::support::strace_usable() {
+        return;
+    }
+    let (_home, a, b, mut appends) = frozen_with_three_appends_in_d();
+    let started = Instant::now();
+    let deleted = b.delete("/file/d");
+    let took = started.elapsed();
+    a.signal(libc::SIGCONT);
+    let answers: Vec<u16> = appends.iter_mut().map(|c| c.response().status).collect();
+    eprintln!("DELETE of d: {} after {took:?}; A's appends then answered {answers:?}", deleted.status);
+    eprintln!("GET d/f1 after: {}", b.get("/file/d/f1").status);
+    assert!(
+        took < Duration::from_secs(4),
+        "a DELETE of the directory took {took:?} with a 2 s lock bound ({})",
+        deleted.status
+    );
+}
