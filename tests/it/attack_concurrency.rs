@@ -213,3 +213,29 @@ fn attack_if_unmodified_since_lets_a_write_overwrite_a_change_made_in_the_same_s
     }
     assert_eq!(lost, 0, "{lost} of 5 conditional writes overwrote a version they never saw");
 }
+
+/// A file another writer of the volume named with invalid UTF-8, a control byte or a backslash
+/// is listed (its `href` percent-encoded) and can be read and deleted by that `href`, but not
+/// moved (not even to a plain name, which is how a user would fix it), nor appended to: 400
+/// `bad_path`. The API's list of refused paths (NUL, `.`, `..`, leading `/`) names none of these.
+#[test]
+fn attack_a_listed_name_with_invalid_utf8_a_control_byte_or_a_backslash_cannot_be_moved_or_appended_to() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = Server::start();
+    let names: [&[u8]; 3] = [b"latin1-caf\xe9.csv", b"tab\there.csv", b"back\\slash.csv"];
+    for name in names {
+        fs::write(server.root().join(std::ffi::OsStr::from_bytes(name)), b"data\n").unwrap();
+    }
+    let listing = server.get_with("/file/", &["Accept: application/json"]).assert_ok_json();
+    let mut refused = Vec::new();
+    for (i, entry) in listing.as_array().unwrap().iter().enumerate() {
+        let href = entry["href"].as_str().unwrap();
+        server.get(&format!("/file/{href}")).assert_ok_body(b"data\n");
+        let appended = server.append(&format!("/file/{href}"), b"more\n");
+        let moved = server.put_json(&format!("/file/{href}"), &format!("{{\"path\":\"fixed-{i}.csv\"}}"));
+        if appended.status != 200 || moved.status != 200 {
+            refused.push(format!("{href}: append {} move {} {}", appended.status, moved.status, moved.text().trim()));
+        }
+    }
+    assert!(refused.is_empty(), "listed names refused:\n{}", refused.join("\n"));
+}
