@@ -239,3 +239,69 @@ fn attack_a_listed_name_with_invalid_utf8_a_control_byte_or_a_backslash_cannot_b
     }
     assert!(refused.is_empty(), "listed names refused:\n{}", refused.join("\n"));
 }
+
+/// The pid holding a lock on inode `ino`, from `/proc/locks`.
+fn lock_holder(ino: u64) -> Option<i32> {
+    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let id = fields.get(5)?.rsplit(':').next()?.parse::<u64>().ok()?;
+        (id == ino).then(|| fields.get(4)?.parse().ok()).flatten()
+    })
+}
+
+/// A new upload's temp file is created, then locked with a *blocking* `flock` (temp.rs): a
+/// starting replica's sweep that finds it in between takes its lock (LOCK_NB succeeds) and
+/// holds it until its unlink is done. Here strace delays A's lock call 3 s (to widen that
+/// instant) and B's unlink 2 s, and B is frozen (SIGSTOP) while it holds the lock: A's upload
+/// then waits for B without the `--lock-timeout` bound (2 s), for as long as B stays frozen,
+/// and its worker with it (uncounted by `/readyz`, which counts only bounded waits).
+#[test]
+fn attack_an_upload_waits_without_bound_for_a_frozen_sweep_holding_its_new_temp_file() {
+    let Some(slow_lock) = strace_injecting("flock", "flock:delay_enter=3000000") else {
+        return;
+    };
+    let Some(slow_unlink) = strace_injecting("unlinkat", "unlinkat:delay_enter=2000000:when=2") else {
+        return;
+    };
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let a = std::sync::Arc::new(Server::start_wrapped_on(&root, &slow_lock, &["--lock-timeout", "2"]));
+    let temp_ino = || {
+        fs::read_dir(&root).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".http-nas-tmp-").then(|| e.metadata().ok().map(|m| m.ino())).flatten()
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let a2 = std::sync::Arc::clone(&a);
+    let post = thread::spawn(move || {
+        let started = Instant::now();
+        let resp = a2.curl(&["-m", "60", "-X", "POST", "--data-binary", "payload", &a2.url("/file/new.txt")]);
+        let _ = tx.send((resp.status, started.elapsed()));
+    });
+    assert!(wait_until(Duration::from_secs(5), || temp_ino().is_some()), "A made no temp file");
+    let ino = temp_ino().unwrap();
+    let root_b = root.clone();
+    let b = thread::spawn(move || Server::start_wrapped_on(&root_b, &slow_unlink, &[]));
+    assert!(
+        wait_until(Duration::from_secs(5), || lock_holder(ino).is_some()),
+        "B's sweep never locked A's temp file"
+    );
+    let holder = lock_holder(ino).unwrap();
+    // SAFETY: kill(2) with plain integers; the pid is B's server process, ours to signal.
+    unsafe { libc::kill(holder, libc::SIGSTOP) };
+    let answer = rx.recv_timeout(Duration::from_secs(12));
+    let ready = a.get("/readyz").status;
+    // SAFETY: as above.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    let _ = b.join();
+    let _ = post.join();
+    eprintln!("A's POST with B frozen holding its temp file's lock: {answer:?}; A's /readyz: {ready}");
+    match answer {
+        Ok((status, took)) if took < Duration::from_secs(8) => eprintln!("answered {status} in {took:?}"),
+        Ok((status, took)) => panic!("A's POST answered {status} only after {took:?} (bound 2 s + 3 s injected)"),
+        Err(_) => panic!("A's POST was still waiting after 12 s for a frozen replica's lock on its own temp file (bound 2 s + 3 s injected)"),
+    }
+}
