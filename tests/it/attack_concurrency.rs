@@ -69,7 +69,10 @@ fn attack_a_stalled_sweep_unlinks_a_live_appends_crash_record_and_a_crash_then_k
         seen_live_record |= record_there && size_of(&root.join("d/g")) == 5;
         size_of(&root.join("d/g")) > 5 && !record_there
     });
-    eprintln!("after {:?}: live record seen {seen_live_record}, bytes written without a record: {torn}", started.elapsed());
+    eprintln!(
+        "after {:?}: live record seen {seen_live_record}, bytes written without a record: {torn}",
+        started.elapsed()
+    );
     a.signal(libc::SIGKILL);
     let b = b.join().unwrap();
     drop(b);
@@ -163,7 +166,10 @@ fn attack_a_directory_delete_beside_a_frozen_replica_waits_the_bound_per_locked_
     let took = started.elapsed();
     a.signal(libc::SIGCONT);
     let answers: Vec<u16> = appends.iter_mut().map(|c| c.response().status).collect();
-    eprintln!("DELETE of d: {} after {took:?}; A's appends then answered {answers:?}", deleted.status);
+    eprintln!(
+        "DELETE of d: {} after {took:?}; A's appends then answered {answers:?}",
+        deleted.status
+    );
     eprintln!("GET d/f1 after: {}", b.get("/file/d/f1").status);
     assert!(
         took < Duration::from_secs(4),
@@ -191,7 +197,10 @@ fn attack_if_modified_since_answers_304_for_a_file_replaced_in_the_same_second()
             stale += 1;
         }
     }
-    assert_eq!(stale, 0, "{stale} of 5 revalidations of a replaced file answered 304 (not modified)");
+    assert_eq!(
+        stale, 0,
+        "{stale} of 5 revalidations of a replaced file answered 304 (not modified)"
+    );
 }
 
 /// The same for a write: `If-Unmodified-Since` with the date a client read is meant to refuse
@@ -203,15 +212,27 @@ fn attack_if_unmodified_since_lets_a_write_overwrite_a_change_made_in_the_same_s
     let mut lost = 0;
     for i in 0..5 {
         server.post("/file/conf", b"v1\n").assert_status(200);
-        let date = server.get("/file/conf").header("Last-Modified").expect("Last-Modified").to_string();
+        let date = server
+            .get("/file/conf")
+            .header("Last-Modified")
+            .expect("Last-Modified")
+            .to_string();
         // Another client changes it.
         server.post("/file/conf", b"v2\n").assert_status(200);
-        let mine = server.send("POST", "/file/conf", format!("mine{i}\n").as_bytes(), &[&format!("If-Unmodified-Since: {date}")]);
+        let mine = server.send(
+            "POST",
+            "/file/conf",
+            format!("mine{i}\n").as_bytes(),
+            &[&format!("If-Unmodified-Since: {date}")],
+        );
         if mine.status == 200 {
             lost += 1;
         }
     }
-    assert_eq!(lost, 0, "{lost} of 5 conditional writes overwrote a version they never saw");
+    assert_eq!(
+        lost, 0,
+        "{lost} of 5 conditional writes overwrote a version they never saw"
+    );
 }
 
 /// A file another writer of the volume named with invalid UTF-8, a control byte or a backslash
@@ -226,7 +247,9 @@ fn attack_a_listed_name_with_invalid_utf8_a_control_byte_or_a_backslash_cannot_b
     for name in names {
         fs::write(server.root().join(std::ffi::OsStr::from_bytes(name)), b"data\n").unwrap();
     }
-    let listing = server.get_with("/file/", &["Accept: application/json"]).assert_ok_json();
+    let listing = server
+        .get_with("/file/", &["Accept: application/json"])
+        .assert_ok_json();
     let mut refused = Vec::new();
     for (i, entry) in listing.as_array().unwrap().iter().enumerate() {
         let href = entry["href"].as_str().unwrap();
@@ -234,7 +257,12 @@ fn attack_a_listed_name_with_invalid_utf8_a_control_byte_or_a_backslash_cannot_b
         let appended = server.append(&format!("/file/{href}"), b"more\n");
         let moved = server.put_json(&format!("/file/{href}"), &format!("{{\"path\":\"fixed-{i}.csv\"}}"));
         if appended.status != 200 || moved.status != 200 {
-            refused.push(format!("{href}: append {} move {} {}", appended.status, moved.status, moved.text().trim()));
+            refused.push(format!(
+                "{href}: append {} move {} {}",
+                appended.status,
+                moved.status,
+                moved.text().trim()
+            ));
         }
     }
     assert!(refused.is_empty(), "listed names refused:\n{}", refused.join("\n"));
@@ -271,17 +299,30 @@ fn attack_an_upload_waits_without_bound_for_a_frozen_sweep_holding_its_new_temp_
     let temp_ino = || {
         fs::read_dir(&root).ok()?.flatten().find_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(".http-nas-tmp-").then(|| e.metadata().ok().map(|m| m.ino())).flatten()
+            name.starts_with(".http-nas-tmp-")
+                .then(|| e.metadata().ok().map(|m| m.ino()))
+                .flatten()
         })
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let a2 = std::sync::Arc::clone(&a);
     let post = thread::spawn(move || {
         let started = Instant::now();
-        let resp = a2.curl(&["-m", "60", "-X", "POST", "--data-binary", "payload", &a2.url("/file/new.txt")]);
+        let resp = a2.curl(&[
+            "-m",
+            "60",
+            "-X",
+            "POST",
+            "--data-binary",
+            "payload",
+            &a2.url("/file/new.txt"),
+        ]);
         let _ = tx.send((resp.status, started.elapsed()));
     });
-    assert!(wait_until(Duration::from_secs(5), || temp_ino().is_some()), "A made no temp file");
+    assert!(
+        wait_until(Duration::from_secs(5), || temp_ino().is_some()),
+        "A made no temp file"
+    );
     let ino = temp_ino().unwrap();
     let root_b = root.clone();
     let b = thread::spawn(move || Server::start_wrapped_on(&root_b, &slow_unlink, &[]));
@@ -302,6 +343,8 @@ fn attack_an_upload_waits_without_bound_for_a_frozen_sweep_holding_its_new_temp_
     match answer {
         Ok((status, took)) if took < Duration::from_secs(8) => eprintln!("answered {status} in {took:?}"),
         Ok((status, took)) => panic!("A's POST answered {status} only after {took:?} (bound 2 s + 3 s injected)"),
-        Err(_) => panic!("A's POST was still waiting after 12 s for a frozen replica's lock on its own temp file (bound 2 s + 3 s injected)"),
+        Err(_) => panic!(
+            "A's POST was still waiting after 12 s for a frozen replica's lock on its own temp file (bound 2 s + 3 s injected)"
+        ),
     }
 }
