@@ -36,6 +36,7 @@
 //!   sandbox, markup as attachments).
 
 mod appends;
+mod attack_concurrency;
 mod browser;
 mod clients;
 mod crash;
