@@ -258,8 +258,8 @@ mod head {
     }
 }
 
-/// `api::parse`: method and request target to an `Op`, percent-decoding and the path jail
-/// included.
+/// `app::url::parse` (`entry::parse_url`): method and request target to an `Op`,
+/// percent-decoding and the path jail included.
 mod api {
     use super::*;
     use http_nas::entry::parse_url;

@@ -45,7 +45,7 @@ pub struct Config {
     /// Read-only bearer token.
     pub read_token: Option<String>,
     /// Scoped tokens from `--tokens-file`.
-    pub scoped_tokens: Vec<crate::auth::ScopedToken>,
+    pub scoped_tokens: Vec<crate::app::auth::ScopedToken>,
     /// Host names served besides IP addresses and localhost (`None`: not configured).
     pub allowed_hosts: Option<Vec<String>>,
 }
@@ -117,7 +117,7 @@ pub enum Invalid {
     /// A line of the tokens file that cannot be used (the error never holds a token).
     TokensFile {
         path: String,
-        error: crate::auth::scoped::LineError,
+        error: crate::app::auth::scoped::LineError,
     },
     /// One token given for two roles (`what`: the other setting); it would be ambiguous.
     SameToken { what: &'static str },
@@ -495,7 +495,7 @@ fn is_invisible(c: char) -> bool {
 /// token file.
 fn set_scoped_tokens(c: &mut Config, path: &str, content: String) -> Result<(), Invalid> {
     let content = content.strip_prefix('\u{FEFF}').unwrap_or(&content);
-    let tokens = crate::auth::scoped::parse(content).map_err(|error| Invalid::TokensFile {
+    let tokens = crate::app::auth::scoped::parse(content).map_err(|error| Invalid::TokensFile {
         path: path.to_string(),
         error,
     })?;
@@ -513,7 +513,7 @@ fn set_scoped_tokens(c: &mut Config, path: &str, content: String) -> Result<(), 
 fn set_allowed_hosts(c: &mut Config, v: &str) -> Result<(), Invalid> {
     let mut hosts = Vec::new();
     for name in v.split([',', ' ']).filter(|n| !n.trim().is_empty()) {
-        let host = crate::auth::browser::host_name(name).ok_or_else(|| Invalid::Expected {
+        let host = crate::app::auth::browser::host_name(name).ok_or_else(|| Invalid::Expected {
             what: "host names separated by commas",
             got: name.to_string(),
         })?;

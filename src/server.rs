@@ -1,12 +1,12 @@
 //! Wiring: opens the storage, sweeps crash leftovers, builds the application and starts the
 //! HTTP server with the configured limits.
 
-use crate::auth::Tokens;
-use crate::auth::browser::BrowserRules;
+use crate::app::App;
+use crate::app::auth::Tokens;
+use crate::app::auth::browser::BrowserRules;
+use crate::app::probes;
 use crate::config::Config;
-use crate::handlers::App;
 use crate::http::{HttpConfig, Server, Stats};
-use crate::probes;
 use crate::storage::Storage;
 use std::fmt;
 use std::sync::Arc;

@@ -191,6 +191,42 @@ pub fn free_bytes(dir: BorrowedFd<'_>) -> io::Result<u64> {
     }
 }
 
+/// A filesystem's size and use, in bytes and inodes, as `df` and `df -i` report them: used is
+/// total less free (what root may still use), free is what an unprivileged writer may use for
+/// bytes (`f_bavail`) and what is left for inodes (`f_ffree`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeUsage {
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    pub inodes: u64,
+    pub used_inodes: u64,
+    pub free_inodes: u64,
+}
+
+/// The size and use of the filesystem holding the open `dir` (`fstatvfs`).
+pub fn volume_usage(dir: BorrowedFd<'_>) -> io::Result<VolumeUsage> {
+    // SAFETY: `statvfs` is plain data, fully written by the kernel on success; `dir` is a live
+    // fd borrowed for the call.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::fstatvfs(dir.as_raw_fd(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st
+    };
+    let frsize = st.f_frsize as u64;
+    let (total, free, available) = (st.f_blocks as u64, st.f_bfree as u64, st.f_bavail as u64);
+    Ok(VolumeUsage {
+        size_bytes: total.saturating_mul(frsize),
+        used_bytes: total.saturating_sub(free).saturating_mul(frsize),
+        free_bytes: available.saturating_mul(frsize),
+        inodes: st.f_files as u64,
+        used_inodes: (st.f_files as u64).saturating_sub(st.f_ffree as u64),
+        free_inodes: st.f_ffree as u64,
+    })
+}
+
 // ---- directory handles and calls relative to them ----
 
 /// A name as the C string the `*at` calls take.

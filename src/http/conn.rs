@@ -10,7 +10,7 @@ use super::body::{Body, Framing, ReadBuf, choose_framing};
 use super::head::{Head, HeadStatus, check_head, parse_head};
 use super::refusal::Refusal;
 use super::write::{Response, write_response};
-use super::{Conn, Exchange, Request, Shared, park};
+use super::{Conn, Exchange, Request, Shared, reactor};
 use crate::sys;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -31,7 +31,7 @@ enum Next {
 /// Serves requests on `conn` until it closes or has no complete request buffered.
 pub(crate) fn serve(conn: Conn, shared: &Shared) {
     if conn.queued_at.elapsed() > shared.config.queue_timeout {
-        park::refuse_waited_too_long(&conn);
+        reactor::refuse_waited_too_long(&conn);
         return;
     }
     let Conn {
@@ -124,7 +124,7 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared
     };
     input.consume(head_len);
     if let Some(resp) = shared.handler.answer_early(&head) {
-        park::answer_and_close(stream, remote, &head, resp, shared, park::Writing::Blocking);
+        reactor::answer_and_close(stream, remote, &head, resp, shared, reactor::Writing::Blocking);
         return Next::Close;
     }
     let expectation = head.header("expect");

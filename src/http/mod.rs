@@ -1,9 +1,9 @@
 //! Our HTTP/1.1 server layer: the only code that knows the wire format, and nothing of files.
 //!
-//! Flow of a connection: [`park`] accepts it and waits (in one `poll(2)` thread, holding no
+//! Flow of a connection: [`reactor`] accepts it and waits (in one `poll(2)` thread, holding no
 //! worker) until a complete request head has arrived; [`conn`] then serves it on a worker of
 //! the bounded [`crate::pool`], reading the body through [`body`] and writing the reply with
-//! [`write`]; if the connection stays open it goes back to [`park`] to wait for the next head.
+//! [`write`]; if the connection stays open it goes back to [`reactor`] to wait for the next head.
 //! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value.
 
 pub mod accept;
@@ -11,7 +11,7 @@ pub mod body;
 pub mod chunked;
 pub mod conn;
 pub mod head;
-pub mod park;
+pub mod reactor;
 pub mod refusal;
 pub mod write;
 
@@ -249,7 +249,7 @@ impl Server {
         let reactor_shared = Arc::clone(&shared);
         let reactor = thread::Builder::new()
             .name("http-nas-reactor".into())
-            .spawn(move || park::Reactor::new(listener, wake_rx, returned, reactor_pool, reactor_shared).run())?;
+            .spawn(move || reactor::Reactor::new(listener, wake_rx, returned, reactor_pool, reactor_shared).run())?;
         Ok(Server {
             addr,
             shared,

@@ -2,7 +2,7 @@
 //! parse, framing it will not read, a body that broke, a server too busy to take the request.
 //!
 //! One type, so each such answer's status code, machine-readable kind and message are chosen
-//! in one place; `error.rs` reuses it for the body errors a handler meets while reading.
+//! in one place; `app/error.rs` reuses it for the body errors a handler meets while reading.
 
 use super::Response;
 use super::body::{BodyError, FramingError};

@@ -13,10 +13,10 @@
 //!
 //! The states, and why a crash in any of them is safe, are in `docs/write-protocol.md`.
 
-use super::conditions::Conditions;
 use super::dir::{Access, Dir};
 use super::journal::{self, Uncommitted};
 use super::lock::{self, Held};
+use super::preconditions::Conditions;
 use super::root::Root;
 use super::temp::{Spool, TempFile};
 use super::{MAX_COMMIT_ATTEMPTS, Result, StorageError, commit_kept_racing, committed_state, split};

@@ -160,6 +160,11 @@ impl Dir {
         sys::free_bytes(self.fd.as_fd())
     }
 
+    /// The size and use of this directory's filesystem.
+    pub fn volume_usage(&self) -> io::Result<sys::VolumeUsage> {
+        sys::volume_usage(self.fd.as_fd())
+    }
+
     /// Device and inode of this directory.
     pub fn id(&self) -> io::Result<(u64, u64)> {
         let st = self.stat(OsStr::new("."))?;

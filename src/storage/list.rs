@@ -28,7 +28,7 @@ pub enum EntryKind {
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// The entry's name, as the directory holds it (any bytes another writer used; list it
-    /// with [`jail::listed_name`], show it with [`jail::readable_name`]).
+    /// with [`crate::path::listed_name`], show it with [`crate::path::readable_name`]).
     pub name: OsString,
     /// File or directory.
     pub kind: EntryKind,

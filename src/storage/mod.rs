@@ -4,31 +4,32 @@
 //! it may reach), and goes through [`jail::resolve`] before touching the filesystem; the
 //! scope is judged on the real location that returns ([`Scope`] says why). Every write follows one protocol (`docs/write-protocol.md`):
 //! the body is received whole first ([`temp`]), then committed under the file's lock
-//! ([`lock`]) with its preconditions checked there ([`conditions`]): uploads by rename or link
-//! ([`atomic`]), appends with a crash record ([`journal`], [`append`]), moves and deletes on
-//! the same locks ([`tree`]). Readers see committed sizes only. The service's own files carry
+//! ([`lock`]) with its preconditions checked there ([`preconditions`]): uploads by rename or link
+//! ([`upload`]), appends with a crash record ([`journal`], [`append`]), moves and deletes on
+//! the same locks ([`move_delete`]). Readers see committed sizes only. The service's own files carry
 //! [`jail::RESERVED_PREFIX`] and are hidden, and a start-up [`sweep`] settles crash leftovers.
 //! Whole trees (a delete, the sweep, a move's length check) are walked by handles ([`walk`]),
 //! so no depth is out of reach.
 
 pub mod append;
-pub mod atomic;
-pub mod conditions;
 pub mod dir;
 pub mod jail;
 pub mod journal;
 pub mod list;
 pub mod lock;
+pub mod move_delete;
+pub mod preconditions;
 pub mod root;
 pub mod sweep;
 pub mod temp;
-pub mod tree;
+pub mod upload;
 pub mod walk;
 pub mod wc;
 
-pub use conditions::{Conditions, Version, VersionTest};
-pub use jail::{Naming, PathError, RelPath, Scope};
+pub use crate::sys::VolumeUsage;
+pub use jail::{PathError, RelPath, Scope};
 pub use list::{Entry, EntryKind, Listing};
+pub use preconditions::{Conditions, Version, VersionTest};
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -373,7 +374,7 @@ impl Storage {
     ) -> Result<u64> {
         let rel = rel.clone().non_root()?;
         let real = self.resolve_file(&rel, scope)?;
-        let written = atomic::write_atomic(&self.root, &real, body, conditions, self.fsync);
+        let written = upload::write_atomic(&self.root, &real, body, conditions, self.fsync);
         self.unless_root_gone(written)
     }
 
@@ -409,7 +410,9 @@ impl Storage {
             self.exists(&from, scope)?;
         }
         let (src, dst) = (self.resolve(&from, scope)?, self.resolve(&to, scope)?);
-        self.unless_root_gone(tree::rename(&self.root, &src, &dst, scope, conditions, self.fsync))
+        self.unless_root_gone(move_delete::rename(
+            &self.root, &src, &dst, scope, conditions, self.fsync,
+        ))
     }
 
     /// Where a move of `from` to `to` lands, read as `mv` reads it: a target spelled with a
@@ -442,7 +445,7 @@ impl Storage {
         if rel.dir_only() {
             self.exists(rel, scope)?;
         }
-        self.unless_root_gone(tree::delete(
+        self.unless_root_gone(move_delete::delete(
             &self.root,
             &self.resolve(rel, scope)?,
             conditions,
@@ -469,6 +472,11 @@ impl Storage {
     /// Free bytes on the storage volume.
     pub fn free_bytes(&self) -> io::Result<u64> {
         self.root.dir().free_bytes()
+    }
+
+    /// The storage volume's size and use, in bytes and inodes.
+    pub fn volume_usage(&self) -> io::Result<VolumeUsage> {
+        self.root.dir().volume_usage()
     }
 }
 

@@ -25,7 +25,7 @@ use super::dir::{Access, Dir};
 use super::jail::RESERVED_PREFIX;
 use super::journal::{self, JOURNAL_PREFIX};
 use super::lock;
-use super::tree::{TRASH_PREFIX, remove_tree};
+use super::move_delete::{TRASH_PREFIX, remove_tree};
 use super::walk::{Visitor, entry_kind, walk};
 use super::{Result, StorageError};
 use crate::sys::EntryType;

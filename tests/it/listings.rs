@@ -630,3 +630,83 @@ fn listings_are_chunked_on_kept_alive_connections_and_end_with_the_connection_fo
     assert!(head.contains("Connection: close"), "{head}");
     assert_eq!(body, "a\nb\n");
 }
+
+/// One figure of the browse page's volume line: the `value` of its `<data class="CLASS">`.
+fn volume_figure(page: &str, class: &str) -> Option<u64> {
+    let at = page.find(&format!("<data class=\"{class}\" value=\""))?;
+    let rest = &page[at..];
+    let value = rest.split('"').nth(3)?;
+    value.parse().ok()
+}
+
+/// What `df` says of the filesystem holding `dir`: size, used, available bytes; inodes, used,
+/// free inodes.
+fn df(dir: &Path) -> Option<[u64; 6]> {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=size,used,avail,itotal,iused,iavail"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<u64> = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    numbers.try_into().ok()
+}
+
+/// The root's browse page tells the volume's size, used and free space in bytes and inodes, as
+/// `df` does (within what other writers of the machine's disk change meanwhile); a
+/// subdirectory's page and the other forms of the listing do not.
+#[test]
+fn the_root_browse_page_shows_the_volume_size_used_and_free() {
+    let s = Server::start();
+    s.write("d/a.txt", "a");
+    let page = s.get_with("/file/", &["Accept: text/html"]);
+    page.assert_status(200);
+    let page = page.text();
+    let classes = [
+        "size-bytes",
+        "used-bytes",
+        "free-bytes",
+        "inodes",
+        "used-inodes",
+        "free-inodes",
+    ];
+    let shown: Vec<u64> = classes
+        .iter()
+        .map(|c| volume_figure(&page, c).unwrap_or_else(|| panic!("no figure {c} on the page:\n{page}")))
+        .collect();
+    eprintln!("browse page: {shown:?}");
+    assert!(
+        shown[0] > 0 && shown[1] <= shown[0] && shown[2] <= shown[0],
+        "{shown:?}"
+    );
+    assert!(shown[4] <= shown[3] && shown[5] <= shown[3], "{shown:?}");
+    match df(&s.root()) {
+        Some(df) => {
+            eprintln!("df:          {df:?}");
+            // Other processes write to the same disk: allow 2% of the volume's size.
+            for (i, class) in classes.iter().enumerate() {
+                let whole = if i < 3 { df[0] } else { df[3] };
+                let slack = whole / 50 + 1;
+                assert!(
+                    shown[i].abs_diff(df[i]) <= slack,
+                    "{class}: the page says {}, df says {}",
+                    shown[i],
+                    df[i]
+                );
+            }
+        }
+        None => eprintln!("skipped: the comparison with df (df did not run)"),
+    }
+    let sub = s.get_with("/file/d/", &["Accept: text/html"]).text();
+    assert!(
+        !sub.contains("class=\"volume\""),
+        "only the root's page shows the volume:\n{sub}"
+    );
+    let plain = s.get("/file/").text();
+    assert!(!plain.contains("volume"), "the plain listing stays bare names: {plain}");
+}

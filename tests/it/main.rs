@@ -21,6 +21,7 @@
 //! - `probes_metrics`: `/healthz`, `/readyz`, `/metrics` and the access log.
 //! - `recovery`: `kill -9` at chosen moments, crash records and the start-up sweep.
 //! - `crash`: `kill -9` at random moments on a plain and a throttled disk, at length.
+//! - `errors`: what a refusal says: the URL form, the path or header at fault, the next step.
 //! - `faults`: a paused server, a frozen replica holding a lock, clients that leave, a full
 //!   volume, a root swapped under the server, a bad `--listen`.
 //! - `startup`: the start-up sweep over 100,000 crash-record names, orphans removed.
@@ -40,6 +41,7 @@ mod attack_concurrency;
 mod browser;
 mod clients;
 mod crash;
+mod errors;
 mod faults;
 mod framing;
 mod limits;

@@ -27,7 +27,7 @@ use super::wait::{SETTLE_TIMEOUT, wait_until};
 
 /// How long the server gets to print its `listening on` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The server's reserved namespace (`RESERVED_PREFIX` in `src/storage/jail.rs`): its upload
+/// The server's reserved namespace (`RESERVED_PREFIX` in `src/path.rs`): its upload
 /// temp files, crash-journal records, trash and storage-check probe files are all named under
 /// it, and a client may not name a path in it. [`Server::temp_files`] looks for it.
 pub const RESERVED_PREFIX: &str = ".http-nas-";

@@ -9,12 +9,12 @@
 //! only after every write that committed into the tree. A start-up sweep finishes a removal a
 //! crash interrupted. See `docs/write-protocol.md`.
 
-use super::conditions::Conditions;
 use super::dir::{Access, Dir, random_name};
 use super::jail::{self, FinalLink, Scope};
 use super::jail::{MAX_PATH_BYTES, RESERVED_PREFIX};
 use super::journal;
 use super::lock::{self, Held, open_regular};
+use super::preconditions::Conditions;
 use super::root::Root;
 use super::walk::{Visitor, entry_kind, walk};
 use super::{Result, StorageError, split};

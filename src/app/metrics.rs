@@ -1,10 +1,12 @@
 //! Prometheus metrics: fixed arrays of atomic counters, rendered as text exposition.
 //!
 //! Labels are drawn only from fixed sets (operation names, status classes), so no file name,
-//! token or body can ever reach a metric, and the memory used is constant.
+//! token or body can ever reach a metric, and the memory used is constant. [`exposition`] is
+//! the handler of `GET /metrics`.
 
-use crate::api::OpKind;
-use crate::http::Stats;
+use super::App;
+use crate::app::url::OpKind;
+use crate::http::{Response, Stats};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -148,6 +150,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `GET /metrics`: the counters, the server's gauges and the volume's free bytes.
+pub(super) fn exposition(app: &App) -> Response {
+    let text = app.metrics.render(&app.stats, app.storage.free_bytes().ok());
+    Response::text(200, text).with_header("Content-Type", "text/plain; version=0.0.4")
 }
 
 #[cfg(test)]

@@ -220,7 +220,7 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Naming;
+    use crate::path::Naming;
 
     fn basic(user_pass: &str) -> String {
         // Encoding for the test only: the service never encodes.

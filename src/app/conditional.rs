@@ -1,7 +1,7 @@
 //! Conditional requests on a file (RFC 9110 §13): its validators, what a GET's or HEAD's
 //! preconditions (`If-Match`, `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since`) and
 //! `If-Range` and `Range` ask of it, or whether a write's `If-Match` holds. Pure but for one
-//! ioctl on the open file, beside [`crate::range`], so the tables below cover it.
+//! ioctl on the open file, beside [`crate::app::range`], so the tables below cover it.
 //!
 //! ## Why the ETag carries the inode generation
 //! A strong ETag must change with every commit, on every filesystem. An upload commits by
@@ -40,7 +40,7 @@
 //! `If-None-Match` or `If-Match` is given, which always take precedence (§13.2.2). A client that
 //! needs to tell apart two versions written within one second sends the ETag.
 
-use crate::range::{self, RangeChoice};
+use crate::app::range::{self, RangeChoice};
 use crate::sys;
 use crate::time::http_date;
 use std::fs::{File, Metadata};

@@ -1,4 +1,5 @@
-//! A directory listing as a response body, rendered while it is sent: the plain form (one
+//! `GET /file/{path}/` of a directory, answered by [`list_dir`]: the listing as a response body,
+//! rendered while it is sent: the plain form (one
 //! name per line, as the original wrote it, each line usable as a URL segment), JSON
 //! (`[{"href","modified","name","size","type"}]`, the keys in the order `serde_json` writes
 //! them: `name` the name itself, `href` the segment to put in a URL), or an HTML page for
@@ -6,12 +7,18 @@
 //! elsewhere; every name escaped, every link leading to its entry whatever the name). Entries
 //! are rendered a batch at a time into a small buffer, so a listing of any size costs its
 //! names (kept by the storage listing for sorting) and one buffer.
+//! The root's page opens with the volume's size, used and free space in bytes and inodes
+//! (`fstatvfs`, as `df` and `df -i` count them), which only `/metrics` told before.
 //!
 //! How a name becomes a line, an `href` or a link is decided in one place,
-//! [`crate::storage::jail::listed_name`] (and [`url_path`] for the page's absolute links).
+//! [`crate::path::listed_name`] (and [`url_path`] for the page's absolute links).
 
-use crate::storage::jail::{is_suffix_word, listed_name, readable_name};
-use crate::storage::{EntryKind, Listing};
+use super::auth::Grant;
+use super::error::Error;
+use super::{App, CACHE_CONTROL, wants_html, wants_json};
+use crate::http::{Head, Response, ResponseBody};
+use crate::path::{RelPath, is_suffix_word, listed_name, readable_name};
+use crate::storage::{EntryKind, Listing, VolumeUsage};
 use crate::time::rfc3339;
 use serde_json::json;
 use std::io::{self, Read};
@@ -27,8 +34,8 @@ pub enum Form {
     /// One JSON array of objects.
     Json,
     /// An HTML page of the directory `path` (its bytes relative to the root, empty for the
-    /// root itself).
-    Html { path: Vec<u8> },
+    /// root itself); the root's page also shows the `volume`'s size and use.
+    Html { path: Vec<u8>, volume: Option<VolumeUsage> },
 }
 
 /// The `Content-Security-Policy` of the HTML page: no script, no remote anything; only its
@@ -38,7 +45,8 @@ pub const HTML_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; im
 /// The page's style: inline, so it needs nothing from anywhere.
 const HTML_STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em}\
 table{border-collapse:collapse}td,th{padding:.2em 1em .2em 0;text-align:left}\
-td.size{text-align:right}nav a{margin-right:.2em}.tools a{color:#666;margin-right:.5em}";
+td.size{text-align:right}nav a{margin-right:.2em}.tools a{color:#666;margin-right:.5em}\
+.volume{color:#666}";
 
 /// `text` with the five characters that mean something in HTML replaced by entities.
 pub fn html_escape(text: &str) -> String {
@@ -86,8 +94,25 @@ pub fn human_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// The page's head and breadcrumbs for the directory `path` (bytes relative to the root).
-fn html_start(path: &[u8]) -> String {
+/// The volume's size, used and free space, in bytes and inodes: each figure a `<data>` element
+/// whose `value` is the exact count (bytes or inodes) and whose text is for people.
+fn html_volume(v: &VolumeUsage) -> String {
+    let bytes = |class: &str, n: u64| format!("<data class=\"{class}\" value=\"{n}\">{}</data>", human_size(n));
+    let inodes = |class: &str, n: u64| format!("<data class=\"{class}\" value=\"{n}\">{n}</data>");
+    format!(
+        "<p class=\"volume\">volume: size {}, used {}, free {}; inodes: {}, used {}, free {}</p>\n",
+        bytes("size-bytes", v.size_bytes),
+        bytes("used-bytes", v.used_bytes),
+        bytes("free-bytes", v.free_bytes),
+        inodes("inodes", v.inodes),
+        inodes("used-inodes", v.used_inodes),
+        inodes("free-inodes", v.free_inodes),
+    )
+}
+
+/// The page's head and breadcrumbs for the directory `path` (bytes relative to the root), and
+/// the `volume`'s size and use where given.
+fn html_start(path: &[u8], volume: Option<VolumeUsage>) -> String {
     let shown = readable_name(path);
     let title = if path.is_empty() {
         "/".to_string()
@@ -108,9 +133,10 @@ fn html_start(path: &[u8]) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>http-nas {}</title><style>{HTML_STYLE}</style></head>\n<body>\
-         <nav>{crumbs}</nav>\n<table><thead><tr><th>name</th><th>size</th><th>modified</th>\
+         <nav>{crumbs}</nav>\n{}<table><thead><tr><th>name</th><th>size</th><th>modified</th>\
          <th></th></tr></thead><tbody>\n",
-        html_escape(&title)
+        html_escape(&title),
+        volume.as_ref().map(html_volume).unwrap_or_default()
     )
 }
 
@@ -144,7 +170,7 @@ impl ListingBody {
         if !self.started {
             match &self.form {
                 Form::Json => self.buf.push(b'['),
-                Form::Html { path } => self.buf.extend_from_slice(html_start(path).as_bytes()),
+                Form::Html { path, volume } => self.buf.extend_from_slice(html_start(path, *volume).as_bytes()),
                 Form::Plain => {}
             }
         }
@@ -182,7 +208,7 @@ impl ListingBody {
                     }
                     None => false,
                 },
-                Form::Html { path } => match self.listing.next_entry() {
+                Form::Html { path, .. } => match self.listing.next_entry() {
                     Some(e) => {
                         let row = html_row(path, &e);
                         self.buf.extend_from_slice(row.as_bytes());
@@ -257,6 +283,38 @@ impl Read for ListingBody {
         self.at += n;
         Ok(n)
     }
+}
+
+/// A directory's listing: bare names (the seed's format), JSON, or the browse page,
+/// streamed.
+pub(super) fn list_dir(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
+    let listing = app.storage.list(path, grant.storage_scope())?;
+    let (form, content_type) = if wants_json(head) {
+        (Form::Json, "application/json")
+    } else if wants_html(head) {
+        let raw = std::os::unix::ffi::OsStrExt::as_bytes(path.as_path().as_os_str()).to_vec();
+        // The front of the browse page tells how full the volume is (as `df` would).
+        let volume = if path.is_root() {
+            app.storage.volume_usage().ok()
+        } else {
+            None
+        };
+        (Form::Html { path: raw, volume }, "text/html; charset=utf-8")
+    } else {
+        // The seed's format: bare names, one per line (clients split it on whitespace).
+        (Form::Plain, "text/plain; charset=utf-8")
+    };
+    let body = ResponseBody::Stream(Box::new(ListingBody::new(listing, form)));
+    let mut resp = Response::new(200, body)
+        .with_header("Content-Type", content_type)
+        .with_header("Cache-Control", CACHE_CONTROL);
+    if content_type.starts_with("text/html") {
+        resp = resp
+            .with_header("Content-Security-Policy", HTML_POLICY)
+            .with_header("X-Content-Type-Options", "nosniff");
+    }
+    // An HTTP/1.0 client cannot take chunks: the connection's end ends the body.
+    Ok(if head.minor_version == 0 { resp.closing() } else { resp })
 }
 
 #[cfg(test)]

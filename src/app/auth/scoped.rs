@@ -11,7 +11,7 @@
 //! and what is wrong, and never repeats a field of the line, which may be a token (a
 //! misplaced one, too).
 
-use crate::storage::{Naming, RelPath};
+use crate::path::{Naming, RelPath};
 
 /// One line of the tokens file.
 #[derive(Clone)]

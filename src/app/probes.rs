@@ -6,8 +6,13 @@
 //! there, a file can be created and removed in it) and records the outcome here; the probes,
 //! answered by the reactor from the request head alone, read it. A check that has not come back
 //! for [`STALE_AFTER`] (a hung NFS server, say) counts as failed, so readiness never reports a
-//! volume as fine because the last answer, long ago, was.
+//! volume as fine because the last answer, long ago, was. [`answer`] is the probes' handler:
+//! `/healthz`, `/readyz` and the seed's `GET /file`.
 
+use super::App;
+use super::error::Error;
+use super::url::Op;
+use crate::http::Response;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,6 +88,41 @@ impl ProbeState {
         let now = self.started.elapsed().as_millis();
         at > 0 && now.saturating_sub(u128::from(at)) <= STALE_AFTER.as_millis()
     }
+}
+
+/// The answer to a probe, from the state the checker keeps (never the disk); `None` for
+/// any other operation.
+pub(super) fn answer(app: &App, op: &Op) -> Option<Result<Response, Error>> {
+    Some(match op {
+        Op::Alive => Ok(Response::text(200, "ok")),
+        Op::Ready => readiness(app),
+        Op::StorageHealth if app.probes.root_there() => Ok(Response::text(200, "OK")),
+        Op::StorageHealth => Err(Error::Unavailable {
+            message: "the storage root is not a directory".into(),
+        }),
+        _ => return None,
+    })
+}
+
+/// `/readyz`: the storage was found writable recently, and a new request would be taken
+/// now (a worker is free or the queue has room) and not just wait (not every worker is
+/// stuck waiting for a lock another replica holds).
+fn readiness(app: &App) -> Result<Response, Error> {
+    app.probes
+        .writable()
+        .map_err(|message| Error::Unavailable { message })?;
+    if !app.stats.pool.has_room() {
+        return Err(Error::Unavailable {
+            message: "every worker is busy and the queue is full".into(),
+        });
+    }
+    let workers = app.stats.pool.workers.load(std::sync::atomic::Ordering::Relaxed);
+    if crate::storage::lock::waiters() >= workers.max(1) {
+        return Err(Error::Unavailable {
+            message: "every worker is waiting for a file locked by another request or replica".into(),
+        });
+    }
+    Ok(Response::text(200, "ready"))
 }
 
 #[cfg(test)]

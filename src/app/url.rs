@@ -8,8 +8,8 @@
 //! deletes or moves away names something that exists and may be any name another writer made
 //! ([`Naming::Existing`]); one it writes or moves to must be a name safe to show ([`Naming::New`]).
 
-use crate::error::Error;
-use crate::storage::{Naming, PathError, RelPath};
+use crate::app::error::Error;
+use crate::path::{Naming, PathError, RelPath};
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,7 +161,7 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
         _ => {}
     }
     let Some(raw) = path.strip_prefix("/file/") else {
-        return Err(Error::NotFound);
+        return Err(Error::NoSuchUrl);
     };
     if let Some(base) = raw.strip_suffix("/wc").filter(|b| !b.is_empty()) {
         return read_only(Op::LineCount {

@@ -8,10 +8,10 @@
 //! like any other); `If-None-Match: *` is exactly that link. Readers that opened the old file
 //! keep reading it: rename swaps the name, not the data. See `docs/write-protocol.md`.
 
-use super::conditions::Conditions;
 use super::dir::{Access, Dir};
 use super::journal;
 use super::lock;
+use super::preconditions::Conditions;
 use super::root::Root;
 use super::temp::TempFile;
 use super::{MAX_COMMIT_ATTEMPTS, Result, StorageError, commit_kept_racing, committed_state, copy_into, split};

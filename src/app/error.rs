@@ -2,9 +2,15 @@
 //! `{"error": kind, "message": text}` that docs/API.md promises.
 //!
 //! Messages name what went wrong and why, never an absolute server path, a token or a body.
+//!
+//! The answers the HTTP layer defines itself (a body that broke, a server out of a resource)
+//! are carried as its [`Refusal`], whole: their status, kind, message and `Retry-After` are
+//! chosen in `http/refusal.rs` alone, so a handler that meets one answers exactly as the HTTP
+//! layer would, and changing one of those statuses means knowing one file.
 
 use crate::http::{BodyError, Overload, Refusal, Response};
-use crate::storage::{PathError, StorageError};
+use crate::path::{PathError, RelPath};
+use crate::storage::StorageError;
 use std::fmt;
 
 /// Everything a request can fail with.
@@ -14,14 +20,20 @@ pub enum Error {
     BadPath(PathError),
     /// The request is malformed (a header or a move body).
     BadRequest { message: String },
-    /// The request body broke: ended early, bad chunking, too large, or too slow.
-    BadBody(BodyError),
+    /// An answer the HTTP layer defines ([`Refusal`]): a request body that broke (ended early,
+    /// bad chunking, too large, too slow), or a server out of a resource for now (file
+    /// descriptors, a lock held too long). Its status, kind, message and headers are chosen
+    /// there, once.
+    Refused(Refusal),
     /// A token is configured and the request has none, or a wrong one.
     Unauthorized,
     /// Access is refused: a write with the read-only token, or a symlink out of the root.
     Forbidden { message: &'static str },
-    /// No such file or directory, or no such URL.
+    /// No such file or directory.
     NotFound,
+    /// No route has this URL (a typo such as `/files/x`): answered like [`Error::NotFound`],
+    /// with a message, for a JSON client, naming the URLs that exist.
+    NoSuchUrl,
     /// The URL does not take this method.
     MethodNotAllowed { allow: &'static str },
     /// The target is in the wrong state: a directory where a file is needed, or the reverse.
@@ -41,35 +53,41 @@ pub enum Error {
     ReadOnlyStorage,
     /// The storage is not ready (readiness probe).
     Unavailable { message: String },
-    /// The server is out of a resource for now (file descriptors): retry shortly.
-    Busy { message: &'static str },
     /// Something failed on our side.
     Internal { message: String },
 }
 
 impl Error {
-    /// The HTTP layer's own refusal this error is, if any (a broken body, an exhausted
-    /// server): its status, kind and headers are chosen there, once.
-    fn refusal(&self) -> Option<Refusal> {
-        match self {
-            Error::BadBody(e) => Some(Refusal::Body(*e)),
-            Error::Busy { message } => Some(Refusal::Overloaded(Overload::Exhausted(message))),
-            _ => None,
+    /// The server is out of a resource for now; the client may retry shortly (a 503 with
+    /// `Retry-After`, as the HTTP layer answers when it is full).
+    pub fn busy(message: &'static str) -> Self {
+        Error::Refused(Refusal::Overloaded(Overload::Exhausted(message)))
+    }
+
+    /// A storage error met acting on `path` (the request's path, or a move's target): where a
+    /// directory or a file is in the way, the message names the path and what to do.
+    pub fn at(path: &RelPath, e: StorageError) -> Self {
+        match e {
+            StorageError::IsADirectory => Error::Conflict {
+                message: format!(
+                    "{e}: {path} is a directory where a file is needed; name a file (such as {path}/NAME)"
+                ),
+            },
+            StorageError::NotADirectory => Error::Conflict {
+                message: format!("{e}: a parent of {path} is a file; name a path whose parents are directories"),
+            },
+            e => e.into(),
         }
     }
 
     /// The HTTP status for this error.
     pub fn status(&self) -> u16 {
-        if let Some(refusal) = self.refusal() {
-            return refusal.status();
-        }
         match self {
-            // Answered by their refusal, above; listed for the match to be whole.
-            Error::BadBody(_) | Error::Busy { .. } => 500,
+            Error::Refused(refusal) => refusal.status(),
             Error::BadPath(_) | Error::BadRequest { .. } => 400,
             Error::Unauthorized => 401,
             Error::Forbidden { .. } => 403,
-            Error::NotFound => 404,
+            Error::NotFound | Error::NoSuchUrl => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
@@ -82,17 +100,13 @@ impl Error {
 
     /// The machine-readable kind in the JSON body.
     pub fn kind(&self) -> &'static str {
-        if let Some(refusal) = self.refusal() {
-            return refusal.kind();
-        }
         match self {
+            Error::Refused(refusal) => refusal.kind(),
             Error::BadPath(_) => "bad_path",
-            // Answered by their refusal, above; listed for the match to be whole.
-            Error::BadBody(_) | Error::Busy { .. } => "internal",
             Error::BadRequest { .. } => "bad_request",
             Error::Unauthorized => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
-            Error::NotFound => "not_found",
+            Error::NotFound | Error::NoSuchUrl => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict { .. } => "conflict",
             Error::NotRegularFile => "not_regular_file",
@@ -110,13 +124,13 @@ impl Error {
     /// exact `text/plain` body `Not Found` (Express's `sendStatus(404)`, which clients compare
     /// with), unless `wants_json` (the request's `Accept` names `application/json`).
     pub fn into_response(self, wants_json: bool) -> Response {
-        if matches!(self, Error::NotFound) && !wants_json {
+        if matches!(self, Error::NotFound | Error::NoSuchUrl) && !wants_json {
             return Response::text(404, "Not Found");
         }
-        if let Some(refusal) = self.refusal() {
+        if let Error::Refused(refusal) = self {
             let resp = refusal.response();
             // After a broken body the connection's framing is unknown: close it.
-            return if matches!(self, Error::BadBody(_)) {
+            return if matches!(refusal, Refusal::Body(_)) {
                 resp.closing()
             } else {
                 resp
@@ -138,10 +152,17 @@ impl fmt::Display for Error {
         match self {
             Error::BadPath(e) => write!(f, "{e}"),
             Error::BadRequest { message } => write!(f, "{message}"),
-            Error::BadBody(e) => write!(f, "{e}"),
-            Error::Unauthorized => write!(f, "a valid bearer token is required"),
+            Error::Refused(refusal) => write!(f, "{refusal}"),
+            Error::Unauthorized => write!(
+                f,
+                "a valid bearer token is required: send it as the header `Authorization: Bearer <token>`"
+            ),
             Error::Forbidden { message } => write!(f, "{message}"),
             Error::NotFound => write!(f, "no such file or directory"),
+            Error::NoSuchUrl => write!(
+                f,
+                "no such URL: files and directories are under /file/{{path}} (GET / lists every entry point)"
+            ),
             Error::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
             Error::Conflict { message } => write!(f, "{message}"),
             Error::NotRegularFile => write!(
@@ -159,7 +180,6 @@ impl fmt::Display for Error {
             Error::InsufficientStorage => write!(f, "no space left on the storage volume"),
             Error::ReadOnlyStorage => write!(f, "{}", StorageError::ReadOnly),
             Error::Unavailable { message } => write!(f, "{message}"),
-            Error::Busy { message } => write!(f, "{message}"),
             Error::Internal { message } => write!(f, "{message}"),
         }
     }
@@ -173,6 +193,12 @@ impl From<PathError> for Error {
     }
 }
 
+impl From<BodyError> for Error {
+    fn from(e: BodyError) -> Self {
+        Error::Refused(Refusal::Body(e))
+    }
+}
+
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         match e {
@@ -181,7 +207,7 @@ impl From<StorageError> for Error {
                 message: "path leads outside the storage root through a symlink",
             },
             StorageError::OutOfScope => Error::Forbidden {
-                message: crate::auth::OUT_OF_SCOPE,
+                message: crate::app::auth::OUT_OF_SCOPE,
             },
             StorageError::NotFound => Error::NotFound,
             StorageError::IsADirectory
@@ -215,14 +241,12 @@ impl From<StorageError> for Error {
             StorageError::NoSpace => Error::InsufficientStorage,
             StorageError::Exhausted => {
                 log::warn!("out of file descriptors or memory: answering 503");
-                Error::Busy {
-                    message: "the server is out of file descriptors for now; retry shortly",
-                }
+                Error::busy("the server is out of file descriptors for now; retry shortly")
             }
-            StorageError::Locked => Error::Busy {
-                message: "the file is locked by another request or replica (frozen or cut off?) for \
-                          longer than --lock-timeout; retry shortly",
-            },
+            StorageError::Locked => Error::busy(
+                "the file is locked by another request or replica (frozen or cut off?) for longer than \
+                 --lock-timeout; retry shortly",
+            ),
             // Nobody reads this answer; it is logged and counted.
             StorageError::ClientGone => Error::Unavailable { message: e.to_string() },
             StorageError::RootGone => {
@@ -230,10 +254,9 @@ impl From<StorageError> for Error {
                 Error::Unavailable { message: e.to_string() }
             }
             StorageError::RootRefused => Error::BadPath(PathError::Empty),
-            StorageError::Source(io) => match BodyError::of(&io) {
-                Some(body) => Error::BadBody(body),
-                None => Error::BadBody(BodyError::Incomplete { received: 0 }),
-            },
+            StorageError::Source(io) => BodyError::of(&io)
+                .unwrap_or(BodyError::Incomplete { received: 0 })
+                .into(),
             StorageError::Io(io) => {
                 log::error!("storage I/O error: {io}");
                 Error::Internal {
@@ -252,8 +275,8 @@ mod tests {
     fn statuses_and_kinds() {
         let cases: Vec<(Error, u16, &str)> = vec![
             (Error::BadPath(PathError::DotSegment), 400, "bad_path"),
-            (Error::BadBody(BodyError::Incomplete { received: 3 }), 400, "bad_body"),
-            (Error::BadBody(BodyError::TooLarge { limit: 9 }), 413, "too_large"),
+            (Error::from(BodyError::Incomplete { received: 3 }), 400, "bad_body"),
+            (Error::from(BodyError::TooLarge { limit: 9 }), 413, "too_large"),
             (Error::from(StorageError::NoSpace), 507, "insufficient_storage"),
             (Error::from(StorageError::ReadOnly), 507, "read_only_storage"),
             (Error::from(StorageError::MoveTooDeep { limit: 9 }), 400, "bad_request"),
@@ -284,7 +307,7 @@ mod tests {
         assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
         let resp = Error::from(StorageError::Locked).into_response(false);
         assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
-        let resp = Error::BadBody(BodyError::TimedOut).into_response(false);
+        let resp = Error::from(BodyError::TimedOut).into_response(false);
         assert!(resp.close, "after a broken body the connection closes");
     }
 }

@@ -1,0 +1,197 @@
+//! The application layer: what the service does with a request once `http` has read its head.
+//! It sits between the two wings and is the only place they meet: [`url`] turns the method and
+//! URL into an [`Op`] (pure, no disk), [`App::gate`] decides whether the head alone allows it
+//! (host, cross-site, token, scope), and [`App::route`] hands it to the one handler function
+//! that owns it, which calls one storage operation and returns a [`Response`] value (framing
+//! is the HTTP layer's job). A handler's failure is an [`Error`], answered in one place.
+//!
+//! Adding a route touches [`url`] (its `Op`) and the one `match` in [`App::route`]; each
+//! concern's handlers live in a file named after it: [`files`], [`listings`], [`writes`],
+//! [`moves`], [`stat`], [`index`], [`probes`], [`metrics`].
+
+pub mod auth;
+pub mod conditional;
+pub mod error;
+mod files;
+mod index;
+pub mod listings;
+pub mod metrics;
+mod moves;
+pub mod probes;
+pub mod range;
+mod stat;
+pub mod url;
+mod writes;
+
+use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stats};
+use crate::path::RelPath;
+use crate::storage::Storage;
+use auth::browser::{self, BrowserRules};
+use auth::{Access, Grant, OUT_OF_SCOPE, Tokens};
+use error::Error;
+use metrics::Metrics;
+use probes::ProbeState;
+use std::sync::Arc;
+use url::{Op, OpKind};
+
+/// Files and listings change under one URL: a cache may keep them but must ask (cheaply, by
+/// ETag) before every use, so it never shows a version from before a write. A listing has no
+/// validator (it is streamed as the directory is read, so nothing sums it up beforehand): a
+/// cache then fetches it anew every time, which is what it must do.
+const CACHE_CONTROL: &str = "no-cache";
+
+/// The application: storage, tokens and metrics behind the HTTP layer.
+pub struct App {
+    storage: Storage,
+    tokens: Tokens,
+    browser: BrowserRules,
+    metrics: Metrics,
+    stats: Arc<Stats>,
+    probes: ProbeState,
+}
+
+impl App {
+    /// Creates the application over `storage`.
+    pub fn new(storage: Storage, tokens: Tokens, browser: BrowserRules, stats: Arc<Stats>) -> Self {
+        App {
+            storage,
+            tokens,
+            browser,
+            metrics: Metrics::default(),
+            stats,
+            probes: ProbeState::default(),
+        }
+    }
+
+    /// Looks at the storage once and records what the probes should say (run by the checker
+    /// thread every [`probes::CHECK_INTERVAL`], never on a request).
+    pub fn check_storage(&self) {
+        let writable = self.storage.check_writable().map_err(|e| {
+            let why = format!("storage is not writable: {e}");
+            log::warn!("{why}");
+            why
+        });
+        self.probes.record(self.storage.root_is_dir(), writable);
+    }
+
+    /// The operation a head asks for, if the head alone allows it: a parseable URL, a host
+    /// this service serves, no write a browser marks as from another site, and, where tokens
+    /// protect it, a token that may do it there. Also the operation's kind, whatever the
+    /// outcome, so the answer (a 401 too) is counted under it; and the token's grant, for the
+    /// checks only the body allows (a move's target).
+    fn gate(&self, head: &Head) -> (Option<OpKind>, Result<(Op, Grant<'_>), Error>) {
+        let op = match url::parse(&head.method, &head.target, head.header("content-type")) {
+            Ok(op) => op,
+            Err(e) => return (None, Err(e)),
+        };
+        let kind = Some(op.kind());
+        let probe = matches!(op, Op::Alive | Op::Ready | Op::Metrics | Op::StorageHealth);
+        if let Err(message) = self.browser.check(head, op.writes(), probe) {
+            return (kind, Err(Error::Forbidden { message }));
+        }
+        if !op.needs_auth() {
+            return (kind, Ok((op, Grant::everything())));
+        }
+        let grant = self.tokens.check(head.header("authorization"));
+        match grant.access {
+            Access::Denied => return (kind, Err(Error::Unauthorized)),
+            Access::ReadOnly if op.writes() => {
+                let message = "the read-only token cannot write";
+                return (kind, Err(Error::Forbidden { message }));
+            }
+            _ => {}
+        }
+        if op_path(&op).is_some_and(|path| !grant.reaches(path)) {
+            return (kind, Err(Error::Forbidden { message: OUT_OF_SCOPE }));
+        }
+        (kind, Ok((op, grant)))
+    }
+
+    /// Every operation to the one function that answers it.
+    fn route(&self, op: Op, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
+        let head = req.head;
+        match op {
+            Op::Alive | Op::Ready | Op::StorageHealth => probes::answer(self, &op).unwrap_or(Err(Error::NotFound)),
+            Op::Read { path } => files::read(self, head, &path, grant),
+            Op::LineCount { path } => stat::line_count(self, &path, grant, req),
+            Op::Stat { path } => stat::stat(self, &path, grant),
+            Op::Index => index::front_page(self, head),
+            Op::Upload { path } => writes::upload(self, &path, grant, req),
+            Op::Append { path } => writes::append(self, &path, grant, req),
+            Op::Move { path } => moves::move_file(self, &path, grant, req),
+            Op::Delete { path } => moves::delete(self, head, &path, grant),
+            Op::Options { allow } => Ok(Response::new(204, ResponseBody::Empty).with_header("Allow", allow)),
+            Op::Metrics => Ok(metrics::exposition(self)),
+        }
+    }
+}
+
+impl Handler for App {
+    fn handle(&self, req: &mut Request<'_>) -> Response {
+        let head = req.head;
+        let (kind, op) = self.gate(head);
+        let answer = op.and_then(|(op, grant)| self.route(op, grant, req));
+        labelled(kind, answer.unwrap_or_else(|e| refusal(e, head)))
+    }
+
+    /// Probes, from the state the checker keeps; refusals a head alone decides (no such URL,
+    /// no or a wrong token), so an unauthenticated client never holds a worker.
+    fn answer_early(&self, head: &Head) -> Option<Response> {
+        let (kind, op) = self.gate(head);
+        let answer = match op {
+            Err(e) => Err(e),
+            Ok((op, _)) => probes::answer(self, &op)?,
+        };
+        Some(labelled(kind, answer.unwrap_or_else(|e| refusal(e, head))))
+    }
+
+    fn label(&self, head: &Head) -> Option<&'static str> {
+        let op = url::parse(&head.method, &head.target, head.header("content-type")).ok()?;
+        Some(op.kind().label())
+    }
+
+    fn completed(&self, x: &Exchange<'_>) {
+        let op = x.label.and_then(OpKind::from_label);
+        self.metrics.record(op, x.status, x.bytes_in, x.bytes_out, x.duration);
+    }
+}
+
+/// `resp` labelled with the kind of operation it answered, if the URL named one.
+fn labelled(kind: Option<OpKind>, resp: Response) -> Response {
+    match kind {
+        Some(kind) => resp.labelled(kind.label()),
+        None => resp,
+    }
+}
+
+/// An error as its response; a 401 to a browser is its login prompt (a Basic challenge).
+fn refusal(e: Error, head: &Head) -> Response {
+    match e {
+        Error::Unauthorized if wants_html(head) => browser::login_required(),
+        e => e.into_response(wants_json(head)),
+    }
+}
+
+/// The path an operation reads, writes, lists or moves away, which a scoped token must reach.
+fn op_path(op: &Op) -> Option<&RelPath> {
+    match op {
+        Op::Read { path }
+        | Op::LineCount { path }
+        | Op::Stat { path }
+        | Op::Upload { path }
+        | Op::Append { path }
+        | Op::Move { path }
+        | Op::Delete { path } => Some(path),
+        Op::StorageHealth | Op::Index | Op::Options { .. } | Op::Alive | Op::Ready | Op::Metrics => None,
+    }
+}
+
+/// True when the client asked for HTML (a browser): directories then come as a browse page.
+fn wants_html(head: &Head) -> bool {
+    head.header("accept").is_some_and(|a| a.contains("text/html"))
+}
+
+/// True when the client asked for JSON (errors then come as JSON, 404s too).
+fn wants_json(head: &Head) -> bool {
+    head.header("accept").is_some_and(|a| a.contains("application/json"))
+}

@@ -1,0 +1,114 @@
+//! `PUT /file/{path}/mv` (or `PUT` with a JSON body: move, the target in `{"path": ...}`) and
+//! `DELETE /file/{path}` (a file or a whole directory tree): the operations that take a name
+//! away. The move body is read here, bounded by [`MAX_MOVE_BODY_BYTES`], and its target is
+//! decoded like a URL path (once) and checked against the token's scope before anything moves.
+
+use super::App;
+use super::auth::{Grant, OUT_OF_SCOPE};
+use super::error::Error;
+use super::url;
+use super::writes::{etag_tests, missing_fails_if_match, preconditions};
+use crate::http::{Head, Request, Response};
+use crate::path::{Naming, RelPath};
+use crate::storage::StorageError;
+use serde_json::json;
+use std::io::Read;
+
+/// Largest move request body (`{"path": ...}`), in bytes.
+pub const MAX_MOVE_BODY_BYTES: u64 = 64 * 1024;
+
+/// Deletes a file or a directory tree, if the preconditions hold.
+pub(super) fn delete(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
+    let tests = etag_tests(head);
+    app.storage
+        .delete(path, grant.storage_scope(), &preconditions(head, &tests))
+        .map_err(|e| missing_fails_if_match(head, e))?;
+    Ok(Response::json(
+        200,
+        &json!({ "path": path.to_string(), "deleted": true }),
+    ))
+}
+
+/// Moves a file or directory to the path the body names.
+pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
+    // The seed answered 404 for a missing source before looking at the body.
+    app.storage
+        .exists(path, grant.storage_scope())
+        .map_err(|e| missing_fails_if_match(req.head, e))?;
+    let mut body = Vec::new();
+    req.body
+        .take(MAX_MOVE_BODY_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| {
+            crate::http::BodyError::of(&e).map_or(Error::BadRequest { message: e.to_string() }, Error::from)
+        })?;
+    if body.len() as u64 > MAX_MOVE_BODY_BYTES {
+        return Err(Error::BadRequest {
+            message: format!("move body larger than {MAX_MOVE_BODY_BYTES} bytes"),
+        });
+    }
+    let target = app
+        .storage
+        .move_destination(path, &move_target(&body)?, grant.storage_scope())?;
+    if !grant.reaches(&target) {
+        return Err(Error::Forbidden { message: OUT_OF_SCOPE });
+    }
+    let tests = etag_tests(req.head);
+    let size = app
+        .storage
+        .rename(path, &target, grant.storage_scope(), &preconditions(req.head, &tests))
+        .map_err(|e| match e {
+            // What is in the way is at the target.
+            StorageError::IsADirectory | StorageError::NotADirectory => Error::at(&target, e),
+            e => missing_fails_if_match(req.head, e),
+        })?;
+    Ok(Response::json(
+        200,
+        &json!({ "path": target.to_string(), "from": path.to_string(), "size": size }),
+    ))
+}
+
+/// Parses the move body `{"path": "new/name"}`; the path is percent-decoded once, like URLs.
+fn move_target(body: &[u8]) -> Result<RelPath, Error> {
+    let bad = |message: &str| Error::BadRequest {
+        message: message.to_string(),
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad("move body must be JSON like {\"path\": \"new/name\"}"))?;
+    let target = value
+        .get("path")
+        .and_then(|p| p.as_str())
+        .ok_or_else(|| bad("move body needs a string \"path\""))?;
+    Ok(url::decode(target, Naming::New)?.non_root()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_bodies() {
+        assert_eq!(
+            move_target(br#"{ "path": "newcat.jpg" }"#).unwrap().to_string(),
+            "newcat.jpg"
+        );
+        assert_eq!(
+            move_target(br#"{"path":"testdir%2Fmoved"}"#).unwrap().to_string(),
+            "testdir/moved"
+        );
+        for bad in [
+            &br#"{"path":"..%2Fx"}"#[..],
+            br#"{"path":"/tmp/x"}"#,
+            br#"{"path":""}"#,
+            b"nope",
+            br#"{"p":1}"#,
+        ] {
+            assert_eq!(
+                move_target(bad).unwrap_err().status(),
+                400,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Error messages that say what to do: a mistyped URL, an empty path, a directory in the way
+//! and a missing token each get a message naming the URL form, the path or the header that
+//! is expected, while the status, the kind and the seed's plain `Not Found` stay as they were.
+
+use crate::support::{Response, Server};
+
+const JSON: &str = "Accept: application/json";
+
+/// The JSON error body's `message`, after checking the status and the contract's error form.
+#[track_caller]
+fn message(resp: &Response, status: u16) -> String {
+    resp.assert_error(status);
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.body).unwrap_or_else(|e| resp.fail(&format!("expected a JSON error body: {e}")));
+    json["message"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_mistyped_url_is_the_seeds_not_found_for_scripts_and_names_the_file_urls_for_json() {
+    let s = Server::start();
+    s.write("x", "x");
+    for typo in ["/files/x", "/fil/x", "/File/x", "/filex", "/x"] {
+        let plain = s.get(typo);
+        plain.assert_status(404);
+        if plain.body != b"Not Found" {
+            plain.fail(&format!("{typo}: a script's 404 body stays exactly `Not Found`"));
+        }
+        let resp = s.get_with(typo, &[JSON]);
+        let text = message(&resp, 404);
+        if !text.contains("/file/{path}") {
+            resp.fail(&format!("{typo}: the message should name /file/{{path}}: {text:?}"));
+        }
+    }
+    // A missing file under the right URL keeps its own message.
+    let text = message(&s.get_with("/file/missing", &[JSON]), 404);
+    assert_eq!(text, "no such file or directory");
+}
+
+#[test]
+fn an_empty_path_says_which_url_form_is_expected() {
+    let s = Server::start();
+    for resp in [s.post("/file/", "x"), s.append("/file/d/", "x"), s.delete("/file/")] {
+        let text = message(&resp, 400);
+        if !text.starts_with("path is empty") || !text.contains("/file/{path}") {
+            resp.fail(&format!("the message should say the form /file/{{path}}: {text:?}"));
+        }
+    }
+}
+
+#[test]
+fn a_directory_in_the_way_is_named() {
+    let s = Server::start();
+    s.post("/file/data/runs/one.csv", "a,b\n").assert_status(200);
+    for resp in [
+        s.post("/file/data/runs", "x"),
+        s.append("/file/data/runs", "x"),
+        s.get("/file/data/runs/wc"),
+    ] {
+        let text = message(&resp, 409);
+        if !text.starts_with("a directory is in the way") || !text.contains("data/runs is a directory") {
+            resp.fail(&format!("the message should name data/runs: {text:?}"));
+        }
+    }
+    let resp = s.post("/file/data/runs/one.csv/deeper", "x");
+    let text = message(&resp, 409);
+    if !text.contains("data/runs/one.csv/deeper") {
+        resp.fail(&format!("the message should name the path: {text:?}"));
+    }
+}
+
+#[test]
+fn a_missing_token_is_told_the_header_form() {
+    let s = Server::start_with_env(&[("HTTP_NAS_TOKEN", "sesame")], &[]);
+    let resp = s.get("/file/x");
+    let text = message(&resp, 401);
+    if !text.contains("Authorization: Bearer <token>") {
+        resp.fail(&format!("the message should show the header: {text:?}"));
+    }
+    s.get_with("/file/", &["Authorization: Bearer sesame"])
+        .assert_status(200);
+}
