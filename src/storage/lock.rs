@@ -134,6 +134,12 @@ fn wait_at_most(file: &File, kind: Kind, bound: Duration) -> Result<()> {
     }
 }
 
+/// Takes the exclusive lock on an open `file` without waiting: `false` while someone else
+/// holds it.
+pub fn try_exclusive(file: &File) -> io::Result<bool> {
+    try_take(file, Kind::Exclusive)
+}
+
 /// Waits for the exclusive lock on an open `file`, at most [`timeout`] (for callers that lock
 /// files they opened themselves, like a move locking both of its files).
 pub fn wait_exclusive(file: &File) -> Result<()> {

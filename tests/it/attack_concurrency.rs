@@ -61,14 +61,17 @@ fn attack_a_stalled_sweep_unlinks_a_live_appends_crash_record_and_a_crash_then_k
     fs::rename(root.join("d2/g"), root.join("d/g")).unwrap();
     let mut append = a.connect();
     append.send(b"PUT /file/d/g HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\nTORN-APPEND\n");
-    // Wait for A's bytes to be written while its append is not committed, and B's unlink done.
+    // Wait for A's bytes to be written while its append is not committed, and B's unlink done
+    // (its record gone, or B's sweep over: B listens). Not "until the record is gone": an append
+    // that waited for B's sweep removes its own record only at its commit point.
     let started = Instant::now();
     let mut seen_live_record = false;
-    let torn = wait_until(Duration::from_secs(20), || {
+    let written = wait_until(Duration::from_secs(20), || {
         let record_there = record.exists();
         seen_live_record |= record_there && size_of(&root.join("d/g")) == 5;
-        size_of(&root.join("d/g")) > 5 && !record_there
+        size_of(&root.join("d/g")) > 5 && (!record_there || b.is_finished())
     });
+    let torn = written && !record.exists();
     eprintln!(
         "after {:?}: live record seen {seen_live_record}, bytes written without a record: {torn}",
         started.elapsed()
