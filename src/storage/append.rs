@@ -209,9 +209,8 @@ mod tests {
         let handle = Dir::open(&dir).unwrap();
         let meta = fs::metadata(dir.join(path)).unwrap();
         // A dead appender: record written, part of a body appended, never cleaned up (its
-        // guard never ran: the process died).
-        let file = fs::File::open(dir.join(path)).unwrap();
-        std::mem::forget(Uncommitted::begin(&handle, &file, &meta, 6, false).unwrap());
+        // guard never ran: the process died, and its locks with it).
+        journal::plant_dead(&handle, &meta, 6).unwrap();
         std::io::Write::write_all(
             &mut fs::OpenOptions::new().append(true).open(dir.join(path)).unwrap(),
             b"hal",

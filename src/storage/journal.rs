@@ -299,6 +299,13 @@ fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<File> {
     )))
 }
 
+/// Leaves the record of an append to the file with `meta` that died at `before` bytes, as a
+/// dead appender does: written, and no longer locked (a dead process holds no lock).
+#[cfg(test)]
+pub fn plant_dead(dir: &Dir, meta: &Metadata, before: u64) -> Result<()> {
+    write(dir, &Record::new(meta, before)?, false).map(drop)
+}
+
 /// Waits (bounded) until the holder of the lock on the record `name` is done with it: the
 /// caller then finds the name free, or whatever is there to settle.
 fn wait_for_name_to_clear(dir: &Dir, name: &OsStr) -> Result<()> {
