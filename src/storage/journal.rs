@@ -191,6 +191,29 @@ pub fn committed_len(dir: &Dir, meta: &Metadata) -> Result<u64> {
     })
 }
 
+/// The committed length of the open `file` in `dir` while someone else holds its exclusive
+/// lock, without waiting for it: known only when an append to it is between its record and its
+/// commit. The record is read, then the file's size, then the record again: the same record
+/// (same random id) both times means that append was uncommitted the whole while (a record
+/// goes only at its append's commit or rollback, and an id never comes back), so the committed
+/// length is its size before. Anything else (no record: the holder may be an appender not yet
+/// recorded, with bytes about to land, or a replace or move; a record that changed) is `None`:
+/// the size on disk might count bytes nobody committed.
+pub fn committed_len_unlocked(dir: &Dir, file: &File) -> Result<Option<u64>> {
+    let meta = file.metadata().map_err(StorageError::from_io)?;
+    let Found::Record(first) = read(dir, meta.ino())? else {
+        return Ok(None);
+    };
+    if !first.file.matches(&FileId::of(&meta)) {
+        return Ok(None);
+    }
+    let size = file.metadata().map_err(StorageError::from_io)?.len();
+    Ok(match read(dir, meta.ino())? {
+        Found::Record(again) if again == first => Some(first.before.min(size)),
+        _ => None,
+    })
+}
+
 /// An append between its crash record and its commit, under the file's exclusive lock: the
 /// guard that makes it all or nothing, as [`super::temp::TempFile`] is for a new file.
 ///
@@ -496,6 +519,19 @@ mod tests {
             b"whole\nmore\n",
             "only the committed append stays"
         );
+    }
+
+    #[test]
+    fn without_the_lock_only_a_live_appends_record_tells_the_committed_length() {
+        let (_dir_path, dir, path) = dir_with_file("journal-unlocked-len");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None, "no record: unknown");
+        let append = Uncommitted::begin(&dir, &file, &meta, 6, false).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"uncommitted\n", 6).unwrap();
+        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), Some(6));
+        drop(append);
+        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None);
     }
 
     #[test]

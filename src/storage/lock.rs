@@ -248,6 +248,48 @@ pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
     Ok(Some(Committed { file, meta, len: len? }))
 }
 
+/// What a listing may show of a file without waiting for anyone: its metadata, and its
+/// committed length when that can be known.
+#[derive(Debug)]
+pub struct Glimpse {
+    /// The file's metadata.
+    pub meta: Metadata,
+    /// Its committed length ([`Committed::len`]), or `None` when the file is locked by a writer
+    /// and its committed length cannot be told without waiting.
+    pub len: Option<u64>,
+}
+
+/// Most times [`glimpse`] looks again at a name whose file changed as it looked.
+const MAX_GLIMPSE_ATTEMPTS: usize = 4;
+
+/// Like [`committed`], but never waits: the shared lock is tried once, and if a writer holds
+/// the file (maybe a frozen replica), its committed length is taken from the crash record of
+/// the append in progress, read without the lock ([`journal::committed_len_unlocked`]), or
+/// is unknown. `None` if missing. For listings, which must not wait per entry.
+pub fn glimpse(dir: &Dir, name: &OsStr) -> Result<Option<Glimpse>> {
+    for _ in 0..MAX_GLIMPSE_ATTEMPTS {
+        let Some(file) = open_regular(dir, name, Access::Read)? else {
+            return Ok(None);
+        };
+        if !try_take(&file, Kind::Shared).map_err(StorageError::from_io)? {
+            let meta = file.metadata().map_err(StorageError::from_io)?;
+            let len = journal::committed_len_unlocked(dir, &file)?;
+            return Ok(Some(Glimpse { meta, len }));
+        }
+        let meta = file.metadata().map_err(StorageError::from_io)?;
+        if !dir.stat(name).is_ok_and(|now| now.is(&meta)) {
+            // Replaced, moved or removed as we looked: look again.
+            continue;
+        }
+        let len = journal::committed_len(dir, &meta);
+        let _ = file.unlock();
+        return Ok(Some(Glimpse { meta, len: Some(len?) }));
+    }
+    Err(StorageError::Io(io::Error::other(
+        "the file kept changing while it was listed",
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
