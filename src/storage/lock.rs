@@ -171,6 +171,19 @@ pub fn lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>> {
     lock_with(dir, name, access, |file| wait(file, Kind::Exclusive).map(|()| true))
 }
 
+/// Like [`lock`], but waits only until `deadline` (one bound shared by the many locks of one
+/// request, like a directory delete's): [`StorageError::Locked`] past it.
+pub fn lock_by(dir: &Dir, name: &OsStr, access: Access, deadline: Instant) -> Result<Option<Held>> {
+    lock_with(dir, name, access, |file| {
+        wait_at_most(
+            file,
+            Kind::Exclusive,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .map(|()| true)
+    })
+}
+
 /// Like [`lock`], but gives up at once when someone else holds the lock: `Ok(None)` then too.
 pub fn try_lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>> {
     lock_with(dir, name, access, |file| {

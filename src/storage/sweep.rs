@@ -67,7 +67,9 @@ impl Visitor for Sweeper {
         for (name, kind, _) in entries.flatten() {
             let text = name.to_string_lossy();
             if text.starts_with(TRASH_PREFIX) {
-                match remove_tree(dir, &name) {
+                // Without waiting for any lock: a tree a live writer still holds a file of is
+                // left for a later sweep (its delete either finishes it or puts it back).
+                match remove_tree(dir, &name, std::time::Instant::now()) {
                     Ok(()) => self.cleared += 1,
                     Err(e) => log::warn!("could not finish deleting {text} ({depth} levels down): {e}"),
                 }
