@@ -37,7 +37,6 @@
 //!   sandbox, markup as attachments).
 
 mod appends;
-mod attack_concurrency;
 mod browser;
 mod clients;
 mod crash;

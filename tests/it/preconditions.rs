@@ -364,6 +364,62 @@ fn if_modified_since_a_date_in_the_future_is_ignored() {
     .assert_ok_body(b"a,b\n1,2\n");
 }
 
+/// A file replaced within the second its client fetched it: the client's revalidation with the
+/// `Last-Modified` it was given (`If-Modified-Since`, what `curl -z` and caches send) is never
+/// answered 304 (the date cannot tell the two versions apart), so the client never keeps the old
+/// content as current.
+#[test]
+fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() {
+    let server = Server::start();
+    let mut stale = 0;
+    for _ in 0..5 {
+        server.post("/file/status.txt", b"running\n").assert_status(200);
+        let first = server.get("/file/status.txt");
+        let date = first.header("Last-Modified").expect("Last-Modified").to_string();
+        server.post("/file/status.txt", b"failed!\n").assert_status(200);
+        let again = server.get_with("/file/status.txt", &[&format!("If-Modified-Since: {date}")]);
+        if again.status == 304 {
+            stale += 1;
+        }
+    }
+    assert_eq!(
+        stale, 0,
+        "{stale} of 5 revalidations of a replaced file answered 304 (not modified)"
+    );
+}
+
+/// The same for a write: `If-Unmodified-Since` with the date a client read refuses (412) a
+/// write over someone else's change made in the same second, rather than let it silently
+/// replace a version the client never saw.
+#[test]
+fn if_unmodified_since_refuses_a_write_over_a_change_made_in_the_same_second() {
+    let server = Server::start();
+    let mut lost = 0;
+    for i in 0..5 {
+        server.post("/file/conf", b"v1\n").assert_status(200);
+        let date = server
+            .get("/file/conf")
+            .header("Last-Modified")
+            .expect("Last-Modified")
+            .to_string();
+        // Another client changes it.
+        server.post("/file/conf", b"v2\n").assert_status(200);
+        let mine = server.send(
+            "POST",
+            "/file/conf",
+            format!("mine{i}\n").as_bytes(),
+            &[&format!("If-Unmodified-Since: {date}")],
+        );
+        if mine.status == 200 {
+            lost += 1;
+        }
+    }
+    assert_eq!(
+        lost, 0,
+        "{lost} of 5 conditional writes overwrote a version they never saw"
+    );
+}
+
 // ---- Cache-Control ----
 
 #[test]
