@@ -14,7 +14,10 @@
 //! without control characters, backslashes, bidirectional controls, line or paragraph
 //! separators or a BOM, which would forge lines in listings or disguise a name; a name that
 //! must already exist ([`Naming::Existing`]) may be any bytes another writer of the volume
-//! used, so that the listing's encoded form of it ([`listed_name`]) can be read and deleted.
+//! used, so that the listing's encoded form of it ([`listed_name`]) can be read, appended to,
+//! moved (to a new name that is safe) and deleted. An append names an existing file or creates
+//! it: it is parsed as existing, and [`RelPath::creatable`] is checked where the file would be
+//! created.
 
 use std::borrow::Cow;
 use std::ffi::OsStr;
@@ -58,17 +61,21 @@ pub enum PathError {
     Empty,
 }
 
+/// What the refusals of a new name add: why, and what still works.
+const NEW_NAMES: &str = ": the service creates only names that are safe to show (an existing file named so can still \
+                         be read, appended to, moved to a plain name and deleted)";
+
 impl std::fmt::Display for PathError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PathError::Nul => write!(f, "path contains a NUL byte"),
-            PathError::ControlChar => write!(f, "path contains a control character"),
+            PathError::ControlChar => write!(f, "the new name contains a control character{NEW_NAMES}"),
             PathError::Disguising => write!(
                 f,
-                "path contains a bidirectional control, line or paragraph separator, or byte order mark"
+                "the new name contains a bidirectional control, line or paragraph separator, or byte order mark{NEW_NAMES}"
             ),
-            PathError::NotUtf8 => write!(f, "path is not valid UTF-8 after percent-decoding"),
-            PathError::Backslash => write!(f, "path contains a backslash"),
+            PathError::NotUtf8 => write!(f, "the new name is not valid UTF-8 after percent-decoding{NEW_NAMES}"),
+            PathError::Backslash => write!(f, "the new name contains a backslash{NEW_NAMES}"),
             PathError::Absolute => write!(f, "path must be relative (no leading /)"),
             PathError::EmptySegment => write!(f, "path has an empty segment (//)"),
             PathError::DotSegment => write!(f, "path has a . or .. segment"),
@@ -92,9 +99,10 @@ impl std::fmt::Display for PathError {
 /// Whether a path names something that must exist, or something the request may create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Naming {
-    /// Read, counted, stat'ed, deleted or moved away: any name another writer made is allowed.
+    /// Read, counted, stat'ed, appended to, deleted or moved away: any name another writer
+    /// made is allowed (an append that would create the file checks [`RelPath::creatable`]).
     Existing,
-    /// Written or moved to: only names that are safe to show (see the module doc).
+    /// Uploaded to or moved to: only names that are safe to show (see the module doc).
     New,
 }
 
@@ -194,6 +202,12 @@ impl RelPath {
         }
         bytes.extend_from_slice(last);
         RelPath::parse(&bytes, Naming::New)
+    }
+
+    /// Whether this path (parsed as [`Naming::Existing`]) may also be *created*: the
+    /// [`Naming::New`] rules, for a request that creates it only if it is missing (an append).
+    pub fn creatable(&self) -> Result<(), PathError> {
+        RelPath::parse(&self.bytes, Naming::New).map(drop)
     }
 
     /// Refuses the root where a file or directory below it is needed.

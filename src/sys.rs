@@ -435,6 +435,35 @@ pub fn rename_at(from_dir: BorrowedFd<'_>, from: &OsStr, to_dir: BorrowedFd<'_>,
     check(unsafe { libc::renameat(from_dir.as_raw_fd(), c_from.as_ptr(), to_dir.as_raw_fd(), c_to.as_ptr()) }).map(drop)
 }
 
+/// `renameat2(2)` with `RENAME_NOREPLACE`: like [`rename_at`], but fails with `EEXIST` if `to`
+/// exists, atomically (`EINVAL` where the filesystem cannot do it). By raw syscall number, as
+/// not every libc wraps it.
+pub fn rename_noreplace_at(
+    from_dir: BorrowedFd<'_>,
+    from: &OsStr,
+    to_dir: BorrowedFd<'_>,
+    to: &OsStr,
+) -> io::Result<()> {
+    /// `RENAME_NOREPLACE` from `<linux/fs.h>`.
+    const RENAME_NOREPLACE: libc::c_uint = 1;
+    let (c_from, c_to) = (c_name(from)?, c_name(to)?);
+    // SAFETY: both fds and both strings are valid for the call; the flags are plain integers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            from_dir.as_raw_fd(),
+            c_from.as_ptr(),
+            to_dir.as_raw_fd(),
+            c_to.as_ptr(),
+            RENAME_NOREPLACE,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `linkat(2)`: gives the file `from` in `from_dir` the new name `to` in `to_dir`; fails with
 /// `EEXIST` if `to` exists, atomically (which `rename(2)` cannot do).
 pub fn link_at(from_dir: BorrowedFd<'_>, from: &OsStr, to_dir: BorrowedFd<'_>, to: &OsStr) -> io::Result<()> {

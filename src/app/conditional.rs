@@ -36,9 +36,23 @@
 //!
 //! ## Dates in the other preconditions
 //! `If-Modified-Since` and `If-Unmodified-Since` are comparisons with a date by definition
-//! (RFC 9110 §13.1.3, §13.1.4), to the second; they are evaluated as such, and only where no
-//! `If-None-Match` or `If-Match` is given, which always take precedence (§13.2.2). A client that
-//! needs to tell apart two versions written within one second sends the ETag.
+//! (RFC 9110 §13.1.3, §13.1.4), to the second, and only where no `If-None-Match` or `If-Match`
+//! is given, which always take precedence (§13.2.2). A date tells two versions apart only when
+//! they were written in different seconds: a file replaced within the second its date names has
+//! the same date before and after. So a date is taken to say "unchanged" only when the file's
+//! last modification is in an *earlier* whole second than the date (`floor(mtime) < date`, which
+//! also holds for a date taken from a `Date` header or a local copy's later time); when they
+//! are the same second the file may have changed again within it, and each answer takes the
+//! side that cannot lose data:
+//! - `If-Modified-Since`: 304 only when `floor(mtime) < date`; same second, 200 with the whole
+//!   file (costs bytes, never serves a stale copy as current). A date later than the server's
+//!   clock is invalid (§13.1.3) and the header ignored (200), so a client with a wrong clock is
+//!   never told its copy is current.
+//! - `If-Unmodified-Since` (reads, writes, moves, deletes; the writes' check is in
+//!   `storage::preconditions`): holds only when `floor(mtime) < date`; same second, 412 (a
+//!   refused write the client retries with the ETag, rather than a lost update).
+//!
+//! A client that needs to tell apart two versions written within one second sends the ETag.
 
 use crate::app::range::{self, RangeChoice};
 use crate::sys;
@@ -104,21 +118,28 @@ pub enum ReadAnswer {
 /// (`If-Range` with its ETag); otherwise the whole (new) file, so a resumed download never
 /// splices two versions.
 pub fn decide(conditions: ReadConditions<'_>, validators: &Validators, size: u64) -> ReadAnswer {
+    decide_at(conditions, validators, size, now_seconds())
+}
+
+/// [`decide`] with the server's clock at `now` (seconds since the epoch).
+fn decide_at(conditions: ReadConditions<'_>, validators: &Validators, size: u64, now: i64) -> ReadAnswer {
     let date = |field: Option<&str>| field.and_then(parse_http_date);
     match (conditions.if_match, date(conditions.if_unmodified_since)) {
         (Some(tags), _) if !etag_matches(tags, &validators.etag, Comparison::Strong) => {
             return ReadAnswer::PreconditionFailed;
         }
-        (None, Some(since)) if validators.modified.is_some_and(|m| m > since) => {
+        (None, Some(since)) if !unmodified_since(validators.modified, since) => {
             return ReadAnswer::PreconditionFailed;
         }
         _ => {}
     }
-    match (conditions.if_none_match, date(conditions.if_modified_since)) {
+    // A date later than the server's clock is invalid (RFC 9110 §13.1.3): ignored.
+    let modified_since = date(conditions.if_modified_since).filter(|&since| since <= now);
+    match (conditions.if_none_match, modified_since) {
         (Some(tags), _) if etag_matches(tags, &validators.etag, Comparison::Weak) => {
             return ReadAnswer::NotModified;
         }
-        (None, Some(since)) if validators.modified.is_some_and(|m| m <= since) => {
+        (None, Some(since)) if unmodified_since(validators.modified, since) => {
             return ReadAnswer::NotModified;
         }
         _ => {}
@@ -126,6 +147,18 @@ pub fn decide(conditions: ReadConditions<'_>, validators: &Validators, size: u64
     // Only the ETag counts (see the module doc: a date is never known to be strong).
     let same_version = conditions.if_range.is_none_or(|v| v.trim() == validators.etag);
     ReadAnswer::Send(range::choose(conditions.range.filter(|_| same_version), size))
+}
+
+/// The server's clock in whole seconds since the epoch.
+fn now_seconds() -> i64 {
+    i64::try_from(crate::time::unix_seconds(std::time::SystemTime::now())).unwrap_or(i64::MAX)
+}
+
+/// True when a file last modified at `modified` (whole seconds, `floor(mtime)`) is known not to
+/// have changed after the date `since`: its last change is in an earlier second. The same second
+/// is not enough (see the module doc); a file without a date is never known unchanged.
+pub fn unmodified_since(modified: Option<i64>, since: i64) -> bool {
+    modified.is_some_and(|m| m < since)
 }
 
 /// The ETag test of a write's `If-Match` (strong comparison) or `If-None-Match` (weak): true when
@@ -275,6 +308,8 @@ mod tests {
         const DATE: &str = "Tue, 01 Dec 2026 00:00:00 GMT";
         const BEFORE: &str = "Mon, 30 Nov 2026 23:59:59 GMT";
         const AFTER: &str = "Tue, 01 Dec 2026 00:00:01 GMT";
+        const NOW: &str = "Tue, 01 Dec 2026 12:00:00 GMT";
+        const FUTURE: &str = "Tue, 01 Dec 2026 12:00:01 GMT";
         let v = Validators {
             etag: "\"e1\"".into(),
             last_modified: DATE.into(),
@@ -306,13 +341,16 @@ mod tests {
             ),
             (c(|c| c.if_none_match = Some("W/\"e1\"")), &v, not_modified),
             (c(|c| c.if_none_match = Some("\"old\"")), &v, whole),
-            (c(|c| c.if_modified_since = Some(DATE)), &v, not_modified),
+            // Same second: it may have changed again within it.
+            (c(|c| c.if_modified_since = Some(DATE)), &v, whole),
             (c(|c| c.if_modified_since = Some(AFTER)), &v, not_modified),
+            // Later than the server's clock: invalid, ignored.
+            (c(|c| c.if_modified_since = Some(FUTURE)), &v, whole),
             (c(|c| c.if_modified_since = Some(BEFORE)), &v, whole),
             (c(|c| c.if_modified_since = Some("garbage")), &v, whole),
             (c(|c| c.if_modified_since = Some(DATE)), &undated, whole),
             (
-                c(|c| (c.if_none_match, c.if_modified_since) = (Some("\"old\""), Some(DATE))),
+                c(|c| (c.if_none_match, c.if_modified_since) = (Some("\"old\""), Some(AFTER))),
                 &v,
                 whole,
             ),
@@ -321,7 +359,8 @@ mod tests {
             (c(|c| c.if_match = Some("*")), &v, whole),
             (c(|c| c.if_match = Some("\"old\"")), &v, fail),
             (c(|c| c.if_match = Some("W/\"e1\"")), &v, fail),
-            (c(|c| c.if_unmodified_since = Some(DATE)), &v, whole),
+            (c(|c| c.if_unmodified_since = Some(AFTER)), &v, whole),
+            (c(|c| c.if_unmodified_since = Some(DATE)), &v, fail),
             (c(|c| c.if_unmodified_since = Some(BEFORE)), &v, fail),
             (c(|c| c.if_unmodified_since = Some("garbage")), &v, whole),
             (
@@ -347,7 +386,8 @@ mod tests {
             ),
         ];
         for (conditions, validators, want) in cases {
-            assert_eq!(decide(*conditions, validators, 10), *want, "{conditions:?}");
+            let now = parse_http_date(NOW).unwrap();
+            assert_eq!(decide_at(*conditions, validators, 10, now), *want, "{conditions:?}");
         }
     }
 }

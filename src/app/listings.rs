@@ -10,6 +10,15 @@
 //! The root's page opens with the volume's size, used and free space in bytes and inodes
 //! (`fstatvfs`, as `df` and `df -i` count them), which only `/metrics` told before.
 //!
+//! Sizes are committed sizes, like a GET serves, and a listing never waits for a lock: a
+//! replica frozen while it holds the locks of many files in the directory would otherwise cost
+//! the bound once per file. Each file's shared lock is tried without waiting
+//! (`storage::lock::glimpse`); a file a writer holds is listed at the committed size its
+//! append's crash record names (read without the lock, and only when the same record is there
+//! before and after its size is read), else with its size unknown: JSON `"size": null`, the
+//! page "—". Never at its size on disk, which may count an uncommitted append's bytes. The
+//! plain listing names entries only and is unchanged.
+//!
 //! How a name becomes a line, an `href` or a link is decided in one place,
 //! [`crate::path::listed_name`] (and [`url_path`] for the page's absolute links).
 
@@ -22,6 +31,9 @@ use crate::storage::{EntryKind, Listing, VolumeUsage};
 use crate::time::rfc3339;
 use serde_json::json;
 use std::io::{self, Read};
+
+/// What the browse page shows for a size that is not known now.
+const UNKNOWN_SIZE: &str = "\u{2014}";
 
 /// Rendered bytes buffered at most before the writer takes them.
 const BATCH_BYTES: usize = 32 * 1024;
@@ -257,7 +269,8 @@ fn html_row(dir: &[u8], e: &crate::storage::Entry) -> String {
         EntryKind::File => (
             name.to_string(),
             href.clone(),
-            human_size(e.size),
+            // Unknown while a writer holds the file (see the module doc).
+            e.size.map_or_else(|| UNKNOWN_SIZE.to_string(), human_size),
             format!("<a href=\"{href}/wc\">wc</a><a href=\"{href}/check\">check</a>"),
         ),
         EntryKind::Other => (name.to_string(), href.clone(), String::new(), String::new()),

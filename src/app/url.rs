@@ -5,8 +5,9 @@
 //! A plain `/wc`, `/mv` or `/check` suffix selects the line count, move or stat of what
 //! precedes it; a file whose own name is `wc`, `mv` or `check` is reached with the encoded
 //! form (`dir%2Fwc`), because the suffix is recognised before decoding. A path a request reads,
-//! deletes or moves away names something that exists and may be any name another writer made
-//! ([`Naming::Existing`]); one it writes or moves to must be a name safe to show ([`Naming::New`]).
+//! deletes, appends to or moves away names something that exists and may be any name another
+//! writer made ([`Naming::Existing`]); one it uploads or moves to must be a name safe to show
+//! ([`Naming::New`]), and so must one an append creates (checked where it is created).
 
 use crate::app::error::Error;
 use crate::path::{Naming, PathError, RelPath};
@@ -182,8 +183,11 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
             _ => Err(Error::MethodNotAllowed { allow: ALLOW_MOVE }),
         };
     }
+    // An upload names what it creates. An append names an existing file, or one it creates
+    // (the storage checks the new-name rules then: `RelPath::creatable`); a move names what it
+    // moves away; both accept any name a listing shows.
     let naming = match method {
-        "POST" | "PUT" => Naming::New,
+        "POST" => Naming::New,
         _ => Naming::Existing,
     };
     let rel = decode(raw, naming)?;
@@ -286,6 +290,17 @@ mod tests {
                 },
             ),
             ("GET", "/file/a%0Ab", None, Op::Read { path: rel("a\nb") }),
+            // Appends and moves name what a listing shows; creating such a name is refused
+            // where it would be created (the storage, `RelPath::creatable`; moves.rs's target).
+            ("PUT", "/file/a%0Ab", None, Op::Append { path: rel("a\nb") }),
+            (
+                "PUT",
+                "/file/caf%E9",
+                json,
+                Op::Move {
+                    path: RelPath::parse(b"caf\xe9", Naming::Existing).unwrap(),
+                },
+            ),
             ("DELETE", "/file/..%5Cx", None, Op::Delete { path: rel("..\\x") }),
             ("GET", "/file/a%2525b", None, Op::Read { path: rel("a%25b") }),
             (
@@ -384,7 +399,7 @@ mod tests {
             ("GET", "/file/a%00b", 400),
             ("POST", "/file/..%5Csecret", 400),
             ("POST", "/file/%FF", 400),
-            ("PUT", "/file/a%0Ab", 400),
+            ("POST", "/file/a%0Ab", 400),
             ("POST", "/file/x%E2%80%AEtxt.exe", 400),
             ("POST", "/file/d/f%2F", 400),
             ("POST", "/file/d/f%2f", 400),

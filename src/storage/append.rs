@@ -19,15 +19,18 @@ use super::lock::{self, Held};
 use super::preconditions::Conditions;
 use super::root::Root;
 use super::temp::{Spool, TempFile};
-use super::{MAX_COMMIT_ATTEMPTS, Result, StorageError, commit_kept_racing, committed_state, split};
+use super::{MAX_COMMIT_ATTEMPTS, PathError, Result, StorageError, commit_kept_racing, committed_state, split};
 use std::ffi::OsStr;
 use std::path::Path;
 
-/// Appends `body` to the file at `path` (relative to the root; created if missing) if
-/// `conditions` hold at commit. Returns the new size.
+/// Appends `body` to the file at `path` (relative to the root; created if missing, if
+/// `creatable`: a name another writer made that the service would not create, like one with a
+/// control byte, can be appended to but not created) if `conditions` hold at commit. Returns
+/// the new size.
 pub fn append(
     root: &Root,
     path: &Path,
+    creatable: std::result::Result<(), PathError>,
     body: &mut dyn std::io::Read,
     conditions: &Conditions<'_>,
     fsync: bool,
@@ -37,10 +40,17 @@ pub fn append(
         let state = committed_state(root, parent, name)?;
         conditions.check(state.as_ref().map(|seen| (&seen.file, &seen.meta, seen.len)))?;
     }
+    // A name the service may not create is refused before the body is read when no file has
+    // it now (and again at commit, where it counts).
+    if let Err(e) = creatable
+        && committed_state(root, parent, name)?.is_none()
+    {
+        return Err(e.into());
+    }
     // A large body waits in the deepest directory of the target's that exists: its own is
     // created only at commit, so nothing shows (or is left by a crash) before then.
     let spool = Spool::receive(body, || TempFile::create_near(root, parent))?;
-    commit(root, parent, name, spool, conditions, fsync)
+    commit(root, parent, name, creatable, spool, conditions, fsync)
 }
 
 /// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
@@ -49,6 +59,7 @@ fn commit(
     root: &Root,
     parent: &Path,
     name: &OsStr,
+    creatable: std::result::Result<(), PathError>,
     mut spool: Spool,
     conditions: &Conditions<'_>,
     fsync: bool,
@@ -69,6 +80,7 @@ fn commit(
         {
             return append_locked(dir, &mut held, &spool, conditions, fsync).map(|before| before + len);
         }
+        creatable?;
         match create_whole(root, parent, name, &mut spool, conditions, fsync) {
             Ok(true) => return Ok(len),
             // The file appeared (append to it), or a directory vanished under us: look again.
@@ -163,10 +175,13 @@ mod tests {
     fn appends_and_creates() {
         let (dir, root) = test_root("append-ok");
         let path = Path::new("d/log.csv");
-        assert_eq!(append(&root, path, &mut &b"a\n"[..], &any(), false).unwrap(), 2);
-        assert_eq!(append(&root, path, &mut &b"b\n"[..], &at(2), true).unwrap(), 4);
+        assert_eq!(append(&root, path, Ok(()), &mut &b"a\n"[..], &any(), false).unwrap(), 2);
+        assert_eq!(append(&root, path, Ok(()), &mut &b"b\n"[..], &at(2), true).unwrap(), 4);
         let big = vec![b'x'; 200_000];
-        assert_eq!(append(&root, path, &mut &big[..], &any(), true).unwrap(), 200_004);
+        assert_eq!(
+            append(&root, path, Ok(()), &mut &big[..], &any(), true).unwrap(),
+            200_004
+        );
         let mut want = b"a\nb\n".to_vec();
         want.extend_from_slice(&big);
         assert_eq!(fs::read(dir.join(path)).unwrap(), want);
@@ -182,12 +197,12 @@ mod tests {
         let (dir, root) = test_root("append-offset");
         let path = Path::new("f");
         fs::write(dir.join(path), b"abc").unwrap();
-        let err = append(&root, path, &mut &b"x"[..], &at(2), false).unwrap_err();
+        let err = append(&root, path, Ok(()), &mut &b"x"[..], &at(2), false).unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { current: 3 }));
         assert_eq!(fs::read(dir.join(path)).unwrap(), b"abc");
         let missing = Path::new("missing");
         assert!(matches!(
-            append(&root, missing, &mut &b"x"[..], &at(5), false),
+            append(&root, missing, Ok(()), &mut &b"x"[..], &at(5), false),
             Err(StorageError::OffsetMismatch { current: 0 })
         ));
         assert!(!dir.join(missing).exists());
@@ -197,7 +212,7 @@ mod tests {
     fn a_refused_offset_never_reads_the_body() {
         let (dir, root) = test_root("append-offset-early");
         fs::write(dir.join("f"), b"abc").unwrap();
-        let err = append(&root, Path::new("f"), &mut Broken, &at(9), false).unwrap_err();
+        let err = append(&root, Path::new("f"), Ok(()), &mut Broken, &at(9), false).unwrap_err();
         assert!(matches!(err, StorageError::OffsetMismatch { current: 3 }), "{err:?}");
     }
 
@@ -209,9 +224,8 @@ mod tests {
         let handle = Dir::open(&dir).unwrap();
         let meta = fs::metadata(dir.join(path)).unwrap();
         // A dead appender: record written, part of a body appended, never cleaned up (its
-        // guard never ran: the process died).
-        let file = fs::File::open(dir.join(path)).unwrap();
-        std::mem::forget(Uncommitted::begin(&handle, &file, &meta, 6, false).unwrap());
+        // guard never ran: the process died, and its locks with it).
+        journal::plant_dead(&handle, &meta, 6).unwrap();
         std::io::Write::write_all(
             &mut fs::OpenOptions::new().append(true).open(dir.join(path)).unwrap(),
             b"hal",
@@ -219,7 +233,10 @@ mod tests {
         .unwrap();
         let seen = lock::committed(&handle, OsStr::new("f")).unwrap().unwrap();
         assert_eq!(seen.len, 6, "readers see the committed size");
-        assert_eq!(append(&root, path, &mut &b"next\n"[..], &at(6), false).unwrap(), 11);
+        assert_eq!(
+            append(&root, path, Ok(()), &mut &b"next\n"[..], &at(6), false).unwrap(),
+            11
+        );
         assert_eq!(fs::read(dir.join(path)).unwrap(), b"whole\nnext\n");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "the record is gone");
     }
@@ -229,19 +246,19 @@ mod tests {
         let (dir, root) = test_root("append-rollback");
         let path = Path::new("f");
         fs::write(dir.join(path), b"keep").unwrap();
-        let err = append(&root, path, &mut (&b"half"[..]).chain(Broken), &any(), false).unwrap_err();
+        let err = append(&root, path, Ok(()), &mut (&b"half"[..]).chain(Broken), &any(), false).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)));
         let big = vec![b'x'; 300_000];
-        let err = append(&root, path, &mut (&big[..]).chain(Broken), &any(), false).unwrap_err();
+        let err = append(&root, path, Ok(()), &mut (&big[..]).chain(Broken), &any(), false).unwrap_err();
         assert!(matches!(err, StorageError::Source(_)));
         assert_eq!(fs::read(dir.join(path)).unwrap(), b"keep");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no spool or record left");
         let fresh = Path::new("fresh");
-        assert!(append(&root, fresh, &mut (&b"half"[..]).chain(Broken), &any(), false).is_err());
+        assert!(append(&root, fresh, Ok(()), &mut (&b"half"[..]).chain(Broken), &any(), false).is_err());
         assert!(!dir.join(fresh).exists());
         let deep = Path::new("new1/new2/f");
-        assert!(append(&root, deep, &mut (&big[..]).chain(Broken), &any(), false).is_err());
-        assert!(append(&root, deep, &mut &b"x"[..], &at(3), false).is_err());
+        assert!(append(&root, deep, Ok(()), &mut (&big[..]).chain(Broken), &any(), false).is_err());
+        assert!(append(&root, deep, Ok(()), &mut &b"x"[..], &at(3), false).is_err());
         assert!(!dir.join("new1").exists(), "a failed append leaves no new directories");
     }
 }

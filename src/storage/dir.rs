@@ -110,6 +110,12 @@ impl Dir {
         sys::rename_at(self.fd.as_fd(), from, to_dir.fd.as_fd(), to)
     }
 
+    /// Renames `from` here to `to` in `to_dir` only if `to` does not exist (`EEXIST` if it
+    /// does; `EINVAL` where the filesystem cannot promise that atomically).
+    pub fn rename_noreplace(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {
+        sys::rename_noreplace_at(self.fd.as_fd(), from, to_dir.fd.as_fd(), to)
+    }
+
     /// Gives the file `from` here the new name `to` in `to_dir`, failing with `EEXIST` if it
     /// is taken.
     pub fn link(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> io::Result<()> {

@@ -14,8 +14,18 @@
 //! writer, or the name was planted) from a live append's record, without the file's lock: it
 //! removes the record only if it can take the record's own lock at once and the name still
 //! points to the record it locked. A sweep that removes a record in the instant between its
-//! creation and its lock is noticed (the name no longer points to the locked file), and the
-//! appender writes it again.
+//! creation and its lock is noticed (the name no longer points to the locked file, or its lock
+//! is held: then the appender waits for it, bounded), and the appender writes it again.
+//!
+//! **A record's name is only ever unlinked by a holder of the lock on the record file under
+//! that name, checked to be under it right before the unlink**: the appender (its own record),
+//! the sweep (an orphan, [`remove_if_unlocked`]) and the file's holder clearing a dead
+//! appender's record ([`settle`], which waits, bounded, for the record's lock: a sweep may be
+//! removing the same record). New records are made with `O_EXCL`, which fails while the name
+//! exists. So while one remover holds the lock, nobody else removes or re-creates the name, and
+//! an unlink delayed by any amount still removes what its remover checked; a sweep can never
+//! remove a record written anew under the same name. (Something that is not a regular file at
+//! a record's name cannot be locked: only the file's holder removes it, the sweep leaves it.)
 //!
 //! Records are read defensively, as files on a volume other writers share: opened without
 //! following symlinks or blocking, only if regular and at most [`MAX_RECORD_BYTES`]; anything
@@ -181,6 +191,29 @@ pub fn committed_len(dir: &Dir, meta: &Metadata) -> Result<u64> {
     })
 }
 
+/// The committed length of the open `file` in `dir` while someone else holds its exclusive
+/// lock, without waiting for it: known only when an append to it is between its record and its
+/// commit. The record is read, then the file's size, then the record again: the same record
+/// (same random id) both times means that append was uncommitted the whole while (a record
+/// goes only at its append's commit or rollback, and an id never comes back), so the committed
+/// length is its size before. Anything else (no record: the holder may be an appender not yet
+/// recorded, with bytes about to land, or a replace or move; a record that changed) is `None`:
+/// the size on disk might count bytes nobody committed.
+pub fn committed_len_unlocked(dir: &Dir, file: &File) -> Result<Option<u64>> {
+    let meta = file.metadata().map_err(StorageError::from_io)?;
+    let Found::Record(first) = read(dir, meta.ino())? else {
+        return Ok(None);
+    };
+    if !first.file.matches(&FileId::of(&meta)) {
+        return Ok(None);
+    }
+    let size = file.metadata().map_err(StorageError::from_io)?.len();
+    Ok(match read(dir, meta.ino())? {
+        Found::Record(again) if again == first => Some(first.before.min(size)),
+        _ => None,
+    })
+}
+
 /// An append between its crash record and its commit, under the file's exclusive lock: the
 /// guard that makes it all or nothing, as [`super::temp::TempFile`] is for a new file.
 ///
@@ -247,13 +280,28 @@ const MAX_RECORD_ATTEMPTS: usize = 16;
 /// Writes `record` (exclusively: a leftover there must be settled first), durably with
 /// `fsync` (the record's data, then its name in the directory), before any byte of the append.
 /// Returns the record file, under its exclusive lock (see the module doc).
+///
+/// The lock on the new record is never waited for without bound: someone else holding it can
+/// only be a sweep that found the fresh name before we locked it and is removing it (its
+/// holder may be frozen), so the wait is the bounded one ([`super::lock::wait_exclusive`]), and
+/// once it is ours the name is checked again: gone (the sweep removed it), the record is
+/// created anew.
 fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<File> {
     let name = name_for(record.ino());
     let name = OsStr::new(&name);
     for _ in 0..MAX_RECORD_ATTEMPTS {
-        let mut file: File = dir.create_new(name).map_err(StorageError::from_io)?;
-        // A sweep holds it for an instant (a stat and an unlink) at most.
-        file.lock().map_err(StorageError::from_io)?;
+        let mut file: File = match dir.create_new(name) {
+            Ok(file) => file,
+            // The name is still there: a sweep that took our last attempt's record for an
+            // orphan holds it and has not unlinked it yet. Wait for that sweep (bounded) and
+            // try again once the name is free.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                wait_for_name_to_clear(dir, name)?;
+                continue;
+            }
+            Err(e) => return Err(StorageError::from_io(e)),
+        };
+        super::lock::wait_exclusive(&file)?;
         let meta = file.metadata().map_err(StorageError::from_io)?;
         if !dir.stat(name).is_ok_and(|now| now.is(&meta)) {
             // A sweep took it for an orphan between its creation and the lock: write it again.
@@ -263,6 +311,7 @@ fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<File> {
             .write_all(record.encode().as_bytes())
             .and_then(|()| if fsync { file.sync_all() } else { Ok(()) });
         if let Err(e) = written.and_then(|()| if fsync { dir.sync() } else { Ok(()) }) {
+            // Ours and locked: we may unlink it.
             let _ = dir.remove_file(name);
             return Err(StorageError::from_io(e));
         }
@@ -273,33 +322,91 @@ fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<File> {
     )))
 }
 
-/// Removes the record `name` in `dir` if it is an orphan's: nobody holds its lock (a live
-/// appender does, see the module doc), and the name still points to the record locked.
-/// True if it was removed.
-pub fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> Result<bool> {
-    match super::lock::try_lock(dir, name, Access::Write) {
-        Ok(Some(held)) => {
-            dir.remove_file(name).map_err(StorageError::from_io)?;
-            drop(held);
-            Ok(true)
-        }
-        Ok(None) => Ok(false),
-        // A FIFO, device or symlink planted at a record's name: no appender ever makes one.
-        Err(StorageError::NotRegular) => {
-            dir.remove_file(name).map_err(StorageError::from_io)?;
-            Ok(true)
-        }
+/// Leaves the record of an append to the file with `meta` that died at `before` bytes, as a
+/// dead appender does: written, and no longer locked (a dead process holds no lock).
+#[cfg(test)]
+pub fn plant_dead(dir: &Dir, meta: &Metadata, before: u64) -> Result<()> {
+    write(dir, &Record::new(meta, before)?, false).map(drop)
+}
+
+/// Waits (bounded) until the holder of the lock on the record `name` is done with it: the
+/// caller then finds the name free, or whatever is there to settle.
+fn wait_for_name_to_clear(dir: &Dir, name: &OsStr) -> Result<()> {
+    match super::lock::lock(dir, name, Access::Lock) {
+        // Nobody holds it (any more) and it is still there: not a sweep's, so not ours to take.
+        Ok(Some(_)) => Err(StorageError::Io(io::Error::other(
+            "a crash record appeared beside the file while its append began",
+        ))),
+        Ok(None) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-/// Removes the record for inode `ino` (the append is whole, or rolled back), durably with
-/// `fsync`: a record that came back after a power cut would undo an acknowledged append.
+/// Removes the record `name` in `dir` if it is an orphan's: nobody holds its lock (a live
+/// appender does, see the module doc), and the name still points to the record locked, checked
+/// again right before the unlink. True if it was removed.
+///
+/// Something other than a regular file at a record's name (a FIFO, device, symlink or
+/// directory another writer planted) cannot be locked, so the sweep leaves it: only the holder
+/// of the file the name is for removes it ([`settle`]), so no two removers can race on it.
+pub fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> Result<bool> {
+    match super::lock::try_lock(dir, name, Access::Lock) {
+        Ok(Some(held)) => remove_held(dir, name, &held).map(|()| true),
+        Ok(None) | Err(StorageError::NotRegular | StorageError::IsADirectory) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unlinks `name` in `dir`, which `held` (its record file, under our exclusive lock) was at
+/// when locked: checked once more right before the unlink. While we hold the lock nobody else
+/// removes the name (every remover holds the lock of what it removes) and nobody creates one
+/// there (`O_EXCL` fails while the name exists), so the name is still `held` at the unlink.
+fn remove_held(dir: &Dir, name: &OsStr, held: &super::lock::Held) -> Result<()> {
+    match dir.stat(name) {
+        Ok(now) if now.is(&held.meta) => match dir.remove_file(name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::from_io(e)),
+        },
+        // Not the record we locked any more (only another writer of the volume could do
+        // that): not ours to remove.
+        _ => Ok(()),
+    }
+}
+
+/// Removes the record for inode `ino` (the append is whole, or rolled back) by its appender,
+/// which still holds the record's lock, durably with `fsync`: a record that came back after a
+/// power cut would undo an acknowledged append.
 fn remove(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
     match dir.remove_file(OsStr::new(&name_for(ino))) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StorageError::from_io(e)),
+    }
+    if fsync {
+        dir.sync().map_err(StorageError::from_io)?;
+    }
+    Ok(())
+}
+
+/// Clears a dead appender's record (or junk) at the record name for inode `ino`, as the
+/// holder of the file's lock: under the record's own lock (waited for, bounded: a sweep may
+/// hold it while it removes the same record), checked to be still at the name, durably with
+/// `fsync`. Something that is not a regular file there cannot be locked; only the file's
+/// holder removes such a thing (the sweep leaves it), so it is unlinked directly.
+fn clear_stale(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
+    let name = name_for(ino);
+    let name = OsStr::new(&name);
+    match super::lock::lock(dir, name, Access::Lock) {
+        Ok(Some(held)) => remove_held(dir, name, &held)?,
+        // Gone meanwhile (a sweep removed it): nothing to do.
+        Ok(None) => return Ok(()),
+        Err(StorageError::NotRegular | StorageError::IsADirectory) => match dir.remove_file(name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StorageError::from_io(e)),
+        },
+        Err(e) => return Err(e),
     }
     if fsync {
         dir.sync().map_err(StorageError::from_io)?;
@@ -322,7 +429,7 @@ pub fn settle(dir: &Dir, file: &File, meta: &Metadata, fsync: bool) -> Result<Op
         }
         Found::Record(_) | Found::Junk => None,
     };
-    remove(dir, meta.ino(), fsync)?;
+    clear_stale(dir, meta.ino(), fsync)?;
     Ok(rolled_back)
 }
 
@@ -412,6 +519,19 @@ mod tests {
             b"whole\nmore\n",
             "only the committed append stays"
         );
+    }
+
+    #[test]
+    fn without_the_lock_only_a_live_appends_record_tells_the_committed_length() {
+        let (_dir_path, dir, path) = dir_with_file("journal-unlocked-len");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None, "no record: unknown");
+        let append = Uncommitted::begin(&dir, &file, &meta, 6, false).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"uncommitted\n", 6).unwrap();
+        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), Some(6));
+        drop(append);
+        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None);
     }
 
     #[test]

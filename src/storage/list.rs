@@ -32,8 +32,9 @@ pub struct Entry {
     pub name: OsString,
     /// File or directory.
     pub kind: EntryKind,
-    /// Size in bytes (0 for directories).
-    pub size: u64,
+    /// Size in bytes (0 for directories): a file's committed size, or `None` when a writer
+    /// holds it and that cannot be told without waiting (see [`lock::glimpse`]).
+    pub size: Option<u64>,
     /// Last modification time.
     pub modified: SystemTime,
 }
@@ -110,8 +111,9 @@ impl Listing {
         ))
     }
 
-    /// The next entry, described now: a regular file at its committed size (see
-    /// [`lock::committed`]), like a GET of it would serve; a symlink as what it leads to when
+    /// The next entry, described now: a regular file at its committed size, like a GET of it
+    /// would serve, found without waiting for a lock ([`lock::glimpse`]: unknown, never an
+    /// uncommitted size, while a writer holds it); a symlink as what it leads to when
     /// that stays inside the root and the listing's scope (else as itself, so nothing of the
     /// outside shows). Entries
     /// gone since the names were read are skipped.
@@ -119,7 +121,7 @@ impl Listing {
         loop {
             let name = self.next_name()?.to_os_string();
             let Ok(stat) = self.dir.stat(&name) else { continue };
-            let own = (EntryKind::File, 0, stat.mtime);
+            let own = (EntryKind::File, Some(0), stat.mtime);
             let described = if stat.is_symlink() {
                 let scope = Scope::new(self.scope.as_deref());
                 Some(followed(&self.root, &self.rel.join(&name), scope).unwrap_or(own))
@@ -140,24 +142,25 @@ impl Listing {
 
 /// Kind, listed size and modification time of `name` in `dir` (not a symlink); `None` if it
 /// is gone.
-fn described(dir: &Dir, name: &OsStr, stat: Stat) -> Option<(EntryKind, u64, (i64, i64))> {
+fn described(dir: &Dir, name: &OsStr, stat: Stat) -> Option<(EntryKind, Option<u64>, (i64, i64))> {
     if stat.is_dir() {
-        return Some((EntryKind::Directory, 0, stat.mtime));
+        return Some((EntryKind::Directory, Some(0), stat.mtime));
     }
     if !stat.is_file() {
-        return Some((EntryKind::Other, 0, stat.mtime));
+        return Some((EntryKind::Other, Some(0), stat.mtime));
     }
-    match lock::committed(dir, name) {
+    match lock::glimpse(dir, name) {
         Ok(Some(seen)) => Some((EntryKind::File, seen.len, (seen.meta.mtime(), seen.meta.mtime_nsec()))),
         Ok(None) => None,
-        Err(_) => Some((EntryKind::File, stat.size, stat.mtime)),
+        // Not readable now (another uid's file, say): listed, its size unknown.
+        Err(_) => Some((EntryKind::File, None, stat.mtime)),
     }
 }
 
 /// What the symlink at `rel` leads to, if that is inside the root and `scope`: its real
 /// location is resolved from the root's handle, then opened without following anything, so a
 /// link swapped meanwhile shows as itself.
-fn followed(root: &Root, rel: &Path, scope: Scope<'_>) -> Option<(EntryKind, u64, (i64, i64))> {
+fn followed(root: &Root, rel: &Path, scope: Scope<'_>) -> Option<(EntryKind, Option<u64>, (i64, i64))> {
     let real = jail::resolve_within(root, rel, FinalLink::Follow, scope).ok()?;
     if real.as_os_str().is_empty() {
         return None;

@@ -134,6 +134,12 @@ fn wait_at_most(file: &File, kind: Kind, bound: Duration) -> Result<()> {
     }
 }
 
+/// Takes the exclusive lock on an open `file` without waiting: `false` while someone else
+/// holds it.
+pub fn try_exclusive(file: &File) -> io::Result<bool> {
+    try_take(file, Kind::Exclusive)
+}
+
 /// Waits for the exclusive lock on an open `file`, at most [`timeout`] (for callers that lock
 /// files they opened themselves, like a move locking both of its files).
 pub fn wait_exclusive(file: &File) -> Result<()> {
@@ -163,6 +169,19 @@ impl Held {
 /// Waits at most [`timeout`]: [`StorageError::Locked`] past it.
 pub fn lock(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<Held>> {
     lock_with(dir, name, access, |file| wait(file, Kind::Exclusive).map(|()| true))
+}
+
+/// Like [`lock`], but waits only until `deadline` (one bound shared by the many locks of one
+/// request, like a directory delete's): [`StorageError::Locked`] past it.
+pub fn lock_by(dir: &Dir, name: &OsStr, access: Access, deadline: Instant) -> Result<Option<Held>> {
+    lock_with(dir, name, access, |file| {
+        wait_at_most(
+            file,
+            Kind::Exclusive,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .map(|()| true)
+    })
 }
 
 /// Like [`lock`], but gives up at once when someone else holds the lock: `Ok(None)` then too.
@@ -240,6 +259,48 @@ pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
     let len = journal::committed_len(dir, &meta);
     let _ = file.unlock();
     Ok(Some(Committed { file, meta, len: len? }))
+}
+
+/// What a listing may show of a file without waiting for anyone: its metadata, and its
+/// committed length when that can be known.
+#[derive(Debug)]
+pub struct Glimpse {
+    /// The file's metadata.
+    pub meta: Metadata,
+    /// Its committed length ([`Committed::len`]), or `None` when the file is locked by a writer
+    /// and its committed length cannot be told without waiting.
+    pub len: Option<u64>,
+}
+
+/// Most times [`glimpse`] looks again at a name whose file changed as it looked.
+const MAX_GLIMPSE_ATTEMPTS: usize = 4;
+
+/// Like [`committed`], but never waits: the shared lock is tried once, and if a writer holds
+/// the file (maybe a frozen replica), its committed length is taken from the crash record of
+/// the append in progress, read without the lock ([`journal::committed_len_unlocked`]), or
+/// is unknown. `None` if missing. For listings, which must not wait per entry.
+pub fn glimpse(dir: &Dir, name: &OsStr) -> Result<Option<Glimpse>> {
+    for _ in 0..MAX_GLIMPSE_ATTEMPTS {
+        let Some(file) = open_regular(dir, name, Access::Read)? else {
+            return Ok(None);
+        };
+        if !try_take(&file, Kind::Shared).map_err(StorageError::from_io)? {
+            let meta = file.metadata().map_err(StorageError::from_io)?;
+            let len = journal::committed_len_unlocked(dir, &file)?;
+            return Ok(Some(Glimpse { meta, len }));
+        }
+        let meta = file.metadata().map_err(StorageError::from_io)?;
+        if !dir.stat(name).is_ok_and(|now| now.is(&meta)) {
+            // Replaced, moved or removed as we looked: look again.
+            continue;
+        }
+        let len = journal::committed_len(dir, &meta);
+        let _ = file.unlock();
+        return Ok(Some(Glimpse { meta, len: Some(len?) }));
+    }
+    Err(StorageError::Io(io::Error::other(
+        "the file kept changing while it was listed",
+    )))
 }
 
 #[cfg(test)]

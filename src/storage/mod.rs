@@ -389,7 +389,7 @@ impl Storage {
     ) -> Result<u64> {
         let rel = rel.clone().non_root()?;
         let real = self.resolve_file(&rel, scope)?;
-        let appended = append::append(&self.root, &real, body, conditions, self.fsync);
+        let appended = append::append(&self.root, &real, rel.creatable(), body, conditions, self.fsync);
         self.unless_root_gone(appended)
     }
 

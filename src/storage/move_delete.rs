@@ -6,8 +6,11 @@
 //! outlives its file under another name. A directory delete is all or nothing as clients see
 //! it: the tree is first renamed to a reserved name (`.http-nas-trash-<random>`, one atomic
 //! step), then removed entry by entry, each regular file under its lock, so the delete answers
-//! only after every write that committed into the tree. A start-up sweep finishes a removal a
-//! crash interrupted. See `docs/write-protocol.md`.
+//! only after every write that committed into the tree. Its lock waits share one bound for the
+//! whole request, and a file whose lock cannot be had within it (a frozen replica's) is never
+//! removed: every file is lock-checked before anything is removed, and a delete that gives up
+//! puts the tree back at its name and answers 503. A start-up sweep finishes a removal a crash
+//! interrupted. See `docs/write-protocol.md`.
 
 use super::dir::{Access, Dir, random_name};
 use super::jail::{self, FinalLink, Scope};
@@ -23,6 +26,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::Instant;
 
 /// Prefix of a directory tree being deleted (inside the reserved namespace).
 pub const TRASH_PREFIX: &str = ".http-nas-trash-";
@@ -234,21 +238,7 @@ pub fn delete(root: &Root, path: &Path, conditions: &Conditions<'_>, fsync: bool
         conditions.check_not_file()?;
     }
     if stat.is_dir() {
-        // One atomic step makes the whole tree vanish; the rest is clean-up.
-        let trash = random_name(TRASH_PREFIX).map_err(StorageError::from_io)?;
-        dir.rename(name, &dir, OsStr::new(&trash))
-            .map_err(StorageError::from_io)?;
-        if fsync {
-            dir.sync().map_err(StorageError::from_io)?;
-        }
-        // The delete has happened; what cannot be removed now, the next start-up sweep tries again.
-        if let Err(e) = remove_tree(&dir, OsStr::new(&trash)) {
-            log::warn!(
-                "deleted {} but could not remove all of it yet ({trash}): {e}",
-                path.display()
-            );
-        }
-        return Ok(());
+        return delete_tree(&dir, name, path, fsync);
     }
     if stat.is_file() {
         let held = lock::lock(&dir, name, Access::Lock)?.ok_or(StorageError::NotFound)?;
@@ -264,13 +254,129 @@ pub fn delete(root: &Root, path: &Path, conditions: &Conditions<'_>, fsync: bool
     Ok(())
 }
 
+/// Deletes the directory `name` in `dir` (`path` from the root, for logs): renamed to the trash
+/// in one atomic step (clients see all of it go at once), then every regular file in it is
+/// checked to be lockable, and the tree removed, each file under its lock; all within one bound
+/// ([`lock::timeout`]) for the whole request. A file whose lock cannot be had by then (a
+/// replica frozen in the middle of a write to it) is never removed: the tree is renamed back
+/// to its name (if that is still free) and the delete answers [`StorageError::Locked`], so a
+/// write that then commits into it is reachable, and its answer true. See
+/// `docs/write-protocol.md`.
+fn delete_tree(dir: &Dir, name: &OsStr, path: &Path, fsync: bool) -> Result<()> {
+    let deadline = Instant::now() + lock::timeout();
+    let trash = random_name(TRASH_PREFIX).map_err(StorageError::from_io)?;
+    let trash = OsStr::new(&trash);
+    dir.rename(name, dir, trash).map_err(StorageError::from_io)?;
+    if fsync {
+        dir.sync().map_err(StorageError::from_io)?;
+    }
+    // Nothing is removed until every file has been locked once: a frozen writer is found
+    // before the tree loses anything.
+    let outcome = match check_lockable(dir, trash, deadline) {
+        Ok(()) => remove_tree(dir, trash, deadline),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(StorageError::Locked) => {
+            restore(dir, trash, name, path, fsync);
+            Err(StorageError::Locked)
+        }
+        // The delete has happened; what cannot be removed now (a subdirectory the service may
+        // not write), the next start-up sweep tries again.
+        Err(e) => {
+            log::warn!(
+                "deleted {} but could not remove all of it yet ({}): {e}",
+                path.display(),
+                trash.to_string_lossy()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Puts a tree whose delete gave up back at its name, unless something else has that name now
+/// (then it stays in the trash, which the next start-up sweep removes; said in the log).
+fn restore(dir: &Dir, trash: &OsStr, name: &OsStr, path: &Path, fsync: bool) {
+    let restored = match dir.rename_noreplace(trash, dir, name) {
+        // A filesystem without RENAME_NOREPLACE: only if the name is free now (an instant's
+        // race with a writer creating it, who would then be replaced).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => match dir.stat(name) {
+            Err(missing) if missing.kind() == io::ErrorKind::NotFound => dir.rename(trash, dir, name),
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+            Err(other) => Err(other),
+        },
+        other => other,
+    };
+    match restored.and_then(|()| if fsync { dir.sync() } else { Ok(()) }) {
+        Ok(()) => log::warn!(
+            "gave up deleting {}: a file in it stayed locked by another request or replica; the tree is back",
+            path.display()
+        ),
+        Err(e) => log::error!(
+            "gave up deleting {} (a file in it stayed locked) and could not put it back ({e}): it stays as {}",
+            path.display(),
+            trash.to_string_lossy()
+        ),
+    }
+}
+
+/// Checks that every regular file in the tree `name` in `parent` can be locked by `deadline`
+/// (each lock released at once): [`StorageError::Locked`] if one cannot. Other failures (a
+/// directory that cannot be opened) are left to the removal.
+fn check_lockable(parent: &Dir, name: &OsStr, deadline: Instant) -> Result<()> {
+    struct Checker {
+        deadline: Instant,
+    }
+    impl Visitor for Checker {
+        fn visit(&mut self, dir: &Dir, _name: &OsStr, _depth: usize) -> Result<Vec<OsString>> {
+            let mut subdirs = Vec::new();
+            for entry in dir.entries().map_err(StorageError::from_io)? {
+                let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
+                let reserved = entry.to_str().is_some_and(|n| n.starts_with(RESERVED_PREFIX));
+                match entry_kind(dir, &entry, kind) {
+                    EntryType::Dir => subdirs.push(entry),
+                    EntryType::File if !reserved => {
+                        if let Err(StorageError::Locked) = lock::lock_by(dir, &entry, Access::Lock, self.deadline) {
+                            return Err(StorageError::Locked);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(subdirs)
+        }
+
+        fn leave(&mut self, _parent: &Dir, _name: &OsStr) -> Result<()> {
+            Ok(())
+        }
+
+        fn cannot_open(&mut self, _parent: &Dir, _name: &OsStr, _error: StorageError) -> Result<()> {
+            Ok(())
+        }
+
+        fn lost_way(&mut self, _depth: usize) {}
+    }
+    let top = match parent.open_dir(name) {
+        Ok(top) => top,
+        Err(_) => return Ok(()),
+    };
+    match walk(&top, &mut Checker { deadline }) {
+        Err(StorageError::Locked) => Err(StorageError::Locked),
+        _ => Ok(()),
+    }
+}
+
 /// Removes the directory `name` in `parent` and everything in it, never following a symlink.
-/// Each regular file is removed under its lock, so a write committing into the tree finishes
-/// first; files the service is still receiving (temp files) are removed without waiting. The
-/// walk goes by directory handles ([`walk`]), one name at a time relative to the directory
-/// that holds it, so a tree nested deeper than `PATH_MAX` is removed like any other, with a
-/// bounded number of descriptors.
-pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
+/// Each regular file is removed under its lock, waited for until `deadline` at most, so a
+/// write committing into the tree finishes first; a file whose lock cannot be had by then is
+/// never removed, and the removal stops with [`StorageError::Locked`] (the rest stays). Files
+/// the service is still receiving (temp files) are removed without waiting; a crash record
+/// under its own lock only ([`journal::remove_if_unlocked`]). The walk goes by directory
+/// handles ([`walk`]), one name at a time relative to the directory that holds it, so a tree
+/// nested deeper than `PATH_MAX` is removed like any other, with a bounded number of
+/// descriptors.
+pub fn remove_tree(parent: &Dir, name: &OsStr, deadline: Instant) -> Result<()> {
     for _ in 0..MAX_REMOVE_PASSES {
         let top = match parent.open_dir(name) {
             Ok(top) => top,
@@ -281,7 +387,10 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
             }
             Err(e) => return Err(StorageError::from_io(e)),
         };
-        let mut remover = Remover { not_empty: false };
+        let mut remover = Remover {
+            not_empty: false,
+            deadline,
+        };
         walk(&top, &mut remover)?;
         drop(top);
         remover.leave(parent, name)?;
@@ -299,6 +408,8 @@ pub fn remove_tree(parent: &Dir, name: &OsStr) -> Result<()> {
 struct Remover {
     /// Set when a directory was not empty after its entries were removed.
     not_empty: bool,
+    /// Until when a file's lock is waited for.
+    deadline: Instant,
 }
 
 impl Visitor for Remover {
@@ -310,9 +421,21 @@ impl Visitor for Remover {
             match entry_kind(dir, &entry, kind) {
                 EntryType::Dir => subdirs.push(entry),
                 EntryType::File if !reserved => {
-                    let held = lock::lock(dir, &entry, Access::Lock).ok().flatten();
+                    let held = match lock::lock_by(dir, &entry, Access::Lock, self.deadline) {
+                        // A writer holds it past the bound: never removed under it.
+                        Err(StorageError::Locked) => return Err(StorageError::Locked),
+                        held => held.ok().flatten(),
+                    };
                     ignore_missing(dir.remove_file(&entry))?;
                     drop(held);
+                }
+                // A crash record only under its own lock: a live appender in the tree holds it
+                // (it then holds its file too, and the next pass waits for that).
+                EntryType::File
+                    if entry.to_str().and_then(journal::inode_in_name).is_some()
+                        && !journal::remove_if_unlocked(dir, &entry)? =>
+                {
+                    self.not_empty = true;
                 }
                 _ => ignore_missing(dir.remove_file(&entry))?,
             }

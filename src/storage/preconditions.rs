@@ -39,7 +39,7 @@ pub struct Conditions<'a> {
     /// `If-Match`: the file must exist and be one of these versions.
     pub version: Option<Version<'a>>,
     /// `If-Unmodified-Since` (when there is no `If-Match`): the file's modification time, in
-    /// whole seconds since the epoch, must be at most this.
+    /// whole seconds since the epoch, must be before this (an earlier second).
     pub unmodified_since: Option<i64>,
     /// `If-None-Match: *`: the file must not exist.
     pub absent: bool,
@@ -65,7 +65,10 @@ impl Conditions<'_> {
             (Some(Version::Test(test)), Some((file, meta, len))) if !test(file, meta, len) => {
                 return Err(StorageError::VersionMismatch);
             }
-            (None, Some((_, meta, _))) if self.unmodified_since.is_some_and(|since| meta.mtime() > since) => {
+            // Holds only when the last change is in an earlier second than the date: a change
+            // within the date's own second cannot be told from the version the client saw
+            // (see `app::conditional`'s module doc).
+            (None, Some((_, meta, _))) if self.unmodified_since.is_some_and(|since| meta.mtime() >= since) => {
                 return Err(StorageError::ModifiedSince);
             }
             _ => {}
@@ -136,7 +139,11 @@ mod tests {
             "If-Match: * on a missing file"
         );
         assert!(ok(c(Some(Version::Any), None).check(present)));
-        assert!(ok(c(None, Some(mtime)).check(present)));
+        assert!(ok(c(None, Some(mtime + 1)).check(present)));
+        assert!(
+            matches!(c(None, Some(mtime)).check(present), Err(StorageError::ModifiedSince)),
+            "the same second: it may have changed again within it"
+        );
         assert!(matches!(
             c(None, Some(mtime - 1)).check(present),
             Err(StorageError::ModifiedSince)

@@ -15,7 +15,10 @@
 //!   nobody holds the record's own lock: a live appender holds it from the record's creation
 //!   to its removal, also while its file is away for an instant (a record seen first, then a
 //!   move settling it and a new append writing a new one under the same name), see
-//!   [`super::journal`].
+//!   [`super::journal`]. It is unlinked under that lock, after checking once more that the name
+//!   is still the locked record; every other remover of a record holds its lock too, so a
+//!   delayed unlink can never remove a record written anew under the same name. Something that
+//!   is not a regular file at a record's name (planted) is left to the file's next holder.
 //! - A tree being deleted (`.http-nas-trash-*`) is removed.
 //!
 //! The walk goes by directory handles ([`super::walk`]) and never follows a symlink, so it
@@ -64,7 +67,9 @@ impl Visitor for Sweeper {
         for (name, kind, _) in entries.flatten() {
             let text = name.to_string_lossy();
             if text.starts_with(TRASH_PREFIX) {
-                match remove_tree(dir, &name) {
+                // Without waiting for any lock: a tree a live writer still holds a file of is
+                // left for a later sweep (its delete either finishes it or puts it back).
+                match remove_tree(dir, &name, std::time::Instant::now()) {
                     Ok(()) => self.cleared += 1,
                     Err(e) => log::warn!("could not finish deleting {text} ({depth} levels down): {e}"),
                 }
@@ -101,7 +106,9 @@ fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> bool {
     let Ok(Some(held)) = lock::try_lock(dir, name, Access::Lock) else {
         return false;
     };
-    let removed = dir.remove_file(name).is_ok();
+    // Still the file we locked, right before the unlink (nobody else unlinks it while we hold
+    // its lock, and the name is random, so nobody makes it again).
+    let removed = dir.stat(name).is_ok_and(|now| now.is(&held.meta)) && dir.remove_file(name).is_ok();
     drop(held);
     removed
 }

@@ -4,8 +4,10 @@
 //! bits>`), is created exclusively without following symlinks, and is held under an exclusive
 //! lock from before its first byte until it is committed or gone. A start-up sweep (of any
 //! replica) removes only temp files it can lock; one it locks in the instant between another
-//! process creating and locking it is noticed by that process, which checks, once it holds the
-//! lock, that the name is still its file, and otherwise starts over with a new name.
+//! process creating and locking it is noticed by that process: its lock, tried without
+//! waiting, fails (the sweep holds it, and may be frozen: a wait would have no bound), or,
+//! once it holds the lock, the name is no longer its file. Either way it starts over with a
+//! new name, leaving the old one to the sweep.
 //!
 //! A [`Spool`] is a whole received body: up to [`MEMORY_SPOOL_BYTES`] in memory, larger in a
 //! temp file beside the target. Receiving it first is what keeps every lock free of client
@@ -58,7 +60,14 @@ impl TempFile {
                 file,
                 named: true,
             };
-            temp.file.lock().map_err(StorageError::from_io)?;
+            // Never a blocking lock: someone else holding a name we just created is a sweep
+            // that found it before we locked it and is removing it, and that replica may be
+            // frozen. The name is given up (the sweep unlinks it; we never do, not holding its
+            // lock) and another one made.
+            if !super::lock::try_exclusive(&temp.file).map_err(StorageError::from_io)? {
+                temp.named = false;
+                continue;
+            }
             // A sweep may have removed the name between create and lock: then it is not ours.
             let meta = temp.file.metadata().map_err(StorageError::from_io)?;
             match temp.dir.stat(&temp.name) {

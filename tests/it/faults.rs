@@ -2,12 +2,14 @@
 //! replica holding a lock, clients that leave during long work, a full volume at start, a root
 //! renamed or replaced under the server, and a bad listen address.
 
+use crate::support::races;
 use crate::support::raw::Conn;
 use crate::support::{Server, TempDir, server_binary, strace_injecting, wait_until};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Stops the server with SIGSTOP, waits `pause`, and continues it with SIGCONT.
 fn pause(server: &Server, pause: Duration) {
@@ -436,5 +438,76 @@ fn a_root_renamed_replaced_or_deleted_is_refused_and_gets_no_write() {
         eprintln!("{fate:?}: before the in-flight upload finished {before:?}, after {after_inflight:?}");
         let ready = wait_until(Duration::from_secs(10), || server.get("/readyz").status == 503);
         assert!(ready, "{fate:?}: /readyz stayed 200");
+    }
+}
+
+/// A new upload's temp file is created, then locked: a starting replica's sweep that finds it
+/// in between takes its lock (LOCK_NB succeeds) and holds it until its unlink is done. Here
+/// strace delays A's lock calls 3 s (to widen that instant) and B's unlink 2 s, and B is frozen
+/// (SIGSTOP) while it holds the lock. A's upload never waits for B: it gives that name up to the
+/// sweep and makes another temp file, and answers within its bounds (2 s lock bound, 3 s
+/// injected per lock call).
+#[test]
+fn an_upload_never_waits_for_a_frozen_sweep_holding_its_new_temp_file() {
+    let Some(slow_lock) = strace_injecting("flock", "flock:delay_enter=3000000") else {
+        return;
+    };
+    let Some(slow_unlink) = strace_injecting("unlinkat", "unlinkat:delay_enter=2000000:when=2") else {
+        return;
+    };
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let a = std::sync::Arc::new(Server::start_wrapped_on(&root, &slow_lock, &["--lock-timeout", "2"]));
+    let temp_ino = || {
+        fs::read_dir(&root).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".http-nas-tmp-")
+                .then(|| e.metadata().ok().map(|m| m.ino()))
+                .flatten()
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let a2 = std::sync::Arc::clone(&a);
+    let post = thread::spawn(move || {
+        let started = Instant::now();
+        let resp = a2.curl(&[
+            "-m",
+            "60",
+            "-X",
+            "POST",
+            "--data-binary",
+            "payload",
+            &a2.url("/file/new.txt"),
+        ]);
+        let _ = tx.send((resp.status, started.elapsed()));
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || temp_ino().is_some()),
+        "A made no temp file"
+    );
+    let ino = temp_ino().unwrap();
+    let root_b = root.clone();
+    let b = thread::spawn(move || Server::start_wrapped_on(&root_b, &slow_unlink, &[]));
+    assert!(
+        wait_until(Duration::from_secs(5), || races::lock_holder(ino).is_some()),
+        "B's sweep never locked A's temp file"
+    );
+    let holder = races::lock_holder(ino).unwrap();
+    // SAFETY: kill(2) with plain integers; the pid is B's server process, ours to signal.
+    unsafe { libc::kill(holder, libc::SIGSTOP) };
+    let answer = rx.recv_timeout(Duration::from_secs(12));
+    let ready = a.get("/readyz").status;
+    // SAFETY: as above.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    let _ = b.join();
+    let _ = post.join();
+    eprintln!("A's POST with B frozen holding its temp file's lock: {answer:?}; A's /readyz: {ready}");
+    match answer {
+        Ok((status, took)) if took < Duration::from_secs(8) => eprintln!("answered {status} in {took:?}"),
+        Ok((status, took)) => panic!("A's POST answered {status} only after {took:?} (bound 2 s + 3 s injected)"),
+        Err(_) => panic!(
+            "A's POST was still waiting after 12 s for a frozen replica's lock on its own temp file (bound 2 s + 3 s injected)"
+        ),
     }
 }

@@ -20,10 +20,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::support::races;
 use crate::support::raw::Conn;
 use crate::support::{RESERVED_PREFIX, Server, UPLOAD_START_TIMEOUT, random_bytes, wait_until};
 
@@ -709,4 +710,73 @@ fn the_root_browse_page_shows_the_volume_size_used_and_free() {
     );
     let plain = s.get("/file/").text();
     assert!(!plain.contains("volume"), "the plain listing stays bare names: {plain}");
+}
+
+/// With a frozen replica holding the locks of three files in `d` (each in the middle of an
+/// append: bytes written, not committed), a JSON listing of `d` on the other replica waits for
+/// none of them (not the lock bound once per locked file), and lists each at its committed size
+/// (read from its append's crash record), never at its size on disk, which counts the frozen
+/// append's uncommitted bytes (a state no GET ever serves).
+#[test]
+fn a_listing_beside_a_frozen_replica_never_waits_and_shows_only_committed_sizes() {
+    if !crate::support::strace_usable() {
+        return;
+    }
+    let (_home, a, b, _appends) = races::frozen_with_three_appends_in_d();
+    let started = Instant::now();
+    let listing = b.get_with("/file/d", &["Accept: application/json"]);
+    let took = started.elapsed();
+    let get = b.get("/file/d/f1");
+    a.signal(libc::SIGCONT);
+    eprintln!("JSON listing: {} after {took:?}: {}", listing.status, listing.text());
+    eprintln!("GET of a locked file: {}", get.status);
+    let sizes: Vec<u64> = listing
+        .assert_ok_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["size"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sizes.iter().all(|&s| s == 4),
+        "the listing shows sizes {sizes:?}: the committed size of each file is 4 (\"one\\n\"), 8 counts a \
+         frozen append's uncommitted bytes"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "one listing took {took:?} with a 2 s lock bound (the bound once per locked file)"
+    );
+}
+
+/// A file another writer of the volume named with invalid UTF-8, a control byte or a backslash
+/// is listed (its `href` percent-encoded) and can be read, appended to and moved (to a plain
+/// name, which is how a user would fix it) by that `href`, like any listed name. Only names the
+/// service would create are held to the new-name rules.
+#[test]
+fn a_listed_name_with_invalid_utf8_a_control_byte_or_a_backslash_can_be_moved_and_appended_to() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = Server::start();
+    let names: [&[u8]; 3] = [b"latin1-caf\xe9.csv", b"tab\there.csv", b"back\\slash.csv"];
+    for name in names {
+        fs::write(server.root().join(std::ffi::OsStr::from_bytes(name)), b"data\n").unwrap();
+    }
+    let listing = server
+        .get_with("/file/", &["Accept: application/json"])
+        .assert_ok_json();
+    let mut refused = Vec::new();
+    for (i, entry) in listing.as_array().unwrap().iter().enumerate() {
+        let href = entry["href"].as_str().unwrap();
+        server.get(&format!("/file/{href}")).assert_ok_body(b"data\n");
+        let appended = server.append(&format!("/file/{href}"), b"more\n");
+        let moved = server.put_json(&format!("/file/{href}"), &format!("{{\"path\":\"fixed-{i}.csv\"}}"));
+        if appended.status != 200 || moved.status != 200 {
+            refused.push(format!(
+                "{href}: append {} move {} {}",
+                appended.status,
+                moved.status,
+                moved.text().trim()
+            ));
+        }
+    }
+    assert!(refused.is_empty(), "listed names refused:\n{}", refused.join("\n"));
 }

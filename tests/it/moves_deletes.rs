@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::support::races::{FEW_FDS, shared_root};
+use crate::support::races::{self as races, FEW_FDS, shared_root};
 use crate::support::{RESERVED_PREFIX, Server, skip};
 
 /// Bytes of each chain of directories the deep-tree tests build through the API: two of them
@@ -251,4 +251,37 @@ fn deleting_a_tree_deeper_than_the_descriptor_limit_leaves_nothing() {
     s.delete("/file/top").assert_ok_json();
     let left: Vec<_> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "left in the root after the delete: {left:?}");
+}
+
+/// A DELETE of a directory holding three files locked by a frozen replica (each in the middle
+/// of an append) gives up within one lock bound for the whole request (not one per file),
+/// answers 503, and removes nothing: the tree stays at its name, so the frozen appends,
+/// continued, commit into files that are still there, and their 200s are true.
+#[test]
+fn a_directory_delete_beside_a_frozen_replica_gives_up_within_one_bound_and_leaves_the_tree() {
+    if !crate::support::strace_usable() {
+        return;
+    }
+    let (_home, a, b, mut appends) = races::frozen_with_three_appends_in_d();
+    let started = Instant::now();
+    let deleted = b.delete("/file/d");
+    let took = started.elapsed();
+    a.signal(libc::SIGCONT);
+    let answers: Vec<u16> = appends.iter_mut().map(|c| c.response().status).collect();
+    eprintln!(
+        "DELETE of d: {} after {took:?}; A's appends then answered {answers:?}",
+        deleted.status
+    );
+    eprintln!("GET d/f1 after: {}", b.get("/file/d/f1").status);
+    assert!(
+        took < Duration::from_secs(4),
+        "a DELETE of the directory took {took:?} with a 2 s lock bound ({})",
+        deleted.status
+    );
+    deleted.assert_status(503);
+    assert!(deleted.header("Retry-After").is_some(), "a 503 says when to retry");
+    assert_eq!(answers, [200, 200, 200], "the frozen appends, continued");
+    for i in 1..=3 {
+        b.get(&format!("/file/d/f{i}")).assert_ok_body(b"one\ntwo\n");
+    }
 }

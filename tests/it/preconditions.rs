@@ -138,7 +138,7 @@ struct Case {
     holds: bool,
 }
 
-const CASES: [Case; 9] = [
+const CASES: [Case; 10] = [
     Case {
         what: "If-Match with the current ETag",
         headers: |etag, _| vec![format!("If-Match: {etag}")],
@@ -160,9 +160,14 @@ const CASES: [Case; 9] = [
         holds: false,
     },
     Case {
-        what: "If-Unmodified-Since the file's date",
-        headers: |_, mtime| vec![format!("If-Unmodified-Since: {}", http_date(mtime))],
+        what: "If-Unmodified-Since a second after the file's date",
+        headers: |_, mtime| vec![format!("If-Unmodified-Since: {}", http_date(mtime + 1))],
         holds: true,
+    },
+    Case {
+        what: "If-Unmodified-Since the file's own date (it may have changed again within that second)",
+        headers: |_, mtime| vec![format!("If-Unmodified-Since: {}", http_date(mtime))],
+        holds: false,
     },
     Case {
         what: "If-Unmodified-Since an hour before the file's date",
@@ -189,7 +194,7 @@ const CASES: [Case; 9] = [
         headers: |_, mtime| {
             vec![
                 "If-Match: \"stale-etag\"".into(),
-                format!("If-Unmodified-Since: {}", http_date(mtime)),
+                format!("If-Unmodified-Since: {}", http_date(mtime + 1)),
             ]
         },
         holds: false,
@@ -308,6 +313,13 @@ fn a_directory_has_no_etag_but_if_match_star_holds() {
 fn curl_z_skips_the_download_of_an_unchanged_file_and_fetches_a_changed_one() {
     let s = Server::start();
     s.write("data.csv", "a,b\n1,2\n");
+    // Written a minute ago, so that a local copy dated a later second is not in the future.
+    let a_minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(s.root().join("data.csv"))
+        .and_then(|f| f.set_modified(a_minute_ago))
+        .expect("date data.csv");
     let server_mtime = mtime(&s, "data.csv");
     let url = s.url("/file/data.csv");
     // curl itself hides a 200 whose Last-Modified is not newer (it says 304 and writes nothing):
@@ -315,9 +327,11 @@ fn curl_z_skips_the_download_of_an_unchanged_file_and_fetches_a_changed_one() {
     let curl_z = format!(
         "curl -sS -z local.csv -o local.csv -D head.txt -w '%{{size_download}}' '{url}' && echo && head -n1 head.txt | tr -d '\\r' && cat local.csv"
     );
-    // A local copy as new as the server's: curl asks If-Modified-Since, gets 304, keeps it.
+    // A local copy dated after the server's (as `curl -z local -o local` without `-R` leaves
+    // it: dated when it was downloaded): curl asks If-Modified-Since, gets 304, keeps it.
+    let later = server_mtime + 1;
     let same = s.sh(&format!(
-        "printf 'LOCAL COPY' > local.csv && touch -d @{server_mtime} local.csv && {curl_z}"
+        "printf 'LOCAL COPY' > local.csv && touch -d @{later} local.csv && {curl_z}"
     ));
     same.assert_success();
     assert_eq!(
@@ -333,6 +347,76 @@ fn curl_z_skips_the_download_of_an_unchanged_file_and_fetches_a_changed_one() {
         String::from_utf8_lossy(&old.stdout),
         "8\nHTTP/1.1 200 OK\na,b\n1,2\n",
         "changed: downloaded"
+    );
+}
+
+/// A date later than the server's clock is invalid (RFC 9110 §13.1.3): the header is ignored
+/// and the file sent, never a 304 that a client with a clock ahead would take for "current".
+#[test]
+fn if_modified_since_a_date_in_the_future_is_ignored() {
+    let s = Server::start();
+    s.write("data.csv", "a,b\n1,2\n");
+    let tomorrow = mtime(&s, "data.csv") + 86_400;
+    s.get_with(
+        "/file/data.csv",
+        &[&format!("If-Modified-Since: {}", http_date(tomorrow))],
+    )
+    .assert_ok_body(b"a,b\n1,2\n");
+}
+
+/// A file replaced within the second its client fetched it: the client's revalidation with the
+/// `Last-Modified` it was given (`If-Modified-Since`, what `curl -z` and caches send) is never
+/// answered 304 (the date cannot tell the two versions apart), so the client never keeps the old
+/// content as current.
+#[test]
+fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() {
+    let server = Server::start();
+    let mut stale = 0;
+    for _ in 0..5 {
+        server.post("/file/status.txt", b"running\n").assert_status(200);
+        let first = server.get("/file/status.txt");
+        let date = first.header("Last-Modified").expect("Last-Modified").to_string();
+        server.post("/file/status.txt", b"failed!\n").assert_status(200);
+        let again = server.get_with("/file/status.txt", &[&format!("If-Modified-Since: {date}")]);
+        if again.status == 304 {
+            stale += 1;
+        }
+    }
+    assert_eq!(
+        stale, 0,
+        "{stale} of 5 revalidations of a replaced file answered 304 (not modified)"
+    );
+}
+
+/// The same for a write: `If-Unmodified-Since` with the date a client read refuses (412) a
+/// write over someone else's change made in the same second, rather than let it silently
+/// replace a version the client never saw.
+#[test]
+fn if_unmodified_since_refuses_a_write_over_a_change_made_in_the_same_second() {
+    let server = Server::start();
+    let mut lost = 0;
+    for i in 0..5 {
+        server.post("/file/conf", b"v1\n").assert_status(200);
+        let date = server
+            .get("/file/conf")
+            .header("Last-Modified")
+            .expect("Last-Modified")
+            .to_string();
+        // Another client changes it.
+        server.post("/file/conf", b"v2\n").assert_status(200);
+        let mine = server.send(
+            "POST",
+            "/file/conf",
+            format!("mine{i}\n").as_bytes(),
+            &[&format!("If-Unmodified-Since: {date}")],
+        );
+        if mine.status == 200 {
+            lost += 1;
+        }
+    }
+    assert_eq!(
+        lost, 0,
+        "{lost} of 5 conditional writes overwrote a version they never saw"
     );
 }
 

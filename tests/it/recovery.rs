@@ -13,17 +13,19 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::races::{
-    FEW_FDS, VISIBLE_TIMEOUT, delayed, record, shared_root, start_request, wait_for_internal_file,
+    self as races, FEW_FDS, VISIBLE_TIMEOUT, delayed, record, shared_root, start_request, wait_for_internal_file,
 };
 use crate::support::raw::Conn;
 use crate::support::writes::{
     EXIT_TIMEOUT, ORIGINAL, PARTIAL_BODY_BYTES, TARGET, TARGET_URL, assert_untouched, start_raw_upload,
     wait_for_temp_file, with_target,
 };
-use crate::support::{RESERVED_PREFIX, Server, assert_same_bytes, random_bytes, skip};
+use crate::support::{
+    RESERVED_PREFIX, Server, TempDir, assert_same_bytes, random_bytes, skip, strace_injecting, wait_until,
+};
 
 #[test]
 fn post_killed_mid_upload_leaves_old_content_after_restart() {
@@ -381,4 +383,71 @@ fn stale_temp_files_are_removed_on_start() {
     );
     s.expect_no_temp_files();
     assert_eq!(s.read("sub/keep"), b"kept");
+}
+
+/// A starting replica's sweep locks and checks an orphan crash record, then its unlink is
+/// stalled (strace delays it 5 s: a loaded node, a slow volume). Meanwhile another writer brings
+/// the record's file in beside it (`mv` on the volume) and an append begins on it on replica A,
+/// which must clear the stale record and write its own, live one under the same name. A clears
+/// the stale record only under its lock (so it waits for the sweep's unlink), and the sweep's
+/// delayed unlink removes only the record it checked. A is killed (`kill -9`) once its bytes are
+/// written, before its commit: its record is there, so the next start rolls the append back
+/// (the client never got a 2xx).
+#[test]
+fn a_stalled_sweep_never_unlinks_a_live_appends_crash_record() {
+    let Some(slow_sync) = strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=2000000") else {
+        return;
+    };
+    let Some(slow_unlink) = strace_injecting("unlinkat", "unlinkat:delay_enter=5000000:when=2") else {
+        return;
+    };
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir_all(root.join("d")).unwrap();
+    fs::create_dir_all(root.join("d2")).unwrap();
+    fs::write(root.join("d2/g"), b"base\n").unwrap();
+    let mut a = Server::start_wrapped_on(&root, &slow_sync, &[]);
+    // An orphan record in d for the inode of d2/g (a dead appender's, or planted).
+    let ino = fs::metadata(root.join("d2/g")).unwrap().ino();
+    let record = root.join("d").join(format!(".http-nas-journal-{ino}"));
+    fs::write(&record, b"stale\n").unwrap();
+    let record_ino = fs::metadata(&record).unwrap().ino();
+    let root_b = root.clone();
+    let b = thread::spawn(move || Server::start_wrapped_on(&root_b, &slow_unlink, &[]));
+    // B's sweep has taken the orphan's lock and checked it: its unlink is on its way.
+    assert!(
+        wait_until(Duration::from_secs(10), || races::locked_in_proc(record_ino)),
+        "replica B's sweep never locked the orphan record"
+    );
+    // Another writer of the volume brings the file in beside the record.
+    fs::rename(root.join("d2/g"), root.join("d/g")).unwrap();
+    let mut append = a.connect();
+    append.send(b"PUT /file/d/g HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\nTORN-APPEND\n");
+    // Wait for A's bytes to be written while its append is not committed, and B's unlink done
+    // (its record gone, or B's sweep over: B listens). Not "until the record is gone": an append
+    // that waited for B's sweep removes its own record only at its commit point.
+    let started = Instant::now();
+    let mut seen_live_record = false;
+    let written = wait_until(Duration::from_secs(20), || {
+        let record_there = record.exists();
+        seen_live_record |= record_there && races::size_of(&root.join("d/g")) == 5;
+        races::size_of(&root.join("d/g")) > 5 && (!record_there || b.is_finished())
+    });
+    let torn = written && !record.exists();
+    eprintln!(
+        "after {:?}: live record seen {seen_live_record}, bytes written without a record: {torn}",
+        started.elapsed()
+    );
+    a.signal(libc::SIGKILL);
+    let b = b.join().unwrap();
+    drop(b);
+    a.restart();
+    let after = a.get("/file/d/g");
+    assert!(
+        after.status == 200 && after.body == b"base\n",
+        "after the crash the unanswered append is served (its record was removed by B's sweep while \
+         it ran: bytes written without a record = {torn}): {} {:?}",
+        after.status,
+        String::from_utf8_lossy(&after.body)
+    );
 }

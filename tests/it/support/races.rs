@@ -104,3 +104,51 @@ impl Drop for Attached {
 
 /// Descriptors the server may hold in the tests of bounded walks (`prlimit --nofile`).
 pub const FEW_FDS: &str = "--nofile=96:96";
+
+/// Whether `/proc/locks` lists a lock on inode `ino`.
+pub fn locked_in_proc(ino: u64) -> bool {
+    lock_holder(ino).is_some()
+}
+
+/// The pid holding a lock on inode `ino`, from `/proc/locks`.
+pub fn lock_holder(ino: u64) -> Option<i32> {
+    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let id = fields.get(5)?.rsplit(':').next()?.parse::<u64>().ok()?;
+        (id == ino).then(|| fields.get(4)?.parse().ok()).flatten()
+    })
+}
+
+/// The size of the file at `path`, 0 if there is none.
+pub fn size_of(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Replica A (every fsync slowed 1 s by strace) is frozen (SIGSTOP) in the middle of three
+/// appends to three files of one directory: each has written its bytes and holds its file's
+/// lock, its crash record beside it. Replica B has `--lock-timeout 2`.
+pub fn frozen_with_three_appends_in_d() -> (TempDir, Server, Server, Vec<Conn>) {
+    let slow_sync = strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=1000000").expect("strace");
+    let home = TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir_all(root.join("d")).unwrap();
+    for i in 1..=3 {
+        fs::write(root.join(format!("d/f{i}")), b"one\n").unwrap();
+    }
+    fs::write(root.join("other.txt"), b"other\n").unwrap();
+    let a = Server::start_wrapped_on(&root, &slow_sync, &[]);
+    let b = Server::start_on(&root, &["--lock-timeout", "2"]);
+    let mut appends = Vec::new();
+    for i in 1..=3 {
+        let mut conn = a.connect();
+        conn.send(format!("PUT /file/d/f{i} HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\ntwo\n").as_bytes());
+        appends.push(conn);
+    }
+    let all_written = wait_until(Duration::from_secs(15), || {
+        (1..=3).all(|i| size_of(&root.join(format!("d/f{i}"))) == 8)
+    });
+    assert!(all_written, "A's appends never wrote their bytes");
+    a.signal(libc::SIGSTOP);
+    (home, a, b, appends)
+}
