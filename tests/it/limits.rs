@@ -217,10 +217,9 @@ fn a_request_waiting_too_long_for_a_worker_gets_503_with_retry_after() {
     let waited = send_raw(&s, "GET /file/x HTTP/1.1\r\nHost: t\r\n\r\n");
     waited.assert_error(503);
     assert_eq!(waited.header("Retry-After"), Some("1"));
-    assert!(
-        s.log().contains("in the queue"),
-        "the refusal is logged with its reason"
-    );
+    // The access line is written after the answer: wait for it rather than race it.
+    let logged = wait_until(SETTLE_TIMEOUT, || s.log().contains("in the queue"));
+    assert!(logged, "the refusal is logged with its reason");
 }
 
 #[test]
