@@ -222,6 +222,27 @@ fn an_upload_offset_read_on_one_replica_holds_on_another() {
 }
 
 #[test]
+fn every_replica_gives_a_file_the_same_etag_and_honours_another_ones() {
+    // A client may read a file's ETag from one replica and send If-Match to another.
+    let Some(r) = Replicas::start(2, &[]) else { return };
+    let (a, b) = (&r.servers[0], &r.servers[1]);
+    for step in ["v1", "v2 longer", "v3 same.."] {
+        a.post("/file/e.txt", step).assert_ok_json();
+        let etag = a.head("/file/e.txt").header("ETag").map(str::to_owned);
+        let on_b = b.head("/file/e.txt").header("ETag").map(str::to_owned);
+        assert!(etag.is_some(), "no ETag after {step}");
+        assert_eq!(etag, on_b, "replicas disagree on the ETag after {step}");
+    }
+    let etag = a.head("/file/e.txt").header("ETag").unwrap_or_default().to_owned();
+    let if_match = format!("If-Match: {etag}");
+    b.send("PUT", "/file/e.txt", b"+b\n", &[&if_match]).assert_status(200);
+    // The append changed the file: the old ETag no longer matches on either replica.
+    a.send("PUT", "/file/e.txt", b"+a\n", &[&if_match]).assert_error(412);
+    b.send("PUT", "/file/e.txt", b"+a\n", &[&if_match]).assert_error(412);
+    a.get("/file/e.txt").assert_ok_body("v3 same..+b\n");
+}
+
+#[test]
 fn readers_on_one_replica_see_only_whole_appends_made_on_another() {
     let Some(r) = Replicas::start(2, &[]) else { return };
     let (a, b) = (&r.servers[0], &r.servers[1]);
