@@ -364,6 +364,23 @@ fn if_modified_since_a_date_in_the_future_is_ignored() {
     .assert_ok_body(b"a,b\n1,2\n");
 }
 
+/// Rounds of the same-second replacement tests.
+const SAME_SECOND_ROUNDS: usize = 5;
+
+/// A client reads `path` (holding `v1`) and keeps its `Last-Modified`; then another client
+/// replaces it with `v2` at once, within the same second as a rule. Returns the date the first
+/// client holds, which cannot tell the two versions apart.
+fn date_read_before_a_replacement(server: &Server, path: &str, v1: &[u8], v2: &[u8]) -> String {
+    server.post(path, v1).assert_status(200);
+    let date = server
+        .get(path)
+        .header("Last-Modified")
+        .expect("Last-Modified")
+        .to_string();
+    server.post(path, v2).assert_status(200);
+    date
+}
+
 /// A file replaced within the second its client fetched it: the client's revalidation with the
 /// `Last-Modified` it was given (`If-Modified-Since`, what `curl -z` and caches send) is never
 /// answered 304 (the date cannot tell the two versions apart), so the client never keeps the old
@@ -372,11 +389,8 @@ fn if_modified_since_a_date_in_the_future_is_ignored() {
 fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() {
     let server = Server::start();
     let mut stale = 0;
-    for _ in 0..5 {
-        server.post("/file/status.txt", b"running\n").assert_status(200);
-        let first = server.get("/file/status.txt");
-        let date = first.header("Last-Modified").expect("Last-Modified").to_string();
-        server.post("/file/status.txt", b"failed!\n").assert_status(200);
+    for _ in 0..SAME_SECOND_ROUNDS {
+        let date = date_read_before_a_replacement(&server, "/file/status.txt", b"running\n", b"failed!\n");
         let again = server.get_with("/file/status.txt", &[&format!("If-Modified-Since: {date}")]);
         if again.status == 304 {
             stale += 1;
@@ -384,7 +398,7 @@ fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() 
     }
     assert_eq!(
         stale, 0,
-        "{stale} of 5 revalidations of a replaced file answered 304 (not modified)"
+        "{stale} of {SAME_SECOND_ROUNDS} revalidations of a replaced file answered 304 (not modified)"
     );
 }
 
@@ -395,15 +409,8 @@ fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() 
 fn if_unmodified_since_refuses_a_write_over_a_change_made_in_the_same_second() {
     let server = Server::start();
     let mut lost = 0;
-    for i in 0..5 {
-        server.post("/file/conf", b"v1\n").assert_status(200);
-        let date = server
-            .get("/file/conf")
-            .header("Last-Modified")
-            .expect("Last-Modified")
-            .to_string();
-        // Another client changes it.
-        server.post("/file/conf", b"v2\n").assert_status(200);
+    for i in 0..SAME_SECOND_ROUNDS {
+        let date = date_read_before_a_replacement(&server, "/file/conf", b"v1\n", b"v2\n");
         let mine = server.send(
             "POST",
             "/file/conf",
@@ -416,7 +423,7 @@ fn if_unmodified_since_refuses_a_write_over_a_change_made_in_the_same_second() {
     }
     assert_eq!(
         lost, 0,
-        "{lost} of 5 conditional writes overwrote a version they never saw"
+        "{lost} of {SAME_SECOND_ROUNDS} conditional writes overwrote a version they never saw"
     );
 }
 
