@@ -7,24 +7,14 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
+use crate::support::headers::http_date;
 use crate::support::{Response, Server};
 
 /// What the file holds before each request of the table.
 const ORIGINAL: &[u8] = b"original bytes\n";
 /// The body an upload or append of the table sends.
 const NEW: &[u8] = b"new bytes\n";
-
-/// `secs` since the epoch as an HTTP date, by GNU `date`.
-fn http_date(secs: i64) -> String {
-    let out = Command::new("date")
-        .env("LC_ALL", "C")
-        .args(["-u", "-d", &format!("@{secs}"), "+%a, %d %b %Y %H:%M:%S GMT"])
-        .output()
-        .expect("run date");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The modification time of `root/rel`, in seconds.
 fn mtime(s: &Server, rel: &str) -> i64 {

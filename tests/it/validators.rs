@@ -10,9 +10,9 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
 use crate::support::Server;
+use crate::support::headers::http_date;
 use crate::support::mounts::Mounted;
 
 /// Size of the loop-mounted ext4 image, in MiB (room for the journal and a few files).
@@ -135,10 +135,7 @@ fn if_range_dates_never_splice(s: &Server) {
         got.assert_ok_body(&v1);
         let date = got.header("Last-Modified").expect("a Last-Modified").to_string();
         s.post(path, &v2).assert_status(200);
-        let same_second = fs::metadata(s.root().join("big.bin")).is_ok_and(|m| {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.mtime() as u64);
-            httpdate(t) == date
-        });
+        let same_second = fs::metadata(s.root().join("big.bin")).is_ok_and(|m| http_date(m.mtime()) == date);
         let resumed = s.get_with(path, &[&format!("Range: bytes={half}-"), &format!("If-Range: {date}")]);
         eprintln!(
             "attempt {attempt}: v2 has v1's date: {same_second}, answer {}",
@@ -146,17 +143,6 @@ fn if_range_dates_never_splice(s: &Server) {
         );
         resumed.assert_ok_body(&v2);
     }
-}
-
-/// An HTTP date as GNU `date -u` writes it (independent of the server's formatter).
-fn httpdate(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let out = Command::new("date")
-        .env("LC_ALL", "C")
-        .args(["-u", "-d", &format!("@{secs}"), "+%a, %d %b %Y %H:%M:%S GMT"])
-        .output()
-        .expect("run date");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
