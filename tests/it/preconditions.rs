@@ -357,18 +357,29 @@ fn if_modified_since_a_date_in_the_future_is_ignored() {
 /// Rounds of the same-second replacement tests.
 const SAME_SECOND_ROUNDS: usize = 5;
 
-/// A client reads `path` (holding `v1`) and keeps its `Last-Modified`; then another client
-/// replaces it with `v2` at once, within the same second as a rule. Returns the date the first
-/// client holds, which cannot tell the two versions apart.
-fn date_read_before_a_replacement(server: &Server, path: &str, v1: &[u8], v2: &[u8]) -> String {
-    server.post(path, v1).assert_status(200);
-    let date = server
-        .get(path)
-        .header("Last-Modified")
-        .expect("Last-Modified")
-        .to_string();
-    server.post(path, v2).assert_status(200);
-    date
+/// In each of [`SAME_SECOND_ROUNDS`] rounds, a client reads `path` (holding `v1`) and keeps its
+/// `Last-Modified`; then another client replaces it with `v2` at once, within the same second
+/// as a rule, so the date cannot tell the two versions apart. `wrong(round, date)` makes the
+/// first client's conditional request with that date and says whether the server got it
+/// wrong. Returns in how many rounds it did.
+fn rounds_wrong_after_a_replacement(
+    server: &Server,
+    path: &str,
+    (v1, v2): (&[u8], &[u8]),
+    mut wrong: impl FnMut(usize, &str) -> bool,
+) -> usize {
+    (0..SAME_SECOND_ROUNDS)
+        .filter(|&round| {
+            server.post(path, v1).assert_status(200);
+            let date = server
+                .get(path)
+                .header("Last-Modified")
+                .expect("Last-Modified")
+                .to_string();
+            server.post(path, v2).assert_status(200);
+            wrong(round, &date)
+        })
+        .count()
 }
 
 /// A file replaced within the second its client fetched it: the client's revalidation with the
@@ -378,14 +389,10 @@ fn date_read_before_a_replacement(server: &Server, path: &str, v1: &[u8], v2: &[
 #[test]
 fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() {
     let server = Server::start();
-    let mut stale = 0;
-    for _ in 0..SAME_SECOND_ROUNDS {
-        let date = date_read_before_a_replacement(&server, "/file/status.txt", b"running\n", b"failed!\n");
-        let again = server.get_with("/file/status.txt", &[&format!("If-Modified-Since: {date}")]);
-        if again.status == 304 {
-            stale += 1;
-        }
-    }
+    let path = "/file/status.txt";
+    let stale = rounds_wrong_after_a_replacement(&server, path, (b"running\n", b"failed!\n"), |_, date| {
+        server.get_with(path, &[&format!("If-Modified-Since: {date}")]).status == 304
+    });
     assert_eq!(
         stale, 0,
         "{stale} of {SAME_SECOND_ROUNDS} revalidations of a replaced file answered 304 (not modified)"
@@ -398,19 +405,12 @@ fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() 
 #[test]
 fn if_unmodified_since_refuses_a_write_over_a_change_made_in_the_same_second() {
     let server = Server::start();
-    let mut lost = 0;
-    for i in 0..SAME_SECOND_ROUNDS {
-        let date = date_read_before_a_replacement(&server, "/file/conf", b"v1\n", b"v2\n");
-        let mine = server.send(
-            "POST",
-            "/file/conf",
-            format!("mine{i}\n").as_bytes(),
-            &[&format!("If-Unmodified-Since: {date}")],
-        );
-        if mine.status == 200 {
-            lost += 1;
-        }
-    }
+    let path = "/file/conf";
+    let lost = rounds_wrong_after_a_replacement(&server, path, (b"v1\n", b"v2\n"), |i, date| {
+        let mine = format!("mine{i}\n");
+        let header = format!("If-Unmodified-Since: {date}");
+        server.send("POST", path, mine.as_bytes(), &[&header]).status == 200
+    });
     assert_eq!(
         lost, 0,
         "{lost} of {SAME_SECOND_ROUNDS} conditional writes overwrote a version they never saw"
