@@ -169,8 +169,9 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut Rea
         return Next::Close;
     }
     let expectation = head.header("expect");
-    if expectation.is_some_and(|v| !v.eq_ignore_ascii_case("100-continue")) {
-        let resp = refusal_of(&head, Refusal::Expectation, shared);
+    // A refusal decided from the head alone: answered before any body is read, then closed.
+    let refuse = |refusal| {
+        let resp = refusal_of(&head, refusal, shared);
         exchange::send(
             stream,
             resp,
@@ -178,21 +179,14 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut Rea
             Delivery::BlockingThenClose,
             shared,
         );
-        return Next::Close;
+        Next::Close
+    };
+    if expectation.is_some_and(|v| !v.eq_ignore_ascii_case("100-continue")) {
+        return refuse(Refusal::Expectation);
     }
     let framing = match choose_framing(&head) {
         Ok(f) => f,
-        Err(e) => {
-            let resp = refusal_of(&head, Refusal::Framing(e), shared);
-            exchange::send(
-                stream,
-                resp,
-                Answered::head(remote, &head, started),
-                Delivery::BlockingThenClose,
-                shared,
-            );
-            return Next::Close;
-        }
+        Err(e) => return refuse(Refusal::Framing(e)),
     };
     if let (Framing::Length(n), Some(limit)) = (framing, shared.config.max_body)
         && n > limit

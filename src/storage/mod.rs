@@ -372,10 +372,9 @@ impl Storage {
         body: &mut dyn Read,
         conditions: &Conditions<'_>,
     ) -> Result<u64> {
-        let rel = rel.clone().non_root()?;
-        let real = self.resolve_file(&rel, scope)?;
-        let written = upload::write_atomic(&self.root, &real, body, conditions, self.fsync);
-        self.unless_root_gone(written)
+        self.write_file(rel, scope, |_, real| {
+            upload::write_atomic(&self.root, real, body, conditions, self.fsync)
+        })
     }
 
     /// Appends everything `body` yields to the file at `rel` (created if missing), all or
@@ -387,10 +386,23 @@ impl Storage {
         body: &mut dyn Read,
         conditions: &Conditions<'_>,
     ) -> Result<u64> {
+        self.write_file(rel, scope, |rel, real| {
+            append::append(&self.root, real, rel.creatable(), body, conditions, self.fsync)
+        })
+    }
+
+    /// A write of the file `rel` names (never the root): `write` gets `rel` and where the file
+    /// really is ([`Storage::resolve_file`]), and its outcome counts unless the root went
+    /// meanwhile.
+    fn write_file(
+        &self,
+        rel: &RelPath,
+        scope: Scope<'_>,
+        write: impl FnOnce(&RelPath, &Path) -> Result<u64>,
+    ) -> Result<u64> {
         let rel = rel.clone().non_root()?;
         let real = self.resolve_file(&rel, scope)?;
-        let appended = append::append(&self.root, &real, rel.creatable(), body, conditions, self.fsync);
-        self.unless_root_gone(appended)
+        self.unless_root_gone(write(&rel, &real))
     }
 
     /// Moves `from` to `to` like `mv`, creating `to`'s parents, if `conditions` hold for `from`

@@ -330,21 +330,14 @@ fn check_lockable(parent: &Dir, name: &OsStr, deadline: Instant) -> Result<()> {
     }
     impl Visitor for Checker {
         fn visit(&mut self, dir: &Dir, _name: &OsStr, _depth: usize) -> Result<Vec<OsString>> {
-            let mut subdirs = Vec::new();
-            for entry in dir.entries().map_err(StorageError::from_io)? {
-                let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
-                let reserved = entry.to_str().is_some_and(|n| n.starts_with(RESERVED_PREFIX));
-                match entry_kind(dir, &entry, kind) {
-                    EntryType::Dir => subdirs.push(entry),
-                    EntryType::File if !reserved => {
-                        if let Err(StorageError::Locked) = lock::lock_by(dir, &entry, Access::Lock, self.deadline) {
-                            return Err(StorageError::Locked);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Ok(subdirs)
+            sort_entries(
+                dir,
+                |entry| match lock::lock_by(dir, entry, Access::Lock, self.deadline) {
+                    Err(StorageError::Locked) => Err(StorageError::Locked),
+                    _ => Ok(()),
+                },
+                |_, _| Ok(()),
+            )
         }
 
         fn leave(&mut self, _parent: &Dir, _name: &OsStr) -> Result<()> {
@@ -414,33 +407,33 @@ struct Remover {
 
 impl Visitor for Remover {
     fn visit(&mut self, dir: &Dir, _name: &OsStr, _depth: usize) -> Result<Vec<OsString>> {
-        let mut subdirs = Vec::new();
-        for entry in dir.entries().map_err(StorageError::from_io)? {
-            let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
-            let reserved = entry.to_str().is_some_and(|n| n.starts_with(RESERVED_PREFIX));
-            match entry_kind(dir, &entry, kind) {
-                EntryType::Dir => subdirs.push(entry),
-                EntryType::File if !reserved => {
-                    let held = match lock::lock_by(dir, &entry, Access::Lock, self.deadline) {
-                        // A writer holds it past the bound: never removed under it.
-                        Err(StorageError::Locked) => return Err(StorageError::Locked),
-                        held => held.ok().flatten(),
-                    };
-                    ignore_missing(dir.remove_file(&entry))?;
-                    drop(held);
-                }
+        let deadline = self.deadline;
+        let not_empty = &mut self.not_empty;
+        sort_entries(
+            dir,
+            |entry| {
+                let held = match lock::lock_by(dir, entry, Access::Lock, deadline) {
+                    // A writer holds it past the bound: never removed under it.
+                    Err(StorageError::Locked) => return Err(StorageError::Locked),
+                    held => held.ok().flatten(),
+                };
+                ignore_missing(dir.remove_file(entry))?;
+                drop(held);
+                Ok(())
+            },
+            |entry, kind| {
                 // A crash record only under its own lock: a live appender in the tree holds it
                 // (it then holds its file too, and the next pass waits for that).
-                EntryType::File
-                    if entry.to_str().and_then(journal::inode_in_name).is_some()
-                        && !journal::remove_if_unlocked(dir, &entry)? =>
+                if kind == EntryType::File
+                    && entry.to_str().and_then(journal::inode_in_name).is_some()
+                    && !journal::remove_if_unlocked(dir, entry)?
                 {
-                    self.not_empty = true;
+                    *not_empty = true;
+                    return Ok(());
                 }
-                _ => ignore_missing(dir.remove_file(&entry))?,
-            }
-        }
-        Ok(subdirs)
+                ignore_missing(dir.remove_file(entry))
+            },
+        )
     }
 
     fn leave(&mut self, parent: &Dir, name: &OsStr) -> Result<()> {
@@ -460,6 +453,28 @@ impl Visitor for Remover {
     fn lost_way(&mut self, _depth: usize) {
         self.not_empty = true;
     }
+}
+
+/// Goes through the entries of `dir` as both tree walks of a delete must see them: returns its
+/// subdirectories (to visit next), calls `user_file` for each regular file not named with
+/// [`RESERVED_PREFIX`] (the files writers lock), and `other` for every other entry with its
+/// kind (the service's own files, symlinks, ...). The first error stops it.
+fn sort_entries(
+    dir: &Dir,
+    mut user_file: impl FnMut(&OsStr) -> Result<()>,
+    mut other: impl FnMut(&OsStr, EntryType) -> Result<()>,
+) -> Result<Vec<OsString>> {
+    let mut subdirs = Vec::new();
+    for entry in dir.entries().map_err(StorageError::from_io)? {
+        let (entry, kind, _) = entry.map_err(StorageError::from_io)?;
+        let reserved = entry.to_str().is_some_and(|n| n.starts_with(RESERVED_PREFIX));
+        match entry_kind(dir, &entry, kind) {
+            EntryType::Dir => subdirs.push(entry),
+            EntryType::File if !reserved => user_file(&entry)?,
+            kind => other(&entry, kind)?,
+        }
+    }
+    Ok(subdirs)
 }
 
 fn ignore_missing(result: io::Result<()>) -> Result<()> {

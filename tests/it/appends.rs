@@ -24,12 +24,13 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::headers::etag;
+use crate::support::mounts::Mounted;
 use crate::support::races::{
     Attached, VISIBLE_TIMEOUT, delayed, record, shared_root, start_request, wait_for_internal_file,
 };
 use crate::support::raw::Conn;
 use crate::support::writes::{
-    ORIGINAL, PARTIAL_BODY_BYTES, TARGET, TARGET_URL, Tmpfs, append_line, assert_untouched, free_bytes, line,
+    ORIGINAL, PARTIAL_BODY_BYTES, TARGET, TARGET_URL, append_line, assert_untouched, free_bytes, line,
     start_raw_upload, wait_for_temp_file, with_target,
 };
 use crate::support::{Server, assert_same_bytes, preview, random_bytes, skip, wait_until};
@@ -149,7 +150,7 @@ fn append_at_offset_zero_creates_missing_file() {
 fn a_large_append_needs_its_size_free_twice_and_else_changes_nothing() {
     // The body is received whole before the lock, then copied into the file: while it commits,
     // both are on the disk. An append that would fit once but not twice is a 507.
-    let tmpfs = match Tmpfs::mount("4m") {
+    let tmpfs = match Mounted::tmpfs("size=4m") {
         Ok(tmpfs) => tmpfs,
         Err(reason) => return skip(&reason),
     };

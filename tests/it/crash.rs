@@ -16,95 +16,15 @@
 use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::mounts::Mounted;
 use crate::support::raw::Conn;
 use crate::support::{RESERVED_PREFIX, Response, Server, TempDir, random_bytes, skip};
-
-/// Dirty-page budget of the throttled disk's backing device, in bytes.
-const THROTTLE_DIRTY_BYTES: u64 = 256 << 10;
-/// Size of the throttled disk's image, in MiB.
-const THROTTLED_DISK_MIB: u64 = 768;
-
-/// A fresh loop-mounted ext4 of its own: throttled (its device may hold only
-/// [`THROTTLE_DIRTY_BYTES`] of dirty pages, so writers sleep in `balance_dirty_pages` between
-/// pages), or plain (a filesystem nothing else uses, where freed inode numbers are reused at
-/// once). Unmounted on drop.
-pub struct LoopDisk {
-    dir: TempDir,
-}
-
-impl LoopDisk {
-    /// Makes and mounts a throttled disk, or says why it cannot (not root, no loop device...).
-    pub fn throttled() -> Result<LoopDisk, String> {
-        LoopDisk::mount(true)
-    }
-
-    /// Makes and mounts a plain disk, or says why it cannot.
-    pub fn plain() -> Result<LoopDisk, String> {
-        LoopDisk::mount(false)
-    }
-
-    fn mount(throttled: bool) -> Result<LoopDisk, String> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root, cannot mount a loop device".into());
-        }
-        let dir = TempDir::new();
-        let image = dir.path().join("disk.img");
-        let mnt = dir.path().join("mnt");
-        fs::create_dir(&mnt).map_err(|e| format!("mkdir: {e}"))?;
-        let size = format!("{THROTTLED_DISK_MIB}M");
-        run(Command::new("truncate").args(["-s", &size]).arg(&image))?;
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
-        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mnt))?;
-        let disk = LoopDisk { dir };
-        // Loop devices are reused: set (or reset) the throttle on every mount.
-        let device = run(Command::new("findmnt").args(["-no", "MAJ:MIN"]).arg(&mnt))?;
-        let bdi = Path::new("/sys/class/bdi").join(device.trim());
-        let (strict, max_bytes) = if throttled {
-            ("1", THROTTLE_DIRTY_BYTES.to_string())
-        } else {
-            ("0", u32::MAX.to_string())
-        };
-        fs::write(bdi.join("strict_limit"), strict).map_err(|e| format!("{}/strict_limit: {e}", bdi.display()))?;
-        fs::write(bdi.join("max_bytes"), max_bytes).map_err(|e| format!("{}/max_bytes: {e}", bdi.display()))?;
-        fs::create_dir(disk.root()).map_err(|e| format!("mkdir root: {e}"))?;
-        Ok(disk)
-    }
-
-    /// The storage root on the disk.
-    pub fn root(&self) -> PathBuf {
-        self.dir.path().join("mnt").join("root")
-    }
-}
-
-impl Drop for LoopDisk {
-    fn drop(&mut self) {
-        let mnt = self.dir.path().join("mnt");
-        if !Command::new("umount").arg(&mnt).status().is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
-        }
-    }
-}
-
-/// Runs a setup command; its stdout, or why it failed.
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// The seed of the kill moments: `HTTP_NAS_CRASH_SEED`, else the clock (so every run tries
 /// other moments; the seed is printed, so a failure can be repeated).
@@ -571,7 +491,7 @@ fn kill9_at_random_moments_on_plain_disk_loses_nothing_acknowledged() {
 
 #[test]
 fn kill9_at_random_moments_on_a_throttled_disk_loses_nothing_acknowledged() {
-    match LoopDisk::throttled() {
+    match Mounted::throttled_disk() {
         Ok(disk) => crash_rounds_on(&disk.root(), "throttled disk"),
         Err(reason) => skip(&reason),
     }

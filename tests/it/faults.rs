@@ -2,6 +2,7 @@
 //! replica holding a lock, clients that leave during long work, a full volume at start, a root
 //! renamed or replaced under the server, and a bad listen address.
 
+use crate::support::mounts::Mounted;
 use crate::support::races;
 use crate::support::raw::Conn;
 use crate::support::{Server, TempDir, server_binary, strace_injecting, wait_until};
@@ -253,48 +254,6 @@ fn a_line_count_stops_when_its_client_has_gone() {
     assert!(stopped, "no log line saying the line count stopped:\n{}", server.log());
 }
 
-/// A tmpfs of its own for one test, mounted with `options` on `<fresh temp dir>/root`;
-/// unmounted on drop, also when the test panics.
-struct Tmpfs {
-    dir: TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts it, or says why it cannot (not root, no mount).
-    fn mount(options: &str) -> Result<Tmpfs, String> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root, cannot mount a tmpfs".into());
-        }
-        let dir = TempDir::new();
-        let root = dir.path().join("root");
-        fs::create_dir(&root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(&root)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(format!("mount -t tmpfs failed ({}): {}", out.status, stderr.trim()));
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn root(&self) -> std::path::PathBuf {
-        self.dir.path().join("root")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount").arg(self.root()).status();
-        if !unmounted.is_ok_and(|s| s.success()) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(self.root()).status();
-        }
-    }
-}
-
 /// Fills `root` until the volume refuses: with empty files when `inodes`, else with one
 /// file's bytes. Returns the names made.
 fn fill(root: &Path, inodes: bool) -> Vec<String> {
@@ -322,7 +281,7 @@ fn fill(root: &Path, inodes: bool) -> Vec<String> {
 #[test]
 fn the_service_starts_and_serves_on_a_full_volume() {
     for (options, inodes) in [("size=1m,nr_inodes=16", true), ("size=1m", false)] {
-        let tmpfs = match Tmpfs::mount(options) {
+        let tmpfs = match Mounted::tmpfs(options) {
             Ok(tmpfs) => tmpfs,
             Err(reason) => return eprintln!("skipped: {reason}"),
         };

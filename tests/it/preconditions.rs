@@ -7,24 +7,14 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 
+use crate::support::headers::http_date;
 use crate::support::{Response, Server};
 
 /// What the file holds before each request of the table.
 const ORIGINAL: &[u8] = b"original bytes\n";
 /// The body an upload or append of the table sends.
 const NEW: &[u8] = b"new bytes\n";
-
-/// `secs` since the epoch as an HTTP date, by GNU `date`.
-fn http_date(secs: i64) -> String {
-    let out = Command::new("date")
-        .env("LC_ALL", "C")
-        .args(["-u", "-d", &format!("@{secs}"), "+%a, %d %b %Y %H:%M:%S GMT"])
-        .output()
-        .expect("run date");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The modification time of `root/rel`, in seconds.
 fn mtime(s: &Server, rel: &str) -> i64 {
@@ -364,6 +354,34 @@ fn if_modified_since_a_date_in_the_future_is_ignored() {
     .assert_ok_body(b"a,b\n1,2\n");
 }
 
+/// Rounds of the same-second replacement tests.
+const SAME_SECOND_ROUNDS: usize = 5;
+
+/// In each of [`SAME_SECOND_ROUNDS`] rounds, a client reads `path` (holding `v1`) and keeps its
+/// `Last-Modified`; then another client replaces it with `v2` at once, within the same second
+/// as a rule, so the date cannot tell the two versions apart. `wrong(round, date)` makes the
+/// first client's conditional request with that date and says whether the server got it
+/// wrong. Returns in how many rounds it did.
+fn rounds_wrong_after_a_replacement(
+    server: &Server,
+    path: &str,
+    (v1, v2): (&[u8], &[u8]),
+    mut wrong: impl FnMut(usize, &str) -> bool,
+) -> usize {
+    (0..SAME_SECOND_ROUNDS)
+        .filter(|&round| {
+            server.post(path, v1).assert_status(200);
+            let date = server
+                .get(path)
+                .header("Last-Modified")
+                .expect("Last-Modified")
+                .to_string();
+            server.post(path, v2).assert_status(200);
+            wrong(round, &date)
+        })
+        .count()
+}
+
 /// A file replaced within the second its client fetched it: the client's revalidation with the
 /// `Last-Modified` it was given (`If-Modified-Since`, what `curl -z` and caches send) is never
 /// answered 304 (the date cannot tell the two versions apart), so the client never keeps the old
@@ -371,20 +389,13 @@ fn if_modified_since_a_date_in_the_future_is_ignored() {
 #[test]
 fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() {
     let server = Server::start();
-    let mut stale = 0;
-    for _ in 0..5 {
-        server.post("/file/status.txt", b"running\n").assert_status(200);
-        let first = server.get("/file/status.txt");
-        let date = first.header("Last-Modified").expect("Last-Modified").to_string();
-        server.post("/file/status.txt", b"failed!\n").assert_status(200);
-        let again = server.get_with("/file/status.txt", &[&format!("If-Modified-Since: {date}")]);
-        if again.status == 304 {
-            stale += 1;
-        }
-    }
+    let path = "/file/status.txt";
+    let stale = rounds_wrong_after_a_replacement(&server, path, (b"running\n", b"failed!\n"), |_, date| {
+        server.get_with(path, &[&format!("If-Modified-Since: {date}")]).status == 304
+    });
     assert_eq!(
         stale, 0,
-        "{stale} of 5 revalidations of a replaced file answered 304 (not modified)"
+        "{stale} of {SAME_SECOND_ROUNDS} revalidations of a replaced file answered 304 (not modified)"
     );
 }
 
@@ -394,29 +405,15 @@ fn if_modified_since_never_answers_304_for_a_file_replaced_in_the_same_second() 
 #[test]
 fn if_unmodified_since_refuses_a_write_over_a_change_made_in_the_same_second() {
     let server = Server::start();
-    let mut lost = 0;
-    for i in 0..5 {
-        server.post("/file/conf", b"v1\n").assert_status(200);
-        let date = server
-            .get("/file/conf")
-            .header("Last-Modified")
-            .expect("Last-Modified")
-            .to_string();
-        // Another client changes it.
-        server.post("/file/conf", b"v2\n").assert_status(200);
-        let mine = server.send(
-            "POST",
-            "/file/conf",
-            format!("mine{i}\n").as_bytes(),
-            &[&format!("If-Unmodified-Since: {date}")],
-        );
-        if mine.status == 200 {
-            lost += 1;
-        }
-    }
+    let path = "/file/conf";
+    let lost = rounds_wrong_after_a_replacement(&server, path, (b"v1\n", b"v2\n"), |i, date| {
+        let mine = format!("mine{i}\n");
+        let header = format!("If-Unmodified-Since: {date}");
+        server.send("POST", path, mine.as_bytes(), &[&header]).status == 200
+    });
     assert_eq!(
         lost, 0,
-        "{lost} of 5 conditional writes overwrote a version they never saw"
+        "{lost} of {SAME_SECOND_ROUNDS} conditional writes overwrote a version they never saw"
     );
 }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::mounts::Mounted;
 use crate::support::races::{
     self as races, FEW_FDS, VISIBLE_TIMEOUT, delayed, record, shared_root, start_request, wait_for_internal_file,
 };
@@ -102,7 +103,7 @@ fn kill9_during_small_appends_on_a_throttled_disk_leaves_only_whole_records() {
     const RECORD: usize = 33_000;
     const LANES: usize = 6;
     const KILLS: usize = 4;
-    let disk = match crate::crash::LoopDisk::throttled() {
+    let disk = match Mounted::throttled_disk() {
         Ok(disk) => disk,
         Err(reason) => return skip(&reason),
     };
@@ -162,7 +163,7 @@ fn an_interrupted_append_never_truncates_a_later_file_that_reuses_its_inode() {
     };
     // A filesystem of its own reuses a freed inode number at once (where it cannot be had, a
     // temp dir still checks the rest).
-    let disk = crate::crash::LoopDisk::plain()
+    let disk = Mounted::plain_disk()
         .inspect_err(|e| eprintln!("no disk of its own: {e}"))
         .ok();
     let (_home, temp_root) = shared_root();

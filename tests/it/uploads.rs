@@ -13,9 +13,10 @@ use std::thread;
 use std::time::Duration;
 
 use crate::support::headers::etag;
+use crate::support::mounts::Mounted;
 use crate::support::races::{Attached, delayed, shared_root, start_request, wait_for_internal_file};
 use crate::support::raw::Conn;
-use crate::support::writes::{ORIGINAL, TARGET, TARGET_URL, Tmpfs, free_bytes};
+use crate::support::writes::{ORIGINAL, TARGET, TARGET_URL, free_bytes};
 use crate::support::{SETTLE_TIMEOUT, Server, assert_same_bytes, preview, random_bytes, skip, wait_until};
 
 /// Size of each of the two versions raced by concurrent POSTs.
@@ -76,7 +77,7 @@ fn concurrent_posts_leave_one_whole_version_and_readers_never_see_a_mix() {
 
 #[test]
 fn disk_full_is_507_and_leaves_no_trace() {
-    let tmpfs = match Tmpfs::mount("2m") {
+    let tmpfs = match Mounted::tmpfs("size=2m") {
         Ok(tmpfs) => tmpfs,
         Err(reason) => {
             skip(&reason);

@@ -10,10 +10,10 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::support::{Server, TempDir};
+use crate::support::Server;
+use crate::support::headers::http_date;
+use crate::support::mounts::Mounted;
 
 /// Size of the loop-mounted ext4 image, in MiB (room for the journal and a few files).
 const EXT4_IMAGE_MIB: u64 = 64;
@@ -22,72 +22,9 @@ const REPLACEMENTS: usize = 200;
 /// Attempts at replacing a file within the second its previous version was read in.
 const SAME_SECOND_ATTEMPTS: usize = 4;
 
-/// A filesystem mounted under a temp dir for one test; unmounted on drop.
-struct Mounted {
-    dir: TempDir,
-}
-
-impl Mounted {
-    /// ext4 with 128-byte inodes: one-second timestamps, no birth time.
-    fn ext4_one_second() -> Result<Mounted, String> {
-        Mounted::mount(|image, mnt| {
-            run(Command::new("truncate")
-                .args(["-s", &format!("{EXT4_IMAGE_MIB}M")])
-                .arg(image))?;
-            run(Command::new("mkfs.ext4").args(["-q", "-F", "-I", "128"]).arg(image))?;
-            run(Command::new("mount").args(["-o", "loop"]).arg(image).arg(mnt))
-        })
-    }
-
-    /// A fresh tmpfs.
-    fn tmpfs() -> Result<Mounted, String> {
-        Mounted::mount(|_, mnt| {
-            run(Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-                .arg(mnt))
-        })
-    }
-
-    fn mount(how: impl FnOnce(&Path, &Path) -> Result<String, String>) -> Result<Mounted, String> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root, cannot mount".into());
-        }
-        let dir = TempDir::new();
-        let mnt = dir.path().join("mnt");
-        fs::create_dir(&mnt).map_err(|e| format!("mkdir: {e}"))?;
-        how(&dir.path().join("disk.img"), &mnt)?;
-        let mounted = Mounted { dir };
-        fs::create_dir(mounted.root()).map_err(|e| format!("mkdir root: {e}"))?;
-        Ok(mounted)
-    }
-
-    /// The storage root on the filesystem.
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("mnt").join("root")
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let mnt = self.dir.path().join("mnt");
-        if !Command::new("umount").arg(&mnt).status().is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&mnt).status();
-        }
-    }
-}
-
-/// Runs a setup command; its stdout, or why it failed.
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// ext4 with 128-byte inodes: one-second timestamps, no birth time.
+fn ext4_one_second() -> Result<Mounted, String> {
+    Mounted::ext4(EXT4_IMAGE_MIB, &["-I", "128"], None)
 }
 
 /// Version `i` of the test file: always the same length, never the same bytes.
@@ -141,7 +78,7 @@ fn old_etags_never_match(s: &Server) {
 
 #[test]
 fn old_etags_never_match_on_ext4_with_one_second_timestamps() {
-    let disk = match Mounted::ext4_one_second() {
+    let disk = match ext4_one_second() {
         Ok(disk) => disk,
         Err(reason) => return eprintln!("skipped: {reason}"),
     };
@@ -151,7 +88,7 @@ fn old_etags_never_match_on_ext4_with_one_second_timestamps() {
 
 #[test]
 fn old_etags_never_match_on_tmpfs() {
-    let disk = match Mounted::tmpfs() {
+    let disk = match Mounted::tmpfs("size=16m") {
         Ok(disk) => disk,
         Err(reason) => return eprintln!("skipped: {reason}"),
     };
@@ -166,7 +103,7 @@ fn old_etags_never_match_on_the_temp_filesystem() {
 
 #[test]
 fn appends_change_the_etag_on_ext4_with_one_second_timestamps() {
-    let disk = match Mounted::ext4_one_second() {
+    let disk = match ext4_one_second() {
         Ok(disk) => disk,
         Err(reason) => return eprintln!("skipped: {reason}"),
     };
@@ -198,10 +135,7 @@ fn if_range_dates_never_splice(s: &Server) {
         got.assert_ok_body(&v1);
         let date = got.header("Last-Modified").expect("a Last-Modified").to_string();
         s.post(path, &v2).assert_status(200);
-        let same_second = fs::metadata(s.root().join("big.bin")).is_ok_and(|m| {
-            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.mtime() as u64);
-            httpdate(t) == date
-        });
+        let same_second = fs::metadata(s.root().join("big.bin")).is_ok_and(|m| http_date(m.mtime()) == date);
         let resumed = s.get_with(path, &[&format!("Range: bytes={half}-"), &format!("If-Range: {date}")]);
         eprintln!(
             "attempt {attempt}: v2 has v1's date: {same_second}, answer {}",
@@ -211,20 +145,9 @@ fn if_range_dates_never_splice(s: &Server) {
     }
 }
 
-/// An HTTP date as GNU `date -u` writes it (independent of the server's formatter).
-fn httpdate(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let out = Command::new("date")
-        .env("LC_ALL", "C")
-        .args(["-u", "-d", &format!("@{secs}"), "+%a, %d %b %Y %H:%M:%S GMT"])
-        .output()
-        .expect("run date");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[test]
 fn if_range_with_a_date_never_splices_two_versions_on_ext4_with_one_second_timestamps() {
-    let disk = match Mounted::ext4_one_second() {
+    let disk = match ext4_one_second() {
         Ok(disk) => disk,
         Err(reason) => return eprintln!("skipped: {reason}"),
     };

@@ -1,6 +1,7 @@
 //! Headers a test needs from a response: a file's current ETag, a header that must be there,
-//! and how long to wait for an access-log record.
+//! how long to wait for an access-log record, and an HTTP date made without the server's code.
 
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{Response, Server};
@@ -23,4 +24,15 @@ pub fn required<'a>(response: &'a Response, name: &str) -> &'a str {
     response
         .header(name)
         .unwrap_or_else(|| response.fail(&format!("no {name} header")))
+}
+
+/// `secs` since the epoch as an HTTP date, by GNU `date -u` (independent of the server's
+/// formatter).
+pub fn http_date(secs: i64) -> String {
+    let out = Command::new("date")
+        .env("LC_ALL", "C")
+        .args(["-u", "-d", &format!("@{secs}"), "+%a, %d %b %Y %H:%M:%S GMT"])
+        .output()
+        .expect("run date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -11,6 +11,7 @@
 //! - `bytes`: reproducible test data, and comparing and previewing byte strings.
 //! - `strace`: whether the fault- and delay-injection tests can run here.
 //! - `skip`: a test that cannot run here says why, and the skip is counted (`make test`).
+//! - `mounts`: a tmpfs or a loop-mounted ext4 of its own for one test, unmounted on drop.
 //! - `writes`, `races`, `abandon`, `probe`, `headers`: fixtures several test files share (a
 //!   target with known contents, strace-delayed replicas, abandoned bodies, bounded probes,
 //!   ETags); each test file imports them by name.
@@ -22,6 +23,7 @@ pub mod abandon;
 mod bytes;
 mod curl;
 pub mod headers;
+pub mod mounts;
 pub mod probe;
 pub mod races;
 pub mod raw;

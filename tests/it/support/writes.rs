@@ -1,18 +1,15 @@
 //! Writes shared by the upload, append, recovery, limits and shutdown tests: a target file with
 //! known contents, raw uploads left hanging part-way, appenders writing self-describing lines,
-//! and a small tmpfs to fill.
+//! and how much room a volume has left.
 
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::raw::Conn;
-use crate::support::{
-    RESERVED_PREFIX, Server, TempDir, UPLOAD_START_TIMEOUT, assert_same_bytes, random_bytes, wait_until,
-};
+use crate::support::{RESERVED_PREFIX, Server, UPLOAD_START_TIMEOUT, assert_same_bytes, random_bytes, wait_until};
 
 /// The file every write test aims at, and what it holds before a write that must not land.
 pub const TARGET: &str = "target.dat";
@@ -123,47 +120,4 @@ pub fn free_bytes(path: &Path) -> u64 {
     let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
     assert_eq!(rc, 0, "statvfs {}: {}", path.display(), std::io::Error::last_os_error());
     stats.f_bavail * stats.f_frsize
-}
-
-/// A small tmpfs mounted for one test; unmounted on drop, also when the test panics.
-pub struct Tmpfs {
-    dir: TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`"2m"`) on `<fresh temp dir>/root`, or says why it cannot.
-    pub fn mount(size: &str) -> Result<Tmpfs, String> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root, cannot mount a tmpfs".into());
-        }
-        let dir = TempDir::new();
-        let root = dir.path().join("root");
-        fs::create_dir(&root).map_err(|e| format!("mkdir {}: {e}", root.display()))?;
-        let options = format!("size={size}");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
-            .arg(&root)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(format!("mount -t tmpfs failed ({}): {}", out.status, stderr.trim()));
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount").arg(self.root()).status();
-        if !unmounted.is_ok_and(|s| s.success()) {
-            // Still busy (a process we could not stop): detach it so the temp dir can go.
-            let _ = Command::new("umount").arg("-l").arg(self.root()).status();
-        }
-    }
 }
