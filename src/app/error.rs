@@ -307,7 +307,11 @@ mod tests {
         assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
         let resp = Error::from(StorageError::Locked).into_response(false);
         assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
-        let resp = Error::from(BodyError::TimedOut).into_response(false);
+        let resp = Error::from(BodyError::TimedOut {
+            received: 1,
+            expected: None,
+        })
+        .into_response(false);
         assert!(resp.close, "after a broken body the connection closes");
     }
 }

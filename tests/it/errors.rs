@@ -97,3 +97,32 @@ fn a_request_that_announces_a_body_and_sends_none_is_told_to_send_it() {
     }
     assert!(!s.exists("log"), "nothing was written");
 }
+
+#[test]
+fn a_body_that_stops_halfway_is_told_how_much_came() {
+    // A sender that dies mid-upload: the 408 says how far it got, so the user looks at the
+    // sender (or its Content-Length) rather than at a request that "sent nothing".
+    let s = Server::start_with(&["--io-timeout", "1"]);
+    let mut conn = s.connect();
+    conn.send(b"PUT /file/log HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\nContent-Length: 10\r\n\r\nabcd");
+    let resp = conn.response();
+    let text = message(&resp, 408);
+    for hint in ["received 4 of 10 bytes", "then nothing for --io-timeout"] {
+        if !text.contains(hint) {
+            resp.fail(&format!("the 408 should say {hint:?}: {text:?}"));
+        }
+    }
+    let mut conn = s.connect();
+    conn.send(
+        b"POST /file/chunked HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\n\
+          Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    );
+    let resp = conn.response();
+    let text = message(&resp, 408);
+    for hint in ["received 3 bytes of a chunked body", "then nothing for --io-timeout"] {
+        if !text.contains(hint) {
+            resp.fail(&format!("the 408 should say {hint:?}: {text:?}"));
+        }
+    }
+    assert!(!s.exists("log") && !s.exists("chunked"), "nothing was written");
+}
