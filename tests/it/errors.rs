@@ -126,3 +126,82 @@ fn a_body_that_stops_halfway_is_told_how_much_came() {
     }
     assert!(!s.exists("log") && !s.exists("chunked"), "nothing was written");
 }
+
+/// Starts the binary on a loopback port with `args` and only the variables in `env`, and
+/// returns its exit code (`None`: still running after the wait, then killed) and its stderr.
+fn start_refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::support::server_binary())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn http-nas");
+    let exited = crate::support::wait_until(crate::support::SETTLE_TIMEOUT, || {
+        child.try_wait().is_ok_and(|s| s.is_some())
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("wait for http-nas");
+    (
+        out.status.code().filter(|_| exited),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_storage_root_that_is_not_a_directory_exits_2_naming_the_setting_used() {
+    let home = crate::support::TempDir::new();
+    let missing = home.path().join("missing");
+    let file = home.path().join("a-file");
+    std::fs::write(&file, "x").expect("write a file");
+    let (missing, file) = (missing.to_str().unwrap(), file.to_str().unwrap());
+    for (case, args, env, names) in [
+        ("a missing --storage", vec!["--storage", missing], vec![], "--storage"),
+        ("a file as --storage", vec!["--storage", file], vec![], "--storage"),
+        (
+            "a missing STORAGE_PATH",
+            vec![],
+            vec![("STORAGE_PATH", missing)],
+            "STORAGE_PATH (--storage)",
+        ),
+    ] {
+        let (code, stderr) = start_refused(&args, &env);
+        assert_eq!(
+            code,
+            Some(2),
+            "{case}: a configuration mistake exits 2; stderr:\n{stderr}"
+        );
+        for hint in [names, "must be an existing, writable directory"] {
+            assert!(stderr.contains(hint), "{case}: stderr should say {hint:?}:\n{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable_and_its_flag() {
+    let home = crate::support::TempDir::new();
+    let root = home.path().to_str().unwrap();
+    for (var, value, flag) in [
+        ("HTTP_NAS_WORKERS", "abc", "--workers"),
+        ("HTTP_NAS_IO_TIMEOUT", "0", "--io-timeout"),
+        ("HTTP_NAS_FSYNC", "maybe", "--fsync"),
+    ] {
+        let (code, stderr) = start_refused(&["--storage", root], &[(var, value)]);
+        let named = format!("{var} ({flag}) must be");
+        assert_eq!(code, Some(2), "{var}={value}: stderr:\n{stderr}");
+        assert!(
+            stderr.contains(&named),
+            "{var}={value}: stderr should say {named:?}:\n{stderr}"
+        );
+    }
+    // Given as a flag, the message names the flag alone, as before.
+    let (code, stderr) = start_refused(&["--storage", root, "--workers", "abc"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--workers must be a whole number"), "{stderr}");
+}
