@@ -8,6 +8,7 @@
 //! chosen in `http/refusal.rs` alone, so a handler that meets one answers exactly as the HTTP
 //! layer would, and changing one of those statuses means knowing one file.
 
+use crate::app::auth::Denial;
 use crate::http::{BodyError, Overload, Refusal, Response};
 use crate::path::{PathError, RelPath};
 use crate::storage::StorageError;
@@ -25,8 +26,9 @@ pub enum Error {
     /// descriptors, a lock held too long). Its status, kind, message and headers are chosen
     /// there, once.
     Refused(Refusal),
-    /// A token is configured and the request has none, or a wrong one.
-    Unauthorized,
+    /// A token is configured and the request has none, a wrong one, or a header that is not
+    /// a token's form: which one, so the message says what to fix.
+    Unauthorized(Denial),
     /// Access is refused: a write with the read-only token, or a symlink out of the root.
     Forbidden { message: &'static str },
     /// No such file or directory.
@@ -85,7 +87,7 @@ impl Error {
         match self {
             Error::Refused(refusal) => refusal.status(),
             Error::BadPath(_) | Error::BadRequest { .. } => 400,
-            Error::Unauthorized => 401,
+            Error::Unauthorized(_) => 401,
             Error::Forbidden { .. } => 403,
             Error::NotFound | Error::NoSuchUrl => 404,
             Error::MethodNotAllowed { .. } => 405,
@@ -104,7 +106,7 @@ impl Error {
             Error::Refused(refusal) => refusal.kind(),
             Error::BadPath(_) => "bad_path",
             Error::BadRequest { .. } => "bad_request",
-            Error::Unauthorized => "unauthorized",
+            Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound | Error::NoSuchUrl => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
@@ -140,7 +142,7 @@ impl Error {
         match &self {
             Error::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
-            Error::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
+            Error::Unauthorized(_) => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
             _ => resp,
         }
@@ -153,9 +155,19 @@ impl fmt::Display for Error {
             Error::BadPath(e) => write!(f, "{e}"),
             Error::BadRequest { message } => write!(f, "{message}"),
             Error::Refused(refusal) => write!(f, "{refusal}"),
-            Error::Unauthorized => write!(
+            Error::Unauthorized(Denial::Missing) => write!(
                 f,
                 "a valid bearer token is required: send it as the header `Authorization: Bearer <token>`"
+            ),
+            Error::Unauthorized(Denial::NotAccepted) => write!(
+                f,
+                "this token is not accepted here (check for a typo or an old token): send the current \
+                 token this service's operator gave you, as the header `Authorization: Bearer <token>`"
+            ),
+            Error::Unauthorized(Denial::Malformed) => write!(
+                f,
+                "the Authorization header must be `Bearer <token>` (or `Basic` with the token as the \
+                 password, as a browser's login sends it); this one is neither, so no token was read"
             ),
             Error::Forbidden { message } => write!(f, "{message}"),
             Error::NotFound => write!(f, "no such file or directory"),

@@ -27,7 +27,7 @@ use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stat
 use crate::path::RelPath;
 use crate::storage::Storage;
 use auth::browser::{self, BrowserRules};
-use auth::{Access, Grant, OUT_OF_SCOPE, Tokens};
+use auth::{Access, Denial, Grant, OUT_OF_SCOPE, Tokens};
 use error::Error;
 use metrics::Metrics;
 use probes::ProbeState;
@@ -92,9 +92,10 @@ impl App {
         if !op.needs_auth() {
             return (kind, Ok((op, Grant::everything())));
         }
-        let grant = self.tokens.check(head.header("authorization"));
+        let authorization = head.header("authorization");
+        let grant = self.tokens.check(authorization);
         match grant.access {
-            Access::Denied => return (kind, Err(Error::Unauthorized)),
+            Access::Denied => return (kind, Err(Error::Unauthorized(Denial::of(authorization)))),
             Access::ReadOnly if op.writes() => {
                 let message = "the read-only token cannot write";
                 return (kind, Err(Error::Forbidden { message }));
@@ -167,7 +168,7 @@ fn labelled(kind: Option<OpKind>, resp: Response) -> Response {
 /// An error as its response; a 401 to a browser is its login prompt (a Basic challenge).
 fn refusal(e: Error, head: &Head) -> Response {
     match e {
-        Error::Unauthorized if wants_html(head) => browser::login_required(),
+        Error::Unauthorized(_) if wants_html(head) => browser::login_required(),
         e => e.into_response(wants_json(head)),
     }
 }

@@ -205,3 +205,39 @@ fn a_bad_value_from_the_environment_names_the_variable_and_its_flag() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--workers must be a whole number"), "{stderr}");
 }
+
+#[test]
+fn a_wrong_token_and_a_malformed_header_are_told_apart_from_a_missing_token() {
+    let s = Server::start_with_env(&[("HTTP_NAS_TOKEN", "sesame")], &[]);
+    let missing = message(&s.get("/file/x"), 401);
+    assert!(
+        missing.starts_with("a valid bearer token is required: send it as the header `Authorization: Bearer <token>`"),
+        "{missing:?}"
+    );
+    for (header, says, secret) in [
+        (
+            "Authorization: Bearer sesam3-typo",
+            "this token is not accepted here (check for a typo or an old token)",
+            "sesam3-typo",
+        ),
+        (
+            "Authorization: Token sesame",
+            "the Authorization header must be `Bearer <token>`",
+            "sesame",
+        ),
+        (
+            "Authorization: sesame",
+            "the Authorization header must be `Bearer <token>`",
+            "sesame",
+        ),
+    ] {
+        let resp = s.get_with("/file/x", &[header]);
+        let text = message(&resp, 401);
+        if !text.starts_with(says) {
+            resp.fail(&format!("{header}: the message should start {says:?}: {text:?}"));
+        }
+        if text.contains(secret) {
+            resp.fail(&format!("{header}: the message echoes the token: {text:?}"));
+        }
+    }
+}
