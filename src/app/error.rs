@@ -33,13 +33,17 @@ pub enum Error {
     Forbidden { message: &'static str },
     /// No such file or directory.
     NotFound,
+    /// A path spelled with a trailing `/` (a directory only) names a file: answered like
+    /// [`Error::NotFound`], with a message, for a JSON client, saying to drop the `/`.
+    FileNotDirectory { path: String },
     /// No route has this URL (a typo such as `/files/x`): answered like [`Error::NotFound`],
     /// with a message, for a JSON client, naming the URLs that exist.
     NoSuchUrl,
     /// The URL does not take this method.
     MethodNotAllowed { allow: &'static str },
     /// The target is in the wrong state: a directory where a file is needed, or the reverse.
-    Conflict { message: String },
+    /// `path` is the path at fault when it is not the request's own (a move's target).
+    Conflict { message: String, path: Option<String> },
     /// The name is a FIFO, socket or device (made by another writer of the volume): only
     /// regular files and directories are served.
     NotRegularFile,
@@ -67,18 +71,45 @@ impl Error {
     }
 
     /// A storage error met acting on `path` (the request's path, or a move's target): where a
-    /// directory or a file is in the way, the message names the path and what to do.
+    /// directory or a file is in the way, the message names the path and what to do, and the
+    /// JSON body's `path` field names it.
     pub fn at(path: &RelPath, e: StorageError) -> Self {
         match e {
             StorageError::IsADirectory => Error::Conflict {
                 message: format!(
                     "{e}: {path} is a directory where a file is needed; name a file (such as {path}/NAME)"
                 ),
+                path: Some(path.to_string()),
             },
             StorageError::NotADirectory => Error::Conflict {
                 message: format!("{e}: a parent of {path} is a file; name a path whose parents are directories"),
+                path: Some(path.to_string()),
             },
-            e => e.into(),
+            e => Error::from(e).with_path(path),
+        }
+    }
+
+    /// This error with `path` as the path at fault, if it is a conflict that names none yet.
+    pub fn with_path(self, at: &RelPath) -> Self {
+        match self {
+            Error::Conflict { message, path: None } => Error::Conflict {
+                message,
+                path: Some(at.to_string()),
+            },
+            e => e,
+        }
+    }
+
+    /// The path the JSON body's `path` field names: the one this error carries, else
+    /// `request_path` (the path the request named), for a missing path (404) and a path in
+    /// the wrong state (409) only.
+    fn path_field(&self, request_path: Option<&RelPath>) -> Option<String> {
+        match self {
+            Error::FileNotDirectory { path } | Error::Conflict { path: Some(path), .. } => Some(path.clone()),
+            Error::NotFound | Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => {
+                request_path.filter(|p| !p.is_root()).map(RelPath::to_string)
+            }
+            _ => None,
         }
     }
 
@@ -89,7 +120,7 @@ impl Error {
             Error::BadPath(_) | Error::BadRequest { .. } => 400,
             Error::Unauthorized(_) => 401,
             Error::Forbidden { .. } => 403,
-            Error::NotFound | Error::NoSuchUrl => 404,
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
@@ -108,7 +139,7 @@ impl Error {
             Error::BadRequest { .. } => "bad_request",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
-            Error::NotFound | Error::NoSuchUrl => "not_found",
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict { .. } => "conflict",
             Error::NotRegularFile => "not_regular_file",
@@ -126,7 +157,18 @@ impl Error {
     /// exact `text/plain` body `Not Found` (Express's `sendStatus(404)`, which clients compare
     /// with), unless `wants_json` (the request's `Accept` names `application/json`).
     pub fn into_response(self, wants_json: bool) -> Response {
-        if matches!(self, Error::NotFound | Error::NoSuchUrl) && !wants_json {
+        self.into_response_at(wants_json, None)
+    }
+
+    /// [`into_response`](Self::into_response) for a request that named `request_path`: a 404
+    /// or 409 JSON body then also names the path at fault, as `{"error", "message", "path"}`
+    /// (the contract's body with one more field).
+    pub fn into_response_at(self, wants_json: bool, request_path: Option<&RelPath>) -> Response {
+        if matches!(
+            self,
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl
+        ) && !wants_json
+        {
             return Response::text(404, "Not Found");
         }
         if let Error::Refused(refusal) = self {
@@ -138,7 +180,13 @@ impl Error {
                 resp
             };
         }
-        let resp = Response::error(self.status(), self.kind(), &self.to_string());
+        let resp = match self.path_field(request_path) {
+            Some(path) => Response::json(
+                self.status(),
+                &serde_json::json!({ "error": self.kind(), "message": self.to_string(), "path": path }),
+            ),
+            None => Response::error(self.status(), self.kind(), &self.to_string()),
+        };
         match &self {
             Error::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
@@ -171,12 +219,17 @@ impl fmt::Display for Error {
             ),
             Error::Forbidden { message } => write!(f, "{message}"),
             Error::NotFound => write!(f, "no such file or directory"),
+            Error::FileNotDirectory { path } => write!(
+                f,
+                "`{path}` is a file, not a directory (leave out the trailing /): a path ending in / \
+                 names a directory only"
+            ),
             Error::NoSuchUrl => write!(
                 f,
                 "no such URL: files and directories are under /file/{{path}} (GET / lists every entry point)"
             ),
             Error::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
-            Error::Conflict { message } => write!(f, "{message}"),
+            Error::Conflict { message, .. } => write!(f, "{message}"),
             Error::NotRegularFile => write!(
                 f,
                 "not a regular file or directory (a FIFO, socket or device): only those are served"
@@ -227,7 +280,10 @@ impl From<StorageError> for Error {
             | StorageError::MoveIntoSelf
             | StorageError::SameFile
             | StorageError::MoveBelowFile { .. }
-            | StorageError::NoTargetDir { .. } => Error::Conflict { message: e.to_string() },
+            | StorageError::NoTargetDir { .. } => Error::Conflict {
+                message: e.to_string(),
+                path: None,
+            },
             StorageError::MoveTooDeep { .. } => Error::BadRequest { message: e.to_string() },
             StorageError::ReadOnly => {
                 log::warn!("the storage volume is read-only: answering 507");

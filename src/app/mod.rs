@@ -131,8 +131,10 @@ impl Handler for App {
     fn handle(&self, req: &mut Request<'_>) -> Response {
         let head = req.head;
         let (kind, op) = self.gate(head);
+        // The path the request names, for an error body that names it (a 404, a 409).
+        let path = op.as_ref().ok().and_then(|(op, _)| op_path(op)).cloned();
         let answer = op.and_then(|(op, grant)| self.route(op, grant, req));
-        labelled(kind, answer.unwrap_or_else(|e| refusal(e, head)))
+        labelled(kind, answer.unwrap_or_else(|e| refusal(e, head, path.as_ref())))
     }
 
     /// Probes, from the state the checker keeps; refusals a head alone decides (no such URL,
@@ -143,7 +145,7 @@ impl Handler for App {
             Err(e) => Err(e),
             Ok((op, _)) => probes::answer(self, &op)?,
         };
-        Some(labelled(kind, answer.unwrap_or_else(|e| refusal(e, head))))
+        Some(labelled(kind, answer.unwrap_or_else(|e| refusal(e, head, None))))
     }
 
     fn label(&self, head: &Head) -> Option<&'static str> {
@@ -165,11 +167,12 @@ fn labelled(kind: Option<OpKind>, resp: Response) -> Response {
     }
 }
 
-/// An error as its response; a 401 to a browser is its login prompt (a Basic challenge).
-fn refusal(e: Error, head: &Head) -> Response {
+/// An error as its response, naming `path` (the request's) where it is at fault; a 401 to a
+/// browser is its login prompt (a Basic challenge).
+fn refusal(e: Error, head: &Head, path: Option<&RelPath>) -> Response {
     match e {
         Error::Unauthorized(_) if wants_html(head) => browser::login_required(),
-        e => e.into_response(wants_json(head)),
+        e => e.into_response_at(wants_json(head), path),
     }
 }
 

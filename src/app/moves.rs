@@ -47,9 +47,12 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
             message: format!("move body larger than {MAX_MOVE_BODY_BYTES} bytes"),
         });
     }
+    let to = move_target(&body)?;
+    // A conflict here is at the target: the error body names it.
     let target = app
         .storage
-        .move_destination(path, &move_target(&body)?, grant.storage_scope())?;
+        .move_destination(path, &to, grant.storage_scope())
+        .map_err(|e| Error::from(e).with_path(&to))?;
     if !grant.reaches(&target) {
         return Err(Error::Forbidden { message: OUT_OF_SCOPE });
     }
@@ -60,7 +63,7 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
         .map_err(|e| match e {
             // What is in the way is at the target.
             StorageError::IsADirectory | StorageError::NotADirectory => Error::at(&target, e),
-            e => missing_fails_if_match(req.head, e),
+            e => missing_fails_if_match(req.head, e).with_path(&target),
         })?;
     Ok(Response::json(
         200,

@@ -241,3 +241,65 @@ fn a_wrong_token_and_a_malformed_header_are_told_apart_from_a_missing_token() {
         }
     }
 }
+
+/// The JSON error body's `path` field (`None` when absent), after checking the status.
+#[track_caller]
+fn error_path(resp: &Response, status: u16) -> Option<String> {
+    resp.assert_error(status);
+    let json: serde_json::Value =
+        serde_json::from_slice(&resp.body).unwrap_or_else(|e| resp.fail(&format!("expected a JSON error body: {e}")));
+    json.get("path").and_then(|p| p.as_str()).map(str::to_string)
+}
+
+#[test]
+fn a_json_404_or_409_names_the_path_in_its_own_field() {
+    let s = Server::start();
+    s.post("/file/data/runs/one.csv", "a,b\n").assert_status(200);
+    for (resp, path) in [
+        (s.get_with("/file/nope.txt", &[JSON]), "nope.txt"),
+        (s.get_with("/file/nope/wc", &[JSON]), "nope"),
+        (s.get_with("/file/dir/nope/check", &[JSON]), "dir/nope"),
+        (s.send("DELETE", "/file/nope", b"", &[JSON]), "nope"),
+    ] {
+        assert_eq!(error_path(&resp, 404).as_deref(), Some(path), "{}", resp.text());
+        // The message stays as it was.
+        assert_eq!(message(&resp, 404), "no such file or directory");
+    }
+    // Scripts keep the seed's plain body.
+    s.delete("/file/nope").assert_status(404);
+    if s.delete("/file/nope").body != b"Not Found" {
+        panic!("a script's 404 body stays exactly `Not Found`");
+    }
+    for (resp, path) in [
+        (s.post("/file/data/runs", "x"), "data/runs"),
+        (s.append("/file/data/runs", "x"), "data/runs"),
+        (s.get("/file/data/runs/wc"), "data/runs"),
+        (
+            s.put_json("/file/data/runs/one.csv/mv", r#"{"path":"data/runs"}"#),
+            "data/runs",
+        ),
+    ] {
+        assert_eq!(error_path(&resp, 409).as_deref(), Some(path), "{}", resp.text());
+    }
+}
+
+#[test]
+fn listing_a_file_says_it_is_a_file_not_a_directory() {
+    let s = Server::start();
+    s.post("/file/d/a.txt", "a").assert_status(200);
+    let resp = s.get_with("/file/d/a.txt/", &[JSON]);
+    let text = message(&resp, 404);
+    for hint in ["`d/a.txt` is a file, not a directory", "leave out the trailing /"] {
+        if !text.contains(hint) {
+            resp.fail(&format!("the 404 should say {hint:?}: {text:?}"));
+        }
+    }
+    // Scripts keep the seed's plain body; a missing directory keeps its own message.
+    let plain = s.get("/file/d/a.txt/");
+    plain.assert_status(404);
+    assert_eq!(plain.body, b"Not Found");
+    assert_eq!(
+        message(&s.get_with("/file/d/none/", &[JSON]), 404),
+        "no such file or directory"
+    );
+}
