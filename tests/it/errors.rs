@@ -303,3 +303,24 @@ fn listing_a_file_says_it_is_a_file_not_a_directory() {
         "no such file or directory"
     );
 }
+
+#[test]
+fn a_json_put_without_a_target_says_it_is_a_move_and_how_to_append_json() {
+    let s = Server::start();
+    s.write("events.json", "{\"n\":0}\n");
+    for body in [r#"{"event":"started"}"#, "{\"n\":1}\n{\"n\":2}\n", "[1,2]"] {
+        let resp = s.put_json("/file/events.json", body);
+        let text = message(&resp, 400);
+        for hint in [
+            "a PUT with Content-Type: application/json is a move (the original's API)",
+            r#"its body must be {"path": "new/name"}"#,
+            "another Content-Type (e.g. application/x-ndjson)",
+            "POST to replace",
+        ] {
+            if !text.contains(hint) {
+                resp.fail(&format!("{body:?}: the 400 should say {hint:?}: {text:?}"));
+            }
+        }
+    }
+    assert_eq!(s.read("events.json"), b"{\"n\":0}\n", "nothing changed");
+}
