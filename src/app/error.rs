@@ -8,7 +8,7 @@
 //! chosen in `http/refusal.rs` alone, so a handler that meets one answers exactly as the HTTP
 //! layer would, and changing one of those statuses means knowing one file.
 
-use crate::app::auth::Denial;
+use crate::app::auth::{Denial, Grant, OUT_OF_SCOPE};
 use crate::http::{BodyError, Overload, Refusal, Response};
 use crate::path::{PathError, RelPath};
 use crate::storage::StorageError;
@@ -31,6 +31,15 @@ pub enum Error {
     Unauthorized(Denial),
     /// Access is refused: a write with the read-only token, or a symlink out of the root.
     Forbidden { message: &'static str },
+    /// A scoped token used on `path`, outside its `directories` (as [`Grant::directories`]
+    /// shows them); `symlink` when the path as spelled is inside but a symlink leads out.
+    ///
+    /// [`Grant::directories`]: crate::app::auth::Grant::directories
+    OutOfScope {
+        path: String,
+        directories: String,
+        symlink: bool,
+    },
     /// No such file or directory.
     NotFound,
     /// A path spelled with a trailing `/` (a directory only) names a file: answered like
@@ -89,6 +98,30 @@ impl Error {
         }
     }
 
+    /// A path `grant` does not reach (the path as spelled).
+    pub fn out_of_scope(path: &RelPath, grant: &Grant<'_>) -> Self {
+        Error::OutOfScope {
+            path: shown(path),
+            directories: grant.directories().unwrap_or_default(),
+            symlink: false,
+        }
+    }
+
+    /// This error, if it is the storage's refusal of a path out of `grant`'s scope (a symlink
+    /// leading out), naming `path` (the request's) and the directories the token reaches.
+    pub fn in_scope_of(self, path: Option<&RelPath>, grant: &Grant<'_>) -> Self {
+        match (self, path, grant.directories()) {
+            (Error::Forbidden { message }, Some(path), Some(directories)) if message == OUT_OF_SCOPE => {
+                Error::OutOfScope {
+                    path: shown(path),
+                    directories,
+                    symlink: true,
+                }
+            }
+            (e, _, _) => e,
+        }
+    }
+
     /// This error with `path` as the path at fault, if it is a conflict that names none yet.
     pub fn with_path(self, at: &RelPath) -> Self {
         match self {
@@ -119,7 +152,7 @@ impl Error {
             Error::Refused(refusal) => refusal.status(),
             Error::BadPath(_) | Error::BadRequest { .. } => 400,
             Error::Unauthorized(_) => 401,
-            Error::Forbidden { .. } => 403,
+            Error::Forbidden { .. } | Error::OutOfScope { .. } => 403,
             Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
@@ -138,7 +171,7 @@ impl Error {
             Error::BadPath(_) => "bad_path",
             Error::BadRequest { .. } => "bad_request",
             Error::Unauthorized(_) => "unauthorized",
-            Error::Forbidden { .. } => "forbidden",
+            Error::Forbidden { .. } | Error::OutOfScope { .. } => "forbidden",
             Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict { .. } => "conflict",
@@ -197,6 +230,15 @@ impl Error {
     }
 }
 
+/// A path as a message names it: the root as `/`, which would otherwise show as nothing.
+fn shown(path: &RelPath) -> String {
+    if path.is_root() {
+        "/".to_string()
+    } else {
+        path.to_string()
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -218,6 +260,25 @@ impl fmt::Display for Error {
                  password, as a browser's login sends it); this one is neither, so no token was read"
             ),
             Error::Forbidden { message } => write!(f, "{message}"),
+            Error::OutOfScope {
+                path,
+                directories,
+                symlink: false,
+            } => write!(
+                f,
+                "`{path}` is outside this token's directories: {directories} ({OUT_OF_SCOPE}); \
+                 name a path under one of them, or use a token that reaches `{path}`"
+            ),
+            Error::OutOfScope {
+                path,
+                directories,
+                symlink: true,
+            } => write!(
+                f,
+                "`{path}` leads through a symlink outside this token's directories: {directories} \
+                 ({OUT_OF_SCOPE}); name a path under one of them, or use a token that reaches \
+                 where the link points"
+            ),
             Error::NotFound => write!(f, "no such file or directory"),
             Error::FileNotDirectory { path } => write!(
                 f,
@@ -271,9 +332,7 @@ impl From<StorageError> for Error {
             StorageError::OutsideRoot => Error::Forbidden {
                 message: "path leads outside the storage root through a symlink",
             },
-            StorageError::OutOfScope => Error::Forbidden {
-                message: crate::app::auth::OUT_OF_SCOPE,
-            },
+            StorageError::OutOfScope => Error::Forbidden { message: OUT_OF_SCOPE },
             StorageError::NotFound => Error::NotFound,
             StorageError::IsADirectory
             | StorageError::NotADirectory

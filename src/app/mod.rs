@@ -27,7 +27,7 @@ use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stat
 use crate::path::RelPath;
 use crate::storage::Storage;
 use auth::browser::{self, BrowserRules};
-use auth::{Access, Denial, Grant, OUT_OF_SCOPE, Tokens};
+use auth::{Access, Denial, Grant, Tokens};
 use error::Error;
 use metrics::Metrics;
 use probes::ProbeState;
@@ -102,8 +102,8 @@ impl App {
             }
             _ => {}
         }
-        if op_path(&op).is_some_and(|path| !grant.reaches(path)) {
-            return (kind, Err(Error::Forbidden { message: OUT_OF_SCOPE }));
+        if let Some(path) = op_path(&op).filter(|path| !grant.reaches(path)) {
+            return (kind, Err(Error::out_of_scope(path, &grant)));
         }
         (kind, Ok((op, grant)))
     }
@@ -133,7 +133,10 @@ impl Handler for App {
         let (kind, op) = self.gate(head);
         // The path the request names, for an error body that names it (a 404, a 409).
         let path = op.as_ref().ok().and_then(|(op, _)| op_path(op)).cloned();
-        let answer = op.and_then(|(op, grant)| self.route(op, grant, req));
+        let answer = op.and_then(|(op, grant)| {
+            self.route(op, grant, req)
+                .map_err(|e| e.in_scope_of(path.as_ref(), &grant))
+        });
         labelled(kind, answer.unwrap_or_else(|e| refusal(e, head, path.as_ref())))
     }
 

@@ -4,7 +4,7 @@
 //! decoded like a URL path (once) and checked against the token's scope before anything moves.
 
 use super::App;
-use super::auth::{Grant, OUT_OF_SCOPE};
+use super::auth::Grant;
 use super::error::Error;
 use super::url;
 use super::writes::{etag_tests, missing_fails_if_match, preconditions};
@@ -54,7 +54,7 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
         .move_destination(path, &to, grant.storage_scope())
         .map_err(|e| Error::from(e).with_path(&to))?;
     if !grant.reaches(&target) {
-        return Err(Error::Forbidden { message: OUT_OF_SCOPE });
+        return Err(Error::out_of_scope(&target, &grant));
     }
     let tests = etag_tests(req.head);
     let size = app

@@ -324,3 +324,39 @@ fn a_json_put_without_a_target_says_it_is_a_move_and_how_to_append_json() {
     }
     assert_eq!(s.read("events.json"), b"{\"n\":0}\n", "nothing changed");
 }
+
+#[test]
+fn a_scope_refusal_names_the_path_and_the_tokens_directories_never_the_token() {
+    let secrets = crate::support::TempDir::new();
+    let tokens = secrets.path().join("tokens");
+    std::fs::write(&tokens, "team-tok-S3CRET rw team-a shared\n").expect("write tokens file");
+    let s = Server::start_with(&["--tokens-file", tokens.to_str().unwrap()]);
+    s.write("team-a/f.txt", "f");
+    s.write("team-b/x", "x");
+    let auth = "Authorization: Bearer team-tok-S3CRET";
+    for (resp, path) in [
+        (s.get_with("/file/team-b/x", &[auth]), "team-b/x"),
+        (s.send("DELETE", "/file/team-b/x", b"", &[auth]), "team-b/x"),
+        (
+            s.send("PUT", "/file/team-a/f.txt/mv", br#"{"path":"team-b/f.txt"}"#, &[auth]),
+            "team-b/f.txt",
+        ),
+    ] {
+        let text = message(&resp, 403);
+        let says = format!("`{path}` is outside this token's directories: team-a/, shared/");
+        if !text.contains(&says) {
+            resp.fail(&format!("the 403 should say {says:?}: {text:?}"));
+        }
+        if text.contains("S3CRET") {
+            resp.fail(&format!("the message shows the token: {text:?}"));
+        }
+    }
+    // Inside as spelled, outside where a symlink (planted by another writer) leads.
+    std::os::unix::fs::symlink("../team-b", s.root().join("team-a/link")).expect("plant a symlink");
+    let resp = s.get_with("/file/team-a/link/x", &[auth]);
+    let text = message(&resp, 403);
+    let says = "`team-a/link/x` leads through a symlink outside this token's directories: team-a/, shared/";
+    if !text.contains(says) {
+        resp.fail(&format!("the 403 should say {says:?}: {text:?}"));
+    }
+}

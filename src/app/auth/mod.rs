@@ -88,6 +88,13 @@ impl Grant<'_> {
         })
     }
 
+    /// The directories a scoped token reaches, as a message shows them (`team-a/, shared/`);
+    /// `None` for the whole tree. They are no secret to the token's holder; the token is.
+    pub fn directories(&self) -> Option<String> {
+        self.scope
+            .map(|prefixes| prefixes.iter().map(|p| format!("{p}/")).collect::<Vec<_>>().join(", "))
+    }
+
     /// A scoped token's first directory (where a browser opening `/` is sent); `None` for
     /// the whole tree.
     pub fn home(&self) -> Option<&RelPath> {
