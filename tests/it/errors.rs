@@ -360,3 +360,59 @@ fn a_scope_refusal_names_the_path_and_the_tokens_directories_never_the_token() {
         resp.fail(&format!("the 403 should say {says:?}: {text:?}"));
     }
 }
+
+/// The start-up log of the binary listening on `listen` (no request is made), up to its
+/// `listening on` line; the process is killed after.
+fn start_up_log(listen: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let home = crate::support::TempDir::new();
+    let mut child = Command::new(crate::support::server_binary())
+        .args(["--listen", listen, "--storage"])
+        .arg(home.path())
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn http-nas");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("listening on") {
+                break;
+            }
+        }
+        let _ = tx.send(log);
+    });
+    let log = rx.recv_timeout(crate::support::SETTLE_TIMEOUT);
+    let _ = child.kill();
+    let _ = child.wait();
+    log.expect("the server should log its start-up")
+}
+
+#[test]
+fn the_allowed_hosts_notice_is_a_warning_only_off_loopback() {
+    let line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("DNS rebinding can still read"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("the start-up log should name the gap:\n{log}"))
+    };
+    for loopback in ["127.0.0.1:0", "127.0.0.2:0", "[::1]:0"] {
+        let log = start_up_log(loopback);
+        let notice = line(&log);
+        assert!(
+            !notice.contains("WARN"),
+            "{loopback}: a local start is not warned:\n{log}"
+        );
+        assert!(notice.contains("INFO"), "{loopback}: it is still said, at info:\n{log}");
+    }
+    // Bound on every address (nothing connects to it here): warned.
+    let log = start_up_log("0.0.0.0:0");
+    assert!(line(&log).contains("WARN"), "{log}");
+}
