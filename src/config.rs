@@ -48,6 +48,30 @@ pub struct Config {
     pub scoped_tokens: Vec<crate::app::auth::ScopedToken>,
     /// Host names served besides IP addresses and localhost (`None`: not configured).
     pub allowed_hosts: Option<Vec<String>>,
+    /// The flags whose value came from their environment variable rather than the command
+    /// line or the default, so a later error names what was actually set ([`Config::named`]).
+    pub from_env: Vec<&'static str>,
+}
+
+impl Config {
+    /// How a message names the setting `flag`: `VARIABLE (--flag)` when its value came from
+    /// its environment variable, else the flag.
+    pub fn named(&self, flag: &'static str) -> String {
+        let variable = self
+            .from_env
+            .contains(&flag)
+            .then(|| SETTINGS.iter().find(|s| s.flag == flag).and_then(|s| s.env))
+            .flatten();
+        label(flag, variable)
+    }
+}
+
+/// `VARIABLE (--flag)` for a value read from `variable`, else `--flag`.
+fn label(flag: &str, variable: Option<&str>) -> String {
+    match variable {
+        Some(variable) => format!("{variable} ({flag})"),
+        None => flag.to_string(),
+    }
 }
 
 /// What the command line asked for.
@@ -84,6 +108,8 @@ pub enum ConfigError {
     Invalid {
         /// What the value was given as: the flag (also for its variable) or a fallback variable.
         name: &'static str,
+        /// The setting's own variable, when the value came from it (named with the flag).
+        variable: Option<&'static str>,
         /// What is wrong with it.
         problem: Invalid,
     },
@@ -129,39 +155,43 @@ impl std::fmt::Display for ConfigError {
             ConfigError::UnexpectedArgument(arg) => write!(f, "unexpected argument {arg:?}; see --help"),
             ConfigError::MissingValue(flag) => write!(f, "--{flag} needs a value"),
             ConfigError::UnknownOption(name) => write!(f, "unknown option --{name}; see --help"),
-            ConfigError::Invalid { name, problem } => match problem {
-                Invalid::Expected { what, got } => write!(f, "{name} must be {what}, got {got:?}"),
-                Invalid::OutOfRange { min, max, unit, got } => {
+            ConfigError::Invalid {
+                name,
+                variable,
+                problem,
+            } => match (label(name, *variable), problem) {
+                (name, Invalid::Expected { what, got }) => write!(f, "{name} must be {what}, got {got:?}"),
+                (name, Invalid::OutOfRange { min, max, unit, got }) => {
                     write!(f, "{name} must be between {min} and {max}{unit}, got {got}")
                 }
-                Invalid::TooLarge => write!(f, "{name} is too large for this machine"),
-                Invalid::Unreadable { error } => write!(
+                (name, Invalid::TooLarge) => write!(f, "{name} is too large for this machine"),
+                (name, Invalid::Unreadable { error }) => write!(
                     f,
                     "cannot read the file given to {name} ({error}); its path is not shown, as it may be \
                      a token put where the file's path belongs"
                 ),
-                Invalid::Unusable { path: Some(path) } => write!(
+                (name, Invalid::Unusable { path: Some(path) }) => write!(
                     f,
                     "{name} {path} holds a token with whitespace, a control or an invisible formatting \
                      character in it; give a token of visible characters only"
                 ),
-                Invalid::Unusable { path: None } => write!(
+                (name, Invalid::Unusable { path: None }) => write!(
                     f,
                     "{name} holds a token with whitespace, a control or an invisible formatting \
                      character in it; give a token of visible characters only"
                 ),
-                Invalid::Blank { path: Some(path) } => write!(
+                (name, Invalid::Blank { path: Some(path) }) => write!(
                     f,
                     "{name} {path} holds no token; a blank token source never opens the service: \
                      put the token in it, or leave {name} out to run without tokens"
                 ),
-                Invalid::Blank { path: None } => write!(
+                (name, Invalid::Blank { path: None }) => write!(
                     f,
                     "{name} is set but blank; a blank token source never opens the service: \
                      give it a value, or unset it to run without tokens"
                 ),
-                Invalid::TokensFile { path, error } => write!(f, "{name} {path}: {error}"),
-                Invalid::SameToken { what } => write!(
+                (name, Invalid::TokensFile { path, error }) => write!(f, "{name} {path}: {error}"),
+                (name, Invalid::SameToken { what }) => write!(
                     f,
                     "{name} gives a token that is also given by {what}: give each token one role"
                 ),
@@ -533,6 +563,7 @@ fn check_distinct_tokens(c: &Config) -> Result<(), ConfigError> {
     let ro = trimmed(&c.read_token);
     let same = |name: &'static str, what: &'static str| ConfigError::Invalid {
         name,
+        variable: None,
         problem: Invalid::SameToken { what },
     };
     if rw.is_some() && rw == ro {
@@ -663,6 +694,7 @@ fn unconfigured() -> Config {
         read_token: None,
         scoped_tokens: Vec::new(),
         allowed_hosts: None,
+        from_env: Vec::new(),
     }
 }
 
@@ -703,16 +735,19 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
             setting
                 .value
                 .apply(&mut config, default)
-                .map_err(invalid(setting.flag))?;
+                .map_err(invalid(setting.flag, None))?;
         }
         if let Some(fallback) = setting.fallback
             && let Some(v) = env(fallback.env)
         {
-            fallback.value.apply(&mut config, &v).map_err(invalid(fallback.env))?;
+            fallback
+                .value
+                .apply(&mut config, &v)
+                .map_err(invalid(fallback.env, None))?;
         }
-        // The last of a repeated flag wins.
+        // The last of a repeated flag wins; the variable is named if it gave the value.
         let value = match given.iter().rev().find(|(s, _)| s.flag == setting.flag) {
-            Some((_, v)) => Some(v.clone()),
+            Some((_, v)) => Some((v.clone(), None)),
             None => setting
                 .env
                 .and_then(|name| {
@@ -722,24 +757,36 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                     if matches!(setting.value, Value::File(_)) && v.trim().is_empty() {
                         return Some(Err(ConfigError::Invalid {
                             name,
+                            variable: None,
                             problem: Invalid::Blank { path: None },
                         }));
                     }
-                    (!v.is_empty()).then_some(Ok(v))
+                    (!v.is_empty()).then_some(Ok((v, Some(name))))
                 })
                 .transpose()?,
         };
-        if let Some(v) = value {
-            setting.value.apply(&mut config, &v).map_err(invalid(setting.flag))?;
+        if let Some((v, variable)) = value {
+            setting
+                .value
+                .apply(&mut config, &v)
+                .map_err(invalid(setting.flag, variable))?;
+            if variable.is_some() {
+                config.from_env.push(setting.flag);
+            }
         }
     }
     check_distinct_tokens(&config)?;
     Ok(Command::Run(Box::new(config)))
 }
 
-/// Names the setting (or variable) whose value `problem` is about.
-fn invalid(name: &'static str) -> impl Fn(Invalid) -> ConfigError {
-    move |problem| ConfigError::Invalid { name, problem }
+/// Names the setting (or fallback variable) whose value `problem` is about, and the setting's
+/// own variable when the value came from it.
+fn invalid(name: &'static str, variable: Option<&'static str>) -> impl Fn(Invalid) -> ConfigError {
+    move |problem| ConfigError::Invalid {
+        name,
+        variable,
+        problem,
+    }
 }
 
 /// Longest a `--help` line gets.
@@ -942,7 +989,7 @@ mod tests {
         );
         assert_eq!(
             error(&[], &[("HTTP_NAS_WORKERS", "x")]),
-            "--workers must be a whole number, got \"x\""
+            "HTTP_NAS_WORKERS (--workers) must be a whole number, got \"x\""
         );
         assert_eq!(
             error(&["--io-timeout", "86401"], &[]),
@@ -959,7 +1006,7 @@ mod tests {
         );
         assert_eq!(
             error(&[], &[("RUST_LOG", "x=trace")]),
-            "--log-level must be error, warn, info, debug, trace or off, got \"x=trace\""
+            "RUST_LOG (--log-level) must be error, warn, info, debug, trace or off, got \"x=trace\""
         );
         assert_eq!(error(&["--token", "s"], &[]), "unknown option --token; see --help");
         assert_eq!(error(&["--listen"], &[]), "--listen needs a value");
@@ -985,6 +1032,22 @@ mod tests {
             "PORT must be a port number, got \"http\""
         );
         assert_eq!(run(&[], &[("PORT", " 81 ")]).unwrap().listen, "0.0.0.0:81");
+    }
+
+    #[test]
+    fn a_value_from_a_variable_is_named_by_the_variable_and_its_flag() {
+        let c = run(&[], &[("STORAGE_PATH", "/env")]).unwrap();
+        assert_eq!(c.named("--storage"), "STORAGE_PATH (--storage)");
+        assert_eq!(c.named("--workers"), "--workers");
+        let c = run(&["--storage", "/flag"], &[("STORAGE_PATH", "/env")]).unwrap();
+        assert_eq!(c.named("--storage"), "--storage", "the flag won");
+        let blank = run(&[], &[("HTTP_NAS_TOKEN_FILE", "/nonexistent")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            blank.starts_with("cannot read the file given to HTTP_NAS_TOKEN_FILE (--token-file) ("),
+            "{blank}"
+        );
     }
 
     #[test]

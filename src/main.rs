@@ -37,7 +37,12 @@ fn main() -> ExitCode {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
-            return ExitCode::FAILURE;
+            // A setting at fault exits 2, as one refused while parsing does.
+            return if e.is_misconfigured() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
         }
     };
     match http_nas::wait_for_stop_signal() {

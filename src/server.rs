@@ -14,8 +14,13 @@ use std::sync::Arc;
 /// Why the service could not start.
 #[derive(Debug)]
 pub enum StartError {
-    /// The storage root is missing, not a directory, or not writable.
-    Storage { root: String, source: std::io::Error },
+    /// The storage root is missing, not a directory, or not writable. `setting` names where
+    /// the root was given (`--storage`, or `STORAGE_PATH (--storage)`).
+    Storage {
+        root: String,
+        setting: String,
+        source: std::io::Error,
+    },
     /// The listen address could not be bound.
     Listen { addr: String, source: std::io::Error },
 }
@@ -23,13 +28,34 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::Storage { root, source } => {
+            StartError::Storage { root, setting, source } => {
                 write!(
                     f,
-                    "storage root {root} must be an existing, writable directory: {source}"
-                )
+                    "storage root {root} from {setting} must be an existing, writable directory: {source}"
+                )?;
+                if self.is_misconfigured() {
+                    write!(
+                        f,
+                        "; set {setting} to the directory the volume is mounted on, or create it first"
+                    )?;
+                }
+                Ok(())
             }
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr} (--listen): {source}"),
+        }
+    }
+}
+
+impl StartError {
+    /// True when the settings are at fault rather than the system: a storage root that does not
+    /// exist or is not a directory (a typo, a volume not mounted where it was said to be).
+    pub fn is_misconfigured(&self) -> bool {
+        match self {
+            StartError::Storage { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ),
+            StartError::Listen { .. } => false,
         }
     }
 }
@@ -95,9 +121,11 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         source,
     };
     let listener = std::net::TcpListener::bind(&config.listen).map_err(listen_error)?;
-    let root = config.storage.display().to_string();
-    let storage =
-        Storage::open(&config.storage, config.fsync).map_err(|source| StartError::Storage { root, source })?;
+    let storage = Storage::open(&config.storage, config.fsync).map_err(|source| StartError::Storage {
+        root: config.storage.display().to_string(),
+        setting: config.named("--storage"),
+        source,
+    })?;
     crate::storage::lock::set_timeout(config.lock_timeout);
     crate::volume::log_volume(storage.root());
     let removed = storage.sweep();
@@ -112,7 +140,14 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     );
     let browser = BrowserRules::new(config.allowed_hosts.clone());
     if !browser.hosts_configured() {
-        log::warn!(
+        // Said at every start; a warning only where other machines can reach the service, so
+        // a local first run (`make run`, on 127.0.0.1) does not open with one.
+        let level = match listener.local_addr() {
+            Ok(addr) if addr.ip().is_loopback() => log::Level::Info,
+            _ => log::Level::Warn,
+        };
+        log::log!(
+            level,
             "--allowed-hosts (HTTP_NAS_ALLOWED_HOSTS) is not set: a web page using DNS rebinding can \
              still read files through a user's browser (only requests with browser markers are held to \
              IP addresses and localhost); set it to the names clients call this service by"

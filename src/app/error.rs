@@ -8,6 +8,7 @@
 //! chosen in `http/refusal.rs` alone, so a handler that meets one answers exactly as the HTTP
 //! layer would, and changing one of those statuses means knowing one file.
 
+use crate::app::auth::{Denial, Grant, OUT_OF_SCOPE};
 use crate::http::{BodyError, Overload, Refusal, Response};
 use crate::path::{PathError, RelPath};
 use crate::storage::StorageError;
@@ -25,19 +26,33 @@ pub enum Error {
     /// descriptors, a lock held too long). Its status, kind, message and headers are chosen
     /// there, once.
     Refused(Refusal),
-    /// A token is configured and the request has none, or a wrong one.
-    Unauthorized,
+    /// A token is configured and the request has none, a wrong one, or a header that is not
+    /// a token's form: which one, so the message says what to fix.
+    Unauthorized(Denial),
     /// Access is refused: a write with the read-only token, or a symlink out of the root.
     Forbidden { message: &'static str },
+    /// A scoped token used on `path`, outside its `directories` (as [`Grant::directories`]
+    /// shows them); `symlink` when the path as spelled is inside but a symlink leads out.
+    ///
+    /// [`Grant::directories`]: crate::app::auth::Grant::directories
+    OutOfScope {
+        path: String,
+        directories: String,
+        symlink: bool,
+    },
     /// No such file or directory.
     NotFound,
+    /// A path spelled with a trailing `/` (a directory only) names a file: answered like
+    /// [`Error::NotFound`], with a message, for a JSON client, saying to drop the `/`.
+    FileNotDirectory { path: String },
     /// No route has this URL (a typo such as `/files/x`): answered like [`Error::NotFound`],
     /// with a message, for a JSON client, naming the URLs that exist.
     NoSuchUrl,
     /// The URL does not take this method.
     MethodNotAllowed { allow: &'static str },
     /// The target is in the wrong state: a directory where a file is needed, or the reverse.
-    Conflict { message: String },
+    /// `path` is the path at fault when it is not the request's own (a move's target).
+    Conflict { message: String, path: Option<String> },
     /// The name is a FIFO, socket or device (made by another writer of the volume): only
     /// regular files and directories are served.
     NotRegularFile,
@@ -65,18 +80,69 @@ impl Error {
     }
 
     /// A storage error met acting on `path` (the request's path, or a move's target): where a
-    /// directory or a file is in the way, the message names the path and what to do.
+    /// directory or a file is in the way, the message names the path and what to do, and the
+    /// JSON body's `path` field names it.
     pub fn at(path: &RelPath, e: StorageError) -> Self {
         match e {
             StorageError::IsADirectory => Error::Conflict {
                 message: format!(
                     "{e}: {path} is a directory where a file is needed; name a file (such as {path}/NAME)"
                 ),
+                path: Some(path.to_string()),
             },
             StorageError::NotADirectory => Error::Conflict {
                 message: format!("{e}: a parent of {path} is a file; name a path whose parents are directories"),
+                path: Some(path.to_string()),
             },
-            e => e.into(),
+            e => Error::from(e).with_path(path),
+        }
+    }
+
+    /// A path `grant` does not reach (the path as spelled).
+    pub fn out_of_scope(path: &RelPath, grant: &Grant<'_>) -> Self {
+        Error::OutOfScope {
+            path: shown(path),
+            directories: grant.directories().unwrap_or_default(),
+            symlink: false,
+        }
+    }
+
+    /// This error, if it is the storage's refusal of a path out of `grant`'s scope (a symlink
+    /// leading out), naming `path` (the request's) and the directories the token reaches.
+    pub fn in_scope_of(self, path: Option<&RelPath>, grant: &Grant<'_>) -> Self {
+        match (self, path, grant.directories()) {
+            (Error::Forbidden { message }, Some(path), Some(directories)) if message == OUT_OF_SCOPE => {
+                Error::OutOfScope {
+                    path: shown(path),
+                    directories,
+                    symlink: true,
+                }
+            }
+            (e, _, _) => e,
+        }
+    }
+
+    /// This error with `path` as the path at fault, if it is a conflict that names none yet.
+    pub fn with_path(self, at: &RelPath) -> Self {
+        match self {
+            Error::Conflict { message, path: None } => Error::Conflict {
+                message,
+                path: Some(at.to_string()),
+            },
+            e => e,
+        }
+    }
+
+    /// The path the JSON body's `path` field names: the one this error carries, else
+    /// `request_path` (the path the request named), for a missing path (404) and a path in
+    /// the wrong state (409) only.
+    fn path_field(&self, request_path: Option<&RelPath>) -> Option<String> {
+        match self {
+            Error::FileNotDirectory { path } | Error::Conflict { path: Some(path), .. } => Some(path.clone()),
+            Error::NotFound | Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => {
+                request_path.filter(|p| !p.is_root()).map(RelPath::to_string)
+            }
+            _ => None,
         }
     }
 
@@ -85,9 +151,9 @@ impl Error {
         match self {
             Error::Refused(refusal) => refusal.status(),
             Error::BadPath(_) | Error::BadRequest { .. } => 400,
-            Error::Unauthorized => 401,
-            Error::Forbidden { .. } => 403,
-            Error::NotFound | Error::NoSuchUrl => 404,
+            Error::Unauthorized(_) => 401,
+            Error::Forbidden { .. } | Error::OutOfScope { .. } => 403,
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
@@ -104,9 +170,9 @@ impl Error {
             Error::Refused(refusal) => refusal.kind(),
             Error::BadPath(_) => "bad_path",
             Error::BadRequest { .. } => "bad_request",
-            Error::Unauthorized => "unauthorized",
-            Error::Forbidden { .. } => "forbidden",
-            Error::NotFound | Error::NoSuchUrl => "not_found",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden { .. } | Error::OutOfScope { .. } => "forbidden",
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict { .. } => "conflict",
             Error::NotRegularFile => "not_regular_file",
@@ -124,7 +190,18 @@ impl Error {
     /// exact `text/plain` body `Not Found` (Express's `sendStatus(404)`, which clients compare
     /// with), unless `wants_json` (the request's `Accept` names `application/json`).
     pub fn into_response(self, wants_json: bool) -> Response {
-        if matches!(self, Error::NotFound | Error::NoSuchUrl) && !wants_json {
+        self.into_response_at(wants_json, None)
+    }
+
+    /// [`into_response`](Self::into_response) for a request that named `request_path`: a 404
+    /// or 409 JSON body then also names the path at fault, as `{"error", "message", "path"}`
+    /// (the contract's body with one more field).
+    pub fn into_response_at(self, wants_json: bool, request_path: Option<&RelPath>) -> Response {
+        if matches!(
+            self,
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl
+        ) && !wants_json
+        {
             return Response::text(404, "Not Found");
         }
         if let Error::Refused(refusal) = self {
@@ -136,14 +213,29 @@ impl Error {
                 resp
             };
         }
-        let resp = Response::error(self.status(), self.kind(), &self.to_string());
+        let resp = match self.path_field(request_path) {
+            Some(path) => Response::json(
+                self.status(),
+                &serde_json::json!({ "error": self.kind(), "message": self.to_string(), "path": path }),
+            ),
+            None => Response::error(self.status(), self.kind(), &self.to_string()),
+        };
         match &self {
             Error::MethodNotAllowed { allow } => resp.with_header("Allow", *allow),
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
-            Error::Unauthorized => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
+            Error::Unauthorized(_) => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
             _ => resp,
         }
+    }
+}
+
+/// A path as a message names it: the root as `/`, which would otherwise show as nothing.
+fn shown(path: &RelPath) -> String {
+    if path.is_root() {
+        "/".to_string()
+    } else {
+        path.to_string()
     }
 }
 
@@ -153,18 +245,52 @@ impl fmt::Display for Error {
             Error::BadPath(e) => write!(f, "{e}"),
             Error::BadRequest { message } => write!(f, "{message}"),
             Error::Refused(refusal) => write!(f, "{refusal}"),
-            Error::Unauthorized => write!(
+            Error::Unauthorized(Denial::Missing) => write!(
                 f,
                 "a valid bearer token is required: send it as the header `Authorization: Bearer <token>`"
             ),
+            Error::Unauthorized(Denial::NotAccepted) => write!(
+                f,
+                "this token is not accepted here (check for a typo or an old token): send the current \
+                 token this service's operator gave you, as the header `Authorization: Bearer <token>`"
+            ),
+            Error::Unauthorized(Denial::Malformed) => write!(
+                f,
+                "the Authorization header must be `Bearer <token>` (or `Basic` with the token as the \
+                 password, as a browser's login sends it); this one is neither, so no token was read"
+            ),
             Error::Forbidden { message } => write!(f, "{message}"),
+            Error::OutOfScope {
+                path,
+                directories,
+                symlink: false,
+            } => write!(
+                f,
+                "`{path}` is outside this token's directories: {directories} ({OUT_OF_SCOPE}); \
+                 name a path under one of them, or use a token that reaches `{path}`"
+            ),
+            Error::OutOfScope {
+                path,
+                directories,
+                symlink: true,
+            } => write!(
+                f,
+                "`{path}` leads through a symlink outside this token's directories: {directories} \
+                 ({OUT_OF_SCOPE}); name a path under one of them, or use a token that reaches \
+                 where the link points"
+            ),
             Error::NotFound => write!(f, "no such file or directory"),
+            Error::FileNotDirectory { path } => write!(
+                f,
+                "`{path}` is a file, not a directory (leave out the trailing /): a path ending in / \
+                 names a directory only"
+            ),
             Error::NoSuchUrl => write!(
                 f,
                 "no such URL: files and directories are under /file/{{path}} (GET / lists every entry point)"
             ),
             Error::MethodNotAllowed { allow } => write!(f, "method not allowed here; allowed: {allow}"),
-            Error::Conflict { message } => write!(f, "{message}"),
+            Error::Conflict { message, .. } => write!(f, "{message}"),
             Error::NotRegularFile => write!(
                 f,
                 "not a regular file or directory (a FIFO, socket or device): only those are served"
@@ -206,16 +332,17 @@ impl From<StorageError> for Error {
             StorageError::OutsideRoot => Error::Forbidden {
                 message: "path leads outside the storage root through a symlink",
             },
-            StorageError::OutOfScope => Error::Forbidden {
-                message: crate::app::auth::OUT_OF_SCOPE,
-            },
+            StorageError::OutOfScope => Error::Forbidden { message: OUT_OF_SCOPE },
             StorageError::NotFound => Error::NotFound,
             StorageError::IsADirectory
             | StorageError::NotADirectory
             | StorageError::MoveIntoSelf
             | StorageError::SameFile
             | StorageError::MoveBelowFile { .. }
-            | StorageError::NoTargetDir { .. } => Error::Conflict { message: e.to_string() },
+            | StorageError::NoTargetDir { .. } => Error::Conflict {
+                message: e.to_string(),
+                path: None,
+            },
             StorageError::MoveTooDeep { .. } => Error::BadRequest { message: e.to_string() },
             StorageError::ReadOnly => {
                 log::warn!("the storage volume is read-only: answering 507");
@@ -307,7 +434,11 @@ mod tests {
         assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
         let resp = Error::from(StorageError::Locked).into_response(false);
         assert_eq!((resp.status, resp.header("Retry-After")), (503, Some("1")));
-        let resp = Error::from(BodyError::TimedOut).into_response(false);
+        let resp = Error::from(BodyError::TimedOut {
+            received: 1,
+            expected: None,
+        })
+        .into_response(false);
         assert!(resp.close, "after a broken body the connection closes");
     }
 }

@@ -10,18 +10,24 @@ use super::writes::missing_fails_if_match;
 use super::{App, CACHE_CONTROL, listings};
 use crate::app::auth::Grant;
 use crate::http::{Head, Response, ResponseBody};
-use crate::path::RelPath;
+use crate::path::{Naming, RelPath};
 use crate::storage::{Opened, StorageError};
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 
 /// A file's bytes or, for a directory, its listing.
 pub(super) fn read(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
-    match app
-        .storage
-        .open_read(path, grant.storage_scope())
-        .map_err(|e| missing_fails_if_match(head, e))?
-    {
+    let opened = match app.storage.open_read(path, grant.storage_scope()) {
+        // A listing asked of a file: say so. (With If-Match, the missing directory fails the
+        // precondition, as before.)
+        Err(StorageError::NotFound)
+            if path.dir_only() && head.header("if-match").is_none() && is_file(app, path, grant) =>
+        {
+            return Err(Error::FileNotDirectory { path: path.to_string() });
+        }
+        opened => opened.map_err(|e| missing_fails_if_match(head, e))?,
+    };
+    match opened {
         Opened::File { file, meta, len } => serve_file(head, path, file, &meta, len),
         // A directory has no ETag: only `If-Match: *` holds for it.
         Opened::Dir(_) if head.header("if-match").is_some_and(|v| !conditional::matches_any(v)) => {
@@ -29,6 +35,17 @@ pub(super) fn read(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> 
         }
         Opened::Dir(_) => listings::list_dir(app, head, path, grant),
     }
+}
+
+/// True when `dir`, a path spelled with a trailing `/` that names no directory, names a file
+/// without it (a listing asked of a file: the message then says to drop the `/`).
+fn is_file(app: &App, dir: &RelPath, grant: Grant<'_>) -> bool {
+    RelPath::parse(dir.as_path().as_os_str().as_bytes(), Naming::Existing).is_ok_and(|file| {
+        matches!(
+            app.storage.open_read(&file, grant.storage_scope()),
+            Ok(Opened::File { .. })
+        )
+    })
 }
 
 /// A file's bytes, all or a range, or 304, with its validators: what the conditional fields

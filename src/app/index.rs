@@ -3,7 +3,7 @@
 //! lists files, so it asks for a token where tokens are set, like `/file/` does, and sends a
 //! scoped token to its first directory.
 
-use super::auth::Access;
+use super::auth::{Access, Denial};
 use super::error::Error;
 use super::{App, files, wants_html};
 use crate::http::{Head, Response, ResponseBody};
@@ -31,9 +31,10 @@ pub(super) fn front_page(app: &App, head: &Head) -> Result<Response, Error> {
     if !wants_html(head) {
         return Ok(Response::text(200, INDEX_PAGE));
     }
-    let grant = app.tokens.check(head.header("authorization"));
+    let authorization = head.header("authorization");
+    let grant = app.tokens.check(authorization);
     match (grant.access, grant.home()) {
-        (Access::Denied, _) => Err(Error::Unauthorized),
+        (Access::Denied, _) => Err(Error::Unauthorized(Denial::of(authorization))),
         (_, Some(home)) => {
             Ok(Response::new(303, ResponseBody::Empty).with_header("Location", format!("/file/{home}/")))
         }

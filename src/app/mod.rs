@@ -27,7 +27,7 @@ use crate::http::{Exchange, Handler, Head, Request, Response, ResponseBody, Stat
 use crate::path::RelPath;
 use crate::storage::Storage;
 use auth::browser::{self, BrowserRules};
-use auth::{Access, Grant, OUT_OF_SCOPE, Tokens};
+use auth::{Access, Denial, Grant, Tokens};
 use error::Error;
 use metrics::Metrics;
 use probes::ProbeState;
@@ -92,17 +92,18 @@ impl App {
         if !op.needs_auth() {
             return (kind, Ok((op, Grant::everything())));
         }
-        let grant = self.tokens.check(head.header("authorization"));
+        let authorization = head.header("authorization");
+        let grant = self.tokens.check(authorization);
         match grant.access {
-            Access::Denied => return (kind, Err(Error::Unauthorized)),
+            Access::Denied => return (kind, Err(Error::Unauthorized(Denial::of(authorization)))),
             Access::ReadOnly if op.writes() => {
                 let message = "the read-only token cannot write";
                 return (kind, Err(Error::Forbidden { message }));
             }
             _ => {}
         }
-        if op_path(&op).is_some_and(|path| !grant.reaches(path)) {
-            return (kind, Err(Error::Forbidden { message: OUT_OF_SCOPE }));
+        if let Some(path) = op_path(&op).filter(|path| !grant.reaches(path)) {
+            return (kind, Err(Error::out_of_scope(path, &grant)));
         }
         (kind, Ok((op, grant)))
     }
@@ -130,8 +131,13 @@ impl Handler for App {
     fn handle(&self, req: &mut Request<'_>) -> Response {
         let head = req.head;
         let (kind, op) = self.gate(head);
-        let answer = op.and_then(|(op, grant)| self.route(op, grant, req));
-        labelled(kind, answer.unwrap_or_else(|e| refusal(e, head)))
+        // The path the request names, for an error body that names it (a 404, a 409).
+        let path = op.as_ref().ok().and_then(|(op, _)| op_path(op)).cloned();
+        let answer = op.and_then(|(op, grant)| {
+            self.route(op, grant, req)
+                .map_err(|e| e.in_scope_of(path.as_ref(), &grant))
+        });
+        labelled(kind, answer.unwrap_or_else(|e| refusal(e, head, path.as_ref())))
     }
 
     /// Probes, from the state the checker keeps; refusals a head alone decides (no such URL,
@@ -142,7 +148,7 @@ impl Handler for App {
             Err(e) => Err(e),
             Ok((op, _)) => probes::answer(self, &op)?,
         };
-        Some(labelled(kind, answer.unwrap_or_else(|e| refusal(e, head))))
+        Some(labelled(kind, answer.unwrap_or_else(|e| refusal(e, head, None))))
     }
 
     fn label(&self, head: &Head) -> Option<&'static str> {
@@ -164,11 +170,12 @@ fn labelled(kind: Option<OpKind>, resp: Response) -> Response {
     }
 }
 
-/// An error as its response; a 401 to a browser is its login prompt (a Basic challenge).
-fn refusal(e: Error, head: &Head) -> Response {
+/// An error as its response, naming `path` (the request's) where it is at fault; a 401 to a
+/// browser is its login prompt (a Basic challenge).
+fn refusal(e: Error, head: &Head, path: Option<&RelPath>) -> Response {
     match e {
-        Error::Unauthorized if wants_html(head) => browser::login_required(),
-        e => e.into_response(wants_json(head)),
+        Error::Unauthorized(_) if wants_html(head) => browser::login_required(),
+        e => e.into_response_at(wants_json(head), path),
     }
 }
 

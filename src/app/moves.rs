@@ -4,7 +4,7 @@
 //! decoded like a URL path (once) and checked against the token's scope before anything moves.
 
 use super::App;
-use super::auth::{Grant, OUT_OF_SCOPE};
+use super::auth::Grant;
 use super::error::Error;
 use super::url;
 use super::writes::{etag_tests, missing_fails_if_match, preconditions};
@@ -47,11 +47,14 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
             message: format!("move body larger than {MAX_MOVE_BODY_BYTES} bytes"),
         });
     }
+    let to = move_target(&body, url::is_json(req.head.header("content-type")))?;
+    // A conflict here is at the target: the error body names it.
     let target = app
         .storage
-        .move_destination(path, &move_target(&body)?, grant.storage_scope())?;
+        .move_destination(path, &to, grant.storage_scope())
+        .map_err(|e| Error::from(e).with_path(&to))?;
     if !grant.reaches(&target) {
-        return Err(Error::Forbidden { message: OUT_OF_SCOPE });
+        return Err(Error::out_of_scope(&target, &grant));
     }
     let tests = etag_tests(req.head);
     let size = app
@@ -60,7 +63,7 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
         .map_err(|e| match e {
             // What is in the way is at the target.
             StorageError::IsADirectory | StorageError::NotADirectory => Error::at(&target, e),
-            e => missing_fails_if_match(req.head, e),
+            e => missing_fails_if_match(req.head, e).with_path(&target),
         })?;
     Ok(Response::json(
         200,
@@ -68,10 +71,22 @@ pub(super) fn move_file(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut R
     ))
 }
 
+/// What a JSON `PUT` without a move target is told: it was taken as a move (the original's
+/// API), while its sender most likely meant to append JSON to the file.
+const JSON_PUT_IS_A_MOVE: &str = "a PUT with Content-Type: application/json is a move (the original's API); \
+     its body must be {\"path\": \"new/name\"}. To append JSON, send it with another Content-Type \
+     (e.g. application/x-ndjson) or use POST to replace";
+
 /// Parses the move body `{"path": "new/name"}`; the path is percent-decoded once, like URLs.
-fn move_target(body: &[u8]) -> Result<RelPath, Error> {
+/// `json_put`: the request was a move because its Content-Type is JSON, so a body without a
+/// target is told how to append JSON instead.
+fn move_target(body: &[u8], json_put: bool) -> Result<RelPath, Error> {
     let bad = |message: &str| Error::BadRequest {
-        message: message.to_string(),
+        message: if json_put {
+            format!("{message}: {JSON_PUT_IS_A_MOVE}")
+        } else {
+            message.to_string()
+        },
     };
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| bad("move body must be JSON like {\"path\": \"new/name\"}"))?;
@@ -89,11 +104,11 @@ mod tests {
     #[test]
     fn move_bodies() {
         assert_eq!(
-            move_target(br#"{ "path": "newcat.jpg" }"#).unwrap().to_string(),
+            move_target(br#"{ "path": "newcat.jpg" }"#, false).unwrap().to_string(),
             "newcat.jpg"
         );
         assert_eq!(
-            move_target(br#"{"path":"testdir%2Fmoved"}"#).unwrap().to_string(),
+            move_target(br#"{"path":"testdir%2Fmoved"}"#, true).unwrap().to_string(),
             "testdir/moved"
         );
         for bad in [
@@ -104,7 +119,7 @@ mod tests {
             br#"{"p":1}"#,
         ] {
             assert_eq!(
-                move_target(bad).unwrap_err().status(),
+                move_target(bad, true).unwrap_err().status(),
                 400,
                 "{}",
                 String::from_utf8_lossy(bad)

@@ -194,8 +194,9 @@ pub enum BodyError {
     Chunk(ChunkError),
     /// The body exceeded the configured maximum, in bytes.
     TooLarge { limit: u64 },
-    /// The client sent nothing for longer than the I/O timeout.
-    TimedOut,
+    /// The client sent nothing for longer than the I/O timeout, after `received` body bytes
+    /// of the `expected` a `Content-Length` announced (`None` for a chunked body).
+    TimedOut { received: u64, expected: Option<u64> },
 }
 
 impl BodyError {
@@ -208,7 +209,7 @@ impl BodyError {
 
     fn into_io(self) -> io::Error {
         let kind = match self {
-            BodyError::TimedOut => io::ErrorKind::TimedOut,
+            BodyError::TimedOut { .. } => io::ErrorKind::TimedOut,
             BodyError::Incomplete { .. } => io::ErrorKind::UnexpectedEof,
             _ => io::ErrorKind::InvalidData,
         };
@@ -224,12 +225,25 @@ impl fmt::Display for BodyError {
             }
             BodyError::Chunk(e) => write!(f, "broken chunked body: {e}"),
             BodyError::TooLarge { limit } => write!(f, "request body larger than the {limit}-byte limit"),
-            BodyError::TimedOut => write!(
+            BodyError::TimedOut { received: 0, .. } => write!(
                 f,
                 "timed out waiting for the request body: no byte of it came for --io-timeout; \
                  a request that announces a body (Content-Length or chunked) must send it \
                  (curl -T FILE, or --data-binary @FILE; with -T - the data comes from stdin)"
             ),
+            BodyError::TimedOut { received, expected } => {
+                write!(f, "timed out waiting for the rest of the request body: received ")?;
+                match expected {
+                    Some(total) => write!(f, "{received} of {total} bytes")?,
+                    None => write!(f, "{received} bytes of a chunked body")?,
+                }
+                write!(
+                    f,
+                    ", then nothing for --io-timeout; nothing was stored. Check that the sender \
+                     is still running and its Content-Length matches the data it sends, then \
+                     send the whole request again"
+                )
+            }
         }
     }
 }
@@ -255,6 +269,8 @@ pub struct Body<'a, S: Read + Write> {
     progress: Progress,
     send_continue: bool,
     received: u64,
+    /// The body's size when `Content-Length` announced it (`None` for a chunked body).
+    expected: Option<u64>,
     limit: Option<u64>,
 }
 
@@ -274,12 +290,18 @@ impl<'a, S: Read + Write> Body<'a, S> {
             Framing::Chunked => Progress::Chunked(ChunkState::START),
         };
         let send_continue = send_continue && progress != Progress::Done;
+        let expected = match framing {
+            Framing::Empty => Some(0),
+            Framing::Length(n) => Some(n),
+            Framing::Chunked => None,
+        };
         Body {
             transport,
             input,
             progress,
             send_continue,
             received: 0,
+            expected,
             limit,
         }
     }
@@ -316,7 +338,10 @@ impl<'a, S: Read + Write> Body<'a, S> {
             return err;
         }
         let body_err = match err.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => BodyError::TimedOut,
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => BodyError::TimedOut {
+                received: self.received,
+                expected: self.expected,
+            },
             _ => BodyError::Incomplete {
                 received: self.received,
             },
@@ -659,8 +684,20 @@ mod tests {
             }
         }
         for (kind, want) in [
-            (io::ErrorKind::WouldBlock, BodyError::TimedOut),
-            (io::ErrorKind::TimedOut, BodyError::TimedOut),
+            (
+                io::ErrorKind::WouldBlock,
+                BodyError::TimedOut {
+                    received: 2,
+                    expected: Some(5),
+                },
+            ),
+            (
+                io::ErrorKind::TimedOut,
+                BodyError::TimedOut {
+                    received: 2,
+                    expected: Some(5),
+                },
+            ),
             (io::ErrorKind::ConnectionReset, BodyError::Incomplete { received: 2 }),
         ] {
             let mut buffered = ReadBuf::with_bytes(b"ab");

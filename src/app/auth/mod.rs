@@ -34,6 +34,30 @@ pub enum Access {
     Denied,
 }
 
+/// Why credentials were refused, for the message that says what to do: told apart from the
+/// header's form alone, after the match failed, so it says nothing about any token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No `Authorization` header.
+    Missing,
+    /// A `Bearer` or `Basic` header whose token matches none configured.
+    NotAccepted,
+    /// An `Authorization` header that is neither `Bearer TOKEN` nor readable `Basic` credentials.
+    Malformed,
+}
+
+impl Denial {
+    /// Why `authorization` (the header's value, if any) was refused, once [`Tokens::check`]
+    /// denied it.
+    pub fn of(authorization: Option<&str>) -> Self {
+        match authorization {
+            None => Denial::Missing,
+            Some(value) if presented_token(value).is_some() => Denial::NotAccepted,
+            Some(_) => Denial::Malformed,
+        }
+    }
+}
+
 /// What a request's credentials grant: an [`Access`], and for a scoped token the prefixes it
 /// reaches.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +86,13 @@ impl Grant<'_> {
                 .iter()
                 .any(|p| p.as_path() == path.as_path() || p.contains(path))
         })
+    }
+
+    /// The directories a scoped token reaches, as a message shows them (`team-a/, shared/`);
+    /// `None` for the whole tree. They are no secret to the token's holder; the token is.
+    pub fn directories(&self) -> Option<String> {
+        self.scope
+            .map(|prefixes| prefixes.iter().map(|p| format!("{p}/")).collect::<Vec<_>>().join(", "))
     }
 
     /// A scoped token's first directory (where a browser opening `/` is sent); `None` for
@@ -263,6 +294,23 @@ mod tests {
         let ro_only = Tokens::new(None, Some("ro".into()), vec![]);
         assert_eq!(ro_only.check(Some("Bearer ro")).access, Access::ReadOnly);
         assert!(!format!("{both:?}").contains("secret"));
+    }
+
+    #[test]
+    fn denials_are_told_apart_by_the_header_form() {
+        let cases = [
+            (None, Denial::Missing),
+            (Some("Bearer wrong".to_string()), Denial::NotAccepted),
+            (Some(basic("user:wrong")), Denial::NotAccepted),
+            (Some("Bearer".to_string()), Denial::Malformed),
+            (Some("Token wrong".to_string()), Denial::Malformed),
+            (Some("wrong".to_string()), Denial::Malformed),
+            (Some("Basic !!!!".to_string()), Denial::Malformed),
+            (Some(basic("no-colon")), Denial::Malformed),
+        ];
+        for (header, want) in cases {
+            assert_eq!(Denial::of(header.as_deref()), want, "{header:?}");
+        }
     }
 
     #[test]
