@@ -140,14 +140,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     );
     let browser = BrowserRules::new(config.allowed_hosts.clone());
     if !browser.hosts_configured() {
-        // Said at every start; a warning only where other machines can reach the service, so
-        // a local first run (`make run`, on 127.0.0.1) does not open with one.
-        let level = match listener.local_addr() {
-            Ok(addr) if addr.ip().is_loopback() => log::Level::Info,
-            _ => log::Level::Warn,
-        };
-        log::log!(
-            level,
+        log::warn!(
             "--allowed-hosts (HTTP_NAS_ALLOWED_HOSTS) is not set: a web page using DNS rebinding can \
              still read files through a user's browser (only requests with browser markers are held to \
              IP addresses and localhost); set it to the names clients call this service by"
