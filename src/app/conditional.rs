@@ -39,18 +39,19 @@
 //! (RFC 9110 §13.1.3, §13.1.4), to the second, and only where no `If-None-Match` or `If-Match`
 //! is given, which always take precedence (§13.2.2). A date tells two versions apart only when
 //! they were written in different seconds: a file replaced within the second its date names has
-//! the same date before and after. So a date is taken to say "unchanged" only when the file's
-//! last modification is in an *earlier* whole second than the date (`floor(mtime) < date`, which
-//! also holds for a date taken from a `Date` header or a local copy's later time); when they
-//! are the same second the file may have changed again within it, and each answer takes the
-//! side that cannot lose data:
-//! - `If-Modified-Since`: 304 only when `floor(mtime) < date`; same second, 200 with the whole
-//!   file (costs bytes, never serves a stale copy as current). A date later than the server's
-//!   clock is invalid (§13.1.3) and the header ignored (200), so a client with a wrong clock is
-//!   never told its copy is current.
+//! the same date before and after. The two fields take different sides of that:
+//! - `If-Modified-Since` (GET, HEAD) answers 304 when the file's last change is not after the
+//!   date (`floor(mtime) <= date`), as RFC 9110 defines it and as `curl -z`, caches and REDbot
+//!   expect of the exact `Last-Modified` they were given. A read costs nothing if it is wrong:
+//!   a version replaced again within the same second can answer 304 to a date taken between
+//!   the two; the ETag (`If-None-Match`, which caches send with it and which wins) is exact.
+//!   A date later than the server's clock is invalid (§13.1.3) and the header ignored (200), so
+//!   a client with a wrong clock is never told its copy is current.
 //! - `If-Unmodified-Since` (reads, writes, moves, deletes; the writes' check is in
-//!   `storage::preconditions`): holds only when `floor(mtime) < date`; same second, 412 (a
-//!   refused write the client retries with the ETag, rather than a lost update).
+//!   `storage::preconditions`) holds only when the last change is in an *earlier* whole second
+//!   (`floor(mtime) < date`): in the same second the file may have changed again, and a write
+//!   must not silently replace a version its client never saw, so it is refused (412) and the
+//!   client retries with the ETag.
 //!
 //! A client that needs to tell apart two versions written within one second sends the ETag.
 
@@ -139,7 +140,7 @@ fn decide_at(conditions: ReadConditions<'_>, validators: &Validators, size: u64,
         (Some(tags), _) if etag_matches(tags, &validators.etag, Comparison::Weak) => {
             return ReadAnswer::NotModified;
         }
-        (None, Some(since)) if unmodified_since(validators.modified, since) => {
+        (None, Some(since)) if not_modified_since(validators.modified, since) => {
             return ReadAnswer::NotModified;
         }
         _ => {}
@@ -152,6 +153,13 @@ fn decide_at(conditions: ReadConditions<'_>, validators: &Validators, size: u64,
 /// The server's clock in whole seconds since the epoch.
 fn now_seconds() -> i64 {
     i64::try_from(crate::time::unix_seconds(std::time::SystemTime::now())).unwrap_or(i64::MAX)
+}
+
+/// True when a file last modified at `modified` (whole seconds, `floor(mtime)`) was not changed
+/// after the date `since` as `If-Modified-Since` reads it: not in a later second (see the module
+/// doc); a file without a date is always sent.
+fn not_modified_since(modified: Option<i64>, since: i64) -> bool {
+    modified.is_some_and(|m| m <= since)
 }
 
 /// True when a file last modified at `modified` (whole seconds, `floor(mtime)`) is known not to
@@ -342,7 +350,7 @@ mod tests {
             (c(|c| c.if_none_match = Some("W/\"e1\"")), &v, not_modified),
             (c(|c| c.if_none_match = Some("\"old\"")), &v, whole),
             // Same second: it may have changed again within it.
-            (c(|c| c.if_modified_since = Some(DATE)), &v, whole),
+            (c(|c| c.if_modified_since = Some(DATE)), &v, not_modified),
             (c(|c| c.if_modified_since = Some(AFTER)), &v, not_modified),
             // Later than the server's clock: invalid, ignored.
             (c(|c| c.if_modified_since = Some(FUTURE)), &v, whole),
