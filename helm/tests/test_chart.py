@@ -239,6 +239,19 @@ def a_scoped_tokens(r: Rendered) -> None:
     assert tvol == vol, "the test pod must read the same Secret"
     tenv = {e["name"]: e.get("value") for e in t["containers"][0]["env"]}
     assert tenv["HTTP_NAS_TOKENS_FILE"] == env["HTTP_NAS_TOKENS_FILE"], tenv
+    # Scoped tokens alone turn authentication on: NOTES says where the tokens are and how to
+    # get one, and every curl line carries the token.
+    assert 'Secret "team-tokens" (key "tokens.txt"' in r.notes, r.notes
+    assert "jsonpath='{.data.tokens\\.txt}'" in r.notes, r.notes
+    curls = [line for line in r.notes.splitlines() if line.strip().startswith(("cat ", "printf ", "curl "))
+             and "/file/" in line]
+    assert curls and all('Authorization: Bearer $TOKEN' in line for line in curls), curls
+
+
+def a_ingress_scoped_tokens(r: Rendered) -> None:
+    r.one("Ingress")
+    assert "WITHOUT authentication" not in r.notes, r.notes
+    assert "Authorization: Bearer $TOKEN" in r.notes, r.notes
 
 
 def a_allowed_hosts(r: Rendered) -> None:
@@ -324,6 +337,8 @@ SCENARIOS = [Scenario(*s) for s in [
                               "server": {"maxBody": 10737418240, "fsync": False}}),
      RELEASE, KUBE_VERSIONS, a_placement),
     ("ingress", sets("ingress.enabled=true,ingress.className=nginx"), RELEASE, KUBE_VERSIONS, a_ingress),
+    ("ingress-scoped-tokens", sets("ingress.enabled=true,tokensSecret=team-tokens"), RELEASE,
+     KUBE_VERSIONS, a_ingress_scoped_tokens),
     ("service-account", sets("serviceAccount.create=true"), RELEASE, KUBE_VERSIONS, a_sa),
     ("scoped-tokens", sets("tokensSecret=team-tokens,tokensSecretKey=tokens.txt"), RELEASE,
      KUBE_VERSIONS, a_scoped_tokens),
