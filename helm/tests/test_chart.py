@@ -201,6 +201,7 @@ def a_dashboard(r: Rendered) -> None:
     # The dashboard itself is checked in test_dashboard.py.
     cm = r.one("ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]
+    assert f'ConfigMap "{cm["metadata"]["name"]}" for the Grafana sidecar' in r.notes, r.notes
     assert cm["data"]["http-nas.json"].strip() == (CHART / "files" / "dashboard.json").read_text().strip()
 
 
