@@ -5,7 +5,8 @@ CARGO   ?= cargo
 
 .PHONY: help run build test redbot test-replicas test-airflow bench-replicas crash-test lint bench bench-micro fuzz static image helm-check clean
 
-## run: build (release) and serve $(STORAGE) on $(LISTEN)
+## run: build (release) and serve STORAGE (default ./data) on LISTEN (default 127.0.0.1:3000),
+## e.g. make run STORAGE=/tmp/nas LISTEN=0.0.0.0:3000
 run:
 	mkdir -p $(STORAGE)
 	$(CARGO) run --release -- --listen $(LISTEN) --storage $(STORAGE)
@@ -83,8 +84,10 @@ static:
 	$(CARGO) build --release --locked --target $(MUSL_TARGET)
 	.ci/check-static $(STATIC_BIN)
 
-## image: FROM scratch image and its -debug variant (busybox, curl) with buildah, offline, from
-## the static binary (ROOTFS=rootfs-prebuilt); the build context is always ./target/image-*
+## image: FROM scratch image (IMAGE, default localhost/http-nas:dev) and its -debug variant
+## (busybox, curl) with buildah, offline, from the static binary (ROOTFS=rootfs-prebuilt): the
+## binary and the debug tools are staged in target/image-root and target/image-debug; the build
+## context is the repository, which .containerignore trims to the sources and those two dirs
 IMAGE ?= localhost/http-nas:dev
 image: static
 	rm -rf target/image-root && mkdir -p target/image-root/mnt/storage
@@ -110,9 +113,11 @@ fuzz:
 	  $(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECS) -print_final_stats=0 || exit 1; \
 	done
 
+## clean: cargo clean: removes the target dir (builds, and the venvs of helm-check, redbot and
+## test-airflow, which are rebuilt on next use)
 clean:
 	$(CARGO) clean
 
 ## help: this list of targets
 help:
-	@sed -n 's/^## //p' Makefile
+	@sed -n -e 's/^## \([A-Za-z0-9_-]*:\)/\1/p' -e 's/^## /    /p' Makefile

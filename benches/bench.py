@@ -113,7 +113,7 @@ TARGET_POST_VS_NGINX = 0.9
 TARGET_WC_VS_WCL = 0.8
 TARGET_PEAK_RSS_MIB = 16
 TARGET_IDLE_RSS_MIB = 2
-# Issue 10: the chart's memory limit (96 MiB) must hold the worst case at the default workers.
+# The chart's memory limit (96 MiB) must hold the worst case at the default workers.
 TARGET_STREAMS_RSS_MIB = 96
 TARGET_PROBE_P99_MS = 100
 STREAM_COUNTS = [128, 256]
@@ -1114,7 +1114,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def bench_streams(ctx: Context) -> list[Row]:
-    """Issue 10: the default configuration under 128 and 256 concurrent streams."""
+    """The default configuration under 128 and 256 concurrent streams."""
     log("8. concurrent streams (fresh server per run, default flags)")
     source = ctx.work / STREAM_FILE_NAME
     held = ctx.work / HELD_FILE_NAME
@@ -1183,7 +1183,7 @@ def streams_rows(ctx: Context, source: Path, held: Path) -> list[Row]:
 
 
 def bench_big_listing(ctx: Context) -> list[Row]:
-    """Issue 10: a directory of 100,000 files listed as text and as JSON."""
+    """A directory of 100,000 files listed as text and as JSON."""
     log(f"9. listing {LISTING_ENTRIES:,} entries (fresh server)")
     server = start_http_nas(ctx.work, "listing", ctx.data, fsync=None)
     rows = []

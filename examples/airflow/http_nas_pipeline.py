@@ -2,10 +2,14 @@
 
 Parallel extract tasks stream generated CSV parts into a run directory with `curl -X POST -T -`
 (a POST creates or replaces the part atomically, so an Airflow retry of the task leaves one copy;
-a bare `curl -T` is a PUT, which appends, and a retry would double the part); a fan-in task appends every part to one file with `Upload-Offset` and the README's retry loop
-(its first attempt at one part is deliberately cut mid-body, so the retry path really runs); a
-gate checks the line count with `/wc`; publish moves the result out of the run directory (`/mv`); and
-cleanup deletes the run directory, succeeding when it is already gone.
+a bare `curl -T` is a PUT, which appends, and a retry would double the part); a fan-in task
+rebuilds one file from the parts: the first part by POST, the others appended with the README's
+retry loop at `Upload-Offset` = the sum of the earlier parts' sizes (its first attempt at one part
+is deliberately cut mid-body, so the retry path really runs), so a rerun of the task (an Airflow
+retry, "Clear task") yields the same file, not the parts twice; a gate checks the line count with
+`/wc`; publish moves the result out of the run directory (`/mv`), succeeding on a rerun whose
+source is gone when the target is there; and cleanup deletes the run directory, succeeding when it
+is already gone.
 
 Every task is one shell script, so the same commands run in a `KubernetesPodOperator` pod (any
 image with `sh` and `curl`, such as this project's `-debug` image; the form users deploy) or in
@@ -23,7 +27,7 @@ from airflow.sdk import DAG
 
 URL = os.environ.get("HTTP_NAS_URL", "http://http-nas:3000")
 OPERATOR = os.environ.get("HTTP_NAS_DAG_OPERATOR", "kubernetes")
-IMAGE = os.environ.get("HTTP_NAS_IMAGE", "ghcr.io/example/http-nas:latest-debug")
+IMAGE = os.environ.get("HTTP_NAS_IMAGE", "ghcr.io/redactics/http-nas:0.1.0-debug")
 PARTS = 3
 ROWS_PER_PART = 1000
 
@@ -33,17 +37,22 @@ RUN = "runs/{{ ts_nodash }}"
 # Rows of part $1: "part,row,square" for row 1..ROWS_PER_PART (busybox seq and awk suffice).
 GENERATE = f"seq 1 {ROWS_PER_PART} | awk -v p=\"$1\" '{{print p\",\"$1\",\"$1*$1}}'"
 
-# The README's append_once, with one addition: the first attempt may carry extra curl options
-# ($CUT_FIRST), which the fan-in uses once to cut an attempt mid-body on purpose.
+# The README's append_once, with two additions: an optional third argument gives the offset the
+# part belongs at (instead of asking the file's size with HEAD), and the first attempt may carry
+# extra curl options ($CUT_FIRST), which the fan-in uses once to cut an attempt mid-body on purpose.
 APPEND_ONCE = r"""
 append_once() {
   len=$(wc -c < "$1"); hdr=$(mktemp)
-  code=$(curl -s -o /dev/null -D "$hdr" -w '%{http_code}' -I "$2")
-  case $code in
-    200) offset=$(tr -d '\r' < "$hdr" | awk 'tolower($1)=="content-length:" {print $2}') ;;
-    404) offset=0 ;;
-    *)   rm -f "$hdr"; return 1 ;;
-  esac
+  if [ -n "${3:-}" ]; then
+    offset=$3
+  else
+    code=$(curl -s -o /dev/null -D "$hdr" -w '%{http_code}' -I "$2")
+    case $code in
+      200) offset=$(tr -d '\r' < "$hdr" | awk 'tolower($1)=="content-length:" {print $2}') ;;
+      404) offset=0 ;;
+      *)   rm -f "$hdr"; return 1 ;;
+    esac
+  fi
   for attempt in 1 2 3 4 5; do
     extra=""; [ "$attempt" = 1 ] && extra="$CUT_FIRST"
     code=$(curl -s $extra -o /dev/null -D "$hdr" -w '%{http_code}' -X PUT \
@@ -72,14 +81,26 @@ EXTRACT = (
 )
 
 FAN_IN = APPEND_ONCE + f"""
-# The loop reads curl's failures itself (a cut attempt exits 28), so no errexit inside it.
+# Rerun-safe: part 1 replaces all.csv (POST), and every later part is appended at the offset
+# where it belongs (the sum of the earlier parts' sizes), never at "the current end", so a rerun
+# rebuilds the same file; an append whose answer was lost is recognised by its 409 (the size is
+# already offset + length). The loop reads curl's failures itself (a cut attempt exits 28), so
+# no errexit inside it.
 set +e
+offset=0
 for part in $(seq 1 {PARTS}); do
-  curl -sS --fail-with-body -o /tmp/part.csv "$URL/file/$RUN/part-$part.csv"
-  # Part 2's first attempt is sent at 4 KB/s for at most 1 s: cut mid-body, so nothing of it
-  # is appended, and the retry (same offset) appends it once.
-  CUT_FIRST=""; [ "$part" = 2 ] && CUT_FIRST="--limit-rate 4k --max-time 1"
-  append_once /tmp/part.csv "$URL/file/$RUN/all.csv" || {{ echo "could not append part $part"; exit 1; }}
+  curl -sS --fail-with-body -o /tmp/part.csv "$URL/file/$RUN/part-$part.csv" || exit 1
+  size=$(wc -c < /tmp/part.csv)
+  if [ "$part" = 1 ]; then
+    curl -sS --fail-with-body --retry 3 --retry-all-errors -o /dev/null -X POST \
+      --data-binary @/tmp/part.csv "$URL/file/$RUN/all.csv" || {{ echo "could not store part 1"; exit 1; }}
+  else
+    # Part 2's first attempt is sent at 4 KB/s for at most 1 s: cut mid-body, so nothing of it
+    # is appended, and the retry (same offset) appends it once.
+    CUT_FIRST=""; [ "$part" = 2 ] && CUT_FIRST="--limit-rate 4k --max-time 1"
+    append_once /tmp/part.csv "$URL/file/$RUN/all.csv" "$offset" || {{ echo "could not append part $part"; exit 1; }}
+  fi
+  offset=$((offset + size))
 done
 echo "fan-in done: $(curl -sS --fail-with-body "$URL/file/$RUN/all.csv/wc") lines"
 """
@@ -89,9 +110,19 @@ lines=$(curl -sS --fail-with-body "$URL/file/$RUN/all.csv/wc")
 test "$lines" = "{PARTS * ROWS_PER_PART}" || {{ echo "expected {PARTS * ROWS_PER_PART} lines, got $lines"; exit 1; }}
 """
 
+# Rerun-safe: when an earlier attempt's move went through but its answer was lost, the source is
+# gone (404); that is success when the target exists.
 PUBLISH = """
-curl -sS --fail-with-body -X PUT -d '{"path": "published/all-{{ ts_nodash }}.csv"}' \
-  "$URL/file/$RUN/all.csv/mv" -o /dev/null
+target="published/all-{{ ts_nodash }}.csv"
+code=$(curl -sS -o /tmp/publish.out -w '%{http_code}' -X PUT -d "{\\"path\\": \\"$target\\"}" \
+  "$URL/file/$RUN/all.csv/mv")
+case $code in
+  200) echo "published $target" ;;
+  404) curl -sS --fail-with-body -I -o /dev/null "$URL/file/$target" \\
+         || { echo "publish: neither $RUN/all.csv nor $target exists"; exit 1; }
+       echo "already published $target" ;;
+  *)   echo "publish answered $code: $(cat /tmp/publish.out)"; exit 1 ;;
+esac
 """
 
 # Succeeds when the directory is already gone: a 404 with the original's exact body.

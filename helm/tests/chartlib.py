@@ -233,8 +233,11 @@ def hosts_refused(port: int, allowed: str | None) -> None:
     assert status("rebind.attacker.test", "/healthz") == 200, "a probe was refused by host name"
 
 
-def live_test(binary: Path, rendered: Rendered, tokens: dict[str, str] | None) -> None:
-    """Start the binary with the rendered env (paths mapped into a temp dir), run the script."""
+def live_test(binary: Path, rendered: Rendered, tokens: dict[str, str] | None,
+              expect_failure: str | None = None) -> None:
+    """Start the binary with the rendered env (paths mapped into a temp dir), run the script.
+
+    With `expect_failure`, the script must fail and say that text on stderr."""
     with tempfile.TemporaryDirectory(prefix="helm-check-live-") as tmp:
         tmpdir = Path(tmp)
         storage = tmpdir / "storage"
@@ -298,6 +301,10 @@ def live_test(binary: Path, rendered: Rendered, tokens: dict[str, str] | None) -
                                  text=True, timeout=120)
             for line in out.stdout.splitlines():
                 print(f"| {line}")
+            if expect_failure is not None:
+                assert out.returncode != 0, "the test script passed, expected it to fail"
+                assert expect_failure in out.stderr, f"stderr lacks {expect_failure!r}: {out.stderr}"
+                return
             assert out.returncode == 0, f"test script exit {out.returncode}: {out.stderr.strip()}"
             assert re.search(r"^\d+ passed, 0 failed$", out.stdout, re.M), "no summary line"
             hosts_refused(port, env.get("HTTP_NAS_ALLOWED_HOSTS"))

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -198,6 +201,7 @@ def a_dashboard(r: Rendered) -> None:
     # The dashboard itself is checked in test_dashboard.py.
     cm = r.one("ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]
+    assert f'ConfigMap "{cm["metadata"]["name"]}" for the Grafana sidecar' in r.notes, r.notes
     assert cm["data"]["http-nas.json"].strip() == (CHART / "files" / "dashboard.json").read_text().strip()
 
 
@@ -236,6 +240,19 @@ def a_scoped_tokens(r: Rendered) -> None:
     assert tvol == vol, "the test pod must read the same Secret"
     tenv = {e["name"]: e.get("value") for e in t["containers"][0]["env"]}
     assert tenv["HTTP_NAS_TOKENS_FILE"] == env["HTTP_NAS_TOKENS_FILE"], tenv
+    # Scoped tokens alone turn authentication on: NOTES says where the tokens are and how to
+    # get one, and every curl line carries the token.
+    assert 'Secret "team-tokens" (key "tokens.txt"' in r.notes, r.notes
+    assert "jsonpath='{.data.tokens\\.txt}'" in r.notes, r.notes
+    curls = [line for line in r.notes.splitlines() if line.strip().startswith(("cat ", "printf ", "curl "))
+             and "/file/" in line]
+    assert curls and all('Authorization: Bearer $TOKEN' in line for line in curls), curls
+
+
+def a_ingress_scoped_tokens(r: Rendered) -> None:
+    r.one("Ingress")
+    assert "WITHOUT authentication" not in r.notes, r.notes
+    assert "Authorization: Bearer $TOKEN" in r.notes, r.notes
 
 
 def a_allowed_hosts(r: Rendered) -> None:
@@ -321,6 +338,8 @@ SCENARIOS = [Scenario(*s) for s in [
                               "server": {"maxBody": 10737418240, "fsync": False}}),
      RELEASE, KUBE_VERSIONS, a_placement),
     ("ingress", sets("ingress.enabled=true,ingress.className=nginx"), RELEASE, KUBE_VERSIONS, a_ingress),
+    ("ingress-scoped-tokens", sets("ingress.enabled=true,tokensSecret=team-tokens"), RELEASE,
+     KUBE_VERSIONS, a_ingress_scoped_tokens),
     ("service-account", sets("serviceAccount.create=true"), RELEASE, KUBE_VERSIONS, a_sa),
     ("scoped-tokens", sets("tokensSecret=team-tokens,tokensSecretKey=tokens.txt"), RELEASE,
      KUBE_VERSIONS, a_scoped_tokens),
@@ -503,3 +522,41 @@ def test_live_helm_test_script(http_nas_bin: Path, rendered: Callable[[str], Ren
             f"admin-{os.urandom(16).hex()} rw",
         ])}
     live_test(http_nas_bin, rendered(name), secrets)
+
+
+def readme_tokens_file() -> str:
+    """The tokens file the chart README's scoped-tokens example writes, made by its own command."""
+    text = (CHART / "README.md").read_text()
+    block = re.search(r"```sh\n((?:(?!```).)*?> tokens\.txt)\n", text, re.S)
+    assert block, "the chart README has no example writing tokens.txt"
+    command = block.group(1)
+    if not shutil.which("openssl"):
+        command = command.replace("openssl rand -hex 32", "head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'")
+    with tempfile.TemporaryDirectory(prefix="helm-check-readme-") as tmp:
+        subprocess.run(["sh", "-c", command], cwd=tmp, check=True)
+        return (Path(tmp) / "tokens.txt").read_text()
+
+
+@pytest.mark.parametrize("case", ["readme-example", "trailing-comments"])
+def test_live_helm_test_script_scoped_tokens_files(http_nas_bin: Path,
+                                                   rendered: Callable[[str], Rendered],
+                                                   case: str) -> None:
+    # The README's example as it is written, and a file whose lines end in `# comment` fields:
+    # the comment is not a prefix, and a # inside a token is part of the token.
+    if case == "readme-example":
+        text = readme_tokens_file()
+    else:
+        text = "\n".join([
+            f"team-a-{os.urandom(8).hex()} rw team-a/   # team A's jobs",
+            f"reader-{os.urandom(8).hex()} ro # dashboards",
+            f"admin#{os.urandom(16).hex()} rw\t# admin; the # inside the token is part of it",
+        ])
+    live_test(http_nas_bin, rendered("scoped-tokens"), {"tokens": text})
+
+
+def test_live_helm_test_script_without_unscoped_rw_token_says_so(
+        http_nas_bin: Path, rendered: Callable[[str], Rendered]) -> None:
+    text = "\n".join([f"team-a-{os.urandom(8).hex()} rw team-a/  # team A",
+                      f"reader-{os.urandom(8).hex()} ro"])
+    live_test(http_nas_bin, rendered("scoped-tokens"), {"tokens": text},
+              expect_failure="helm test needs an unscoped rw token in the tokens file")

@@ -1,5 +1,6 @@
-//! Issue 14: the browse page, in a real browser; and the security rules of docs/API.md that only
-//! a browser can show (cross-site writes, DNS rebinding, stored pages, Basic login).
+//! The browse page, in a real browser, and the security rules of docs/API.md that only a
+//! browser can show (cross-site writes, DNS rebinding, stored pages, Basic login): what a
+//! browser renders and sends cannot be checked with curl.
 //!
 //! Debian's `chromium` loads the page headless from the real binary on loopback. The test reads
 //! the DOM the browser built (`--dump-dom`): one row per entry, links that lead to the files and

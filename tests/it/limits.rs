@@ -366,7 +366,7 @@ fn out_of_range_settings_are_refused_at_start_with_a_clear_error() {
 #[test]
 fn a_probe_pipelined_behind_a_download_the_client_reads_slowly_is_still_answered() {
     // A worker answers the probe from its head; the connection's send buffer is still full of
-    // the download, so a write that does not wait would lose the answer (found by review).
+    // the download, so a write that does not wait for room would lose the answer.
     use std::io::{Read, Write};
     let s = Server::start();
     let big = vec![b'd'; 8 << 20];

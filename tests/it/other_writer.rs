@@ -467,7 +467,8 @@ fn names_other_writers_made_are_listed_one_per_line_and_found_by_their_line() {
     let s = Server::start();
     // (name on disk, the line the listing must show)
     let cases: [(&[u8], &str); 8] = [
-        // A literal `%41` must not list as the line that finds `aA` (found by review).
+        // A literal `%41` must not list as the line that finds `aA`: the listing escapes `%`
+        // itself, so every listed line decodes back to exactly one name.
         (b"a%41", "a%2541"),
         (b"aA", "aA"),
         (b"q?x#y", "q%3Fx%23y"),

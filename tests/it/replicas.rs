@@ -1,4 +1,5 @@
-//! Issue 12: several replicas of the real binary on one real distributed filesystem.
+//! Several replicas of the real binary on one real distributed filesystem: the write protocol
+//! promises hold across machines only if they hold on a filesystem that is really shared.
 //!
 //! `make test-replicas` (`.ci/test-replicas`) starts a GlusterFS volume on loopback under the
 //! strict profile, mounts it three times (each mount stands for one pod's view of the

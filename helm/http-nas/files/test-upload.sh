@@ -6,8 +6,9 @@
 #   HTTP_NAS_URL              base URL of the service, e.g. http://http-nas:3000
 #   HTTP_NAS_TOKEN_FILE       optional: file with the read-write token (auth enabled)
 #   HTTP_NAS_READ_TOKEN_FILE  optional: file with the read-only token
-#   HTTP_NAS_TOKENS_FILE      optional: scoped tokens file; its first unscoped `rw` line is used
-#                             when HTTP_NAS_TOKEN_FILE is not set
+#   HTTP_NAS_TOKENS_FILE      optional: scoped tokens file; its first unscoped `rw` line (`TOKEN rw`,
+#                             no prefixes) is used when HTTP_NAS_TOKEN_FILE is not set, and the
+#                             test fails with a message saying so when there is none
 #   TMPDIR                    scratch directory (default /tmp)
 set -eu
 
@@ -33,14 +34,33 @@ if [ -n "${HTTP_NAS_TOKEN_FILE:-}" ]; then
   auth_rw="$tmp/auth-rw"
 fi
 if [ -z "$auth_rw" ] && [ -n "${HTTP_NAS_TOKENS_FILE:-}" ]; then
-  while read -r tok access prefixes; do
-    case "$tok" in '' | '#'*) continue ;; esac
-    if [ "$access" = rw ] && [ -z "$prefixes" ]; then
+  # Fields as the server reads them: split on blanks; a field that starts with # begins a
+  # comment (a # inside a token is part of it). The first line `TOKEN rw` with no prefixes wins.
+  set -f
+  while IFS= read -r line || [ -n "$line" ]; do
+    set -- $line
+    tok=""
+    access=""
+    scoped=""
+    for field in "$@"; do
+      case "$field" in '#'*) break ;; esac
+      if [ -z "$tok" ]; then
+        tok="$field"
+      elif [ -z "$access" ]; then
+        access="$field"
+      else
+        scoped=yes
+        break
+      fi
+    done
+    if [ -n "$tok" ] && [ "$access" = rw ] && [ -z "$scoped" ]; then
       printf 'Authorization: Bearer %s\n' "$tok" > "$tmp/auth-rw"
       auth_rw="$tmp/auth-rw"
       break
     fi
   done < "$HTTP_NAS_TOKENS_FILE"
+  set +f
+  [ -n "$auth_rw" ] || fail "helm test needs an unscoped rw token in the tokens file (a line \`TOKEN rw\`); $HTTP_NAS_TOKENS_FILE has none"
 fi
 if [ -n "${HTTP_NAS_READ_TOKEN_FILE:-}" ]; then
   printf 'Authorization: Bearer %s\n' "$(cat "$HTTP_NAS_READ_TOKEN_FILE")" > "$tmp/auth-ro"
