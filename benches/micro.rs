@@ -166,8 +166,9 @@ mod body {
     }
 }
 
-/// Request heads: `check_head` (is a whole head buffered? run on every read until it is) and
-/// `parse_head` (the owned `Head`), both on httparse with the server's 64-header array.
+/// Request heads: `check_head` (is a whole head buffered?) and `parse_head` (the owned `Head`),
+/// both wrappers of the one httparse pass (`read_head`, 64-header array) the reactor runs on
+/// every read until a head is whole; `parse` is what that pass costs a complete head.
 mod head {
     use super::*;
     use http_nas::entry::{HeadStatus, check_head, parse_head};
