@@ -1,11 +1,13 @@
 //! Several replicas of the real binary on one real distributed filesystem: the write protocol
 //! promises hold across machines only if they hold on a filesystem that is really shared.
 //!
-//! `make test-replicas` (`.ci/test-replicas`) starts a GlusterFS volume on loopback under the
-//! strict profile, mounts it three times (each mount stands for one pod's view of the
-//! ReadWriteMany volume) and runs these tests with `HTTP_NAS_REPLICA_MOUNTS` naming the mounts.
-//! Each test gets a fresh directory of the volume as every replica's storage root, one replica
-//! per mount. Without the variable (a plain `make test`) each test prints why it skipped.
+//! `make test-replicas` (`.ci/test-replicas`) runs them twice: on a GlusterFS volume on loopback
+//! (`.ci/gluster`) and on a JuiceFS volume on loopback (`.ci/juicefs`), each under the strict
+//! profile and mounted three times (each mount stands for one pod's view of the ReadWriteMany
+//! volume), with `HTTP_NAS_REPLICA_MOUNTS` naming the mounts and `HTTP_NAS_REPLICA_FS` the
+//! filesystem (`glusterfs` or `juicefs`). Each test gets a fresh directory of the volume as every
+//! replica's storage root, one replica per mount. Without the variable (a plain `make test`)
+//! each test prints why it skipped.
 //!
 //! Appended records name their writer and sequence number and end in `\n`, so a file can be
 //! checked record by record: every acknowledged record is there exactly once and whole, and no
@@ -25,10 +27,19 @@ use crate::support::{RESERVED_PREFIX, Response, SETTLE_TIMEOUT, Server, skip, wa
 /// The mounts of the test volume, if `make test-replicas` set them up.
 fn mounts() -> Option<Vec<PathBuf>> {
     let Some(list) = std::env::var_os("HTTP_NAS_REPLICA_MOUNTS").filter(|v| !v.is_empty()) else {
-        skip("no GlusterFS volume (run `make test-replicas`, which sets one up)");
+        skip("no shared volume (run `make test-replicas`, which sets up GlusterFS and JuiceFS)");
         return None;
     };
     Some(std::env::split_paths(&list).collect())
+}
+
+/// The start-up log line each replica writes about the volume under test: the one for its
+/// filesystem, named by `HTTP_NAS_REPLICA_FS` (GlusterFS when unset).
+fn volume_log_line() -> &'static str {
+    match std::env::var("HTTP_NAS_REPLICA_FS").as_deref() {
+        Ok("juicefs") => "storage is on JuiceFS",
+        _ => "storage is on GlusterFS",
+    }
 }
 
 static NEXT_ROOT: AtomicUsize = AtomicUsize::new(0);
@@ -371,7 +382,7 @@ fn uploads_moves_and_deletes_are_visible_on_every_replica() {
     let Some(r) = Replicas::start(3, &[]) else { return };
     let (a, b, c) = (&r.servers[0], &r.servers[1], &r.servers[2]);
     // Each replica said at start what it runs on, and what that needs.
-    assert!(a.log().contains("storage is on GlusterFS"), "{}", a.log());
+    assert!(a.log().contains(volume_log_line()), "{}", a.log());
     a.post("/file/dir/report.csv", "v1\n").assert_status(200);
     b.get("/file/dir/report.csv").assert_ok_body("v1\n");
     c.post("/file/dir/report.csv", "v2\n").assert_status(200);
