@@ -435,3 +435,58 @@ fn no_replica_ever_lists_another_ones_internal_files() {
         "temp files left after the clients left"
     );
 }
+
+// ---- a volume whose client caches make several replicas unsafe ----
+
+/// Two mounts of the JuiceFS volume with JuiceFS's default client caches (1 s attribute and
+/// entry caches), if `make test-replicas` set them up (its JuiceFS run does).
+fn caching_mounts() -> Option<Vec<PathBuf>> {
+    let Some(list) = std::env::var_os("HTTP_NAS_REPLICA_CACHING_MOUNTS").filter(|v| !v.is_empty()) else {
+        skip("no JuiceFS mounts with client caches (the JuiceFS run of `make test-replicas` sets them up)");
+        return None;
+    };
+    Some(std::env::split_paths(&list).collect())
+}
+
+#[test]
+fn juicefs_with_client_caches_keeps_replicas_unready_while_another_is_live() {
+    let Some(mounts) = caching_mounts() else { return };
+    let name = format!("c-{}-{}", std::process::id(), NEXT_ROOT.fetch_add(1, Ordering::Relaxed));
+    fs::create_dir(mounts[0].join(&name)).expect("create a root on the volume");
+    let roots: Vec<PathBuf> = mounts[..2].iter().map(|m| m.join(&name)).collect();
+    assert!(wait_until(SETTLE_TIMEOUT, || roots[1].is_dir()), "root not visible");
+    let ready = |s: &Server| s.get("/readyz").status == 200;
+    // Alone, a replica is safe with any options: ready, and its log says what several need.
+    let a = Server::start_on(&roots[0], &[]);
+    let log = a.log();
+    assert!(log.contains("storage is on JuiceFS"), "{log}");
+    assert!(log.contains("attr-cache=1s"), "the cache in use is not named: {log}");
+    assert!(
+        log.contains("--attr-cache=0 --entry-cache=0 --dir-entry-cache=0 --open-cache=0"),
+        "{log}"
+    );
+    assert!(log.contains("one replica is safe with any options"), "{log}");
+    assert!(wait_until(SETTLE_TIMEOUT, || ready(&a)), "a lone replica is not ready");
+    // A second replica: neither takes traffic, and each says why.
+    let b = Server::start_on(&roots[1], &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&a) && !ready(&b)),
+        "two replicas on caching mounts went ready: a {}, b {}",
+        a.get("/readyz").status,
+        b.get("/readyz").status
+    );
+    let answer = a.get("/readyz");
+    assert_eq!(answer.status, 503);
+    let text = answer.text();
+    assert!(text.contains("another replica is live"), "{text}");
+    assert!(text.contains("--attr-cache=0"), "{text}");
+    assert!(a.log().contains("not ready: "), "{}", a.log());
+    // The other gone (killed: its lock goes with it), the one left is ready again.
+    drop(b);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || ready(&a)),
+        "a replica left alone stayed unready"
+    );
+    drop(a);
+    let _ = fs::remove_dir_all(&roots[0]);
+}
