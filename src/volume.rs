@@ -9,7 +9,9 @@
 //!
 //! JuiceFS is the one FUSE filesystem whose client caches can be read from inside the pod: its
 //! mount root holds a `.config` (JSON, readable by root only) with the attribute, entry and
-//! dir-entry timeouts and the open cache the client runs with. With any of them above zero, a
+//! dir-entry timeouts and the open cache the client runs with; without root, its `.stats`
+//! (readable by all) shows whether a burst of `fstat` calls reached the client, i.e. whether
+//! the kernel caches attributes. With any cache on, a
 //! replica can read a size another replica has since grown and append over its records, so
 //! such a replica registers itself ([`Presence`], a locked file under `.http-nas-replicas/` in
 //! the root) and refuses to go ready while another replica is live on the same storage: one
@@ -23,8 +25,8 @@ use std::path::Path;
 use crate::storage::dir::{self, Access, Dir};
 use crate::storage::lock;
 
-/// The directory under the storage root where every replica on JuiceFS keeps its presence
-/// file (in the reserved namespace: hidden from clients, swept of dead replicas' files).
+/// The directory under the storage root where each replica on a caching JuiceFS mount keeps its
+/// presence file (in the reserved namespace: hidden from clients, swept of dead replicas' files).
 pub const PRESENCE_DIR: &str = ".http-nas-replicas";
 /// Name prefix of a presence file; the rest is random.
 pub const PRESENCE_PREFIX: &str = ".http-nas-replica-";
@@ -105,7 +107,7 @@ pub fn replica_advice(mount: &Mount) -> Option<String> {
              (docs/operations.md, \"Several replicas\")",
             mount.point
         )),
-        "fuse.juicefs" => Some(juicefs_advice(mount, &juicefs_profile(mount))),
+        "fuse.juicefs" => Some(juicefs_advice(mount, &juicefs_profile(mount, Path::new(&mount.point)))),
         "ceph" | "fuse.ceph-fuse" => None,
         t if t.starts_with("fuse") => Some(format!(
             "the storage is on a FUSE filesystem ({t} at {}): several replicas need it to honour \
@@ -132,13 +134,59 @@ pub enum CacheProfile {
     Unknown(String),
 }
 
-/// The cache profile of the JuiceFS mount `mount`, from its `.config`.
-pub fn juicefs_profile(mount: &Mount) -> CacheProfile {
+/// The cache profile of the JuiceFS mount `mount` holding the storage `root`: from its
+/// `.config` where that can be read (as root), else from what its `.stats` shows of a probe.
+pub fn juicefs_profile(mount: &Mount, root: &Path) -> CacheProfile {
     let path = Path::new(&mount.point).join(".config");
     match std::fs::read_to_string(&path) {
         Ok(text) => profile_of_config(&text),
-        Err(e) => CacheProfile::Unknown(format!("{} cannot be read here: {e}", path.display())),
+        Err(e) => {
+            let unread = format!("{} cannot be read here: {e}", path.display());
+            match attr_cache_probe(mount, root) {
+                Some(Ok(())) => CacheProfile::Unknown(format!(
+                    "{unread}; .stats shows the attribute cache off, but not the entry caches"
+                )),
+                Some(Err(seen)) => CacheProfile::Caching(seen),
+                None => CacheProfile::Unknown(unread),
+            }
+        }
     }
+}
+
+/// `fstat`s per probe of the attribute cache.
+const PROBE_STATS: u64 = 8;
+/// Probes of the attribute cache; one that sees it on is enough.
+const PROBE_ROUNDS: usize = 3;
+
+/// Whether the kernel caches attributes on the JuiceFS mount, seen without root: `.stats`
+/// (readable by all) counts the GETATTR requests that reach the client, and with
+/// `attr-cache=0` every `fstat` of the root is one; with a cache, a burst of them is answered
+/// by the kernel. Other traffic on the mount only adds to the count, so a burst that reached
+/// the client fewer times than it was made is a cache, never noise. `None` where `.stats`
+/// cannot be read or shows no count; `Ok` for no cache seen; `Err` with what was seen.
+fn attr_cache_probe(mount: &Mount, root: &Path) -> Option<Result<(), String>> {
+    let stats = Path::new(&mount.point).join(".stats");
+    let getattrs = || {
+        let text = std::fs::read_to_string(&stats).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("juicefs_fuse_ops_total_getattr "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    let dir = File::open(root).ok()?;
+    for _ in 0..PROBE_ROUNDS {
+        let before = getattrs()?;
+        for _ in 0..PROBE_STATS {
+            dir.metadata().ok()?;
+        }
+        let reached = getattrs()?.saturating_sub(before);
+        if reached < PROBE_STATS {
+            return Some(Err(format!(
+                "attr-cache on ({PROBE_STATS} fstat calls reached the client {reached} times, from .stats)"
+            )));
+        }
+    }
+    Some(Ok(()))
 }
 
 /// The cache profile a JuiceFS `.config` (JSON; durations in nanoseconds) describes.
@@ -202,7 +250,7 @@ pub fn log_volume(root: &Path) -> Option<String> {
     let mount = mount_of(root, &mountinfo)?;
     log::info!("storage volume: {} mounted at {}", mount.fstype, mount.point);
     if mount.fstype == "fuse.juicefs" {
-        let profile = juicefs_profile(&mount);
+        let profile = juicefs_profile(&mount, root);
         let advice = juicefs_advice(&mount, &profile);
         return match profile {
             CacheProfile::Strict => {
@@ -326,6 +374,27 @@ a line that is not one
         assert!(advice("/mnt/gluster").unwrap().contains("strict profile"));
         assert!(advice("/mnt/with space").unwrap().contains("single replica"));
         assert_eq!(advice("/"), None);
+    }
+
+    #[test]
+    fn presence_counts_the_live_replicas_and_clears_a_dead_ones_file() {
+        let root = std::env::temp_dir().join(format!("http-nas-presence-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let a = Presence::register(&root).unwrap();
+        assert_eq!(a.others_live().unwrap(), 0, "alone");
+        // flock locks belong to the open file, so a second registration in this process
+        // stands for another replica.
+        let b = Presence::register(&root).unwrap();
+        assert_eq!((a.others_live().unwrap(), b.others_live().unwrap()), (1, 1));
+        // A dead replica's file: there, but nobody holds its lock.
+        let dead = root.join(PRESENCE_DIR).join(format!("{PRESENCE_PREFIX}dead"));
+        std::fs::write(&dead, "").unwrap();
+        assert_eq!(a.others_live().unwrap(), 1, "a dead replica counted");
+        assert!(!dead.exists(), "a dead replica's file left");
+        drop(b);
+        assert_eq!(a.others_live().unwrap(), 0, "a replica gone still counted");
+        drop(a);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -490,3 +490,36 @@ fn juicefs_with_client_caches_keeps_replicas_unready_while_another_is_live() {
     drop(a);
     let _ = fs::remove_dir_all(&roots[0]);
 }
+
+#[test]
+fn juicefs_client_caches_are_seen_without_root_too() {
+    let Some(mounts) = caching_mounts() else { return };
+    let name = format!("u-{}-{}", std::process::id(), NEXT_ROOT.fetch_add(1, Ordering::Relaxed));
+    let created = mounts[0].join(&name);
+    fs::create_dir(&created).expect("create a root on the volume");
+    // As the image runs: uid 65532, which cannot read the mount's root-only .config.
+    let mut perms = fs::metadata(&created).expect("stat the root").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    fs::set_permissions(&created, perms).expect("open the root to uid 65532");
+    let roots: Vec<PathBuf> = mounts[..2].iter().map(|m| m.join(&name)).collect();
+    assert!(wait_until(SETTLE_TIMEOUT, || roots[1].is_dir()), "root not visible");
+    let unprivileged: Vec<String> = ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"]
+        .map(String::from)
+        .to_vec();
+    let ready = |s: &Server| s.get("/readyz").status == 200;
+    let a = Server::start_wrapped_on(&roots[0], &unprivileged, &[]);
+    let log = a.log();
+    assert!(log.contains("storage is on JuiceFS"), "{log}");
+    assert!(
+        log.contains("attr-cache on ("),
+        "the cache was not seen from .stats: {log}"
+    );
+    assert!(wait_until(SETTLE_TIMEOUT, || ready(&a)), "a lone replica is not ready");
+    let b = Server::start_wrapped_on(&roots[1], &unprivileged, &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&a) && !ready(&b)),
+        "two unprivileged replicas on caching mounts went ready"
+    );
+    drop((a, b));
+    let _ = fs::remove_dir_all(&created);
+}
