@@ -116,7 +116,7 @@ fuzz:
 	  $(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECS) -print_final_stats=0 || exit 1; \
 	done
 
-## clean: cargo clean: removes the target dir (builds, and the venvs of helm-check, redbot and
+## clean: cargo clean: removes the target dir (builds, and the venvs of helm-check, redbot, JuiceFS and
 ## test-airflow, which are rebuilt on next use)
 clean:
 	$(CARGO) clean
