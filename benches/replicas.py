@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""What scale-out costs and buys: 1, 2 and 3 replicas of http-nas on one GlusterFS volume
-(strict profile, one FUSE mount per replica, .ci/gluster), against one replica on local disk.
+"""What scale-out costs and buys: 1, 2 and 3 replicas of http-nas on one GlusterFS volume and on
+one JuiceFS volume (each under the strict profile, one FUSE mount per replica, .ci/gluster and
+.ci/juicefs), against one replica on local disk.
 
 Run by `make bench-replicas`. Each configuration gets 16 concurrent clients spread round-robin
 over its replicas, for two workloads, each run BENCH_RUNS times (median):
@@ -27,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 BINARY = Path(os.environ.get("BENCH_BINARY", TARGET / "release" / "http-nas"))
-GLUSTER_DIR = TARGET / "gluster-bench"
+# The shared volumes: label, set-up script, and its directory.
+VOLUMES = [("GlusterFS", "gluster", TARGET / "gluster-bench"), ("JuiceFS", "juicefs", TARGET / "juicefs-bench")]
 CLIENTS = 16
 UPLOAD_BYTES = 4 * 1024 * 1024
 UPLOADS_PER_CLIENT = 8
@@ -127,6 +129,28 @@ def measure(name: str, roots: list[Path], body: bytes) -> tuple[str, float, floa
     return name, statistics.median(up), statistics.median(ap)
 
 
+def volume_rows(label: str, script: Path, directory: Path, body: bytes) -> list[tuple[str, float, float]]:
+    """1, 2 and 3 replicas on the volume `script` sets up (none where FUSE is missing)."""
+    up = subprocess.run([str(script), "up", str(directory), "3"], capture_output=True, text=True)
+    if up.returncode == 3:
+        print(f"{label} rows skipped: this machine cannot mount FUSE")
+        return []
+    if up.returncode != 0:
+        raise SystemExit(f"the {label} volume did not come up: {up.stderr}")
+    rows = []
+    try:
+        mounts = [Path(m) for m in up.stdout.split()]
+        shared = "bench"
+        (mounts[0] / shared).mkdir(exist_ok=True)
+        for n in (1, 2, 3):
+            roots = [m / shared for m in mounts[:n]]
+            rows.append(measure(f"{n} replica{'s' if n > 1 else ''}, {label}", roots, body))
+        shutil.rmtree(mounts[0] / shared, ignore_errors=True)
+    finally:
+        subprocess.run([str(script), "down", str(directory)])
+    return rows
+
+
 def main() -> int:
     if not BINARY.is_file():
         raise SystemExit(f"{BINARY} is missing: `cargo build --release` (make bench-replicas does)")
@@ -135,23 +159,8 @@ def main() -> int:
     rows = []
     try:
         rows.append(measure("1 replica, local disk", [local], body))
-        up = subprocess.run([str(REPO / ".ci" / "gluster"), "up", str(GLUSTER_DIR), "3"],
-                            capture_output=True, text=True)
-        if up.returncode == 3:
-            print("GlusterFS rows skipped: this machine cannot mount FUSE")
-        elif up.returncode != 0:
-            raise SystemExit(f"the GlusterFS volume did not come up: {up.stderr}")
-        else:
-            try:
-                mounts = [Path(m) for m in up.stdout.split()]
-                shared = "bench"
-                (mounts[0] / shared).mkdir(exist_ok=True)
-                for n in (1, 2, 3):
-                    roots = [m / shared for m in mounts[:n]]
-                    rows.append(measure(f"{n} replica{'s' if n > 1 else ''}, GlusterFS", roots, body))
-                shutil.rmtree(mounts[0] / shared, ignore_errors=True)
-            finally:
-                subprocess.run([str(REPO / ".ci" / "gluster"), "down", str(GLUSTER_DIR)])
+        for label, script, directory in VOLUMES:
+            rows.extend(volume_rows(label, REPO / ".ci" / script, directory, body))
     finally:
         shutil.rmtree(local, ignore_errors=True)
     base_up, base_ap = rows[0][1], rows[0][2]

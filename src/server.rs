@@ -127,7 +127,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         source,
     })?;
     crate::storage::lock::set_timeout(config.lock_timeout);
-    crate::volume::log_volume(storage.root());
+    let replica_hazard = crate::volume::log_volume(storage.root());
     let removed = storage.sweep();
     if removed > 0 {
         log::warn!("start-up sweep: settled {removed} leftover(s) of interrupted uploads, appends and deletes");
@@ -151,7 +151,11 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     } else {
         "open (no token set)"
     };
-    let app = Arc::new(App::new(storage, tokens, browser, Arc::clone(&stats)));
+    let mut app = App::new(storage, tokens, browser, Arc::clone(&stats));
+    if let Some(hazard) = replica_hazard {
+        app.guard_replicas(hazard);
+    }
+    let app = Arc::new(app);
     app.check_storage();
     start_storage_checker(Arc::clone(&app));
     let max_connections = connection_budget(config);

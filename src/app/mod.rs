@@ -48,6 +48,9 @@ pub struct App {
     metrics: Metrics,
     stats: Arc<Stats>,
     probes: ProbeState,
+    /// Why several replicas are unsafe on this volume, and this replica's presence on it, where
+    /// readiness must wait for it to be the only live one ([`crate::volume::Presence`]).
+    replica_guard: Option<(String, crate::volume::Presence)>,
 }
 
 impl App {
@@ -60,6 +63,16 @@ impl App {
             metrics: Metrics::default(),
             stats,
             probes: ProbeState::default(),
+            replica_guard: None,
+        }
+    }
+
+    /// Registers this replica's presence on the storage and makes readiness refuse, for
+    /// `hazard`, while another replica is live on it.
+    pub fn guard_replicas(&mut self, hazard: String) {
+        match crate::volume::Presence::register(self.storage.root()) {
+            Ok(presence) => self.replica_guard = Some((hazard, presence)),
+            Err(e) => log::warn!("could not register this replica's presence on the storage: {e}"),
         }
     }
 
@@ -72,6 +85,14 @@ impl App {
             why
         });
         self.probes.record(self.storage.root_is_dir(), writable);
+        if let Some((hazard, presence)) = &self.replica_guard {
+            let refusal = match presence.others_live() {
+                Ok(0) => None,
+                Ok(n) => Some(format!("{hazard} ({n} other replica(s) live)")),
+                Err(e) => Some(format!("{hazard} (could not count the live replicas: {e})")),
+            };
+            self.probes.refuse(refusal);
+        }
     }
 
     /// The operation a head asks for, if the head alone allows it: a parseable URL, a host

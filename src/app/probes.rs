@@ -32,6 +32,9 @@ pub struct ProbeState {
     root_there: AtomicBool,
     /// Why the last check failed, if it did.
     failure: Mutex<Option<String>>,
+    /// Why the service must not take requests even though the storage works (several replicas
+    /// on a volume whose client caches make that unsafe), if it must not.
+    refusal: Mutex<Option<String>>,
 }
 
 impl Default for ProbeState {
@@ -41,6 +44,7 @@ impl Default for ProbeState {
             writable_at_ms: AtomicU64::new(0),
             root_there: AtomicBool::new(false),
             failure: Mutex::new(Some("the storage has not been checked yet".into())),
+            refusal: Mutex::new(None),
         }
     }
 }
@@ -62,6 +66,23 @@ impl ProbeState {
                 *failure = Some(why);
             }
         }
+    }
+
+    /// Records why readiness must be refused however the storage is (`None`: it need not);
+    /// logs each change.
+    pub fn refuse(&self, why: Option<String>) {
+        let mut refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        match (&*refusal, &why) {
+            (None, Some(why)) => log::error!("not ready: {why}"),
+            (Some(_), None) => log::info!("ready again: no other replica is live on the storage"),
+            _ => {}
+        }
+        *refusal = why;
+    }
+
+    /// Why readiness is refused however the storage is, if it is.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// True while the root is still there (the original's `GET /file` answer).
@@ -111,6 +132,9 @@ fn readiness(app: &App) -> Result<Response, Error> {
     app.probes
         .writable()
         .map_err(|message| Error::Unavailable { message })?;
+    if let Some(message) = app.probes.refusal() {
+        return Err(Error::Unavailable { message });
+    }
     if !app.stats.pool.has_room() {
         return Err(Error::Unavailable {
             message: "every worker is busy and the queue is full".into(),

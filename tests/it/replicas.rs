@@ -1,11 +1,13 @@
 //! Several replicas of the real binary on one real distributed filesystem: the write protocol
 //! promises hold across machines only if they hold on a filesystem that is really shared.
 //!
-//! `make test-replicas` (`.ci/test-replicas`) starts a GlusterFS volume on loopback under the
-//! strict profile, mounts it three times (each mount stands for one pod's view of the
-//! ReadWriteMany volume) and runs these tests with `HTTP_NAS_REPLICA_MOUNTS` naming the mounts.
-//! Each test gets a fresh directory of the volume as every replica's storage root, one replica
-//! per mount. Without the variable (a plain `make test`) each test prints why it skipped.
+//! `make test-replicas` (`.ci/test-replicas`) runs them twice: on a GlusterFS volume on loopback
+//! (`.ci/gluster`) and on a JuiceFS volume on loopback (`.ci/juicefs`), each under the strict
+//! profile and mounted three times (each mount stands for one pod's view of the ReadWriteMany
+//! volume), with `HTTP_NAS_REPLICA_MOUNTS` naming the mounts and `HTTP_NAS_REPLICA_FS` the
+//! filesystem (`glusterfs` or `juicefs`). Each test gets a fresh directory of the volume as every
+//! replica's storage root, one replica per mount. Without the variable (a plain `make test`)
+//! each test prints why it skipped.
 //!
 //! Appended records name their writer and sequence number and end in `\n`, so a file can be
 //! checked record by record: every acknowledged record is there exactly once and whole, and no
@@ -25,10 +27,19 @@ use crate::support::{RESERVED_PREFIX, Response, SETTLE_TIMEOUT, Server, skip, wa
 /// The mounts of the test volume, if `make test-replicas` set them up.
 fn mounts() -> Option<Vec<PathBuf>> {
     let Some(list) = std::env::var_os("HTTP_NAS_REPLICA_MOUNTS").filter(|v| !v.is_empty()) else {
-        skip("no GlusterFS volume (run `make test-replicas`, which sets one up)");
+        skip("no shared volume (run `make test-replicas`, which sets up GlusterFS and JuiceFS)");
         return None;
     };
     Some(std::env::split_paths(&list).collect())
+}
+
+/// The start-up log line each replica writes about the volume under test: the one for its
+/// filesystem, named by `HTTP_NAS_REPLICA_FS` (GlusterFS when unset).
+fn volume_log_line() -> &'static str {
+    match std::env::var("HTTP_NAS_REPLICA_FS").as_deref() {
+        Ok("juicefs") => "storage is on JuiceFS",
+        _ => "storage is on GlusterFS",
+    }
 }
 
 static NEXT_ROOT: AtomicUsize = AtomicUsize::new(0);
@@ -371,7 +382,7 @@ fn uploads_moves_and_deletes_are_visible_on_every_replica() {
     let Some(r) = Replicas::start(3, &[]) else { return };
     let (a, b, c) = (&r.servers[0], &r.servers[1], &r.servers[2]);
     // Each replica said at start what it runs on, and what that needs.
-    assert!(a.log().contains("storage is on GlusterFS"), "{}", a.log());
+    assert!(a.log().contains(volume_log_line()), "{}", a.log());
     a.post("/file/dir/report.csv", "v1\n").assert_status(200);
     b.get("/file/dir/report.csv").assert_ok_body("v1\n");
     c.post("/file/dir/report.csv", "v2\n").assert_status(200);
@@ -423,4 +434,92 @@ fn no_replica_ever_lists_another_ones_internal_files() {
         wait_until(SETTLE_TIMEOUT, || internal() == 0),
         "temp files left after the clients left"
     );
+}
+
+// ---- a volume whose client caches make several replicas unsafe ----
+
+/// Two mounts of the JuiceFS volume with JuiceFS's default client caches (1 s attribute and
+/// entry caches), if `make test-replicas` set them up (its JuiceFS run does).
+fn caching_mounts() -> Option<Vec<PathBuf>> {
+    let Some(list) = std::env::var_os("HTTP_NAS_REPLICA_CACHING_MOUNTS").filter(|v| !v.is_empty()) else {
+        skip("no JuiceFS mounts with client caches (the JuiceFS run of `make test-replicas` sets them up)");
+        return None;
+    };
+    Some(std::env::split_paths(&list).collect())
+}
+
+#[test]
+fn juicefs_with_client_caches_keeps_replicas_unready_while_another_is_live() {
+    let Some(mounts) = caching_mounts() else { return };
+    let name = format!("c-{}-{}", std::process::id(), NEXT_ROOT.fetch_add(1, Ordering::Relaxed));
+    fs::create_dir(mounts[0].join(&name)).expect("create a root on the volume");
+    let roots: Vec<PathBuf> = mounts[..2].iter().map(|m| m.join(&name)).collect();
+    assert!(wait_until(SETTLE_TIMEOUT, || roots[1].is_dir()), "root not visible");
+    let ready = |s: &Server| s.get("/readyz").status == 200;
+    // Alone, a replica is safe with any options: ready, and its log says what several need.
+    let a = Server::start_on(&roots[0], &[]);
+    let log = a.log();
+    assert!(log.contains("storage is on JuiceFS"), "{log}");
+    assert!(log.contains("attr-cache=1s"), "the cache in use is not named: {log}");
+    assert!(
+        log.contains("--attr-cache=0 --entry-cache=0 --dir-entry-cache=0 --open-cache=0"),
+        "{log}"
+    );
+    assert!(log.contains("one replica is safe with any options"), "{log}");
+    assert!(wait_until(SETTLE_TIMEOUT, || ready(&a)), "a lone replica is not ready");
+    // A second replica: neither takes traffic, and each says why.
+    let b = Server::start_on(&roots[1], &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&a) && !ready(&b)),
+        "two replicas on caching mounts went ready: a {}, b {}",
+        a.get("/readyz").status,
+        b.get("/readyz").status
+    );
+    let answer = a.get("/readyz");
+    assert_eq!(answer.status, 503);
+    let text = answer.text();
+    assert!(text.contains("another replica is live"), "{text}");
+    assert!(text.contains("--attr-cache=0"), "{text}");
+    assert!(a.log().contains("not ready: "), "{}", a.log());
+    // The other gone (killed: its lock goes with it), the one left is ready again.
+    drop(b);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || ready(&a)),
+        "a replica left alone stayed unready"
+    );
+    drop(a);
+    let _ = fs::remove_dir_all(&roots[0]);
+}
+
+#[test]
+fn juicefs_client_caches_are_seen_without_root_too() {
+    let Some(mounts) = caching_mounts() else { return };
+    let name = format!("u-{}-{}", std::process::id(), NEXT_ROOT.fetch_add(1, Ordering::Relaxed));
+    let created = mounts[0].join(&name);
+    fs::create_dir(&created).expect("create a root on the volume");
+    // As the image runs: uid 65532, which cannot read the mount's root-only .config.
+    let mut perms = fs::metadata(&created).expect("stat the root").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    fs::set_permissions(&created, perms).expect("open the root to uid 65532");
+    let roots: Vec<PathBuf> = mounts[..2].iter().map(|m| m.join(&name)).collect();
+    assert!(wait_until(SETTLE_TIMEOUT, || roots[1].is_dir()), "root not visible");
+    let unprivileged: Vec<String> = ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"]
+        .map(String::from)
+        .to_vec();
+    let ready = |s: &Server| s.get("/readyz").status == 200;
+    let a = Server::start_wrapped_on(&roots[0], &unprivileged, &[]);
+    let log = a.log();
+    assert!(log.contains("storage is on JuiceFS"), "{log}");
+    assert!(
+        log.contains("attr-cache on ("),
+        "the cache was not seen from .stats: {log}"
+    );
+    assert!(wait_until(SETTLE_TIMEOUT, || ready(&a)), "a lone replica is not ready");
+    let b = Server::start_wrapped_on(&roots[1], &unprivileged, &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&a) && !ready(&b)),
+        "two unprivileged replicas on caching mounts went ready"
+    );
+    drop((a, b));
+    let _ = fs::remove_dir_all(&created);
 }
