@@ -52,6 +52,7 @@ fn is_file(app: &App, dir: &RelPath, grant: Grant<'_>) -> bool {
 /// of the request decide ([`conditional::decide`]).
 fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u64) -> Result<Response, Error> {
     let validators = Validators::of(&file, meta, size);
+    let repr_digest = super::digest_fields::for_read(head, &file, meta, size);
     let conditions = ReadConditions {
         if_match: head.header("if-match"),
         if_unmodified_since: head.header("if-unmodified-since"),
@@ -83,6 +84,10 @@ fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u6
     let resp = match kind.filter(|k| is_markup(k)) {
         Some(_) => resp.with_header("Content-Disposition", attachment(path)),
         None => resp,
+    };
+    let resp = match repr_digest {
+        Some(value) if resp.status != 304 => resp.with_header("Repr-Digest", value),
+        _ => resp,
     };
     Ok(resp
         .with_header("ETag", validators.etag)
