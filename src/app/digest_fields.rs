@@ -184,19 +184,21 @@ pub fn check(
             Field::Repr => ("the file after this write", repr),
         };
         let Some(sums) = sums else {
-            return Err(Refused::Malformed(format!(
+            return Err(Refused::Malformed(
                 "Repr-Digest cannot be verified for this append: no digest is kept for the file (it \
                  was written before digests were kept, by another writer, or on a volume without \
                  extended attributes); send Content-Digest for the body instead, or replace the file"
-            )));
+                    .into(),
+            ));
         };
         let Some(computed) = sums.get(claim.algorithm) else {
             let name = claim.algorithm.name();
             return Err(Refused::Malformed(match claim.field {
-                Field::Repr if claim.algorithm == Algorithm::Sha512 => format!(
+                Field::Repr if claim.algorithm == Algorithm::Sha512 => {
                     "a sha-512 Repr-Digest cannot be verified on an append (only sha-256 and crc32c are \
                      kept per file); send sha-256 or crc32c, or a sha-512 Content-Digest of the body"
-                ),
+                        .into()
+                }
                 _ => format!(
                     "the {name} {} came in the trailer section, unannounced: name it in the head's \
                      `Trailer` field so it is computed as the body arrives",

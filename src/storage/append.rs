@@ -91,6 +91,9 @@ struct Received {
 
 /// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
 /// file linked in.
+// The target, the body, and what the commit must hold to: each its own argument, as the steps
+// below take them apart.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     root: &Root,
     parent: &Path,

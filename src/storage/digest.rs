@@ -300,6 +300,10 @@ pub enum Refused {
     Malformed(String),
 }
 
+/// The approval of a write's digests: the body's, and the file's after the write (`None` where
+/// none are kept).
+pub type Check<'a> = &'a dyn Fn(&Sums, Option<&Sums>) -> Result<(), Refused>;
+
 /// What a write computes and verifies of its digests, and what it learns of the file's.
 pub struct Plan<'a> {
     /// What to compute over the body besides its crc32c (the sha-256 is also kept).
@@ -307,7 +311,7 @@ pub struct Plan<'a> {
     /// Called once the body is whole and, for an append, under the file's lock with the
     /// file's digests after the append (`None` where none are kept): before anything is
     /// committed, so a refusal leaves the file as it was.
-    pub check: &'a dyn Fn(&Sums, Option<&Sums>) -> Result<(), Refused>,
+    pub check: Check<'a>,
     /// Set by a successful write: the digests of the whole file it committed, where known.
     pub repr: Option<Sums>,
 }
@@ -406,7 +410,7 @@ fn encode(identity: &Identity, kept: &Kept) -> Vec<u8> {
 }
 
 /// Reads `n` bytes off the front of `bytes`.
-fn take<'a, const N: usize>(bytes: &mut &'a [u8]) -> Option<[u8; N]> {
+fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
     let (head, rest) = bytes.split_first_chunk::<N>()?;
     *bytes = rest;
     Some(*head)
