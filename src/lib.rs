@@ -36,5 +36,6 @@ pub mod entry {
     pub use crate::http::body::{Body, BodyError, Framing, ReadBuf};
     pub use crate::http::head::{HeadError, HeadStatus, MAX_HEAD_BYTES, MAX_HEADERS, check_head, parse_head};
     pub use crate::path::{Naming, RelPath, listed_name};
+    pub use crate::storage::digest::{Hasher as DigestHasher, Wanted as DigestsWanted};
     pub use crate::storage::wc::count_lines;
 }
