@@ -279,8 +279,8 @@ pub struct Body<'a, S: Read + Write> {
 
 impl<'a, S: Read + Write> Body<'a, S> {
     /// Keeps the trailer section of a chunked body in `sink` (raw field lines, at most
-    /// [`chunked::MAX_TRAILER_BYTES`] of fields), for the handler to read once the body ended
-    /// ([`chunked::trailer_field`]).
+    /// `chunked::MAX_TRAILER_BYTES` of fields), for the handler to read once the body ended
+    /// (`chunked::trailer_field`).
     pub fn keep_trailers(mut self, sink: &'a RefCell<Vec<u8>>) -> Self {
         self.trailers = Some(sink);
         self
