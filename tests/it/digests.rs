@@ -422,3 +422,40 @@ fn a_file_changed_behind_the_servers_back_has_no_kept_digest() {
         "after an in-place rewrite"
     );
 }
+
+/// The README's digest recipes, verbatim: an upload and an append verified by the server, and a
+/// download checked against the kept digest (it prints `verified`); a wrong digest is refused.
+#[test]
+fn the_readmes_digest_recipes_work_as_written() {
+    let s = Server::start();
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read README.md");
+    let section = &readme[readme
+        .find("### Verified writes and downloads")
+        .expect("README has the digest section")..];
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("block end")];
+    s.scratch_file("f.csv", random_bytes(100_000, 12));
+    s.scratch_file("part2.csv", random_bytes(3_000, 13));
+    let script = format!("set -e\nF=http://http-nas:3000/file\n{block}");
+    let out = s.readme(&script);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified"),
+        "{}",
+        out.stderr
+    );
+    // The same upload with a digest of other bytes is refused, and the file stays.
+    let before = s.read("runs/f.csv");
+    s.scratch_file("f.csv", b"other bytes");
+    let first = block
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let upload = first.replace(
+        "openssl dgst -sha256 -binary f.csv",
+        "printf x | openssl dgst -sha256 -binary",
+    );
+    let refused = s.sh(&format!("F={}\n{upload}", s.url("/file")));
+    assert!(!refused.status.success(), "a wrong digest must fail the command");
+    assert_eq!(s.read("runs/f.csv"), before);
+}
