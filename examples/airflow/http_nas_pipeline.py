@@ -129,10 +129,10 @@ case $code in
 esac
 # Verify the published bytes end to end: the SHA-256 the service kept for the file (Repr-Digest,
 # base64) against sha256sum of what a download brings.
-curl -sS --fail-with-body -D /tmp/published.h -o /tmp/published.csv \
+curl -sS --fail-with-body -D /tmp/published.h -o /tmp/published.csv \\
   -H 'Want-Repr-Digest: sha-256=1' "$URL/file/$target" || exit 1
-kept=$(tr -d '\r' < /tmp/published.h | sed -n 's/^[Rr]epr-[Dd]igest:.*sha-256=:\([^:]*\):.*/\1/p' \
-  | base64 -d | od -An -tx1 | tr -d ' \n')
+kept=$(tr -d '\\r' < /tmp/published.h | sed -n 's/^[Rr]epr-[Dd]igest:.*sha-256=:\\([^:]*\\):.*/\\1/p' \\
+  | base64 -d | od -An -tx1 | tr -d ' \\n')
 got=$(sha256sum /tmp/published.csv | cut -d' ' -f1)
 [ -n "$kept" ] && [ "$kept" = "$got" ] || { echo "published file: kept sha-256 '$kept', download '$got'"; exit 1; }
 echo "verified $target: sha-256 $got"
