@@ -15,7 +15,6 @@
 use super::error::Error;
 use crate::http::Head;
 use crate::storage::digest::{Algorithm, Kept, Refused, Sums, Wanted};
-use std::fs::{File, Metadata};
 
 /// The request fields that carry digests to verify.
 const CLAIM_FIELDS: [Field; 2] = [Field::Content, Field::Repr];
@@ -243,9 +242,9 @@ pub fn answer_value(sums: &Sums, wanted: Wanted) -> String {
 /// file's last commit (never by reading the file): the algorithms asked for that are kept, or,
 /// if none of them is, the crc32c. `None` when not asked, or when nothing is kept for this
 /// version of the file.
-pub fn for_read(head: &Head, file: &File, meta: &Metadata, len: u64) -> Option<String> {
+pub fn for_read(head: &Head, kept: impl FnOnce() -> Option<Kept>) -> Option<String> {
     head.header("want-repr-digest")?;
-    let kept: Kept = crate::storage::digest::load(file, meta, len)?;
+    let kept = kept()?;
     let sums = kept.sums();
     let sha256 = wants(head, Algorithm::Sha256) && sums.sha256.is_some();
     let crc = wants(head, Algorithm::Crc32c) || !sha256;

@@ -151,7 +151,7 @@ fn create_whole(
     spool.make_temp_near(root, parent, fsync)?;
     let (new_dirs, dir) = root.create_dirs(parent)?;
     let temp = spool.make_temp(&dir, fsync)?;
-    digest::store(temp.file(), &body.hasher.kept());
+    digest::store(&dir, temp.file(), &body.hasher.kept());
     if !temp.link_as(&dir, name)? {
         return Ok(false);
     }
@@ -192,7 +192,7 @@ fn append_locked(
     }
     let before = held.meta.len();
     conditions.check(Some((&held.file, &held.meta, before)))?;
-    let after = extended_digests(held, body, before)?;
+    let after = extended_digests(dir, held, body, before)?;
     let appended = body.hasher.sums();
     let repr = after.as_ref().map(digest::Kept::sums);
     (digests.check)(&appended, repr.as_ref()).map_err(StorageError::Digest)?;
@@ -203,8 +203,8 @@ fn append_locked(
 
 /// The file's digests after `body` is appended at `before`, from those kept for it (`None` if
 /// it has none kept: made before, or changed by another writer since).
-fn extended_digests(held: &Held, body: &Received, before: u64) -> Result<Option<digest::Kept>> {
-    let Some(kept) = digest::load(&held.file, &held.meta, before) else {
+fn extended_digests(dir: &Dir, held: &Held, body: &Received, before: u64) -> Result<Option<digest::Kept>> {
+    let Some(kept) = digest::load(Some(dir), &held.file, &held.meta, before) else {
         return Ok(None);
     };
     let appended = body.hasher.sums();
@@ -232,7 +232,7 @@ fn write_locked(
         .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) })
         .map_err(StorageError::from_io)?;
     if let Some(after) = after {
-        digest::store(&held.file, after);
+        digest::store(dir, &held.file, after);
     }
     append.commit()
 }

@@ -17,24 +17,43 @@
 //!   time), and [`load`] gives it only while the file still is that version: a file another
 //!   writer changed, or an append a crash cut off (rolled back by truncation), has no kept
 //!   digest, never a wrong one.
-//! - A filesystem without `user.*` attributes (NFS before 4.2, some FUSE volumes) keeps none:
-//!   writes still verify what clients send, and answer `Repr-Digest` for the bodies they
-//!   received whole, but a later read or append finds nothing kept and leaves the field out.
+//! - A filesystem without `user.*` attributes (NFS before 4.2, some FUSE volumes) keeps the same
+//!   bytes in a record beside the file instead ([`RECORD_PREFIX`]`<inode>`, in the reserved
+//!   namespace, so listings hide it and clients cannot name it), replaced by rename under the
+//!   file's lock by the commit; a file move carries it ([`carry`]), a replace removes the old
+//!   file's ([`forget`]). Its identity check is the same, so a record left by a crash or a
+//!   delete (and an inode number reused since) is never taken for another file's.
+//! - Same-size changes by another writer within one tick of the file system's clock (a few
+//!   milliseconds with coarse timestamps) of a commit cannot be told from that commit: that is
+//!   the one case the identity does not catch.
 //!
 //! This module knows no HTTP: it computes, compares and keeps bytes of digests. Parsing and
 //! printing the fields is the application's (`app/digest_fields.rs`).
 
+use super::dir::{Access, Dir};
+use super::temp::TempFile;
 use crate::sys;
 use sha2::Digest as _;
-use std::ffi::CStr;
+use std::ffi::{CStr, OsString};
 use std::fs::{File, Metadata};
 use std::io;
+use std::io::{Read as _, Write as _};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::UNIX_EPOCH;
 
 /// The extended attribute that holds a file's kept digests.
 pub const XATTR_NAME: &CStr = c"user.http-nas.digest";
+
+/// Prefix of the records that keep digests where the filesystem has no extended attributes,
+/// followed by the file's inode number (inside the reserved namespace).
+pub const RECORD_PREFIX: &str = ".http-nas-digest-";
+
+/// Set once the volume refused an extended attribute (`ENOTSUP`): digests are kept in records
+/// from then on, and moves and replaces look after them. Never set on a volume that has them,
+/// which then pays nothing for records.
+static RECORDS_IN_USE: AtomicBool = AtomicBool::new(false);
 
 /// Version of the attribute's layout; another is ignored (as if there were none).
 const FORMAT_VERSION: u8 = 1;
@@ -462,11 +481,21 @@ fn decode(mut bytes: &[u8]) -> Option<(Identity, Kept)> {
     Some((identity, kept))
 }
 
-/// Keeps `kept` as the digests of `file` as it is now (its metadata taken after its last byte
-/// was written). Best effort: a filesystem without extended attributes, or one that refuses
-/// this one, keeps none, and the previous record (if any) names a version that is gone, so no
+/// The record name of the file with inode `ino`.
+fn record_name(ino: u64) -> OsString {
+    OsString::from(format!("{RECORD_PREFIX}{ino}"))
+}
+
+/// True when `e` says the filesystem keeps no extended attributes.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP))
+}
+
+/// Keeps `kept` as the digests of `file`, in `dir`, as it is now (its metadata taken after its
+/// last byte was written): in its extended attribute, else in a record beside it. Best effort:
+/// where neither can be written, the previous one (if any) names a version that is gone, so no
 /// reader takes it for this one.
-pub fn store(file: &File, kept: &Kept) {
+pub fn store(dir: &Dir, file: &File, kept: &Kept) {
     let meta = match file.metadata() {
         Ok(meta) => meta,
         Err(e) => {
@@ -479,23 +508,78 @@ pub fn store(file: &File, kept: &Kept) {
         let _ = sys::remove_xattr(file.as_fd(), XATTR_NAME);
         return;
     }
-    match sys::set_xattr(file.as_fd(), XATTR_NAME, &encode(&Identity::of(&meta), kept)) {
+    let record = encode(&Identity::of(&meta), kept);
+    match sys::set_xattr(file.as_fd(), XATTR_NAME, &record) {
         Ok(()) => {}
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP)) => {}
+        Err(e) if unsupported(&e) => {
+            RECORDS_IN_USE.store(true, Ordering::Relaxed);
+            if let Err(e) = write_record(dir, meta.ino(), &record) {
+                log::warn!("could not keep a file's digest (record): {e}");
+            }
+        }
         Err(e) => log::warn!("could not keep a file's digest (extended attribute): {e}"),
     }
 }
 
-/// The digests kept for `file`, if they describe it as `meta` shows it, whole (`len`, its
-/// committed length, is all of it: no append is awaiting its rollback).
-pub fn load(file: &File, meta: &Metadata, len: u64) -> Option<Kept> {
+/// Writes a record whole under a temp name, then renames it over the old one.
+fn write_record(dir: &Dir, ino: u64, record: &[u8]) -> super::Result<()> {
+    let mut temp = TempFile::create(dir)?;
+    temp.file().write_all(record).map_err(super::StorageError::from_io)?;
+    temp.rename_over(dir, &record_name(ino))
+}
+
+/// The digests kept for `file` in `dir`, if they describe it as `meta` shows it, whole (`len`,
+/// its committed length, is all of it: no append is awaiting its rollback).
+pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option<Kept> {
     if len != meta.len() {
         return None;
     }
     let mut buf = [0u8; MAX_RECORD_BYTES];
-    let n = sys::get_xattr(file.as_fd(), XATTR_NAME, &mut buf).ok()?;
+    let n = match sys::get_xattr(file.as_fd(), XATTR_NAME, &mut buf) {
+        Ok(n) => n,
+        Err(e) if unsupported(&e) => read_record(dir?, meta.ino(), &mut buf)?,
+        Err(_) => return None,
+    };
     let (identity, kept) = decode(&buf[..n])?;
     (identity == Identity::of(meta)).then_some(kept)
+}
+
+/// True when a read of the file's digests needs its directory ([`load`]): on a volume without
+/// extended attributes.
+pub fn needs_dir(file: &File) -> bool {
+    matches!(sys::get_xattr(file.as_fd(), XATTR_NAME, &mut []), Err(e) if unsupported(&e))
+}
+
+/// Reads the record of inode `ino` in `dir` into `buf`; its length.
+fn read_record(dir: &Dir, ino: u64, buf: &mut [u8]) -> Option<usize> {
+    let mut file = dir.open_file(&record_name(ino), Access::Read).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]).ok()? {
+            0 => return Some(n),
+            m => n += m,
+        }
+    }
+    // Longer than any record: not one.
+    None
+}
+
+/// After the file with inode `ino` moved from `from` to `to` (under its lock), its record goes
+/// with it, where records are in use. Best effort: a record left behind names a file that is
+/// not in that directory, and the moved file has none (never a wrong one).
+pub fn carry(from: &Dir, to: &Dir, ino: u64) {
+    if RECORDS_IN_USE.load(Ordering::Relaxed) {
+        let name = record_name(ino);
+        let _ = from.rename(&name, to, &name);
+    }
+}
+
+/// Removes the record of the file with inode `ino` in `dir` (replaced or deleted), where
+/// records are in use.
+pub fn forget(dir: &Dir, ino: u64) {
+    if RECORDS_IN_USE.load(Ordering::Relaxed) {
+        let _ = dir.remove_file(&record_name(ino));
+    }
 }
 
 #[cfg(test)]
@@ -578,20 +662,25 @@ mod tests {
         let dir = test_dir("digest-kept");
         let path = dir.join("f");
         std::fs::write(&path, b"hello").unwrap();
-        let file = File::open(&path).unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let handle = Dir::open(&dir).unwrap();
         let mut hasher = Hasher::new(Wanted::default());
         hasher.update(b"hello");
-        store(&file, &hasher.kept());
+        store(&handle, &file, &hasher.kept());
         let meta = file.metadata().unwrap();
         if sys::get_xattr(file.as_fd(), XATTR_NAME, &mut [0u8; MAX_RECORD_BYTES]).is_err() {
             eprintln!("skipped: no user.* extended attributes on {}", dir.display());
             return;
         }
-        assert_eq!(load(&file, &meta, 5), Some(hasher.kept()));
-        assert_eq!(load(&file, &meta, 4), None, "an append awaiting rollback");
+        assert_eq!(load(Some(&handle), &file, &meta, 5), Some(hasher.kept()));
+        assert_eq!(
+            load(Some(&handle), &file, &meta, 4),
+            None,
+            "an append awaiting rollback"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&path, b"HELLO").unwrap();
         let meta = file.metadata().unwrap();
-        assert_eq!(load(&file, &meta, 5), None);
+        assert_eq!(load(Some(&handle), &file, &meta, 5), None);
     }
 }

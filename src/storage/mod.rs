@@ -347,6 +347,26 @@ impl Storage {
         })
     }
 
+    /// The digests kept at the last commit of the file `rel` names, opened by [`Storage::open_read`]
+    /// as `file` (`meta`, committed length `len`), if they describe that version
+    /// ([`digest::load`]); never by reading the file.
+    pub fn kept_digest(
+        &self,
+        rel: &RelPath,
+        scope: Scope<'_>,
+        file: &File,
+        meta: &Metadata,
+        len: u64,
+    ) -> Option<digest::Kept> {
+        if !digest::needs_dir(file) {
+            return digest::load(None, file, meta, len);
+        }
+        let path = self.resolve_file(rel, scope).ok()?;
+        let (parent, _) = split(&path).ok()?;
+        let dir = self.root.open_dir(parent).ok()?;
+        digest::load(Some(&dir), file, meta, len)
+    }
+
     /// Lists a directory, sorted by name, without the service's own files; entries are
     /// described as they are taken from the listing.
     pub fn list(&self, rel: &RelPath, scope: Scope<'_>) -> Result<Listing> {

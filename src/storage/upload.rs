@@ -72,7 +72,7 @@ pub fn write_verified(
         };
         // Kept on the file that takes the name (a copy made by `prepare_for` has none yet), so
         // the rename or link that commits the data commits its digests too.
-        digest::store(staged.file(), &kept);
+        digest::store(&dir, staged.file(), &kept);
         match commit_once(&dir, name, staged, conditions, fsync) {
             Ok(true) => {
                 if fsync {
@@ -120,6 +120,7 @@ fn commit_once(
     }
     conditions.check(Some((&held.file, &held.meta, held.meta.len())))?;
     staged.rename_over(dir, name)?;
+    digest::forget(dir, std::os::unix::fs::MetadataExt::ino(&held.meta));
     Ok(true)
 }
 

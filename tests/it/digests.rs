@@ -459,3 +459,111 @@ fn the_readmes_digest_recipes_work_as_written() {
     assert!(!refused.status.success(), "a wrong digest must fail the command");
     assert_eq!(s.read("runs/f.csv"), before);
 }
+
+/// A FUSE mount (bindfs) of a fresh directory that refuses extended attributes (`ENOTSUP`), as
+/// NFS before 4.2 does; unmounted on drop.
+struct NoXattrVolume {
+    dir: crate::support::TempDir,
+}
+
+impl NoXattrVolume {
+    fn mount() -> Result<NoXattrVolume, String> {
+        let dir = crate::support::TempDir::new();
+        let (backing, mount) = (dir.path().join("backing"), dir.path().join("mnt"));
+        for d in [&backing, &mount] {
+            fs::create_dir(d).map_err(|e| format!("mkdir: {e}"))?;
+        }
+        let out = Command::new("bindfs")
+            .arg("--xattr-none")
+            .arg(&backing)
+            .arg(&mount)
+            .output()
+            .map_err(|e| format!("no bindfs ({e}): apt-get install bindfs"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "bindfs refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(NoXattrVolume { dir })
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for NoXattrVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.root()).status();
+    }
+}
+
+#[test]
+fn on_a_volume_without_extended_attributes_digests_are_kept_in_hidden_records() {
+    let volume = match NoXattrVolume::mount() {
+        Ok(v) => v,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let mut s = Server::start_on(&volume.root(), &[]);
+    let data = random_bytes(200_000, 14);
+    let asked = ["Want-Repr-Digest: sha-256=1"];
+    s.send(
+        "POST",
+        "/file/a/f",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&data))],
+    )
+    .assert_ok_json();
+    assert_eq!(
+        s.get_with("/file/a/f", &asked).header("repr-digest"),
+        Some(sha256_field(&data).as_str())
+    );
+    // Appends extend it (a sha-256 Repr-Digest is verified from the record).
+    let more = b"more bytes\n";
+    let whole = [data.clone(), more.to_vec()].concat();
+    s.send(
+        "PUT",
+        "/file/a/f",
+        more,
+        &[&format!("Repr-Digest: {}", sha256_field(&data))],
+    )
+    .assert_error(400);
+    s.send(
+        "PUT",
+        "/file/a/f",
+        more,
+        &[&format!("Repr-Digest: {}", sha256_field(&whole))],
+    )
+    .assert_ok_json();
+    // A move carries it; a restart (its sweep) keeps it; the listing shows no record.
+    s.put_json("/file/a/f", r#"{"path": "b/g"}"#).assert_ok_json();
+    s.restart();
+    let moved = s.get_with("/file/b/g", &asked);
+    moved.assert_ok_body(&whole);
+    assert_eq!(
+        moved.header("repr-digest"),
+        Some(sha256sum(&volume.root().join("b/g")).as_str())
+    );
+    assert_eq!(s.get("/file/b").text(), "g\n");
+    // A replace leaves one record, not two; another writer's change drops the digest.
+    s.post("/file/b/g", "new version\n").assert_ok_json();
+    let records = |dir: &str| {
+        fs::read_dir(volume.root().join(dir))
+            .expect("list")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".http-nas-digest-"))
+            })
+            .count()
+    };
+    assert_eq!(records("b"), 1);
+    assert_eq!(records("a"), 0, "the move took the record along");
+    thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(volume.root().join("b/g"), "new version, changed\n").expect("write behind the server");
+    assert_eq!(
+        s.get_with("/file/b/g", &["Want-Repr-Digest: crc32c=1"])
+            .header("repr-digest"),
+        None
+    );
+}
