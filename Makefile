@@ -109,7 +109,7 @@ helm-check:
 
 ## fuzz: run each cargo-fuzz target for FUZZ_SECS seconds (needs the nightly toolchain)
 FUZZ_SECS    ?= 180
-FUZZ_TARGETS ?= head chunked api jail
+FUZZ_TARGETS ?= head chunked api jail digest_fields
 fuzz:
 	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	for target in $(FUZZ_TARGETS); do \

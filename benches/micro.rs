@@ -288,3 +288,30 @@ mod api {
         bencher.bench(|| parse_url(divan::black_box(method), divan::black_box(target), None));
     }
 }
+
+/// The digests every write computes as its body streams in (`storage/digest.rs`): crc32c alone
+/// (every upload and append), with the resumable sha-256 (requests that use or ask for it; the
+/// SHA-NI instructions where the CPU has them) and with sha-512, over 64 MiB in 256 KiB reads.
+mod digests {
+    use super::*;
+    use http_nas::entry::{DigestHasher, DigestsWanted};
+
+    const LENGTH: usize = 64 << 20;
+    const READ: usize = 256 << 10;
+
+    #[divan::bench(args = ["crc32c", "crc32c+sha-256", "crc32c+sha-512"])]
+    fn hash_a_body(bencher: Bencher, which: &str) {
+        let data: Vec<u8> = (0..LENGTH).map(|i| (i * 31 + 7) as u8).collect();
+        let wanted = DigestsWanted {
+            sha256: which.contains("256"),
+            sha512: which.contains("512"),
+        };
+        bencher.counter(BytesCount::of_slice(&data)).bench(|| {
+            let mut hasher = DigestHasher::new(wanted);
+            for read in data.chunks(READ) {
+                hasher.update(read);
+            }
+            hasher.sums()
+        });
+    }
+}

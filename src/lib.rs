@@ -32,9 +32,13 @@ pub use sys::{block_stop_signals, wait_for_stop_signal};
 /// The pure entry points where untrusted bytes come in, for the fuzz targets (`fuzz/`) and
 /// the micro-benchmarks (`benches/`): they drive the production code, not copies of it.
 pub mod entry {
+    pub use crate::app::digest_fields::{
+        Field as DigestField, base64_decode, base64_encode, parse as parse_digest_field,
+    };
     pub use crate::app::url::{Op, parse as parse_url};
     pub use crate::http::body::{Body, BodyError, Framing, ReadBuf};
     pub use crate::http::head::{HeadError, HeadStatus, MAX_HEAD_BYTES, MAX_HEADERS, check_head, parse_head};
     pub use crate::path::{Naming, RelPath, listed_name};
+    pub use crate::storage::digest::{Hasher as DigestHasher, Wanted as DigestsWanted};
     pub use crate::storage::wc::count_lines;
 }

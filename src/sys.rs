@@ -652,3 +652,47 @@ pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: libc::mode_t) -> io::Re
     // SAFETY: `dir` and `c_name` are valid for the call.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), mode) }).map(drop)
 }
+
+/// The value of the extended attribute `name` of the open file `fd` (`fgetxattr(2)`), read into
+/// `buf`; returns its length. `ENODATA` when the file has none of that name, `ENOTSUP` where
+/// the filesystem keeps no `user.*` attributes, `ERANGE` when the value is longer than `buf`.
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `name` is NUL-terminated; `buf` is a valid, exclusively borrowed buffer whose
+    // length is passed alongside, so the kernel writes only inside it; `fd` is open for the call.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sets the extended attribute `name` of the open file `fd` to `value` (`fsetxattr(2)`),
+/// creating or replacing it. `ENOTSUP` where the filesystem keeps no `user.*` attributes.
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; `value` is a valid slice whose length is passed
+    // alongside, which the kernel only reads; `fd` is open for the call.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast::<libc::c_void>(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Removes the extended attribute `name` of the open file `fd` (`fremovexattr(2)`); `ENODATA`
+/// when it has none.
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and `fd` is open for the call.
+    check(unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) }).map(drop)
+}

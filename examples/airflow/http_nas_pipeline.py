@@ -8,7 +8,8 @@ retry loop at `Upload-Offset` = the sum of the earlier parts' sizes (its first a
 is deliberately cut mid-body, so the retry path really runs), so a rerun of the task (an Airflow
 retry, "Clear task") yields the same file, not the parts twice; a gate checks the line count with
 `/wc`; publish moves the result out of the run directory (`/mv`), succeeding on a rerun whose
-source is gone when the target is there; and cleanup deletes the run directory, succeeding when it
+source is gone when the target is there, and checks the published file's SHA-256, kept by the
+service since part 1 (`Want-Repr-Digest`), against `sha256sum` of a download; and cleanup deletes the run directory, succeeding when it
 is already gone.
 
 Every task is one shell script, so the same commands run in a `KubernetesPodOperator` pod (any
@@ -92,7 +93,10 @@ for part in $(seq 1 {PARTS}); do
   curl -sS --fail-with-body -o /tmp/part.csv "$URL/file/$RUN/part-$part.csv" || exit 1
   size=$(wc -c < /tmp/part.csv)
   if [ "$part" = 1 ]; then
+    # Want-Repr-Digest: the file keeps its SHA-256, which every append below extends, so
+    # publish can check the whole file without the service rereading it.
     curl -sS --fail-with-body --retry 3 --retry-all-errors -o /dev/null -X POST \
+      -H 'Want-Repr-Digest: sha-256=1' \
       --data-binary @/tmp/part.csv "$URL/file/$RUN/all.csv" || {{ echo "could not store part 1"; exit 1; }}
   else
     # Part 2's first attempt is sent at 4 KB/s for at most 1 s: cut mid-body, so nothing of it
@@ -123,6 +127,15 @@ case $code in
        echo "already published $target" ;;
   *)   echo "publish answered $code: $(cat /tmp/publish.out)"; exit 1 ;;
 esac
+# Verify the published bytes end to end: the SHA-256 the service kept for the file (Repr-Digest,
+# base64) against sha256sum of what a download brings.
+curl -sS --fail-with-body -D /tmp/published.h -o /tmp/published.csv \\
+  -H 'Want-Repr-Digest: sha-256=1' "$URL/file/$target" || exit 1
+kept=$(tr -d '\\r' < /tmp/published.h | sed -n 's/^[Rr]epr-[Dd]igest:.*sha-256=:\\([^:]*\\):.*/\\1/p' \\
+  | base64 -d | od -An -tx1 | tr -d ' \\n')
+got=$(sha256sum /tmp/published.csv | cut -d' ' -f1)
+[ -n "$kept" ] && [ "$kept" = "$got" ] || { echo "published file: kept sha-256 '$kept', download '$got'"; exit 1; }
+echo "verified $target: sha-256 $got"
 """
 
 # Succeeds when the directory is already gone: a 404 with the original's exact body.

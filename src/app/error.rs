@@ -9,9 +9,11 @@
 //! layer would, and changing one of those statuses means knowing one file.
 
 use crate::app::auth::{Denial, Grant, OUT_OF_SCOPE};
+use crate::app::digest_fields::WANT_DIGEST;
 use crate::http::{BodyError, Overload, Refusal, Response};
 use crate::path::{PathError, RelPath};
 use crate::storage::StorageError;
+use crate::storage::digest::Refused;
 use std::fmt;
 
 /// Everything a request can fail with.
@@ -70,6 +72,9 @@ pub enum Error {
     Unavailable { message: String },
     /// Something failed on our side.
     Internal { message: String },
+    /// A write's digest fields were refused (RFC 9530): a mismatch, only unknown algorithms,
+    /// or a malformed value; nothing was stored.
+    Digest(Refused),
 }
 
 impl Error {
@@ -150,7 +155,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Refused(refusal) => refusal.status(),
-            Error::BadPath(_) | Error::BadRequest { .. } => 400,
+            Error::BadPath(_) | Error::BadRequest { .. } | Error::Digest(_) => 400,
             Error::Unauthorized(_) => 401,
             Error::Forbidden { .. } | Error::OutOfScope { .. } => 403,
             Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => 404,
@@ -183,6 +188,9 @@ impl Error {
             Error::ReadOnlyStorage => "read_only_storage",
             Error::Unavailable { .. } => "unavailable",
             Error::Internal { .. } => "internal",
+            Error::Digest(Refused::Mismatch(_)) => "digest_mismatch",
+            Error::Digest(Refused::Unsupported(_)) => "unsupported_digest",
+            Error::Digest(Refused::Malformed(_)) => "bad_request",
         }
     }
 
@@ -225,6 +233,9 @@ impl Error {
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
             Error::Unauthorized(_) => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
+            Error::Digest(Refused::Unsupported(_)) => resp
+                .with_header("Want-Content-Digest", WANT_DIGEST)
+                .with_header("Want-Repr-Digest", WANT_DIGEST),
             _ => resp,
         }
     }
@@ -244,6 +255,7 @@ impl fmt::Display for Error {
         match self {
             Error::BadPath(e) => write!(f, "{e}"),
             Error::BadRequest { message } => write!(f, "{message}"),
+            Error::Digest(Refused::Mismatch(m) | Refused::Unsupported(m) | Refused::Malformed(m)) => write!(f, "{m}"),
             Error::Refused(refusal) => write!(f, "{refusal}"),
             Error::Unauthorized(Denial::Missing) => write!(
                 f,
@@ -381,6 +393,7 @@ impl From<StorageError> for Error {
                 Error::Unavailable { message: e.to_string() }
             }
             StorageError::RootRefused => Error::BadPath(PathError::Empty),
+            StorageError::Digest(refused) => Error::Digest(refused),
             StorageError::Source(io) => BodyError::of(&io)
                 .unwrap_or(BodyError::Incomplete { received: 0 })
                 .into(),

@@ -28,7 +28,11 @@ pub(super) fn read(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> 
         opened => opened.map_err(|e| missing_fails_if_match(head, e))?,
     };
     match opened {
-        Opened::File { file, meta, len } => serve_file(head, path, file, &meta, len),
+        Opened::File { file, meta, len } => {
+            let kept = || app.storage.kept_digest(path, grant.storage_scope(), &file, &meta, len);
+            let repr_digest = super::digest_fields::for_read(head, kept);
+            serve_file(head, path, file, &meta, len, repr_digest)
+        }
         // A directory has no ETag: only `If-Match: *` holds for it.
         Opened::Dir(_) if head.header("if-match").is_some_and(|v| !conditional::matches_any(v)) => {
             Err(StorageError::VersionMismatch.into())
@@ -50,7 +54,15 @@ fn is_file(app: &App, dir: &RelPath, grant: Grant<'_>) -> bool {
 
 /// A file's bytes, all or a range, or 304, with its validators: what the conditional fields
 /// of the request decide ([`conditional::decide`]).
-fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u64) -> Result<Response, Error> {
+/// `repr_digest` is the `Repr-Digest` a `Want-Repr-Digest` asked for, where one is kept.
+fn serve_file(
+    head: &Head,
+    path: &RelPath,
+    file: File,
+    meta: &Metadata,
+    size: u64,
+    repr_digest: Option<String>,
+) -> Result<Response, Error> {
     let validators = Validators::of(&file, meta, size);
     let conditions = ReadConditions {
         if_match: head.header("if-match"),
@@ -83,6 +95,10 @@ fn serve_file(head: &Head, path: &RelPath, file: File, meta: &Metadata, size: u6
     let resp = match kind.filter(|k| is_markup(k)) {
         Some(_) => resp.with_header("Content-Disposition", attachment(path)),
         None => resp,
+    };
+    let resp = match repr_digest {
+        Some(value) if resp.status != 304 => resp.with_header("Repr-Digest", value),
+        _ => resp,
     };
     Ok(resp
         .with_header("ETag", validators.etag)

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod conditional;
+pub mod digest_fields;
 pub mod error;
 mod files;
 mod index;

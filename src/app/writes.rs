@@ -3,14 +3,17 @@
 //! preconditions (`If-Match`, `If-None-Match`, `If-Unmodified-Since`, RFC 9110 §13.2.2) and an
 //! append's `Upload-Offset`. The preconditions are evaluated by the storage at the commit,
 //! under its lock ([`Conditions`]), so no other writer can slip in between check and write;
-//! this module only turns header text into those tests.
+//! this module only turns header text into those tests. Digest fields (RFC 9530) are checked
+//! the same way: the storage hashes the body and asks [`digest_fields::check`] before the commit.
 
 use super::App;
 use super::auth::Grant;
 use super::conditional::{self, Comparison};
+use super::digest_fields;
 use super::error::Error;
 use crate::http::{Head, Request, Response};
 use crate::path::RelPath;
+use crate::storage::digest::{Plan, Sums};
 use crate::storage::{Conditions, StorageError, Version, VersionTest};
 use serde_json::json;
 use std::fs::{File, Metadata};
@@ -19,11 +22,19 @@ use std::fs::{File, Metadata};
 pub(super) fn upload(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
     let tests = etag_tests(req.head);
     let conditions = preconditions(req.head, &tests);
+    let claims = digest_fields::head_claims(req.head)?;
+    let trailer = req.trailer;
+    let check = |content: &Sums, repr: Option<&Sums>| digest_fields::check(&claims, trailer, content, repr);
+    let mut digests = Plan {
+        wanted: digest_fields::wanted(req.head, &claims),
+        check: &check,
+        repr: None,
+    };
     let size = app
         .storage
-        .write_atomic(path, grant.storage_scope(), req.body, &conditions)
+        .write_atomic(path, grant.storage_scope(), req.body, &conditions, &mut digests)
         .map_err(|e| Error::at(path, e))?;
-    Ok(written(path, size))
+    Ok(with_repr_digest(written(path, size), &digests))
 }
 
 /// Appends the request body, at the file's size if `Upload-Offset` names it.
@@ -33,11 +44,27 @@ pub(super) fn append(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut Requ
         size: upload_offset(req.head)?,
         ..preconditions(req.head, &tests)
     };
+    let claims = digest_fields::head_claims(req.head)?;
+    let trailer = req.trailer;
+    let check = |content: &Sums, repr: Option<&Sums>| digest_fields::check(&claims, trailer, content, repr);
+    let mut digests = Plan {
+        wanted: digest_fields::wanted(req.head, &claims),
+        check: &check,
+        repr: None,
+    };
     let size = app
         .storage
-        .append(path, grant.storage_scope(), req.body, &conditions)
+        .append(path, grant.storage_scope(), req.body, &conditions, &mut digests)
         .map_err(|e| Error::at(path, e))?;
-    Ok(written(path, size).with_header("Upload-Offset", size.to_string()))
+    Ok(with_repr_digest(written(path, size), &digests).with_header("Upload-Offset", size.to_string()))
+}
+
+/// A write's answer with `Repr-Digest` of the whole file, where its digests are known.
+fn with_repr_digest(resp: Response, digests: &Plan<'_>) -> Response {
+    match &digests.repr {
+        Some(sums) => resp.with_header("Repr-Digest", digest_fields::answer_value(sums, digests.wanted)),
+        None => resp,
+    }
 }
 
 /// The success body of a write: the path and the resulting size.

@@ -11,6 +11,7 @@
 
 use super::chunked::{self, ChunkError, ChunkState};
 use super::head::{Head, MAX_HEAD_BYTES};
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Read, Write};
 
@@ -272,9 +273,19 @@ pub struct Body<'a, S: Read + Write> {
     /// The body's size when `Content-Length` announced it (`None` for a chunked body).
     expected: Option<u64>,
     limit: Option<u64>,
+    /// Where a chunked body's trailer section is kept, raw, if the handler wants it.
+    trailers: Option<&'a RefCell<Vec<u8>>>,
 }
 
 impl<'a, S: Read + Write> Body<'a, S> {
+    /// Keeps the trailer section of a chunked body in `sink` (raw field lines, at most
+    /// `chunked::MAX_TRAILER_BYTES` of fields), for the handler to read once the body ended
+    /// (`chunked::trailer_field`).
+    pub fn keep_trailers(mut self, sink: &'a RefCell<Vec<u8>>) -> Self {
+        self.trailers = Some(sink);
+        self
+    }
+
     /// A reader for a body with `framing`, on `transport` after the bytes pending in `input`.
     /// `send_continue` sends `100 Continue` before the first read; `limit` caps the body size.
     pub fn new(
@@ -303,6 +314,7 @@ impl<'a, S: Read + Write> Body<'a, S> {
             received: 0,
             expected,
             limit,
+            trailers: None,
         }
     }
 
@@ -380,6 +392,16 @@ impl<'a, S: Read + Write> Body<'a, S> {
                     let Some(byte) = self.input.next_byte(&mut self.transport)? else {
                         return Err(self.incomplete());
                     };
+                    if let Some(sink) = self.trailers
+                        && matches!(
+                            state,
+                            ChunkState::TrailerStart { .. }
+                                | ChunkState::TrailerLine { .. }
+                                | ChunkState::TrailerLf { .. }
+                        )
+                    {
+                        sink.borrow_mut().push(byte);
+                    }
                     state = chunked::step(state, byte).map_err(|e| self.fail(BodyError::Chunk(e)))?;
                     self.progress = Progress::Chunked(state);
                 }

@@ -5,7 +5,8 @@
 //! [`ChunkState::Data`]. Every way a peer can stretch the framing is bounded: at most
 //! [`MAX_SIZE_HEX_DIGITS`] hex digits (so the size cannot overflow a `u64`), at most
 //! [`MAX_EXTENSION_BYTES`] of extension per size line, at most [`MAX_TRAILER_BYTES`] of trailer
-//! fields in all. Trailer fields are read and discarded. Its tests drive it through the body
+//! fields in all. Trailer fields are discarded unless the body reader keeps them for the handler
+//! (`Body::keep_trailers`; [`trailer_field`] reads one). Its tests drive it through the body
 //! reader that ships (`body.rs`), fed at every split of its input.
 
 use std::fmt;
@@ -171,4 +172,43 @@ fn trailer_byte(total: usize) -> Result<ChunkState, ChunkError> {
         return Err(ChunkError::TrailerTooLong);
     }
     Ok(ChunkState::TrailerLine { total: total + 1 })
+}
+
+/// The value of the trailer field `name` (case-insensitive) in a raw trailer section (field
+/// lines, each ended by CRLF), values of repeated lines joined by `, ` (RFC 9110 §5.3); `None`
+/// if absent. Lines that are not `name: value` are skipped.
+pub fn trailer_field(raw: &[u8], name: &str) -> Option<String> {
+    let mut joined: Option<String> = None;
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(line[colon + 1..].trim_ascii()).into_owned();
+        joined = Some(match joined {
+            Some(before) => format!("{before}, {value}"),
+            None => value,
+        });
+    }
+    joined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailer_fields_are_found_by_name_and_joined() {
+        let raw = b"Content-Digest: sha-256=:a:\r\nX: 1\r\ncontent-digest:crc32c=:b:\r\n\r";
+        assert_eq!(
+            trailer_field(raw, "content-digest").as_deref(),
+            Some("sha-256=:a:, crc32c=:b:")
+        );
+        assert_eq!(trailer_field(raw, "x").as_deref(), Some("1"));
+        assert_eq!(trailer_field(raw, "repr-digest"), None);
+        assert_eq!(trailer_field(b"", "x"), None);
+    }
 }

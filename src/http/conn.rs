@@ -202,12 +202,15 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut Rea
         && head
             .header("expect")
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    let mut body = Body::new(stream, input, framing, expects_continue, shared.config.max_body);
+    let trailers = std::cell::RefCell::new(Vec::new());
+    let mut body = Body::new(stream, input, framing, expects_continue, shared.config.max_body).keep_trailers(&trailers);
+    let trailer = |name: &str| super::chunked::trailer_field(&trailers.borrow(), name);
     let client_gone = || sys::peer_gone(std::os::fd::AsFd::as_fd(stream));
     let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         shared.handler.handle(&mut Request {
             head: &head,
             body: &mut body,
+            trailer: &trailer,
             remote,
             client_gone: &client_gone,
         })

@@ -67,6 +67,9 @@ pub struct Request<'a> {
     /// The body ([`body::Body`] on the connection); read it to the end to accept it. A read error
     /// carries a [`BodyError`] saying why.
     pub body: &'a mut dyn std::io::Read,
+    /// A trailer field of a chunked body by name (`None` if absent, or before the body ended:
+    /// read the body to its end first).
+    pub trailer: &'a dyn Fn(&str) -> Option<String>,
     /// The client's address.
     pub remote: SocketAddr,
     /// True once the client has gone (closed or reset its connection): asks the socket without

@@ -13,6 +13,7 @@
 //!
 //! The states, and why a crash in any of them is safe, are in `docs/write-protocol.md`.
 
+use super::digest;
 use super::dir::{Access, Dir};
 use super::journal::{self, Uncommitted};
 use super::lock::{self, Held};
@@ -27,12 +28,36 @@ use std::path::Path;
 /// `creatable`: a name another writer made that the service would not create, like one with a
 /// control byte, can be appended to but not created) if `conditions` hold at commit. Returns
 /// the new size.
+#[cfg(test)]
 pub fn append(
     root: &Root,
     path: &Path,
     creatable: std::result::Result<(), PathError>,
     body: &mut dyn std::io::Read,
     conditions: &Conditions<'_>,
+    fsync: bool,
+) -> Result<u64> {
+    append_verified(
+        root,
+        path,
+        creatable,
+        body,
+        conditions,
+        &mut digest::Plan::none(),
+        fsync,
+    )
+}
+
+/// [`append`], hashing the body as it arrives: under the file's lock its digests, and the
+/// file's after the append (extended from those kept, [`digest::Kept::extended`]), go to
+/// `digests` for approval before a byte is written, and the file's are kept by the commit.
+pub fn append_verified(
+    root: &Root,
+    path: &Path,
+    creatable: std::result::Result<(), PathError>,
+    body: &mut dyn std::io::Read,
+    conditions: &Conditions<'_>,
+    digests: &mut digest::Plan<'_>,
     fsync: bool,
 ) -> Result<u64> {
     let (parent, name) = split(path)?;
@@ -49,22 +74,37 @@ pub fn append(
     }
     // A large body waits in the deepest directory of the target's that exists: its own is
     // created only at commit, so nothing shows (or is left by a crash) before then.
-    let spool = Spool::receive(body, || TempFile::create_near(root, parent))?;
-    commit(root, parent, name, creatable, spool, conditions, fsync)
+    let mut hashing = digest::Hashing::new(body, digests.wanted);
+    let spool = Spool::receive(&mut hashing, || TempFile::create_near(root, parent))?;
+    let body = Received {
+        spool,
+        hasher: hashing.hasher,
+    };
+    commit(root, parent, name, creatable, body, conditions, digests, fsync)
+}
+
+/// A whole body and its digests.
+struct Received {
+    spool: Spool,
+    hasher: digest::Hasher,
 }
 
 /// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
 /// file linked in.
+// The target, the body, and what the commit must hold to: each its own argument, as the steps
+// below take them apart.
+#[allow(clippy::too_many_arguments)]
 fn commit(
     root: &Root,
     parent: &Path,
     name: &OsStr,
     creatable: std::result::Result<(), PathError>,
-    mut spool: Spool,
+    mut body: Received,
     conditions: &Conditions<'_>,
+    digests: &mut digest::Plan<'_>,
     fsync: bool,
 ) -> Result<u64> {
-    let len = spool.byte_len()?;
+    let len = body.spool.byte_len()?;
     // A root renamed away while the body came in gets nothing appended in it (the caller
     // checks again after the commit, for a rename in the instant between).
     root.present()?;
@@ -78,10 +118,10 @@ fn commit(
         if let Some(dir) = &dir
             && let Some(mut held) = lock::lock(dir, name, Access::Write)?
         {
-            return append_locked(dir, &mut held, &spool, conditions, fsync).map(|before| before + len);
+            return append_locked(dir, &mut held, &body, conditions, digests, fsync).map(|before| before + len);
         }
         creatable?;
-        match create_whole(root, parent, name, &mut spool, conditions, fsync) {
+        match create_whole(root, parent, name, &mut body, conditions, digests, fsync) {
             Ok(true) => return Ok(len),
             // The file appeared (append to it), or a directory vanished under us: look again.
             Ok(false) | Err(StorageError::NotFound) => continue,
@@ -98,17 +138,24 @@ fn create_whole(
     root: &Root,
     parent: &Path,
     name: &OsStr,
-    spool: &mut Spool,
+    body: &mut Received,
     conditions: &Conditions<'_>,
+    digests: &mut digest::Plan<'_>,
     fsync: bool,
 ) -> Result<bool> {
     conditions.check(None)?;
+    // The new file is the body: its digests are the body's.
+    let sums = body.hasher.sums();
+    (digests.check)(&sums, Some(&sums)).map_err(StorageError::Digest)?;
+    let spool = &mut body.spool;
     spool.make_temp_near(root, parent, fsync)?;
     let (new_dirs, dir) = root.create_dirs(parent)?;
     let temp = spool.make_temp(&dir, fsync)?;
+    digest::store(&dir, temp.file(), &body.hasher.kept());
     if !temp.link_as(&dir, name)? {
         return Ok(false);
     }
+    digests.repr = Some(sums);
     // Linked: the append is in, and is never tried again (the file is still under our temp's
     // lock, so another attempt would wait for itself). A failure to flush what leads to it is
     // reported as such, never as a missing directory that would send the caller round again.
@@ -126,9 +173,16 @@ fn create_whole(
     Ok(true)
 }
 
-/// Under `held`'s lock: settle a dead appender's record, re-check the conditions, append.
-/// Returns the size before the append.
-fn append_locked(dir: &Dir, held: &mut Held, spool: &Spool, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
+/// Under `held`'s lock: settle a dead appender's record, re-check the conditions, have the
+/// digests approved, append. Returns the size before the append.
+fn append_locked(
+    dir: &Dir,
+    held: &mut Held,
+    body: &Received,
+    conditions: &Conditions<'_>,
+    digests: &mut digest::Plan<'_>,
+    fsync: bool,
+) -> Result<u64> {
     if journal::settle(dir, &held.file, &held.meta, fsync)?.is_some() {
         log::warn!(
             "rolled back an interrupted append (inode {})",
@@ -138,18 +192,48 @@ fn append_locked(dir: &Dir, held: &mut Held, spool: &Spool, conditions: &Conditi
     }
     let before = held.meta.len();
     conditions.check(Some((&held.file, &held.meta, before)))?;
-    write_locked(dir, held, spool, before, fsync)?;
+    let after = extended_digests(dir, held, body, before)?;
+    let appended = body.hasher.sums();
+    let repr = after.as_ref().map(digest::Kept::sums);
+    (digests.check)(&appended, repr.as_ref()).map_err(StorageError::Digest)?;
+    write_locked(dir, held, &body.spool, before, after.as_ref(), fsync)?;
+    digests.repr = repr;
     Ok(before)
 }
 
-/// Under `held`'s lock: record, write at `before`, sync, commit; any failure on the way puts
-/// the file back to `before` bytes ([`Uncommitted`]).
-fn write_locked(dir: &Dir, held: &Held, spool: &Spool, before: u64, fsync: bool) -> Result<()> {
+/// The file's digests after `body` is appended at `before`, from those kept for it (`None` if
+/// it has none kept: made before, or changed by another writer since).
+fn extended_digests(dir: &Dir, held: &Held, body: &Received, before: u64) -> Result<Option<digest::Kept>> {
+    let Some(kept) = digest::load(Some(dir), &held.file, &held.meta, before) else {
+        return Ok(None);
+    };
+    let appended = body.hasher.sums();
+    kept.extended(appended.crc32c, appended.len, |state| {
+        body.spool.replay(&mut |bytes| state.update(bytes))
+    })
+    .map(Some)
+    .map_err(StorageError::from_io)
+}
+
+/// Under `held`'s lock: record, write at `before`, sync, keep the file's digests `after` (if
+/// known), commit; any failure on the way puts the file back to `before` bytes
+/// ([`Uncommitted`]), and its kept digests then name a version that is gone.
+fn write_locked(
+    dir: &Dir,
+    held: &Held,
+    spool: &Spool,
+    before: u64,
+    after: Option<&digest::Kept>,
+    fsync: bool,
+) -> Result<()> {
     let append = Uncommitted::begin(dir, &held.file, &held.meta, before, fsync)?;
     spool
         .write_at(held, before)
         .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) })
         .map_err(StorageError::from_io)?;
+    if let Some(after) = after {
+        digest::store(dir, &held.file, after);
+    }
     append.commit()
 }
 

@@ -12,6 +12,7 @@
 //! so no depth is out of reach.
 
 pub mod append;
+pub mod digest;
 pub mod dir;
 pub mod jail;
 pub mod journal;
@@ -105,6 +106,8 @@ pub enum StorageError {
     /// The storage volume is mounted read-only (`EROFS`): nothing can be written, moved or
     /// deleted on it until it is remounted read-write; reads still work.
     ReadOnly,
+    /// The write's digests were refused ([`digest::Plan::check`]); nothing was stored.
+    Digest(digest::Refused),
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -192,6 +195,9 @@ impl fmt::Display for StorageError {
                 "the storage volume is mounted read-only: nothing can be written, moved or deleted until \
                  it is remounted read-write (reads still work)"
             ),
+            StorageError::Digest(
+                digest::Refused::Mismatch(m) | digest::Refused::Unsupported(m) | digest::Refused::Malformed(m),
+            ) => write!(f, "{m}"),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }
@@ -341,6 +347,26 @@ impl Storage {
         })
     }
 
+    /// The digests kept at the last commit of the file `rel` names, opened by [`Storage::open_read`]
+    /// as `file` (`meta`, committed length `len`), if they describe that version
+    /// ([`digest::load`]); never by reading the file.
+    pub fn kept_digest(
+        &self,
+        rel: &RelPath,
+        scope: Scope<'_>,
+        file: &File,
+        meta: &Metadata,
+        len: u64,
+    ) -> Option<digest::Kept> {
+        if !digest::needs_dir(file) {
+            return digest::load(None, file, meta, len);
+        }
+        let path = self.resolve_file(rel, scope).ok()?;
+        let (parent, _) = split(&path).ok()?;
+        let dir = self.root.open_dir(parent).ok()?;
+        digest::load(Some(&dir), file, meta, len)
+    }
+
     /// Lists a directory, sorted by name, without the service's own files; entries are
     /// described as they are taken from the listing.
     pub fn list(&self, rel: &RelPath, scope: Scope<'_>) -> Result<Listing> {
@@ -364,30 +390,34 @@ impl Storage {
     }
 
     /// Atomically creates or replaces the file at `rel` with everything `body` yields, if
-    /// `conditions` hold when it commits. Returns the size written.
+    /// `conditions` hold when it commits, and `digests` approves of its digests. Returns the
+    /// size written; `digests.repr` tells the file's digests.
     pub fn write_atomic(
         &self,
         rel: &RelPath,
         scope: Scope<'_>,
         body: &mut dyn Read,
         conditions: &Conditions<'_>,
+        digests: &mut digest::Plan<'_>,
     ) -> Result<u64> {
         self.write_file(rel, scope, |_, real| {
-            upload::write_atomic(&self.root, real, body, conditions, self.fsync)
+            upload::write_verified(&self.root, real, body, conditions, digests, self.fsync)
         })
     }
 
     /// Appends everything `body` yields to the file at `rel` (created if missing), all or
-    /// nothing, if `conditions` hold when it commits. Returns the new size.
+    /// nothing, if `conditions` hold when it commits, and `digests` approves of its digests.
+    /// Returns the new size; `digests.repr` tells the file's digests, where they are kept.
     pub fn append(
         &self,
         rel: &RelPath,
         scope: Scope<'_>,
         body: &mut dyn Read,
         conditions: &Conditions<'_>,
+        digests: &mut digest::Plan<'_>,
     ) -> Result<u64> {
         self.write_file(rel, scope, |rel, real| {
-            append::append(&self.root, real, rel.creatable(), body, conditions, self.fsync)
+            append::append_verified(&self.root, real, rel.creatable(), body, conditions, digests, self.fsync)
         })
     }
 

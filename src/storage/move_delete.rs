@@ -106,6 +106,14 @@ pub fn rename(
                 Some(libc::EINVAL) => StorageError::MoveIntoSelf,
                 _ => StorageError::from_io(e),
             })?;
+        // A file's kept digests go with it (an extended attribute does by itself; a record
+        // beside it is moved), and the replaced target's record goes.
+        if let Some(h) = held.first().filter(|_| src_stat.is_file()) {
+            if let Some(target) = held.get(1) {
+                super::digest::forget(&dst_dir, std::os::unix::fs::MetadataExt::ino(&target.meta));
+            }
+            super::digest::carry(&src_dir, &dst_dir, std::os::unix::fs::MetadataExt::ino(&h.meta));
+        }
         new_dirs.keep(fsync)?;
         if fsync {
             dst_dir.sync().map_err(StorageError::from_io)?;

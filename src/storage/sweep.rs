@@ -20,6 +20,9 @@
 //!   delayed unlink can never remove a record written anew under the same name. Something that
 //!   is not a regular file at a record's name (planted) is left to the file's next holder.
 //! - A tree being deleted (`.http-nas-trash-*`) is removed.
+//! - Kept digests (`.http-nas-digest-<inode>`, on volumes without extended attributes) are
+//!   left alone: they outlive processes, and one whose file is gone names a version that no
+//!   longer exists, so it is never taken for another file's.
 //!
 //! The walk goes by directory handles ([`super::walk`]) and never follows a symlink, so it
 //! stays under the root and reaches directories nested deeper than `PATH_MAX`.
@@ -79,6 +82,8 @@ impl Visitor for Sweeper {
                 records.push((ino, name));
             } else if text.starts_with(RESERVED_PREFIX)
                 && !text.starts_with(JOURNAL_PREFIX)
+                // Kept digests (volumes without extended attributes) outlive any process.
+                && !text.starts_with(super::digest::RECORD_PREFIX)
                 && remove_if_unlocked(dir, &name)
             {
                 // Temp and probe files, and any other unlocked file in the reserved namespace.

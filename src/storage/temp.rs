@@ -195,6 +195,29 @@ impl Spool {
         }
     }
 
+    /// Hands the body's bytes, in order, to `feed` (to extend a kept digest state with them).
+    pub fn replay(&self, feed: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        match self {
+            Spool::Memory(bytes) => feed(bytes),
+            Spool::File(temp) => {
+                let mut buf = vec![0u8; COPY_FALLBACK_BYTES];
+                let mut at = 0;
+                loop {
+                    match temp.file.read_at(&mut buf, at) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            feed(&buf[..n]);
+                            at += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the body a temp file that can be linked into `dir` as a new file, on disk with
     /// `fsync`. On failure the spool is unchanged (the body is never lost to a retry).
     pub fn make_temp(&mut self, dir: &Dir, fsync: bool) -> Result<&mut TempFile> {

@@ -8,6 +8,7 @@
 //! like any other); `If-None-Match: *` is exactly that link. Readers that opened the old file
 //! keep reading it: rename swaps the name, not the data. See `docs/write-protocol.md`.
 
+use super::digest;
 use super::dir::{Access, Dir};
 use super::journal;
 use super::lock;
@@ -21,11 +22,26 @@ use std::path::Path;
 
 /// Writes `body` to `path` (relative to the root) atomically if `conditions` hold at commit.
 /// Returns the bytes written.
+#[cfg(test)]
 pub fn write_atomic(
     root: &Root,
     path: &Path,
     body: &mut dyn Read,
     conditions: &Conditions<'_>,
+    fsync: bool,
+) -> Result<u64> {
+    write_verified(root, path, body, conditions, &mut digest::Plan::none(), fsync)
+}
+
+/// [`write_atomic`], hashing the body as it arrives: `digests` approves of them before the
+/// commit (a refusal removes the temp file and leaves the target as it was), and they are kept
+/// with the new file (an extended attribute on the temp file, which the rename carries).
+pub fn write_verified(
+    root: &Root,
+    path: &Path,
+    body: &mut dyn Read,
+    conditions: &Conditions<'_>,
+    digests: &mut digest::Plan<'_>,
     fsync: bool,
 ) -> Result<u64> {
     let (parent, name) = split(path)?;
@@ -34,7 +50,12 @@ pub fn write_atomic(
     // The body waits in the deepest directory of the target's that exists: its own is created
     // only at commit, so nothing shows (or is left by a crash) before then.
     let mut temp = TempFile::create_near(root, parent)?;
-    let size = copy_into(body, temp.file())?;
+    let mut hashing = digest::Hashing::new(body, digests.wanted);
+    let size = copy_into(&mut hashing, temp.file())?;
+    // The file is the body: its digests are the body's.
+    let sums = hashing.hasher.sums();
+    (digests.check)(&sums, Some(&sums)).map_err(StorageError::Digest)?;
+    let kept = hashing.hasher.kept();
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
     }
@@ -49,12 +70,16 @@ pub fn write_atomic(
             Err(StorageError::NotFound) => continue,
             Err(e) => return Err(e),
         };
+        // Kept on the file that takes the name (a copy made by `prepare_for` has none yet), so
+        // the rename or link that commits the data commits its digests too.
+        digest::store(&dir, staged.file(), &kept);
         match commit_once(&dir, name, staged, conditions, fsync) {
             Ok(true) => {
                 if fsync {
                     dir.sync().map_err(StorageError::from_io)?;
                 }
                 new_dirs.keep(fsync)?;
+                digests.repr = Some(sums);
                 return Ok(size);
             }
             // The name appeared or vanished, or the directory did, between looking and acting.
@@ -95,6 +120,7 @@ fn commit_once(
     }
     conditions.check(Some((&held.file, &held.meta, held.meta.len())))?;
     staged.rename_over(dir, name)?;
+    digest::forget(dir, std::os::unix::fs::MetadataExt::ino(&held.meta));
     Ok(true)
 }
 

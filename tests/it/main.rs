@@ -40,6 +40,7 @@ mod appends;
 mod browser;
 mod clients;
 mod crash;
+mod digests;
 mod errors;
 mod faults;
 mod framing;

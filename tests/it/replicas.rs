@@ -523,3 +523,41 @@ fn juicefs_client_caches_are_seen_without_root_too() {
     drop((a, b));
     let _ = fs::remove_dir_all(&created);
 }
+
+/// The `Repr-Digest` member `sha-256=:…:` of `data`, through `base64` (coreutils).
+fn sha256_member(data: &[u8]) -> String {
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), data));
+    let mut child = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run base64");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &digest).expect("feed base64");
+    let out = child.wait_with_output().expect("base64 output");
+    format!("sha-256=:{}:", String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn a_digest_kept_by_one_replica_is_answered_and_extended_by_another() {
+    let Some(r) = Replicas::start(2, &[]) else { return };
+    let (a, b) = (&r.servers[0], &r.servers[1]);
+    let first = b"first version of the file\n".repeat(3000);
+    let claim = format!("Content-Digest: {}", sha256_member(&first));
+    a.send("POST", "/file/dg/f", &first, &[&claim]).assert_ok_json();
+    let asked = ["Want-Repr-Digest: sha-256=1"];
+    let on_b = b.get_with("/file/dg/f", &asked);
+    on_b.assert_ok_body(&first);
+    assert_eq!(on_b.header("repr-digest"), Some(sha256_member(&first).as_str()));
+    let more = b"appended on the other replica\n";
+    let whole = [first.clone(), more.to_vec()].concat();
+    let repr = format!("Repr-Digest: {}", sha256_member(&whole));
+    b.send("PUT", "/file/dg/f", more, &[&repr]).assert_ok_json();
+    let on_a = a.get_with("/file/dg/f", &asked);
+    on_a.assert_ok_body(&whole);
+    assert_eq!(on_a.header("repr-digest"), Some(sha256_member(&whole).as_str()));
+    // Moved on one replica, still kept on the other.
+    a.put_json("/file/dg/f", r#"{"path": "dg/g"}"#).assert_ok_json();
+    let moved = b.get_with("/file/dg/g", &asked);
+    assert_eq!(moved.header("repr-digest"), Some(sha256_member(&whole).as_str()));
+}

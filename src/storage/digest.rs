@@ -1,0 +1,686 @@
+//! The digests of files (RFC 9530's `Repr-Digest`), computed as bytes arrive and kept with each
+//! committed version, so a download can name them without reading the file and an append can
+//! extend them without rereading it.
+//!
+//! - Every body is hashed as it streams in ([`Hasher`]): `crc32c` always (the hardware
+//!   instruction, a few percent of an upload's cost), `sha-256` and `sha-512` only when the
+//!   request uses them.
+//! - What is kept of a file ([`Kept`]) is its `crc32c` and, when a write asked for it, the
+//!   *resumable* state of its `sha-256` ([`Sha256State`]: the eight chaining words and the
+//!   unhashed tail of under 64 bytes): an append combines the crc32c of its bytes with the
+//!   file's ([`crc32c::crc32c_combine`]) and feeds its bytes on into the saved sha-256 state.
+//!   `sha-512` is verified on bodies (and on uploads, whose file is the body) but not kept.
+//! - It is kept in the extended attribute [`XATTR_NAME`] of the file itself, written by the
+//!   same commit, under the same lock, as the data ([`store`]): on the temp file before it is
+//!   renamed or linked in (a rename keeps it), or on the file after an append's bytes are in.
+//!   It names the version it describes ([`Identity`]: size, modification time, inode, birth
+//!   time), and [`load`] gives it only while the file still is that version: a file another
+//!   writer changed, or an append a crash cut off (rolled back by truncation), has no kept
+//!   digest, never a wrong one.
+//! - A filesystem without `user.*` attributes (NFS before 4.2, some FUSE volumes) keeps the same
+//!   bytes in a record beside the file instead ([`RECORD_PREFIX`]`<inode>`, in the reserved
+//!   namespace, so listings hide it and clients cannot name it), replaced by rename under the
+//!   file's lock by the commit; a file move carries it ([`carry`]), a replace removes the old
+//!   file's ([`forget`]). Its identity check is the same, so a record left by a crash or a
+//!   delete (and an inode number reused since) is never taken for another file's.
+//! - Same-size changes by another writer within one tick of the file system's clock (a few
+//!   milliseconds with coarse timestamps) of a commit cannot be told from that commit: that is
+//!   the one case the identity does not catch.
+//!
+//! This module knows no HTTP: it computes, compares and keeps bytes of digests. Parsing and
+//! printing the fields is the application's (`app/digest_fields.rs`).
+
+use super::dir::{Access, Dir};
+use super::temp::TempFile;
+use crate::sys;
+use sha2::Digest as _;
+use std::ffi::{CStr, OsString};
+use std::fs::{File, Metadata};
+use std::io;
+use std::io::{Read as _, Write as _};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::UNIX_EPOCH;
+
+/// The extended attribute that holds a file's kept digests.
+pub const XATTR_NAME: &CStr = c"user.http-nas.digest";
+
+/// Prefix of the records that keep digests where the filesystem has no extended attributes,
+/// followed by the file's inode number (inside the reserved namespace).
+pub const RECORD_PREFIX: &str = ".http-nas-digest-";
+
+/// Set once the volume refused an extended attribute (`ENOTSUP`): digests are kept in records
+/// from then on, and moves and replaces look after them. Never set on a volume that has them,
+/// which then pays nothing for records.
+static RECORDS_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Version of the attribute's layout; another is ignored (as if there were none).
+const FORMAT_VERSION: u8 = 1;
+
+/// Most bytes the attribute takes: the identity, the crc32c, and a sha-256 state with a full
+/// tail (well under the ~900 bytes ext4 with 128-byte inodes and 1 KiB blocks allows).
+const MAX_RECORD_BYTES: usize = 1 + IDENTITY_BYTES + 4 + 1 + 32 + SHA256_BLOCK_BYTES;
+
+/// Bytes of the encoded [`Identity`].
+const IDENTITY_BYTES: usize = 8 + 8 + 4 + 8 + 8 + 4;
+
+/// SHA-256 works on 64-byte blocks.
+const SHA256_BLOCK_BYTES: usize = 64;
+
+/// SHA-256's initial chaining value (FIPS 180-4 §5.3.3).
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// A digest algorithm the service has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+    Crc32c,
+}
+
+impl Algorithm {
+    /// All of them, strongest first.
+    pub const ALL: [Algorithm; 3] = [Algorithm::Sha256, Algorithm::Sha512, Algorithm::Crc32c];
+
+    /// The name RFC 9530's registry gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha-256",
+            Algorithm::Sha512 => "sha-512",
+            Algorithm::Crc32c => "crc32c",
+        }
+    }
+
+    /// The algorithm of a registry name (lowercase, as RFC 8941 keys are).
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Bytes of its digest.
+    pub fn digest_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 32,
+            Algorithm::Sha512 => 64,
+            Algorithm::Crc32c => 4,
+        }
+    }
+}
+
+/// The resumable state of a SHA-256: the chaining words, the length hashed so far, and the
+/// tail of under one block not yet compressed. Unlike a hasher object, it can be saved (in 40
+/// to 103 bytes) and resumed, and finished without being consumed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sha256State {
+    words: [u32; 8],
+    len: u64,
+    tail: [u8; SHA256_BLOCK_BYTES],
+}
+
+impl Default for Sha256State {
+    fn default() -> Self {
+        Sha256State {
+            words: SHA256_IV,
+            len: 0,
+            tail: [0; SHA256_BLOCK_BYTES],
+        }
+    }
+}
+
+impl Sha256State {
+    fn tail_len(&self) -> usize {
+        (self.len % SHA256_BLOCK_BYTES as u64) as usize
+    }
+
+    /// Feeds `data` on.
+    pub fn update(&mut self, mut data: &[u8]) {
+        let filled = self.tail_len();
+        self.len += data.len() as u64;
+        if filled > 0 {
+            let take = data.len().min(SHA256_BLOCK_BYTES - filled);
+            self.tail[filled..filled + take].copy_from_slice(&data[..take]);
+            data = &data[take..];
+            if filled + take < SHA256_BLOCK_BYTES {
+                return;
+            }
+            sha2::block_api::compress256(&mut self.words, std::slice::from_ref(&self.tail));
+        }
+        let (blocks, rest) = data.as_chunks::<SHA256_BLOCK_BYTES>();
+        sha2::block_api::compress256(&mut self.words, blocks);
+        self.tail[..rest.len()].copy_from_slice(rest);
+    }
+
+    /// The digest of everything fed so far (the state is unchanged: more may follow).
+    pub fn finish(&self) -> [u8; 32] {
+        let mut words = self.words;
+        let filled = self.tail_len();
+        let mut last = [[0u8; SHA256_BLOCK_BYTES]; 2];
+        last[0][..filled].copy_from_slice(&self.tail[..filled]);
+        last[0][filled] = 0x80;
+        // The length takes the last 8 bytes; a tail of 56 bytes or more needs a second block.
+        let blocks = if filled < SHA256_BLOCK_BYTES - 8 { 1 } else { 2 };
+        last[blocks - 1][SHA256_BLOCK_BYTES - 8..].copy_from_slice(&(self.len.wrapping_mul(8)).to_be_bytes());
+        sha2::block_api::compress256(&mut words, &last[..blocks]);
+        let mut out = [0u8; 32];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
+}
+
+/// What to compute over a body besides its crc32c.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Compute (and keep) the sha-256.
+    pub sha256: bool,
+    /// Compute the sha-512 (to verify it; it is not kept).
+    pub sha512: bool,
+}
+
+/// Digests of a run of bytes, computed as they stream past.
+#[derive(Clone, Debug, Default)]
+pub struct Hasher {
+    len: u64,
+    crc32c: u32,
+    sha256: Option<Sha256State>,
+    sha512: Option<sha2::Sha512>,
+}
+
+impl Hasher {
+    /// A hasher computing the crc32c and what `wanted` names.
+    pub fn new(wanted: Wanted) -> Hasher {
+        Hasher {
+            len: 0,
+            crc32c: 0,
+            sha256: wanted.sha256.then(Sha256State::default),
+            sha512: wanted.sha512.then(sha2::Sha512::new),
+        }
+    }
+
+    /// Feeds `data` on.
+    pub fn update(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, data);
+        if let Some(state) = &mut self.sha256 {
+            state.update(data);
+        }
+        if let Some(state) = &mut self.sha512 {
+            state.update(data);
+        }
+    }
+
+    /// The digests of everything fed.
+    pub fn sums(&self) -> Sums {
+        Sums {
+            len: self.len,
+            crc32c: self.crc32c,
+            sha256: self.sha256.as_ref().map(Sha256State::finish),
+            sha512: self.sha512.clone().map(|s| s.finalize().into()),
+        }
+    }
+
+    /// What a file made of exactly these bytes keeps.
+    pub fn kept(&self) -> Kept {
+        Kept {
+            len: self.len,
+            crc32c: self.crc32c,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// The digests of a run of bytes, as far as they were computed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sums {
+    /// Bytes hashed.
+    pub len: u64,
+    pub crc32c: u32,
+    pub sha256: Option<[u8; 32]>,
+    pub sha512: Option<[u8; 64]>,
+}
+
+impl Sums {
+    /// The digest by `algorithm`, if computed (big-endian for the crc32c, as RFC 9530's
+    /// registry has it).
+    pub fn get(&self, algorithm: Algorithm) -> Option<Vec<u8>> {
+        match algorithm {
+            Algorithm::Sha256 => self.sha256.map(|d| d.to_vec()),
+            Algorithm::Sha512 => self.sha512.map(|d| d.to_vec()),
+            Algorithm::Crc32c => Some(self.crc32c.to_be_bytes().to_vec()),
+        }
+    }
+}
+
+/// What is kept of a file's bytes: their length, crc32c, and the sha-256 state if any write
+/// asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    pub len: u64,
+    pub crc32c: u32,
+    pub sha256: Option<Sha256State>,
+}
+
+impl Kept {
+    /// The digests of the file.
+    pub fn sums(&self) -> Sums {
+        Sums {
+            len: self.len,
+            crc32c: self.crc32c,
+            sha256: self.sha256.as_ref().map(Sha256State::finish),
+            sha512: None,
+        }
+    }
+
+    /// The file's state after `appended` (its crc32c and length) is added to its end, without
+    /// rereading the file: the crc32cs are combined, and `replay` feeds the appended bytes on
+    /// into the sha-256 state (it is called only if one is kept). For appends and
+    /// concatenations alike.
+    pub fn extended(
+        &self,
+        appended_crc32c: u32,
+        appended_len: u64,
+        replay: impl FnOnce(&mut Sha256State) -> io::Result<()>,
+    ) -> io::Result<Kept> {
+        let combined_len = usize::try_from(appended_len).map_err(|_| io::Error::other("append too long"))?;
+        let sha256 = match &self.sha256 {
+            Some(state) => {
+                let mut state = state.clone();
+                replay(&mut state)?;
+                Some(state)
+            }
+            None => None,
+        };
+        Ok(Kept {
+            len: self.len + appended_len,
+            crc32c: crc32c::crc32c_combine(self.crc32c, appended_crc32c, combined_len),
+            sha256,
+        })
+    }
+}
+
+/// Why a write's digests were refused; nothing was committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// A digest the client sent differs from the one computed (the message names both).
+    Mismatch(String),
+    /// A digest field names only algorithms the service does not have.
+    Unsupported(String),
+    /// A digest field (from the trailer section) is not well formed, or cannot be verified.
+    Malformed(String),
+}
+
+/// The approval of a write's digests: the body's, and the file's after the write (`None` where
+/// none are kept).
+pub type Check<'a> = &'a dyn Fn(&Sums, Option<&Sums>) -> Result<(), Refused>;
+
+/// What a write computes and verifies of its digests, and what it learns of the file's.
+pub struct Plan<'a> {
+    /// What to compute over the body besides its crc32c (the sha-256 is also kept).
+    pub wanted: Wanted,
+    /// Called once the body is whole and, for an append, under the file's lock with the
+    /// file's digests after the append (`None` where none are kept): before anything is
+    /// committed, so a refusal leaves the file as it was.
+    pub check: Check<'a>,
+    /// Set by a successful write: the digests of the whole file it committed, where known.
+    pub repr: Option<Sums>,
+}
+
+#[cfg(test)]
+impl Plan<'_> {
+    /// A plan that verifies nothing (the crc32c is still computed and kept).
+    pub fn none() -> Plan<'static> {
+        Plan {
+            wanted: Wanted::default(),
+            check: &|_, _| Ok(()),
+            repr: None,
+        }
+    }
+}
+
+/// A body reader that hashes what it hands on.
+pub struct Hashing<'a> {
+    inner: &'a mut dyn io::Read,
+    /// The digests of what was read so far.
+    pub hasher: Hasher,
+}
+
+impl<'a> Hashing<'a> {
+    /// Reads `inner`, hashing by `wanted`.
+    pub fn new(inner: &'a mut dyn io::Read, wanted: Wanted) -> Hashing<'a> {
+        Hashing {
+            inner,
+            hasher: Hasher::new(wanted),
+        }
+    }
+}
+
+impl io::Read for Hashing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The version of a file a kept digest describes: what changes whenever its bytes do, by the
+/// service or by any other writer (size, modification time), and what tells one file from
+/// another that took its name or inode number (inode, birth time where the filesystem has it).
+/// Not the change time: writing the attribute itself changes that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    size: u64,
+    mtime: i64,
+    mtime_nsec: u32,
+    ino: u64,
+    birth: i64,
+    birth_nsec: u32,
+}
+
+impl Identity {
+    fn of(meta: &Metadata) -> Identity {
+        let (birth, birth_nsec) = meta
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or((0, 0), |d| (d.as_secs() as i64, d.subsec_nanos()));
+        Identity {
+            size: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec() as u32,
+            ino: meta.ino(),
+            birth,
+            birth_nsec,
+        }
+    }
+}
+
+/// Encodes a record: format, identity, crc32c, then the sha-256 words and tail if kept.
+fn encode(identity: &Identity, kept: &Kept) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAX_RECORD_BYTES);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&identity.size.to_le_bytes());
+    out.extend_from_slice(&identity.mtime.to_le_bytes());
+    out.extend_from_slice(&identity.mtime_nsec.to_le_bytes());
+    out.extend_from_slice(&identity.ino.to_le_bytes());
+    out.extend_from_slice(&identity.birth.to_le_bytes());
+    out.extend_from_slice(&identity.birth_nsec.to_le_bytes());
+    out.extend_from_slice(&kept.crc32c.to_le_bytes());
+    match &kept.sha256 {
+        Some(state) => {
+            out.push(1);
+            for word in state.words {
+                out.extend_from_slice(&word.to_le_bytes());
+            }
+            out.extend_from_slice(&state.tail[..state.tail_len()]);
+        }
+        None => out.push(0),
+    }
+    out
+}
+
+/// Reads `n` bytes off the front of `bytes`.
+fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = bytes.split_first_chunk::<N>()?;
+    *bytes = rest;
+    Some(*head)
+}
+
+/// Decodes a record; `None` if it is not one this version wrote whole.
+fn decode(mut bytes: &[u8]) -> Option<(Identity, Kept)> {
+    let b = &mut bytes;
+    if take::<1>(b)? != [FORMAT_VERSION] {
+        return None;
+    }
+    let identity = Identity {
+        size: u64::from_le_bytes(take(b)?),
+        mtime: i64::from_le_bytes(take(b)?),
+        mtime_nsec: u32::from_le_bytes(take(b)?),
+        ino: u64::from_le_bytes(take(b)?),
+        birth: i64::from_le_bytes(take(b)?),
+        birth_nsec: u32::from_le_bytes(take(b)?),
+    };
+    let crc32c = u32::from_le_bytes(take(b)?);
+    let sha256 = match take::<1>(b)? {
+        [0] => None,
+        [1] => {
+            let mut state = Sha256State {
+                len: identity.size,
+                ..Sha256State::default()
+            };
+            for word in &mut state.words {
+                *word = u32::from_le_bytes(take(b)?);
+            }
+            let tail_len = state.tail_len();
+            if b.len() != tail_len {
+                return None;
+            }
+            state.tail[..tail_len].copy_from_slice(b);
+            *b = &[];
+            Some(state)
+        }
+        _ => return None,
+    };
+    if !b.is_empty() {
+        return None;
+    }
+    let kept = Kept {
+        len: identity.size,
+        crc32c,
+        sha256,
+    };
+    Some((identity, kept))
+}
+
+/// The record name of the file with inode `ino`.
+fn record_name(ino: u64) -> OsString {
+    OsString::from(format!("{RECORD_PREFIX}{ino}"))
+}
+
+/// True when `e` says the filesystem keeps no extended attributes.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP))
+}
+
+/// Keeps `kept` as the digests of `file`, in `dir`, as it is now (its metadata taken after its
+/// last byte was written): in its extended attribute, else in a record beside it. Best effort:
+/// where neither can be written, the previous one (if any) names a version that is gone, so no
+/// reader takes it for this one.
+pub fn store(dir: &Dir, file: &File, kept: &Kept) {
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(e) => {
+            log::warn!("could not keep a file's digest: {e}");
+            return;
+        }
+    };
+    if meta.len() != kept.len {
+        // Not the bytes hashed: keep nothing rather than something wrong.
+        let _ = sys::remove_xattr(file.as_fd(), XATTR_NAME);
+        return;
+    }
+    let record = encode(&Identity::of(&meta), kept);
+    match sys::set_xattr(file.as_fd(), XATTR_NAME, &record) {
+        Ok(()) => {}
+        Err(e) if unsupported(&e) => {
+            RECORDS_IN_USE.store(true, Ordering::Relaxed);
+            if let Err(e) = write_record(dir, meta.ino(), &record) {
+                log::warn!("could not keep a file's digest (record): {e}");
+            }
+        }
+        Err(e) => log::warn!("could not keep a file's digest (extended attribute): {e}"),
+    }
+}
+
+/// Writes a record whole under a temp name, then renames it over the old one.
+fn write_record(dir: &Dir, ino: u64, record: &[u8]) -> super::Result<()> {
+    let mut temp = TempFile::create(dir)?;
+    temp.file().write_all(record).map_err(super::StorageError::from_io)?;
+    temp.rename_over(dir, &record_name(ino))
+}
+
+/// The digests kept for `file` in `dir`, if they describe it as `meta` shows it, whole (`len`,
+/// its committed length, is all of it: no append is awaiting its rollback).
+pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option<Kept> {
+    if len != meta.len() {
+        return None;
+    }
+    let mut buf = [0u8; MAX_RECORD_BYTES];
+    let n = match sys::get_xattr(file.as_fd(), XATTR_NAME, &mut buf) {
+        Ok(n) => n,
+        Err(e) if unsupported(&e) => read_record(dir?, meta.ino(), &mut buf)?,
+        Err(_) => return None,
+    };
+    let (identity, kept) = decode(&buf[..n])?;
+    (identity == Identity::of(meta)).then_some(kept)
+}
+
+/// True when a read of the file's digests needs its directory ([`load`]): on a volume without
+/// extended attributes.
+pub fn needs_dir(file: &File) -> bool {
+    matches!(sys::get_xattr(file.as_fd(), XATTR_NAME, &mut []), Err(e) if unsupported(&e))
+}
+
+/// Reads the record of inode `ino` in `dir` into `buf`; its length.
+fn read_record(dir: &Dir, ino: u64, buf: &mut [u8]) -> Option<usize> {
+    let mut file = dir.open_file(&record_name(ino), Access::Read).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]).ok()? {
+            0 => return Some(n),
+            m => n += m,
+        }
+    }
+    // Longer than any record: not one.
+    None
+}
+
+/// After the file with inode `ino` moved from `from` to `to` (under its lock), its record goes
+/// with it, where records are in use. Best effort: a record left behind names a file that is
+/// not in that directory, and the moved file has none (never a wrong one).
+pub fn carry(from: &Dir, to: &Dir, ino: u64) {
+    if RECORDS_IN_USE.load(Ordering::Relaxed) {
+        let name = record_name(ino);
+        let _ = from.rename(&name, to, &name);
+    }
+}
+
+/// Removes the record of the file with inode `ino` in `dir` (replaced or deleted), where
+/// records are in use.
+pub fn forget(dir: &Dir, ino: u64) {
+    if RECORDS_IN_USE.load(Ordering::Relaxed) {
+        let _ = dir.remove_file(&record_name(ino));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_dir;
+
+    fn sha256(data: &[u8]) -> [u8; 32] {
+        sha2::Sha256::digest(data).into()
+    }
+
+    #[test]
+    fn the_resumable_sha256_matches_sha2_at_every_split_and_length() {
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..data.len() {
+            let mut state = Sha256State::default();
+            state.update(&data[..len]);
+            assert_eq!(state.finish(), sha256(&data[..len]), "length {len}");
+        }
+        for split in 0..data.len() {
+            let mut state = Sha256State::default();
+            state.update(&data[..split]);
+            let _ = state.finish();
+            state.update(&data[split..]);
+            assert_eq!(state.finish(), sha256(&data), "split {split}");
+        }
+    }
+
+    #[test]
+    fn an_extended_state_equals_the_state_of_the_whole() {
+        let (a, b) = (vec![b'a'; 1000], b"tail bytes".to_vec());
+        let mut first = Hasher::new(Wanted {
+            sha256: true,
+            sha512: false,
+        });
+        first.update(&a);
+        let mut second = Hasher::new(Wanted::default());
+        second.update(&b);
+        let extended = first
+            .kept()
+            .extended(second.sums().crc32c, b.len() as u64, |s| {
+                s.update(&b);
+                Ok(())
+            })
+            .unwrap();
+        let mut whole = Hasher::new(Wanted {
+            sha256: true,
+            sha512: false,
+        });
+        whole.update(&a);
+        whole.update(&b);
+        assert_eq!(extended, whole.kept());
+        assert_eq!(extended.sums().sha256, Some(sha256(&[a, b].concat())));
+    }
+
+    #[test]
+    fn a_record_round_trips_and_a_damaged_one_is_none() {
+        let dir = test_dir("digest-record");
+        let path = dir.join("f");
+        std::fs::write(&path, b"x".repeat(100)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let mut hasher = Hasher::new(Wanted {
+            sha256: true,
+            sha512: false,
+        });
+        hasher.update(&b"x".repeat(100));
+        let record = encode(&Identity::of(&meta), &hasher.kept());
+        assert!(record.len() <= MAX_RECORD_BYTES);
+        assert_eq!(decode(&record), Some((Identity::of(&meta), hasher.kept())));
+        for cut in 0..record.len() {
+            assert_eq!(decode(&record[..cut]), None, "cut at {cut}");
+        }
+        let mut longer = record.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), None);
+    }
+
+    #[test]
+    fn a_kept_digest_is_gone_once_the_file_changes_behind_it() {
+        let dir = test_dir("digest-kept");
+        let path = dir.join("f");
+        std::fs::write(&path, b"hello").unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let handle = Dir::open(&dir).unwrap();
+        let mut hasher = Hasher::new(Wanted::default());
+        hasher.update(b"hello");
+        store(&handle, &file, &hasher.kept());
+        let meta = file.metadata().unwrap();
+        if sys::get_xattr(file.as_fd(), XATTR_NAME, &mut [0u8; MAX_RECORD_BYTES]).is_err() {
+            eprintln!("skipped: no user.* extended attributes on {}", dir.display());
+            return;
+        }
+        assert_eq!(load(Some(&handle), &file, &meta, 5), Some(hasher.kept()));
+        assert_eq!(
+            load(Some(&handle), &file, &meta, 4),
+            None,
+            "an append awaiting rollback"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"HELLO").unwrap();
+        let meta = file.metadata().unwrap();
+        assert_eq!(load(Some(&handle), &file, &meta, 5), None);
+    }
+}

@@ -1,0 +1,569 @@
+//! Verified writes (RFC 9530): `Content-Digest` and `Repr-Digest` on uploads and appends, in the
+//! head (curl) or in a chunked body's trailer section (raw sockets), checked before the commit;
+//! `Repr-Digest` answered by every write and, from the digest kept with the file, by GET/HEAD
+//! with `Want-Repr-Digest` (206 too), through moves and many appends, and never once another
+//! writer changed the file. Digests are checked against `sha256sum` where a user would.
+
+use std::fs;
+use std::process::Command;
+use std::thread;
+
+use sha2::Digest as _;
+
+use crate::support::{Server, random_bytes};
+
+/// Concurrent appenders and appends each (8 × 125 = 1,000).
+const APPENDERS: usize = 8;
+const APPENDS_EACH: usize = 125;
+
+/// Standard padded base64, as `base64` (coreutils) writes it.
+fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+fn sha256_field(data: &[u8]) -> String {
+    format!("sha-256=:{}:", b64(&sha2::Sha256::digest(data)))
+}
+
+fn sha512_field(data: &[u8]) -> String {
+    format!("sha-512=:{}:", b64(&sha2::Sha512::digest(data)))
+}
+
+fn crc32c_field(data: &[u8]) -> String {
+    format!("crc32c=:{}:", b64(&crc32c::crc32c(data).to_be_bytes()))
+}
+
+/// `sha256sum FILE`'s digest of `path`, as a `Repr-Digest` member.
+fn sha256sum(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("run sha256sum");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.split_whitespace().next().expect("sha256sum output");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect();
+    format!("sha-256=:{}:", b64(&bytes))
+}
+
+/// The names under `dir` that are the service's own (temp files, records).
+fn internal_files(s: &Server) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(s.root()).expect("list root") {
+        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        if name.starts_with(crate::support::RESERVED_PREFIX) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// A chunked request whose trailer section carries `trailers` (`"Name: value"` lines).
+fn chunked_with_trailers(method: &str, path: &str, body: &[u8], trailers: &[String]) -> Vec<u8> {
+    let names: Vec<&str> = trailers.iter().filter_map(|t| t.split(':').next()).collect();
+    let mut out = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: {}\r\n\r\n",
+        names.join(", ")
+    )
+    .into_bytes();
+    for chunk in body.chunks(1000) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n");
+    for t in trailers {
+        out.extend_from_slice(t.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[test]
+fn an_upload_with_the_right_content_digest_is_stored_and_answers_the_files_repr_digest() {
+    let s = Server::start();
+    let data = random_bytes(300_000, 1);
+    for field in [sha256_field(&data), sha512_field(&data), crc32c_field(&data)] {
+        let header = format!("Content-Digest: {field}");
+        let r = s.send("POST", "/file/d/a.bin", &data, &[&header]);
+        r.assert_ok_json();
+        let repr = r.header("repr-digest").unwrap_or_else(|| r.fail("no Repr-Digest"));
+        assert!(repr.contains(&crc32c_field(&data)), "{repr}");
+        if field.starts_with("sha-256") {
+            assert!(repr.contains(&sha256sum(&s.root().join("d/a.bin"))), "{repr}");
+        }
+    }
+    // Repr-Digest of an upload is the whole file's, which is the body.
+    let header = format!("Repr-Digest: {}", sha256_field(&data));
+    s.send("POST", "/file/d/b.bin", &data, &[&header]).assert_ok_json();
+    assert_eq!(s.read("d/b.bin"), data);
+}
+
+#[test]
+fn a_wrong_digest_on_an_upload_leaves_the_old_file_and_no_temp_file() {
+    let s = Server::start();
+    s.post("/file/a.bin", "the old version\n").assert_ok_json();
+    let data = random_bytes(200_000, 2);
+    let other = random_bytes(10, 3);
+    for field in [
+        format!("Content-Digest: {}", sha256_field(&other)),
+        format!("Content-Digest: {}", crc32c_field(&other)),
+        format!("Content-Digest: {}", sha512_field(&other)),
+        format!("Repr-Digest: {}", sha256_field(&other)),
+        // One right digest does not excuse a wrong one.
+        format!("Content-Digest: {}, {}", crc32c_field(&data), sha256_field(&other)),
+    ] {
+        let r = s.send("POST", "/file/a.bin", &data, &[&field]);
+        r.assert_error(400);
+        let body = r.text();
+        assert!(body.contains("digest_mismatch"), "{field}: {body}");
+        assert!(body.contains("the server computed"), "{field}: {body}");
+        assert_eq!(s.read("a.bin"), b"the old version\n", "{field}");
+        assert_eq!(internal_files(&s), Vec::<String>::new(), "{field}");
+    }
+    let r = s.send(
+        "POST",
+        "/file/new.bin",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&other))],
+    );
+    r.assert_error(400);
+    assert!(!s.exists("new.bin"));
+}
+
+#[test]
+fn a_wrong_digest_on_an_append_adds_no_byte() {
+    let s = Server::start();
+    let first = b"line one\n".to_vec();
+    s.post("/file/log", &first).assert_ok_json();
+    let next = random_bytes(100_000, 4);
+    let whole = [first.clone(), next.clone()].concat();
+    for field in [
+        format!("Content-Digest: {}", sha256_field(b"x")),
+        format!("Content-Digest: {}", crc32c_field(b"x")),
+        format!("Repr-Digest: {}", crc32c_field(&next)),
+        format!("Repr-Digest: {}", crc32c_field(b"x")),
+    ] {
+        let r = s.send("PUT", "/file/log", &next, &[&field]);
+        r.assert_error(400);
+        assert!(r.text().contains("digest_mismatch"), "{field}: {}", r.text());
+        assert_eq!(s.read("log"), first, "{field}");
+        assert_eq!(internal_files(&s), Vec::<String>::new(), "{field}");
+    }
+    let right = format!("Repr-Digest: {}", crc32c_field(&whole));
+    let content = format!("Content-Digest: {}", sha256_field(&next));
+    let r = s.send("PUT", "/file/log", &next, &[&right, &content]);
+    r.assert_ok_json();
+    assert_eq!(s.read("log"), whole);
+    assert!(
+        r.header("repr-digest")
+            .is_some_and(|v| v.contains(&crc32c_field(&whole)))
+    );
+}
+
+#[test]
+fn a_sha256_repr_digest_of_an_append_is_verified_from_the_kept_state() {
+    let s = Server::start();
+    let first = random_bytes(70_000, 5);
+    s.send(
+        "POST",
+        "/file/f",
+        &first,
+        &[&format!("Content-Digest: {}", sha256_field(&first))],
+    )
+    .assert_ok_json();
+    let next = random_bytes(1_000, 6);
+    let whole = [first.clone(), next.clone()].concat();
+    let wrong = format!("Repr-Digest: {}", sha256_field(&next));
+    s.send("PUT", "/file/f", &next, &[&wrong]).assert_error(400);
+    assert_eq!(s.read("f"), first);
+    let right = format!("Repr-Digest: {}", sha256_field(&whole));
+    let r = s.send("PUT", "/file/f", &next, &[&right]);
+    r.assert_ok_json();
+    assert!(
+        r.header("repr-digest")
+            .is_some_and(|v| v.contains(&sha256_field(&whole))),
+        "{:?}",
+        r.headers
+    );
+}
+
+#[test]
+fn digests_in_a_chunked_trailer_section_are_verified_before_the_commit() {
+    let s = Server::start();
+    let data = random_bytes(150_000, 7);
+    let other = random_bytes(5, 8);
+    for (method, path) in [("POST", "/file/t/up.bin"), ("PUT", "/file/t/log.bin")] {
+        for field in ["Content-Digest", "Repr-Digest"] {
+            let before = s
+                .exists(&path["/file/".len()..])
+                .then(|| s.read(&path["/file/".len()..]));
+            let wrong = chunked_with_trailers(method, path, &data, &[format!("{field}: {}", sha256_field(&other))]);
+            let r = s.connect().send(&wrong).response();
+            assert_eq!(r.status, 400, "{method} {field}: {}", r.text());
+            assert!(r.text().contains("digest_mismatch"), "{}", r.text());
+            let after = s
+                .exists(&path["/file/".len()..])
+                .then(|| s.read(&path["/file/".len()..]));
+            assert_eq!(before, after, "{method} {field}: nothing committed");
+            assert_eq!(internal_files(&s), Vec::<String>::new());
+        }
+        let right = chunked_with_trailers(
+            method,
+            path,
+            &data,
+            &[format!(
+                "Content-Digest: {}, {}",
+                sha256_field(&data),
+                crc32c_field(&data)
+            )],
+        );
+        let r = s.connect().send(&right).response();
+        assert_eq!(r.status, 200, "{method}: {}", r.text());
+        assert!(
+            r.header("repr-digest").is_some_and(|v| v.contains("sha-256=:")),
+            "{:?}",
+            r.headers
+        );
+    }
+    assert_eq!(s.read("t/log.bin"), data);
+    // A trailer digest not announced in the head is still checked when it is a crc32c.
+    let mut unannounced = chunked_with_trailers(
+        "POST",
+        "/file/t/c.bin",
+        &data,
+        &[format!("Content-Digest: {}", crc32c_field(&other))],
+    );
+    let head_end = unannounced.windows(4).position(|w| w == b"\r\n\r\n").expect("head end");
+    let trailer_line = b"Trailer: Content-Digest\r\n";
+    let at = unannounced[..head_end + 2]
+        .windows(trailer_line.len())
+        .position(|w| w == trailer_line)
+        .expect("Trailer");
+    unannounced.drain(at..at + trailer_line.len());
+    let r = s.connect().send(&unannounced).response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!s.exists("t/c.bin"));
+}
+
+#[test]
+fn unknown_algorithms_and_malformed_values_are_refused_saying_what_is_wrong() {
+    let s = Server::start();
+    s.post("/file/f", "old").assert_ok_json();
+    let r = s.send("POST", "/file/f", b"new", &["Content-Digest: md5=:AAAA:, unixsum=12"]);
+    r.assert_error(400);
+    assert!(r.text().contains("unsupported_digest"), "{}", r.text());
+    let want = r
+        .header("want-content-digest")
+        .unwrap_or_else(|| r.fail("no Want-Content-Digest"));
+    assert!(want.contains("sha-256=") && want.contains("crc32c="), "{want}");
+    for (value, says) in [
+        ("sha-256=AAAA", "byte sequence"),
+        ("sha-256=:AAAA:", "32 bytes"),
+        ("crc32c=:!!:", "not base64"),
+        ("SHA-256=:AAAA:", "not an algorithm name"),
+    ] {
+        for method in ["POST", "PUT"] {
+            let r = s.send(method, "/file/f", b"new", &[&format!("Content-Digest: {value}")]);
+            r.assert_error(400);
+            assert!(r.text().contains(says), "{value}: {}", r.text());
+        }
+    }
+    assert_eq!(s.read("f"), b"old");
+}
+
+#[test]
+fn want_repr_digest_on_get_head_and_ranges_matches_sha256sum() {
+    let s = Server::start();
+    let data = random_bytes(1_000_000, 9);
+    s.send(
+        "POST",
+        "/file/big.bin",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&data))],
+    )
+    .assert_ok_json();
+    let want = sha256sum(&s.root().join("big.bin"));
+    let crc = crc32c_field(&data);
+    let get = s.get_with("/file/big.bin", &["Want-Repr-Digest: sha-256=5"]);
+    get.assert_ok_body(&data);
+    assert_eq!(get.header("repr-digest"), Some(want.as_str()));
+    let head = s.curl(&[
+        "-I",
+        "-H",
+        "Want-Repr-Digest: sha-256=5, crc32c=1",
+        &s.url("/file/big.bin"),
+    ]);
+    assert_eq!(head.header("repr-digest"), Some(format!("{want}, {crc}").as_str()));
+    let part = s.get_with("/file/big.bin", &["Want-Repr-Digest: sha-256=5", "Range: bytes=10-99"]);
+    part.assert_status(206);
+    assert_eq!(
+        part.header("repr-digest"),
+        Some(want.as_str()),
+        "the whole file's, on a 206 too"
+    );
+    // Not asked: not sent. Asked for crc32c only: that.
+    assert_eq!(s.get("/file/big.bin").header("repr-digest"), None);
+    let only_crc = s.get_with("/file/big.bin", &["Want-Repr-Digest: crc32c=1"]);
+    assert_eq!(only_crc.header("repr-digest"), Some(crc.as_str()));
+    // A file uploaded without sha-256 keeps its crc32c, which a sha-256 request gets instead.
+    s.post("/file/plain.bin", &data).assert_ok_json();
+    let fallback = s.get_with("/file/plain.bin", &["Want-Repr-Digest: sha-256=5"]);
+    assert_eq!(fallback.header("repr-digest"), Some(crc.as_str()));
+}
+
+#[test]
+fn a_kept_digest_follows_a_move() {
+    let s = Server::start();
+    let data = random_bytes(5_000, 10);
+    s.send(
+        "POST",
+        "/file/a/x.bin",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&data))],
+    )
+    .assert_ok_json();
+    s.put_json("/file/a/x.bin", r#"{"path": "b/y.bin"}"#).assert_ok_json();
+    let r = s.get_with("/file/b/y.bin", &["Want-Repr-Digest: sha-256=1"]);
+    assert_eq!(
+        r.header("repr-digest"),
+        Some(sha256sum(&s.root().join("b/y.bin")).as_str())
+    );
+}
+
+#[test]
+fn a_thousand_appends_from_eight_clients_extend_the_kept_digest() {
+    let s = Server::start();
+    s.send("POST", "/file/log", b"", &["Want-Repr-Digest: sha-256=1"])
+        .assert_ok_json();
+    thread::scope(|scope| {
+        for appender in 0..APPENDERS {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..APPENDS_EACH {
+                    let len = if i % 50 == 0 { 70_000 } else { 20 + i % 90 };
+                    let mut line = random_bytes(len, (appender * 1000 + i) as u64);
+                    line.push(b'\n');
+                    let digest = format!("Content-Digest: {}", crc32c_field(&line));
+                    s.send("PUT", "/file/log", &line, &[&digest]).assert_ok_json();
+                }
+            });
+        }
+    });
+    let want = sha256sum(&s.root().join("log"));
+    let data = s.read("log");
+    let r = s.get_with("/file/log", &["Want-Repr-Digest: sha-256=1, crc32c=1"]);
+    assert_eq!(
+        r.header("repr-digest"),
+        Some(format!("{want}, {}", crc32c_field(&data)).as_str())
+    );
+}
+
+#[test]
+fn a_file_changed_behind_the_servers_back_has_no_kept_digest() {
+    let s = Server::start();
+    let data = random_bytes(10_000, 11);
+    s.send(
+        "POST",
+        "/file/f",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&data))],
+    )
+    .assert_ok_json();
+    let asked = ["Want-Repr-Digest: sha-256=1, crc32c=1"];
+    assert!(s.get_with("/file/f", &asked).header("repr-digest").is_some());
+    // Another writer of the volume appends, then rewrites a byte in place (same size).
+    let path = s.root().join("f");
+    let mut f = fs::OpenOptions::new().append(true).open(&path).expect("open");
+    std::io::Write::write_all(&mut f, b"tail").expect("append");
+    drop(f);
+    assert_eq!(
+        s.get_with("/file/f", &asked).header("repr-digest"),
+        None,
+        "after a foreign append"
+    );
+    // An append through the service now has nothing to extend: no Repr-Digest, and a Repr-Digest
+    // claim cannot be verified (refused, not committed).
+    let r = s.append("/file/f", "more");
+    r.assert_ok_json();
+    assert_eq!(r.header("repr-digest"), None);
+    let whole = s.read("f");
+    let claim = format!(
+        "Repr-Digest: {}",
+        crc32c_field(&[whole.clone(), b"x".to_vec()].concat())
+    );
+    s.send("PUT", "/file/f", b"x", &[&claim]).assert_error(400);
+    assert_eq!(s.read("f"), whole);
+    // Replaced through the service: kept again.
+    s.post("/file/f", &data).assert_ok_json();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[0] ^= 1;
+    let f = fs::OpenOptions::new().write(true).open(&path).expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&f, &bytes[..1], 0).expect("rewrite");
+    assert_eq!(
+        s.get_with("/file/f", &asked).header("repr-digest"),
+        None,
+        "after an in-place rewrite"
+    );
+}
+
+/// The README's digest recipes, verbatim: an upload and an append verified by the server, and a
+/// download checked against the kept digest (it prints `verified`); a wrong digest is refused.
+#[test]
+fn the_readmes_digest_recipes_work_as_written() {
+    let s = Server::start();
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read README.md");
+    let section = &readme[readme
+        .find("### Verified writes and downloads")
+        .expect("README has the digest section")..];
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("block end")];
+    s.scratch_file("f.csv", random_bytes(100_000, 12));
+    s.scratch_file("part2.csv", random_bytes(3_000, 13));
+    let script = format!("set -e\nF=http://http-nas:3000/file\n{block}");
+    let out = s.readme(&script);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified"),
+        "{}",
+        out.stderr
+    );
+    // The same upload with a digest of other bytes is refused, and the file stays.
+    let before = s.read("runs/f.csv");
+    s.scratch_file("f.csv", b"other bytes");
+    let first = block
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let upload = first.replace(
+        "openssl dgst -sha256 -binary f.csv",
+        "printf x | openssl dgst -sha256 -binary",
+    );
+    let refused = s.sh(&format!("F={}\n{upload}", s.url("/file")));
+    assert!(!refused.status.success(), "a wrong digest must fail the command");
+    assert_eq!(s.read("runs/f.csv"), before);
+}
+
+/// A FUSE mount (bindfs) of a fresh directory that refuses extended attributes (`ENOTSUP`), as
+/// NFS before 4.2 does; unmounted on drop.
+struct NoXattrVolume {
+    dir: crate::support::TempDir,
+}
+
+impl NoXattrVolume {
+    fn mount() -> Result<NoXattrVolume, String> {
+        let dir = crate::support::TempDir::new();
+        let (backing, mount) = (dir.path().join("backing"), dir.path().join("mnt"));
+        for d in [&backing, &mount] {
+            fs::create_dir(d).map_err(|e| format!("mkdir: {e}"))?;
+        }
+        let out = Command::new("bindfs")
+            .arg("--xattr-none")
+            .arg(&backing)
+            .arg(&mount)
+            .output()
+            .map_err(|e| format!("no bindfs ({e}): apt-get install bindfs"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "bindfs refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(NoXattrVolume { dir })
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for NoXattrVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.root()).status();
+    }
+}
+
+#[test]
+fn on_a_volume_without_extended_attributes_digests_are_kept_in_hidden_records() {
+    let volume = match NoXattrVolume::mount() {
+        Ok(v) => v,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let mut s = Server::start_on(&volume.root(), &[]);
+    let data = random_bytes(200_000, 14);
+    let asked = ["Want-Repr-Digest: sha-256=1"];
+    s.send(
+        "POST",
+        "/file/a/f",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&data))],
+    )
+    .assert_ok_json();
+    assert_eq!(
+        s.get_with("/file/a/f", &asked).header("repr-digest"),
+        Some(sha256_field(&data).as_str())
+    );
+    // Appends extend it (a sha-256 Repr-Digest is verified from the record).
+    let more = b"more bytes\n";
+    let whole = [data.clone(), more.to_vec()].concat();
+    s.send(
+        "PUT",
+        "/file/a/f",
+        more,
+        &[&format!("Repr-Digest: {}", sha256_field(&data))],
+    )
+    .assert_error(400);
+    s.send(
+        "PUT",
+        "/file/a/f",
+        more,
+        &[&format!("Repr-Digest: {}", sha256_field(&whole))],
+    )
+    .assert_ok_json();
+    // A move carries it; a restart (its sweep) keeps it; the listing shows no record.
+    s.put_json("/file/a/f", r#"{"path": "b/g"}"#).assert_ok_json();
+    s.restart();
+    let moved = s.get_with("/file/b/g", &asked);
+    moved.assert_ok_body(&whole);
+    assert_eq!(
+        moved.header("repr-digest"),
+        Some(sha256sum(&volume.root().join("b/g")).as_str())
+    );
+    assert_eq!(s.get("/file/b").text(), "g\n");
+    // A replace leaves one record, not two; another writer's change drops the digest.
+    s.post("/file/b/g", "new version\n").assert_ok_json();
+    let records = |dir: &str| {
+        fs::read_dir(volume.root().join(dir))
+            .expect("list")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".http-nas-digest-"))
+            })
+            .count()
+    };
+    assert_eq!(records("b"), 1);
+    assert_eq!(records("a"), 0, "the move took the record along");
+    thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(volume.root().join("b/g"), "new version, changed\n").expect("write behind the server");
+    assert_eq!(
+        s.get_with("/file/b/g", &["Want-Repr-Digest: crc32c=1"])
+            .header("repr-digest"),
+        None
+    );
+}
