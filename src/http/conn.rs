@@ -59,6 +59,10 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
     let service = shared.begin_service(&stream);
     let leftover = serve_buffered(&stream, remote, head, &mut input, shared);
     if let Some(pending) = leftover {
+        // Idle before the connection is back at the reactor, whose next request may come at
+        // once and must not find this worker counted busy (a 503 with only as many requests
+        // in flight as workers and queue hold).
+        shared.stats.pool.done_early();
         shared.repark(Idle {
             stream,
             remote,
@@ -156,7 +160,10 @@ fn linger(stream: &TcpStream, input: &mut ReadBuf, shared: &Shared) -> Linger {
         return Linger::Quiet;
     }
     let mut fds = [sys::poll_entry(stream.as_raw_fd())];
-    if !matches!(sys::poll(&mut fds, LINGER_MS), Ok(n) if n > 0 && sys::poll_ready(&fds[0])) {
+    // Counted idle meanwhile, so a request that comes to the reactor now is queued for a
+    // worker (this one, once it looks again) rather than refused as if every worker were busy.
+    let polled = shared.stats.pool.idle_while(|| sys::poll(&mut fds, LINGER_MS));
+    if !matches!(polled, Ok(n) if n > 0 && sys::poll_ready(&fds[0])) {
         return Linger::Quiet;
     }
     match input.fill_from(&mut &*stream) {
