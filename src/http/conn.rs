@@ -48,10 +48,8 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
         pending,
         ..
     } = conn;
-    let timeout = Some(shared.config.io_timeout);
-    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
-        return;
-    }
+    // The socket's read and write timeouts (the io timeout) were set once, when the reactor
+    // accepted it: they apply to the blocking calls here and never to the reactor's.
     let mut input = ReadBuf::with_bytes(&pending);
     drop(pending);
     // Registered once per hand-over (not per request), so shutdown can see and cut it off;

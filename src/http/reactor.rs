@@ -217,6 +217,12 @@ impl Reactor {
             let Some(listener) = &self.listener else { return };
             match accept::accept_one(listener) {
                 Accepted::Conn(stream, remote) => {
+                    // Once per connection, not per hand-over to a worker: the read and write
+                    // timeouts of its blocking calls there (a non-blocking read here ignores them).
+                    let timeout = Some(self.shared.config.io_timeout);
+                    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+                        continue;
+                    }
                     let stats = &self.shared.stats;
                     let open = self.parked.len()
                         + stats.in_flight.load(Ordering::Relaxed)
