@@ -22,7 +22,7 @@ use crate::pool::Pool;
 use crate::sys;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -183,9 +183,6 @@ impl Reactor {
 
     fn take_returned(&mut self) {
         while let Ok(conn) = self.returned.try_recv() {
-            if conn.stream.set_nonblocking(true).is_err() {
-                continue;
-            }
             let timeout = if is_idle(&conn.pending) {
                 self.shared.config.idle_timeout
             } else {
@@ -293,9 +290,6 @@ impl Reactor {
                     );
                     return;
                 }
-                if p.stream.set_nonblocking(false).is_err() {
-                    return;
-                }
                 p.pending.drain(..head_len);
                 let conn = Conn {
                     stream: p.stream,
@@ -323,7 +317,7 @@ impl Reactor {
         let head_timeout = self.shared.config.head_timeout;
         let p = &mut self.parked[index];
         let room = MAX_HEAD_BYTES.saturating_sub(p.pending.len()).max(1);
-        match (&p.stream).read(&mut self.scratch[..room]) {
+        match sys::recv_now(p.stream.as_fd(), &mut self.scratch[..room]) {
             Ok(0) => return Readiness::Gone,
             Ok(n) => {
                 let was_idle = is_idle(&p.pending);
