@@ -18,7 +18,9 @@ Benchmarks:
      processes appending to local files (write, + fsync). With BENCH_COMPARE_BINARY, the same
      matrix for that build too (a previous protocol, for before/after in one run).
   5. GET /file/NAME/wc of a 1 GiB CSV vs `wc -l`, page cache warm.
-  6. requests/s of a 4 KiB file with keep-alive: `wrk -t2 -c16 -d5s` vs nginx.
+  6. requests/s of a 4 KiB file with keep-alive: `wrk -t2 -c16 -d4s` and `-c256` vs nginx
+     (target: at least nginx's); and system calls per kept-alive GET of it (strace -c -f over
+     200 GETs on one connection, the file at the top and four directories deep) vs nginx.
   7. memory: idle VmRSS, and peak VmHWM with 16 concurrent 64 MiB uploads and with 16 concurrent
      1 GiB downloads, each phase on a fresh server.
   8. 128 and 256 concurrent streams (half 16 MiB uploads, half downloads) on a fresh server
@@ -95,11 +97,14 @@ MATRIX_SHAPES = [(1, 1), (8, 1), (8, 8)]  # (clients, files)
 COMPARE_BIN = os.environ.get("BENCH_COMPARE_BINARY")
 
 WRK_THREADS = 2
-WRK_CONNECTIONS = 16
-WRK_SECONDS = 5
+WRK_CONNECTIONS = [16, 256]
+WRK_SECONDS = 4
+TARGET_WRK_VS_NGINX = 1.0
+SYSCALL_GETS = 200  # kept-alive GETs counted by strace -c per server and path
+DEEP_DIR = "a/b/c/d"  # where the 4-directories-deep copy of the small file goes
 
 MEM_CONCURRENCY = 16
-NGINX_WORKERS = 2
+NGINX_WORKERS = "auto"  # as Debian configures nginx
 SERVER_SHUTDOWN_SECONDS = 2  # --shutdown-timeout given to http-nas
 
 STREAM_TIMEOUT = 300.0  # one 1 GiB transfer (or 16 in parallel)
@@ -949,8 +954,8 @@ WRK_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses:\s*(\d+)")
 WRK_SOCKET_RE = re.compile(r"Socket errors:.*")
 
 
-def wrk_rps(wrk: str, url: str, notes: list[str]) -> float:
-    args = [wrk, f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", url]
+def wrk_rps(wrk: str, url: str, connections: int, notes: list[str]) -> float:
+    args = [wrk, f"-t{WRK_THREADS}", f"-c{connections}", f"-d{WRK_SECONDS}s", url]
     out = run_checked(args, WRK_SECONDS + SHORT_TIMEOUT).stdout
     rps = WRK_RPS_RE.search(out)
     if not rps:
@@ -965,20 +970,113 @@ def wrk_rps(wrk: str, url: str, notes: list[str]) -> float:
 
 
 def bench_wrk(ctx: Context) -> list[Row]:
-    name = f"GET 4 KiB keep-alive (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s)"
+    rows = [wrk_row(ctx, connections) for connections in WRK_CONNECTIONS]
+    return rows + syscall_rows(ctx)
+
+
+def wrk_row(ctx: Context, connections: int) -> Row:
+    name = f"GET 4 KiB keep-alive (wrk -t{WRK_THREADS} -c{connections} -d{WRK_SECONDS}s)"
     if not ctx.wrk:
         log(f"6. {name}: {ctx.wrk_note}")
-        return [Row(name, "req/s", note=ctx.wrk_note)]
+        return Row(name, "req/s", note=ctx.wrk_note)
     log(f"6. {name}")
     notes: list[str] = []
-    variants = {"http-nas wrk": lambda: wrk_rps(ctx.wrk, ctx.nas.url(SMALL_NAME), notes)}
+    variants = {"http-nas wrk": lambda: wrk_rps(ctx.wrk, ctx.nas.url(SMALL_NAME), connections, notes)}
     if ctx.nginx:
-        variants["nginx wrk"] = lambda: wrk_rps(ctx.wrk, ctx.nginx.url(SMALL_NAME), notes)
-    results = alternate(ctx.runs, variants, warmup=0)  # 5 s runs: a warm-up would cost 10 s
+        variants["nginx wrk"] = lambda: wrk_rps(ctx.wrk, ctx.nginx.url(SMALL_NAME), connections, notes)
+    results = alternate(ctx.runs, variants, warmup=0)  # short runs: a warm-up would cost as much
     row = Row(name, "req/s", results["http-nas wrk"], results.get("nginx wrk", []), "nginx",
-              note="" if ctx.nginx else ctx.nginx_note)
+              min_ratio=TARGET_WRK_VS_NGINX, note="" if ctx.nginx else ctx.nginx_note)
     row.details += notes
-    return [row]
+    return row
+
+
+STRACE_LINE_RE = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
+
+
+def server_pids(server: Server) -> list[int]:
+    """The process and, for nginx, its workers (children of the master), for strace -p."""
+    pids = [server.proc.pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == server.proc.pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kept_alive_gets(server: Server, file_name: str, count: int) -> None:
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=HTTP_TIMEOUT)
+    try:
+        for _ in range(count):
+            conn.request("GET", f"{server.url_prefix}{file_name}")
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise BenchError(f"{server.name} GET {file_name}: {resp.status}")
+    finally:
+        conn.close()
+
+
+def count_syscalls(strace: str, server: Server, file_name: str, work: Path) -> tuple[float, str]:
+    """System calls per kept-alive GET of `file_name` (strace -c -f on every thread and
+    process of `server`, SYSCALL_GETS GETs on one connection after one warm-up GET), and the
+    calls per GET by name, most first."""
+    kept_alive_gets(server, file_name, 1)
+    out = work / f"strace-{server.name}.txt"
+    args = [strace, "-c", "-f", "-o", str(out)]
+    for pid in server_pids(server):
+        args += ["-p", str(pid)]
+    tracer = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # attaching to every thread takes a moment
+        kept_alive_gets(server, file_name, SYSCALL_GETS)
+        time.sleep(0.3)
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=STOP_TIMEOUT)
+    calls: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        match = STRACE_LINE_RE.match(line)
+        if match and match.group(2) != "total":
+            calls[match.group(2)] = calls.get(match.group(2), 0) + int(match.group(1))
+    out.unlink()
+    per_get = sum(calls.values()) / SYSCALL_GETS
+    named = ", ".join(f"{name} {n / SYSCALL_GETS:.1f}"
+                      for name, n in sorted(calls.items(), key=lambda kv: -kv[1])
+                      if n / SYSCALL_GETS >= 0.05)
+    return per_get, named
+
+
+def syscall_rows(ctx: Context) -> list[Row]:
+    """System calls per kept-alive GET, at the top of the root and four directories deep."""
+    strace = find_tool("strace")
+    rows = []
+    for where, file_name in [("top level", SMALL_NAME), ("4 dirs deep", f"{DEEP_DIR}/{SMALL_NAME}")]:
+        name = f"syscalls per kept-alive GET 4 KiB, {where} (strace -c, {SYSCALL_GETS} GETs)"
+        if not strace:
+            rows.append(Row(name, "calls", note="skipped: strace not installed"))
+            continue
+        log(f"6. {name}")
+        servers = [ctx.nas] + ([ctx.nginx] if ctx.nginx else [])
+        for server in servers:
+            deep = server.path(DEEP_DIR)
+            deep.mkdir(parents=True, exist_ok=True)
+            if not (deep / SMALL_NAME).exists():
+                shutil.copyfile(server.path(SMALL_NAME), deep / SMALL_NAME)
+        counted = {server.name: count_syscalls(strace, server, file_name, ctx.work) for server in servers}
+        nas, nas_named = counted[ctx.nas.name]
+        row = Row(name, "calls", [nas], [counted["nginx"][0]] if ctx.nginx else [], "nginx",
+                  note="" if ctx.nginx else ctx.nginx_note)
+        row.details.append(f"http-nas per GET: {nas_named}")
+        if ctx.nginx:
+            row.details.append(f"nginx per GET: {counted['nginx'][1]}")
+        log(f"  http-nas {nas:.1f}, nginx {counted['nginx'][0]:.1f} per GET" if ctx.nginx
+            else f"  http-nas {nas:.1f} per GET")
+        rows.append(row)
+    return rows
 
 
 def parallel_curls(commands: list[list[str]]) -> None:

@@ -65,6 +65,20 @@ pub fn peer_gone(fd: BorrowedFd<'_>) -> bool {
     n > 0 && entry.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
+/// Reads what the connected socket `fd` already holds into `buf` without waiting
+/// (`recv(2)` with `MSG_DONTWAIT`), whether or not the socket is in non-blocking mode:
+/// `WouldBlock` when nothing is there. Lets the reactor read a socket that workers use in
+/// blocking mode without switching the mode back and forth (an `ioctl` each way).
+pub fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, exclusively borrowed byte slice for the whole call and its
+    // length is passed alongside, so the kernel writes only inside it.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Where the next data (not a hole) of `file` starts at or after `offset` (`lseek(2)` with
 /// `SEEK_DATA`); `None` when only a hole follows up to the end. A filesystem that does not
 /// track holes reports the whole file as data, which is right, only slower.

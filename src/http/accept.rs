@@ -31,9 +31,8 @@ pub enum Accepted {
 pub fn accept_one(listener: &TcpListener) -> Accepted {
     match listener.accept() {
         Ok((stream, remote)) => {
-            if stream.set_nonblocking(true).is_err() {
-                return Accepted::Skip;
-            }
+            // Left in blocking mode, as the workers use it: the reactor reads it with
+            // `sys::recv_now`, which never waits.
             let _ = stream.set_nodelay(true);
             Accepted::Conn(stream, remote)
         }

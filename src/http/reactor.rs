@@ -22,7 +22,7 @@ use crate::pool::Pool;
 use crate::sys;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -183,9 +183,6 @@ impl Reactor {
 
     fn take_returned(&mut self) {
         while let Ok(conn) = self.returned.try_recv() {
-            if conn.stream.set_nonblocking(true).is_err() {
-                continue;
-            }
             let timeout = if is_idle(&conn.pending) {
                 self.shared.config.idle_timeout
             } else {
@@ -217,6 +214,12 @@ impl Reactor {
             let Some(listener) = &self.listener else { return };
             match accept::accept_one(listener) {
                 Accepted::Conn(stream, remote) => {
+                    // Once per connection, not per hand-over to a worker: the read and write
+                    // timeouts of its blocking calls there (a non-blocking read here ignores them).
+                    let timeout = Some(self.shared.config.io_timeout);
+                    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+                        continue;
+                    }
                     let stats = &self.shared.stats;
                     let open = self.parked.len()
                         + stats.in_flight.load(Ordering::Relaxed)
@@ -287,9 +290,6 @@ impl Reactor {
                     );
                     return;
                 }
-                if p.stream.set_nonblocking(false).is_err() {
-                    return;
-                }
                 p.pending.drain(..head_len);
                 let conn = Conn {
                     stream: p.stream,
@@ -317,7 +317,7 @@ impl Reactor {
         let head_timeout = self.shared.config.head_timeout;
         let p = &mut self.parked[index];
         let room = MAX_HEAD_BYTES.saturating_sub(p.pending.len()).max(1);
-        match (&p.stream).read(&mut self.scratch[..room]) {
+        match sys::recv_now(p.stream.as_fd(), &mut self.scratch[..room]) {
             Ok(0) => return Readiness::Gone,
             Ok(n) => {
                 let was_idle = is_idle(&p.pending);

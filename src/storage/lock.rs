@@ -219,16 +219,29 @@ fn lock_with(dir: &Dir, name: &OsStr, access: Access, take: impl Fn(&File) -> Re
 /// [`StorageError::IsADirectory`], anything else (symlink swapped in, FIFO, device)
 /// [`StorageError::NotRegular`].
 pub fn open_regular(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<File>> {
-    let file = match dir.open_file(name, access) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(StorageError::NotRegular),
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(StorageError::NotRegular),
-        Err(e) => return Err(StorageError::from_io(e)),
+    let Some(file) = open_any(dir, name, access)? else {
+        return Ok(None);
     };
-    let meta = file.metadata().map_err(StorageError::from_io)?;
+    regular(&file.metadata().map_err(StorageError::from_io)?)?;
+    Ok(Some(file))
+}
+
+/// Opens `name`, whatever it is but a symlink; `None` if missing.
+fn open_any(dir: &Dir, name: &OsStr, access: Access) -> Result<Option<File>> {
+    match dir.open_file(name, access) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(StorageError::NotRegular),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Err(StorageError::NotRegular),
+        Err(e) => Err(StorageError::from_io(e)),
+    }
+}
+
+/// `Ok` for a regular file; a directory is [`StorageError::IsADirectory`], anything else
+/// [`StorageError::NotRegular`].
+fn regular(meta: &Metadata) -> Result<()> {
     match meta {
-        m if m.is_file() => Ok(Some(file)),
+        m if m.is_file() => Ok(()),
         m if m.is_dir() => Err(StorageError::IsADirectory),
         _ => Err(StorageError::NotRegular),
     }
@@ -252,13 +265,31 @@ pub struct Committed {
 /// crash record is in another directory: look again), its size, capped by the crash record of
 /// an append that died (which the next writer will roll back). `None` if missing.
 pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
-    let shared = |file: &File| wait(file, Kind::Shared).map(|()| true);
-    let Some(Held { file, meta }) = lock_with(dir, name, Access::Read, shared)? else {
-        return Ok(None);
-    };
-    let len = journal::committed_len(dir, &meta);
-    let _ = file.unlock();
-    Ok(Some(Committed { file, meta, len: len? }))
+    for _ in 0..MAX_LOCK_ATTEMPTS {
+        let Some(file) = open_any(dir, name, Access::Read)? else {
+            return Ok(None);
+        };
+        // The shared lock first, then one fstat that both checks the type and reads the
+        // metadata under the lock (a lock on a directory or FIFO is harmless and goes with the
+        // descriptor). Only a lock held elsewhere makes us look at the type before waiting, so
+        // a directory or a FIFO someone holds is never waited for.
+        if !try_take(&file, Kind::Shared).map_err(StorageError::from_io)? {
+            regular(&file.metadata().map_err(StorageError::from_io)?)?;
+            wait(&file, Kind::Shared)?;
+        }
+        let meta = file.metadata().map_err(StorageError::from_io)?;
+        regular(&meta)?;
+        if !dir.stat(name).is_ok_and(|now| now.is(&meta)) {
+            // Replaced, moved or removed while we waited: look again.
+            continue;
+        }
+        let len = journal::committed_len(dir, &meta);
+        let _ = file.unlock();
+        return Ok(Some(Committed { file, meta, len: len? }));
+    }
+    Err(StorageError::Io(io::Error::other(
+        "the file kept changing while waiting for its lock",
+    )))
 }
 
 /// What a listing may show of a file without waiting for anyone: its metadata, and its

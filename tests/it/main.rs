@@ -59,6 +59,7 @@ mod replicas;
 mod security;
 mod seed;
 mod shutdown;
+mod small_requests;
 mod startup;
 mod stored_pages;
 mod support;
