@@ -74,6 +74,14 @@ impl App {
         self.probes.record(self.storage.root_is_dir(), writable);
     }
 
+    /// One retention pass over the storage (run by the retention thread, never on a request),
+    /// counting what it removes in the metrics.
+    pub fn expire(&self, rules: &[crate::storage::expire::Rule], temp_walk: bool) {
+        self.storage.expire(rules, temp_walk, &mut |removed| {
+            self.metrics.record_expired(removed.size)
+        });
+    }
+
     /// The operation a head asks for, if the head alone allows it: a parseable URL, a host
     /// this service serves, no write a browser marks as from another site, and, where tokens
     /// protect it, a token that may do it there. Also the operation's kind, whatever the

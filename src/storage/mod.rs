@@ -13,6 +13,7 @@
 
 pub mod append;
 pub mod dir;
+pub mod expire;
 pub mod jail;
 pub mod journal;
 pub mod list;
@@ -479,6 +480,15 @@ impl Storage {
     /// Settles what crashed processes left anywhere under the root; returns how many.
     pub fn sweep(&self) -> usize {
         sweep::sweep(self.root.dir())
+    }
+
+    /// One retention pass ([`expire::pass`]) of `rules`, with the whole-root walk for abandoned
+    /// temp files when `temp_walk`; `removed` hears of every file removed.
+    pub fn expire(&self, rules: &[expire::Rule], temp_walk: bool, removed: &mut dyn FnMut(&expire::Removal)) -> usize {
+        if self.root.present().is_err() {
+            return 0;
+        }
+        expire::pass(&self.root, rules, temp_walk, removed)
     }
 
     /// Free bytes on the storage volume.

@@ -30,6 +30,7 @@
 //!   files at the server's own names.
 //! - `replicas`: two and three replicas on a GlusterFS volume (`make test-replicas` sets it up;
 //!   skipped otherwise).
+//! - `retention`: `--expire`: old files and emptied directories go, busy and young ones stay.
 //! - `clients`: the original's real clients' call sites, run as they are written.
 //! - `seed`: the original service's README commands and test suite, unchanged but for the host.
 //! - `browser`: the browse page in headless chromium.
@@ -55,6 +56,7 @@ mod readonly;
 mod reads_ranges;
 mod recovery;
 mod replicas;
+mod retention;
 mod security;
 mod seed;
 mod shutdown;
