@@ -7,9 +7,10 @@
 //!
 //! Adding a route touches [`url`] (its `Op`) and the one `match` in [`App::route`]; each
 //! concern's handlers live in a file named after it: [`files`], [`listings`], [`writes`],
-//! [`moves`], [`stat`], [`index`], [`probes`], [`metrics`].
+//! [`moves`], [`concat`], [`stat`], [`index`], [`probes`], [`metrics`].
 
 pub mod auth;
+mod concat;
 pub mod conditional;
 pub mod error;
 mod files;
@@ -129,6 +130,7 @@ impl App {
             Op::Append { path } => writes::append(self, &path, grant, req),
             Op::Move { path } => moves::move_file(self, &path, grant, req),
             Op::Delete { path } => moves::delete(self, head, &path, grant),
+            Op::Concat { path, append } => concat::concat(self, &path, append, grant, req),
             Op::Options { allow } => Ok(Response::new(204, ResponseBody::Empty).with_header("Allow", allow)),
             Op::Metrics => Ok(metrics::exposition(self)),
         }
@@ -196,7 +198,8 @@ fn op_path(op: &Op) -> Option<&RelPath> {
         | Op::Upload { path }
         | Op::Append { path }
         | Op::Move { path }
-        | Op::Delete { path } => Some(path),
+        | Op::Delete { path }
+        | Op::Concat { path, .. } => Some(path),
         Op::StorageHealth | Op::Index | Op::Options { .. } | Op::Alive | Op::Ready | Op::Metrics => None,
     }
 }

@@ -54,8 +54,8 @@ pub fn append(
 }
 
 /// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
-/// file linked in.
-fn commit(
+/// file linked in. Also the commit of a concatenation's append ([`super::concat`]).
+pub(crate) fn commit(
     root: &Root,
     parent: &Path,
     name: &OsStr,

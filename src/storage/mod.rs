@@ -12,6 +12,7 @@
 //! so no depth is out of reach.
 
 pub mod append;
+pub mod concat;
 pub mod dir;
 pub mod expire;
 pub mod jail;
@@ -106,6 +107,10 @@ pub enum StorageError {
     /// The storage volume is mounted read-only (`EROFS`): nothing can be written, moved or
     /// deleted on it until it is remounted read-write; reads still work.
     ReadOnly,
+    /// A concatenation's source is the target itself (under its own name or another).
+    SourceIsTarget,
+    /// A concatenation's source number `index` (from 0) failed with `error`.
+    InSource { index: usize, error: Box<StorageError> },
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -193,6 +198,8 @@ impl fmt::Display for StorageError {
                 "the storage volume is mounted read-only: nothing can be written, moved or deleted until \
                  it is remounted read-write (reads still work)"
             ),
+            StorageError::SourceIsTarget => write!(f, "a source is the target itself"),
+            StorageError::InSource { index, error } => write!(f, "source {index}: {error}"),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }
@@ -390,6 +397,48 @@ impl Storage {
         self.write_file(rel, scope, |rel, real| {
             append::append(&self.root, real, rel.creatable(), body, conditions, self.fsync)
         })
+    }
+
+    /// Joins the files `sources` into `target` ([`concat`]): replacing it atomically or as one
+    /// append (`mode`), if `conditions` hold at the commit; with `delete_sources`, removes each
+    /// source still as copied afterwards. A source's failure is [`StorageError::InSource`].
+    pub fn concat(
+        &self,
+        target: &RelPath,
+        sources: &[RelPath],
+        scope: Scope<'_>,
+        mode: concat::Mode,
+        conditions: &Conditions<'_>,
+        delete_sources: bool,
+    ) -> Result<concat::Outcome> {
+        let target = target.clone().non_root()?;
+        let real = self.resolve_file(&target, scope)?;
+        let mut reals = Vec::with_capacity(sources.len());
+        for (index, source) in sources.iter().enumerate() {
+            let real = source
+                .clone()
+                .non_root()
+                .map_err(StorageError::from)
+                .and_then(|source| {
+                    self.expect_dir_if_asked(&source, false)?;
+                    self.resolve_file(&source, scope)
+                })
+                .map_err(|e| StorageError::InSource {
+                    index,
+                    error: Box::new(e),
+                })?;
+            reals.push(real);
+        }
+        self.unless_root_gone(concat::concat(
+            &self.root,
+            &real,
+            &reals,
+            mode,
+            target.creatable(),
+            conditions,
+            delete_sources,
+            self.fsync,
+        ))
     }
 
     /// A write of the file `rel` names (never the root): `write` gets `rel` and where the file

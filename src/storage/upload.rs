@@ -33,11 +33,26 @@ pub fn write_atomic(
     conditions.check(state.as_ref().map(|seen| (&seen.file, &seen.meta, seen.len)))?;
     // The body waits in the deepest directory of the target's that exists: its own is created
     // only at commit, so nothing shows (or is left by a crash) before then.
-    let mut temp = TempFile::create_near(root, parent)?;
+    let temp = TempFile::create_near(root, parent)?;
     let size = copy_into(body, temp.file())?;
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
     }
+    commit(root, parent, name, temp, conditions, fsync)?;
+    Ok(size)
+}
+
+/// Gives the whole, synced `temp` the name `name` in `parent` (relative to the root, created if
+/// missing), replacing the file there under its lock, if `conditions` hold at that instant.
+/// Shared by uploads and concatenations ([`super::concat`]).
+pub(crate) fn commit(
+    root: &Root,
+    parent: &Path,
+    name: &OsStr,
+    mut temp: TempFile,
+    conditions: &Conditions<'_>,
+    fsync: bool,
+) -> Result<()> {
     // A root renamed away while the body came in gets no new name in it (the caller checks
     // again after the commit, for a rename in the instant between).
     root.present()?;
@@ -55,7 +70,7 @@ pub fn write_atomic(
                     dir.sync().map_err(StorageError::from_io)?;
                 }
                 new_dirs.keep(fsync)?;
-                return Ok(size);
+                return Ok(());
             }
             // The name appeared or vanished, or the directory did, between looking and acting.
             Ok(false) | Err(StorageError::NotFound) => {}
