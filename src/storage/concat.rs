@@ -233,7 +233,7 @@ impl<'a> Copier<'a> {
     /// Appends the first `len` bytes of `src` (whose size is `size`).
     fn append(&mut self, src: &File, len: u64, size: u64) -> io::Result<()> {
         let mut done = 0;
-        if self.try_clone && len > 0 && self.offset % self.block == 0 {
+        if self.try_clone && len > 0 && self.offset.is_multiple_of(self.block) {
             // Whole blocks only, except a range that ends at the source's end.
             let share = if len == size {
                 len
