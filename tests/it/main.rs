@@ -7,6 +7,8 @@
 //! - `appends`: appends land whole and once under concurrency, offsets, failures and races.
 //! - `reads_ranges`: GET and HEAD of files, ranges, resumed downloads, ETags, `Content-Type`.
 //! - `listings`: listing forms, what they hide, their size and framing, concurrency, odd names.
+//! - `concat`: server-side concatenation: like `cat`, atomic, one committed state per source,
+//!   refusals, a full disk, shared extents on XFS.
 //! - `moves_deletes`: moves and deletes, deep trees, races, targets ending in `/`.
 //! - `paths`: the path jail: traversal in every spelling, symlinks, reserved and ambiguous names.
 //! - `preconditions`: `If-Match`, `If-Unmodified-Since` and `If-Modified-Since` on every method,
@@ -40,6 +42,7 @@
 mod appends;
 mod browser;
 mod clients;
+mod concat;
 mod crash;
 mod errors;
 mod faults;
