@@ -50,7 +50,7 @@ pub struct Config {
     pub allowed_hosts: Option<Vec<String>>,
     /// Retention rules (`--expire PREFIX=AGE`, repeatable).
     pub expire: Vec<crate::storage::expire::Rule>,
-    /// How often a retention pass runs: [`crate::storage::expire::DEFAULT_INTERVAL`], or for
+    /// How often a retention pass runs: `storage::expire::DEFAULT_INTERVAL` (a minute), or for
     /// tests only, the hidden `HTTP_NAS_EXPIRE_INTERVAL_MS` (not in `--help`).
     pub expire_interval: Duration,
     /// The flags whose value came from their environment variable rather than the command
