@@ -48,6 +48,11 @@ pub struct Config {
     pub scoped_tokens: Vec<crate::app::auth::ScopedToken>,
     /// Host names served besides IP addresses and localhost (`None`: not configured).
     pub allowed_hosts: Option<Vec<String>>,
+    /// Retention rules (`--expire PREFIX=AGE`, repeatable).
+    pub expire: Vec<crate::storage::expire::Rule>,
+    /// How often a retention pass runs: `storage::expire::DEFAULT_INTERVAL` (a minute), or for
+    /// tests only, the hidden `HTTP_NAS_EXPIRE_INTERVAL_MS` (not in `--help`).
+    pub expire_interval: Duration,
     /// The flags whose value came from their environment variable rather than the command
     /// line or the default, so a later error names what was actually set ([`Config::named`]).
     pub from_env: Vec<&'static str>,
@@ -220,6 +225,9 @@ pub enum Value {
     File(fn(&mut Config, &str, String) -> Result<(), Invalid>),
     /// Anything else, checked by its setter.
     Other(fn(&mut Config, &str) -> Result<(), Invalid>),
+    /// A repeatable flag: every value given on the command line is passed to the setter, in
+    /// order (the variable's, only when the flag is not given).
+    List(fn(&mut Config, &str) -> Result<(), Invalid>),
 }
 
 /// A variable the original service read, in a format of its own: it ranks below the flag and
@@ -466,7 +474,42 @@ pub const SETTINGS: &[Setting] = &[
         default_note: "",
         value: Value::Other(set_allowed_hosts),
     },
+    Setting {
+        flag: "--expire",
+        metavar: "PREFIX=AGE",
+        help: "delete files under the directory PREFIX not modified for AGE (90m, 12h, 7d), and the \
+               directories that leaves empty; repeatable; the variable takes rules separated by commas",
+        env: Some("HTTP_NAS_EXPIRE"),
+        fallback: None,
+        default: None,
+        default_note: "",
+        value: Value::List(add_expire_rules),
+    },
 ];
+
+/// The variable that sets the retention pass's period in milliseconds, for tests only (not a
+/// setting: operators have no reason to change the one-minute period).
+pub const EXPIRE_INTERVAL_ENV: &str = "HTTP_NAS_EXPIRE_INTERVAL_MS";
+
+/// `--expire`: one rule, or several separated by commas, added to those given before.
+fn add_expire_rules(c: &mut Config, v: &str) -> Result<(), Invalid> {
+    for text in v.split(',').filter(|t| !t.trim().is_empty()) {
+        let rule = crate::storage::expire::Rule::parse(text).map_err(|e| Invalid::Expected {
+            what: match e {
+                crate::storage::expire::RuleError::Form => "PREFIX=AGE (like runs/=7d)",
+                crate::storage::expire::RuleError::Prefix(_) => {
+                    "PREFIX=AGE with PREFIX a directory below the storage root (like runs/), without . or .."
+                }
+                crate::storage::expire::RuleError::Age(_) => {
+                    "PREFIX=AGE with AGE above 0 and a unit s, m, h or d (like 90m, 12h, 7d)"
+                }
+            },
+            got: text.to_string(),
+        })?;
+        c.expire.push(rule);
+    }
+    Ok(())
+}
 
 /// A token as given in a variable (`path` `None`) or a file, without a leading byte order
 /// mark (what Windows editors put at the start of a UTF-8 file): refused when blank, so that
@@ -665,7 +708,7 @@ impl Value {
                 Ok(content) => set(c, v, content)?,
                 Err(e) => return Err(Invalid::Unreadable { error: e.to_string() }),
             },
-            Value::Other(set) => set(c, v)?,
+            Value::Other(set) | Value::List(set) => set(c, v)?,
         }
         Ok(())
     }
@@ -694,6 +737,8 @@ fn unconfigured() -> Config {
         read_token: None,
         scoped_tokens: Vec::new(),
         allowed_hosts: None,
+        expire: Vec::new(),
+        expire_interval: crate::storage::expire::DEFAULT_INTERVAL,
         from_env: Vec::new(),
     }
 }
@@ -745,6 +790,22 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
                 .apply(&mut config, &v)
                 .map_err(invalid(fallback.env, None))?;
         }
+        // A repeatable flag takes every value given; the others, the last.
+        if matches!(setting.value, Value::List(_)) {
+            let all: Vec<&String> = given
+                .iter()
+                .filter(|(s, _)| s.flag == setting.flag)
+                .map(|(_, v)| v)
+                .collect();
+            if all.len() > 1 {
+                for v in &all[..all.len() - 1] {
+                    setting
+                        .value
+                        .apply(&mut config, v)
+                        .map_err(invalid(setting.flag, None))?;
+                }
+            }
+        }
         // The last of a repeated flag wins; the variable is named if it gave the value.
         let value = match given.iter().rev().find(|(s, _)| s.flag == setting.flag) {
             Some((_, v)) => Some((v.clone(), None)),
@@ -776,6 +837,12 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         }
     }
     check_distinct_tokens(&config)?;
+    if let Some(ms) = env(EXPIRE_INTERVAL_ENV)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+    {
+        config.expire_interval = Duration::from_millis(ms);
+    }
     Ok(Command::Run(Box::new(config)))
 }
 

@@ -79,6 +79,24 @@ fn start_storage_checker(app: Arc<App>) {
     }
 }
 
+/// Runs retention passes ([`App::expire`]) on a thread of its own, one every `interval`, for
+/// the life of the process; the first right away. Never on a worker: a pass over a large tree
+/// or a slow volume delays only the next pass.
+fn start_retention(app: Arc<App>, rules: Vec<crate::storage::expire::Rule>, interval: std::time::Duration) {
+    use crate::storage::expire::TEMP_WALK_EVERY;
+    let spawned = std::thread::Builder::new()
+        .name("http-nas-expire".into())
+        .spawn(move || {
+            for pass in 0u64.. {
+                app.expire(&rules, pass % TEMP_WALK_EVERY == 0);
+                std::thread::sleep(interval);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("could not start the retention thread (--expire does nothing): {e}");
+    }
+}
+
 /// Descriptors a request in service may hold at once beyond its socket (the socket's clone for
 /// shutdown, the file, directory handles of a walk, a temp file, a crash record).
 const FDS_PER_REQUEST: u64 = 8;
@@ -158,6 +176,16 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     let app = Arc::new(app);
     app.check_storage();
     start_storage_checker(Arc::clone(&app));
+    if !config.expire.is_empty() {
+        for rule in &config.expire {
+            log::info!(
+                "retention: files under {}/ unmodified for {} s are deleted",
+                rule.prefix,
+                rule.age.as_secs()
+            );
+        }
+        start_retention(Arc::clone(&app), config.expire.clone(), config.expire_interval);
+    }
     let max_connections = connection_budget(config);
     let http = HttpConfig {
         workers: config.workers,

@@ -519,6 +519,25 @@ pub fn copy_file_range(
     Ok(n as usize)
 }
 
+/// `ioctl(FICLONERANGE)`: makes `len` bytes of `dst` at `dst_off` share the extents of `src`
+/// at `src_off` (a reflink: no data copied) where the filesystem can (XFS with reflink, btrfs);
+/// `EOPNOTSUPP`, `EXDEV`, `EINVAL` (unaligned ranges) and the like where it cannot.
+pub fn clone_range(src: &impl AsRawFd, src_off: u64, dst: &impl AsRawFd, dst_off: u64, len: u64) -> io::Result<()> {
+    let range = libc::file_clone_range {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset: src_off,
+        src_length: len,
+        dest_offset: dst_off,
+    };
+    // SAFETY: both fds are borrowed from live files; `range` is a valid local the kernel only
+    // reads, of the type FICLONERANGE takes.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONERANGE, &range) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Fills `buf` with random bytes from the kernel (`getrandom(2)`), for names and ids no other
 /// process or replica can guess or repeat.
 pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {

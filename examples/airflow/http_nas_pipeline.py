@@ -3,14 +3,14 @@
 Parallel extract tasks stream generated CSV parts into a run directory with `curl -X POST -T -`
 (a POST creates or replaces the part atomically, so an Airflow retry of the task leaves one copy;
 a bare `curl -T` is a PUT, which appends, and a retry would double the part); a fan-in task
-rebuilds one file from the parts: the first part by POST, the others appended with the README's
-retry loop at `Upload-Offset` = the sum of the earlier parts' sizes (its first attempt at one part
-is deliberately cut mid-body, so the retry path really runs), so a rerun of the task (an Airflow
-retry, "Clear task") yields the same file, not the parts twice; a gate checks the line count with
-`/wc`; publish moves the result out of the run directory (`/mv`), succeeding on a rerun whose
+joins the parts into one file on the server with `POST .../all.csv/concat` (the bytes never leave
+the volume; a POST replaces, so a rerun of the task, an Airflow retry or "Clear task", yields the
+same file, not the parts twice; `curl --retry` repeats it after a lost connection); a gate checks
+the line count with `/wc`; publish moves the result out of the run directory (`/mv`), succeeding on a rerun whose
 source is gone when the target is there, and checks the published file's SHA-256, kept by the
-service since part 1 (`Want-Repr-Digest`), against `sha256sum` of a download; and cleanup deletes the run directory, succeeding when it
-is already gone.
+service since the concatenation (`Want-Repr-Digest`), against `sha256sum` of a download; and cleanup deletes the run directory, succeeding when it
+is already gone. Deploy the chart with `expire` naming `runs/` (e.g. `--set-json
+'expire={"runs/":"7d"}'`) so a run directory a failed run never cleaned up goes after a week.
 
 Every task is one shell script, so the same commands run in a `KubernetesPodOperator` pod (any
 image with `sh` and `curl`, such as this project's `-debug` image; the form users deploy) or in
@@ -38,38 +38,6 @@ RUN = "runs/{{ ts_nodash }}"
 # Rows of part $1: "part,row,square" for row 1..ROWS_PER_PART (busybox seq and awk suffice).
 GENERATE = f"seq 1 {ROWS_PER_PART} | awk -v p=\"$1\" '{{print p\",\"$1\",\"$1*$1}}'"
 
-# The README's append_once, with two additions: an optional third argument gives the offset the
-# part belongs at (instead of asking the file's size with HEAD), and the first attempt may carry
-# extra curl options ($CUT_FIRST), which the fan-in uses once to cut an attempt mid-body on purpose.
-APPEND_ONCE = r"""
-append_once() {
-  len=$(wc -c < "$1"); hdr=$(mktemp)
-  if [ -n "${3:-}" ]; then
-    offset=$3
-  else
-    code=$(curl -s -o /dev/null -D "$hdr" -w '%{http_code}' -I "$2")
-    case $code in
-      200) offset=$(tr -d '\r' < "$hdr" | awk 'tolower($1)=="content-length:" {print $2}') ;;
-      404) offset=0 ;;
-      *)   rm -f "$hdr"; return 1 ;;
-    esac
-  fi
-  for attempt in 1 2 3 4 5; do
-    extra=""; [ "$attempt" = 1 ] && extra="$CUT_FIRST"
-    code=$(curl -s $extra -o /dev/null -D "$hdr" -w '%{http_code}' -X PUT \
-           -H "Upload-Offset: $offset" --data-binary @"$1" "$2")
-    now=$(tr -d '\r' < "$hdr" | awk 'tolower($1)=="upload-offset:" {print $2}' | tail -n 1)
-    case $code in
-      200) rm -f "$hdr"; return 0 ;;
-      409) rm -f "$hdr"; [ "$now" = "$((offset + len))" ]; return ;;
-      *)   echo "attempt $attempt at $2 failed (HTTP $code); retrying"; sleep "$attempt" ;;
-    esac
-  done
-  rm -f "$hdr"; return 1
-}
-"""
-
-
 def script(body: str) -> str:
     """A task's shell script: strict, with the service's URL and the run directory set."""
     return f"set -eu\nURL='{URL}'\nRUN='{RUN}'\n{body}"
@@ -81,31 +49,16 @@ EXTRACT = (
     "echo \"part $PART stored\"\n"
 )
 
-FAN_IN = APPEND_ONCE + f"""
-# Rerun-safe: part 1 replaces all.csv (POST), and every later part is appended at the offset
-# where it belongs (the sum of the earlier parts' sizes), never at "the current end", so a rerun
-# rebuilds the same file; an append whose answer was lost is recognised by its 409 (the size is
-# already offset + length). The loop reads curl's failures itself (a cut attempt exits 28), so
-# no errexit inside it.
-set +e
-offset=0
-for part in $(seq 1 {PARTS}); do
-  curl -sS --fail-with-body -o /tmp/part.csv "$URL/file/$RUN/part-$part.csv" || exit 1
-  size=$(wc -c < /tmp/part.csv)
-  if [ "$part" = 1 ]; then
-    # Want-Repr-Digest: the file keeps its SHA-256, which every append below extends, so
-    # publish can check the whole file without the service rereading it.
-    curl -sS --fail-with-body --retry 3 --retry-all-errors -o /dev/null -X POST \
-      -H 'Want-Repr-Digest: sha-256=1' \
-      --data-binary @/tmp/part.csv "$URL/file/$RUN/all.csv" || {{ echo "could not store part 1"; exit 1; }}
-  else
-    # Part 2's first attempt is sent at 4 KB/s for at most 1 s: cut mid-body, so nothing of it
-    # is appended, and the retry (same offset) appends it once.
-    CUT_FIRST=""; [ "$part" = 2 ] && CUT_FIRST="--limit-rate 4k --max-time 1"
-    append_once /tmp/part.csv "$URL/file/$RUN/all.csv" "$offset" || {{ echo "could not append part $part"; exit 1; }}
-  fi
-  offset=$((offset + size))
-done
+# The parts joined on the server, in order. Rerun-safe: a POST replaces all.csv whole, and a
+# retry after a lost answer does the same again. Streaming clients that append as data arrives use
+# the README's append_once loop (Upload-Offset) instead.
+SOURCES = ", ".join(f'\\"$RUN/part-{p}.csv\\"' for p in range(1, PARTS + 1))
+FAN_IN = f"""
+# Want-Repr-Digest: the joined file keeps its SHA-256, so publish can check the whole file
+# without the service rereading it.
+curl -sS --fail-with-body --retry 3 --retry-all-errors -o /dev/null -X POST \\
+  -H 'Want-Repr-Digest: sha-256=1' \\
+  -H 'Content-Type: application/json' -d "{{\\"sources\\": [{SOURCES}]}}" "$URL/file/$RUN/all.csv/concat"
 echo "fan-in done: $(curl -sS --fail-with-body "$URL/file/$RUN/all.csv/wc") lines"
 """
 

@@ -263,6 +263,11 @@ def a_allowed_hosts_off(r: Rendered) -> None:
     assert "HTTP_NAS_ALLOWED_HOSTS" not in r.env(), r.env()
 
 
+def a_expire(r: Rendered) -> None:
+    # One variable, rules sorted by prefix, as the server's --expire reads them.
+    assert r.env()["HTTP_NAS_EXPIRE"] == "runs/=7d,scratch/=12h", r.env()
+
+
 def a_sa(r: Rendered) -> None:
     sa = r.one("ServiceAccount")
     assert r.server_pod()["serviceAccountName"] == sa["metadata"]["name"] == "http-nas"
@@ -346,6 +351,7 @@ SCENARIOS = [Scenario(*s) for s in [
     ("allowed-hosts", {"allowedHosts": ["nas.example.com", "{{ .Release.Name }}.{{ .Release.Namespace }}"]},
      RELEASE, KUBE_VERSIONS, a_allowed_hosts),
     ("allowed-hosts-off", {"allowedHosts": []}, RELEASE, KUBE_VERSIONS, a_allowed_hosts_off),
+    ("expire", {"expire": {"scratch/": "12h", "runs/": "7d"}}, RELEASE, KUBE_VERSIONS, a_expire),
 ]]
 BY_NAME = {s.name: s for s in SCENARIOS}
 SCENARIO_IDS = [s.name for s in SCENARIOS]

@@ -47,6 +47,9 @@ pub enum Error {
     /// A path spelled with a trailing `/` (a directory only) names a file: answered like
     /// [`Error::NotFound`], with a message, for a JSON client, saying to drop the `/`.
     FileNotDirectory { path: String },
+    /// A concatenation's source `path` does not exist: answered 404 with a JSON body naming it
+    /// (a new operation, so no client compares its body with the seed's `Not Found`).
+    MissingSource { path: String },
     /// No route has this URL (a typo such as `/files/x`): answered like [`Error::NotFound`],
     /// with a message, for a JSON client, naming the URLs that exist.
     NoSuchUrl,
@@ -143,7 +146,9 @@ impl Error {
     /// the wrong state (409) only.
     fn path_field(&self, request_path: Option<&RelPath>) -> Option<String> {
         match self {
-            Error::FileNotDirectory { path } | Error::Conflict { path: Some(path), .. } => Some(path.clone()),
+            Error::FileNotDirectory { path }
+            | Error::Conflict { path: Some(path), .. }
+            | Error::MissingSource { path } => Some(path.clone()),
             Error::NotFound | Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => {
                 request_path.filter(|p| !p.is_root()).map(RelPath::to_string)
             }
@@ -158,7 +163,7 @@ impl Error {
             Error::BadPath(_) | Error::BadRequest { .. } | Error::Digest(_) => 400,
             Error::Unauthorized(_) => 401,
             Error::Forbidden { .. } | Error::OutOfScope { .. } => 403,
-            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => 404,
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl | Error::MissingSource { .. } => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::Conflict { .. } | Error::NotRegularFile | Error::OffsetMismatch { .. } => 409,
             Error::PreconditionFailed { .. } => 412,
@@ -177,7 +182,9 @@ impl Error {
             Error::BadRequest { .. } => "bad_request",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden { .. } | Error::OutOfScope { .. } => "forbidden",
-            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl => "not_found",
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl | Error::MissingSource { .. } => {
+                "not_found"
+            }
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict { .. } => "conflict",
             Error::NotRegularFile => "not_regular_file",
@@ -297,6 +304,10 @@ impl fmt::Display for Error {
                 "`{path}` is a file, not a directory (leave out the trailing /): a path ending in / \
                  names a directory only"
             ),
+            Error::MissingSource { path } => write!(
+                f,
+                "the source `{path}` does not exist; name only files that are on the volume (nothing was written)"
+            ),
             Error::NoSuchUrl => write!(
                 f,
                 "no such URL: files and directories are under /file/{{path}} (GET / lists every entry point)"
@@ -350,6 +361,7 @@ impl From<StorageError> for Error {
             | StorageError::NotADirectory
             | StorageError::MoveIntoSelf
             | StorageError::SameFile
+            | StorageError::SourceIsTarget
             | StorageError::MoveBelowFile { .. }
             | StorageError::NoTargetDir { .. } => Error::Conflict {
                 message: e.to_string(),
@@ -373,6 +385,7 @@ impl From<StorageError> for Error {
                 message: "the file is still a version If-None-Match lists",
             },
             StorageError::NotRegular => Error::NotRegularFile,
+            StorageError::InSource { error, .. } => Error::from(*error),
             StorageError::PermissionDenied => Error::Forbidden {
                 message: "permission denied on the storage volume",
             },

@@ -28,6 +28,8 @@ pub struct Metrics {
     duration_buckets: [AtomicU64; BUCKETS_SECS.len()],
     duration_count: AtomicU64,
     duration_micros: AtomicU64,
+    expired_files: AtomicU64,
+    expired_bytes: AtomicU64,
 }
 
 /// The label of each counter slot.
@@ -52,6 +54,12 @@ impl Metrics {
         self.duration_count.fetch_add(1, Ordering::Relaxed);
         self.duration_micros
             .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Records one file removed by retention (`--expire`), of `bytes` bytes.
+    pub fn record_expired(&self, bytes: u64) {
+        self.expired_files.fetch_add(1, Ordering::Relaxed);
+        self.expired_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Renders every metric in Prometheus text format.
@@ -140,6 +148,12 @@ impl Metrics {
             "http_nas_overload_rejections_total {}",
             relaxed(&stats.pool.rejected)
         );
+        out.push_str("# HELP http_nas_expired_files_total Files removed by retention (--expire).\n");
+        out.push_str("# TYPE http_nas_expired_files_total counter\n");
+        let _ = writeln!(out, "http_nas_expired_files_total {}", load(&self.expired_files));
+        out.push_str("# HELP http_nas_expired_bytes_total Bytes of the files removed by retention (--expire).\n");
+        out.push_str("# TYPE http_nas_expired_bytes_total counter\n");
+        let _ = writeln!(out, "http_nas_expired_bytes_total {}", load(&self.expired_bytes));
         if let Some(free) = free_bytes {
             gauge(
                 &mut out,

@@ -7,9 +7,10 @@
 //!
 //! Adding a route touches [`url`] (its `Op`) and the one `match` in [`App::route`]; each
 //! concern's handlers live in a file named after it: [`files`], [`listings`], [`writes`],
-//! [`moves`], [`stat`], [`index`], [`probes`], [`metrics`].
+//! [`moves`], [`concat`], [`stat`], [`index`], [`probes`], [`metrics`].
 
 pub mod auth;
+mod concat;
 pub mod conditional;
 pub mod digest_fields;
 pub mod error;
@@ -96,6 +97,14 @@ impl App {
         }
     }
 
+    /// One retention pass over the storage (run by the retention thread, never on a request),
+    /// counting what it removes in the metrics.
+    pub fn expire(&self, rules: &[crate::storage::expire::Rule], temp_walk: bool) {
+        self.storage.expire(rules, temp_walk, &mut |removed| {
+            self.metrics.record_expired(removed.size)
+        });
+    }
+
     /// The operation a head asks for, if the head alone allows it: a parseable URL, a host
     /// this service serves, no write a browser marks as from another site, and, where tokens
     /// protect it, a token that may do it there. Also the operation's kind, whatever the
@@ -143,6 +152,7 @@ impl App {
             Op::Append { path } => writes::append(self, &path, grant, req),
             Op::Move { path } => moves::move_file(self, &path, grant, req),
             Op::Delete { path } => moves::delete(self, head, &path, grant),
+            Op::Concat { path, append } => concat::concat(self, &path, append, grant, req),
             Op::Options { allow } => Ok(Response::new(204, ResponseBody::Empty).with_header("Allow", allow)),
             Op::Metrics => Ok(metrics::exposition(self)),
         }
@@ -210,7 +220,8 @@ fn op_path(op: &Op) -> Option<&RelPath> {
         | Op::Upload { path }
         | Op::Append { path }
         | Op::Move { path }
-        | Op::Delete { path } => Some(path),
+        | Op::Delete { path }
+        | Op::Concat { path, .. } => Some(path),
         Op::StorageHealth | Op::Index | Op::Options { .. } | Op::Alive | Op::Ready | Op::Metrics => None,
     }
 }

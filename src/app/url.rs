@@ -31,6 +31,9 @@ pub enum Op {
     Append { path: RelPath },
     /// `PUT /file/{path}` with JSON, or `PUT /file/{path}/mv`: move; the target is in the body.
     Move { path: RelPath },
+    /// `POST /file/{path}/concat` (replace) or `PUT` (append): join the files the JSON body
+    /// names into `path`.
+    Concat { path: RelPath, append: bool },
     /// `DELETE /file/{path}`.
     Delete { path: RelPath },
     /// `OPTIONS` on any known URL: which methods it takes.
@@ -48,7 +51,7 @@ impl Op {
     pub fn writes(&self) -> bool {
         matches!(
             self,
-            Op::Upload { .. } | Op::Append { .. } | Op::Move { .. } | Op::Delete { .. }
+            Op::Upload { .. } | Op::Append { .. } | Op::Move { .. } | Op::Delete { .. } | Op::Concat { .. }
         )
     }
 
@@ -72,6 +75,7 @@ impl Op {
             Op::Append { .. } => OpKind::Append,
             Op::Move { .. } => OpKind::Move,
             Op::Delete { .. } => OpKind::Delete,
+            Op::Concat { .. } => OpKind::Concat,
             Op::Options { .. } => OpKind::Options,
             Op::Alive => OpKind::Alive,
             Op::Ready => OpKind::Ready,
@@ -129,11 +133,13 @@ op_kinds! {
     Alive => "healthz",
     Ready => "readyz",
     Metrics => "metrics",
+    Concat => "concat",
 }
 
 const ALLOW_FILE: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
 const ALLOW_READ_ONLY: &str = "GET, HEAD, OPTIONS";
 const ALLOW_MOVE: &str = "PUT, OPTIONS";
+const ALLOW_CONCAT: &str = "POST, PUT, OPTIONS";
 
 /// Maps a request to an operation. `content_type` is the request's Content-Type, if any.
 pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<Op, Error> {
@@ -181,6 +187,29 @@ pub fn parse(method: &str, target: &str, content_type: Option<&str>) -> Result<O
             }),
             "OPTIONS" => Ok(Op::Options { allow: ALLOW_MOVE }),
             _ => Err(Error::MethodNotAllowed { allow: ALLOW_MOVE }),
+        };
+    }
+    // Like `/mv`, before the JSON-means-move rule: the suffix decides.
+    if let Some(base) = raw.strip_suffix("/concat").filter(|b| !b.is_empty()) {
+        let target = |naming| {
+            let rel = decode(base, naming)?;
+            if rel.dir_only() {
+                return Err(Error::BadPath(PathError::Empty));
+            }
+            Ok(rel.non_root()?)
+        };
+        return match method {
+            "POST" => Ok(Op::Concat {
+                path: target(Naming::New)?,
+                append: false,
+            }),
+            // Like an append: any existing name; one it creates is checked where it is created.
+            "PUT" => Ok(Op::Concat {
+                path: target(Naming::Existing)?,
+                append: true,
+            }),
+            "OPTIONS" => Ok(Op::Options { allow: ALLOW_CONCAT }),
+            _ => Err(Error::MethodNotAllowed { allow: ALLOW_CONCAT }),
         };
     }
     // An upload names what it creates. An append names an existing file, or one it creates
@@ -359,6 +388,33 @@ mod tests {
                 },
             ),
             ("PUT", "/file/x/mv", None, Op::Move { path: rel("x") }),
+            (
+                "POST",
+                "/file/run/all.csv/concat",
+                json,
+                Op::Concat {
+                    path: rel("run/all.csv"),
+                    append: false,
+                },
+            ),
+            (
+                "PUT",
+                "/file/run%2Fall.csv/concat",
+                json,
+                Op::Concat {
+                    path: rel("run/all.csv"),
+                    append: true,
+                },
+            ),
+            (
+                "POST",
+                "/file/run%2Fconcat",
+                None,
+                Op::Upload {
+                    path: rel("run/concat"),
+                },
+            ),
+            ("PUT", "/file/concat", None, Op::Append { path: rel("concat") }),
             ("DELETE", "/file/testdir", None, Op::Delete { path: rel("testdir") }),
             ("GET", "/healthz", None, Op::Alive),
             ("GET", "/readyz", None, Op::Ready),
@@ -389,6 +445,10 @@ mod tests {
             ("POST", "/file/x/wc", 405),
             ("GET", "/file/x/mv", 405),
             ("PUT", "/file/x/check", 405),
+            ("GET", "/file/x/concat", 405),
+            ("DELETE", "/file/x/concat", 405),
+            ("POST", "/file/d//concat", 400),
+            ("POST", "/file/..%2Fx/concat", 400),
             ("POST", "/", 405),
             ("POST", "/healthz", 405),
             ("GET", "/file/..%2Fsecret", 400),

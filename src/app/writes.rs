@@ -128,7 +128,7 @@ pub(super) fn missing_fails_if_match(head: &Head, e: StorageError) -> Error {
 }
 
 /// The `Upload-Offset` precondition of an append, if given.
-fn upload_offset(head: &Head) -> Result<Option<u64>, Error> {
+pub(super) fn upload_offset(head: &Head) -> Result<Option<u64>, Error> {
     let Some(value) = head.header("upload-offset") else {
         return Ok(None);
     };

@@ -84,17 +84,25 @@ pub fn append_verified(
 }
 
 /// A whole body and its digests.
-struct Received {
+pub(crate) struct Received {
     spool: Spool,
     hasher: digest::Hasher,
 }
 
+impl Received {
+    /// A body received some other way (a concatenation's gathered bytes), with `hasher` fed
+    /// exactly those bytes: the commit extends the file's kept digests with it.
+    pub(crate) fn new(spool: Spool, hasher: digest::Hasher) -> Received {
+        Received { spool, hasher }
+    }
+}
+
 /// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
-/// file linked in.
+/// file linked in. Also the commit of a concatenation's append ([`super::concat`]).
 // The target, the body, and what the commit must hold to: each its own argument, as the steps
 // below take them apart.
 #[allow(clippy::too_many_arguments)]
-fn commit(
+pub(crate) fn commit(
     root: &Root,
     parent: &Path,
     name: &OsStr,

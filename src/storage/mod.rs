@@ -12,8 +12,10 @@
 //! so no depth is out of reach.
 
 pub mod append;
+pub mod concat;
 pub mod digest;
 pub mod dir;
+pub mod expire;
 pub mod jail;
 pub mod journal;
 pub mod list;
@@ -108,6 +110,10 @@ pub enum StorageError {
     ReadOnly,
     /// The write's digests were refused ([`digest::Plan::check`]); nothing was stored.
     Digest(digest::Refused),
+    /// A concatenation's source is the target itself (under its own name or another).
+    SourceIsTarget,
+    /// A concatenation's source number `index` (from 0) failed with `error`.
+    InSource { index: usize, error: Box<StorageError> },
     /// Reading the data to store failed (the client's body broke); nothing was stored.
     Source(io::Error),
     /// Any other filesystem error.
@@ -198,6 +204,8 @@ impl fmt::Display for StorageError {
             StorageError::Digest(
                 digest::Refused::Mismatch(m) | digest::Refused::Unsupported(m) | digest::Refused::Malformed(m),
             ) => write!(f, "{m}"),
+            StorageError::SourceIsTarget => write!(f, "a source is the target itself"),
+            StorageError::InSource { index, error } => write!(f, "source {index}: {error}"),
             StorageError::Source(e) => write!(f, "{e}"),
             StorageError::Io(e) => write!(f, "storage error: {}", e.kind()),
         }
@@ -455,6 +463,48 @@ impl Storage {
         })
     }
 
+    /// Joins the files `sources` into `target` ([`concat`]): replacing it atomically or as one
+    /// append (`mode`), if `conditions` hold at the commit; with `delete_sources`, removes each
+    /// source still as copied afterwards. A source's failure is [`StorageError::InSource`].
+    pub fn concat(
+        &self,
+        target: &RelPath,
+        sources: &[RelPath],
+        scope: Scope<'_>,
+        mode: concat::Mode,
+        conditions: &Conditions<'_>,
+        delete_sources: bool,
+    ) -> Result<concat::Outcome> {
+        let target = target.clone().non_root()?;
+        let real = self.resolve_file(&target, scope)?;
+        let mut reals = Vec::with_capacity(sources.len());
+        for (index, source) in sources.iter().enumerate() {
+            let real = source
+                .clone()
+                .non_root()
+                .map_err(StorageError::from)
+                .and_then(|source| {
+                    self.expect_dir_if_asked(&source, false)?;
+                    self.resolve_file(&source, scope)
+                })
+                .map_err(|e| StorageError::InSource {
+                    index,
+                    error: Box::new(e),
+                })?;
+            reals.push(real);
+        }
+        self.unless_root_gone(concat::concat(
+            &self.root,
+            &real,
+            &reals,
+            mode,
+            target.creatable(),
+            conditions,
+            delete_sources,
+            self.fsync,
+        ))
+    }
+
     /// A write of the file `rel` names (never the root): `write` gets `rel` and where the file
     /// really is ([`Storage::resolve_file`]), and its outcome counts unless the root went
     /// meanwhile.
@@ -543,6 +593,15 @@ impl Storage {
     /// Settles what crashed processes left anywhere under the root; returns how many.
     pub fn sweep(&self) -> usize {
         sweep::sweep(self.root.dir())
+    }
+
+    /// One retention pass ([`expire::pass`]) of `rules`, with the whole-root walk for abandoned
+    /// temp files when `temp_walk`; `removed` hears of every file removed.
+    pub fn expire(&self, rules: &[expire::Rule], temp_walk: bool, removed: &mut dyn FnMut(&expire::Removal)) -> usize {
+        if self.root.present().is_err() {
+            return 0;
+        }
+        expire::pass(&self.root, rules, temp_walk, removed)
     }
 
     /// Free bytes on the storage volume.

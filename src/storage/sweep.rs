@@ -107,7 +107,7 @@ impl Visitor for Sweeper {
 }
 
 /// Removes the temp or probe file `name` if nobody holds its lock.
-fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> bool {
+pub(crate) fn remove_if_unlocked(dir: &Dir, name: &OsStr) -> bool {
     let Ok(Some(held)) = lock::try_lock(dir, name, Access::Lock) else {
         return false;
     };

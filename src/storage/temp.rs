@@ -268,9 +268,15 @@ fn read_up_to(body: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
 /// Copies `len` bytes from the start of `src` to `dst` at `offset`: in the kernel with
 /// `copy_file_range` (a reflink where the filesystem can), else through a buffer.
 pub fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> io::Result<()> {
-    let (mut src_off, mut dst_off) = (0u64, offset);
-    while src_off < len {
-        let want = usize::try_from(len - src_off).unwrap_or(usize::MAX).min(1 << 30);
+    copy_span(src, 0, dst, offset, len)
+}
+
+/// Copies `len` bytes of `src` at `src_off` to `dst` at `dst_off`, as [`copy_range`] does.
+pub fn copy_span(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) -> io::Result<()> {
+    let end = src_off + len;
+    let (mut src_off, mut dst_off) = (src_off, dst_off);
+    while src_off < end {
+        let want = usize::try_from(end - src_off).unwrap_or(usize::MAX).min(1 << 30);
         match sys::copy_file_range(src, &mut src_off, dst, &mut dst_off, want) {
             Ok(0) => {
                 return Err(io::Error::new(
@@ -286,7 +292,7 @@ pub fn copy_range(src: &File, dst: &File, offset: u64, len: u64) -> io::Result<(
                     Some(libc::ENOSYS | libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL)
                 ) =>
             {
-                return copy_buffered(src, dst, src_off, dst_off, len - src_off);
+                return copy_buffered(src, dst, src_off, dst_off, end - src_off);
             }
             Err(e) => return Err(e),
         }

@@ -49,7 +49,7 @@ pub fn write_verified(
     conditions.check(state.as_ref().map(|seen| (&seen.file, &seen.meta, seen.len)))?;
     // The body waits in the deepest directory of the target's that exists: its own is created
     // only at commit, so nothing shows (or is left by a crash) before then.
-    let mut temp = TempFile::create_near(root, parent)?;
+    let temp = TempFile::create_near(root, parent)?;
     let mut hashing = digest::Hashing::new(body, digests.wanted);
     let size = copy_into(&mut hashing, temp.file())?;
     // The file is the body: its digests are the body's.
@@ -59,6 +59,25 @@ pub fn write_verified(
     if fsync {
         temp.file().sync_all().map_err(StorageError::from_io)?;
     }
+    commit(root, parent, name, temp, conditions, Some(&kept), fsync)?;
+    digests.repr = Some(sums);
+    Ok(size)
+}
+
+/// Gives the whole, synced `temp` the name `name` in `parent` (relative to the root, created if
+/// missing), replacing the file there under its lock, if `conditions` hold at that instant.
+/// Shared by uploads and concatenations ([`super::concat`]). `kept`, the new file's digests,
+/// is stored on the file that takes the name, so the rename or link that commits the data
+/// commits its digests too; without it the new file keeps none.
+pub(crate) fn commit(
+    root: &Root,
+    parent: &Path,
+    name: &OsStr,
+    mut temp: TempFile,
+    conditions: &Conditions<'_>,
+    kept: Option<&digest::Kept>,
+    fsync: bool,
+) -> Result<()> {
     // A root renamed away while the body came in gets no new name in it (the caller checks
     // again after the commit, for a rename in the instant between).
     root.present()?;
@@ -70,17 +89,17 @@ pub fn write_verified(
             Err(StorageError::NotFound) => continue,
             Err(e) => return Err(e),
         };
-        // Kept on the file that takes the name (a copy made by `prepare_for` has none yet), so
-        // the rename or link that commits the data commits its digests too.
-        digest::store(&dir, staged.file(), &kept);
+        // A copy made by `prepare_for` has none yet.
+        if let Some(kept) = kept {
+            digest::store(&dir, staged.file(), kept);
+        }
         match commit_once(&dir, name, staged, conditions, fsync) {
             Ok(true) => {
                 if fsync {
                     dir.sync().map_err(StorageError::from_io)?;
                 }
                 new_dirs.keep(fsync)?;
-                digests.repr = Some(sums);
-                return Ok(size);
+                return Ok(());
             }
             // The name appeared or vanished, or the directory did, between looking and acting.
             Ok(false) | Err(StorageError::NotFound) => {}

@@ -7,6 +7,8 @@
 //! - `appends`: appends land whole and once under concurrency, offsets, failures and races.
 //! - `reads_ranges`: GET and HEAD of files, ranges, resumed downloads, ETags, `Content-Type`.
 //! - `listings`: listing forms, what they hide, their size and framing, concurrency, odd names.
+//! - `concat`: server-side concatenation: like `cat`, atomic, one committed state per source,
+//!   refusals, a full disk, shared extents on XFS.
 //! - `moves_deletes`: moves and deletes, deep trees, races, targets ending in `/`.
 //! - `paths`: the path jail: traversal in every spelling, symlinks, reserved and ambiguous names.
 //! - `preconditions`: `If-Match`, `If-Unmodified-Since` and `If-Modified-Since` on every method,
@@ -30,6 +32,7 @@
 //!   files at the server's own names.
 //! - `replicas`: two and three replicas on a GlusterFS volume (`make test-replicas` sets it up;
 //!   skipped otherwise).
+//! - `retention`: `--expire`: old files and emptied directories go, busy and young ones stay.
 //! - `clients`: the original's real clients' call sites, run as they are written.
 //! - `seed`: the original service's README commands and test suite, unchanged but for the host.
 //! - `browser`: the browse page in headless chromium.
@@ -39,6 +42,7 @@
 mod appends;
 mod browser;
 mod clients;
+mod concat;
 mod crash;
 mod digests;
 mod errors;
@@ -56,6 +60,7 @@ mod readonly;
 mod reads_ranges;
 mod recovery;
 mod replicas;
+mod retention;
 mod security;
 mod seed;
 mod shutdown;

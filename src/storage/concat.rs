@@ -1,0 +1,387 @@
+//! Server-side concatenation: files already on the volume joined into one, the bytes moved in
+//! the kernel (`copy_file_range`), or not moved at all where the filesystem shares extents
+//! (`FICLONERANGE`: XFS with reflink, btrfs).
+//!
+//! 1. The sources are gathered into a locked [`TempFile`] beside the target, one after the
+//!    other, each at one committed state: its shared lock is taken for the instant of reading
+//!    its committed length ([`lock::committed`], as every reader does), so no append is between
+//!    its first and last byte, and the bytes up to that length never change afterwards (an
+//!    append only adds beyond it, a replace or move swaps the name, not the data the open file
+//!    holds). At most one source is open and at most one lock held at a time, never while
+//!    another is waited for: two concatenations naming each other's targets as sources, or
+//!    any other writer, cannot deadlock with this one, whatever the order of the sources.
+//! 2. The whole temp file is then committed: as a replace (POST), by the upload's own commit
+//!    ([`upload::commit`]: rename over the target under its lock, preconditions checked
+//!    there); or as one append (PUT), by the append's own commit ([`append::commit`]) with the
+//!    temp file as its spooled body (crash record, all or nothing, `Upload-Offset`).
+//! 3. With `delete_sources`, each source is removed after the commit, under its exclusive lock
+//!    (taken one at a time, bounded), and only if it is still the version copied (same file,
+//!    size and modification time); one changed meanwhile is kept and reported.
+//!
+//! A crash before the commit leaves a temp file (removed by the next sweep) and the target as
+//! it was; a failure (a missing source, a full disk) drops the temp file and changes nothing.
+
+use super::append;
+use super::digest;
+use super::dir::Access;
+use super::lock;
+use super::preconditions::Conditions;
+use super::root::Root;
+use super::temp::{Spool, TempFile, copy_span};
+use super::upload;
+use super::{PathError, Result, StorageError, committed_state, split};
+use crate::sys;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Most sources one concatenation takes (docs/API.md).
+pub const MAX_SOURCES: usize = 10_000;
+
+/// What a concatenation did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The target's size after the commit.
+    pub size: u64,
+    /// With `delete_sources`: the indexes of the sources removed.
+    pub deleted: Vec<usize>,
+    /// With `delete_sources`: the indexes of the sources kept because they changed (or went)
+    /// after they were copied.
+    pub kept: Vec<usize>,
+}
+
+/// Whether the target is replaced or appended to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `POST`: create or replace, atomically.
+    Replace,
+    /// `PUT`: one all-or-nothing append.
+    Append,
+}
+
+/// The version of a source that was copied: enough to tell it is still the same at deletion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Copied {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Copied {
+    fn of(meta: &Metadata) -> Copied {
+        Copied {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
+/// Joins `sources` (real paths relative to the root, as the jail resolved them) into `target`
+/// (`mode`), if `conditions` hold at the commit. `creatable` is whether an append may create the
+/// target's name. A source's failure is [`StorageError::InSource`] with its index.
+#[allow(clippy::too_many_arguments)]
+pub fn concat(
+    root: &Root,
+    target: &Path,
+    sources: &[PathBuf],
+    mode: Mode,
+    creatable: std::result::Result<(), PathError>,
+    conditions: &Conditions<'_>,
+    delete_sources: bool,
+    fsync: bool,
+) -> Result<Outcome> {
+    let (parent, name) = split(target)?;
+    let in_source = |index: usize| {
+        move |e: StorageError| StorageError::InSource {
+            index,
+            error: Box::new(e),
+        }
+    };
+    if let Some(index) = sources.iter().position(|s| s == target) {
+        return Err(in_source(index)(StorageError::SourceIsTarget));
+    }
+    let state = committed_state(root, parent, name)?;
+    if mode == Mode::Replace || conditions.any() {
+        conditions.check(state.as_ref().map(|seen| (&seen.file, &seen.meta, seen.len)))?;
+    }
+    let target_id = state.as_ref().map(|seen| (seen.meta.dev(), seen.meta.ino()));
+    drop(state);
+    if mode == Mode::Append
+        && let Err(e) = creatable
+        && target_id.is_none()
+    {
+        return Err(e.into());
+    }
+    let temp = TempFile::create_near(root, parent)?;
+    let mut copied = Vec::with_capacity(sources.len());
+    let (len, cloned) = {
+        let mut copier = Copier::new(temp.file())?;
+        for (index, source) in sources.iter().enumerate() {
+            let version = gather_one(root, source, &mut copier, target_id).map_err(in_source(index))?;
+            copied.push(version);
+        }
+        (copier.offset, copier.cloned)
+    };
+    if fsync {
+        temp.file().sync_all().map_err(StorageError::from_io)?;
+    }
+    log::info!(
+        "concatenation into {}: {} source(s), {len} bytes, {cloned} of them shared with the sources (reflink)",
+        target.display(),
+        sources.len(),
+    );
+    // The digests of the gathered bytes, read back from the temp file (the page cache holds
+    // them, or shares them with the sources): what the commit keeps, or extends the target's by.
+    let hasher = hash_gathered(temp.file(), len)?;
+    let size = match mode {
+        Mode::Replace => {
+            upload::commit(root, parent, name, temp, conditions, Some(&hasher.kept()), fsync)?;
+            len
+        }
+        Mode::Append => append::commit(
+            root,
+            parent,
+            name,
+            creatable,
+            append::Received::new(Spool::File(temp), hasher),
+            conditions,
+            &mut digest::Plan::none(),
+            fsync,
+        )?,
+    };
+    let (mut deleted, mut kept) = (Vec::new(), Vec::new());
+    if delete_sources {
+        for (index, (source, version)) in sources.iter().zip(&copied).enumerate() {
+            match delete_if_unchanged(root, source, version) {
+                Ok(true) => deleted.push(index),
+                Ok(false) => kept.push(index),
+                Err(e) => {
+                    log::warn!("concatenation: could not delete its source {}: {e}", source.display());
+                    kept.push(index);
+                }
+            }
+        }
+    }
+    Ok(Outcome { size, deleted, kept })
+}
+
+/// Copies the committed bytes of `source` to the end of what `copier` has written; returns the
+/// version copied.
+/// The crc32c (and length) of the first `len` bytes of `file`, read through a fixed buffer.
+fn hash_gathered(file: &File, len: u64) -> Result<digest::Hasher> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = digest::Hasher::new(digest::Wanted::default());
+    let mut buf = vec![0u8; HASH_BUFFER_BYTES];
+    let mut offset = 0u64;
+    while offset < len {
+        let want = usize::try_from((len - offset).min(HASH_BUFFER_BYTES as u64)).unwrap_or(HASH_BUFFER_BYTES);
+        let got = file.read_at(&mut buf[..want], offset).map_err(StorageError::from_io)?;
+        if got == 0 {
+            return Err(StorageError::Io(io::Error::other(
+                "the gathered file is shorter than what was copied into it",
+            )));
+        }
+        hasher.update(&buf[..got]);
+        offset += got as u64;
+    }
+    Ok(hasher)
+}
+
+/// The buffer [`hash_gathered`] reads through, in bytes.
+const HASH_BUFFER_BYTES: usize = 256 * 1024;
+
+fn gather_one(root: &Root, source: &Path, copier: &mut Copier<'_>, target: Option<(u64, u64)>) -> Result<Copied> {
+    let (parent, name) = split(source)?;
+    let dir = match root.open_dir(parent) {
+        Ok(dir) => dir,
+        Err(StorageError::NotADirectory) => return Err(StorageError::NotFound),
+        Err(e) => return Err(e),
+    };
+    let seen = match lock::committed(&dir, name) {
+        Ok(Some(seen)) => seen,
+        Ok(None) | Err(StorageError::NotADirectory) => return Err(StorageError::NotFound),
+        Err(e) => return Err(e),
+    };
+    // The target under another name (a hard link, or a symlink the jail followed).
+    if target == Some((seen.meta.dev(), seen.meta.ino())) {
+        return Err(StorageError::SourceIsTarget);
+    }
+    copier
+        .append(&seen.file, seen.len, seen.meta.len())
+        .map_err(StorageError::from_io)?;
+    Ok(Copied {
+        len: seen.len,
+        ..Copied::of(&seen.meta)
+    })
+}
+
+/// Removes `source` if, under its exclusive lock, it is still the `version` copied.
+fn delete_if_unchanged(root: &Root, source: &Path, version: &Copied) -> Result<bool> {
+    let (parent, name) = split(source)?;
+    let dir = match root.open_dir(parent) {
+        Ok(dir) => dir,
+        Err(StorageError::NotFound | StorageError::NotADirectory) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let Some(held) = lock::lock(&dir, name, Access::Lock)? else {
+        return Ok(false);
+    };
+    if Copied::of(&held.meta) != *version {
+        return Ok(false);
+    }
+    // The lock's check made sure the name is the locked file; nobody changes it while we hold it.
+    dir.remove_file(name).map_err(StorageError::from_io)?;
+    let record = super::journal::name_for(held.meta.ino());
+    let _ = super::journal::remove_if_unlocked(&dir, std::ffi::OsStr::new(&record));
+    Ok(true)
+}
+
+/// Appends sources to the temp file: shared extents where the filesystem has them and the
+/// offsets are aligned to its blocks, else `copy_file_range` ([`copy_span`]).
+struct Copier<'a> {
+    dst: &'a File,
+    /// Where the next source goes (the bytes written so far).
+    offset: u64,
+    /// The destination filesystem's block size: reflinks take whole blocks.
+    block: u64,
+    /// False once the filesystem said it cannot share extents (ext4, tmpfs, NFS...).
+    try_clone: bool,
+    /// Bytes shared rather than copied.
+    cloned: u64,
+}
+
+impl<'a> Copier<'a> {
+    fn new(dst: &'a File) -> Result<Copier<'a>> {
+        let block = dst.metadata().map_err(StorageError::from_io)?.blksize().max(1);
+        Ok(Copier {
+            dst,
+            offset: 0,
+            block,
+            try_clone: true,
+            cloned: 0,
+        })
+    }
+
+    /// Appends the first `len` bytes of `src` (whose size is `size`).
+    fn append(&mut self, src: &File, len: u64, size: u64) -> io::Result<()> {
+        let mut done = 0;
+        if self.try_clone && len > 0 && self.offset.is_multiple_of(self.block) {
+            // Whole blocks only, except a range that ends at the source's end.
+            let share = if len == size {
+                len
+            } else {
+                len / self.block * self.block
+            };
+            if share > 0 {
+                match sys::clone_range(src, 0, self.dst, self.offset, share) {
+                    Ok(()) => {
+                        done = share;
+                        self.cloned += share;
+                    }
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL)) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => return Err(e),
+                    // EOPNOTSUPP, EXDEV, ENOTTY, EBADF...: this filesystem does not share.
+                    Err(_) => self.try_clone = false,
+                }
+            }
+        }
+        copy_span(src, done, self.dst, self.offset + done, len - done)?;
+        self.offset += len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_root;
+    use std::fs;
+
+    fn any() -> Conditions<'static> {
+        Conditions::default()
+    }
+
+    #[test]
+    fn joins_in_order_and_refuses_missing_and_self() {
+        let (dir, root) = test_root("concat");
+        fs::create_dir(dir.join("d")).unwrap();
+        fs::write(dir.join("d/a"), b"one\n").unwrap();
+        fs::write(dir.join("d/b"), b"").unwrap();
+        fs::write(dir.join("d/c"), b"three\n").unwrap();
+        let srcs: Vec<PathBuf> = ["d/a", "d/b", "d/c", "d/a"].iter().map(PathBuf::from).collect();
+        let out = concat(
+            &root,
+            Path::new("out/t"),
+            &srcs,
+            Mode::Replace,
+            Ok(()),
+            &any(),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(out.size, 14);
+        assert_eq!(fs::read(dir.join("out/t")).unwrap(), b"one\nthree\none\n");
+        let out = concat(
+            &root,
+            Path::new("out/t"),
+            &srcs[..1],
+            Mode::Append,
+            Ok(()),
+            &any(),
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.size, 18);
+        let missing = vec![PathBuf::from("d/a"), PathBuf::from("d/nope")];
+        let err = concat(
+            &root,
+            Path::new("out/t"),
+            &missing,
+            Mode::Replace,
+            Ok(()),
+            &any(),
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::InSource { index: 1, error } if matches!(**error, StorageError::NotFound)),
+            "{err:?}"
+        );
+        let own = vec![PathBuf::from("out/t")];
+        let err = concat(
+            &root,
+            Path::new("out/t"),
+            &own,
+            Mode::Replace,
+            Ok(()),
+            &any(),
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::InSource { index: 0, error } if matches!(**error, StorageError::SourceIsTarget))
+        );
+        assert_eq!(fs::read(dir.join("out/t")).unwrap(), b"one\nthree\none\none\n");
+        assert_eq!(fs::read_dir(dir.join("out")).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn deletes_only_the_sources_still_as_copied() {
+        let (dir, root) = test_root("concat-delete");
+        fs::write(dir.join("a"), b"a").unwrap();
+        fs::write(dir.join("b"), b"b").unwrap();
+        let srcs = vec![PathBuf::from("a"), PathBuf::from("b")];
+        let out = concat(&root, Path::new("t"), &srcs, Mode::Replace, Ok(()), &any(), true, false).unwrap();
+        assert_eq!((out.deleted, out.kept), (vec![0, 1], vec![]));
+        assert!(!dir.join("a").exists() && !dir.join("b").exists());
+        assert_eq!(fs::read(dir.join("t")).unwrap(), b"ab");
+    }
+}
