@@ -14,13 +14,17 @@
 //! The states, and why a crash in any of them is safe, are in `docs/write-protocol.md`.
 
 use super::dir::{Access, Dir};
-use super::journal::{self, Uncommitted};
+use super::group;
+use super::journal::{self, Checksum};
 use super::lock::{self, Held};
 use super::preconditions::Conditions;
 use super::root::Root;
 use super::temp::{Spool, TempFile};
-use super::{MAX_COMMIT_ATTEMPTS, PathError, Result, StorageError, commit_kept_racing, committed_state, split};
+use super::{
+    COPY_BUF_BYTES, MAX_COMMIT_ATTEMPTS, PathError, Result, StorageError, commit_kept_racing, committed_state, split,
+};
 use std::ffi::OsStr;
+use std::fs::{File, Metadata};
 use std::path::Path;
 
 /// Appends `body` to the file at `path` (relative to the root; created if missing, if
@@ -53,8 +57,9 @@ pub fn append(
     commit(root, parent, name, creatable, spool, conditions, fsync)
 }
 
-/// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
-/// file linked in.
+/// Step 3: the spooled body into the file, under its lock, in a batch with other appends to it
+/// from this process ([`group`]) when its conditions are only an offset; or, for a missing
+/// file, a whole new file linked in.
 fn commit(
     root: &Root,
     parent: &Path,
@@ -68,17 +73,38 @@ fn commit(
     // A root renamed away while the body came in gets nothing appended in it (the caller
     // checks again after the commit, for a rename in the instant between).
     root.present()?;
+    // A test of the file's version can only be answered by the state at its own commit: such
+    // an append is a batch of its own. An offset is checked in any batch, against the size
+    // the appends before it in the batch leave.
+    let batchable = conditions.version.is_none()
+        && conditions.unmodified_since.is_none()
+        && !conditions.absent
+        && conditions.none_match.is_none();
     for _ in 0..MAX_COMMIT_ATTEMPTS {
-        // The directory as it is now: a move or delete of it meanwhile counts.
-        let dir = match root.open_dir(parent) {
-            Ok(dir) => Some(dir),
-            Err(StorageError::NotFound) => None,
-            Err(e) => return Err(e),
-        };
-        if let Some(dir) = &dir
-            && let Some(mut held) = lock::lock(dir, name, Access::Write)?
-        {
-            return append_locked(dir, &mut held, &spool, conditions, fsync).map(|before| before + len);
+        if batchable {
+            match group::append(root, parent, name, spool, conditions.size, len, fsync) {
+                group::Joined::Done(outcome) => return outcome,
+                group::Joined::Missing(back) => spool = back,
+            }
+        } else {
+            // The directory as it is now: a move or delete of it meanwhile counts.
+            let dir = match root.open_dir(parent) {
+                Ok(dir) => Some(dir),
+                Err(StorageError::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(dir) = &dir
+                && let Some(mut held) = lock::lock(dir, name, Access::Write)?
+            {
+                let check = |file: &File, meta: &Metadata, len: u64| conditions.check(Some((file, meta, len)));
+                let entry = Entry {
+                    spool: &spool,
+                    len,
+                    check: &check,
+                };
+                let mut outcomes = append_batch(dir, &mut held, std::slice::from_ref(&entry), fsync)?;
+                return outcomes.pop().unwrap_or_else(|| Err(commit_kept_racing())).map(|before| before + len);
+            }
         }
         creatable?;
         match create_whole(root, parent, name, &mut spool, conditions, fsync) {
@@ -89,6 +115,51 @@ fn commit(
         }
     }
     Err(commit_kept_racing())
+}
+
+/// How a batch of appends ended, for [`group`].
+pub(super) enum Batch {
+    /// The file is not there: each append creates it, or finds it, on its own.
+    Missing,
+    /// Nothing of the batch was appended, for this reason (a lock that stayed held, a failed
+    /// write or sync).
+    Failed(StorageError),
+    /// Each append's size before it, or why it was refused (its offset), in order.
+    Done(Vec<Result<u64>>),
+}
+
+/// A batch of `jobs` (each a spooled body, its length and its expected offset) appended to
+/// the file at `parent`/`name` under one lock, one armed record and one sync: what the leader
+/// of a [`group`] queue runs for everyone in it.
+pub(super) fn run_batch(root: &Root, parent: &Path, name: &OsStr, jobs: &[(&Spool, u64, Option<u64>)], fsync: bool) -> Batch {
+    let dir = match root.open_dir(parent) {
+        Ok(dir) => dir,
+        Err(StorageError::NotFound) => return Batch::Missing,
+        Err(e) => return Batch::Failed(e),
+    };
+    let mut held = match lock::lock(&dir, name, Access::Write) {
+        Ok(Some(held)) => held,
+        Ok(None) => return Batch::Missing,
+        Err(e) => return Batch::Failed(e),
+    };
+    let checks: Vec<_> = jobs
+        .iter()
+        .map(|&(_, _, size)| {
+            move |_: &File, _: &Metadata, len: u64| match size {
+                Some(want) if want != len => Err(StorageError::OffsetMismatch { current: len }),
+                _ => Ok(()),
+            }
+        })
+        .collect();
+    let entries: Vec<Entry<'_>> = jobs
+        .iter()
+        .zip(&checks)
+        .map(|(&(spool, len, _), check)| Entry { spool, len, check })
+        .collect();
+    match append_batch(&dir, &mut held, &entries, fsync) {
+        Ok(outcomes) => Batch::Done(outcomes),
+        Err(e) => Batch::Failed(e),
+    }
 }
 
 /// A missing file is created whole: the body in a temp file, synced before any missing parent
@@ -126,10 +197,23 @@ fn create_whole(
     Ok(true)
 }
 
-/// Under `held`'s lock: settle a dead appender's record, re-check the conditions, append.
-/// Returns the size before the append.
-fn append_locked(dir: &Dir, held: &mut Held, spool: &Spool, conditions: &Conditions<'_>, fsync: bool) -> Result<u64> {
-    if journal::settle(dir, &held.file, &held.meta, fsync)?.is_some() {
+/// One append of a batch: its spooled body, the body's length, and the check of its
+/// preconditions against the state it would commit on (the file, its metadata, the committed
+/// size the appends before it in the batch leave).
+pub(super) struct Entry<'e> {
+    pub spool: &'e Spool,
+    pub len: u64,
+    pub check: &'e dyn Fn(&File, &Metadata, u64) -> Result<()>,
+}
+
+/// Under `held`'s lock: settle what a dead appender left, check each entry's conditions in
+/// turn, arm the record for the accepted ones, write their bytes one after another, sync once,
+/// commit. Returns each entry's size before it (or its refusal); an error means nothing of the
+/// batch was appended, and fails every entry of it. Any failure after the record is armed puts
+/// the file back to its size before the batch ([`journal::Uncommitted`]).
+fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) -> Result<Vec<Result<u64>>> {
+    let (mut slot, cut) = journal::Slot::take(dir, &held.file, &held.meta)?;
+    if cut.is_some() {
         log::warn!(
             "rolled back an interrupted append (inode {})",
             std::os::unix::fs::MetadataExt::ino(&held.meta)
@@ -137,20 +221,64 @@ fn append_locked(dir: &Dir, held: &mut Held, spool: &Spool, conditions: &Conditi
         held.refresh()?;
     }
     let before = held.meta.len();
-    conditions.check(Some((&held.file, &held.meta, before)))?;
-    write_locked(dir, held, spool, before, fsync)?;
-    Ok(before)
+    let mut end = before;
+    let mut sum = Checksum::default();
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let outcome = (entry.check)(&held.file, &held.meta, end);
+        if outcome.is_ok() {
+            add_body_to(&mut sum, entry.spool).map_err(StorageError::from_io)?;
+        }
+        outcomes.push(outcome.map(|()| end));
+        end += if outcomes.last().is_some_and(Result::is_ok) { entry.len } else { 0 };
+    }
+    if end == before {
+        return Ok(outcomes);
+    }
+    let batch = slot.begin(&held.file, &held.meta, before, end - before, sum.finish(), fsync)?;
+    for (entry, outcome) in entries.iter().zip(&outcomes) {
+        if let Ok(at) = outcome {
+            write_body(held, entry.spool, *at).map_err(StorageError::from_io)?;
+        }
+    }
+    if fsync {
+        held.file.sync_all().map_err(StorageError::from_io)?;
+    }
+    commit_point(batch);
+    Ok(outcomes)
 }
 
-/// Under `held`'s lock: record, write at `before`, sync, commit; any failure on the way puts
-/// the file back to `before` bytes ([`Uncommitted`]).
-fn write_locked(dir: &Dir, held: &Held, spool: &Spool, before: u64, fsync: bool) -> Result<()> {
-    let append = Uncommitted::begin(dir, &held.file, &held.meta, before, fsync)?;
-    spool
-        .write_at(held, before)
-        .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) })
-        .map_err(StorageError::from_io)?;
-    append.commit()
+/// The bytes of one append: its spooled body, written into the held file at `at` (never
+/// through `O_APPEND`).
+fn write_body(held: &Held, spool: &Spool, at: u64) -> std::io::Result<()> {
+    spool.write_at(held, at)
+}
+
+/// The commit point of a batch whose bytes are written and synced: after it, every append of
+/// the batch stays (its crash record no longer asks for a rollback).
+fn commit_point(batch: journal::Uncommitted<'_, '_>) {
+    batch.commit();
+}
+
+/// Adds the bytes of a spooled body to `sum` (read back from its temp file for a large one).
+fn add_body_to(sum: &mut Checksum, spool: &Spool) -> std::io::Result<()> {
+    match spool {
+        Spool::Memory(bytes) => sum.update(bytes),
+        Spool::File(temp) => {
+            let file = temp.file();
+            let mut buf = vec![0u8; COPY_BUF_BYTES];
+            let mut at = 0u64;
+            loop {
+                let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, at)?;
+                if n == 0 {
+                    break;
+                }
+                sum.update(&buf[..n]);
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -159,6 +287,14 @@ mod tests {
     use crate::storage::{Broken, test_root};
     use std::fs;
     use std::io::Read;
+
+    /// Entries of `dir` other than crash record slots.
+    fn others(dir: &std::path::Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with(journal::JOURNAL_PREFIX))
+            .count()
+    }
 
     fn any() -> Conditions<'static> {
         Conditions::default()
@@ -185,10 +321,12 @@ mod tests {
         let mut want = b"a\nb\n".to_vec();
         want.extend_from_slice(&big);
         assert_eq!(fs::read(dir.join(path)).unwrap(), want);
-        assert_eq!(
-            fs::read_dir(dir.join("d")).unwrap().count(),
-            1,
-            "no temp file or record left"
+        assert_eq!(others(&dir.join("d")), 1, "no temp file left");
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(dir.join(path)).unwrap());
+        let handle = Dir::open(&dir.join("d")).unwrap();
+        assert!(
+            matches!(journal::read(&handle, ino).unwrap(), journal::Found::Record(r) if r.is_idle()),
+            "the record slot stays, idle"
         );
     }
 
@@ -238,7 +376,7 @@ mod tests {
             11
         );
         assert_eq!(fs::read(dir.join(path)).unwrap(), b"whole\nnext\n");
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "the record is gone");
+        assert_eq!(others(&dir), 1, "nothing but the file and its record slot");
     }
 
     #[test]

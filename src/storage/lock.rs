@@ -256,7 +256,7 @@ pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
     let Some(Held { file, meta }) = lock_with(dir, name, Access::Read, shared)? else {
         return Ok(None);
     };
-    let len = journal::committed_len(dir, &meta);
+    let len = journal::committed_len(dir, &file, &meta);
     let _ = file.unlock();
     Ok(Some(Committed { file, meta, len: len? }))
 }
@@ -294,7 +294,7 @@ pub fn glimpse(dir: &Dir, name: &OsStr) -> Result<Option<Glimpse>> {
             // Replaced, moved or removed as we looked: look again.
             continue;
         }
-        let len = journal::committed_len(dir, &meta);
+        let len = journal::committed_len(dir, &file, &meta);
         let _ = file.unlock();
         return Ok(Some(Glimpse { meta, len: Some(len?) }));
     }

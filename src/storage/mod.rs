@@ -17,6 +17,7 @@ pub mod jail;
 pub mod journal;
 pub mod list;
 pub mod lock;
+pub mod group;
 pub mod move_delete;
 pub mod preconditions;
 pub mod root;
