@@ -242,9 +242,9 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
         }
     }
     if fsync {
-        held.file.sync_all().map_err(StorageError::from_io)?;
+        held.file.sync_data().map_err(StorageError::from_io)?;
     }
-    commit_point(batch);
+    commit_point(batch)?;
     Ok(outcomes)
 }
 
@@ -255,9 +255,9 @@ fn write_body(held: &Held, spool: &Spool, at: u64) -> std::io::Result<()> {
 }
 
 /// The commit point of a batch whose bytes are written and synced: after it, every append of
-/// the batch stays (its crash record no longer asks for a rollback).
-fn commit_point(batch: journal::Uncommitted<'_, '_>) {
-    batch.commit();
+/// the batch stays (its crash record no longer asks for a rollback); if it fails, none does.
+fn commit_point(batch: journal::Uncommitted<'_, '_>) -> Result<()> {
+    batch.commit()
 }
 
 /// Adds the bytes of a spooled body to `sum` (read back from its temp file for a large one).

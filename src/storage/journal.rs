@@ -38,6 +38,7 @@ use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::sync::LazyLock;
 use std::time::UNIX_EPOCH;
 
 /// Prefix of crash records (inside the reserved namespace); the file's inode number follows.
@@ -119,6 +120,8 @@ pub struct Record {
     pub before: u64,
     /// What was appended after `before`.
     pub range: Range,
+    /// The boot of the kernel that wrote the record ([`this_boot`]), where known.
+    pub boot: Option<String>,
 }
 
 impl Record {
@@ -129,6 +132,7 @@ impl Record {
             file: FileId::of(meta),
             before,
             range,
+            boot: this_boot().map(str::to_string),
         })
     }
 
@@ -149,8 +153,12 @@ impl Record {
             Range::Legacy => "legacy".to_string(),
         };
         let body = format!(
-            "{MAGIC}\nid {}\ndev {}\nino {}\nborn {born}\nbefore {}\nrange {range}\n",
-            self.id, self.file.dev, self.file.ino, self.before
+            "{MAGIC}\nid {}\ndev {}\nino {}\nborn {born}\nbefore {}\nrange {range}\nboot {}\n",
+            self.id,
+            self.file.dev,
+            self.file.ino,
+            self.before,
+            self.boot.as_deref().unwrap_or("-")
         );
         let check = Checksum::of(body.as_bytes());
         let mut text = format!("{body}check {check:016x}\n{END}\n").into_bytes();
@@ -192,11 +200,16 @@ impl Record {
                 },
             },
         };
+        let boot = match field("boot")?.as_str() {
+            "-" => None,
+            b => Some(b.to_string()),
+        };
         Some(Record {
             id,
             file: FileId { dev, ino, born },
             before,
             range,
+            boot,
         })
     }
 
@@ -219,22 +232,43 @@ impl Record {
             file: FileId { dev, ino, born },
             before,
             range: Range::Legacy,
+            boot: None,
         })
     }
 
     /// The committed length of `file` (`size` bytes now), for which this record is: its size
-    /// between batches; after a batch that died, the batch's end if the file holds the whole
-    /// batch (its checksum matches), else its size before. Call under a lock on the file.
+    /// between batches. After a batch that died: written in this boot of this kernel, the
+    /// batch never committed (its commit point, the slot's idle rewrite, would be seen here: the
+    /// page cache is one), so its size before; written before a reboot (a power cut may have
+    /// lost the unsynced idle rewrite of an acknowledged batch) or by another machine, the
+    /// batch's end if the file holds the whole batch (its checksum matches), else its size
+    /// before. Call under a lock on the file.
     fn committed_of(&self, file: &File, size: u64) -> io::Result<u64> {
+        let this_boot = self.boot.is_some() && self.boot.as_deref() == this_boot();
         Ok(match self.range {
             Range::Idle => size,
-            Range::Batch { len, sum } => match self.before.checked_add(len) {
+            Range::Batch { len, sum } if !this_boot => match self.before.checked_add(len) {
                 Some(end) if size >= end && range_checksum(file, self.before, len)? == sum => end,
                 _ => self.before.min(size),
             },
-            Range::Poisoned { .. } | Range::Legacy => self.before.min(size),
+            Range::Batch { .. } | Range::Poisoned { .. } | Range::Legacy => self.before.min(size),
         })
     }
+}
+
+/// Where the kernel names its boot: a random id, new at every boot.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The id of this boot of the kernel (shared by every process and container on the machine,
+/// new after a reboot), read once; `None` where it cannot be read.
+pub fn this_boot() -> Option<&'static str> {
+    static BOOT: LazyLock<Option<String>> = LazyLock::new(|| {
+        std::fs::read_to_string(BOOT_ID_PATH)
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+    });
+    BOOT.as_deref()
 }
 
 /// A 64-bit checksum of a byte stream, for telling a whole batch from a torn one after a crash
@@ -450,9 +484,32 @@ fn undo(file: &File, size: u64, record: &Record) -> Result<Option<u64>> {
 pub struct Slot<'a> {
     dir: &'a Dir,
     record: File,
+    /// The inode number of the file the slot is for (its name).
+    ino: Option<u64>,
     /// True until the slot's name and size are on disk (a new slot, or one grown or cut to
     /// [`SLOT_BYTES`]): its first arming syncs its metadata and directory too.
     fresh: bool,
+    /// Created for this batch and not (yet) needed: removed again when dropped, so a file
+    /// whose only append was refused or rolled back keeps no slot.
+    created: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        // Ours and locked: unlinked only if the name is still this file (see the module doc).
+        let (Ok(meta), Some(ino)) = (self.record.metadata(), self.ino) else {
+            return;
+        };
+        let name = name_for(ino);
+        if self.dir.stat(OsStr::new(&name)).is_ok_and(|now| now.is(&meta))
+            && let Err(e) = self.dir.remove_file(OsStr::new(&name))
+        {
+            log::warn!("could not remove an unused crash record slot: {e}");
+        }
+    }
 }
 
 impl<'a> Slot<'a> {
@@ -474,6 +531,8 @@ impl<'a> Slot<'a> {
                         dir,
                         fresh: held.meta.len() != SLOT_BYTES as u64,
                         record: held.file,
+                        ino: Some(meta.ino()),
+                        created: false,
                     };
                     let cut = match read_open(&slot.record)? {
                         Found::Record(r) if !r.is_idle() && r.file.matches(&FileId::of(meta)) => {
@@ -517,7 +576,9 @@ impl<'a> Slot<'a> {
                 Slot {
                     dir,
                     record,
+                    ino: Some(meta.ino()),
                     fresh: true,
+                    created: true,
                 },
                 None,
             ));
@@ -594,16 +655,15 @@ pub struct Uncommitted<'s, 'a> {
 
 impl Uncommitted<'_, '_> {
     /// The commit point of a batch whose bytes are written and (with `fsync`) synced: the
-    /// slot goes idle. A failure to write it idle is logged, not returned: the batch is
-    /// committed either way (an armed record over a whole range keeps it).
-    pub fn commit(mut self) {
-        self.committed = true;
+    /// slot goes idle (unsynced). From then on the batch stays; before it, a crash in this boot
+    /// undoes the batch. On failure the guard rolls back, so the error the client gets is true.
+    pub fn commit(mut self) -> Result<()> {
         let end = self.before + self.len;
-        if let Err(e) = Record::new(&self.meta, end, Range::Idle)
-            .and_then(|idle| self.slot.write(&idle).map_err(StorageError::from_io))
-        {
-            log::warn!("an append is committed, but its crash record could not be cleared: {e}");
-        }
+        let idle = Record::new(&self.meta, end, Range::Idle)?;
+        self.slot.write(&idle).map_err(StorageError::from_io)?;
+        self.committed = true;
+        self.slot.created = false;
+        Ok(())
     }
 }
 
@@ -625,6 +685,9 @@ impl Drop for Uncommitted<'_, '_> {
             }
         };
         let poisoned = range != Range::Idle;
+        if poisoned {
+            self.slot.created = false;
+        }
         let written = Record::new(&self.meta, before, range).and_then(|record| {
             self.slot.write(&record).map_err(StorageError::from_io)?;
             if poisoned && self.fsync {
@@ -647,6 +710,7 @@ const MAX_RECORD_ATTEMPTS: usize = 16;
 pub fn plant_dead(dir: &Dir, meta: &Metadata, before: u64) -> Result<()> {
     let file = File::open("/dev/null").map_err(StorageError::from_io)?;
     let (mut slot, _) = Slot::take(dir, &file, meta)?;
+    slot.created = false;
     slot.write(&Record::new(meta, before, Range::Poisoned { len: 1 })?)
         .map_err(StorageError::from_io)
 }
@@ -738,6 +802,7 @@ mod tests {
             },
             before: 4096,
             range,
+            boot: Some("d2b75c84-6863-4bcf-9d0f-ea24ae43582f".to_string()),
         }
     }
 
@@ -854,7 +919,7 @@ mod tests {
             .unwrap();
         file.write_all_at(bytes, before).unwrap();
         if commit {
-            append.commit();
+            append.commit().unwrap();
         } else {
             drop(append);
         }
@@ -877,21 +942,37 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_batch_is_kept_if_whole_and_cut_if_torn() {
+    fn a_dead_batch_is_cut_in_this_boot_and_after_a_reboot_kept_only_if_whole() {
         let (_dir_path, dir, path) = dir_with_file("journal-dead-batch");
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        for (written, kept) in [(&b"batch\n"[..], &b"whole\nbatch\n"[..]), (b"bat", b"whole\n")] {
+        let cases = [
+            (None, &b"batch\n"[..], &b"whole\n"[..]),
+            (None, b"bat", b"whole\n"),
+            (Some("another-boot"), b"batch\n", b"whole\nbatch\n"),
+            (Some("another-boot"), b"bat", b"whole\n"),
+            (Some("another-boot"), b"BATCH\n", b"whole\n"),
+        ];
+        for (boot, written, kept) in cases {
             let meta = file.metadata().unwrap();
             let (mut slot, _) = Slot::take(&dir, &file, &meta).unwrap();
-            let armed = slot.begin(&file, &meta, 6, 6, Checksum::of(b"batch\n"), false).unwrap();
+            let mut armed = Record::new(&meta, 6, Range::Batch {
+                len: 6,
+                sum: Checksum::of(b"batch\n"),
+            })
+            .unwrap();
+            if let Some(boot) = boot {
+                armed.boot = Some(boot.to_string());
+            }
+            slot.write(&armed).unwrap();
             file.write_all_at(written, 6).unwrap();
-            // The process dies here: nothing is committed or rolled back.
-            std::mem::forget(armed);
+            // The writer dies here: nothing is committed or rolled back.
+            slot.created = false;
             drop(slot);
+            let what = format!("{boot:?} {:?}", String::from_utf8_lossy(written));
             let now = file.metadata().unwrap();
-            assert_eq!(committed_len(&dir, &file, &now).unwrap(), kept.len() as u64, "readers");
+            assert_eq!(committed_len(&dir, &file, &now).unwrap(), kept.len() as u64, "readers, {what}");
             let (_slot, _) = Slot::take(&dir, &file, &now).unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), kept);
+            assert_eq!(std::fs::read(&path).unwrap(), kept, "{what}");
             file.set_len(6).unwrap();
         }
     }
