@@ -212,7 +212,7 @@ pub(super) struct Entry<'e> {
 /// batch was appended, and fails every entry of it. Any failure after the record is armed puts
 /// the file back to its size before the batch ([`journal::Uncommitted`]).
 fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) -> Result<Vec<Result<u64>>> {
-    let (mut slot, cut) = journal::Slot::take(dir, &held.file, &held.meta)?;
+    let (mut slot, cut) = journal::Slot::take(dir, &held.file, &held.meta, fsync)?;
     if cut.is_some() {
         log::warn!(
             "rolled back an interrupted append (inode {})",
@@ -360,10 +360,9 @@ mod tests {
         let path = Path::new("f");
         fs::write(dir.join(path), b"whole\n").unwrap();
         let handle = Dir::open(&dir).unwrap();
-        let meta = fs::metadata(dir.join(path)).unwrap();
         // A dead appender: record written, part of a body appended, never cleaned up (its
         // guard never ran: the process died, and its locks with it).
-        journal::plant_dead(&handle, &meta, 6).unwrap();
+        journal::plant_dead(&handle, &fs::File::open(dir.join(path)).unwrap(), 6).unwrap();
         std::io::Write::write_all(
             &mut fs::OpenOptions::new().append(true).open(dir.join(path)).unwrap(),
             b"hal",

@@ -43,6 +43,7 @@ mod crash;
 mod errors;
 mod faults;
 mod framing;
+mod group_commit;
 mod limits;
 mod listings;
 mod methods;
