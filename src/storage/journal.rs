@@ -445,6 +445,12 @@ pub fn read(dir: &Dir, ino: u64) -> Result<Found> {
     read_open(&file)
 }
 
+/// True when the record for inode `ino` in `dir` is an idle slot (a file between batches of
+/// appends: nothing to undo).
+pub fn is_idle(dir: &Dir, ino: u64) -> Result<bool> {
+    Ok(matches!(read(dir, ino)?, Found::Record(r) if r.is_idle()))
+}
+
 /// Reads the record in the open record file `file`: only a regular file of at most
 /// [`MAX_RECORD_BYTES`] that parses in full is one.
 fn read_open(file: &File) -> Result<Found> {
