@@ -103,7 +103,10 @@ fn commit(
                     check: &check,
                 };
                 let mut outcomes = append_batch(dir, &mut held, std::slice::from_ref(&entry), fsync)?;
-                return outcomes.pop().unwrap_or_else(|| Err(commit_kept_racing())).map(|before| before + len);
+                return outcomes
+                    .pop()
+                    .unwrap_or_else(|| Err(commit_kept_racing()))
+                    .map(|before| before + len);
             }
         }
         creatable?;
@@ -131,7 +134,13 @@ pub(super) enum Batch {
 /// A batch of `jobs` (each a spooled body, its length and its expected offset) appended to
 /// the file at `parent`/`name` under one lock, one armed record and one sync: what the leader
 /// of a [`group`] queue runs for everyone in it.
-pub(super) fn run_batch(root: &Root, parent: &Path, name: &OsStr, jobs: &[(&Spool, u64, Option<u64>)], fsync: bool) -> Batch {
+pub(super) fn run_batch(
+    root: &Root,
+    parent: &Path,
+    name: &OsStr,
+    jobs: &[(&Spool, u64, Option<u64>)],
+    fsync: bool,
+) -> Batch {
     let dir = match root.open_dir(parent) {
         Ok(dir) => dir,
         Err(StorageError::NotFound) => return Batch::Missing,
@@ -230,7 +239,11 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
             add_body_to(&mut sum, entry.spool).map_err(StorageError::from_io)?;
         }
         outcomes.push(outcome.map(|()| end));
-        end += if outcomes.last().is_some_and(Result::is_ok) { entry.len } else { 0 };
+        end += if outcomes.last().is_some_and(Result::is_ok) {
+            entry.len
+        } else {
+            0
+        };
     }
     if end == before {
         return Ok(outcomes);
@@ -292,7 +305,13 @@ mod tests {
     fn others(dir: &std::path::Path) -> usize {
         fs::read_dir(dir)
             .unwrap()
-            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with(journal::JOURNAL_PREFIX))
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(journal::JOURNAL_PREFIX)
+            })
             .count()
     }
 

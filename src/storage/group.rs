@@ -75,7 +75,15 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Appends `spool` (`len` bytes; at offset `size` if given) to the file at `parent`/`name`,
 /// in a batch with other appends to it from this process. Waits for the answer.
-pub fn append(root: &Root, parent: &Path, name: &OsStr, spool: Spool, size: Option<u64>, len: u64, fsync: bool) -> Joined {
+pub fn append(
+    root: &Root,
+    parent: &Path,
+    name: &OsStr,
+    spool: Spool,
+    size: Option<u64>,
+    len: u64,
+    fsync: bool,
+) -> Joined {
     let key = parent.join(name);
     let queue = {
         let mut queues = locked(&QUEUES);
@@ -95,7 +103,16 @@ pub fn append(root: &Root, parent: &Path, name: &OsStr, spool: Spool, size: Opti
 
 impl Queue {
     #[allow(clippy::too_many_arguments)]
-    fn run(&self, root: &Root, parent: &Path, name: &OsStr, spool: Spool, size: Option<u64>, len: u64, fsync: bool) -> Joined {
+    fn run(
+        &self,
+        root: &Root,
+        parent: &Path,
+        name: &OsStr,
+        spool: Spool,
+        size: Option<u64>,
+        len: u64,
+        fsync: bool,
+    ) -> Joined {
         let mut state = locked(&self.state);
         let ticket = state.next_ticket;
         state.next_ticket += 1;

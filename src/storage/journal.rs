@@ -403,7 +403,10 @@ fn range_checksum(file: &File, at: u64, len: u64) -> io::Result<u64> {
         let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
         let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], at + done)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "range shorter than recorded"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "range shorter than recorded",
+            ));
         }
         sum.update(&buf[..n]);
         done += n as u64;
@@ -903,7 +906,11 @@ mod tests {
         assert_eq!(Record::decode(&text(&unborn)), Some(unborn));
         let full = text(&record(Range::Idle));
         assert_eq!(Record::decode(&format!("{full}extra\n")), None);
-        assert_eq!(Record::decode(&full.replace("before 4096", "before 4097")), None, "check line");
+        assert_eq!(
+            Record::decode(&full.replace("before 4096", "before 4097")),
+            None,
+            "check line"
+        );
     }
 
     #[test]
@@ -996,7 +1003,11 @@ mod tests {
         let ino = file.metadata().unwrap().ino();
         batch(&dir, &file, b"dropped\n", false);
         batch(&dir, &file, b"more\n", true);
-        assert_eq!(std::fs::read(&path).unwrap(), b"whole\nmore\n", "only the committed batch stays");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"whole\nmore\n",
+            "only the committed batch stays"
+        );
         let slot = std::fs::read(dir_path.join(name_for(ino))).unwrap();
         assert_eq!(slot.len(), SLOT_BYTES, "the slot stays, rewritten in place");
         let Found::Record(r) = read(&dir, ino).unwrap() else {
@@ -1019,10 +1030,14 @@ mod tests {
         for (boot, written, kept) in cases {
             let meta = file.metadata().unwrap();
             let (mut slot, _) = Slot::take(&dir, &file, &meta, false).unwrap();
-            let mut armed = Record::new(&meta, 6, Range::Batch {
-                len: 6,
-                sum: Checksum::of(b"batch\n"),
-            })
+            let mut armed = Record::new(
+                &meta,
+                6,
+                Range::Batch {
+                    len: 6,
+                    sum: Checksum::of(b"batch\n"),
+                },
+            )
             .unwrap();
             if let Some(boot) = boot {
                 armed.boot = Some(boot.to_string());
@@ -1034,7 +1049,11 @@ mod tests {
             drop(slot);
             let what = format!("{boot:?} {:?}", String::from_utf8_lossy(written));
             let now = file.metadata().unwrap();
-            assert_eq!(committed_len(&dir, &file, &now).unwrap(), kept.len() as u64, "readers, {what}");
+            assert_eq!(
+                committed_len(&dir, &file, &now).unwrap(),
+                kept.len() as u64,
+                "readers, {what}"
+            );
             let (_slot, _) = Slot::take(&dir, &file, &now, false).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), kept, "{what}");
             file.set_len(6).unwrap();

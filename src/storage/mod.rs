@@ -13,11 +13,11 @@
 
 pub mod append;
 pub mod dir;
+pub mod group;
 pub mod jail;
 pub mod journal;
 pub mod list;
 pub mod lock;
-pub mod group;
 pub mod move_delete;
 pub mod preconditions;
 pub mod root;

@@ -27,7 +27,10 @@ fn record(lane: usize, seq: usize) -> Vec<u8> {
 /// Sends an append of `body` to `path` on `conn`: its status, or `None` if the connection
 /// broke (the server died).
 fn append_on(conn: &mut Conn, path: &str, body: &[u8]) -> Option<u16> {
-    let head = format!("PUT /file/{path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "PUT /file/{path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     conn.send(head.as_bytes()).send(body);
     conn.try_response().map(|r| r.status)
 }
@@ -36,7 +39,12 @@ fn append_on(conn: &mut Conn, path: &str, body: &[u8]) -> Option<u16> {
 /// every record whole, none twice, every acknowledged one there, and nothing past the one
 /// each lane had in flight. Returns how many records each lane has.
 fn check_records(bytes: &[u8], acked: &[usize], what: &str) -> Vec<usize> {
-    assert_eq!(bytes.len() % RECORD, 0, "{what}: {} bytes are not whole records", bytes.len());
+    assert_eq!(
+        bytes.len() % RECORD,
+        0,
+        "{what}: {} bytes are not whole records",
+        bytes.len()
+    );
     let mut seen: HashMap<(usize, usize), usize> = HashMap::new();
     for (at, got) in bytes.chunks(RECORD).enumerate() {
         let text = String::from_utf8_lossy(got);
@@ -60,7 +68,10 @@ fn check_records(bytes: &[u8], acked: &[usize], what: &str) -> Vec<usize> {
     }
     for (lane, &n) in acked.iter().enumerate() {
         for seq in 0..n {
-            assert!(seen.contains_key(&(lane, seq)), "{what}: acknowledged lane {lane} record {seq} is lost");
+            assert!(
+                seen.contains_key(&(lane, seq)),
+                "{what}: acknowledged lane {lane} record {seq} is lost"
+            );
         }
     }
     present
