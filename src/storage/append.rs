@@ -4,12 +4,15 @@
 //!    before the body is read, so a stale offset is refused before `100 Continue` invites the
 //!    body; they are checked again at commit, under the lock, where they count.
 //! 2. The body is received whole into a [`Spool`] (memory or a temp file), holding no lock.
-//! 3. Commit, under the file's exclusive lock ([`lock`]), disk work only: settle a dead
-//!    appender's crash record, re-check the preconditions, write our record (the size to return
-//!    to), write the body at the file's size (never `O_APPEND`), sync, remove the record, sync
-//!    the directory. A missing file is instead created whole: the body goes to a temp file that
-//!    is linked in (`link(2)` fails if the name appeared meanwhile; then it is an append after
-//!    all), so nobody ever sees a new file empty or half written.
+//! 3. Commit, in a batch with the other appends to the file queued in this process
+//!    ([`group`]; an append tested against the file's version goes alone), under the file's
+//!    exclusive lock ([`lock`]), disk work only: settle what a dead appender left, check each
+//!    append's preconditions in turn, arm the file's crash record slot (the size to return to,
+//!    the batch's length and checksum), write each body at the running size (never
+//!    `O_APPEND`), sync once, write the slot idle (the commit point). A missing file is
+//!    instead created whole: the body goes to a temp file that is linked in (`link(2)` fails if
+//!    the name appeared meanwhile; then it is an append after all), so nobody ever sees a new
+//!    file empty or half written.
 //!
 //! The states, and why a crash in any of them is safe, are in `docs/write-protocol.md`.
 

@@ -1,15 +1,19 @@
-//! Crash records of appends: how to undo an append that died between its first and last byte.
+//! Crash records of appends: how to undo a batch of appends that died between its first byte
+//! and its commit.
 //!
-//! Before an append writes a byte, its holder (see [`super::lock`]) writes a record
-//! `.http-nas-journal-<inode>` beside the file, naming the file by identity (device, inode,
-//! birth time where the filesystem keeps one, and a random id) and giving the size to return
-//! to. The record is removed once the append is whole (and on disk, with fsync); it is only
-//! ever written, read for a rollback, or removed by the file's lock holder, so a record found
-//! under the lock always belongs to a dead appender. Readers read it under a shared lock only
-//! to cap the size they serve. See `docs/write-protocol.md`.
+//! Each file appended to has a record slot `.http-nas-journal-<inode>` beside it, [`SLOT_BYTES`]
+//! long, made once and then rewritten in place ([`Slot`]): armed (the file's identity: device,
+//! inode, birth time where the filesystem keeps one, a random id; the size to return to; the
+//! length and checksum of the batch; the boot it was written in) before a batch's first byte,
+//! idle after its sync, which is the batch's commit point. Only the file's lock holder writes
+//! it, so an armed record found under the lock (or by a reader under a shared lock) belongs to
+//! a dead appender: in this boot its batch is undone; after a reboot, kept if the range matches
+//! its checksum (an acknowledged batch whose idle rewrite a power cut lost). Files that may
+//! have a record carry a sign in their mode ([`may_have_record`]), so readers of other files
+//! skip the lookup. See `docs/write-protocol.md`.
 //!
-//! A live appender also holds an exclusive lock on its record file itself, from just after
-//! creating it until it has removed it. That lets a sweep tell a record whose file is not
+//! An appender also holds an exclusive lock on the record file itself while it uses it (a
+//! batch). That lets a sweep tell a record whose file is not
 //! beside it (an orphan: its appender died and the file was removed or renamed by another
 //! writer, or the name was planted) from a live append's record, without the file's lock: it
 //! removes the record only if it can take the record's own lock at once and the name still
