@@ -238,7 +238,7 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
     let mut outcomes = Vec::with_capacity(entries.len());
     for entry in entries {
         let outcome = (entry.check)(&held.file, &held.meta, end);
-        if outcome.is_ok() {
+        if outcome.is_ok() && fsync {
             add_body_to(&mut sum, entry.spool).map_err(StorageError::from_io)?;
         }
         outcomes.push(outcome.map(|()| end));
@@ -251,7 +251,14 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
     if end == before {
         return Ok(outcomes);
     }
-    let batch = slot.begin(&held.file, &held.meta, before, end - before, sum.finish(), fsync)?;
+    let batch = slot.begin(
+        &held.file,
+        &held.meta,
+        before,
+        end - before,
+        fsync.then(|| sum.finish()),
+        fsync,
+    )?;
     for (entry, outcome) in entries.iter().zip(&outcomes) {
         if let Ok(at) = outcome {
             write_body(held, entry.spool, *at).map_err(StorageError::from_io)?;

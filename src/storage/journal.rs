@@ -109,6 +109,9 @@ pub enum Range {
     /// A batch whose sync failed and that could not be cut back: always rolled back, whatever
     /// the page cache shows (after a failed sync it may show bytes the disk does not hold).
     Poisoned { len: u64 },
+    /// A batch of `len` bytes written without `fsync` (no power cut is survived then, so no
+    /// checksum is kept): always rolled back.
+    Unsummed { len: u64 },
     /// A record of the older format: always rolled back.
     Legacy,
 }
@@ -154,6 +157,7 @@ impl Record {
             Range::Idle => "idle".to_string(),
             Range::Batch { len, sum } => format!("{len} {sum:016x}"),
             Range::Poisoned { len } => format!("{len} poisoned"),
+            Range::Unsummed { len } => format!("{len} -"),
             Range::Legacy => "legacy".to_string(),
         };
         let body = format!(
@@ -198,6 +202,7 @@ impl Record {
             "legacy" => Range::Legacy,
             r => match r.split_once(' ')? {
                 (len, "poisoned") => Range::Poisoned { len: len.parse().ok()? },
+                (len, "-") => Range::Unsummed { len: len.parse().ok()? },
                 (len, sum) => Range::Batch {
                     len: len.parse().ok()?,
                     sum: u64::from_str_radix(sum, 16).ok()?,
@@ -255,7 +260,9 @@ impl Record {
                 Some(end) if size >= end && range_checksum(file, self.before, len)? == sum => end,
                 _ => self.before.min(size),
             },
-            Range::Batch { .. } | Range::Poisoned { .. } | Range::Legacy => self.before.min(size),
+            Range::Batch { .. } | Range::Poisoned { .. } | Range::Unsummed { .. } | Range::Legacy => {
+                self.before.min(size)
+            }
         })
     }
 }
@@ -665,7 +672,8 @@ impl<'a> Slot<'a> {
         Ok(())
     }
 
-    /// Arms the slot for a batch of `len` bytes with checksum `sum` to be written to `file`
+    /// Arms the slot for a batch of `len` bytes with checksum `sum` (none without `fsync`: such
+    /// a batch is always undone after a crash) to be written to `file`
     /// (metadata `meta`) at `before`, durably with `fsync` (an in-place data sync; the first
     /// time, the slot's metadata and directory entry too), before any byte of it is written.
     /// The returned guard commits the batch or rolls it back.
@@ -675,10 +683,14 @@ impl<'a> Slot<'a> {
         meta: &Metadata,
         before: u64,
         len: u64,
-        sum: u64,
+        sum: Option<u64>,
         fsync: bool,
     ) -> Result<Uncommitted<'s, 'a>> {
-        let armed = Record::new(meta, before, Range::Batch { len, sum })?;
+        let range = match sum {
+            Some(sum) => Range::Batch { len, sum },
+            None => Range::Unsummed { len },
+        };
+        let armed = Record::new(meta, before, range)?;
         self.write(&armed).map_err(StorageError::from_io)?;
         if fsync {
             let synced = if self.fresh {
@@ -890,6 +902,7 @@ mod tests {
                 sum: u64::MAX - 7,
             },
             Range::Poisoned { len: 5 },
+            Range::Unsummed { len: 7 },
         ] {
             let r = record(range);
             let full = text(&r);
@@ -990,7 +1003,7 @@ mod tests {
         let (mut slot, _) = Slot::take(dir, file, &meta, false).unwrap();
         let before = meta.len();
         let append = slot
-            .begin(file, &meta, before, bytes.len() as u64, Checksum::of(bytes), true)
+            .begin(file, &meta, before, bytes.len() as u64, Some(Checksum::of(bytes)), true)
             .unwrap();
         file.write_all_at(bytes, before).unwrap();
         if commit {
@@ -1071,7 +1084,7 @@ mod tests {
         let meta = file.metadata().unwrap();
         assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None, "no record: unknown");
         let (mut slot, _) = Slot::take(&dir, &file, &meta, false).unwrap();
-        let append = slot.begin(&file, &meta, 6, 12, 0, false).unwrap();
+        let append = slot.begin(&file, &meta, 6, 12, None, false).unwrap();
         file.write_all_at(b"uncommitted\n", 6).unwrap();
         assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), Some(6));
         drop(append);
@@ -1106,7 +1119,9 @@ mod tests {
         let stuck = std::fs::File::open(&path).unwrap();
         let meta = stuck.metadata().unwrap();
         let (mut slot, _) = Slot::take(&dir, &stuck, &meta, false).unwrap();
-        let append = slot.begin(&stuck, &meta, 6, 4, Checksum::of(b"torn"), false).unwrap();
+        let append = slot
+            .begin(&stuck, &meta, 6, 4, Some(Checksum::of(b"torn")), false)
+            .unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
