@@ -15,6 +15,7 @@
 //! batch fails every append in it (see `docs/write-protocol.md`, "An append").
 
 use super::append::{self, Batch};
+use super::lock;
 use super::root::Root;
 use super::temp::Spool;
 use super::{Result, StorageError};
@@ -127,6 +128,9 @@ impl Queue {
                 return answer;
             }
             if state.leading {
+                // Counted as waiting for a lock: the leader may be waiting for the file's (a
+                // frozen replica holding it), and readiness counts every worker stuck so.
+                let _waiting = lock::Waiting::start();
                 state = self.turn.wait(state).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }

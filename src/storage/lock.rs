@@ -67,11 +67,12 @@ pub fn waiters() -> usize {
     WAITERS.load(Ordering::Relaxed)
 }
 
-/// Counts its thread in [`WAITERS`] while it lives.
-struct Waiting;
+/// Counts its thread in [`WAITERS`] while it lives (also a thread waiting for the batch of
+/// appends it queued behind a lock wait, [`super::group`]).
+pub(super) struct Waiting;
 
 impl Waiting {
-    fn start() -> Waiting {
+    pub(super) fn start() -> Waiting {
         WAITERS.fetch_add(1, Ordering::Relaxed);
         Waiting
     }
