@@ -4,24 +4,32 @@
 //!    before the body is read, so a stale offset is refused before `100 Continue` invites the
 //!    body; they are checked again at commit, under the lock, where they count.
 //! 2. The body is received whole into a [`Spool`] (memory or a temp file), holding no lock.
-//! 3. Commit, under the file's exclusive lock ([`lock`]), disk work only: settle a dead
-//!    appender's crash record, re-check the preconditions, write our record (the size to return
-//!    to), write the body at the file's size (never `O_APPEND`), sync, remove the record, sync
-//!    the directory. A missing file is instead created whole: the body goes to a temp file that
-//!    is linked in (`link(2)` fails if the name appeared meanwhile; then it is an append after
-//!    all), so nobody ever sees a new file empty or half written.
+//! 3. Commit, in a batch with the other appends to the file queued in this process
+//!    ([`group`]; an append tested against the file's version goes alone), under the file's
+//!    exclusive lock ([`lock`]), disk work only: settle what a dead appender left, check each
+//!    append's preconditions in turn, arm the file's crash record slot (the size to return to,
+//!    the batch's length and checksum), write each body at the running size (never
+//!    `O_APPEND`), sync once, keep the file's digests extended by the batch's bodies
+//!    ([`digest`]), write the slot idle (the commit point). A missing file is
+//!    instead created whole: the body goes to a temp file that is linked in (`link(2)` fails if
+//!    the name appeared meanwhile; then it is an append after all), so nobody ever sees a new
+//!    file empty or half written.
 //!
 //! The states, and why a crash in any of them is safe, are in `docs/write-protocol.md`.
 
 use super::digest;
 use super::dir::{Access, Dir};
-use super::journal::{self, Uncommitted};
+use super::group;
+use super::journal::{self, Checksum};
 use super::lock::{self, Held};
 use super::preconditions::Conditions;
 use super::root::Root;
 use super::temp::{Spool, TempFile};
-use super::{MAX_COMMIT_ATTEMPTS, PathError, Result, StorageError, commit_kept_racing, committed_state, split};
+use super::{
+    COPY_BUF_BYTES, MAX_COMMIT_ATTEMPTS, PathError, Result, StorageError, commit_kept_racing, committed_state, split,
+};
 use std::ffi::OsStr;
+use std::fs::{File, Metadata};
 use std::path::Path;
 
 /// Appends `body` to the file at `path` (relative to the root; created if missing, if
@@ -97,8 +105,10 @@ impl Received {
     }
 }
 
-/// Step 3: the spooled body into the file, under its lock; or, for a missing file, a whole new
-/// file linked in. Also the commit of a concatenation's append ([`super::concat`]).
+/// Step 3: the spooled body into the file, under its lock, in a batch with other appends to it
+/// from this process ([`group`]) when its conditions are only an offset; or, for a missing
+/// file, a whole new file linked in. Also the commit of a concatenation's append
+/// ([`super::concat`]).
 // The target, the body, and what the commit must hold to: each its own argument, as the steps
 // below take them apart.
 #[allow(clippy::too_many_arguments)]
@@ -113,20 +123,62 @@ pub(crate) fn commit(
     fsync: bool,
 ) -> Result<u64> {
     let len = body.spool.byte_len()?;
+    // The body's own digests are checked now, before any lock. Asked about a file whose
+    // digests are unknown (`None`), the check refuses any claim on the file's digests after the
+    // write (`Repr-Digest`): such an append is checked again, alone, under the lock.
+    let claims_repr = match (digests.check)(&body.hasher.sums(), None) {
+        Ok(()) => false,
+        Err(digest::Refused::Malformed(_)) => true,
+        Err(refused) => return Err(StorageError::Digest(refused)),
+    };
     // A root renamed away while the body came in gets nothing appended in it (the caller
     // checks again after the commit, for a rename in the instant between).
     root.present()?;
+    // A test of the file's version, or of its digests, can only be answered by the state at
+    // its own commit: such an append is a batch of its own. An offset is checked in any batch,
+    // against the size the appends before it in the batch leave.
+    let batchable = conditions.version.is_none()
+        && conditions.unmodified_since.is_none()
+        && !conditions.absent
+        && conditions.none_match.is_none()
+        && !claims_repr;
     for _ in 0..MAX_COMMIT_ATTEMPTS {
-        // The directory as it is now: a move or delete of it meanwhile counts.
-        let dir = match root.open_dir(parent) {
-            Ok(dir) => Some(dir),
-            Err(StorageError::NotFound) => None,
-            Err(e) => return Err(e),
-        };
-        if let Some(dir) = &dir
-            && let Some(mut held) = lock::lock(dir, name, Access::Write)?
-        {
-            return append_locked(dir, &mut held, &body, conditions, digests, fsync).map(|before| before + len);
+        if batchable {
+            match group::append(root, parent, name, body, conditions.size, len, fsync) {
+                group::Joined::Done(outcome) => {
+                    return outcome.map(|(size, repr)| {
+                        digests.repr = repr;
+                        size
+                    });
+                }
+                group::Joined::Missing(back) => body = *back,
+            }
+        } else {
+            // The directory as it is now: a move or delete of it meanwhile counts.
+            let dir = match root.open_dir(parent) {
+                Ok(dir) => Some(dir),
+                Err(StorageError::NotFound) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(dir) = &dir
+                && let Some(mut held) = lock::lock(dir, name, Access::Write)?
+            {
+                let check = |file: &File, meta: &Metadata, len: u64| conditions.check(Some((file, meta, len)));
+                let entry = Entry {
+                    body: &body,
+                    len,
+                    check: &check,
+                    verify: Some(digests.check),
+                };
+                let mut outcomes = append_batch(dir, &mut held, std::slice::from_ref(&entry), fsync)?;
+                return outcomes
+                    .pop()
+                    .unwrap_or_else(|| Err(commit_kept_racing()))
+                    .map(|(before, repr)| {
+                        digests.repr = repr;
+                        before + len
+                    });
+            }
         }
         creatable?;
         match create_whole(root, parent, name, &mut body, conditions, digests, fsync) {
@@ -137,6 +189,67 @@ pub(crate) fn commit(
         }
     }
     Err(commit_kept_racing())
+}
+
+/// How a batch of appends ended, for [`group`].
+pub(super) enum Batch {
+    /// The file is not there: each append creates it, or finds it, on its own.
+    Missing,
+    /// Nothing of the batch was appended, for this reason (a lock that stayed held, a failed
+    /// write or sync).
+    Failed(StorageError),
+    /// Each append's size before it and the file's digests after it (where kept), or why it
+    /// was refused (its offset), in order.
+    Done(Vec<Result<Appended>>),
+}
+
+/// What one append of a batch did: the file's size before it, and the file's digests after
+/// it, where they are kept.
+pub(super) type Appended = (u64, Option<digest::Sums>);
+
+/// A batch of `jobs` (each a received body, its length and its expected offset) appended to
+/// the file at `parent`/`name` under one lock, one armed record and one sync: what the leader
+/// of a [`group`] queue runs for everyone in it.
+pub(super) fn run_batch(
+    root: &Root,
+    parent: &Path,
+    name: &OsStr,
+    jobs: &[(&Received, u64, Option<u64>)],
+    fsync: bool,
+) -> Batch {
+    let dir = match root.open_dir(parent) {
+        Ok(dir) => dir,
+        Err(StorageError::NotFound) => return Batch::Missing,
+        Err(e) => return Batch::Failed(e),
+    };
+    let mut held = match lock::lock(&dir, name, Access::Write) {
+        Ok(Some(held)) => held,
+        Ok(None) => return Batch::Missing,
+        Err(e) => return Batch::Failed(e),
+    };
+    let checks: Vec<_> = jobs
+        .iter()
+        .map(|&(_, _, size)| {
+            move |_: &File, _: &Metadata, len: u64| match size {
+                Some(want) if want != len => Err(StorageError::OffsetMismatch { current: len }),
+                _ => Ok(()),
+            }
+        })
+        .collect();
+    let entries: Vec<Entry<'_>> = jobs
+        .iter()
+        .zip(&checks)
+        .map(|(&(body, len, _), check)| Entry {
+            body,
+            len,
+            check,
+            verify: None,
+        })
+        .collect();
+    match append_batch(&dir, &mut held, &entries, fsync) {
+        Ok(outcomes) => Batch::Done(outcomes),
+        Err(e) => Batch::Failed(e),
+    }
 }
 
 /// A missing file is created whole: the body in a temp file, synced before any missing parent
@@ -181,17 +294,27 @@ fn create_whole(
     Ok(true)
 }
 
-/// Under `held`'s lock: settle a dead appender's record, re-check the conditions, have the
-/// digests approved, append. Returns the size before the append.
-fn append_locked(
-    dir: &Dir,
-    held: &mut Held,
-    body: &Received,
-    conditions: &Conditions<'_>,
-    digests: &mut digest::Plan<'_>,
-    fsync: bool,
-) -> Result<u64> {
-    if journal::settle(dir, &held.file, &held.meta, fsync)?.is_some() {
+/// One append of a batch: its received body (and the body's digests), the body's length, the
+/// check of its preconditions against the state it would commit on (the file, its metadata,
+/// the committed size the appends before it in the batch leave), and, for an append that
+/// claims the file's digests after it, the check of those.
+pub(super) struct Entry<'e> {
+    pub body: &'e Received,
+    pub len: u64,
+    pub check: &'e dyn Fn(&File, &Metadata, u64) -> Result<()>,
+    pub verify: Option<digest::Check<'e>>,
+}
+
+/// Under `held`'s lock: settle what a dead appender left, check each entry's conditions (and
+/// digests) in turn, arm the record for the accepted ones, write their bytes one after another,
+/// sync once, keep the file's digests as the last accepted one leaves them, commit. Returns each
+/// entry's size before it and the file's digests after it (or its refusal); an error means
+/// nothing of the batch was appended, and fails every entry of it. Any failure after the record
+/// is armed puts the file back to its size before the batch ([`journal::Uncommitted`]), and
+/// its kept digests then name a version that is gone.
+fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) -> Result<Vec<Result<Appended>>> {
+    let (mut slot, cut) = journal::Slot::take(dir, &held.file, &held.meta, fsync)?;
+    if cut.is_some() {
         log::warn!(
             "rolled back an interrupted append (inode {})",
             std::os::unix::fs::MetadataExt::ino(&held.meta)
@@ -199,20 +322,63 @@ fn append_locked(
         held.refresh()?;
     }
     let before = held.meta.len();
-    conditions.check(Some((&held.file, &held.meta, before)))?;
-    let after = extended_digests(dir, held, body, before)?;
-    let appended = body.hasher.sums();
-    let repr = after.as_ref().map(digest::Kept::sums);
-    (digests.check)(&appended, repr.as_ref()).map_err(StorageError::Digest)?;
-    write_locked(dir, held, &body.spool, before, after.as_ref(), fsync)?;
-    digests.repr = repr;
-    Ok(before)
+    // The file's digests as kept for the version under the lock (`None`: made before, or
+    // changed by another writer since), extended by each accepted body in turn.
+    let mut kept = digest::load(Some(dir), &held.file, &held.meta, before);
+    let mut end = before;
+    let mut sum = Checksum::default();
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let outcome = (entry.check)(&held.file, &held.meta, end).and_then(|()| {
+            let after = extended(kept.as_ref(), entry.body)?;
+            let repr = after.as_ref().map(digest::Kept::sums);
+            if let Some(verify) = entry.verify {
+                verify(&entry.body.hasher.sums(), repr.as_ref()).map_err(StorageError::Digest)?;
+            }
+            Ok((after, repr))
+        });
+        match outcome {
+            Ok((after, repr)) => {
+                if fsync {
+                    add_body_to(&mut sum, &entry.body.spool).map_err(StorageError::from_io)?;
+                }
+                outcomes.push(Ok((end, repr)));
+                kept = after;
+                end += entry.len;
+            }
+            Err(e) => outcomes.push(Err(e)),
+        }
+    }
+    if end == before {
+        return Ok(outcomes);
+    }
+    let batch = slot.begin(
+        &held.file,
+        &held.meta,
+        before,
+        end - before,
+        fsync.then(|| sum.finish()),
+        fsync,
+    )?;
+    for (entry, outcome) in entries.iter().zip(&outcomes) {
+        if let Ok((at, _)) = outcome {
+            write_body(held, &entry.body.spool, *at).map_err(StorageError::from_io)?;
+        }
+    }
+    if fsync {
+        held.file.sync_data().map_err(StorageError::from_io)?;
+    }
+    if let Some(kept) = &kept {
+        digest::store(dir, &held.file, kept);
+    }
+    commit_point(batch)?;
+    Ok(outcomes)
 }
 
-/// The file's digests after `body` is appended at `before`, from those kept for it (`None` if
-/// it has none kept: made before, or changed by another writer since).
-fn extended_digests(dir: &Dir, held: &Held, body: &Received, before: u64) -> Result<Option<digest::Kept>> {
-    let Some(kept) = digest::load(Some(dir), &held.file, &held.meta, before) else {
+/// The file's digests after `body` is appended to a file whose digests were `kept` (`None`
+/// stays `None`): crc32c combined, the sha-256 state fed the body's bytes.
+fn extended(kept: Option<&digest::Kept>, body: &Received) -> Result<Option<digest::Kept>> {
+    let Some(kept) = kept else {
         return Ok(None);
     };
     let appended = body.hasher.sums();
@@ -223,26 +389,37 @@ fn extended_digests(dir: &Dir, held: &Held, body: &Received, before: u64) -> Res
     .map_err(StorageError::from_io)
 }
 
-/// Under `held`'s lock: record, write at `before`, sync, keep the file's digests `after` (if
-/// known), commit; any failure on the way puts the file back to `before` bytes
-/// ([`Uncommitted`]), and its kept digests then name a version that is gone.
-fn write_locked(
-    dir: &Dir,
-    held: &Held,
-    spool: &Spool,
-    before: u64,
-    after: Option<&digest::Kept>,
-    fsync: bool,
-) -> Result<()> {
-    let append = Uncommitted::begin(dir, &held.file, &held.meta, before, fsync)?;
-    spool
-        .write_at(held, before)
-        .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) })
-        .map_err(StorageError::from_io)?;
-    if let Some(after) = after {
-        digest::store(dir, &held.file, after);
+/// The bytes of one append: its spooled body, written into the held file at `at` (never
+/// through `O_APPEND`).
+fn write_body(held: &Held, spool: &Spool, at: u64) -> std::io::Result<()> {
+    spool.write_at(held, at)
+}
+
+/// The commit point of a batch whose bytes are written and synced: after it, every append of
+/// the batch stays (its crash record no longer asks for a rollback); if it fails, none does.
+fn commit_point(batch: journal::Uncommitted<'_, '_>) -> Result<()> {
+    batch.commit()
+}
+
+/// Adds the bytes of a spooled body to `sum` (read back from its temp file for a large one).
+fn add_body_to(sum: &mut Checksum, spool: &Spool) -> std::io::Result<()> {
+    match spool {
+        Spool::Memory(bytes) => sum.update(bytes),
+        Spool::File(temp) => {
+            let file = temp.file();
+            let mut buf = vec![0u8; COPY_BUF_BYTES];
+            let mut at = 0u64;
+            loop {
+                let n = std::os::unix::fs::FileExt::read_at(file, &mut buf, at)?;
+                if n == 0 {
+                    break;
+                }
+                sum.update(&buf[..n]);
+                at += n as u64;
+            }
+        }
     }
-    append.commit()
+    Ok(())
 }
 
 #[cfg(test)]
@@ -251,6 +428,20 @@ mod tests {
     use crate::storage::{Broken, test_root};
     use std::fs;
     use std::io::Read;
+
+    /// Entries of `dir` other than crash record slots.
+    fn others(dir: &std::path::Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(journal::JOURNAL_PREFIX)
+            })
+            .count()
+    }
 
     fn any() -> Conditions<'static> {
         Conditions::default()
@@ -277,10 +468,12 @@ mod tests {
         let mut want = b"a\nb\n".to_vec();
         want.extend_from_slice(&big);
         assert_eq!(fs::read(dir.join(path)).unwrap(), want);
-        assert_eq!(
-            fs::read_dir(dir.join("d")).unwrap().count(),
-            1,
-            "no temp file or record left"
+        assert_eq!(others(&dir.join("d")), 1, "no temp file left");
+        let ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(dir.join(path)).unwrap());
+        let handle = Dir::open(&dir.join("d")).unwrap();
+        assert!(
+            matches!(journal::read(&handle, ino).unwrap(), journal::Found::Record(r) if r.is_idle()),
+            "the record slot stays, idle"
         );
     }
 
@@ -314,10 +507,9 @@ mod tests {
         let path = Path::new("f");
         fs::write(dir.join(path), b"whole\n").unwrap();
         let handle = Dir::open(&dir).unwrap();
-        let meta = fs::metadata(dir.join(path)).unwrap();
         // A dead appender: record written, part of a body appended, never cleaned up (its
         // guard never ran: the process died, and its locks with it).
-        journal::plant_dead(&handle, &meta, 6).unwrap();
+        journal::plant_dead(&handle, &fs::File::open(dir.join(path)).unwrap(), 6).unwrap();
         std::io::Write::write_all(
             &mut fs::OpenOptions::new().append(true).open(dir.join(path)).unwrap(),
             b"hal",
@@ -330,7 +522,7 @@ mod tests {
             11
         );
         assert_eq!(fs::read(dir.join(path)).unwrap(), b"whole\nnext\n");
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "the record is gone");
+        assert_eq!(others(&dir), 1, "nothing but the file and its record slot");
     }
 
     #[test]

@@ -1,15 +1,19 @@
-//! Crash records of appends: how to undo an append that died between its first and last byte.
+//! Crash records of appends: how to undo a batch of appends that died between its first byte
+//! and its commit.
 //!
-//! Before an append writes a byte, its holder (see [`super::lock`]) writes a record
-//! `.http-nas-journal-<inode>` beside the file, naming the file by identity (device, inode,
-//! birth time where the filesystem keeps one, and a random id) and giving the size to return
-//! to. The record is removed once the append is whole (and on disk, with fsync); it is only
-//! ever written, read for a rollback, or removed by the file's lock holder, so a record found
-//! under the lock always belongs to a dead appender. Readers read it under a shared lock only
-//! to cap the size they serve. See `docs/write-protocol.md`.
+//! Each file appended to has a record slot `.http-nas-journal-<inode>` beside it, [`SLOT_BYTES`]
+//! long, made once and then rewritten in place ([`Slot`]): armed (the file's identity: device,
+//! inode, birth time where the filesystem keeps one, a random id; the size to return to; the
+//! length and checksum of the batch; the boot it was written in) before a batch's first byte,
+//! idle after its sync, which is the batch's commit point. Only the file's lock holder writes
+//! it, so an armed record found under the lock (or by a reader under a shared lock) belongs to
+//! a dead appender: in this boot its batch is undone; after a reboot, kept if the range matches
+//! its checksum (an acknowledged batch whose idle rewrite a power cut lost). Files that may
+//! have a record carry a sign in their mode ([`may_have_record`]), so readers of other files
+//! skip the lookup. See `docs/write-protocol.md`.
 //!
-//! A live appender also holds an exclusive lock on its record file itself, from just after
-//! creating it until it has removed it. That lets a sweep tell a record whose file is not
+//! An appender also holds an exclusive lock on the record file itself while it uses it (a
+//! batch). That lets a sweep tell a record whose file is not
 //! beside it (an orphan: its appender died and the file was removed or renamed by another
 //! writer, or the name was planted) from a live append's record, without the file's lock: it
 //! removes the record only if it can take the record's own lock at once and the name still
@@ -36,14 +40,24 @@ use super::dir::{Access, Dir, random_id};
 use super::{Result, StorageError};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::sync::LazyLock;
 use std::time::UNIX_EPOCH;
 
 /// Prefix of crash records (inside the reserved namespace); the file's inode number follows.
 pub const JOURNAL_PREFIX: &str = ".http-nas-journal-";
-/// First line of a record, naming its format.
-const MAGIC: &str = "http-nas append journal v2";
+/// First line of a record, naming its format: a slot rewritten in place, with a range and a
+/// checksum of its own text.
+const MAGIC: &str = "http-nas append journal v3";
+/// First line of a record of the older format (created and removed per append), still read so
+/// that a crash of an older binary is recovered: it always rolls back.
+const MAGIC_V2: &str = "http-nas append journal v2";
+/// Size of a record slot, in bytes: one sector, rewritten whole at offset 0 (padded with
+/// newlines), so a rewrite in place changes no metadata and its sync is a data sync.
+pub const SLOT_BYTES: usize = 512;
+/// Bytes read at a time when checking a range's checksum.
+const CHECK_CHUNK_BYTES: usize = 256 * 1024;
 /// Last line of a record: a record without it was torn while being written.
 const END: &str = "end";
 /// Largest record read, in bytes (a real one is about 150).
@@ -84,6 +98,24 @@ impl FileId {
     }
 }
 
+/// What a record says of the bytes after its `before`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Range {
+    /// Between batches: nothing to undo.
+    Idle,
+    /// A batch of `len` bytes written at `before`, whose checksum ([`Checksum`]) is `sum`:
+    /// whole (and kept) exactly when the file holds those bytes.
+    Batch { len: u64, sum: u64 },
+    /// A batch whose sync failed and that could not be cut back: always rolled back, whatever
+    /// the page cache shows (after a failed sync it may show bytes the disk does not hold).
+    Poisoned { len: u64 },
+    /// A batch of `len` bytes written without `fsync` (no power cut is survived then, so no
+    /// checksum is kept): always rolled back.
+    Unsummed { len: u64 },
+    /// A record of the older format: always rolled back.
+    Legacy,
+}
+
 /// One crash record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -91,36 +123,109 @@ pub struct Record {
     pub id: String,
     /// The file the append went to.
     pub file: FileId,
-    /// Its size before the append: what a rollback returns it to.
+    /// Its size before the batch: what a rollback returns it to.
     pub before: u64,
+    /// What was appended after `before`.
+    pub range: Range,
+    /// The boot of the kernel that wrote the record ([`this_boot`]), where known.
+    pub boot: Option<String>,
 }
 
 impl Record {
-    /// A new record for an append to the file with `meta`, which is `before` bytes now.
-    pub fn new(meta: &Metadata, before: u64) -> Result<Record> {
+    /// A new record for a batch to the file with `meta`, which is `before` bytes now.
+    pub fn new(meta: &Metadata, before: u64, range: Range) -> Result<Record> {
         Ok(Record {
             id: random_id().map_err(StorageError::from_io)?,
             file: FileId::of(meta),
             before,
+            range,
+            boot: this_boot().map(str::to_string),
         })
     }
 
-    /// The inode number of the file (and of the record's name).
-    pub fn ino(&self) -> u64 {
-        self.file.ino
+    /// True when the record asks nothing of its file (a slot between batches).
+    pub fn is_idle(&self) -> bool {
+        self.range == Range::Idle
     }
 
-    fn encode(&self) -> String {
+    /// The text of the record, padded to exactly [`SLOT_BYTES`]; its `check` line is the
+    /// checksum of the lines before it, so a rewrite torn by a power cut (part old, part new
+    /// text) does not parse.
+    fn encode(&self) -> Vec<u8> {
         let born = self.file.born.map_or("-".to_string(), |b| b.to_string());
-        format!(
-            "{MAGIC}\nid {}\ndev {}\nino {}\nborn {born}\nbefore {}\n{END}\n",
-            self.id, self.file.dev, self.file.ino, self.before
-        )
+        let range = match &self.range {
+            Range::Idle => "idle".to_string(),
+            Range::Batch { len, sum } => format!("{len} {sum:016x}"),
+            Range::Poisoned { len } => format!("{len} poisoned"),
+            Range::Unsummed { len } => format!("{len} -"),
+            Range::Legacy => "legacy".to_string(),
+        };
+        let body = format!(
+            "{MAGIC}\nid {}\ndev {}\nino {}\nborn {born}\nbefore {}\nrange {range}\nboot {}\n",
+            self.id,
+            self.file.dev,
+            self.file.ino,
+            self.before,
+            self.boot.as_deref().unwrap_or("-")
+        );
+        let check = Checksum::of(body.as_bytes());
+        let mut text = format!("{body}check {check:016x}\n{END}\n").into_bytes();
+        if text.len() < SLOT_BYTES {
+            text.resize(SLOT_BYTES, b'\n');
+        }
+        text
     }
 
     fn decode(text: &str) -> Option<Record> {
-        let mut lines = text.lines();
+        if text.starts_with(&format!("{MAGIC_V2}\n")) {
+            return Self::decode_v2(text);
+        }
+        let (main, pad) = text.split_once(&format!("\n{END}\n"))?;
+        pad.bytes().all(|b| b == b'\n').then_some(())?;
+        let at = main.rfind("\ncheck ")?;
+        let (body, check) = (&main[..=at], &main[at + 1..]);
+        let check = u64::from_str_radix(check.strip_prefix("check ")?, 16).ok()?;
+        (Checksum::of(body.as_bytes()) == check).then_some(())?;
+        let mut lines = body.lines();
         (lines.next()? == MAGIC).then_some(())?;
+        let mut field = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(' ').map(str::to_string);
+        let id = field("id")?;
+        let dev = field("dev")?.parse().ok()?;
+        let ino = field("ino")?.parse().ok()?;
+        let born = match field("born")?.as_str() {
+            "-" => None,
+            b => Some(b.parse().ok()?),
+        };
+        let before = field("before")?.parse().ok()?;
+        let range = match field("range")?.as_str() {
+            "idle" => Range::Idle,
+            "legacy" => Range::Legacy,
+            r => match r.split_once(' ')? {
+                (len, "poisoned") => Range::Poisoned { len: len.parse().ok()? },
+                (len, "-") => Range::Unsummed { len: len.parse().ok()? },
+                (len, sum) => Range::Batch {
+                    len: len.parse().ok()?,
+                    sum: u64::from_str_radix(sum, 16).ok()?,
+                },
+            },
+        };
+        let boot = match field("boot")?.as_str() {
+            "-" => None,
+            b => Some(b.to_string()),
+        };
+        Some(Record {
+            id,
+            file: FileId { dev, ino, born },
+            before,
+            range,
+            boot,
+        })
+    }
+
+    /// A record of the older format: `end` as its last line, no checksum, always rolled back.
+    fn decode_v2(text: &str) -> Option<Record> {
+        let mut lines = text.lines();
+        (lines.next()? == MAGIC_V2).then_some(())?;
         let mut field = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(' ').map(str::to_string);
         let id = field("id")?;
         let dev = field("dev")?.parse().ok()?;
@@ -135,8 +240,189 @@ impl Record {
             id,
             file: FileId { dev, ino, born },
             before,
+            range: Range::Legacy,
+            boot: None,
         })
     }
+
+    /// The committed length of `file` (`size` bytes now), for which this record is: its size
+    /// between batches. After a batch that died: written in this boot of this kernel, the
+    /// batch never committed (its commit point, the slot's idle rewrite, would be seen here: the
+    /// page cache is one), so its size before; written before a reboot (a power cut may have
+    /// lost the unsynced idle rewrite of an acknowledged batch) or by another machine, the
+    /// batch's end if the file holds the whole batch (its checksum matches), else its size
+    /// before. Call under a lock on the file.
+    fn committed_of(&self, file: &File, size: u64) -> io::Result<u64> {
+        let this_boot = self.boot.is_some() && self.boot.as_deref() == this_boot();
+        Ok(match self.range {
+            Range::Idle => size,
+            Range::Batch { len, sum } if !this_boot => match self.before.checked_add(len) {
+                Some(end) if size >= end && range_checksum(file, self.before, len)? == sum => end,
+                _ => self.before.min(size),
+            },
+            Range::Batch { .. } | Range::Poisoned { .. } | Range::Unsummed { .. } | Range::Legacy => {
+                self.before.min(size)
+            }
+        })
+    }
+}
+
+/// The sign, in a file's mode, that it may have a crash record: the sticky bit, which Linux
+/// ignores on regular files. Readers see it in the `fstat` they make anyway, and look for a
+/// record only where it is set ([`may_have_record`]): most files (uploads, never appended to)
+/// then cost no lookup. It is set, durably, before a file's record slot is created or armed,
+/// by whichever replica appends, so a replica that dies mid-append leaves it set; it is
+/// cleared once the slot is removed (a replace, move or delete settling it, the start-up
+/// sweep).
+const MAY_HAVE_RECORD: u32 = libc::S_ISVTX;
+/// The permission bits of a mode.
+const MODE_BITS: u32 = 0o7777;
+
+/// True when the file with `meta` may have a crash record (see [`MAY_HAVE_RECORD`]); false
+/// means it has none, and readers need not look.
+pub fn may_have_record(meta: &Metadata) -> bool {
+    meta.mode() & MAY_HAVE_RECORD != 0
+}
+
+/// Sets the sign that `file` (metadata `meta`) may have a crash record, durably with `fsync`:
+/// before its slot is created or armed. A file the service may not change the mode of (another
+/// uid's) cannot be appended to (`PermissionDenied`): its readers would not know to look.
+fn mark(file: &File, meta: &Metadata, fsync: bool) -> Result<()> {
+    if may_have_record(meta) {
+        return Ok(());
+    }
+    let mode = (meta.mode() & MODE_BITS) | MAY_HAVE_RECORD;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .and_then(|()| if fsync { file.sync_all() } else { Ok(()) })
+        .map_err(StorageError::from_io)
+}
+
+/// Clears the sign of a file whose record is gone (best effort: a sign left set only costs its
+/// readers a lookup).
+fn unmark(file: &File, meta: &Metadata) {
+    if may_have_record(meta)
+        && let Err(e) = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+            meta.mode() & MODE_BITS & !MAY_HAVE_RECORD,
+        ))
+    {
+        log::debug!("could not clear the crash record sign of a file: {e}");
+    }
+}
+
+/// Where the kernel names its boot: a random id, new at every boot.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The id of this boot of the kernel (shared by every process and container on the machine,
+/// new after a reboot), read once; `None` where it cannot be read.
+pub fn this_boot() -> Option<&'static str> {
+    static BOOT: LazyLock<Option<String>> = LazyLock::new(|| {
+        std::fs::read_to_string(BOOT_ID_PATH)
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+    });
+    BOOT.as_deref()
+}
+
+/// A 64-bit checksum of a byte stream, for telling a whole batch from a torn one after a crash
+/// (torn bytes are zeros, old blocks or part of the batch: a match by chance is about 2^-64).
+/// Not a defence against a writer who forges data: it only compares what the service wrote
+/// with what a crash left. Word-wise, so it costs little next to the write it guards.
+#[derive(Clone, Debug)]
+pub struct Checksum {
+    state: u64,
+    len: u64,
+    pending: [u8; 8],
+    filled: usize,
+}
+
+/// Multipliers and offsets of the checksum's mixing (odd 64-bit constants).
+const MIX_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+const MIX_ADD: u64 = 0xD6E8_FEB8_6659_FD93;
+const FINAL_MUL: u64 = 0xFF51_AFD7_ED55_8CCD;
+
+impl Default for Checksum {
+    fn default() -> Self {
+        Checksum {
+            state: MIX_ADD,
+            len: 0,
+            pending: [0; 8],
+            filled: 0,
+        }
+    }
+}
+
+impl Checksum {
+    /// The checksum of `bytes`.
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut sum = Checksum::default();
+        sum.update(bytes);
+        sum.finish()
+    }
+
+    fn mix(state: u64, word: u64) -> u64 {
+        let x = (state ^ word).wrapping_mul(MIX_MUL);
+        (x ^ (x >> 32)).wrapping_add(MIX_ADD)
+    }
+
+    /// Adds `bytes` to the stream.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.filled > 0 {
+            let take = (8 - self.filled).min(bytes.len());
+            self.pending[self.filled..self.filled + take].copy_from_slice(&bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled < 8 {
+                return;
+            }
+            self.state = Self::mix(self.state, u64::from_le_bytes(self.pending));
+            self.filled = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for chunk in &mut words {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.state = Self::mix(self.state, u64::from_le_bytes(word));
+        }
+        let rest = words.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    /// The checksum of everything added.
+    pub fn finish(&self) -> u64 {
+        let mut state = self.state;
+        if self.filled > 0 {
+            let mut word = [0u8; 8];
+            word[..self.filled].copy_from_slice(&self.pending[..self.filled]);
+            state = Self::mix(state, u64::from_le_bytes(word));
+        }
+        let mut h = Self::mix(state, self.len);
+        h ^= h >> 33;
+        h = h.wrapping_mul(FINAL_MUL);
+        h ^ (h >> 29)
+    }
+}
+
+/// The checksum of `len` bytes of `file` at `at` (a short file fails as `UnexpectedEof`).
+fn range_checksum(file: &File, at: u64, len: u64) -> io::Result<u64> {
+    let mut sum = Checksum::default();
+    let mut buf = vec![0u8; CHECK_CHUNK_BYTES.min(usize::try_from(len).unwrap_or(usize::MAX))];
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(buf.len());
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], at + done)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "range shorter than recorded",
+            ));
+        }
+        sum.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(sum.finish())
 }
 
 /// What is at a record's name.
@@ -163,48 +449,79 @@ pub fn inode_in_name(name: &str) -> Option<u64> {
 /// Reads the record for inode `ino` in `dir`.
 pub fn read(dir: &Dir, ino: u64) -> Result<Found> {
     let name = name_for(ino);
-    let mut file = match dir.open_file(OsStr::new(&name), Access::Read) {
+    let file = match dir.open_file(OsStr::new(&name), Access::Read) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Absent),
         // A symlink, FIFO or device planted at the name is junk, not a reason to fail.
         Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => return Ok(Found::Junk),
         Err(e) => return Err(StorageError::from_io(e)),
     };
+    read_open(&file)
+}
+
+/// True when the record for inode `ino` in `dir` is an idle slot (a file between batches of
+/// appends: nothing to undo).
+pub fn is_idle(dir: &Dir, ino: u64) -> Result<bool> {
+    Ok(matches!(read(dir, ino)?, Found::Record(r) if r.is_idle()))
+}
+
+/// Reads the record in the open record file `file`: only a regular file of at most
+/// [`MAX_RECORD_BYTES`] that parses in full is one.
+fn read_open(file: &File) -> Result<Found> {
     let meta = file.metadata().map_err(StorageError::from_io)?;
     if !meta.is_file() || meta.len() > MAX_RECORD_BYTES {
         return Ok(Found::Junk);
     }
-    let mut text = String::new();
-    match (&mut file).take(MAX_RECORD_BYTES).read_to_string(&mut text) {
-        Ok(_) => Ok(Record::decode(&text).map_or(Found::Junk, Found::Record)),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Found::Junk),
-        Err(e) => Err(StorageError::from_io(e)),
+    let mut buf = vec![0u8; usize::try_from(meta.len()).unwrap_or(0)];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match std::os::unix::fs::FileExt::read_at(file, &mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StorageError::from_io(e)),
+        }
     }
-}
-
-/// The length readers may see of the file with `meta` in `dir`: its size, capped by the record
-/// of an append to it that died. Call under at least a shared lock on the file.
-pub fn committed_len(dir: &Dir, meta: &Metadata) -> Result<u64> {
-    Ok(match read(dir, meta.ino())? {
-        Found::Record(r) if r.file.matches(&FileId::of(meta)) => r.before.min(meta.len()),
-        _ => meta.len(),
+    buf.truncate(filled);
+    Ok(match std::str::from_utf8(&buf).ok().and_then(Record::decode) {
+        Some(record) => Found::Record(record),
+        None => Found::Junk,
     })
 }
 
+/// The length readers may see of the open `file` (metadata `meta`) in `dir`: its size, or,
+/// when a batch of appends to it died, that batch's end if it is whole or its start if not.
+/// Call under at least a shared lock on the file.
+pub fn committed_len(dir: &Dir, file: &File, meta: &Metadata) -> Result<u64> {
+    if !may_have_record(meta) {
+        return Ok(meta.len());
+    }
+    match read(dir, meta.ino())? {
+        Found::Record(r) if r.file.matches(&FileId::of(meta)) => {
+            r.committed_of(file, meta.len()).map_err(StorageError::from_io)
+        }
+        _ => Ok(meta.len()),
+    }
+}
+
 /// The committed length of the open `file` in `dir` while someone else holds its exclusive
-/// lock, without waiting for it: known only when an append to it is between its record and its
-/// commit. The record is read, then the file's size, then the record again: the same record
-/// (same random id) both times means that append was uncommitted the whole while (a record
-/// goes only at its append's commit or rollback, and an id never comes back), so the committed
-/// length is its size before. Anything else (no record: the holder may be an appender not yet
-/// recorded, with bytes about to land, or a replace or move; a record that changed) is `None`:
-/// the size on disk might count bytes nobody committed.
+/// lock, without waiting for it: known only when a batch of appends to it is between its armed
+/// record and its commit. The record is read, then the file's size, then the record again: the
+/// same armed record (same random id) both times means that batch was uncommitted the whole
+/// while (a slot is rewritten only at a batch's start, commit or rollback, and an id never
+/// comes back), so the committed length is its size before. Anything else (no record or an
+/// idle one: the holder may be an appender about to arm it, with bytes about to land, or a
+/// replace or move; a record that changed) is `None`: the size on disk might count bytes
+/// nobody committed.
 pub fn committed_len_unlocked(dir: &Dir, file: &File) -> Result<Option<u64>> {
     let meta = file.metadata().map_err(StorageError::from_io)?;
+    if !may_have_record(&meta) {
+        return Ok(None);
+    }
     let Found::Record(first) = read(dir, meta.ino())? else {
         return Ok(None);
     };
-    if !first.file.matches(&FileId::of(&meta)) {
+    if first.is_idle() || !first.file.matches(&FileId::of(&meta)) {
         return Ok(None);
     }
     let size = file.metadata().map_err(StorageError::from_io)?.len();
@@ -214,132 +531,267 @@ pub fn committed_len_unlocked(dir: &Dir, file: &File) -> Result<Option<u64>> {
     })
 }
 
-/// An append between its crash record and its commit, under the file's exclusive lock: the
-/// guard that makes it all or nothing, as [`super::temp::TempFile`] is for a new file.
-///
-/// [`Uncommitted::begin`] makes the record durable before any byte of the append is written;
-/// [`Uncommitted::commit`] removes it, durably, which is the commit point. Dropped before
-/// that (a failed write or sync, a failed commit, a panic), it puts the file back to its size
-/// before and removes the record; if even the rollback fails, the record stays, and the next
-/// holder of the lock rolls the file back ([`settle`]), exactly as after a crash.
-pub struct Uncommitted<'a> {
-    dir: &'a Dir,
-    file: &'a File,
-    record: Record,
-    /// The record file, locked until the record is removed (the lock goes with it on drop).
-    _record_lock: File,
-    fsync: bool,
-    committed: bool,
+/// Undoes what a dead batch left in `file` (size `size`), as its holder: cuts it to the
+/// record's committed length, synced (always: this runs rarely, and a cut lost to a power cut
+/// could expose the torn bytes again). Returns the length cut to, if it cut.
+fn undo(file: &File, size: u64, record: &Record) -> Result<Option<u64>> {
+    let keep = record.committed_of(file, size).map_err(StorageError::from_io)?;
+    if size <= keep {
+        return Ok(None);
+    }
+    file.set_len(keep)
+        .and_then(|()| file.sync_all())
+        .map_err(StorageError::from_io)?;
+    Ok(Some(keep))
 }
 
-impl<'a> Uncommitted<'a> {
-    /// Records that `file` (metadata `meta`, in `dir`) is about to grow from `before` bytes.
-    /// Call under its exclusive lock, after [`settle`].
-    pub fn begin(dir: &'a Dir, file: &'a File, meta: &Metadata, before: u64, fsync: bool) -> Result<Self> {
-        let record = Record::new(meta, before)?;
-        let record_lock = write(dir, &record, fsync)?;
+/// The crash record of one file, open and under its own exclusive lock, taken by the holder
+/// of the file's lock for one batch of appends. The name is created once (the file's first
+/// append) and then rewritten in place: armed before a batch, idle after it (see
+/// `docs/write-protocol.md`, "An append").
+pub struct Slot<'a> {
+    dir: &'a Dir,
+    record: File,
+    /// The inode number of the file the slot is for (its name).
+    ino: Option<u64>,
+    /// True until the slot's name and size are on disk (a new slot, or one grown or cut to
+    /// [`SLOT_BYTES`]): its first arming syncs its metadata and directory too.
+    fresh: bool,
+    /// Created for this batch and not (yet) needed: removed again when dropped, so a file
+    /// whose only append was refused or rolled back keeps no slot.
+    created: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        // Ours and locked: unlinked only if the name is still this file (see the module doc).
+        let (Ok(meta), Some(ino)) = (self.record.metadata(), self.ino) else {
+            return;
+        };
+        let name = name_for(ino);
+        if self.dir.stat(OsStr::new(&name)).is_ok_and(|now| now.is(&meta))
+            && let Err(e) = self.dir.remove_file(OsStr::new(&name))
+        {
+            log::warn!("could not remove an unused crash record slot: {e}");
+        }
+    }
+}
+
+impl<'a> Slot<'a> {
+    /// Under the exclusive lock of `file` (metadata `meta`) in `dir`: its record slot, after
+    /// undoing what a dead appender left (returned: the length cut to). Whatever else is at
+    /// the name (junk, the record of an earlier file with the same inode number) is
+    /// overwritten; something that is not a regular file there is removed first.
+    ///
+    /// The record's own lock is waited for, bounded: the only other holder can be a sweep
+    /// removing it; once locked, the name is checked to still be the locked file, and a name
+    /// that is free is created with `O_EXCL` (see "Who removes a crash record").
+    pub fn take(dir: &'a Dir, file: &File, meta: &Metadata, fsync: bool) -> Result<(Slot<'a>, Option<u64>)> {
+        mark(file, meta, fsync)?;
+        Self::open(dir, file, meta)
+    }
+
+    /// [`Slot::take`] once the file carries the sign.
+    fn open(dir: &'a Dir, file: &File, meta: &Metadata) -> Result<(Slot<'a>, Option<u64>)> {
+        let name = name_for(meta.ino());
+        let name = OsStr::new(&name);
+        for _ in 0..MAX_RECORD_ATTEMPTS {
+            match super::lock::lock(dir, name, Access::Write) {
+                Ok(Some(held)) => {
+                    let mut slot = Slot {
+                        dir,
+                        fresh: held.meta.len() != SLOT_BYTES as u64,
+                        record: held.file,
+                        ino: Some(meta.ino()),
+                        created: false,
+                    };
+                    let cut = match read_open(&slot.record)? {
+                        Found::Record(r) if !r.is_idle() && r.file.matches(&FileId::of(meta)) => {
+                            let cut = undo(file, meta.len(), &r)?;
+                            // Settled: idle, so readers need not check the range again (not
+                            // synced: if lost, the record still gives the same answer).
+                            let now = file.metadata().map_err(StorageError::from_io)?;
+                            slot.write(&Record::new(&now, now.len(), Range::Idle)?)
+                                .map_err(StorageError::from_io)?;
+                            cut
+                        }
+                        _ => None,
+                    };
+                    return Ok((slot, cut));
+                }
+                Ok(None) => {}
+                Err(StorageError::NotRegular | StorageError::IsADirectory) => {
+                    // Planted; only the file's holder removes it (the sweep leaves it).
+                    match dir.remove_file(name) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StorageError::from_io(e)),
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let record = match dir.create_new(name) {
+                Ok(record) => record,
+                // Created meanwhile (by a writer of another version, or planted): look again.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(StorageError::from_io(e)),
+            };
+            super::lock::wait_exclusive(&record)?;
+            let locked = record.metadata().map_err(StorageError::from_io)?;
+            if !dir.stat(name).is_ok_and(|now| now.is(&locked)) {
+                // A sweep took it for an orphan between its creation and the lock: again.
+                continue;
+            }
+            return Ok((
+                Slot {
+                    dir,
+                    record,
+                    ino: Some(meta.ino()),
+                    fresh: true,
+                    created: true,
+                },
+                None,
+            ));
+        }
+        Err(StorageError::Io(io::Error::other(
+            "the crash record kept being removed before it could be locked",
+        )))
+    }
+
+    /// Rewrites the slot with `record`, in place, unsynced.
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        let text = record.encode();
+        std::os::unix::fs::FileExt::write_all_at(&self.record, &text, 0)?;
+        if self.fresh && self.record.metadata()?.len() != text.len() as u64 {
+            self.record.set_len(text.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// Arms the slot for a batch of `len` bytes with checksum `sum` (none without `fsync`: such
+    /// a batch is always undone after a crash) to be written to `file`
+    /// (metadata `meta`) at `before`, durably with `fsync` (an in-place data sync; the first
+    /// time, the slot's metadata and directory entry too), before any byte of it is written.
+    /// The returned guard commits the batch or rolls it back.
+    pub fn begin<'s>(
+        &'s mut self,
+        file: &'s File,
+        meta: &Metadata,
+        before: u64,
+        len: u64,
+        sum: Option<u64>,
+        fsync: bool,
+    ) -> Result<Uncommitted<'s, 'a>> {
+        let range = match sum {
+            Some(sum) => Range::Batch { len, sum },
+            None => Range::Unsummed { len },
+        };
+        let armed = Record::new(meta, before, range)?;
+        self.write(&armed).map_err(StorageError::from_io)?;
+        if fsync {
+            let synced = if self.fresh {
+                self.record.sync_all().and_then(|()| self.dir.sync())
+            } else {
+                self.record.sync_data()
+            };
+            synced.map_err(StorageError::from_io)?;
+        }
+        self.fresh = false;
         Ok(Uncommitted {
-            dir,
+            slot: self,
             file,
-            record,
-            _record_lock: record_lock,
+            meta: meta.clone(),
+            before,
+            len,
             fsync,
             committed: false,
         })
     }
+}
 
-    /// Commits the append: removes the record, durably with `fsync`. On failure the guard
-    /// rolls back, so the error the client gets is true (and its retry does not append twice).
+/// A batch of appends between its armed record and its commit, under the file's exclusive
+/// lock: the guard that makes it all or nothing, as [`super::temp::TempFile`] is for a new file.
+///
+/// [`Slot::begin`] makes the armed record durable before any byte of the batch is written;
+/// [`Uncommitted::commit`], called once the batch's bytes are synced, writes the slot idle
+/// (unsynced: an armed record over a whole range keeps it). Dropped before that (a failed write
+/// or sync, a panic), it cuts the file back to its size before, synced, then writes the slot
+/// idle; if the cut or its sync fails, it writes the slot poisoned, so the next holder (or
+/// reader) cuts the file back whatever the page cache shows; if even that fails, it logs.
+pub struct Uncommitted<'s, 'a> {
+    slot: &'s mut Slot<'a>,
+    file: &'s File,
+    meta: Metadata,
+    before: u64,
+    len: u64,
+    fsync: bool,
+    committed: bool,
+}
+
+impl Uncommitted<'_, '_> {
+    /// The commit point of a batch whose bytes are written and (with `fsync`) synced: the
+    /// slot goes idle (unsynced). From then on the batch stays; before it, a crash in this boot
+    /// undoes the batch. On failure the guard rolls back, so the error the client gets is true.
     pub fn commit(mut self) -> Result<()> {
-        remove(self.dir, self.record.ino(), self.fsync)?;
+        let end = self.before + self.len;
+        let idle = Record::new(&self.meta, end, Range::Idle)?;
+        self.slot.write(&idle).map_err(StorageError::from_io)?;
         self.committed = true;
+        self.slot.created = false;
         Ok(())
     }
 }
 
-impl Drop for Uncommitted<'_> {
+impl Drop for Uncommitted<'_, '_> {
     fn drop(&mut self) {
         if self.committed {
             return;
         }
-        let before = self.record.before;
-        match self.file.set_len(before).and_then(|()| self.file.sync_data()) {
-            Ok(()) => {
-                if let Err(e) = remove(self.dir, self.record.ino(), self.fsync) {
-                    log::warn!("rolled back an append; its crash record stays for the next writer: {e}");
-                }
+        let before = self.before;
+        let cut = self
+            .file
+            .set_len(before)
+            .and_then(|()| if self.fsync { self.file.sync_all() } else { Ok(()) });
+        let range = match cut {
+            Ok(()) => Range::Idle,
+            Err(e) => {
+                log::error!("could not cut back a failed append (poisoning its crash record): {e}");
+                Range::Poisoned { len: self.len }
             }
-            Err(e) => log::error!("could not roll back an append (the next writer will): {e}"),
+        };
+        let poisoned = range != Range::Idle;
+        if poisoned {
+            self.slot.created = false;
+        }
+        let written = Record::new(&self.meta, before, range).and_then(|record| {
+            self.slot.write(&record).map_err(StorageError::from_io)?;
+            if poisoned && self.fsync {
+                self.slot.record.sync_data().map_err(StorageError::from_io)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            log::error!("could not rewrite the crash record of a failed append (the next writer settles it): {e}");
         }
     }
 }
 
-/// Most times a record is created again because a sweep removed it before it was locked.
+/// Most times a record is taken again because a sweep removed it before it was locked.
 const MAX_RECORD_ATTEMPTS: usize = 16;
 
-/// Writes `record` (exclusively: a leftover there must be settled first), durably with
-/// `fsync` (the record's data, then its name in the directory), before any byte of the append.
-/// Returns the record file, under its exclusive lock (see the module doc).
-///
-/// The lock on the new record is never waited for without bound: someone else holding it can
-/// only be a sweep that found the fresh name before we locked it and is removing it (its
-/// holder may be frozen), so the wait is the bounded one ([`super::lock::wait_exclusive`]), and
-/// once it is ours the name is checked again: gone (the sweep removed it), the record is
-/// created anew.
-fn write(dir: &Dir, record: &Record, fsync: bool) -> Result<File> {
-    let name = name_for(record.ino());
-    let name = OsStr::new(&name);
-    for _ in 0..MAX_RECORD_ATTEMPTS {
-        let mut file: File = match dir.create_new(name) {
-            Ok(file) => file,
-            // The name is still there: a sweep that took our last attempt's record for an
-            // orphan holds it and has not unlinked it yet. Wait for that sweep (bounded) and
-            // try again once the name is free.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                wait_for_name_to_clear(dir, name)?;
-                continue;
-            }
-            Err(e) => return Err(StorageError::from_io(e)),
-        };
-        super::lock::wait_exclusive(&file)?;
-        let meta = file.metadata().map_err(StorageError::from_io)?;
-        if !dir.stat(name).is_ok_and(|now| now.is(&meta)) {
-            // A sweep took it for an orphan between its creation and the lock: write it again.
-            continue;
-        }
-        let written = file
-            .write_all(record.encode().as_bytes())
-            .and_then(|()| if fsync { file.sync_all() } else { Ok(()) });
-        if let Err(e) = written.and_then(|()| if fsync { dir.sync() } else { Ok(()) }) {
-            // Ours and locked: we may unlink it.
-            let _ = dir.remove_file(name);
-            return Err(StorageError::from_io(e));
-        }
-        return Ok(file);
-    }
-    Err(StorageError::Io(io::Error::other(
-        "the crash record kept being removed before it could be locked",
-    )))
-}
-
 /// Leaves the record of an append to the file with `meta` that died at `before` bytes, as a
-/// dead appender does: written, and no longer locked (a dead process holds no lock).
+/// dead appender does: armed, and no longer locked (a dead process holds no lock).
 #[cfg(test)]
-pub fn plant_dead(dir: &Dir, meta: &Metadata, before: u64) -> Result<()> {
-    write(dir, &Record::new(meta, before)?, false).map(drop)
-}
-
-/// Waits (bounded) until the holder of the lock on the record `name` is done with it: the
-/// caller then finds the name free, or whatever is there to settle.
-fn wait_for_name_to_clear(dir: &Dir, name: &OsStr) -> Result<()> {
-    match super::lock::lock(dir, name, Access::Lock) {
-        // Nobody holds it (any more) and it is still there: not a sweep's, so not ours to take.
-        Ok(Some(_)) => Err(StorageError::Io(io::Error::other(
-            "a crash record appeared beside the file while its append began",
-        ))),
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-    }
+pub fn plant_dead(dir: &Dir, file: &File, before: u64) -> Result<()> {
+    let meta = &file.metadata().map_err(StorageError::from_io)?;
+    let (mut slot, _) = Slot::take(dir, file, meta, false)?;
+    slot.created = false;
+    slot.write(&Record::new(meta, before, Range::Poisoned { len: 1 })?)
+        .map_err(StorageError::from_io)
 }
 
 /// Removes the record `name` in `dir` if it is an orphan's: nobody holds its lock (a live
@@ -374,21 +826,6 @@ fn remove_held(dir: &Dir, name: &OsStr, held: &super::lock::Held) -> Result<()> 
     }
 }
 
-/// Removes the record for inode `ino` (the append is whole, or rolled back) by its appender,
-/// which still holds the record's lock, durably with `fsync`: a record that came back after a
-/// power cut would undo an acknowledged append.
-fn remove(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
-    match dir.remove_file(OsStr::new(&name_for(ino))) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StorageError::from_io(e)),
-    }
-    if fsync {
-        dir.sync().map_err(StorageError::from_io)?;
-    }
-    Ok(())
-}
-
 /// Clears a dead appender's record (or junk) at the record name for inode `ino`, as the
 /// holder of the file's lock: under the record's own lock (waited for, bounded: a sweep may
 /// hold it while it removes the same record), checked to be still at the name, durably with
@@ -419,25 +856,26 @@ fn clear_stale(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
 /// (junk, or the record of an earlier file with the same inode number). Returns the size the
 /// file was rolled back to, if it was.
 pub fn settle(dir: &Dir, file: &File, meta: &Metadata, fsync: bool) -> Result<Option<u64>> {
-    let rolled_back = match read(dir, meta.ino())? {
-        Found::Absent => return Ok(None),
-        Found::Record(r) if r.file.matches(&FileId::of(meta)) && meta.len() > r.before => {
-            file.set_len(r.before)
-                .and_then(|()| file.sync_data())
-                .map_err(StorageError::from_io)?;
-            Some(r.before)
+    let cut = match read(dir, meta.ino())? {
+        Found::Absent => {
+            unmark(file, meta);
+            return Ok(None);
         }
+        Found::Record(r) if r.file.matches(&FileId::of(meta)) => undo(file, meta.len(), &r)?,
         Found::Record(_) | Found::Junk => None,
     };
     clear_stale(dir, meta.ino(), fsync)?;
-    Ok(rolled_back)
+    unmark(file, meta);
+    Ok(cut)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
-    fn record() -> Record {
+    fn record(range: Range) -> Record {
         Record {
             id: "00ff".repeat(8),
             file: FileId {
@@ -446,31 +884,94 @@ mod tests {
                 born: Some(1_700_000_000_123_456_789),
             },
             before: 4096,
+            range,
+            boot: Some("d2b75c84-6863-4bcf-9d0f-ea24ae43582f".to_string()),
         }
+    }
+
+    fn text(r: &Record) -> String {
+        String::from_utf8(r.encode()).unwrap()
     }
 
     #[test]
     fn records_round_trip_and_torn_ones_are_junk() {
-        let text = record().encode();
-        assert_eq!(Record::decode(&text), Some(record()));
+        for range in [
+            Range::Idle,
+            Range::Batch {
+                len: 300,
+                sum: u64::MAX - 7,
+            },
+            Range::Poisoned { len: 5 },
+            Range::Unsummed { len: 7 },
+        ] {
+            let r = record(range);
+            let full = text(&r);
+            assert_eq!(full.len(), SLOT_BYTES);
+            assert_eq!(Record::decode(&full), Some(r.clone()));
+            let end = full.find("\nend\n").unwrap() + 5;
+            for cut in 0..end - 1 {
+                assert_eq!(Record::decode(&full[..cut]), None, "cut at {cut}");
+            }
+        }
         let unborn = Record {
             file: FileId {
                 born: None,
-                ..record().file
+                ..record(Range::Idle).file
             },
-            ..record()
+            ..record(Range::Idle)
         };
-        assert_eq!(Record::decode(&unborn.encode()), Some(unborn));
-        for cut in 0..text.len() - 1 {
-            assert_eq!(Record::decode(&text[..cut]), None, "cut at {cut}: {:?}", &text[..cut]);
+        assert_eq!(Record::decode(&text(&unborn)), Some(unborn));
+        let full = text(&record(Range::Idle));
+        assert_eq!(Record::decode(&format!("{full}extra\n")), None);
+        assert_eq!(
+            Record::decode(&full.replace("before 4096", "before 4097")),
+            None,
+            "check line"
+        );
+    }
+
+    #[test]
+    fn a_rewrite_torn_between_two_records_is_junk() {
+        let old = text(&record(Range::Batch { len: 10, sum: 1 }));
+        let new = text(&Record {
+            id: "11aa".repeat(8),
+            before: 4106,
+            ..record(Range::Idle)
+        });
+        for cut in 1..SLOT_BYTES {
+            let torn = format!("{}{}", &new[..cut], &old[cut..]);
+            if torn != new && torn != old {
+                assert_eq!(Record::decode(&torn), None, "torn at {cut}");
+            }
         }
-        assert_eq!(Record::decode(&format!("{text}extra\n")), None);
-        assert_eq!(Record::decode(&text.replace("before 4096", "before x")), None);
+    }
+
+    #[test]
+    fn older_records_still_roll_back() {
+        let v2 = "http-nas append journal v2\nid ab\ndev 1\nino 12\nborn -\nbefore 6\nend\n";
+        let r = Record::decode(v2).unwrap();
+        assert_eq!((r.before, r.range), (6, Range::Legacy));
+    }
+
+    #[test]
+    fn the_checksum_sees_every_byte_and_its_place() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = Checksum::of(&data);
+        let mut pieces = Checksum::default();
+        for part in data.chunks(13) {
+            pieces.update(part);
+        }
+        assert_eq!(pieces.finish(), whole, "the same in any split");
+        let mut flipped = data.clone();
+        flipped[500] ^= 1;
+        assert_ne!(Checksum::of(&flipped), whole);
+        assert_ne!(Checksum::of(&data[..999]), whole);
+        assert_ne!(Checksum::of(&[0u8; 16]), Checksum::of(&[0u8; 24]));
     }
 
     #[test]
     fn identity_tells_a_reused_inode_from_the_same_file() {
-        let a = record().file;
+        let a = record(Range::Idle).file;
         let reused = FileId {
             born: Some(1_800_000_000_000_000_000),
             ..a.clone()
@@ -496,51 +997,107 @@ mod tests {
         (dir_path, dir, path)
     }
 
-    #[test]
-    fn an_uncommitted_append_rolls_back_and_a_committed_one_stays() {
-        let (dir_path, dir, path) = dir_with_file("journal-guard");
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    /// Arms `slot` for `bytes` appended to `file`, writes them, and commits or drops.
+    fn batch(dir: &Dir, file: &File, bytes: &[u8], commit: bool) {
         let meta = file.metadata().unwrap();
-        let record_there = || dir_path.join(name_for(meta.ino())).exists();
-        for commit in [false, true] {
-            let before = file.metadata().unwrap().len();
-            let append = Uncommitted::begin(&dir, &file, &meta, before, true).unwrap();
-            assert!(record_there(), "the record is written before any byte");
-            std::os::unix::fs::FileExt::write_all_at(&file, b"more\n", before).unwrap();
-            if commit {
-                append.commit().unwrap();
-            } else {
-                drop(append);
-            }
-            assert!(!record_there(), "commit={commit}: the record is gone either way");
+        let (mut slot, _) = Slot::take(dir, file, &meta, false).unwrap();
+        let before = meta.len();
+        let append = slot
+            .begin(file, &meta, before, bytes.len() as u64, Some(Checksum::of(bytes)), true)
+            .unwrap();
+        file.write_all_at(bytes, before).unwrap();
+        if commit {
+            append.commit().unwrap();
+        } else {
+            drop(append);
         }
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            b"whole\nmore\n",
-            "only the committed append stays"
-        );
     }
 
     #[test]
-    fn without_the_lock_only_a_live_appends_record_tells_the_committed_length() {
+    fn an_uncommitted_batch_rolls_back_and_a_committed_one_stays() {
+        let (dir_path, dir, path) = dir_with_file("journal-guard");
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let ino = file.metadata().unwrap().ino();
+        batch(&dir, &file, b"dropped\n", false);
+        batch(&dir, &file, b"more\n", true);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"whole\nmore\n",
+            "only the committed batch stays"
+        );
+        let slot = std::fs::read(dir_path.join(name_for(ino))).unwrap();
+        assert_eq!(slot.len(), SLOT_BYTES, "the slot stays, rewritten in place");
+        let Found::Record(r) = read(&dir, ino).unwrap() else {
+            panic!("no record")
+        };
+        assert!(r.is_idle(), "idle after the commit");
+    }
+
+    #[test]
+    fn a_dead_batch_is_cut_in_this_boot_and_after_a_reboot_kept_only_if_whole() {
+        let (_dir_path, dir, path) = dir_with_file("journal-dead-batch");
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let cases = [
+            (None, &b"batch\n"[..], &b"whole\n"[..]),
+            (None, b"bat", b"whole\n"),
+            (Some("another-boot"), b"batch\n", b"whole\nbatch\n"),
+            (Some("another-boot"), b"bat", b"whole\n"),
+            (Some("another-boot"), b"BATCH\n", b"whole\n"),
+        ];
+        for (boot, written, kept) in cases {
+            let meta = file.metadata().unwrap();
+            let (mut slot, _) = Slot::take(&dir, &file, &meta, false).unwrap();
+            let mut armed = Record::new(
+                &meta,
+                6,
+                Range::Batch {
+                    len: 6,
+                    sum: Checksum::of(b"batch\n"),
+                },
+            )
+            .unwrap();
+            if let Some(boot) = boot {
+                armed.boot = Some(boot.to_string());
+            }
+            slot.write(&armed).unwrap();
+            file.write_all_at(written, 6).unwrap();
+            // The writer dies here: nothing is committed or rolled back.
+            slot.created = false;
+            drop(slot);
+            let what = format!("{boot:?} {:?}", String::from_utf8_lossy(written));
+            let now = file.metadata().unwrap();
+            assert_eq!(
+                committed_len(&dir, &file, &now).unwrap(),
+                kept.len() as u64,
+                "readers, {what}"
+            );
+            let (_slot, _) = Slot::take(&dir, &file, &now, false).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), kept, "{what}");
+            file.set_len(6).unwrap();
+        }
+    }
+
+    #[test]
+    fn without_the_lock_only_an_armed_record_tells_the_committed_length() {
         let (_dir_path, dir, path) = dir_with_file("journal-unlocked-len");
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         let meta = file.metadata().unwrap();
         assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None, "no record: unknown");
-        let append = Uncommitted::begin(&dir, &file, &meta, 6, false).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&file, b"uncommitted\n", 6).unwrap();
+        let (mut slot, _) = Slot::take(&dir, &file, &meta, false).unwrap();
+        let append = slot.begin(&file, &meta, 6, 12, None, false).unwrap();
+        file.write_all_at(b"uncommitted\n", 6).unwrap();
         assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), Some(6));
         drop(append);
-        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None);
+        assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None, "idle: unknown");
     }
 
     #[test]
     fn only_a_record_nobody_holds_is_removed_as_an_orphan() {
         let (dir_path, dir, path) = dir_with_file("journal-orphan");
-        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         let meta = file.metadata().unwrap();
         let name = name_for(meta.ino());
-        let live = Uncommitted::begin(&dir, &file, &meta, 6, false).unwrap();
+        let (live, _) = Slot::take(&dir, &file, &meta, false).unwrap();
         assert!(
             !remove_if_unlocked(&dir, OsStr::new(&name)).unwrap(),
             "a live append's record stays"
@@ -556,12 +1113,15 @@ mod tests {
     }
 
     #[test]
-    fn a_rollback_that_fails_leaves_the_record_for_the_next_holder() {
+    fn a_rollback_that_fails_poisons_the_record_for_the_next_holder() {
         let (dir_path, dir, path) = dir_with_file("journal-guard-stuck");
         // A read-only handle cannot truncate: the guard's rollback fails, as on a broken disk.
         let stuck = std::fs::File::open(&path).unwrap();
         let meta = stuck.metadata().unwrap();
-        let append = Uncommitted::begin(&dir, &stuck, &meta, 6, false).unwrap();
+        let (mut slot, _) = Slot::take(&dir, &stuck, &meta, false).unwrap();
+        let append = slot
+            .begin(&stuck, &meta, 6, 4, Some(Checksum::of(b"torn")), false)
+            .unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -569,9 +1129,14 @@ mod tests {
             .write_all(b"torn")
             .unwrap();
         drop(append);
-        assert!(dir_path.join(name_for(meta.ino())).exists(), "the record stays");
-        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        drop(slot);
+        let Found::Record(r) = read(&dir, meta.ino()).unwrap() else {
+            panic!("the record stays")
+        };
+        assert_eq!(r.range, Range::Poisoned { len: 4 }, "even a whole-looking range is cut");
+        let writer = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         let now = writer.metadata().unwrap();
+        assert_eq!(committed_len(&dir, &writer, &now).unwrap(), 6);
         assert_eq!(
             settle(&dir, &writer, &now, false).unwrap(),
             Some(6),

@@ -67,11 +67,12 @@ pub fn waiters() -> usize {
     WAITERS.load(Ordering::Relaxed)
 }
 
-/// Counts its thread in [`WAITERS`] while it lives.
-struct Waiting;
+/// Counts its thread in [`WAITERS`] while it lives (also a thread waiting for the batch of
+/// appends it queued behind a lock wait, [`super::group`]).
+pub(super) struct Waiting;
 
 impl Waiting {
-    fn start() -> Waiting {
+    pub(super) fn start() -> Waiting {
         WAITERS.fetch_add(1, Ordering::Relaxed);
         Waiting
     }
@@ -283,7 +284,7 @@ pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
             // Replaced, moved or removed while we waited: look again.
             continue;
         }
-        let len = journal::committed_len(dir, &meta);
+        let len = journal::committed_len(dir, &file, &meta);
         let _ = file.unlock();
         return Ok(Some(Committed { file, meta, len: len? }));
     }
@@ -325,7 +326,7 @@ pub fn glimpse(dir: &Dir, name: &OsStr) -> Result<Option<Glimpse>> {
             // Replaced, moved or removed as we looked: look again.
             continue;
         }
-        let len = journal::committed_len(dir, &meta);
+        let len = journal::committed_len(dir, &file, &meta);
         let _ = file.unlock();
         return Ok(Some(Glimpse { meta, len: Some(len?) }));
     }

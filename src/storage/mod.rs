@@ -16,6 +16,7 @@ pub mod concat;
 pub mod digest;
 pub mod dir;
 pub mod expire;
+pub mod group;
 pub mod jail;
 pub mod journal;
 pub mod list;

@@ -164,11 +164,15 @@ fn settle_records(dir: &Dir, records: Vec<(u64, OsString)>) -> usize {
 }
 
 /// Under the lock of `name` (if free at once): re-reads and settles its crash record.
+/// An idle record slot (a file between batches of appends) asks nothing and is left alone.
 fn settle_one(dir: &Dir, name: &OsStr, ino: u64) -> Result<bool> {
+    if journal::is_idle(dir, ino)? {
+        return Ok(false);
+    }
     let Some(held) = lock::try_lock(dir, name, Access::Write)? else {
         return Ok(false);
     };
-    if held.meta.ino() != ino {
+    if held.meta.ino() != ino || journal::is_idle(dir, ino)? {
         return Ok(false);
     }
     if let Some(size) = journal::settle(dir, &held.file, &held.meta, true)? {

@@ -470,12 +470,13 @@ fn a_reader_whose_file_moves_while_it_waits_never_serves_a_dead_appends_bytes() 
 
 #[test]
 fn an_append_whose_commit_cannot_be_made_durable_is_undone_so_a_retry_appends_once() {
-    // The third fsync of the append (the directory, after its crash record is removed) fails.
-    let Some(failing) = delayed("fsync", Duration::ZERO).map(|w| {
+    // The sync of the append's bytes (its first fdatasync: the crash record's first arming is
+    // an fsync, as it makes the record's name durable too) fails.
+    let Some(failing) = delayed("fdatasync", Duration::ZERO).map(|w| {
         w.into_iter()
             .map(|a| {
                 if a.starts_with("inject=") {
-                    "inject=fsync:error=EIO:when=3".to_string()
+                    "inject=fdatasync:error=EIO:when=1".to_string()
                 } else {
                     a
                 }

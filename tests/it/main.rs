@@ -48,6 +48,7 @@ mod digests;
 mod errors;
 mod faults;
 mod framing;
+mod group_commit;
 mod limits;
 mod listings;
 mod methods;

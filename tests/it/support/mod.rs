@@ -36,7 +36,7 @@ pub mod writes;
 
 pub use bytes::{assert_same_bytes, preview, random_bytes};
 pub use response::Response;
-pub use server::{RESERVED_PREFIX, Server, TempDir, server_binary};
+pub use server::{JOURNAL_PREFIX, RESERVED_PREFIX, Server, TempDir, server_binary};
 pub use skip::skip;
 pub use strace::{strace_injecting, strace_usable};
 pub use wait::{SETTLE_TIMEOUT, UPLOAD_START_TIMEOUT, wait_until};

@@ -31,6 +31,8 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// temp files, crash-journal records, trash and storage-check probe files are all named under
 /// it, and a client may not name a path in it. [`Server::temp_files`] looks for it.
 pub const RESERVED_PREFIX: &str = ".http-nas-";
+/// The names of appends' crash record slots (`JOURNAL_PREFIX` in `src/storage/journal.rs`).
+pub const JOURNAL_PREFIX: &str = ".http-nas-journal-";
 
 /// Environment that would change the server's or curl's behaviour behind a test's back.
 pub(super) const SCRUBBED_ENV: &[&str] = &[
@@ -303,7 +305,9 @@ impl Server {
         let mut found = Vec::new();
         walk(&self.root(), &mut |path| {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if name.is_some_and(|n| n.starts_with(RESERVED_PREFIX)) {
+            // An appended file's crash record slot stays beside it by design (idle between
+            // appends; docs/write-protocol.md): not a leftover.
+            if name.is_some_and(|n| n.starts_with(RESERVED_PREFIX) && !n.starts_with(JOURNAL_PREFIX)) {
                 found.push(path.to_path_buf());
             }
         });
