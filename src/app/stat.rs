@@ -44,16 +44,7 @@ pub(super) fn stat(app: &App, path: &RelPath, grant: Grant<'_>) -> Result<Respon
     ];
     let mut fields: Vec<(String, String)> = [
         ("dev", meta.dev()),
-        // The sticky bit of a regular file is the storage's own sign (a crash record may be
-        // beside it, `storage::journal::may_have_record`), not the user's.
-        (
-            "mode",
-            u64::from(if meta.is_file() {
-                meta.mode() & !libc::S_ISVTX
-            } else {
-                meta.mode()
-            }),
-        ),
+        ("mode", u64::from(meta.mode())),
         ("nlink", meta.nlink()),
         ("uid", u64::from(meta.uid())),
         ("gid", u64::from(meta.gid())),

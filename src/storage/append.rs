@@ -313,7 +313,7 @@ pub(super) struct Entry<'e> {
 /// is armed puts the file back to its size before the batch ([`journal::Uncommitted`]), and
 /// its kept digests then name a version that is gone.
 fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) -> Result<Vec<Result<Appended>>> {
-    let (mut slot, cut) = journal::Slot::take(dir, &held.file, &held.meta, fsync)?;
+    let (mut slot, cut) = journal::Slot::take(dir, &held.file, &held.meta)?;
     if cut.is_some() {
         log::warn!(
             "rolled back an interrupted append (inode {})",

@@ -8,9 +8,10 @@
 //! idle after its sync, which is the batch's commit point. Only the file's lock holder writes
 //! it, so an armed record found under the lock (or by a reader under a shared lock) belongs to
 //! a dead appender: in this boot its batch is undone; after a reboot, kept if the range matches
-//! its checksum (an acknowledged batch whose idle rewrite a power cut lost). Files that may
-//! have a record carry a sign in their mode ([`may_have_record`]), so readers of other files
-//! skip the lookup. See `docs/write-protocol.md`.
+//! its checksum (an acknowledged batch whose idle rewrite a power cut lost). Readers look for
+//! the record of every file they read: no cheaper sign that one may exist is kept (a sign in
+//! the file's mode can only be set by the file's owner, and an older binary's record has
+//! none). See `docs/write-protocol.md`.
 //!
 //! An appender also holds an exclusive lock on the record file itself while it uses it (a
 //! batch). That lets a sweep tell a record whose file is not
@@ -267,48 +268,6 @@ impl Record {
     }
 }
 
-/// The sign, in a file's mode, that it may have a crash record: the sticky bit, which Linux
-/// ignores on regular files. Readers see it in the `fstat` they make anyway, and look for a
-/// record only where it is set ([`may_have_record`]): most files (uploads, never appended to)
-/// then cost no lookup. It is set, durably, before a file's record slot is created or armed,
-/// by whichever replica appends, so a replica that dies mid-append leaves it set; it is
-/// cleared once the slot is removed (a replace, move or delete settling it, the start-up
-/// sweep).
-const MAY_HAVE_RECORD: u32 = libc::S_ISVTX;
-/// The permission bits of a mode.
-const MODE_BITS: u32 = 0o7777;
-
-/// True when the file with `meta` may have a crash record (see [`MAY_HAVE_RECORD`]); false
-/// means it has none, and readers need not look.
-pub fn may_have_record(meta: &Metadata) -> bool {
-    meta.mode() & MAY_HAVE_RECORD != 0
-}
-
-/// Sets the sign that `file` (metadata `meta`) may have a crash record, durably with `fsync`:
-/// before its slot is created or armed. A file the service may not change the mode of (another
-/// uid's) cannot be appended to (`PermissionDenied`): its readers would not know to look.
-fn mark(file: &File, meta: &Metadata, fsync: bool) -> Result<()> {
-    if may_have_record(meta) {
-        return Ok(());
-    }
-    let mode = (meta.mode() & MODE_BITS) | MAY_HAVE_RECORD;
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .and_then(|()| if fsync { file.sync_all() } else { Ok(()) })
-        .map_err(StorageError::from_io)
-}
-
-/// Clears the sign of a file whose record is gone (best effort: a sign left set only costs its
-/// readers a lookup).
-fn unmark(file: &File, meta: &Metadata) {
-    if may_have_record(meta)
-        && let Err(e) = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
-            meta.mode() & MODE_BITS & !MAY_HAVE_RECORD,
-        ))
-    {
-        log::debug!("could not clear the crash record sign of a file: {e}");
-    }
-}
-
 /// Where the kernel names its boot: a random id, new at every boot.
 const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
 
@@ -493,9 +452,6 @@ fn read_open(file: &File) -> Result<Found> {
 /// when a batch of appends to it died, that batch's end if it is whole or its start if not.
 /// Call under at least a shared lock on the file.
 pub fn committed_len(dir: &Dir, file: &File, meta: &Metadata) -> Result<u64> {
-    if !may_have_record(meta) {
-        return Ok(meta.len());
-    }
     match read(dir, meta.ino())? {
         Found::Record(r) if r.file.matches(&FileId::of(meta)) => {
             r.committed_of(file, meta.len()).map_err(StorageError::from_io)
@@ -515,9 +471,6 @@ pub fn committed_len(dir: &Dir, file: &File, meta: &Metadata) -> Result<u64> {
 /// nobody committed.
 pub fn committed_len_unlocked(dir: &Dir, file: &File) -> Result<Option<u64>> {
     let meta = file.metadata().map_err(StorageError::from_io)?;
-    if !may_have_record(&meta) {
-        return Ok(None);
-    }
     let Found::Record(first) = read(dir, meta.ino())? else {
         return Ok(None);
     };
@@ -589,13 +542,7 @@ impl<'a> Slot<'a> {
     /// The record's own lock is waited for, bounded: the only other holder can be a sweep
     /// removing it; once locked, the name is checked to still be the locked file, and a name
     /// that is free is created with `O_EXCL` (see "Who removes a crash record").
-    pub fn take(dir: &'a Dir, file: &File, meta: &Metadata, fsync: bool) -> Result<(Slot<'a>, Option<u64>)> {
-        mark(file, meta, fsync)?;
-        Self::open(dir, file, meta)
-    }
-
-    /// [`Slot::take`] once the file carries the sign.
-    fn open(dir: &'a Dir, file: &File, meta: &Metadata) -> Result<(Slot<'a>, Option<u64>)> {
+    pub fn take(dir: &'a Dir, file: &File, meta: &Metadata) -> Result<(Slot<'a>, Option<u64>)> {
         let name = name_for(meta.ino());
         let name = OsStr::new(&name);
         for _ in 0..MAX_RECORD_ATTEMPTS {
@@ -788,7 +735,7 @@ const MAX_RECORD_ATTEMPTS: usize = 16;
 #[cfg(test)]
 pub fn plant_dead(dir: &Dir, file: &File, before: u64) -> Result<()> {
     let meta = &file.metadata().map_err(StorageError::from_io)?;
-    let (mut slot, _) = Slot::take(dir, file, meta, false)?;
+    let (mut slot, _) = Slot::take(dir, file, meta)?;
     slot.created = false;
     slot.write(&Record::new(meta, before, Range::Poisoned { len: 1 })?)
         .map_err(StorageError::from_io)
@@ -857,15 +804,11 @@ fn clear_stale(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
 /// file was rolled back to, if it was.
 pub fn settle(dir: &Dir, file: &File, meta: &Metadata, fsync: bool) -> Result<Option<u64>> {
     let cut = match read(dir, meta.ino())? {
-        Found::Absent => {
-            unmark(file, meta);
-            return Ok(None);
-        }
+        Found::Absent => return Ok(None),
         Found::Record(r) if r.file.matches(&FileId::of(meta)) => undo(file, meta.len(), &r)?,
         Found::Record(_) | Found::Junk => None,
     };
     clear_stale(dir, meta.ino(), fsync)?;
-    unmark(file, meta);
     Ok(cut)
 }
 
@@ -1000,7 +943,7 @@ mod tests {
     /// Arms `slot` for `bytes` appended to `file`, writes them, and commits or drops.
     fn batch(dir: &Dir, file: &File, bytes: &[u8], commit: bool) {
         let meta = file.metadata().unwrap();
-        let (mut slot, _) = Slot::take(dir, file, &meta, false).unwrap();
+        let (mut slot, _) = Slot::take(dir, file, &meta).unwrap();
         let before = meta.len();
         let append = slot
             .begin(file, &meta, before, bytes.len() as u64, Some(Checksum::of(bytes)), true)
@@ -1046,7 +989,7 @@ mod tests {
         ];
         for (boot, written, kept) in cases {
             let meta = file.metadata().unwrap();
-            let (mut slot, _) = Slot::take(&dir, &file, &meta, false).unwrap();
+            let (mut slot, _) = Slot::take(&dir, &file, &meta).unwrap();
             let mut armed = Record::new(
                 &meta,
                 6,
@@ -1071,7 +1014,7 @@ mod tests {
                 kept.len() as u64,
                 "readers, {what}"
             );
-            let (_slot, _) = Slot::take(&dir, &file, &now, false).unwrap();
+            let (_slot, _) = Slot::take(&dir, &file, &now).unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), kept, "{what}");
             file.set_len(6).unwrap();
         }
@@ -1083,7 +1026,7 @@ mod tests {
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         let meta = file.metadata().unwrap();
         assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), None, "no record: unknown");
-        let (mut slot, _) = Slot::take(&dir, &file, &meta, false).unwrap();
+        let (mut slot, _) = Slot::take(&dir, &file, &meta).unwrap();
         let append = slot.begin(&file, &meta, 6, 12, None, false).unwrap();
         file.write_all_at(b"uncommitted\n", 6).unwrap();
         assert_eq!(committed_len_unlocked(&dir, &file).unwrap(), Some(6));
@@ -1097,7 +1040,7 @@ mod tests {
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         let meta = file.metadata().unwrap();
         let name = name_for(meta.ino());
-        let (live, _) = Slot::take(&dir, &file, &meta, false).unwrap();
+        let (live, _) = Slot::take(&dir, &file, &meta).unwrap();
         assert!(
             !remove_if_unlocked(&dir, OsStr::new(&name)).unwrap(),
             "a live append's record stays"
@@ -1118,7 +1061,7 @@ mod tests {
         // A read-only handle cannot truncate: the guard's rollback fails, as on a broken disk.
         let stuck = std::fs::File::open(&path).unwrap();
         let meta = stuck.metadata().unwrap();
-        let (mut slot, _) = Slot::take(&dir, &stuck, &meta, false).unwrap();
+        let (mut slot, _) = Slot::take(&dir, &stuck, &meta).unwrap();
         let append = slot
             .begin(&stuck, &meta, 6, 4, Some(Checksum::of(b"torn")), false)
             .unwrap();

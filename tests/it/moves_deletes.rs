@@ -214,6 +214,25 @@ fn a_directory_delete_that_cannot_remove_everything_still_answers_that_it_delete
 }
 
 #[test]
+fn another_uids_file_the_service_may_write_is_appended_to_and_read_whole() {
+    let Some(as_nobody) = unprivileged() else { return };
+    let (_home, root) = shared_root();
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    // Made by another team's pod (uid 0 here), writable by all: the service may write it but
+    // not change its mode.
+    fs::write(root.join("shared.log"), "theirs\n").unwrap();
+    fs::set_permissions(root.join("shared.log"), fs::Permissions::from_mode(0o666)).unwrap();
+    let s = Server::start_wrapped_on(&root, &as_nobody, &[]);
+    for line in ["ours 1\n", "ours 2\n"] {
+        s.append("/file/shared.log", line).assert_ok_json();
+    }
+    s.get("/file/shared.log").assert_ok_body("theirs\nours 1\nours 2\n");
+    let mode = fs::metadata(root.join("shared.log")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o666, "the file's mode is the owner's, untouched");
+}
+
+#[test]
 fn files_the_service_may_not_write_can_still_be_replaced_moved_and_deleted() {
     let Some(as_nobody) = unprivileged() else { return };
     let (_home, root) = shared_root();
