@@ -31,6 +31,7 @@ pub const PRESENCE_DIR: &str = ".http-nas-replicas";
 /// Name prefix of a presence file; the rest is random.
 pub const PRESENCE_PREFIX: &str = ".http-nas-replica-";
 /// The JuiceFS client options several replicas need (docs/operations.md, "Several replicas").
+/// `--negative-entry-cache` (default 0) and `--writeback` (default off) must stay so too.
 pub const JUICEFS_STRICT_OPTIONS: &str = "--attr-cache=0 --entry-cache=0 --dir-entry-cache=0 --open-cache=0";
 
 /// The mount a path lives on: its filesystem type and its mount and super-block options.
@@ -189,7 +190,10 @@ fn attr_cache_probe(mount: &Mount, root: &Path) -> Option<Result<(), String>> {
     Some(Ok(()))
 }
 
-/// The cache profile a JuiceFS `.config` (JSON; durations in nanoseconds) describes.
+/// The cache profile a JuiceFS `.config` (JSON; durations in nanoseconds) describes: the
+/// kernel's attribute, entry, dir-entry and negative-entry caches, the client's open cache, and
+/// its write-back cache (`--writeback`: an acknowledged write sits in the local cache dir, where
+/// no other client sees it, until uploaded).
 pub fn profile_of_config(text: &str) -> CacheProfile {
     let Ok(config) = serde_json::from_str::<serde_json::Value>(text) else {
         return CacheProfile::Unknown("its .config is not JSON".into());
@@ -198,6 +202,7 @@ pub fn profile_of_config(text: &str) -> CacheProfile {
         ("attr-cache", config.get("AttrTimeout")),
         ("entry-cache", config.get("EntryTimeout")),
         ("dir-entry-cache", config.get("DirEntryTimeout")),
+        ("negative-entry-cache", config.get("NegEntryTimeout")),
         ("open-cache", config.pointer("/Meta/OpenCache")),
     ];
     let mut on = Vec::new();
@@ -208,6 +213,11 @@ pub fn profile_of_config(text: &str) -> CacheProfile {
         if ns > 0 {
             on.push(format!("{flag}={}s", ns as f64 / 1e9));
         }
+    }
+    match config.pointer("/Chunk/Writeback").and_then(serde_json::Value::as_bool) {
+        Some(false) => {}
+        Some(true) => on.push("writeback".into()),
+        None => return CacheProfile::Unknown("its .config does not say writeback".into()),
     }
     if on.is_empty() {
         CacheProfile::Strict
@@ -225,8 +235,8 @@ fn juicefs_advice(mount: &Mount, profile: &CacheProfile) -> String {
     );
     match profile {
         CacheProfile::Strict => format!(
-            "the storage is on JuiceFS ({}) with attribute, entry, dir-entry and open caches off: \
-             fit for several replicas",
+            "the storage is on JuiceFS ({}) with attribute, entry, dir-entry, negative-entry and open \
+             caches and write-back off: fit for several replicas",
             mount.point
         ),
         CacheProfile::Caching(on) => format!(
@@ -402,7 +412,8 @@ a line that is not one
         let config = |attr: u64, entry: u64, dir: u64, open: u64| {
             format!(
                 r#"{{"Meta": {{"OpenCache": {open}, "Heartbeat": 12000000000}}, "AttrTimeout": {attr},
-                "DirEntryTimeout": {dir}, "NegEntryTimeout": 0, "EntryTimeout": {entry}}}"#
+                "DirEntryTimeout": {dir}, "NegEntryTimeout": 0, "EntryTimeout": {entry},
+                "Chunk": {{"Writeback": false}}}}"#
             )
         };
         assert_eq!(profile_of_config(&config(0, 0, 0, 0)), CacheProfile::Strict);
@@ -415,6 +426,16 @@ a line that is not one
             CacheProfile::Caching("open-cache=0.5s".into())
         );
         assert!(matches!(profile_of_config("{}"), CacheProfile::Unknown(_)));
+        // Strict timeouts with --writeback or --negative-entry-cache are not fit for several.
+        let strict = config(0, 0, 0, 0);
+        assert_eq!(
+            profile_of_config(&strict.replace(r#""Writeback": false"#, r#""Writeback": true"#)),
+            CacheProfile::Caching("writeback".into())
+        );
+        assert_eq!(
+            profile_of_config(&strict.replace(r#""NegEntryTimeout": 0"#, r#""NegEntryTimeout": 2000000000"#)),
+            CacheProfile::Caching("negative-entry-cache=2s".into())
+        );
         assert!(matches!(profile_of_config("not json"), CacheProfile::Unknown(_)));
     }
 }
