@@ -48,9 +48,9 @@ pub struct App {
     metrics: Metrics,
     stats: Arc<Stats>,
     probes: ProbeState,
-    /// Why several replicas are unsafe on this volume, and this replica's presence on it, where
-    /// readiness must wait for it to be the only live one ([`crate::volume::Presence`]).
-    replica_guard: Option<(String, crate::volume::Presence)>,
+    /// This replica's presence on a JuiceFS volume, and why several replicas are unsafe on it,
+    /// where they are: readiness then waits for it to be the only live one.
+    replica_guard: Option<crate::volume::ReplicaGuard>,
 }
 
 impl App {
@@ -67,13 +67,11 @@ impl App {
         }
     }
 
-    /// Registers this replica's presence on the storage and makes readiness refuse, for
-    /// `hazard`, while another replica is live on it.
-    pub fn guard_replicas(&mut self, hazard: String) {
-        match crate::volume::Presence::register(self.storage.root()) {
-            Ok(presence) => self.replica_guard = Some((hazard, presence)),
-            Err(e) => log::warn!("could not register this replica's presence on the storage: {e}"),
-        }
+    /// Registers this replica's presence on the storage (every replica on JuiceFS does, so
+    /// each sees the others) and, where `hazard` says why several are unsafe, makes readiness
+    /// refuse while another replica is live on it.
+    pub fn guard_replicas(&mut self, hazard: Option<String>) {
+        self.replica_guard = Some(crate::volume::ReplicaGuard::new(self.storage.root(), hazard));
     }
 
     /// Looks at the storage once and records what the probes should say (run by the checker
@@ -85,13 +83,8 @@ impl App {
             why
         });
         self.probes.record(self.storage.root_is_dir(), writable);
-        if let Some((hazard, presence)) = &self.replica_guard {
-            let refusal = match presence.others_live() {
-                Ok(0) => None,
-                Ok(n) => Some(format!("{hazard} ({n} other replica(s) live)")),
-                Err(e) => Some(format!("{hazard} (could not count the live replicas: {e})")),
-            };
-            self.probes.refuse(refusal);
+        if let Some(guard) = &self.replica_guard {
+            self.probes.refuse(guard.check());
         }
     }
 
