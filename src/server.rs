@@ -153,7 +153,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     };
     let mut app = App::new(storage, tokens, browser, Arc::clone(&stats));
     if let Some(juicefs) = juicefs {
-        app.guard_replicas(juicefs.hazard);
+        app.guard_replicas(juicefs.hazard, juicefs.at_mount_root);
     }
     let app = Arc::new(app);
     app.check_storage();

@@ -33,6 +33,8 @@ use crate::storage::lock;
 pub const PRESENCE_DIR: &str = ".http-nas-replicas";
 /// Name prefix of a presence file; the rest is random.
 pub const PRESENCE_PREFIX: &str = ".http-nas-replica-";
+/// Where a JuiceFS client keeps deleted files, at its mount's root (`--trash-days`).
+pub const JUICEFS_TRASH: &str = ".trash";
 /// The JuiceFS client options several replicas need (docs/operations.md, "Several replicas").
 /// `--negative-entry-cache` (default 0) and `--writeback` (default off) must stay so too.
 pub const JUICEFS_STRICT_OPTIONS: &str = "--attr-cache=0 --entry-cache=0 --dir-entry-cache=0 --open-cache=0";
@@ -235,6 +237,13 @@ pub fn profile_of_config(text: &str) -> CacheProfile {
     }
 }
 
+/// How many days the JuiceFS volume whose `.config` is `text` keeps deleted files in its
+/// `.trash` (`Format.TrashDays`; 0: none), where it says.
+pub fn trash_days(text: &str) -> Option<u64> {
+    let config = serde_json::from_str::<serde_json::Value>(text).ok()?;
+    config.pointer("/Format/TrashDays")?.as_u64()
+}
+
 /// The start-up advice for a JuiceFS mount with `profile`.
 fn juicefs_advice(mount: &Mount, profile: &CacheProfile) -> String {
     let need = format!(
@@ -268,6 +277,9 @@ pub struct JuiceFs {
     /// its options are strict or cannot be read; it registers its presence all the same, so a
     /// caching replica beside it sees it.
     pub hazard: Option<String>,
+    /// The storage root is the JuiceFS mount's root, where the client's own `.trash` (and
+    /// `.config`, `.stats`, `.accesslog`) live.
+    pub at_mount_root: bool,
 }
 
 /// Logs what the volume at `root` is, and any advice for running several replicas on it.
@@ -301,7 +313,23 @@ fn log_juicefs(mount: &Mount, root: &Path) -> JuiceFs {
             mount.point,
             mount.root
         );
-        return JuiceFs { hazard: None };
+        return JuiceFs {
+            hazard: None,
+            at_mount_root: false,
+        };
+    }
+    if let Some(days) = std::fs::read_to_string(Path::new(&mount.point).join(".config"))
+        .ok()
+        .as_deref()
+        .and_then(trash_days)
+        .filter(|&days| days > 0)
+    {
+        log::warn!(
+            "the JuiceFS volume keeps deleted files in its .trash for {days} day(s): a file deleted through \
+             this service stays on the volume (readable by whoever can read the mount's .trash) and keeps \
+             its space; set `juicefs config META-URL --trash-days 0` (the service hides .trash at the \
+             mount's root; docs/operations.md, \"Several replicas\")"
+        );
     }
     let profile = juicefs_profile(mount, root);
     let advice = juicefs_advice(mount, &profile);
@@ -323,7 +351,10 @@ fn log_juicefs(mount: &Mount, root: &Path) -> JuiceFs {
             None
         }
     };
-    JuiceFs { hazard }
+    JuiceFs {
+        hazard,
+        at_mount_root: root == Path::new(&mount.point),
+    }
 }
 
 /// Name prefix of a presence file being made: created, opened to all, locked, and only then
@@ -703,6 +734,8 @@ a line that is not one
             profile_of_config(&strict.replace(r#""NegEntryTimeout": 0"#, r#""NegEntryTimeout": 2000000000"#)),
             CacheProfile::Caching("negative-entry-cache=2s".into())
         );
+        assert_eq!(trash_days(r#"{"Format": {"TrashDays": 1}}"#), Some(1));
+        assert_eq!(trash_days("{}"), None);
         assert!(matches!(profile_of_config("not json"), CacheProfile::Unknown(_)));
     }
 }

@@ -69,8 +69,12 @@ impl App {
 
     /// Registers this replica's presence on the storage (every replica on JuiceFS does, so
     /// each sees the others) and, where `hazard` says why several are unsafe, makes readiness
-    /// refuse while another replica is live on it.
-    pub fn guard_replicas(&mut self, hazard: Option<String>) {
+    /// refuse while another replica is live on it. At a JuiceFS mount's root, its `.trash` is
+    /// not served.
+    pub fn guard_replicas(&mut self, hazard: Option<String>, at_mount_root: bool) {
+        if at_mount_root {
+            self.storage.hide_at_root(crate::volume::JUICEFS_TRASH);
+        }
         self.replica_guard = Some(crate::volume::ReplicaGuard::new(self.storage.root(), hazard));
     }
 
@@ -118,6 +122,10 @@ impl App {
         }
         if let Some(path) = op_path(&op).filter(|path| !grant.reaches(path)) {
             return (kind, Err(Error::out_of_scope(path, &grant)));
+        }
+        if op_path(&op).is_some_and(|path| self.storage.is_hidden(path)) {
+            let message = "the JuiceFS mount's own .trash is not served (deleted files are not the service's to show)";
+            return (kind, Err(Error::Forbidden { message }));
         }
         (kind, Ok((op, grant)))
     }

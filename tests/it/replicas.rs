@@ -791,6 +791,24 @@ fn juicefs_a_subdirectory_bind_mount_says_its_options_cannot_be_checked() {
 }
 
 #[test]
+fn juicefs_trash_at_the_mount_root_is_not_served() {
+    let Some((strict, _)) = juicefs_roots("t") else { return };
+    let mount = strict[0].parent().expect("mount").to_path_buf();
+    let name = format!("trash-{}.txt", std::process::id());
+    let s = Server::start_on(&mount, &[]);
+    s.post(&format!("/file/{name}"), "secret").assert_status(200);
+    s.delete(&format!("/file/{name}")).assert_status(200);
+    let listing = s.get("/file/").assert_status(200).text();
+    assert!(!listing.lines().any(|l| l == ".trash" || l == ".trash/"), "{listing}");
+    let trash = s.get("/file/.trash/");
+    assert_eq!(trash.status, 403, "{}", trash.text());
+    let log = s.log();
+    assert!(log.contains("--trash-days 0"), "{log}");
+    drop(s);
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
 fn juicefs_a_replica_registering_slowly_is_never_taken_for_a_dead_one() {
     let Some((strict, caching)) = juicefs_roots("k") else {
         return;
