@@ -14,6 +14,10 @@ use crate::path::{PathError, RelPath};
 use crate::storage::StorageError;
 use std::fmt;
 
+/// `Retry-After` of a write refused by the replica guard ([`Error::Standby`]), in seconds: a
+/// few of its checks, after which the load balancer may have moved the client elsewhere.
+const STANDBY_RETRY_SECS: u64 = 5;
+
 /// Everything a request can fail with.
 #[derive(Debug)]
 pub enum Error {
@@ -68,6 +72,9 @@ pub enum Error {
     ReadOnlyStorage,
     /// The storage is not ready (readiness probe).
     Unavailable { message: String },
+    /// This replica refuses writes for now (another replica is live beside client caches that
+    /// make that unsafe): a 503 with `Retry-After`.
+    Standby { message: String },
     /// Something failed on our side.
     Internal { message: String },
 }
@@ -159,7 +166,7 @@ impl Error {
             Error::PreconditionFailed { .. } => 412,
             Error::RangeNotSatisfiable { .. } => 416,
             Error::InsufficientStorage | Error::ReadOnlyStorage => 507,
-            Error::Unavailable { .. } => 503,
+            Error::Unavailable { .. } | Error::Standby { .. } => 503,
             Error::Internal { .. } => 500,
         }
     }
@@ -181,7 +188,7 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Error::InsufficientStorage => "insufficient_storage",
             Error::ReadOnlyStorage => "read_only_storage",
-            Error::Unavailable { .. } => "unavailable",
+            Error::Unavailable { .. } | Error::Standby { .. } => "unavailable",
             Error::Internal { .. } => "internal",
         }
     }
@@ -225,6 +232,7 @@ impl Error {
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
             Error::Unauthorized(_) => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
+            Error::Standby { .. } => resp.with_header("Retry-After", STANDBY_RETRY_SECS.to_string()),
             _ => resp,
         }
     }
@@ -305,7 +313,7 @@ impl fmt::Display for Error {
             Error::RangeNotSatisfiable { size } => write!(f, "the range is outside the file's {size} bytes"),
             Error::InsufficientStorage => write!(f, "no space left on the storage volume"),
             Error::ReadOnlyStorage => write!(f, "{}", StorageError::ReadOnly),
-            Error::Unavailable { message } => write!(f, "{message}"),
+            Error::Unavailable { message } | Error::Standby { message } => write!(f, "{message}"),
             Error::Internal { message } => write!(f, "{message}"),
         }
     }

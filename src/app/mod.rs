@@ -49,7 +49,7 @@ pub struct App {
     stats: Arc<Stats>,
     probes: ProbeState,
     /// This replica's presence on a JuiceFS volume, and why several replicas are unsafe on it,
-    /// where they are: readiness then waits for it to be the only live one.
+    /// where they are: readiness and writes then wait for it to be the only live one.
     replica_guard: Option<crate::volume::ReplicaGuard>,
 }
 
@@ -69,8 +69,8 @@ impl App {
 
     /// Registers this replica's presence on the storage (every replica on JuiceFS does, so
     /// each sees the others) and, where `hazard` says why several are unsafe, makes readiness
-    /// refuse while another replica is live on it. At a JuiceFS mount's root, its `.trash` is
-    /// not served.
+    /// and writes refuse while another replica is live on it. At a JuiceFS mount's root, its
+    /// `.trash` is not served.
     pub fn guard_replicas(&mut self, hazard: Option<String>, at_mount_root: bool) {
         if at_mount_root {
             self.storage.hide_at_root(crate::volume::JUICEFS_TRASH);
@@ -133,6 +133,13 @@ impl App {
     /// Every operation to the one function that answers it.
     fn route(&self, op: Op, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
         let head = req.head;
+        if op.writes()
+            && let Some(message) = self.probes.refusal()
+        {
+            // An unready replica still reached directly (its pod IP, a port-forward) must not
+            // write: that is what its readiness guards.
+            return Err(Error::Standby { message });
+        }
         match op {
             Op::Alive | Op::Ready | Op::StorageHealth => probes::answer(self, &op).unwrap_or(Err(Error::NotFound)),
             Op::Read { path } => files::read(self, head, &path, grant),

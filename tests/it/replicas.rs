@@ -729,6 +729,33 @@ fn juicefs_a_symlink_at_the_presence_directory_does_not_turn_the_guard_off() {
 }
 
 #[test]
+fn juicefs_a_guarded_replica_refuses_writes_sent_to_it_directly() {
+    let Some((strict, caching)) = juicefs_roots("w") else {
+        return;
+    };
+    fs::write(strict[0].join("seen.txt"), "before\n").expect("write a file");
+    let (a, b) = two_unready(&caching, &[]);
+    let refused = |r: Response, what: &str| {
+        assert_eq!(r.status, 503, "{what}: {}", r.text());
+        assert!(r.header("Retry-After").is_some(), "{what}: no Retry-After");
+        let text = r.text();
+        assert!(text.contains("\"error\":\"unavailable\""), "{what}: {text}");
+        assert!(text.contains("another replica is live"), "{what}: {text}");
+    };
+    refused(a.post("/file/new.txt", "x"), "POST");
+    refused(a.append("/file/seen.txt", "more\n"), "append");
+    refused(a.delete("/file/seen.txt"), "DELETE");
+    refused(a.put_json("/file/seen.txt", r#"{"path": "moved.txt"}"#), "move");
+    // Reads are still served.
+    let read = b.get("/file/seen.txt");
+    assert_eq!((read.status, read.body.as_slice()), (200, b"before\n".as_slice()));
+    assert_eq!(fs::read(strict[0].join("seen.txt")).expect("read"), b"before\n");
+    assert!(!strict[0].join("new.txt").exists());
+    drop((a, b));
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
 fn juicefs_odd_entries_in_the_presence_directory_are_skipped_and_removed() {
     let Some((strict, caching)) = juicefs_roots("o") else {
         return;
