@@ -145,7 +145,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         source,
     })?;
     crate::storage::lock::set_timeout(config.lock_timeout);
-    let replica_hazard = crate::volume::log_volume(storage.root());
+    let juicefs = crate::volume::log_volume(storage.root());
     let removed = storage.sweep();
     if removed > 0 {
         log::warn!("start-up sweep: settled {removed} leftover(s) of interrupted uploads, appends and deletes");
@@ -170,8 +170,8 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         "open (no token set)"
     };
     let mut app = App::new(storage, tokens, browser, Arc::clone(&stats));
-    if let Some(hazard) = replica_hazard {
-        app.guard_replicas(hazard);
+    if let Some(juicefs) = juicefs {
+        app.guard_replicas(juicefs.hazard, juicefs.at_mount_root);
     }
     let app = Arc::new(app);
     app.check_storage();

@@ -16,6 +16,10 @@ use crate::storage::StorageError;
 use crate::storage::digest::Refused;
 use std::fmt;
 
+/// `Retry-After` of a write refused by the replica guard ([`Error::Standby`]), in seconds: a
+/// few of its checks, after which the load balancer may have moved the client elsewhere.
+const STANDBY_RETRY_SECS: u64 = 5;
+
 /// Everything a request can fail with.
 #[derive(Debug)]
 pub enum Error {
@@ -73,6 +77,9 @@ pub enum Error {
     ReadOnlyStorage,
     /// The storage is not ready (readiness probe).
     Unavailable { message: String },
+    /// This replica refuses writes for now (another replica is live beside client caches that
+    /// make that unsafe): a 503 with `Retry-After`.
+    Standby { message: String },
     /// Something failed on our side.
     Internal { message: String },
     /// A write's digest fields were refused (RFC 9530): a mismatch, only unknown algorithms,
@@ -169,7 +176,7 @@ impl Error {
             Error::PreconditionFailed { .. } => 412,
             Error::RangeNotSatisfiable { .. } => 416,
             Error::InsufficientStorage | Error::ReadOnlyStorage => 507,
-            Error::Unavailable { .. } => 503,
+            Error::Unavailable { .. } | Error::Standby { .. } => 503,
             Error::Internal { .. } => 500,
         }
     }
@@ -193,7 +200,7 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Error::InsufficientStorage => "insufficient_storage",
             Error::ReadOnlyStorage => "read_only_storage",
-            Error::Unavailable { .. } => "unavailable",
+            Error::Unavailable { .. } | Error::Standby { .. } => "unavailable",
             Error::Internal { .. } => "internal",
             Error::Digest(Refused::Mismatch(_)) => "digest_mismatch",
             Error::Digest(Refused::Unsupported(_)) => "unsupported_digest",
@@ -243,6 +250,7 @@ impl Error {
             Error::Digest(Refused::Unsupported(_)) => resp
                 .with_header("Want-Content-Digest", WANT_DIGEST)
                 .with_header("Want-Repr-Digest", WANT_DIGEST),
+            Error::Standby { .. } => resp.with_header("Retry-After", STANDBY_RETRY_SECS.to_string()),
             _ => resp,
         }
     }
@@ -328,7 +336,7 @@ impl fmt::Display for Error {
             Error::RangeNotSatisfiable { size } => write!(f, "the range is outside the file's {size} bytes"),
             Error::InsufficientStorage => write!(f, "no space left on the storage volume"),
             Error::ReadOnlyStorage => write!(f, "{}", StorageError::ReadOnly),
-            Error::Unavailable { message } => write!(f, "{message}"),
+            Error::Unavailable { message } | Error::Standby { message } => write!(f, "{message}"),
             Error::Internal { message } => write!(f, "{message}"),
         }
     }

@@ -50,9 +50,9 @@ pub struct App {
     metrics: Metrics,
     stats: Arc<Stats>,
     probes: ProbeState,
-    /// Why several replicas are unsafe on this volume, and this replica's presence on it, where
-    /// readiness must wait for it to be the only live one ([`crate::volume::Presence`]).
-    replica_guard: Option<(String, crate::volume::Presence)>,
+    /// This replica's presence on a JuiceFS volume, and why several replicas are unsafe on it,
+    /// where they are: readiness and writes then wait for it to be the only live one.
+    replica_guard: Option<crate::volume::ReplicaGuard>,
 }
 
 impl App {
@@ -69,13 +69,15 @@ impl App {
         }
     }
 
-    /// Registers this replica's presence on the storage and makes readiness refuse, for
-    /// `hazard`, while another replica is live on it.
-    pub fn guard_replicas(&mut self, hazard: String) {
-        match crate::volume::Presence::register(self.storage.root()) {
-            Ok(presence) => self.replica_guard = Some((hazard, presence)),
-            Err(e) => log::warn!("could not register this replica's presence on the storage: {e}"),
+    /// Registers this replica's presence on the storage (every replica on JuiceFS does, so
+    /// each sees the others) and, where `hazard` says why several are unsafe, makes readiness
+    /// and writes refuse while another replica is live on it. At a JuiceFS mount's root, its
+    /// `.trash` is not served.
+    pub fn guard_replicas(&mut self, hazard: Option<String>, at_mount_root: bool) {
+        if at_mount_root {
+            self.storage.hide_at_root(crate::volume::JUICEFS_TRASH);
         }
+        self.replica_guard = Some(crate::volume::ReplicaGuard::new(self.storage.root(), hazard));
     }
 
     /// Looks at the storage once and records what the probes should say (run by the checker
@@ -87,13 +89,8 @@ impl App {
             why
         });
         self.probes.record(self.storage.root_is_dir(), writable);
-        if let Some((hazard, presence)) = &self.replica_guard {
-            let refusal = match presence.others_live() {
-                Ok(0) => None,
-                Ok(n) => Some(format!("{hazard} ({n} other replica(s) live)")),
-                Err(e) => Some(format!("{hazard} (could not count the live replicas: {e})")),
-            };
-            self.probes.refuse(refusal);
+        if let Some(guard) = &self.replica_guard {
+            self.probes.refuse(guard.check());
         }
     }
 
@@ -136,12 +133,23 @@ impl App {
         if let Some(path) = op_path(&op).filter(|path| !grant.reaches(path)) {
             return (kind, Err(Error::out_of_scope(path, &grant)));
         }
+        if op_path(&op).is_some_and(|path| self.storage.is_hidden(path)) {
+            let message = "the JuiceFS mount's own .trash is not served (deleted files are not the service's to show)";
+            return (kind, Err(Error::Forbidden { message }));
+        }
         (kind, Ok((op, grant)))
     }
 
     /// Every operation to the one function that answers it.
     fn route(&self, op: Op, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
         let head = req.head;
+        if op.writes()
+            && let Some(message) = self.probes.refusal()
+        {
+            // An unready replica still reached directly (its pod IP, a port-forward) must not
+            // write: that is what its readiness guards.
+            return Err(Error::Standby { message });
+        }
         match op {
             Op::Alive | Op::Ready | Op::StorageHealth => probes::answer(self, &op).unwrap_or(Err(Error::NotFound)),
             Op::Read { path } => files::read(self, head, &path, grant),

@@ -74,7 +74,7 @@ impl ProbeState {
         let mut refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
         match (&*refusal, &why) {
             (None, Some(why)) => log::error!("not ready: {why}"),
-            (Some(_), None) => log::info!("ready again: no other replica is live on the storage"),
+            (Some(_), None) => log::info!("ready again: the replica guard refuses no more"),
             _ => {}
         }
         *refusal = why;

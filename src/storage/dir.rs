@@ -156,6 +156,12 @@ impl Dir {
         sys::mkdir_at(self.fd.as_fd(), name, 0o777)
     }
 
+    /// Sets this directory's permission bits to `mode` (`fchmod`: the umask plays no part).
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        File::from(self.fd.try_clone()?).set_permissions(std::fs::Permissions::from_mode(mode))
+    }
+
     /// This directory's own metadata.
     pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
         File::from(self.fd.try_clone()?).metadata()

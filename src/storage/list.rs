@@ -63,8 +63,9 @@ pub struct Listing {
 impl Listing {
     /// Reads the names of the directory `rel` (relative to the root), through its handle,
     /// without the service's own files, sorted by their bytes. A symlink in it is described
-    /// by what it leads to only where that lies within `scope`.
-    pub fn open(root: &Root, rel: &Path, scope: Scope<'_>) -> Result<Listing> {
+    /// by what it leads to only where that lies within `scope`. `hidden` is one more name to
+    /// leave out.
+    pub fn open(root: &Root, rel: &Path, scope: Scope<'_>, hidden: Option<&std::ffi::OsStr>) -> Result<Listing> {
         let dir = match root.open_dir(rel)? {
             // A description of its own, never a `dup` of the root's handle (see `Dir::reopen`).
             super::root::DirRef::Root(dir) => dir.reopen().map_err(StorageError::from_io)?,
@@ -75,7 +76,7 @@ impl Listing {
         for item in dir.entries().map_err(StorageError::from_io)? {
             let (name, _, _) = item.map_err(StorageError::from_io)?;
             let bytes = name.as_bytes();
-            if is_reserved(bytes) {
+            if is_reserved(bytes) || hidden.is_some_and(|h| h == name) {
                 continue;
             }
             let (Ok(start), Ok(len)) = (u32::try_from(names.len()), u16::try_from(bytes.len())) else {

@@ -233,6 +233,8 @@ pub enum Opened {
 pub struct Storage {
     root: root::Root,
     fsync: bool,
+    /// A name in the root that is not the service's to show (a JuiceFS mount's own `.trash`).
+    hidden_at_root: Option<std::ffi::OsString>,
 }
 
 impl Storage {
@@ -252,6 +254,7 @@ impl Storage {
         let storage = Storage {
             root: root::Root::open(root)?,
             fsync,
+            hidden_at_root: None,
         };
         match storage.check_writable() {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
@@ -413,7 +416,22 @@ impl Storage {
     /// Lists a directory, sorted by name, without the service's own files; entries are
     /// described as they are taken from the listing.
     pub fn list(&self, rel: &RelPath, scope: Scope<'_>) -> Result<Listing> {
-        Listing::open(&self.root, &self.resolve_file(rel, scope)?, scope)
+        let hidden = self.hidden_at_root.as_deref().filter(|_| rel.is_root());
+        Listing::open(&self.root, &self.resolve_file(rel, scope)?, scope, hidden)
+    }
+
+    /// Leaves `name` in the root out of listings, and makes [`Storage::is_hidden`] say so of
+    /// every path under it: a name the filesystem itself keeps there (JuiceFS's `.trash`).
+    pub fn hide_at_root(&mut self, name: &str) {
+        self.hidden_at_root = Some(name.into());
+    }
+
+    /// True for a path under the name [`Storage::hide_at_root`] hides.
+    pub fn is_hidden(&self, rel: &RelPath) -> bool {
+        let first = rel.as_path().components().next();
+        self.hidden_at_root
+            .as_deref()
+            .is_some_and(|hidden| first.is_some_and(|c| c.as_os_str() == hidden))
     }
 
     /// Counts `\n` bytes in a file, like `wc -l`, over the length readers may see; holes are

@@ -23,6 +23,8 @@
 //! - Kept digests (`.http-nas-digest-<inode>`, on volumes without extended attributes) are
 //!   left alone: they outlive processes, and one whose file is gone names a version that no
 //!   longer exists, so it is never taken for another file's.
+//! - A symlink with the reserved prefix (but a crash record's) is removed: the service never makes one (planted at
+//!   `.http-nas-replicas`, it would turn the replicas' presence files away).
 //!
 //! The walk goes by directory handles ([`super::walk`]) and never follows a symlink, so it
 //! stays under the root and reaches directories nested deeper than `PATH_MAX`.
@@ -76,8 +78,16 @@ impl Visitor for Sweeper {
                     Ok(()) => self.cleared += 1,
                     Err(e) => log::warn!("could not finish deleting {text} ({depth} levels down): {e}"),
                 }
-            } else if entry_kind(dir, &name, kind) == EntryType::Dir {
-                subdirs.push(name);
+            } else if let kind @ (EntryType::Dir | EntryType::Symlink) = entry_kind(dir, &name, kind)
+                && (kind == EntryType::Dir || (text.starts_with(RESERVED_PREFIX) && !text.starts_with(JOURNAL_PREFIX)))
+            {
+                if kind == EntryType::Dir {
+                    subdirs.push(name);
+                } else if dir.remove_file(&name).is_ok() {
+                    // A symlink in the reserved namespace is never the service's own (planted,
+                    // say, at the replicas' presence directory, to turn it away): removed.
+                    self.cleared += 1;
+                }
             } else if let Some(ino) = journal::inode_in_name(&text) {
                 records.push((ino, name));
             } else if text.starts_with(RESERVED_PREFIX)

@@ -410,7 +410,9 @@ fn no_replica_ever_lists_another_ones_internal_files() {
         fs::read_dir(&r.roots[1])
             .map(|d| {
                 d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(RESERVED_PREFIX))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    // On JuiceFS every replica keeps its presence file there while it runs.
+                    .filter(|n| n.starts_with(RESERVED_PREFIX) && n != ".http-nas-replicas")
                     .count()
             })
             .unwrap_or(0)
@@ -560,4 +562,343 @@ fn a_digest_kept_by_one_replica_is_answered_and_extended_by_another() {
     a.put_json("/file/dg/f", r#"{"path": "dg/g"}"#).assert_ok_json();
     let moved = b.get_with("/file/dg/g", &asked);
     assert_eq!(moved.header("repr-digest"), Some(sha256_member(&whole).as_str()));
+}
+
+/// A fresh directory of the JuiceFS volume, as it is on each of the strict mounts and the two
+/// caching mounts (`(strict, caching)`), made open to every uid; `None` (having said why)
+/// outside the JuiceFS run of `make test-replicas`.
+fn juicefs_roots(tag: &str) -> Option<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let caching = caching_mounts()?;
+    let strict = mounts()?;
+    let name = format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        NEXT_ROOT.fetch_add(1, Ordering::Relaxed)
+    );
+    let created = strict[0].join(&name);
+    fs::create_dir(&created).expect("create a root on the volume");
+    let mut perms = fs::metadata(&created).expect("stat the root").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    fs::set_permissions(&created, perms).expect("open the root to every uid");
+    let on = |mounts: &[PathBuf]| -> Vec<PathBuf> { mounts.iter().map(|m| m.join(&name)).collect() };
+    let (strict, caching) = (on(&strict), on(&caching));
+    assert!(wait_until(SETTLE_TIMEOUT, || caching[1].is_dir()), "root not visible");
+    Some((strict, caching))
+}
+
+/// True while `s` answers `/readyz` with 200.
+fn ready(s: &Server) -> bool {
+    s.get("/readyz").status == 200
+}
+
+/// The wrapper that runs a replica as uid 65532, as the image does.
+fn unprivileged() -> Vec<String> {
+    ["setpriv", "--reuid", "65532", "--regid", "65532", "--clear-groups"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Names of the presence files in `root`'s presence directory.
+fn presence_files(root: &std::path::Path) -> Vec<String> {
+    fs::read_dir(root.join(".http-nas-replicas"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".http-nas-replica-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Two replicas on the caching mounts of `caching`, once both refuse readiness.
+fn two_unready(caching: &[PathBuf], wrapper: &[String]) -> (Server, Server) {
+    let a = Server::start_wrapped_on(&caching[0], wrapper, &[]);
+    let b = Server::start_wrapped_on(&caching[1], wrapper, &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&a) && !ready(&b)),
+        "two replicas on caching mounts went ready: a {}, b {}\n{}\n{}",
+        a.get("/readyz").text(),
+        b.get("/readyz").text(),
+        a.log(),
+        b.log()
+    );
+    (a, b)
+}
+
+#[test]
+fn juicefs_a_strict_replica_beside_a_caching_one_keeps_the_caching_one_unready() {
+    let Some((strict, caching)) = juicefs_roots("s") else {
+        return;
+    };
+    let s = Server::start_on(&strict[0], &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || ready(&s)),
+        "the strict replica is not ready"
+    );
+    let c = Server::start_on(&caching[0], &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&c)),
+        "a caching replica beside a strict one went ready: {}",
+        c.get("/readyz").text()
+    );
+    let text = c.get("/readyz").text();
+    assert!(text.contains("another replica is live"), "{text}");
+    // The strict one is safe beside anything: it stays ready.
+    assert!(
+        ready(&s),
+        "the strict replica went unready: {}",
+        s.get("/readyz").text()
+    );
+    drop(s);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || ready(&c)),
+        "left alone, the caching replica stayed unready"
+    );
+    drop(c);
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_replicas_of_any_uid_register_beside_each_other() {
+    let Some((strict, caching)) = juicefs_roots("p") else {
+        return;
+    };
+    // A root replica makes the presence directory, open to every uid whatever its umask...
+    let a = Server::start_on(&caching[0], &[]);
+    assert!(wait_until(SETTLE_TIMEOUT, || ready(&a)), "a lone replica is not ready");
+    let dir = fs::metadata(caching[0].join(".http-nas-replicas")).expect("presence directory");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&dir.permissions()) & 0o777,
+        0o777
+    );
+    let files = presence_files(&caching[0]);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = fs::metadata(caching[0].join(".http-nas-replicas").join(&files[0])).expect("presence file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&file.permissions()) & 0o777,
+        0o644
+    );
+    // ... so one of another uid registers beside it, and neither takes traffic.
+    let b = Server::start_wrapped_on(&caching[1], &unprivileged(), &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&a) && !ready(&b)),
+        "a root and an unprivileged replica on caching mounts went ready: a {}, b {}",
+        a.get("/readyz").text(),
+        b.get("/readyz").text()
+    );
+    drop((a, b));
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_a_caching_replica_that_cannot_register_stays_unready_and_says_why() {
+    let Some((strict, caching)) = juicefs_roots("f") else {
+        return;
+    };
+    // A presence directory only root may write (as an earlier version left it).
+    let dir = strict[0].join(".http-nas-replicas");
+    fs::create_dir(&dir).expect("mkdir");
+    let mut perms = fs::metadata(&dir).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&dir, perms).expect("chmod");
+    let a = Server::start_wrapped_on(&caching[0], &unprivileged(), &[]);
+    let b = Server::start_wrapped_on(&caching[1], &unprivileged(), &[]);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !ready(&a) && !ready(&b)),
+        "replicas that could not register went ready: a {}, b {}",
+        a.get("/readyz").text(),
+        b.get("/readyz").text()
+    );
+    let text = a.get("/readyz").text();
+    assert!(text.contains("could not register"), "{text}");
+    assert!(!text.contains("another replica is live"), "not what was found: {text}");
+    drop((a, b));
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_replicas_register_again_after_a_cleanup_removes_their_presence() {
+    let Some((strict, caching)) = juicefs_roots("d") else {
+        return;
+    };
+    let (a, b) = two_unready(&caching, &[]);
+    // A cleanup of files on the volume: the presence files go.
+    let removed = std::process::Command::new("find")
+        .arg(&strict[0])
+        .args(["-type", "f", "-delete"])
+        .status()
+        .expect("find");
+    assert!(removed.success());
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || presence_files(&strict[0]).len() == 2),
+        "the replicas did not register again after their files were removed: {:?}",
+        presence_files(&strict[0])
+    );
+    assert!(!ready(&a) && !ready(&b), "a replica went ready after the cleanup");
+    // A cleanup of the directory itself.
+    fs::remove_dir_all(strict[0].join(".http-nas-replicas")).expect("rm -rf");
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || presence_files(&strict[0]).len() == 2),
+        "the replicas did not register again after their directory was removed"
+    );
+    assert!(!ready(&a) && !ready(&b), "a replica went ready after the cleanup");
+    assert!(a.log().contains("registered again"), "{}", a.log());
+    drop((a, b));
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_a_symlink_at_the_presence_directory_does_not_turn_the_guard_off() {
+    let Some((strict, caching)) = juicefs_roots("l") else {
+        return;
+    };
+    std::os::unix::fs::symlink("/tmp", strict[0].join(".http-nas-replicas")).expect("plant a symlink");
+    let (a, b) = two_unready(&caching, &[]);
+    let planted = fs::symlink_metadata(strict[0].join(".http-nas-replicas")).expect("stat");
+    assert!(planted.is_dir(), "the symlink is still there");
+    // Planted again while they run: still no replica goes ready.
+    fs::remove_dir_all(strict[0].join(".http-nas-replicas")).expect("rm -rf");
+    std::os::unix::fs::symlink("/tmp", strict[0].join(".http-nas-replicas")).expect("plant a symlink");
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || presence_files(&strict[0]).len() == 2),
+        "the replicas did not register again past a planted symlink"
+    );
+    assert!(!ready(&a) && !ready(&b), "a replica went ready past a planted symlink");
+    drop((a, b));
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_a_guarded_replica_refuses_writes_sent_to_it_directly() {
+    let Some((strict, caching)) = juicefs_roots("w") else {
+        return;
+    };
+    fs::write(strict[0].join("seen.txt"), "before\n").expect("write a file");
+    let (a, b) = two_unready(&caching, &[]);
+    let refused = |r: Response, what: &str| {
+        assert_eq!(r.status, 503, "{what}: {}", r.text());
+        assert!(r.header("Retry-After").is_some(), "{what}: no Retry-After");
+        let text = r.text();
+        assert!(text.contains("\"error\":\"unavailable\""), "{what}: {text}");
+        assert!(text.contains("another replica is live"), "{what}: {text}");
+    };
+    refused(a.post("/file/new.txt", "x"), "POST");
+    refused(a.append("/file/seen.txt", "more\n"), "append");
+    refused(a.delete("/file/seen.txt"), "DELETE");
+    refused(a.put_json("/file/seen.txt", r#"{"path": "moved.txt"}"#), "move");
+    // Reads are still served.
+    let read = b.get("/file/seen.txt");
+    assert_eq!((read.status, read.body.as_slice()), (200, b"before\n".as_slice()));
+    assert_eq!(fs::read(strict[0].join("seen.txt")).expect("read"), b"before\n");
+    assert!(!strict[0].join("new.txt").exists());
+    drop((a, b));
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_odd_entries_in_the_presence_directory_are_skipped_and_removed() {
+    let Some((strict, caching)) = juicefs_roots("o") else {
+        return;
+    };
+    let dir = strict[0].join(".http-nas-replicas");
+    fs::create_dir(&dir).expect("mkdir");
+    fs::create_dir(dir.join(".http-nas-replica-adir")).expect("a directory");
+    let a = Server::start_on(&caching[0], &[]);
+    // Planted while it runs (the start-up sweep would have taken it before).
+    std::os::unix::fs::symlink("/etc/hostname", dir.join(".http-nas-replica-alink")).expect("a symlink");
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || ready(&a)),
+        "a lone replica beside odd entries is not ready: {}",
+        a.get("/readyz").text()
+    );
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || !dir.join(".http-nas-replica-adir").exists()
+            && fs::symlink_metadata(dir.join(".http-nas-replica-alink")).is_err()),
+        "odd entries left"
+    );
+    // Each is logged just after its removal.
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || {
+            let log = a.log();
+            log.contains("is a directory, not a presence file") && log.contains("is a symlink, not a presence file")
+        }),
+        "what was found is not named: {}",
+        a.log()
+    );
+    drop(a);
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_a_subdirectory_bind_mount_says_its_options_cannot_be_checked() {
+    let Some((strict, caching)) = juicefs_roots("b") else {
+        return;
+    };
+    let bind = crate::support::TempDir::new();
+    let point = bind.path().join("pv");
+    fs::create_dir(&point).expect("mkdir");
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&caching[0])
+        .arg(&point)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        skip("cannot bind-mount here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(point.clone());
+    let a = Server::start_on(&point, &[]);
+    let log = a.log();
+    assert!(log.contains("cannot be checked from a subdirectory mount"), "{log}");
+    assert!(log.contains("StorageClass's mountOptions"), "{log}");
+    drop(a);
+    drop(_unmount);
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_trash_at_the_mount_root_is_not_served() {
+    let Some((strict, _)) = juicefs_roots("t") else { return };
+    let mount = strict[0].parent().expect("mount").to_path_buf();
+    let name = format!("trash-{}.txt", std::process::id());
+    let s = Server::start_on(&mount, &[]);
+    s.post(&format!("/file/{name}"), "secret").assert_status(200);
+    s.delete(&format!("/file/{name}")).assert_status(200);
+    let listing = s.get("/file/").assert_status(200).text();
+    assert!(!listing.lines().any(|l| l == ".trash" || l == ".trash/"), "{listing}");
+    let trash = s.get("/file/.trash/");
+    assert_eq!(trash.status, 403, "{}", trash.text());
+    let log = s.log();
+    assert!(log.contains("--trash-days 0"), "{log}");
+    drop(s);
+    let _ = fs::remove_dir_all(&strict[0]);
+}
+
+#[test]
+fn juicefs_a_replica_registering_slowly_is_never_taken_for_a_dead_one() {
+    let Some((strict, caching)) = juicefs_roots("k") else {
+        return;
+    };
+    let b = Server::start_on(&caching[1], &[]);
+    assert!(wait_until(SETTLE_TIMEOUT, || ready(&b)), "a lone replica is not ready");
+    // A replica whose every flock waits longer than the other's check interval: its presence
+    // file exists, unlocked, while the other counts.
+    let Some(slow) = crate::support::races::delayed("flock", Duration::from_millis(2500)) else {
+        return;
+    };
+    let a = Server::start_wrapped_on(&caching[0], &slow, &[]);
+    assert!(
+        wait_until(Duration::from_secs(15), || !ready(&b)),
+        "the replica counting took a registering one for dead and stayed ready: {:?}",
+        presence_files(&strict[0])
+    );
+    drop((a, b));
+    let _ = fs::remove_dir_all(&strict[0]);
 }
