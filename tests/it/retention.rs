@@ -133,17 +133,21 @@ fn the_prefix_itself_stays_when_everything_under_it_expires() {
 #[test]
 fn a_file_locked_by_a_writer_or_appended_to_during_the_pass_stays() {
     let (_home, root) = shared_root();
-    let s = start(&root, &["runs/=1d"]);
     old_file(&root, "runs/busy.csv", b"a\n", "3 days ago");
     old_file(&root, "runs/appended.csv", b"a\n", "3 days ago");
-    // A writer on another replica, mid-append: it holds the file's exclusive lock.
+    // A writer on another replica, mid-append: it holds the file's exclusive lock (taken
+    // before the server starts, so its first pass already finds it held).
     let busy = fs::OpenOptions::new()
         .append(true)
         .open(root.join("runs/busy.csv"))
         .unwrap();
     busy.lock().unwrap();
-    // An append through the service makes the other one young again.
-    s.append("/file/runs/appended.csv", "b\n").assert_status(200);
+    // An append through the service (a replica without the rule, so no pass can come first)
+    // makes the other one young again.
+    Server::start_on(&root, &[])
+        .append("/file/runs/appended.csv", "b\n")
+        .assert_status(200);
+    let s = start(&root, &["runs/=1d"]);
     wait_for_a_whole_pass(&root);
     assert!(root.join("runs/busy.csv").exists(), "a locked file is skipped");
     // The append commits (its bytes land, the mtime moves) and the lock goes.
