@@ -1,9 +1,11 @@
 //! Our HTTP/1.1 server layer: the only code that knows the wire format, and nothing of files.
 //!
-//! Flow of a connection: [`reactor`] accepts it and waits (in one `poll(2)` thread, holding no
-//! worker) until a complete request head has arrived; [`conn`] then serves it on a worker of
-//! the bounded [`crate::pool`], reading the body through [`body`] and writing the reply with
-//! [`write`]; if the connection stays open it goes back to [`reactor`] to wait for the next head.
+//! Flow of a connection: [`reactor`] accepts it and parks it (in an `epoll` set, holding no
+//! thread) until a complete request head has arrived; the idle worker of the bounded
+//! [`crate::pool`] that sees it readable first (or, when none waits, the reactor, which queues
+//! it for one) then serves it ([`conn`]), reading the body through [`body`] and writing the
+//! reply with [`write`]; if the connection stays open the worker parks it again and takes the
+//! next ready connection.
 //! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value. Every
 //! answer, the handler's or the HTTP layer's own refusal, leaves through [`exchange::send`]:
 //! one place that writes it, logs its access line and reports it to [`Handler::completed`].
@@ -29,7 +31,6 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -147,17 +148,6 @@ pub struct Conn {
     pub queued_at: Instant,
 }
 
-/// A kept-alive connection between requests, on its way back from a worker to the reactor.
-#[derive(Debug)]
-pub struct Idle {
-    /// The socket.
-    pub stream: TcpStream,
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// Bytes received of the next request's head, not complete yet (perhaps none).
-    pub pending: Vec<u8>,
-}
-
 /// State shared by the reactor and the workers.
 pub(crate) struct Shared {
     pub config: HttpConfig,
@@ -167,8 +157,9 @@ pub(crate) struct Shared {
     /// Sockets being served, so a deadline at shutdown can cut them off.
     in_service: Mutex<HashMap<u64, TcpStream>>,
     next_id: AtomicU64,
-    /// Connections that finished a request and wait for the next, back to the reactor.
-    returns: Sender<Idle>,
+    /// Connections waiting for a request head, watched by idle workers and the reactor.
+    pub(crate) parked: reactor::ParkedSet,
+    /// Wakes the reactor (shutdown; no worker waits on the parked set any more).
     wake: UnixStream,
 }
 
@@ -197,15 +188,7 @@ impl Shared {
         })
     }
 
-    /// Hands a kept-alive connection back to the reactor to wait for its next request.
-    pub(crate) fn repark(&self, conn: Idle) {
-        if self.stopping.load(Ordering::Relaxed) || self.returns.send(conn).is_err() {
-            return;
-        }
-        self.wake_reactor();
-    }
-
-    fn wake_reactor(&self) {
+    pub(crate) fn wake_reactor(&self) {
         use std::io::Write;
         let _ = (&self.wake).write(&[1]);
     }
@@ -261,7 +244,6 @@ impl Server {
         let (wake, wake_rx) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
-        let (returns, returned) = channel();
         let shared = Arc::new(Shared {
             config: config.clone(),
             handler,
@@ -269,7 +251,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             in_service: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            returns,
+            parked: reactor::ParkedSet::new()?,
             wake,
         });
         let worker_shared = Arc::clone(&shared);
@@ -284,7 +266,7 @@ impl Server {
         let reactor_shared = Arc::clone(&shared);
         let reactor = thread::Builder::new()
             .name("http-nas-reactor".into())
-            .spawn(move || reactor::Reactor::new(listener, wake_rx, returned, reactor_pool, reactor_shared).run())?;
+            .spawn(move || reactor::Reactor::new(listener, wake_rx, reactor_pool, reactor_shared).run())?;
         Ok(Server {
             addr,
             shared,
