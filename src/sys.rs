@@ -138,6 +138,14 @@ impl AsRawFd for Epoll {
     }
 }
 
+/// Shuts down both directions of the socket `fd` (a blocked read or write on it fails at
+/// once); errors are ignored. The caller keeps `fd` open for the call (the server's registry
+/// of sockets in service lists only sockets whose guard, borrowing them, is alive).
+pub fn shutdown_socket(fd: RawFd) {
+    // SAFETY: no memory is passed; on a number that is not an open socket the call only fails.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
 /// True when the peer of the connected socket `fd` has gone: it closed or shut down its side
 /// (`POLLRDHUP`), or the connection hung up or failed. Asks without waiting (a zero-timeout
 /// `poll(2)`), so long work can call it every few mebibytes to stop for a client that left.

@@ -16,7 +16,7 @@ use super::head::{Head, read_head};
 use super::reactor::{self, Parked, Readiness};
 use super::refusal::Refusal;
 use super::write::Response;
-use super::{Conn, InService, Request, Shared};
+use super::{Conn, Counted, Request, Shared};
 use crate::sys;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -50,7 +50,7 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
 
 /// A connection served until it had no complete request buffered, to be parked; it stays
 /// counted in service until it is, so the connection limit never misses it.
-type Kept<'a> = (Parked, InService<'a>);
+type Kept<'a> = (Parked, Counted<'a>);
 
 /// Serves `conn` until it closes or has no complete request buffered; returns it then, to be
 /// parked.
@@ -70,13 +70,14 @@ fn serve_conn(conn: Conn, shared: &Shared) -> Option<Kept<'_>> {
     // unregistered by the guard's drop, even if serving panics.
     let service = shared.begin_service(&stream);
     let pending = serve_buffered(&stream, remote, head, &mut input, shared)?;
-    Some((Parked::kept_alive(stream, remote, pending, shared), service))
+    let counted = service.unregister();
+    Some((Parked::kept_alive(stream, remote, pending, shared), counted))
 }
 
 /// Parks a kept-alive connection, then counts it out of service.
-fn park((conn, service): Kept<'_>, shared: &Shared) {
+fn park((conn, counted): Kept<'_>, shared: &Shared) {
     shared.parked.park(conn, shared);
-    drop(service);
+    drop(counted);
 }
 
 /// Takes and serves the parked connections that become readable, waiting at most
