@@ -107,6 +107,14 @@ struct Slot {
     conn: Option<Parked>,
 }
 
+/// Whether a connection is in the epoll set yet.
+enum Arming {
+    /// Just accepted: added to the set.
+    First,
+    /// Taken out after an event: armed again (added if it never was).
+    Again,
+}
+
 fn token(index: usize, generation: u32) -> u64 {
     (u64::from(generation) << 32) | index as u64
 }
@@ -134,6 +142,15 @@ impl ParkedSet {
     /// Parks `conn` and arms it for its next readiness event. Closed at once if the server is
     /// stopping or the kernel refuses to watch it.
     pub(crate) fn park(&self, conn: Parked, shared: &Shared) {
+        self.put(conn, Arming::Again, shared);
+    }
+
+    /// Parks `conn`, just accepted (see [`ParkedSet::park`]).
+    fn park_new(&self, conn: Parked, shared: &Shared) {
+        self.put(conn, Arming::First, shared);
+    }
+
+    fn put(&self, conn: Parked, arming: Arming, shared: &Shared) {
         let mut slab = self.lock();
         if slab.closed {
             return;
@@ -148,7 +165,12 @@ impl ParkedSet {
         let slot = &mut slab.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         // Armed under the lock: the deadline sweep cannot close the socket in between.
-        if let Err(e) = self.epoll.rearm(conn.stream.as_fd(), token(index, slot.generation)) {
+        let token = token(index, slot.generation);
+        let armed = match arming {
+            Arming::First => self.epoll.add(conn.stream.as_fd(), token),
+            Arming::Again => self.epoll.rearm(conn.stream.as_fd(), token),
+        };
+        if let Err(e) = armed {
             log::warn!("cannot watch the connection of {}: {e}", conn.remote);
             slab.free.push(index);
             return;
@@ -489,7 +511,7 @@ impl Reactor {
                         deadline: Instant::now() + wait,
                         over_limit,
                     };
-                    self.shared.parked.park(parked, &self.shared);
+                    self.shared.parked.park_new(parked, &self.shared);
                 }
                 Accepted::Drained => return,
                 Accepted::Skip => {}
