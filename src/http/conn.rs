@@ -27,9 +27,6 @@ use std::time::{Duration, Instant};
 /// it goes back to sleep on the pool's queue, in milliseconds (see [`take_ready`]). Only as
 /// long as a job queued meanwhile may wait for it: the queue is looked at between waits.
 const LINGER_MS: i32 = 5;
-/// Most ready connections a worker takes from one wait: a few, so one wait serves several
-/// under load while each waits at most a few requests behind the others.
-const READY_PER_WAIT: usize = 1;
 
 /// What to do with the connection after one exchange.
 enum Next {
@@ -88,7 +85,6 @@ fn park((conn, counted): Kept<'_>, shared: &Shared) {
 /// threads. A connection whose head is still partial is parked again: slow clients never hold
 /// a worker.
 fn take_ready<'a>(kept: Option<Kept<'a>>, shared: &'a Shared) {
-    let mut events = [sys::epoll_event_slot(); READY_PER_WAIT];
     let mut kept = kept;
     loop {
         let wait = !shared.stopping.load(Ordering::Relaxed) && shared.stats.pool.queued.load(Ordering::Relaxed) == 0;
@@ -99,27 +95,15 @@ fn take_ready<'a>(kept: Option<Kept<'a>>, shared: &'a Shared) {
             if let Some(k) = kept.take() {
                 park(k, shared);
             }
-            match wait {
-                true => shared.parked.wait(&mut events, LINGER_MS, shared),
-                false => Vec::new(),
-            }
+            wait.then(|| shared.parked.wait(LINGER_MS, shared)).flatten()
         });
-        if ready.is_empty() {
-            return;
-        }
-        for p in ready {
-            match reactor::advance(p, shared) {
-                Readiness::Waiting(p) => shared.parked.park(p, shared),
-                Readiness::Gone => {}
-                Readiness::Ready(p, head, len) => {
-                    if let Some(conn) = reactor::dispatch(p, head, len, Delivery::BlockingThenClose, shared) {
-                        // Parked at the next wait, counted idle; one kept from this batch
-                        // before is parked now.
-                        if let Some(k) = kept.take() {
-                            park(k, shared);
-                        }
-                        kept = serve_conn(conn, shared);
-                    }
+        let Some(p) = ready else { return };
+        match reactor::advance(p, shared) {
+            Readiness::Waiting(p) => shared.parked.park(p, shared),
+            Readiness::Gone => {}
+            Readiness::Ready(p, head, len) => {
+                if let Some(conn) = reactor::dispatch(p, head, len, Delivery::BlockingThenClose, shared) {
+                    kept = serve_conn(conn, shared);
                 }
             }
         }
