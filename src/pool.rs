@@ -42,7 +42,7 @@ impl PoolGauges {
 
 impl PoolGauges {
     /// Runs `wait` counted as an idle worker: a job's worker that only waits for more work of
-    /// its own (a kept-alive connection's next request) takes no place from a job submitted
+    /// its own (a parked connection becoming readable) takes no place from a job submitted
     /// meanwhile, which is then queued rather than refused. It is taken as soon as a worker
     /// looks at the queue again (the waiting one, after its short bounded wait, or another).
     pub fn idle_while<T>(&self, wait: impl FnOnce() -> T) -> T {
@@ -51,21 +51,6 @@ impl PoolGauges {
         self.busy.fetch_add(1, Ordering::Relaxed);
         done
     }
-
-    /// Counts the calling worker idle from now, before its job returns: for a job that hands
-    /// its work on (a kept-alive connection back to the reactor) as its last act, so a request
-    /// that comes on it at once is never refused as if this worker were still busy. Its worker
-    /// then does not count it idle a second time.
-    pub fn done_early(&self) {
-        if !DONE_EARLY.replace(true) {
-            self.busy.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-thread_local! {
-    /// Set by [`PoolGauges::done_early`] on a worker whose job already counted it idle.
-    static DONE_EARLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The one admission rule: with `waiting` jobs queued, one more is taken while they fit the
@@ -233,9 +218,7 @@ fn work<J>(queue: &Queue<J>, gauges: &PoolGauges, run: &dyn Fn(J)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
             log::error!("a worker job panicked; the worker carries on");
         }
-        if !DONE_EARLY.replace(false) {
-            gauges.busy.fetch_sub(1, Ordering::Relaxed);
-        }
+        gauges.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

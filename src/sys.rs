@@ -1,5 +1,5 @@
 //! The only module with `unsafe`: thin, checked wrappers over the few syscalls std does not
-//! offer (`poll`, `sendfile`, `lseek` for holes, signal masking and waiting, `statvfs`, and the directory-handle
+//! offer (`poll`, `epoll`, `sendfile`, `lseek` for holes, signal masking and waiting, `statvfs`, and the directory-handle
 //! calls the storage layer acts through: `openat`, `fstatat`, `unlinkat`, `renameat`,
 //! `linkat`, `readdir` on a handle, `copy_file_range`, `getrandom`, the inode generation ioctl).
 //!
@@ -48,6 +48,102 @@ pub fn poll(fds: &mut [PollFd], timeout_ms: i32) -> io::Result<usize> {
         return Err(err);
     }
     Ok(n as usize)
+}
+
+/// An epoll set whose members are each armed for one readiness event at a time
+/// (`EPOLLIN | EPOLLONESHOT`): the one thread that receives a member's event owns it until it
+/// arms the member again, so several threads may wait on the set without two taking the same
+/// connection.
+#[derive(Debug)]
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+/// One event from [`Epoll::wait`]: the token its member was armed with.
+pub type EpollEvent = libc::epoll_event;
+
+/// An empty event slot for [`Epoll::wait`] to fill.
+pub fn epoll_event_slot() -> EpollEvent {
+    libc::epoll_event { events: 0, u64: 0 }
+}
+
+/// The token an event carries (the one given to [`Epoll::add`] or [`Epoll::rearm`]).
+pub fn epoll_token(event: &EpollEvent) -> u64 {
+    event.u64
+}
+
+impl Epoll {
+    /// Creates an empty set (close-on-exec).
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain syscall with a flag argument; no memory is passed.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+        Ok(Epoll {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            u64: token,
+        };
+        // SAFETY: `event` is a valid, exclusively borrowed epoll_event for the call; both fds
+        // are open for its duration (borrowed).
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd.as_raw_fd(), &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Adds `fd` to the set, armed for one readability event carrying `token`.
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token)
+    }
+
+    /// Arms `fd`, already in the set (its last event taken), for one more event carrying
+    /// `token`; adds it if it is not in the set.
+    pub fn rearm(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        match self.ctl(libc::EPOLL_CTL_MOD, fd, token) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.add(fd, token),
+            done => done,
+        }
+    }
+
+    /// Waits up to `timeout_ms` (0: not at all) for events, filling the front of `events`;
+    /// returns how many. `EINTR` is reported as none, so callers simply loop.
+    pub fn wait(&self, events: &mut [EpollEvent], timeout_ms: i32) -> io::Result<usize> {
+        let max = events.len().min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: `events` is a valid, exclusively borrowed slice of epoll_event for the whole
+        // call and at most its length is passed, so the kernel writes only inside it.
+        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(err);
+        }
+        Ok(n as usize)
+    }
+}
+
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Shuts down both directions of the socket `fd` (a blocked read or write on it fails at
+/// once); errors are ignored. The caller keeps `fd` open for the call (the server's registry
+/// of sockets in service lists only sockets whose guard, borrowing them, is alive).
+pub fn shutdown_socket(fd: RawFd) {
+    // SAFETY: no memory is passed; on a number that is not an open socket the call only fails.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
 /// True when the peer of the connected socket `fd` has gone: it closed or shut down its side

@@ -112,12 +112,12 @@ pub struct ReadBuf {
 }
 
 impl ReadBuf {
-    /// A buffer of [`MAX_HEAD_BYTES`] (or more, to fit `initial`) holding `initial`.
+    /// A buffer holding `initial`, grown to [`MAX_HEAD_BYTES`] (or more, to fit `initial`)
+    /// only when it first reads: a request without a body (most GETs) reads nothing more, so
+    /// it costs no zeroed 16 KiB allocation.
     pub fn with_bytes(initial: &[u8]) -> Self {
-        let mut buf = vec![0u8; MAX_HEAD_BYTES.max(initial.len())].into_boxed_slice();
-        buf[..initial.len()].copy_from_slice(initial);
         ReadBuf {
-            buf,
+            buf: Box::from(initial),
             pos: 0,
             filled: initial.len(),
         }
@@ -135,6 +135,14 @@ impl ReadBuf {
 
     /// Reads more bytes from `src` after the pending ones; returns how many (0 at EOF).
     pub(crate) fn fill_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
+        if self.buf.len() < MAX_HEAD_BYTES {
+            let mut grown = vec![0u8; MAX_HEAD_BYTES].into_boxed_slice();
+            let pending = self.pending();
+            grown[..pending.len()].copy_from_slice(pending);
+            self.filled = pending.len();
+            self.pos = 0;
+            self.buf = grown;
+        }
         if self.pos > 0 {
             self.buf.copy_within(self.pos..self.filled, 0);
             self.filled -= self.pos;

@@ -1,31 +1,31 @@
-//! Serving requests on one connection, on a worker thread.
+//! Serving requests on connections, on a worker thread.
 //!
-//! The reactor hands over a connection with the request head it parsed and the bytes that
-//! followed it (the start of the body). We choose the body framing, run the handler, and send
+//! A worker gets a connection with the request head already parsed and the bytes that
+//! followed it (the start of the body): from the pool's queue (the reactor read it), or from
+//! the parked set it waits on when idle. We choose the body framing, run the handler, and send
 //! its response (or our refusal) through [`exchange::send`], which logs and counts it. Then
 //! either the connection closes, another pipelined request already in the buffer is parsed and
-//! served at once, or the connection goes back to the reactor to wait. Any framing or body error closes the connection: bytes after a
-//! broken body are never parsed as a request.
+//! served at once, or the connection is parked again to wait, and the worker takes the next
+//! connection that became readable meanwhile, if any, without sleeping (see [`take_ready`]).
+//! Any framing or body error closes the connection: bytes after a broken body are never
+//! parsed as a request.
 
 use super::body::{Body, Framing, ReadBuf, choose_framing};
 use super::exchange::{self, Answered, Delivery};
 use super::head::{Head, read_head};
+use super::reactor::{self, Parked, Readiness};
 use super::refusal::Refusal;
 use super::write::Response;
-use super::{Conn, Idle, Request, Shared, reactor};
+use super::{Conn, Counted, Request, Shared};
 use crate::sys;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// How long a worker waits for a keep-alive client's next request before handing the
-/// connection back to the reactor, in milliseconds (see [`linger`]). Long enough that a client
-/// behind hundreds of other connections on a loaded machine still sends its next request in
-/// time (wrk -c256 on 2 cores: 1 ms sent most requests through the reactor, 5 ms raised
-/// requests/s by about a sixth; 10 ms did better there but worse at 16 connections); short
-/// enough that a request queued meanwhile waits at most this long for a lingering worker.
+/// How long an idle worker waits on the parked set for a connection to become readable before
+/// it goes back to sleep on the pool's queue, in milliseconds (see [`take_ready`]). Only as
+/// long as a job queued meanwhile may wait for it: the queue is looked at between waits.
 const LINGER_MS: i32 = 5;
 
 /// What to do with the connection after one exchange.
@@ -34,13 +34,24 @@ enum Next {
     KeepAlive,
 }
 
-/// Serves the request on `conn`, then the ones that follow it on the connection, until it
-/// closes or has no complete request buffered.
+/// Serves the request on `conn` and the ones that follow it on the connection, then, while
+/// nothing waits in the pool's queue, the connections of the parked set that become readable.
 pub(crate) fn serve(conn: Conn, shared: &Shared) {
     if conn.queued_at.elapsed() > shared.config.queue_timeout {
         reactor::refuse_waited_too_long(&conn, shared);
         return;
     }
+    let kept = serve_conn(conn, shared);
+    take_ready(kept, shared);
+}
+
+/// A connection served until it had no complete request buffered, to be parked; it stays
+/// counted in service until it is, so the connection limit never misses it.
+type Kept<'a> = (Parked, Counted<'a>);
+
+/// Serves `conn` until it closes or has no complete request buffered; returns it then, to be
+/// parked.
+fn serve_conn(conn: Conn, shared: &Shared) -> Option<Kept<'_>> {
     let Conn {
         stream,
         remote,
@@ -49,32 +60,58 @@ pub(crate) fn serve(conn: Conn, shared: &Shared) {
         ..
     } = conn;
     // The socket's read and write timeouts (the io timeout) were set once, when the reactor
-    // accepted it: they apply to the blocking calls here and never to the reactor's.
+    // accepted it: they apply to the blocking calls here.
     let mut input = ReadBuf::with_bytes(&pending);
     drop(pending);
-    // Registered once per hand-over (not per request), so shutdown can see and cut it off;
+    // Registered while served (not per request), so shutdown can see and cut it off;
     // unregistered by the guard's drop, even if serving panics.
     let service = shared.begin_service(&stream);
-    let leftover = serve_buffered(&stream, remote, head, &mut input, shared);
-    if let Some(pending) = leftover {
-        // Idle before the connection is back at the reactor, whose next request may come at
-        // once and must not find this worker counted busy (a 503 with only as many requests
-        // in flight as workers and queue hold).
-        shared.stats.pool.done_early();
-        shared.repark(Idle {
-            stream,
-            remote,
-            pending,
-        });
-    }
-    // Only now: a connection on its way back to the reactor stays counted (as in service)
-    // until the reactor parks it, so the connection limit never misses it.
-    drop(service);
+    let pending = serve_buffered(&stream, remote, head, &mut input, shared)?;
+    let counted = service.unregister();
+    Some((Parked::kept_alive(stream, remote, pending, shared), counted))
 }
 
-/// Serves the request of `head`, then every request whose head is already buffered (or
-/// arrives during one short wait); returns the bytes of an unfinished next head if the
-/// connection stays open, `None` if it must close.
+/// Parks a kept-alive connection, then counts it out of service.
+fn park((conn, counted): Kept<'_>, shared: &Shared) {
+    shared.parked.park(conn, shared);
+    drop(counted);
+}
+
+/// Takes and serves the parked connections that become readable, waiting at most
+/// [`LINGER_MS`] each time for one, counted idle meanwhile; returns when none came in time, a
+/// job waits in the pool's queue (the pool hands it to this worker next) or the server stops.
+/// A keep-alive client that sends its next request at once (a loop of small GETs), or any of
+/// hundreds doing so, is so served by a worker already running, with no hand-over between
+/// threads. A connection whose head is still partial is parked again: slow clients never hold
+/// a worker.
+fn take_ready<'a>(kept: Option<Kept<'a>>, shared: &'a Shared) {
+    let mut kept = kept;
+    loop {
+        let wait = !shared.stopping.load(Ordering::Relaxed) && shared.stats.pool.queued.load(Ordering::Relaxed) == 0;
+        // Counted idle from before the served connection is parked, so a request the reactor
+        // takes now (the next on it, say) is queued for a worker (this one, once it looks
+        // again) rather than refused as if every worker were busy.
+        let ready = shared.stats.pool.idle_while(|| {
+            if let Some(k) = kept.take() {
+                park(k, shared);
+            }
+            wait.then(|| shared.parked.wait(LINGER_MS, shared)).flatten()
+        });
+        let Some(p) = ready else { return };
+        match reactor::advance(p, shared) {
+            Readiness::Waiting(p) => shared.parked.park(p, shared),
+            Readiness::Gone => {}
+            Readiness::Ready(p, head, len) => {
+                if let Some(conn) = reactor::dispatch(p, head, len, Delivery::BlockingThenClose, shared) {
+                    kept = serve_conn(conn, shared);
+                }
+            }
+        }
+    }
+}
+
+/// Serves the request of `head`, then every request whose head is already buffered; returns
+/// the bytes of an unfinished next head if the connection stays open, `None` if it must close.
 fn serve_buffered(
     stream: &TcpStream,
     remote: SocketAddr,
@@ -87,86 +124,24 @@ fn serve_buffered(
         if matches!(serve_one(stream, remote, head, input, shared), Next::Close) {
             return None;
         }
-        head = match next_head(stream, remote, input, shared) {
-            Following::Head(next) => next,
-            Following::Park => return Some(input.pending().to_vec()),
-            Following::Close => return None,
-        };
-    }
-}
-
-/// What follows a served request on its connection.
-enum Following {
-    /// The next request's head, complete and taken from the buffer.
-    Head(Head),
-    /// Nothing complete yet: the connection goes back to the reactor to wait.
-    Park,
-    /// The connection closes (the client went, or its next head was refused).
-    Close,
-}
-
-/// Parses the next request's head from the buffer (an empty buffer holds none: no need to ask
-/// the parser). A partial one gets one short wait here before the connection goes back; a
-/// refused one is answered and the connection closes.
-fn next_head(stream: &TcpStream, remote: SocketAddr, input: &mut ReadBuf, shared: &Shared) -> Following {
-    let mut lingered = false;
-    loop {
         let parsed = match input.pending() {
             [] => Ok(None),
             bytes => read_head(bytes),
         };
-        match parsed {
-            Ok(Some((head, len))) => {
+        head = match parsed {
+            Ok(Some((next, len))) => {
                 input.consume(len);
-                return Following::Head(head);
+                next
             }
+            Ok(None) => return Some(input.pending().to_vec()),
             Err(e) => {
                 let why = e.to_string();
                 let to = Answered::unread(remote, &why);
                 let resp = Refusal::Head(e).response();
                 exchange::send(stream, resp, to, Delivery::BlockingThenClose, shared);
-                return Following::Close;
+                return None;
             }
-            Ok(None) if lingered => return Following::Park,
-            Ok(None) => match linger(stream, input, shared) {
-                Linger::Closed => return Following::Close,
-                Linger::Quiet => return Following::Park,
-                Linger::MoreBytes => lingered = true,
-            },
-        }
-    }
-}
-
-/// What a short wait on the worker for the next request brought.
-enum Linger {
-    /// Nothing arrived in time (or waiting was not worth it): park the connection.
-    Quiet,
-    /// More bytes were read into the buffer.
-    MoreBytes,
-    /// The client closed the connection or it failed.
-    Closed,
-}
-
-/// Waits up to [`LINGER_MS`] on this worker for the client's next bytes. A keep-alive client
-/// that sends its next request at once (a loop of small GETs) then skips the round trip through
-/// the reactor: two thread hand-offs and a poll over every parked socket. Skipped when requests
-/// are queued for a worker or the server is stopping, so an idle client holds a worker only
-/// while nobody waits for one, and then for at most [`LINGER_MS`]; one read at most, so a slow
-/// sender still goes back to the reactor and its head timeout.
-fn linger(stream: &TcpStream, input: &mut ReadBuf, shared: &Shared) -> Linger {
-    if shared.stopping.load(Ordering::Relaxed) || shared.stats.pool.queued.load(Ordering::Relaxed) > 0 {
-        return Linger::Quiet;
-    }
-    let mut fds = [sys::poll_entry(stream.as_raw_fd())];
-    // Counted idle meanwhile, so a request that comes to the reactor now is queued for a
-    // worker (this one, once it looks again) rather than refused as if every worker were busy.
-    let polled = shared.stats.pool.idle_while(|| sys::poll(&mut fds, LINGER_MS));
-    if !matches!(polled, Ok(n) if n > 0 && sys::poll_ready(&fds[0])) {
-        return Linger::Quiet;
-    }
-    match input.fill_from(&mut &*stream) {
-        Ok(0) | Err(_) => Linger::Closed,
-        Ok(_) => Linger::MoreBytes,
+        };
     }
 }
 

@@ -1,9 +1,11 @@
 //! Our HTTP/1.1 server layer: the only code that knows the wire format, and nothing of files.
 //!
-//! Flow of a connection: [`reactor`] accepts it and waits (in one `poll(2)` thread, holding no
-//! worker) until a complete request head has arrived; [`conn`] then serves it on a worker of
-//! the bounded [`crate::pool`], reading the body through [`body`] and writing the reply with
-//! [`write`]; if the connection stays open it goes back to [`reactor`] to wait for the next head.
+//! Flow of a connection: [`reactor`] accepts it and parks it (in an `epoll` set, holding no
+//! thread) until a complete request head has arrived; the idle worker of the bounded
+//! [`crate::pool`] that sees it readable first (or, when none waits, the reactor, which queues
+//! it for one) then serves it ([`conn`]), reading the body through [`body`] and writing the
+//! reply with [`write`]; if the connection stays open the worker parks it again and takes the
+//! next ready connection.
 //! A [`Handler`] sees a parsed head and a body reader, and returns a [`Response`] value. Every
 //! answer, the handler's or the HTTP layer's own refusal, leaves through [`exchange::send`]:
 //! one place that writes it, logs its access line and reports it to [`Handler::completed`].
@@ -24,13 +26,15 @@ pub use refusal::{Overload, Refusal};
 pub use write::{Response, ResponseBody};
 
 use crate::pool::{Pool, PoolGauges};
+use crate::sys;
 use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -147,40 +151,40 @@ pub struct Conn {
     pub queued_at: Instant,
 }
 
-/// A kept-alive connection between requests, on its way back from a worker to the reactor.
-#[derive(Debug)]
-pub struct Idle {
-    /// The socket.
-    pub stream: TcpStream,
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// Bytes received of the next request's head, not complete yet (perhaps none).
-    pub pending: Vec<u8>,
-}
-
 /// State shared by the reactor and the workers.
 pub(crate) struct Shared {
     pub config: HttpConfig,
     pub handler: Arc<dyn Handler>,
     pub stats: Arc<Stats>,
     pub stopping: AtomicBool,
-    /// Sockets being served, so a deadline at shutdown can cut them off.
-    in_service: Mutex<HashMap<u64, TcpStream>>,
+    /// Sockets being served, so a deadline at shutdown can cut them off: each open while it
+    /// is here, as the [`InService`] guard that removes it borrows its socket.
+    in_service: Mutex<HashMap<u64, RawFd>>,
     next_id: AtomicU64,
-    /// Connections that finished a request and wait for the next, back to the reactor.
-    returns: Sender<Idle>,
+    /// Connections waiting for a request head, watched by idle workers and the reactor.
+    pub(crate) parked: reactor::ParkedSet,
+    /// Wakes the reactor (shutdown; no worker waits on the parked set any more).
     wake: UnixStream,
 }
 
 impl Shared {
-    /// Registers a socket as in service until the returned guard is dropped.
-    pub(crate) fn begin_service(&self, stream: &TcpStream) -> InService<'_> {
+    /// Registers a socket as in service until the returned guard is dropped (or unregisters
+    /// it, [`InService::unregister`]). The socket's number is kept, not a duplicate of it: no
+    /// `dup` and `close` per connection taken.
+    pub(crate) fn begin_service<'c>(&self, stream: &'c TcpStream) -> InService<'_, 'c> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let (Ok(clone), Ok(mut map)) = (stream.try_clone(), self.in_service.lock()) {
-            map.insert(id, clone);
+        self.in_service_map().insert(id, stream.as_raw_fd());
+        InService {
+            shared: self,
+            id,
+            _socket: PhantomData,
         }
-        InService { shared: self, id }
+    }
+
+    fn in_service_map(&self) -> MutexGuard<'_, HashMap<u64, RawFd>> {
+        // A poisoned lock (a panic while it was held) still holds a usable map.
+        self.in_service.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The handler's early answer to `head` ([`Handler::answer_early`]), if any. A panic in it
@@ -197,32 +201,47 @@ impl Shared {
         })
     }
 
-    /// Hands a kept-alive connection back to the reactor to wait for its next request.
-    pub(crate) fn repark(&self, conn: Idle) {
-        if self.stopping.load(Ordering::Relaxed) || self.returns.send(conn).is_err() {
-            return;
-        }
-        self.wake_reactor();
-    }
-
-    fn wake_reactor(&self) {
+    pub(crate) fn wake_reactor(&self) {
         use std::io::Write;
         let _ = (&self.wake).write(&[1]);
     }
 }
 
 /// A connection registered as in service (see [`Shared::begin_service`]); dropping it
-/// unregisters the connection, also when serving it panicked.
-pub(crate) struct InService<'a> {
-    shared: &'a Shared,
+/// unregisters the connection, also when serving it panicked. It borrows the socket, which
+/// therefore stays open while registered.
+pub(crate) struct InService<'s, 'c> {
+    shared: &'s Shared,
     id: u64,
+    _socket: PhantomData<&'c TcpStream>,
 }
 
-impl Drop for InService<'_> {
+impl<'s> InService<'s, '_> {
+    /// Unregisters the socket before it is parked (where the deadline sweep may close it),
+    /// keeping the connection counted in service until the returned guard is dropped, after
+    /// it is parked: so the connection limit never misses it.
+    pub(crate) fn unregister(self) -> Counted<'s> {
+        let shared = self.shared;
+        shared.in_service_map().remove(&self.id);
+        std::mem::forget(self);
+        Counted { shared }
+    }
+}
+
+impl Drop for InService<'_, '_> {
     fn drop(&mut self) {
-        // A poisoned lock (a panic while it was held) still holds a usable map.
-        let mut map = self.shared.in_service.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&self.id);
+        self.shared.in_service_map().remove(&self.id);
+        self.shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection still counted in service, no longer registered ([`InService::unregister`]).
+pub(crate) struct Counted<'s> {
+    shared: &'s Shared,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
         self.shared.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -261,7 +280,6 @@ impl Server {
         let (wake, wake_rx) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
-        let (returns, returned) = channel();
         let shared = Arc::new(Shared {
             config: config.clone(),
             handler,
@@ -269,7 +287,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             in_service: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            returns,
+            parked: reactor::ParkedSet::new()?,
             wake,
         });
         let worker_shared = Arc::clone(&shared);
@@ -284,7 +302,7 @@ impl Server {
         let reactor_shared = Arc::clone(&shared);
         let reactor = thread::Builder::new()
             .name("http-nas-reactor".into())
-            .spawn(move || reactor::Reactor::new(listener, wake_rx, returned, reactor_pool, reactor_shared).run())?;
+            .spawn(move || reactor::Reactor::new(listener, wake_rx, reactor_pool, reactor_shared).run())?;
         Ok(Server {
             addr,
             shared,
@@ -313,10 +331,9 @@ impl Server {
             return ShutdownReport { cut_off: 0 };
         }
         let cut_off = self.in_service();
-        if let Ok(map) = self.shared.in_service.lock() {
-            for stream in map.values() {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
+        // Under the map's lock no guard can unregister, so every socket listed is open.
+        for fd in self.shared.in_service_map().values() {
+            sys::shutdown_socket(*fd);
         }
         pool.join_until(Instant::now() + Duration::from_secs(5));
         ShutdownReport { cut_off }

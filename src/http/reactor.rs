@@ -1,15 +1,22 @@
-//! The reactor: one thread that accepts connections and parks them in `poll(2)` until a whole
-//! request head has arrived, so that idle and slow clients hold a file descriptor and a few
-//! bytes, never a worker.
+//! The parked connections and the reactor thread.
 //!
-//! A parked connection is read without blocking into its own small buffer (grown only by the
-//! bytes that arrive, at most [`MAX_HEAD_BYTES`]), and the buffer parsed ([`read_head`]) after
-//! each read. Once it holds a complete head, an early answer ([`super::Handler::answer_early`])
-//! is sent from here; otherwise the connection goes to the worker pool carrying the parsed
-//! head and the bytes after it, so no request is parsed twice. If the pool and its queue are
-//! full, the client gets `503` with `Retry-After` at once. Deadlines: a connection with no
-//! bytes of a request waits at most the idle timeout; once a head has started it must finish
-//! within the head timeout.
+//! A connection waiting for (the rest of) a request head is parked in the [`ParkedSet`]: a slot
+//! in a slab and an `epoll` registration armed for one readiness event (`EPOLLONESHOT`), so
+//! idle and slow clients hold a file descriptor and a few bytes, never a thread. Whoever gets a
+//! parked connection's event takes it out of the slab and owns it: an idle worker waiting on
+//! the set ([`ParkedSet::wait`]), which then serves the request itself with no hand-over, or
+//! this reactor when no worker waits. The taker reads what arrived without blocking
+//! ([`advance`]) into the connection's own small buffer (grown only by the bytes that arrive,
+//! at most [`MAX_HEAD_BYTES`]) and parses it ([`read_head`]); a head still partial is parked
+//! again, so a slow client never holds a worker.
+//!
+//! The reactor thread accepts connections and parks them, enforces the deadlines (a
+//! connection with no bytes of a request waits at most the idle timeout; once a head has
+//! started it must finish within the head timeout) and, whenever no worker waits on the set,
+//! watches it itself: an early answer ([`super::Handler::answer_early`], probes) is sent from
+//! here, any other complete head goes to the worker pool's queue carrying the parsed head and
+//! the bytes after it (so no request is parsed twice), or `503` with `Retry-After` at once if
+//! the pool and its queue are full. So probes are answered under any load.
 //! Refusals written from here are tiny and written without blocking: a client that does not
 //! read them simply loses them. Every answer leaves through [`exchange::send`].
 
@@ -17,156 +24,398 @@ use super::accept::{self, ACCEPT_BACKOFF, Accepted, MAX_ACCEPTS_PER_WAKE};
 use super::exchange::{self, Answered, Delivery};
 use super::head::{Head, MAX_HEAD_BYTES, read_head};
 use super::refusal::{Overload, Refusal};
-use super::{Conn, Idle, PROBE_RESERVE, Shared};
+use super::{Conn, PROBE_RESERVE, Shared};
 use crate::pool::Pool;
 use crate::sys;
+use std::cell::RefCell;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Longest the reactor sleeps in `poll` without checking deadlines, in milliseconds.
 const MAX_POLL_WAIT_MS: u64 = 1000;
+/// Longest the reactor leaves the parked set to the workers waiting on it before it looks
+/// whether any still waits, in milliseconds: a probe arriving while every worker is busy
+/// is answered within about this long.
+const WATCH_CHECK_MS: u64 = 10;
 /// Longest a connection accepted into the probe reserve may take to send its head.
 const RESERVE_WAIT: Duration = Duration::from_secs(2);
+/// Most events the reactor takes from the parked set per wake.
+const REACTOR_EVENTS: usize = 64;
 
-/// The reactor's poll set, its slots named: the wake socket, then the listener while accepting,
-/// then each parked connection in the order of `Reactor::parked` at the time of the poll.
-#[derive(Default)]
-struct PollSet {
-    fds: Vec<sys::PollFd>,
-    listening: bool,
-}
-
-impl PollSet {
-    fn fill(&mut self, wake: RawFd, listener: Option<RawFd>, parked: impl Iterator<Item = RawFd>) {
-        self.fds.clear();
-        self.fds.push(sys::poll_entry(wake));
-        self.listening = listener.is_some();
-        self.fds.extend(listener.map(sys::poll_entry));
-        self.fds.extend(parked.map(sys::poll_entry));
-    }
-
-    fn first_parked(&self) -> usize {
-        1 + usize::from(self.listening)
-    }
-
-    fn wake_ready(&self) -> bool {
-        sys::poll_ready(&self.fds[0])
-    }
-
-    fn listener_ready(&self) -> bool {
-        self.listening && sys::poll_ready(&self.fds[1])
-    }
-
-    /// How many parked connections were polled.
-    fn parked_len(&self) -> usize {
-        self.fds.len() - self.first_parked()
-    }
-
-    /// Whether the `i`th polled parked connection is readable (or closed).
-    fn parked_ready(&self, i: usize) -> bool {
-        sys::poll_ready(&self.fds[self.first_parked() + i])
-    }
-}
-
-struct Parked {
-    stream: TcpStream,
-    remote: SocketAddr,
-    pending: Vec<u8>,
-    deadline: Instant,
+/// A connection waiting, on no thread, for (the rest of) a request head.
+pub(crate) struct Parked {
+    pub(crate) stream: TcpStream,
+    pub(crate) remote: SocketAddr,
+    /// Bytes received of the next head (perhaps none).
+    pub(crate) pending: Vec<u8>,
+    /// When it is closed if no complete head has come (idle or head timeout).
+    pub(crate) deadline: Instant,
     /// Accepted beyond the connection limit, into the [`PROBE_RESERVE`]: only an early answer
     /// (a probe) is served on it.
-    over_limit: bool,
+    pub(crate) over_limit: bool,
+}
+
+impl Parked {
+    /// A kept-alive connection between requests, with the bytes of its next head read so far:
+    /// it waits the idle timeout if none, else the head timeout from now.
+    pub(crate) fn kept_alive(stream: TcpStream, remote: SocketAddr, pending: Vec<u8>, shared: &Shared) -> Parked {
+        let timeout = if is_idle(&pending) {
+            shared.config.idle_timeout
+        } else {
+            shared.config.head_timeout
+        };
+        Parked {
+            stream,
+            remote,
+            pending,
+            deadline: Instant::now() + timeout,
+            over_limit: false,
+        }
+    }
+}
+
+/// The parked connections: a slab of slots, each armed in one `epoll` set with a token naming
+/// its slot and the slot's generation (so an event that comes after its connection was taken
+/// out by the deadline sweep never reaches the connection parked there since).
+pub(crate) struct ParkedSet {
+    epoll: sys::Epoll,
+    slab: Mutex<Slab>,
+    /// Workers waiting on the set right now ([`ParkedSet::wait`]).
+    waiting: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    len: usize,
+    /// No parked connection's deadline is earlier (it may be later: the bound is made exact
+    /// by each deadline sweep).
+    earliest: Option<Instant>,
+    /// Set at shutdown: nothing is parked any more.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u32,
+    conn: Option<Parked>,
+}
+
+/// Whether a connection is in the epoll set yet.
+enum Arming {
+    /// Just accepted: added to the set.
+    First,
+    /// Taken out after an event: armed again (added if it never was).
+    Again,
+}
+
+fn token(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+impl ParkedSet {
+    pub(crate) fn new() -> io::Result<ParkedSet> {
+        Ok(ParkedSet {
+            epoll: sys::Epoll::new()?,
+            slab: Mutex::new(Slab::default()),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slab> {
+        // Only slab bookkeeping and one epoll_ctl run under the lock; a poisoned one still
+        // holds a consistent slab.
+        self.slab.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connections parked now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len
+    }
+
+    /// Parks `conn` and arms it for its next readiness event. Closed at once if the server is
+    /// stopping or the kernel refuses to watch it.
+    pub(crate) fn park(&self, conn: Parked, shared: &Shared) {
+        self.put(conn, Arming::Again, shared);
+    }
+
+    /// Parks `conn`, just accepted (see [`ParkedSet::park`]).
+    fn park_new(&self, conn: Parked, shared: &Shared) {
+        self.put(conn, Arming::First, shared);
+    }
+
+    fn put(&self, conn: Parked, arming: Arming, shared: &Shared) {
+        let mut slab = self.lock();
+        if slab.closed {
+            return;
+        }
+        let index = match slab.free.pop() {
+            Some(i) => i,
+            None => {
+                slab.slots.push(Slot::default());
+                slab.slots.len() - 1
+            }
+        };
+        let slot = &mut slab.slots[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        // Armed under the lock: the deadline sweep cannot close the socket in between.
+        let token = token(index, slot.generation);
+        let armed = match arming {
+            Arming::First => self.epoll.add(conn.stream.as_fd(), token),
+            Arming::Again => self.epoll.rearm(conn.stream.as_fd(), token),
+        };
+        if let Err(e) = armed {
+            log::warn!("cannot watch the connection of {}: {e}", conn.remote);
+            slab.free.push(index);
+            return;
+        }
+        let deadline = conn.deadline;
+        slab.slots[index].conn = Some(conn);
+        let earlier = slab.earliest.is_none_or(|e| deadline < e);
+        if earlier {
+            slab.earliest = Some(deadline);
+        }
+        slab.len += 1;
+        shared.stats.parked.store(slab.len, Ordering::Relaxed);
+        drop(slab);
+        // A deadline before any the reactor sleeps towards (a head begun on a worker, with a
+        // head timeout shorter than the idle timeout): it must wake for it.
+        if earlier {
+            shared.wake_reactor();
+        }
+    }
+
+    /// No parked connection's deadline is earlier than this.
+    fn earliest(&self) -> Option<Instant> {
+        self.lock().earliest
+    }
+
+    /// Takes out the connection an event of `token` was for, unless it is no longer there.
+    fn take(&self, token: u64, shared: &Shared) -> Option<Parked> {
+        let index = (token & u64::from(u32::MAX)) as usize;
+        let generation = (token >> 32) as u32;
+        let mut slab = self.lock();
+        let slot = slab.slots.get_mut(index).filter(|s| s.generation == generation)?;
+        let conn = slot.conn.take()?;
+        slab.free.push(index);
+        slab.len -= 1;
+        shared.stats.parked.store(slab.len, Ordering::Relaxed);
+        Some(conn)
+    }
+
+    /// Takes out the connections whose deadline passed.
+    fn take_expired(&self, now: Instant, shared: &Shared) -> Vec<Parked> {
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        let mut slab = self.lock();
+        let slab = &mut *slab;
+        for (index, slot) in slab.slots.iter_mut().enumerate() {
+            let Some(conn) = &slot.conn else { continue };
+            if conn.deadline > now {
+                next = Some(next.map_or(conn.deadline, |n| n.min(conn.deadline)));
+                continue;
+            }
+            if let Some(conn) = slot.conn.take() {
+                expired.push(conn);
+                slab.free.push(index);
+                slab.len -= 1;
+            }
+        }
+        slab.earliest = next;
+        shared.stats.parked.store(slab.len, Ordering::Relaxed);
+        expired
+    }
+
+    /// Closes every parked connection and parks none from now on (shutdown).
+    fn close(&self, shared: &Shared) {
+        let mut slab = self.lock();
+        slab.closed = true;
+        let all: Vec<Parked> = slab.slots.iter_mut().filter_map(|s| s.conn.take()).collect();
+        slab.len = 0;
+        shared.stats.parked.store(0, Ordering::Relaxed);
+        drop(slab);
+        drop(all);
+    }
+
+    /// Waits up to `timeout_ms` on a worker for a parked connection to become readable and
+    /// takes it out (now owned by the caller). One at a time, so a ready connection never
+    /// waits behind another on a busy worker while an idle one could take it (taking up to 4
+    /// per wait measured no better at 256 connections). While any worker waits here the
+    /// reactor leaves the set to it; the last one to stop waiting with nothing found tells
+    /// the reactor, which watches the set again at once.
+    pub(crate) fn wait(&self, timeout_ms: i32, shared: &Shared) -> Option<Parked> {
+        let mut events = [sys::epoll_event_slot()];
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let got = self.epoll.wait(&mut events, timeout_ms);
+        let others = self.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+        let taken = match got {
+            Ok(1) => self.take(sys::epoll_token(&events[0]), shared),
+            Ok(_) => None,
+            Err(e) => {
+                log::error!("epoll_wait failed: {e}");
+                None
+            }
+        };
+        if taken.is_none() && others == 0 {
+            shared.wake_reactor();
+        }
+        taken
+    }
+}
+
+thread_local! {
+    /// Each thread's buffer for reading parked connections, so reading one costs no allocation.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; MAX_HEAD_BYTES].into_boxed_slice());
 }
 
 /// What became of a parked connection after it was readable.
-enum Readiness {
-    /// Still waiting for (more of) a head.
-    Waiting,
+pub(crate) enum Readiness {
+    /// Still waiting for (more of) a head: park it again.
+    Waiting(Parked),
     /// A complete head was read: the head, parsed, and its length in the buffer.
-    Ready(Head, usize),
+    Ready(Parked, Head, usize),
     /// The connection is finished (closed, refused or broken).
     Gone,
 }
 
-/// The accept-and-park loop; see the module docs.
+/// Reads what a connection taken from the set holds, without blocking, and parses the head.
+pub(crate) fn advance(mut p: Parked, shared: &Shared) -> Readiness {
+    let room = MAX_HEAD_BYTES.saturating_sub(p.pending.len()).max(1);
+    let read = SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let got = sys::recv_now(p.stream.as_fd(), &mut scratch[..room]);
+        if let Ok(n) = got {
+            let was_idle = is_idle(&p.pending);
+            p.pending.extend_from_slice(&scratch[..n]);
+            if n > 0 && was_idle && !is_idle(&p.pending) {
+                p.deadline = Instant::now() + shared.config.head_timeout;
+            }
+        }
+        got
+    });
+    match read {
+        Ok(0) => return Readiness::Gone,
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            return Readiness::Waiting(p);
+        }
+        Err(_) => return Readiness::Gone,
+    }
+    match read_head(&p.pending) {
+        Ok(Some((head, len))) => Readiness::Ready(p, head, len),
+        Ok(None) => Readiness::Waiting(p),
+        Err(e) => {
+            refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string(), shared);
+            Readiness::Gone
+        }
+    }
+}
+
+/// Answers a complete head that needs no worker (an early answer, or 503 on a connection
+/// of the probe reserve), sending with `delivery`; otherwise gives the request back to be
+/// served, the bytes after its head kept.
+pub(crate) fn dispatch(
+    mut p: Parked,
+    head: Head,
+    head_len: usize,
+    delivery: Delivery,
+    shared: &Shared,
+) -> Option<Conn> {
+    let started = Instant::now();
+    // A bug in the handler's early answer costs this request a 500, never the thread.
+    if let Some(resp) = shared.answer_early(&head) {
+        let to = Answered::head(p.remote, &head, started).noting("answered from the head");
+        exchange::send(&p.stream, resp, to, delivery, shared);
+        return None;
+    }
+    if p.over_limit {
+        refuse(
+            &p.stream,
+            p.remote,
+            Refusal::Overloaded(Overload::Connections),
+            "connection limit",
+            shared,
+        );
+        return None;
+    }
+    p.pending.drain(..head_len);
+    Some(Conn {
+        stream: p.stream,
+        remote: p.remote,
+        head,
+        pending: p.pending,
+        queued_at: started,
+    })
+}
+
+/// The accept-and-watch loop; see the module docs.
 pub(crate) struct Reactor {
     listener: Option<TcpListener>,
     wake: UnixStream,
-    returned: Receiver<Idle>,
     pool: Arc<Pool<Conn>>,
     shared: Arc<Shared>,
-    parked: Vec<Parked>,
     paused_until: Option<Instant>,
-    scratch: Box<[u8]>,
 }
 
 impl Reactor {
-    pub(crate) fn new(
-        listener: TcpListener,
-        wake: UnixStream,
-        returned: Receiver<Idle>,
-        pool: Arc<Pool<Conn>>,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub(crate) fn new(listener: TcpListener, wake: UnixStream, pool: Arc<Pool<Conn>>, shared: Arc<Shared>) -> Self {
         Reactor {
             listener: Some(listener),
             wake,
-            returned,
             pool,
             shared,
-            parked: Vec::new(),
             paused_until: None,
-            scratch: vec![0u8; MAX_HEAD_BYTES].into_boxed_slice(),
         }
     }
 
     /// Runs until the server is told to stop; then closes the listener and every parked
     /// connection and returns (queued requests are still served by the pool).
     pub(crate) fn run(mut self) {
-        let mut polled = PollSet::default();
+        let mut fds: Vec<sys::PollFd> = Vec::with_capacity(3);
+        let mut events = [sys::epoll_event_slot(); REACTOR_EVENTS];
         while !self.shared.stopping.load(Ordering::SeqCst) {
             let now = Instant::now();
             let accepting = self.paused_until.is_none_or(|t| now >= t);
+            // Left to the workers while any waits on it (the kernel wakes one of them per
+            // event; were the reactor polling the set too, it would wake for every event).
+            let watching = self.shared.parked.waiting.load(Ordering::SeqCst) == 0;
+            fds.clear();
+            fds.push(sys::poll_entry(self.wake.as_raw_fd()));
             let listener = self.listener.as_ref().filter(|_| accepting).map(|l| l.as_raw_fd());
-            let parked = self.parked.iter().map(|p| p.stream.as_raw_fd());
-            polled.fill(self.wake.as_raw_fd(), listener, parked);
-            if let Err(e) = sys::poll(&mut polled.fds, self.poll_wait_ms(now)) {
+            fds.extend(listener.map(sys::poll_entry));
+            if watching {
+                fds.push(sys::poll_entry(self.shared.parked.epoll.as_raw_fd()));
+            }
+            if let Err(e) = sys::poll(&mut fds, self.poll_wait_ms(now, watching)) {
                 log::error!("poll failed: {e}");
                 std::thread::sleep(ACCEPT_BACKOFF);
                 continue;
             }
-            if polled.wake_ready() {
+            if sys::poll_ready(&fds[0]) {
                 self.drain_wake();
             }
-            self.take_returned();
-            // Serve readable parked connections, walking backwards so swap_remove is safe
-            // (connections parked since the poll come after the ones polled).
-            for i in (0..polled.parked_len()).rev() {
-                if polled.parked_ready(i) {
-                    self.on_readable(i);
-                }
+            if watching && fds.last().is_some_and(sys::poll_ready) {
+                self.serve_ready(&mut events);
             }
-            if polled.listener_ready() {
+            if listener.is_some() && sys::poll_ready(&fds[1]) {
                 self.accept_new();
             }
             self.expire(Instant::now());
             self.refuse_expired_in_queue();
         }
         self.listener = None;
-        self.parked.clear();
-        self.shared.stats.parked.store(0, Ordering::Relaxed);
-        while self.returned.try_recv().is_ok() {}
+        self.shared.parked.close(&self.shared);
     }
 
-    fn poll_wait_ms(&self, now: Instant) -> i32 {
-        let mut wait = Duration::from_millis(MAX_POLL_WAIT_MS);
-        if let Some(next) = self.parked.iter().map(|p| p.deadline).min() {
+    fn poll_wait_ms(&self, now: Instant, watching: bool) -> i32 {
+        let mut wait = Duration::from_millis(if watching { MAX_POLL_WAIT_MS } else { WATCH_CHECK_MS });
+        if let Some(next) = self.shared.parked.earliest() {
             wait = wait.min(next.saturating_duration_since(now));
         }
         if let Some(t) = self.paused_until {
@@ -181,32 +430,44 @@ impl Reactor {
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
     }
 
-    fn take_returned(&mut self) {
-        while let Ok(conn) = self.returned.try_recv() {
-            let timeout = if is_idle(&conn.pending) {
-                self.shared.config.idle_timeout
-            } else {
-                self.shared.config.head_timeout
+    /// Takes the ready parked connections (no worker waits for them): reads their heads,
+    /// answers what needs no worker and queues the rest for the pool.
+    fn serve_ready(&mut self, events: &mut [sys::EpollEvent]) {
+        let shared = &*self.shared;
+        let n = match shared.parked.epoll.wait(events, 0) {
+            Ok(n) => n,
+            Err(e) => {
+                log::error!("epoll_wait failed: {e}");
+                return;
+            }
+        };
+        for event in &events[..n] {
+            let Some(p) = shared.parked.take(sys::epoll_token(event), shared) else {
+                continue;
             };
-            self.park(Parked {
-                stream: conn.stream,
-                remote: conn.remote,
-                pending: conn.pending,
-                deadline: Instant::now() + timeout,
-                over_limit: false,
-            });
+            let (p, head, head_len) = match advance(p, shared) {
+                Readiness::Waiting(p) => {
+                    shared.parked.park(p, shared);
+                    continue;
+                }
+                Readiness::Gone => continue,
+                Readiness::Ready(p, head, len) => (p, head, len),
+            };
+            let Some(conn) = dispatch(p, head, head_len, Delivery::NonBlocking, shared) else {
+                continue;
+            };
+            if let Err(conn) = self.pool.try_submit(conn) {
+                log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
+                let _ = conn.stream.set_nonblocking(true);
+                refuse(
+                    &conn.stream,
+                    conn.remote,
+                    Refusal::Overloaded(Overload::Workers),
+                    "workers and queue full",
+                    shared,
+                );
+            }
         }
-    }
-
-    fn park(&mut self, parked: Parked) {
-        self.parked.push(parked);
-        self.shared.stats.parked.store(self.parked.len(), Ordering::Relaxed);
-    }
-
-    fn unpark(&mut self, index: usize) -> Parked {
-        let parked = self.parked.swap_remove(index);
-        self.shared.stats.parked.store(self.parked.len(), Ordering::Relaxed);
-        parked
     }
 
     fn accept_new(&mut self) {
@@ -214,14 +475,14 @@ impl Reactor {
             let Some(listener) = &self.listener else { return };
             match accept::accept_one(listener) {
                 Accepted::Conn(stream, remote) => {
-                    // Once per connection, not per hand-over to a worker: the read and write
-                    // timeouts of its blocking calls there (a non-blocking read here ignores them).
+                    // Once per connection, not per request: the read and write timeouts of
+                    // its blocking calls on workers (a non-blocking read ignores them).
                     let timeout = Some(self.shared.config.io_timeout);
                     if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
                         continue;
                     }
                     let stats = &self.shared.stats;
-                    let open = self.parked.len()
+                    let open = self.shared.parked.len()
                         + stats.in_flight.load(Ordering::Relaxed)
                         + stats.pool.queued.load(Ordering::Relaxed);
                     let limit = self.shared.config.max_connections;
@@ -244,13 +505,14 @@ impl Reactor {
                     } else {
                         self.shared.config.idle_timeout
                     };
-                    self.park(Parked {
+                    let parked = Parked {
                         stream,
                         remote,
                         pending: Vec::new(),
                         deadline: Instant::now() + wait,
                         over_limit,
-                    });
+                    };
+                    self.shared.parked.park_new(parked, &self.shared);
                 }
                 Accepted::Drained => return,
                 Accepted::Skip => {}
@@ -263,84 +525,6 @@ impl Reactor {
         }
     }
 
-    fn on_readable(&mut self, index: usize) {
-        match self.read_parked(index) {
-            Readiness::Waiting => {}
-            Readiness::Gone => {
-                self.unpark(index);
-            }
-            Readiness::Ready(head, head_len) => {
-                let mut p = self.unpark(index);
-                let started = Instant::now();
-                // The reactor is the one thread every client needs: a bug in the handler's early
-                // answer costs this request a 500, never the reactor.
-                let early = self.shared.answer_early(&head);
-                if let Some(resp) = early {
-                    let to = Answered::head(p.remote, &head, started).noting("answered from the head");
-                    exchange::send(&p.stream, resp, to, Delivery::NonBlocking, &self.shared);
-                    return;
-                }
-                if p.over_limit {
-                    refuse(
-                        &p.stream,
-                        p.remote,
-                        Refusal::Overloaded(Overload::Connections),
-                        "connection limit",
-                        &self.shared,
-                    );
-                    return;
-                }
-                p.pending.drain(..head_len);
-                let conn = Conn {
-                    stream: p.stream,
-                    remote: p.remote,
-                    head,
-                    pending: p.pending,
-                    queued_at: Instant::now(),
-                };
-                if let Err(conn) = self.pool.try_submit(conn) {
-                    log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
-                    let _ = conn.stream.set_nonblocking(true);
-                    refuse(
-                        &conn.stream,
-                        conn.remote,
-                        Refusal::Overloaded(Overload::Workers),
-                        "workers and queue full",
-                        &self.shared,
-                    );
-                }
-            }
-        }
-    }
-
-    fn read_parked(&mut self, index: usize) -> Readiness {
-        let head_timeout = self.shared.config.head_timeout;
-        let p = &mut self.parked[index];
-        let room = MAX_HEAD_BYTES.saturating_sub(p.pending.len()).max(1);
-        match sys::recv_now(p.stream.as_fd(), &mut self.scratch[..room]) {
-            Ok(0) => return Readiness::Gone,
-            Ok(n) => {
-                let was_idle = is_idle(&p.pending);
-                p.pending.extend_from_slice(&self.scratch[..n]);
-                if was_idle && !is_idle(&p.pending) {
-                    p.deadline = Instant::now() + head_timeout;
-                }
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-                return Readiness::Waiting;
-            }
-            Err(_) => return Readiness::Gone,
-        }
-        match read_head(&p.pending) {
-            Ok(Some((head, len))) => Readiness::Ready(head, len),
-            Ok(None) => Readiness::Waiting,
-            Err(e) => {
-                refuse(&p.stream, p.remote, Refusal::Head(e), &e.to_string(), &self.shared);
-                Readiness::Gone
-            }
-        }
-    }
-
     /// Answers 503 to requests that waited longer than the queue timeout for a worker (every
     /// worker held by slow clients, say), so none waits without end.
     fn refuse_expired_in_queue(&mut self) {
@@ -349,14 +533,14 @@ impl Reactor {
         }
     }
 
+    /// Closes the parked connections whose deadline passed (refusing an unfinished head),
+    /// when one may have: the sweep walks every parked connection.
     fn expire(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.parked.len() {
-            if self.parked[i].deadline > now {
-                i += 1;
-                continue;
-            }
-            let p = self.unpark(i);
+        if self.shared.parked.earliest().is_none_or(|d| d > now) {
+            return;
+        }
+        let expired = self.shared.parked.take_expired(now, &self.shared);
+        for p in expired {
             if !is_idle(&p.pending) {
                 refuse(
                     &p.stream,

@@ -1,6 +1,7 @@
-//! Many small requests on kept-alive connections: a worker may keep a connection for a moment
-//! after answering (so a client's next request skips the reactor), but an idle kept-alive
-//! client must never keep a worker from a request that waits for one.
+//! Many small requests on kept-alive connections: an idle worker waits on the parked
+//! connections and serves the one that becomes readable itself (so a client's next request
+//! skips the reactor), but an idle or slow kept-alive client must never keep a worker from a
+//! request that waits for one, and every parked connection is served in its turn.
 
 use crate::support::Server;
 
@@ -74,4 +75,67 @@ fn kept_alive_clients_no_more_than_workers_and_queue_are_never_refused() {
         refused.len(),
         CLIENTS * REQUESTS
     );
+}
+
+/// With one worker, the next head on a kept-alive connection arriving a few bytes at a time
+/// (each piece a separate readiness event, taken by the worker waiting on the parked set or by
+/// the reactor) is kept, piece by piece, and served once whole; meanwhile the head in progress
+/// never holds the only worker: another client's requests between the pieces are answered.
+#[test]
+fn a_head_arriving_in_pieces_across_many_wakes_is_served_and_holds_no_worker() {
+    const PIECE: usize = 3;
+    let s = Server::start_prepared(
+        |root| std::fs::write(root.join("small.txt"), b"small\n").unwrap(),
+        &["--workers", "1", "--head-timeout", "60"],
+    );
+    let mut slow = s.connect();
+    slow.send(b"GET /file/small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    slow.response().assert_ok_body(b"small\n");
+    let head = b"GET /file/small.txt HTTP/1.1\r\nHost: t\r\nX-Sent-In: pieces\r\n\r\n";
+    let pieces: Vec<&[u8]> = head.chunks(PIECE).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        slow.send(piece);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if i % 4 == 0 && i + 1 < pieces.len() {
+            let mut other = s.connect();
+            other.send(b"GET /file/small.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            let resp = other.response();
+            assert_eq!(resp.status, 200, "after piece {i}: {}", resp.text());
+        }
+    }
+    slow.response().assert_ok_body(b"small\n");
+    // Still kept alive, and served again.
+    slow.send(b"GET /file/small.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    slow.response().assert_ok_body(b"small\n");
+}
+
+/// Three hundred kept-alive connections on two workers, each asked in turn (one request at a
+/// time, so every other connection is parked meanwhile), then all at once: every request is
+/// answered 200 on its own connection, none refused or lost.
+#[test]
+fn three_hundred_kept_alive_connections_are_each_served_in_turn() {
+    const CONNECTIONS: usize = 300;
+    const ROUNDS: usize = 3;
+    let s = Server::start_prepared(
+        |root| std::fs::write(root.join("small.txt"), b"small\n").unwrap(),
+        &["--workers", "2", "--queue", "400", "--max-connections", "400"],
+    );
+    let mut conns: Vec<_> = (0..CONNECTIONS).map(|_| s.connect()).collect();
+    let request = b"GET /file/small.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    for round in 0..ROUNDS {
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.send(request);
+            let resp = c.response();
+            assert_eq!(resp.status, 200, "round {round}, connection {i}: {}", resp.text());
+            resp.assert_ok_body(b"small\n");
+        }
+    }
+    for c in conns.iter_mut() {
+        c.send(request);
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let resp = c.response();
+        assert_eq!(resp.status, 200, "all at once, connection {i}: {}", resp.text());
+        resp.assert_ok_body(b"small\n");
+    }
 }
