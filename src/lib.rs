@@ -12,6 +12,7 @@
 mod app;
 mod config;
 mod http;
+mod logging;
 mod path;
 mod pool;
 mod server;
@@ -26,6 +27,7 @@ mod volume;
 /// What the binary needs: parse flags, start the server, wait for a stop signal.
 pub use config::{Command, Config, help, parse as parse_args};
 pub use http::{Server, ShutdownReport};
+pub use logging::init as init_logging;
 pub use server::{StartError, start};
 pub use sys::{block_stop_signals, wait_for_stop_signal};
 

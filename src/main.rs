@@ -25,11 +25,7 @@ fn main() -> ExitCode {
         eprintln!("http-nas: cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
     }
-    if let Err(e) = simple_logger::SimpleLogger::new()
-        .with_level(config.log_level)
-        .with_utc_timestamps()
-        .init()
-    {
+    if let Err(e) = http_nas::init_logging(config.log_level) {
         eprintln!("http-nas: cannot start logging: {e}");
         return ExitCode::FAILURE;
     }

@@ -1,0 +1,113 @@
+//! The log sink: every record is one line on stderr, `2026-12-06T14:16:59.832Z INFO  [target]
+//! message`, written with one `write(2)`.
+//!
+//! The access log writes a line per request, so its cost is paid on every small GET: one
+//! formatting pass into a reused per-thread buffer and one system call (a logger that writes
+//! the line and its newline separately makes two, and lines from two threads could interleave
+//! between them). The format is the one operators' log pipelines already parse.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::time::SystemTime;
+
+/// A line longer than this is still written whole; the buffer it grew is not kept.
+const KEPT_LINE_BYTES: usize = 4096;
+
+/// Writes records at `level` and above to stderr, one line each.
+struct StderrLines {
+    level: log::LevelFilter,
+}
+
+impl log::Log for StderrLines {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        thread_local! {
+            static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                // Logging from inside a log call (a Display impl that logs): write it plainly.
+                let _ = writeln!(std::io::stderr(), "{}", format_line(SystemTime::now(), record));
+                return;
+            };
+            line.clear();
+            write_line(&mut line, SystemTime::now(), record);
+            // Stderr is unbuffered: one write_all, one write(2) for any line a pipe takes whole.
+            let _ = std::io::stderr().lock().write_all(&line);
+            if line.capacity() > KEPT_LINE_BYTES {
+                *line = Vec::new();
+            }
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the sink for records at `level` and above; fails if a logger is already set.
+pub fn init(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
+    // Once per process: the logger lives as long as the program.
+    log::set_logger(Box::leak(Box::new(StderrLines { level })))?;
+    log::set_max_level(level);
+    Ok(())
+}
+
+/// Appends the line for `record` at time `now` (newline included) to `out`.
+fn write_line(out: &mut Vec<u8>, now: SystemTime, record: &log::Record<'_>) {
+    let ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64);
+    let _ = writeln!(
+        out,
+        "{} {:<5} [{}] {}",
+        crate::time::js_date(ms),
+        record.level(),
+        record.target(),
+        record.args()
+    );
+}
+
+/// The line for `record` at `now`, without its newline.
+fn format_line(now: SystemTime, record: &log::Record<'_>) -> String {
+    let mut out = Vec::new();
+    write_line(&mut out, now, record);
+    out.pop();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_line_is_the_time_the_padded_level_the_target_and_the_message() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_568_419_832);
+        let args = format_args!("127.0.0.1:1 GET /file/ 200");
+        let record = log::Record::builder()
+            .level(log::Level::Info)
+            .target("access")
+            .args(args)
+            .build();
+        let mut out = Vec::new();
+        write_line(&mut out, at, &record);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-12-06T14:46:59.832Z INFO  [access] 127.0.0.1:1 GET /file/ 200\n"
+        );
+        let error = log::Record::builder()
+            .level(log::Level::Error)
+            .target("http_nas::server")
+            .args(format_args!("x"))
+            .build();
+        assert_eq!(
+            format_line(at, &error),
+            "2026-12-06T14:46:59.832Z ERROR [http_nas::server] x"
+        );
+    }
+}
