@@ -16,7 +16,11 @@ Benchmarks:
   4b. the append matrix: 100 B and 256 KiB bodies, fsync on and off, 1 client to 1 file, 8 to 1
      file and 8 to 8 files (one process per client, keep-alive), vs the same shapes of Python
      processes appending to local files (write, + fsync). With BENCH_COMPARE_BINARY, the same
-     matrix for that build too (a previous protocol, for before/after in one run).
+     matrix for that build too (a previous protocol, for before/after in one run); 256 KiB
+     appends also against POSTs of the same bytes from the same clients.
+  4c. appends (100 B and 256 KiB, 1 and 8 clients to 1 file, fsync on) with a verified sha-256
+     Content-Digest against the same appends without one; section 3 likewise has a POST row
+     with a sha-256 Content-Digest (crc32c is computed on every write either way).
   5. GET /file/NAME/wc of a 1 GiB CSV vs `wc -l`, page cache warm.
   6. requests/s of a 4 KiB file with keep-alive: `wrk -t2 -c16 -d4s` and `-c256` vs nginx
      (target: at least nginx's); and system calls per kept-alive GET of it (strace -c -f over
@@ -690,18 +694,20 @@ def bench_get(ctx: Context) -> list[Row]:
     ]
 
 
-def upload(server: Server, source: Path, chunked: bool) -> float:
-    """POSTs (http-nas) or PUTs (nginx) `source`; returns MiB/s. The upload is removed after."""
+def upload(server: Server, source: Path, chunked: bool, headers: tuple[str, ...] = ()) -> float:
+    """POSTs (http-nas) or PUTs (nginx) `source`, with extra `headers`; returns MiB/s. The
+    upload is removed after."""
     size = source.stat().st_size
     target = f"upload-{server.name}.bin"
     method = "PUT" if server.name == "nginx" else "POST"
     os.sync()  # start every run with no dirty pages from earlier runs
     if chunked:
         consumer = CURL + ["-o", "/dev/null", "-X", method, "-H", "Transfer-Encoding: chunked",
-                           "-T", "-", server.url(target)]
+                           *[arg for h in headers for arg in ("-H", h)], "-T", "-", server.url(target)]
         seconds = timed_pipe(["cat", str(source)], consumer)
     else:
-        seconds, _ = timed(CURL + ["-o", "/dev/null", "-X", method, "-T", str(source),
+        seconds, _ = timed(CURL + ["-o", "/dev/null", "-X", method,
+                                   *[arg for h in headers for arg in ("-H", h)], "-T", str(source),
                                    server.url(target)])
     stored = server.path(target)
     stored_size = stored.stat().st_size if stored.exists() else -1
@@ -735,13 +741,35 @@ def bench_chunked_post(ctx: Context) -> list[Row]:
 def bench_content_length_post(ctx: Context) -> list[Row]:
     log("3. POST of 1 GiB with Content-Length")
     source = ctx.data.random
-    variants = {"http-nas POST fsync=false": lambda: upload(ctx.nas, source, chunked=False)}
+    claim = (f"Content-Digest: sha-256=:{sha256_base64(source)}:",)
+    variants = {
+        "http-nas POST fsync=false": lambda: upload(ctx.nas, source, chunked=False),
+        "http-nas POST sha-256": lambda: upload(ctx.nas, source, chunked=False, headers=claim),
+    }
     if ctx.nginx:
         variants["nginx PUT"] = lambda: upload(ctx.nginx, source, chunked=False)
     results = alternate(ctx.runs, variants)
-    return [Row("POST 1 GiB Content-Length, fsync off", "MiB/s",
-                results["http-nas POST fsync=false"], results.get("nginx PUT", []), "nginx PUT",
-                note="" if ctx.nginx else ctx.nginx_note)]
+    return [
+        Row("POST 1 GiB Content-Length, fsync off", "MiB/s",
+            results["http-nas POST fsync=false"], results.get("nginx PUT", []), "nginx PUT",
+            note="" if ctx.nginx else ctx.nginx_note),
+        # crc32c is computed and kept on every write; the sha-256 only when a client sends or
+        # asks for it: its cost, against the same POST without it in the same run.
+        Row("POST 1 GiB Content-Length, fsync off, Content-Digest sha-256 verified", "MiB/s",
+            results["http-nas POST sha-256"], results["http-nas POST fsync=false"],
+            "same POST without a digest"),
+    ]
+
+
+def sha256_base64(path: Path) -> str:
+    """The sha-256 of the file at `path`, base64, as a Content-Digest carries it."""
+    import base64
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
 
 
 APPEND_BODY = b"x" * (APPEND_BODY_BYTES - 1) + b"\n"
@@ -822,17 +850,18 @@ def bench_appends(ctx: Context) -> list[Row]:
     return rows
 
 
-def matrix_worker(port: int, path: str, body: bytes, queue) -> None:
-    """One client of the append matrix: PUTs `body` for MATRIX_SECONDS; reports (count, s)."""
+def matrix_worker(port: int, path: str, body: bytes, extra: dict[str, str], method: str, queue) -> None:
+    """One client of the append matrix: PUTs `body` (with `extra` headers) for MATRIX_SECONDS;
+    reports (count, s)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=HTTP_TIMEOUT)
     done, start = 0, time.perf_counter()
     try:
         while time.perf_counter() - start < MATRIX_SECONDS:
-            conn.request("PUT", path, body=body, headers={"Content-Type": "application/octet-stream"})
+            conn.request(method, path, body=body, headers={"Content-Type": "application/octet-stream", **extra})
             response = conn.getresponse()
             response.read()
             if response.status != 200:
-                raise BenchError(f"PUT {path} answered {response.status}")
+                raise BenchError(f"{method} {path} answered {response.status}")
             done += 1
         queue.put((done, time.perf_counter() - start))
     except Exception as e:  # reported to the parent, which raises
@@ -872,9 +901,13 @@ def run_clients(target, args_of: Callable[[int], tuple], clients: int) -> int:
     return sum(n for n, _ in results) / max(s for _, s in results)
 
 
-def matrix_over_http(server: Server, body: bytes, clients: int, files: int) -> float:
+def matrix_over_http(server: Server, body: bytes, clients: int, files: int,
+                     extra: dict[str, str] | None = None, method: str = "PUT") -> float:
+    """Appends (PUT) or uploads (POST, each replacing the file whole) of `body` from `clients`
+    processes to `files` files; returns requests per second."""
     names = [f"matrix-{i}.log" for i in range(files)]
-    rate = run_clients(matrix_worker, lambda i: (server.port, server.url_prefix + names[i % files], body),
+    rate = run_clients(matrix_worker,
+                       lambda i: (server.port, server.url_prefix + names[i % files], body, extra or {}, method),
                        clients)
     stored = sum(server.path(n).stat().st_size for n in names)
     if stored % len(body):
@@ -914,12 +947,41 @@ def bench_append_matrix(ctx: Context) -> list[Row]:
                     for tag, pair in servers.items()
                 }
                 variants["python"] = lambda: matrix_local(ctx.work, body, clients, files, fsync)
+                # Large appends against POSTs of the same bytes (each a whole new file).
+                if size >= 256 * KIB:
+                    variants["post"] = (lambda srv=servers[""][1 if fsync else 0]:
+                                        matrix_over_http(srv, body, clients, files, method="POST"))
                 log(f"  {label}")
                 results = alternate(ctx.runs, variants, warmup=0)
                 base_name = "python write+fsync" if fsync else "python write"
                 for tag in servers:
                     rows.append(Row(label + tag, "appends/s", results[f"http-nas{tag}"],
                                     results["python"], base_name))
+                if "post" in results:
+                    rows.append(Row(label + " vs POST", "appends/s", results["http-nas"],
+                                    results["post"], "POSTs of the same bytes"))
+    return rows
+
+
+def bench_append_digests(ctx: Context) -> list[Row]:
+    log("4c. appends with a verified sha-256 Content-Digest vs without, fsync on")
+    import base64
+    import hashlib
+    rows = []
+    for size in MATRIX_BODIES:
+        body = os.urandom(size)
+        claim = {"Content-Digest": f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"}
+        for clients, files in [(1, 1), (8, 1)]:
+            shape = f"{clients} client{'s' if clients > 1 else ''} -> {files} file"
+            label = f"append {fmt_size(size)}, {shape}, fsync on, Content-Digest sha-256"
+            variants = {
+                "with": lambda: matrix_over_http(ctx.nas_fsync, body, clients, files, claim),
+                "without": lambda: matrix_over_http(ctx.nas_fsync, body, clients, files),
+            }
+            log(f"  {label}")
+            results = alternate(ctx.runs, variants, warmup=0)
+            rows.append(Row(label, "appends/s", results["with"], results["without"],
+                            "same appends without a digest"))
     return rows
 
 
@@ -1317,6 +1379,7 @@ SECTIONS: list[tuple[str, Callable[[Context], list[Row]]]] = [
     ("POST 1 GiB Content-Length", bench_content_length_post),
     ("append keep-alive", bench_appends),
     ("append matrix", bench_append_matrix),
+    ("appends with digests", bench_append_digests),
     ("/wc of 1 GiB CSV", bench_wc),
     ("GET 4 KiB keep-alive (wrk)", bench_wrk),
     ("memory", bench_memory),
@@ -1325,7 +1388,7 @@ SECTIONS: list[tuple[str, Callable[[Context], list[Row]]]] = [
 ]
 
 
-SECTION_NUMBERS = ["1", "2", "3", "4", "4b", "5", "6", "7", "8", "9"]
+SECTION_NUMBERS = ["1", "2", "3", "4", "4b", "4c", "5", "6", "7", "8", "9"]
 
 
 def run_section(title: str, bench: Callable[[Context], list[Row]], ctx: Context) -> list[Row]:
