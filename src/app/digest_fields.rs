@@ -152,6 +152,22 @@ pub fn wanted(head: &Head, claims: &[Claim]) -> Wanted {
     }
 }
 
+/// What the file after a write must be hashed with when the request's body is not the bytes
+/// written (a concatenation, whose body is JSON): the algorithms of its `Repr-Digest` claims
+/// (and of a trailer the head announces) and the sha-256 `Want-Repr-Digest` asks for. Never for
+/// a `Content-Digest` alone: that one is of the JSON.
+pub fn repr_wanted(head: &Head, claims: &[Claim]) -> Wanted {
+    let uses = |a| claims.iter().any(|c| c.field == Field::Repr && c.algorithm == a);
+    let announced = head.header("trailer").is_some_and(|t| {
+        t.split(',')
+            .any(|f| f.trim().eq_ignore_ascii_case(Field::Repr.lowercase()))
+    });
+    Wanted {
+        sha256: uses(Algorithm::Sha256) || announced || wants(head, Algorithm::Sha256),
+        sha512: uses(Algorithm::Sha512) || announced,
+    }
+}
+
 /// True when `Want-Repr-Digest` names `algorithm` with a preference above 0 (RFC 9530 §4).
 pub fn wants(head: &Head, algorithm: Algorithm) -> bool {
     head.header("want-repr-digest").is_some_and(|value| {
