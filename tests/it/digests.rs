@@ -800,3 +800,118 @@ fn a_source_changed_behind_the_servers_back_still_gives_a_right_crc32c() {
         );
     }
 }
+
+/// The README's concatenation recipe, verbatim: the joined file's Repr-Digest checks out
+/// against a download (it prints `verified`).
+#[test]
+fn the_readmes_concat_recipe_answers_a_repr_digest_that_a_download_checks() {
+    let s = Server::start();
+    s.post("/file/run/part-1.csv", &random_bytes(100_000, 14))
+        .assert_ok_json();
+    s.post("/file/run/part-2.csv", &random_bytes(3_000, 15))
+        .assert_ok_json();
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read README.md");
+    let section = &readme[readme
+        .find("### Fan-in and retention")
+        .expect("README has the fan-in section")..];
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("block end")];
+    assert!(block.contains("/concat"), "{block}");
+    let out = s.readme(&format!("set -e\nF=http://http-nas:3000/file\n{block}"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Rounds of [`kill9_during_a_concatenation_never_leaves_a_kept_digest_that_disagrees_with_the_data`]:
+/// `HTTP_NAS_CRASH_ROUNDS` (as the crash tests), else 4.
+fn crash_rounds() -> usize {
+    std::env::var("HTTP_NAS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
+#[test]
+fn kill9_during_a_concatenation_never_leaves_a_kept_digest_that_disagrees_with_the_data() {
+    let disk = match crate::support::mounts::Mounted::throttled_disk() {
+        Ok(disk) => disk,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let root = disk.root();
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() ^ u64::from(d.subsec_nanos()));
+    eprintln!("concatenation kills from seed {base}");
+    let mut s = Server::start_on(&root, &[]);
+    let mut parts = Vec::new();
+    for i in 0..4u64 {
+        let part = random_bytes(6 << 20, 600 + i);
+        s.post(&format!("/file/part-{i}"), &part).assert_ok_json();
+        parts.extend(part);
+    }
+    let body = br#"{"sources": ["part-0", "part-1", "part-2", "part-3"]}"#;
+    // Kills land anywhere in up to three times a concatenation's length on this disk (the
+    // dirty pages a killed one leaves make the next slower).
+    let started = std::time::Instant::now();
+    s.send("POST", "/file/t/concat", body, &[]).assert_ok_json();
+    let span = (started.elapsed().as_millis() as u64 * 3).max(1);
+    eprintln!("a concatenation takes {} ms here", started.elapsed().as_millis());
+    let (mut checked, mut outcomes) = (0, Vec::new());
+    for round in 0..crash_rounds() * 2 {
+        let append = round % 2 == 1;
+        let old = random_bytes(1000 + round, 700 + round as u64);
+        s.send("POST", "/file/t", &old, &["Want-Repr-Digest: sha-256=1"])
+            .assert_ok_json();
+        let method = if append { "PUT" } else { "POST" };
+        let mut conn = s.connect();
+        let head = format!(
+            "{method} /file/t/concat HTTP/1.1\r\nHost: t\r\nWant-Repr-Digest: sha-256=1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.send(head.as_bytes()).send(body);
+        // Until the gathering shows (its temp file) or the target changed, then a random delay.
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(10)
+            && internal_files(&s).is_empty()
+            && fs::read(root.join("t")).is_ok_and(|t| t == old)
+        {
+            thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let seed = (base ^ (round as u64 + 1)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        thread::sleep(std::time::Duration::from_millis(seed % span));
+        s.signal(libc::SIGKILL);
+        drop(conn);
+        s.restart();
+        let got = s.read("t");
+        let whole = if append {
+            [old.clone(), parts.clone()].concat()
+        } else {
+            parts.clone()
+        };
+        assert!(
+            got == old || got == whole,
+            "round {round} ({method}): the target is {} bytes, neither as before nor whole",
+            got.len()
+        );
+        outcomes.push(if got == old { "cut" } else { "done" });
+        // The kept digest, if any, is the data's: never one of another version.
+        let r = s.get_with("/file/t", &["Want-Repr-Digest: sha-256=1, crc32c=1"]);
+        if let Some(kept) = r.header("repr-digest") {
+            assert_eq!(
+                kept,
+                format!("{}, {}", sha256_field(&got), crc32c_field(&got)),
+                "round {round} ({method})"
+            );
+            checked += 1;
+        }
+        s.expect_no_temp_files();
+    }
+    eprintln!("outcomes {outcomes:?}; {checked} kept digests checked after restarts");
+    assert!(
+        checked > 0,
+        "no kept digest survived any round: the check proved nothing"
+    );
+}
