@@ -467,6 +467,8 @@ impl Storage {
     /// append (`mode`), if `conditions` hold at the commit and `digests` approves of the target's
     /// digests after it (`digests.repr` then tells them); with `delete_sources`, removes each
     /// source still as copied afterwards. A source's failure is [`StorageError::InSource`].
+    // What to join, where, and what the commit must hold to: as `concat::concat` takes them.
+    #[allow(clippy::too_many_arguments)]
     pub fn concat(
         &self,
         target: &RelPath,

@@ -806,10 +806,9 @@ fn a_source_changed_behind_the_servers_back_still_gives_a_right_crc32c() {
 #[test]
 fn the_readmes_concat_recipe_answers_a_repr_digest_that_a_download_checks() {
     let s = Server::start();
-    s.post("/file/run/part-1.csv", &random_bytes(100_000, 14))
+    s.post("/file/run/part-1.csv", random_bytes(100_000, 14))
         .assert_ok_json();
-    s.post("/file/run/part-2.csv", &random_bytes(3_000, 15))
-        .assert_ok_json();
+    s.post("/file/run/part-2.csv", random_bytes(3_000, 15)).assert_ok_json();
     let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read README.md");
     let section = &readme[readme
         .find("### Fan-in and retention")
