@@ -209,6 +209,14 @@ pub fn check(
         let Some(computed) = sums.get(claim.algorithm) else {
             let name = claim.algorithm.name();
             return Err(Refused::Malformed(match claim.field {
+                // Computed for the request, so asked in time: the file keeps none to extend.
+                Field::Repr if claim.algorithm == Algorithm::Sha256 && content.sha256.is_some() => {
+                    "a sha-256 Repr-Digest cannot be verified for this append: the file keeps no \
+                     sha-256 (it was last replaced without one being asked for); send a crc32c \
+                     Repr-Digest or a sha-256 Content-Digest instead, or replace the file once with \
+                     `Want-Repr-Digest: sha-256=1` to have its sha-256 kept"
+                        .into()
+                }
                 Field::Repr if claim.algorithm == Algorithm::Sha512 => {
                     "a sha-512 Repr-Digest cannot be verified on an append (only sha-256 and crc32c are \
                      kept per file); send sha-256 or crc32c, or a sha-512 Content-Digest of the body"

@@ -914,3 +914,20 @@ fn kill9_during_a_concatenation_never_leaves_a_kept_digest_that_disagrees_with_t
         "no kept digest survived any round: the check proved nothing"
     );
 }
+
+#[test]
+fn a_sha256_repr_digest_of_an_append_to_a_file_keeping_no_sha256_says_so() {
+    let s = Server::start();
+    s.post("/file/run/part", b"part\n").assert_ok_json();
+    s.post("/file/log", b"first\n").assert_ok_json();
+    let whole = b"first\npart\n";
+    let claim = format!("Repr-Digest: {}", sha256_field(whole));
+    for r in [
+        s.send("PUT", "/file/log", b"part\n", &[&claim]),
+        concat(&s, "log", &["run/part"], true, &[&claim]),
+    ] {
+        r.assert_error(400);
+        assert!(r.text().contains("keeps no sha-256"), "{}", r.text());
+        assert_eq!(s.read("log"), b"first\n");
+    }
+}
