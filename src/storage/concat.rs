@@ -156,15 +156,15 @@ pub fn concat(
     };
     let hasher = match combined {
         Some(crc32c) if needed == digest::Wanted::default() => digest::Hasher::of_crc32c(len, crc32c),
-        _ => hash_gathered(temp.file(), len, digests.wanted)?,
+        _ => hash_gathered(temp.file(), len, needed)?,
     };
     log::debug!(
-        "concatenation into {}: crc32c {} the sources' kept digests",
+        "concatenation into {}: digests {}",
         target.display(),
-        if combined.is_some() {
-            "combined from"
-        } else {
-            "read back, not all of"
+        match (combined, needed == digest::Wanted::default()) {
+            (Some(_), true) => "combined from the sources' kept ones",
+            (Some(_), false) => "read back (asked for more than a crc32c)",
+            (None, _) => "read back (a source has none kept)",
         }
     );
     let size = match mode {
