@@ -2,16 +2,19 @@
 //! as one append): the fan-in of a pipeline's parts without a byte over the network. The JSON
 //! body `{"sources": [...], "delete_sources": false}` is read here, bounded by
 //! [`MAX_CONCAT_BODY_BYTES`]; each source is decoded like a URL path (once) and checked against
-//! the token's scope before anything is read. The storage does the rest ([`crate::storage::concat`]).
+//! the token's scope before anything is read. Digest fields go through the plan of every write
+//! ([`DigestFields`]): `Content-Digest` is of the JSON body, `Repr-Digest` of the target after
+//! the write. The storage does the rest ([`crate::storage::concat`]).
 
 use super::App;
 use super::auth::Grant;
 use super::error::Error;
 use super::url;
-use super::writes::{etag_tests, preconditions, upload_offset};
+use super::writes::{DigestFields, etag_tests, preconditions, upload_offset, with_repr_digest};
 use crate::http::{Request, Response};
 use crate::path::{Naming, RelPath};
 use crate::storage::concat::{MAX_SOURCES, Mode};
+use crate::storage::digest::Hasher;
 use crate::storage::{Conditions, StorageError};
 use serde_json::json;
 use std::io::Read;
@@ -46,6 +49,13 @@ pub(super) fn concat(
             message: format!("concatenation body larger than {MAX_CONCAT_BODY_BYTES} bytes"),
         });
     }
+    // Content-Digest is of this JSON body; Repr-Digest of the target after the write, verified
+    // by the storage before its commit, like an upload's (POST) or an append's (PUT).
+    let fields = DigestFields::of(req.head, req.trailer)?;
+    let mut hasher = Hasher::new(fields.wanted);
+    hasher.update(&raw);
+    let content = hasher.sums();
+    fields.check_content(&content)?;
     let body = parse_body(&raw)?;
     if let Some(out) = body.sources.iter().find(|s| !grant.reaches(s)) {
         return Err(Error::out_of_scope(out, &grant));
@@ -56,20 +66,22 @@ pub(super) fn concat(
         ..preconditions(req.head, &tests)
     };
     let mode = if append { Mode::Append } else { Mode::Replace };
-    let outcome = app
-        .storage
-        .concat(
-            path,
-            &body.sources,
-            grant.storage_scope(),
-            mode,
-            &conditions,
-            body.delete_sources,
-        )
-        .map_err(|e| match e {
-            StorageError::InSource { index, error } => source_error(&body.sources[index], *error),
-            e => Error::at(path, e),
-        })?;
+    let (outcome, repr) = fields.verify(fields.wanted_of_file(), Some(&content), |digests| {
+        app.storage
+            .concat(
+                path,
+                &body.sources,
+                grant.storage_scope(),
+                mode,
+                &conditions,
+                body.delete_sources,
+                digests,
+            )
+            .map_err(|e| match e {
+                StorageError::InSource { index, error } => source_error(&body.sources[index], *error),
+                e => Error::at(path, e),
+            })
+    })?;
     let mut answer = json!({ "path": path.to_string(), "size": outcome.size });
     if body.delete_sources {
         let named =
@@ -77,7 +89,7 @@ pub(super) fn concat(
         answer["deleted_sources"] = json!(named(&outcome.deleted));
         answer["kept_sources"] = json!(named(&outcome.kept));
     }
-    Ok(Response::json(200, &answer).with_header("Upload-Offset", outcome.size.to_string()))
+    Ok(with_repr_digest(Response::json(200, &answer), repr).with_header("Upload-Offset", outcome.size.to_string()))
 }
 
 /// A source's failure, naming the source.

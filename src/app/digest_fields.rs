@@ -152,6 +152,22 @@ pub fn wanted(head: &Head, claims: &[Claim]) -> Wanted {
     }
 }
 
+/// What the file after a write must be hashed with when the request's body is not the bytes
+/// written (a concatenation, whose body is JSON): the algorithms of its `Repr-Digest` claims
+/// (and of a trailer the head announces) and the sha-256 `Want-Repr-Digest` asks for. Never for
+/// a `Content-Digest` alone: that one is of the JSON.
+pub fn repr_wanted(head: &Head, claims: &[Claim]) -> Wanted {
+    let uses = |a| claims.iter().any(|c| c.field == Field::Repr && c.algorithm == a);
+    let announced = head.header("trailer").is_some_and(|t| {
+        t.split(',')
+            .any(|f| f.trim().eq_ignore_ascii_case(Field::Repr.lowercase()))
+    });
+    Wanted {
+        sha256: uses(Algorithm::Sha256) || announced || wants(head, Algorithm::Sha256),
+        sha512: uses(Algorithm::Sha512) || announced,
+    }
+}
+
 /// True when `Want-Repr-Digest` names `algorithm` with a preference above 0 (RFC 9530 §4).
 pub fn wants(head: &Head, algorithm: Algorithm) -> bool {
     head.header("want-repr-digest").is_some_and(|value| {
@@ -193,6 +209,14 @@ pub fn check(
         let Some(computed) = sums.get(claim.algorithm) else {
             let name = claim.algorithm.name();
             return Err(Refused::Malformed(match claim.field {
+                // Computed for the request, so asked in time: the file keeps none to extend.
+                Field::Repr if claim.algorithm == Algorithm::Sha256 && content.sha256.is_some() => {
+                    "a sha-256 Repr-Digest cannot be verified for this append: the file keeps no \
+                     sha-256 (it was last replaced without one being asked for); send a crc32c \
+                     Repr-Digest or a sha-256 Content-Digest instead, or replace the file once with \
+                     `Want-Repr-Digest: sha-256=1` to have its sha-256 kept"
+                        .into()
+                }
                 Field::Repr if claim.algorithm == Algorithm::Sha512 => {
                     "a sha-512 Repr-Digest cannot be verified on an append (only sha-256 and crc32c are \
                      kept per file); send sha-256 or crc32c, or a sha-512 Content-Digest of the body"

@@ -4,16 +4,17 @@
 //! append's `Upload-Offset`. The preconditions are evaluated by the storage at the commit,
 //! under its lock ([`Conditions`]), so no other writer can slip in between check and write;
 //! this module only turns header text into those tests. Digest fields (RFC 9530) are checked
-//! the same way: the storage hashes the body and asks [`digest_fields::check`] before the commit.
+//! the same way: the storage hashes the body and asks [`digest_fields::check`] before the commit,
+//! through one plan for every write ([`DigestFields`]: uploads, appends, concatenations).
 
 use super::App;
 use super::auth::Grant;
 use super::conditional::{self, Comparison};
-use super::digest_fields;
+use super::digest_fields::{self, Claim};
 use super::error::Error;
 use crate::http::{Head, Request, Response};
 use crate::path::RelPath;
-use crate::storage::digest::{Plan, Sums};
+use crate::storage::digest::{Plan, Sums, Wanted};
 use crate::storage::{Conditions, StorageError, Version, VersionTest};
 use serde_json::json;
 use std::fs::{File, Metadata};
@@ -22,19 +23,13 @@ use std::fs::{File, Metadata};
 pub(super) fn upload(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut Request<'_>) -> Result<Response, Error> {
     let tests = etag_tests(req.head);
     let conditions = preconditions(req.head, &tests);
-    let claims = digest_fields::head_claims(req.head)?;
-    let trailer = req.trailer;
-    let check = |content: &Sums, repr: Option<&Sums>| digest_fields::check(&claims, trailer, content, repr);
-    let mut digests = Plan {
-        wanted: digest_fields::wanted(req.head, &claims),
-        check: &check,
-        repr: None,
-    };
-    let size = app
-        .storage
-        .write_atomic(path, grant.storage_scope(), req.body, &conditions, &mut digests)
-        .map_err(|e| Error::at(path, e))?;
-    Ok(with_repr_digest(written(path, size), &digests))
+    let fields = DigestFields::of(req.head, req.trailer)?;
+    let (size, repr) = fields.verify(fields.wanted, None, |digests| {
+        app.storage
+            .write_atomic(path, grant.storage_scope(), req.body, &conditions, digests)
+            .map_err(|e| Error::at(path, e))
+    })?;
+    Ok(with_repr_digest(written(path, size), repr))
 }
 
 /// Appends the request body, at the file's size if `Upload-Offset` names it.
@@ -44,25 +39,91 @@ pub(super) fn append(app: &App, path: &RelPath, grant: Grant<'_>, req: &mut Requ
         size: upload_offset(req.head)?,
         ..preconditions(req.head, &tests)
     };
-    let claims = digest_fields::head_claims(req.head)?;
-    let trailer = req.trailer;
-    let check = |content: &Sums, repr: Option<&Sums>| digest_fields::check(&claims, trailer, content, repr);
-    let mut digests = Plan {
-        wanted: digest_fields::wanted(req.head, &claims),
-        check: &check,
-        repr: None,
-    };
-    let size = app
-        .storage
-        .append(path, grant.storage_scope(), req.body, &conditions, &mut digests)
-        .map_err(|e| Error::at(path, e))?;
-    Ok(with_repr_digest(written(path, size), &digests).with_header("Upload-Offset", size.to_string()))
+    let fields = DigestFields::of(req.head, req.trailer)?;
+    let (size, repr) = fields.verify(fields.wanted, None, |digests| {
+        app.storage
+            .append(path, grant.storage_scope(), req.body, &conditions, digests)
+            .map_err(|e| Error::at(path, e))
+    })?;
+    Ok(with_repr_digest(written(path, size), repr).with_header("Upload-Offset", size.to_string()))
+}
+
+/// The digest fields of a write (RFC 9530), for every write that verifies them: upload, append
+/// and concatenation. The head's claims are parsed once; the trailer's are looked up at the
+/// check, once the body has ended.
+pub(super) struct DigestFields<'r> {
+    head: &'r Head,
+    claims: Vec<Claim>,
+    trailer: &'r dyn Fn(&str) -> Option<String>,
+    /// What the request's body is hashed with: to verify its claims, and to answer what
+    /// `Want-Repr-Digest` asks.
+    pub wanted: Wanted,
+}
+
+impl<'r> DigestFields<'r> {
+    /// The digest fields of a request (`trailer` looks its trailer fields up).
+    pub(super) fn of(head: &'r Head, trailer: &'r dyn Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let claims = digest_fields::head_claims(head)?;
+        let wanted = digest_fields::wanted(head, &claims);
+        Ok(DigestFields {
+            head,
+            claims,
+            trailer,
+            wanted,
+        })
+    }
+
+    /// What the file's digests after a write must be computed with when the request's body is
+    /// not the bytes written (a concatenation): what its `Repr-Digest` claims and
+    /// `Want-Repr-Digest` ask.
+    pub(super) fn wanted_of_file(&self) -> Wanted {
+        digest_fields::repr_wanted(self.head, &self.claims)
+    }
+
+    /// Checks the head's `Content-Digest` against `content`, the body's digests, as soon as they
+    /// are known (before any work a refusal would waste).
+    pub(super) fn check_content(&self, content: &Sums) -> Result<(), Error> {
+        let of_body: Vec<Claim> = self
+            .claims
+            .iter()
+            .filter(|c| c.field == digest_fields::Field::Content)
+            .cloned()
+            .collect();
+        digest_fields::check(&of_body, &|_| None, content, None).map_err(Error::Digest)
+    }
+
+    /// Runs `write` with the plan that has the storage compute `wanted` and verify every claim
+    /// before its commit: `Content-Digest` against `content` where the caller hashed the body
+    /// itself (a concatenation's JSON), else against what the storage computed of the body;
+    /// `Repr-Digest` against the file's digests after the write. Returns what `write` returns,
+    /// and the `Repr-Digest` to answer (where the file's digests are known).
+    pub(super) fn verify<T>(
+        &self,
+        wanted: Wanted,
+        content: Option<&Sums>,
+        write: impl FnOnce(&mut Plan<'_>) -> Result<T, Error>,
+    ) -> Result<(T, Option<String>), Error> {
+        let check = |body: &Sums, repr: Option<&Sums>| {
+            digest_fields::check(&self.claims, self.trailer, content.unwrap_or(body), repr)
+        };
+        let mut digests = Plan {
+            wanted,
+            check: &check,
+            repr: None,
+        };
+        let done = write(&mut digests)?;
+        let answer = digests
+            .repr
+            .as_ref()
+            .map(|sums| digest_fields::answer_value(sums, wanted));
+        Ok((done, answer))
+    }
 }
 
 /// A write's answer with `Repr-Digest` of the whole file, where its digests are known.
-fn with_repr_digest(resp: Response, digests: &Plan<'_>) -> Response {
-    match &digests.repr {
-        Some(sums) => resp.with_header("Repr-Digest", digest_fields::answer_value(sums, digests.wanted)),
+pub(super) fn with_repr_digest(resp: Response, repr: Option<String>) -> Response {
+    match repr {
+        Some(value) => resp.with_header("Repr-Digest", value),
         None => resp,
     }
 }

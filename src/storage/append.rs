@@ -265,7 +265,12 @@ fn create_whole(
     fsync: bool,
 ) -> Result<bool> {
     conditions.check(None)?;
-    // The new file is the body: its digests are the body's.
+    // The new file is the body: its digests are the body's (a concatenation's gathered bytes
+    // are hashed for what it asks only now, when they are known to be the whole file).
+    let Received { spool, hasher } = body;
+    hasher
+        .complete(digests.wanted, |feed| spool.replay(feed))
+        .map_err(StorageError::from_io)?;
     let sums = body.hasher.sums();
     (digests.check)(&sums, Some(&sums)).map_err(StorageError::Digest)?;
     let spool = &mut body.spool;

@@ -81,8 +81,10 @@ impl Copied {
 }
 
 /// Joins `sources` (real paths relative to the root, as the jail resolved them) into `target`
-/// (`mode`), if `conditions` hold at the commit. `creatable` is whether an append may create the
-/// target's name. A source's failure is [`StorageError::InSource`] with its index.
+/// (`mode`), if `conditions` hold at the commit and `digests` approves of the target's digests
+/// after it (`digests.wanted` is what to compute over the gathered bytes; the first digests its
+/// check gets are theirs). `creatable` is whether an append may create the target's name. A
+/// source's failure is [`StorageError::InSource`] with its index.
 #[allow(clippy::too_many_arguments)]
 pub fn concat(
     root: &Root,
@@ -92,6 +94,7 @@ pub fn concat(
     creatable: std::result::Result<(), PathError>,
     conditions: &Conditions<'_>,
     delete_sources: bool,
+    digests: &mut digest::Plan<'_>,
     fsync: bool,
 ) -> Result<Outcome> {
     let (parent, name) = split(target)?;
@@ -118,10 +121,17 @@ pub fn concat(
     }
     let temp = TempFile::create_near(root, parent)?;
     let mut copied = Vec::with_capacity(sources.len());
+    // The crc32c of the bytes gathered so far, combined from the sources' kept ones while every
+    // source has one.
+    let mut combined = Some(0u32);
     let (len, cloned) = {
         let mut copier = Copier::new(temp.file())?;
         for (index, source) in sources.iter().enumerate() {
-            let version = gather_one(root, source, &mut copier, target_id).map_err(in_source(index))?;
+            let (version, crc32c) = gather_one(root, source, &mut copier, target_id).map_err(in_source(index))?;
+            combined = combined
+                .zip(crc32c)
+                .map(|(before, crc)| combine(before, crc, version.len))
+                .transpose()?;
             copied.push(version);
         }
         (copier.offset, copier.cloned)
@@ -134,12 +144,36 @@ pub fn concat(
         target.display(),
         sources.len(),
     );
-    // The digests of the gathered bytes, read back from the temp file (the page cache holds
-    // them, or shares them with the sources): what the commit keeps, or extends the target's by.
-    let hasher = hash_gathered(temp.file(), len)?;
+    // The digests of the gathered bytes: their crc32c combined from the sources' kept ones, or
+    // read back from the temp file (the page cache holds it, or shares it with the sources)
+    // where a source has none kept, or where a sha-256 (sha-512) is to be computed: a
+    // replacement's is the gathered bytes' own, so they are read for it here, once. An append's
+    // extends the target's kept state, which only its commit can load (under the target's
+    // lock): it replays the temp file then ([`append::commit`]), once.
+    let needed = match mode {
+        Mode::Replace => digests.wanted,
+        Mode::Append => digest::Wanted::default(),
+    };
+    let hasher = match combined {
+        Some(crc32c) if needed == digest::Wanted::default() => digest::Hasher::of_crc32c(len, crc32c),
+        _ => hash_gathered(temp.file(), len, needed)?,
+    };
+    log::debug!(
+        "concatenation into {}: digests {}",
+        target.display(),
+        match (combined, needed == digest::Wanted::default()) {
+            (Some(_), true) => "combined from the sources' kept ones",
+            (Some(_), false) => "read back (asked for more than a crc32c)",
+            (None, _) => "read back (a source has none kept)",
+        }
+    );
     let size = match mode {
         Mode::Replace => {
+            // The file is the gathered bytes: their digests are its.
+            let sums = hasher.sums();
+            (digests.check)(&sums, Some(&sums)).map_err(StorageError::Digest)?;
             upload::commit(root, parent, name, temp, conditions, Some(&hasher.kept()), fsync)?;
+            digests.repr = Some(sums);
             len
         }
         Mode::Append => append::commit(
@@ -149,7 +183,7 @@ pub fn concat(
             creatable,
             append::Received::new(Spool::File(temp), hasher),
             conditions,
-            &mut digest::Plan::none(),
+            digests,
             fsync,
         )?,
     };
@@ -169,12 +203,17 @@ pub fn concat(
     Ok(Outcome { size, deleted, kept })
 }
 
-/// Copies the committed bytes of `source` to the end of what `copier` has written; returns the
-/// version copied.
-/// The crc32c (and length) of the first `len` bytes of `file`, read through a fixed buffer.
-fn hash_gathered(file: &File, len: u64) -> Result<digest::Hasher> {
+/// `crc32c_combine` of a run's crc32c and the next run's (`len` bytes): the crc32c of both.
+fn combine(before: u32, next: u32, len: u64) -> Result<u32> {
+    let len = usize::try_from(len).map_err(|_| StorageError::Io(io::Error::other("a source too long to hash")))?;
+    Ok(crc32c::crc32c_combine(before, next, len))
+}
+
+/// The crc32c (and length, and what `wanted` names) of the first `len` bytes of `file`, read
+/// through a fixed buffer.
+fn hash_gathered(file: &File, len: u64, wanted: digest::Wanted) -> Result<digest::Hasher> {
     use std::os::unix::fs::FileExt;
-    let mut hasher = digest::Hasher::new(digest::Wanted::default());
+    let mut hasher = digest::Hasher::new(wanted);
     let mut buf = vec![0u8; HASH_BUFFER_BYTES];
     let mut offset = 0u64;
     while offset < len {
@@ -194,14 +233,27 @@ fn hash_gathered(file: &File, len: u64) -> Result<digest::Hasher> {
 /// The buffer [`hash_gathered`] reads through, in bytes.
 const HASH_BUFFER_BYTES: usize = 256 * 1024;
 
-fn gather_one(root: &Root, source: &Path, copier: &mut Copier<'_>, target: Option<(u64, u64)>) -> Result<Copied> {
+/// Copies the committed bytes of `source` to the end of what `copier` has written; returns the
+/// version copied, and its crc32c where a digest is kept for exactly that version (loaded under
+/// the source's shared lock, at the instant its committed length is read).
+fn gather_one(
+    root: &Root,
+    source: &Path,
+    copier: &mut Copier<'_>,
+    target: Option<(u64, u64)>,
+) -> Result<(Copied, Option<u32>)> {
     let (parent, name) = split(source)?;
     let dir = match root.open_dir(parent) {
         Ok(dir) => dir,
         Err(StorageError::NotADirectory) => return Err(StorageError::NotFound),
         Err(e) => return Err(e),
     };
-    let seen = match lock::committed(&dir, name) {
+    let kept_crc32c = |seen: &lock::Committed| {
+        digest::load(Some(&dir), &seen.file, &seen.meta, seen.len)
+            .filter(|kept| kept.len == seen.len)
+            .map(|kept| kept.crc32c)
+    };
+    let (seen, crc32c) = match lock::committed_with(&dir, name, kept_crc32c) {
         Ok(Some(seen)) => seen,
         Ok(None) | Err(StorageError::NotADirectory) => return Err(StorageError::NotFound),
         Err(e) => return Err(e),
@@ -213,10 +265,11 @@ fn gather_one(root: &Root, source: &Path, copier: &mut Copier<'_>, target: Optio
     copier
         .append(&seen.file, seen.len, seen.meta.len())
         .map_err(StorageError::from_io)?;
-    Ok(Copied {
+    let version = Copied {
         len: seen.len,
         ..Copied::of(&seen.meta)
-    })
+    };
+    Ok((version, crc32c))
 }
 
 /// Removes `source` if, under its exclusive lock, it is still the `version` copied.
@@ -321,6 +374,7 @@ mod tests {
             Ok(()),
             &any(),
             false,
+            &mut digest::Plan::none(),
             false,
         )
         .unwrap();
@@ -334,6 +388,7 @@ mod tests {
             Ok(()),
             &any(),
             false,
+            &mut digest::Plan::none(),
             true,
         )
         .unwrap();
@@ -347,6 +402,7 @@ mod tests {
             Ok(()),
             &any(),
             false,
+            &mut digest::Plan::none(),
             false,
         )
         .unwrap_err();
@@ -363,6 +419,7 @@ mod tests {
             Ok(()),
             &any(),
             false,
+            &mut digest::Plan::none(),
             false,
         )
         .unwrap_err();
@@ -389,7 +446,18 @@ mod tests {
         fs::write(dir.join("a"), b"a").unwrap();
         fs::write(dir.join("b"), b"b").unwrap();
         let srcs = vec![PathBuf::from("a"), PathBuf::from("b")];
-        let out = concat(&root, Path::new("t"), &srcs, Mode::Replace, Ok(()), &any(), true, false).unwrap();
+        let out = concat(
+            &root,
+            Path::new("t"),
+            &srcs,
+            Mode::Replace,
+            Ok(()),
+            &any(),
+            true,
+            &mut digest::Plan::none(),
+            false,
+        )
+        .unwrap();
         assert_eq!((out.deleted, out.kept), (vec![0, 1], vec![]));
         assert!(!dir.join("a").exists() && !dir.join("b").exists());
         assert_eq!(fs::read(dir.join("t")).unwrap(), b"ab");

@@ -266,6 +266,16 @@ pub struct Committed {
 /// crash record is in another directory: look again), its size, capped by the crash record of
 /// an append that died (which the next writer will roll back). `None` if missing.
 pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
+    Ok(committed_with(dir, name, |_| ())?.map(|(seen, ())| seen))
+}
+
+/// [`committed`], and what `under_lock` makes of the file while its shared lock is still held
+/// (a concatenation loads a source's kept digest at the instant its committed length is read).
+pub fn committed_with<T>(
+    dir: &Dir,
+    name: &OsStr,
+    mut under_lock: impl FnMut(&Committed) -> T,
+) -> Result<Option<(Committed, T)>> {
     for _ in 0..MAX_LOCK_ATTEMPTS {
         let Some(file) = open_any(dir, name, Access::Read)? else {
             return Ok(None);
@@ -284,9 +294,17 @@ pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
             // Replaced, moved or removed while we waited: look again.
             continue;
         }
-        let len = journal::committed_len(dir, &file, &meta);
-        let _ = file.unlock();
-        return Ok(Some(Committed { file, meta, len: len? }));
+        let len = match journal::committed_len(dir, &file, &meta) {
+            Ok(len) => len,
+            Err(e) => {
+                let _ = file.unlock();
+                return Err(e);
+            }
+        };
+        let seen = Committed { file, meta, len };
+        let made = under_lock(&seen);
+        let _ = seen.file.unlock();
+        return Ok(Some((seen, made)));
     }
     Err(StorageError::Io(io::Error::other(
         "the file kept changing while waiting for its lock",

@@ -483,8 +483,11 @@ impl Storage {
     }
 
     /// Joins the files `sources` into `target` ([`concat`]): replacing it atomically or as one
-    /// append (`mode`), if `conditions` hold at the commit; with `delete_sources`, removes each
+    /// append (`mode`), if `conditions` hold at the commit and `digests` approves of the target's
+    /// digests after it (`digests.repr` then tells them); with `delete_sources`, removes each
     /// source still as copied afterwards. A source's failure is [`StorageError::InSource`].
+    // What to join, where, and what the commit must hold to: as `concat::concat` takes them.
+    #[allow(clippy::too_many_arguments)]
     pub fn concat(
         &self,
         target: &RelPath,
@@ -493,6 +496,7 @@ impl Storage {
         mode: concat::Mode,
         conditions: &Conditions<'_>,
         delete_sources: bool,
+        digests: &mut digest::Plan<'_>,
     ) -> Result<concat::Outcome> {
         let target = target.clone().non_root()?;
         let real = self.resolve_file(&target, scope)?;
@@ -520,6 +524,7 @@ impl Storage {
             target.creatable(),
             conditions,
             delete_sources,
+            digests,
             self.fsync,
         ))
     }

@@ -389,3 +389,25 @@ fn a_1_gib_concatenation_on_xfs_shares_extents_instead_of_copying() {
     assert!(s.log().contains("1073741824 of them shared"), "{}", s.log());
     drop(s);
 }
+
+#[test]
+fn if_match_on_a_missing_target_fails_a_put_concatenation_as_it_fails_an_append() {
+    let s = Server::start();
+    s.write("run/part-1", "one\n");
+    s.write("d/keep", "so that d/ exists");
+    let sources = names(&["run/part-1"]);
+    for target in ["missing.txt", "d/missing.txt", "no-such-dir/missing.txt"] {
+        for if_match in ["*", "\"some-etag\""] {
+            let header = format!("If-Match: {if_match}");
+            let append = s.send("PUT", &format!("/file/{target}"), b"x", &[&header]);
+            let joined = concat_with(&s, target, &sources, true, "", &[&header]);
+            let replaced = concat_with(&s, target, &sources, false, "", &[&header]);
+            for (what, r) in [("append", &append), ("PUT concat", &joined), ("POST concat", &replaced)] {
+                assert_eq!(r.status, 412, "{what} to {target} with {header}: {}", r.text());
+                assert!(r.text().contains("precondition"), "{what}: {}", r.text());
+            }
+            assert!(!s.exists(target), "{target}");
+        }
+    }
+    assert_eq!(s.read("run/part-1"), b"one\n");
+}

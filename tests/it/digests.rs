@@ -567,3 +567,367 @@ fn on_a_volume_without_extended_attributes_digests_are_kept_in_hidden_records() 
         None
     );
 }
+
+/// `POST` (or with `append`, `PUT`) `/file/{target}/concat` of `sources`, with `headers`.
+fn concat(s: &Server, target: &str, sources: &[&str], append: bool, headers: &[&str]) -> crate::support::Response {
+    let method = if append { "PUT" } else { "POST" };
+    s.send(
+        method,
+        &format!("/file/{target}/concat"),
+        &concat_body(sources),
+        headers,
+    )
+}
+
+/// The JSON body naming `sources`.
+fn concat_body(sources: &[&str]) -> Vec<u8> {
+    let list: Vec<String> = sources.iter().map(|p| format!("{p:?}")).collect();
+    format!("{{\"sources\": [{}]}}", list.join(", ")).into_bytes()
+}
+
+/// Parts uploaded through the service (so each keeps its digest): sizes around the memory
+/// spool's and a sha-256 block's edges. Returns their names and `cat` of them.
+fn upload_parts(s: &Server, prefix: &str, seed: u64) -> (Vec<String>, Vec<u8>) {
+    let (mut names, mut all) = (Vec::new(), Vec::new());
+    for (i, len) in [0usize, 1, 63, 64, 65, 4096, 300_001, 17].into_iter().enumerate() {
+        let name = format!("{prefix}/part-{i}");
+        let data = random_bytes(len, seed + i as u64);
+        s.post(&format!("/file/{name}"), &data).assert_ok_json();
+        all.extend_from_slice(&data);
+        names.push(name);
+    }
+    (names, all)
+}
+
+/// `cat` of the sources under the root, run by the shell.
+fn cat(s: &Server, sources: &[&str]) -> Vec<u8> {
+    let out = Command::new("cat")
+        .current_dir(s.root())
+        .args(sources)
+        .output()
+        .expect("run cat");
+    assert!(out.status.success(), "cat failed");
+    out.stdout
+}
+
+#[test]
+fn a_concatenation_answers_the_repr_digest_of_cat_of_its_sources_and_sha256_when_asked() {
+    let s = Server::start();
+    let (names, _) = upload_parts(&s, "run", 100);
+    let sources: Vec<&str> = names.iter().map(String::as_str).collect();
+    let want = cat(&s, &sources);
+    // POST: crc32c always (combined from the parts' kept ones), matching `cat | crc32c`.
+    let r = concat(&s, "out/all.bin", &sources, false, &[]);
+    r.assert_ok_json();
+    assert_eq!(s.read("out/all.bin"), want);
+    assert_eq!(r.header("repr-digest"), Some(crc32c_field(&want).as_str()));
+    // Asked for sha-256: that too, matching sha256sum of the file.
+    let r = concat(&s, "out/all.bin", &sources, false, &["Want-Repr-Digest: sha-256=1"]);
+    r.assert_ok_json();
+    let sha = sha256sum(&s.root().join("out/all.bin"));
+    assert_eq!(
+        r.header("repr-digest"),
+        Some(format!("{sha}, {}", crc32c_field(&want)).as_str())
+    );
+    // Right claims are verified and accepted: Repr-Digest of the result, Content-Digest of the
+    // JSON body.
+    let claims = [
+        format!("Repr-Digest: {}, {}", sha256_field(&want), crc32c_field(&want)),
+        format!("Content-Digest: {}", sha256_field(&concat_body(&sources))),
+    ];
+    let r = concat(&s, "out/all.bin", &sources, false, &[&claims[0], &claims[1]]);
+    r.assert_ok_json();
+    assert!(
+        r.header("repr-digest").is_some_and(|v| v.contains(&sha)),
+        "{:?}",
+        r.headers
+    );
+    // PUT: the target's kept crc32c extended by the gathered bytes'.
+    let r = concat(&s, "out/all.bin", &sources[..3], true, &[]);
+    r.assert_ok_json();
+    let whole = [want.clone(), cat(&s, &sources[..3])].concat();
+    assert_eq!(s.read("out/all.bin"), whole);
+    assert_eq!(r.header("repr-digest"), Some(crc32c_field(&whole).as_str()));
+    // A Content-Digest of the sources' bytes is not one of the JSON body: refused.
+    let wrong = format!("Content-Digest: {}", crc32c_field(&want));
+    concat(&s, "out/other.bin", &sources, false, &[&wrong]).assert_error(400);
+    assert!(!s.exists("out/other.bin"));
+}
+
+#[test]
+fn a_wrong_repr_digest_on_a_concatenation_leaves_the_target_byte_identical_and_no_temp_file() {
+    let s = Server::start();
+    let (names, _) = upload_parts(&s, "run", 200);
+    let sources: Vec<&str> = names.iter().map(String::as_str).collect();
+    let old = random_bytes(5_000, 7);
+    // Kept with its sha-256, so a sha-256 Repr-Digest of an append to it can be verified.
+    s.send("POST", "/file/target.bin", &old, &["Want-Repr-Digest: sha-256=1"])
+        .assert_ok_json();
+    let want = cat(&s, &sources);
+    let appended = [old.clone(), want.clone()].concat();
+    for append in [false, true] {
+        for field in [
+            format!("Repr-Digest: {}", crc32c_field(b"x")),
+            format!("Repr-Digest: {}", sha256_field(b"x")),
+            // The sources' bytes' digest is not the file's after an append.
+            format!("Repr-Digest: {}", crc32c_field(if append { &want } else { &appended })),
+            format!("Repr-Digest: {}, {}", crc32c_field(&want), sha256_field(b"x")),
+        ] {
+            let r = concat(&s, "target.bin", &sources, append, &[&field]);
+            r.assert_error(400);
+            assert!(r.text().contains("digest_mismatch"), "{field}: {}", r.text());
+            assert_eq!(s.read("target.bin"), old, "append {append}, {field}");
+            assert_eq!(internal_files(&s), Vec::<String>::new(), "append {append}, {field}");
+        }
+        let r = concat(&s, "target.bin", &sources, append, &["Repr-Digest: md5=:AAAA:"]);
+        r.assert_error(400);
+        assert!(r.text().contains("unsupported_digest"), "{}", r.text());
+        assert!(r.header("want-content-digest").is_some(), "{:?}", r.headers);
+        assert_eq!(s.read("target.bin"), old);
+    }
+    let r = concat(
+        &s,
+        "new.bin",
+        &sources,
+        true,
+        &[&format!("Repr-Digest: {}", sha256_field(b"x"))],
+    );
+    r.assert_error(400);
+    assert!(!s.exists("new.bin"));
+    assert_eq!(internal_files(&s), Vec::<String>::new());
+    // The right one commits.
+    let right = format!("Repr-Digest: {}", sha256_field(&appended));
+    concat(&s, "target.bin", &sources, true, &[&right]).assert_ok_json();
+    assert_eq!(s.read("target.bin"), appended);
+}
+
+#[test]
+fn want_repr_digest_after_a_concatenation_answers_from_the_kept_digest() {
+    let s = Server::start();
+    let (names, _) = upload_parts(&s, "run", 300);
+    let sources: Vec<&str> = names.iter().map(String::as_str).collect();
+    let asked = ["Want-Repr-Digest: sha-256=1, crc32c=1"];
+    for (target, append) in [("posted.bin", false), ("created-by-put.bin", true)] {
+        concat(&s, target, &sources, append, &["Want-Repr-Digest: sha-256=1"]).assert_ok_json();
+        let data = s.read(target);
+        let r = s.get_with(&format!("/file/{target}"), &asked);
+        r.assert_ok_body(&data);
+        assert_eq!(
+            r.header("repr-digest"),
+            Some(format!("{}, {}", sha256sum(&s.root().join(target)), crc32c_field(&data)).as_str()),
+            "{target}"
+        );
+    }
+    // Not asked for sha-256: the crc32c is kept, and answered.
+    concat(&s, "plain.bin", &sources, false, &[]).assert_ok_json();
+    let data = s.read("plain.bin");
+    let r = s.get_with("/file/plain.bin", &asked);
+    assert_eq!(r.header("repr-digest"), Some(crc32c_field(&data).as_str()));
+}
+
+#[test]
+fn a_put_concatenation_extends_a_kept_sha256() {
+    let s = Server::start();
+    let (names, _) = upload_parts(&s, "run", 400);
+    let sources: Vec<&str> = names.iter().map(String::as_str).collect();
+    // 70 bytes: the kept state has a tail of 6 bytes not yet compressed.
+    let first = random_bytes(70, 8);
+    s.send("POST", "/file/log", &first, &["Want-Repr-Digest: sha-256=1"])
+        .assert_ok_json();
+    // Not asked this time: the kept sha-256 is extended all the same, as an append extends it.
+    concat(&s, "log", &sources[..4], true, &[]).assert_ok_json();
+    let asked = ["Want-Repr-Digest: sha-256=1"];
+    let path = s.root().join("log");
+    assert_eq!(
+        s.get_with("/file/log", &asked).header("repr-digest"),
+        Some(sha256sum(&path).as_str())
+    );
+    // Claimed: verified against the kept state extended, and answered.
+    let whole = [s.read("log"), cat(&s, &sources)].concat();
+    let claim = format!("Repr-Digest: {}", sha256_field(&whole));
+    let r = concat(&s, "log", &sources, true, &[&claim]);
+    r.assert_ok_json();
+    assert_eq!(s.read("log"), whole);
+    let sha = sha256sum(&path);
+    assert_eq!(
+        r.header("repr-digest"),
+        Some(format!("{sha}, {}", crc32c_field(&whole)).as_str())
+    );
+    assert_eq!(
+        s.get_with("/file/log", &asked).header("repr-digest"),
+        Some(sha.as_str())
+    );
+}
+
+#[test]
+fn a_source_changed_behind_the_servers_back_still_gives_a_right_crc32c() {
+    let s = Server::start();
+    let (names, _) = upload_parts(&s, "run", 500);
+    let sources: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Another writer of the volume appends to one part and rewrites a byte of another in place
+    // (same size, a later modification time): their kept digests name versions that are gone.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(s.root().join(sources[4]))
+        .expect("open");
+    std::io::Write::write_all(&mut f, b"foreign tail").expect("append");
+    drop(f);
+    thread::sleep(std::time::Duration::from_millis(20));
+    let sixth = s.root().join(sources[6]);
+    let f = fs::OpenOptions::new().write(true).open(&sixth).expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&f, b"Z", 1000).expect("rewrite");
+    drop(f);
+    // And one part was never written through the service.
+    s.write("run/foreign", random_bytes(9_999, 9));
+    let mut all = sources.clone();
+    all.push("run/foreign");
+    let want = cat(&s, &all);
+    for append in [false, true] {
+        let target = if append { "appended.bin" } else { "posted.bin" };
+        if append {
+            s.post("/file/appended.bin", b"head\n").assert_ok_json();
+        }
+        let r = concat(&s, target, &all, append, &[]);
+        r.assert_ok_json();
+        let data = s.read(target);
+        assert!(data.ends_with(&want));
+        assert_eq!(r.header("repr-digest"), Some(crc32c_field(&data).as_str()), "{target}");
+        let got = s.get_with(&format!("/file/{target}"), &["Want-Repr-Digest: crc32c=1"]);
+        assert_eq!(
+            got.header("repr-digest"),
+            Some(crc32c_field(&data).as_str()),
+            "{target}"
+        );
+    }
+}
+
+/// The README's concatenation recipe, verbatim: the joined file's Repr-Digest checks out
+/// against a download (it prints `verified`).
+#[test]
+fn the_readmes_concat_recipe_answers_a_repr_digest_that_a_download_checks() {
+    let s = Server::start();
+    s.post("/file/run/part-1.csv", random_bytes(100_000, 14))
+        .assert_ok_json();
+    s.post("/file/run/part-2.csv", random_bytes(3_000, 15)).assert_ok_json();
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("read README.md");
+    let section = &readme[readme
+        .find("### Fan-in and retention")
+        .expect("README has the fan-in section")..];
+    let start = section.find("```sh\n").expect("a sh block") + "```sh\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("block end")];
+    assert!(block.contains("/concat"), "{block}");
+    let out = s.readme(&format!("set -e\nF=http://http-nas:3000/file\n{block}"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Rounds of [`kill9_during_a_concatenation_never_leaves_a_kept_digest_that_disagrees_with_the_data`]:
+/// `HTTP_NAS_CRASH_ROUNDS` (as the crash tests), else 4.
+fn crash_rounds() -> usize {
+    std::env::var("HTTP_NAS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
+#[test]
+fn kill9_during_a_concatenation_never_leaves_a_kept_digest_that_disagrees_with_the_data() {
+    let disk = match crate::support::mounts::Mounted::throttled_disk() {
+        Ok(disk) => disk,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let root = disk.root();
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() ^ u64::from(d.subsec_nanos()));
+    eprintln!("concatenation kills from seed {base}");
+    let mut s = Server::start_on(&root, &[]);
+    let mut parts = Vec::new();
+    for i in 0..4u64 {
+        let part = random_bytes(6 << 20, 600 + i);
+        s.post(&format!("/file/part-{i}"), &part).assert_ok_json();
+        parts.extend(part);
+    }
+    let body = br#"{"sources": ["part-0", "part-1", "part-2", "part-3"]}"#;
+    // Kills land anywhere in up to three times a concatenation's length on this disk (the
+    // dirty pages a killed one leaves make the next slower).
+    let started = std::time::Instant::now();
+    s.send("POST", "/file/t/concat", body, &[]).assert_ok_json();
+    let span = (started.elapsed().as_millis() as u64 * 3).max(1);
+    eprintln!("a concatenation takes {} ms here", started.elapsed().as_millis());
+    let (mut checked, mut outcomes) = (0, Vec::new());
+    for round in 0..crash_rounds() * 2 {
+        let append = round % 2 == 1;
+        let old = random_bytes(1000 + round, 700 + round as u64);
+        s.send("POST", "/file/t", &old, &["Want-Repr-Digest: sha-256=1"])
+            .assert_ok_json();
+        let method = if append { "PUT" } else { "POST" };
+        let mut conn = s.connect();
+        let head = format!(
+            "{method} /file/t/concat HTTP/1.1\r\nHost: t\r\nWant-Repr-Digest: sha-256=1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.send(head.as_bytes()).send(body);
+        // Until the gathering shows (its temp file) or the target changed, then a random delay.
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(10)
+            && internal_files(&s).is_empty()
+            && fs::read(root.join("t")).is_ok_and(|t| t == old)
+        {
+            thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let seed = (base ^ (round as u64 + 1)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+        thread::sleep(std::time::Duration::from_millis(seed % span));
+        s.signal(libc::SIGKILL);
+        drop(conn);
+        s.restart();
+        let got = s.read("t");
+        let whole = if append {
+            [old.clone(), parts.clone()].concat()
+        } else {
+            parts.clone()
+        };
+        assert!(
+            got == old || got == whole,
+            "round {round} ({method}): the target is {} bytes, neither as before nor whole",
+            got.len()
+        );
+        outcomes.push(if got == old { "cut" } else { "done" });
+        // The kept digest, if any, is the data's: never one of another version.
+        let r = s.get_with("/file/t", &["Want-Repr-Digest: sha-256=1, crc32c=1"]);
+        if let Some(kept) = r.header("repr-digest") {
+            assert_eq!(
+                kept,
+                format!("{}, {}", sha256_field(&got), crc32c_field(&got)),
+                "round {round} ({method})"
+            );
+            checked += 1;
+        }
+        s.expect_no_temp_files();
+    }
+    eprintln!("outcomes {outcomes:?}; {checked} kept digests checked after restarts");
+    assert!(
+        checked > 0,
+        "no kept digest survived any round: the check proved nothing"
+    );
+}
+
+#[test]
+fn a_sha256_repr_digest_of_an_append_to_a_file_keeping_no_sha256_says_so() {
+    let s = Server::start();
+    s.post("/file/run/part", b"part\n").assert_ok_json();
+    s.post("/file/log", b"first\n").assert_ok_json();
+    let whole = b"first\npart\n";
+    let claim = format!("Repr-Digest: {}", sha256_field(whole));
+    for r in [
+        s.send("PUT", "/file/log", b"part\n", &[&claim]),
+        concat(&s, "log", &["run/part"], true, &[&claim]),
+    ] {
+        r.assert_error(400);
+        assert!(r.text().contains("keeps no sha-256"), "{}", r.text());
+        assert_eq!(s.read("log"), b"first\n");
+    }
+}
