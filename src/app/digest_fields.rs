@@ -154,16 +154,18 @@ pub fn wanted(head: &Head, claims: &[Claim]) -> Wanted {
 
 /// What the file after a write must be hashed with when the request's body is not the bytes
 /// written (a concatenation, whose body is JSON): the algorithms of its `Repr-Digest` claims
-/// (and of a trailer the head announces) and the sha-256 `Want-Repr-Digest` asks for. Never for
-/// a `Content-Digest` alone: that one is of the JSON.
+/// (and of a trailer the head announces), and the sha-256 that `Want-Repr-Digest` asks for or
+/// that a sha-256 `Content-Digest` (of the JSON) implies, since every write that carries a
+/// sha-256 digest answers the file's sha-256 (API.md, "Verified writes").
 pub fn repr_wanted(head: &Head, claims: &[Claim]) -> Wanted {
     let uses = |a| claims.iter().any(|c| c.field == Field::Repr && c.algorithm == a);
+    let carries_sha256 = claims.iter().any(|c| c.algorithm == Algorithm::Sha256);
     let announced = head.header("trailer").is_some_and(|t| {
         t.split(',')
             .any(|f| f.trim().eq_ignore_ascii_case(Field::Repr.lowercase()))
     });
     Wanted {
-        sha256: uses(Algorithm::Sha256) || announced || wants(head, Algorithm::Sha256),
+        sha256: carries_sha256 || announced || wants(head, Algorithm::Sha256),
         sha512: uses(Algorithm::Sha512) || announced,
     }
 }

@@ -648,6 +648,14 @@ fn a_concatenation_answers_the_repr_digest_of_cat_of_its_sources_and_sha256_when
     let whole = [want.clone(), cat(&s, &sources[..3])].concat();
     assert_eq!(s.read("out/all.bin"), whole);
     assert_eq!(r.header("repr-digest"), Some(crc32c_field(&whole).as_str()));
+    // A sha-256 Content-Digest (of the JSON) alone: the answer carries the file's sha-256 too,
+    // as every write that carries a sha-256 digest does.
+    let r = concat(&s, "out/all.bin", &sources, false, &[&claims[1]]);
+    r.assert_ok_json();
+    assert_eq!(
+        r.header("repr-digest"),
+        Some(format!("{sha}, {}", crc32c_field(&want)).as_str())
+    );
     // A Content-Digest of the sources' bytes is not one of the JSON body: refused.
     let wrong = format!("Content-Digest: {}", crc32c_field(&want));
     concat(&s, "out/other.bin", &sources, false, &[&wrong]).assert_error(400);
