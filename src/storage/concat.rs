@@ -16,7 +16,8 @@
 //!    temp file as its spooled body (crash record, all or nothing, `Upload-Offset`).
 //! 3. With `delete_sources`, each source is removed after the commit, under its exclusive lock
 //!    (taken one at a time, bounded), and only if it is still the version copied (same file,
-//!    size and modification time); one changed meanwhile is kept and reported.
+//!    inode generation, size, modification and change times); one changed meanwhile is kept
+//!    and reported.
 //!
 //! A crash before the commit leaves a temp file (removed by the next sweep) and the target as
 //! it was; a failure (a missing source, a full disk) drops the temp file and changes nothing.
@@ -61,21 +62,32 @@ pub enum Mode {
 }
 
 /// The version of a source that was copied: enough to tell it is still the same at deletion.
+///
+/// Device, inode, size and times are not enough where timestamps have whole seconds (ext4 with
+/// 128-byte inodes): a source replaced twice within a second can get the copied version's inode
+/// number back with the same size and times. So the inode's generation is compared too, where
+/// the filesystem has one (`FS_IOC_GETVERSION`, as the ETag does, `app/conditional.rs`): a
+/// reused inode number gets a new generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Copied {
     dev: u64,
     ino: u64,
+    generation: Option<u32>,
     len: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl Copied {
-    fn of(meta: &Metadata) -> Copied {
+    fn of(file: &File, meta: &Metadata) -> Copied {
+        use std::os::fd::AsFd;
         Copied {
             dev: meta.dev(),
             ino: meta.ino(),
+            generation: sys::inode_generation(file.as_fd()).ok(),
             len: meta.len(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
 }
@@ -215,7 +227,7 @@ fn gather_one(root: &Root, source: &Path, copier: &mut Copier<'_>, target: Optio
         .map_err(StorageError::from_io)?;
     Ok(Copied {
         len: seen.len,
-        ..Copied::of(&seen.meta)
+        ..Copied::of(&seen.file, &seen.meta)
     })
 }
 
@@ -230,7 +242,7 @@ fn delete_if_unchanged(root: &Root, source: &Path, version: &Copied) -> Result<b
     let Some(held) = lock::lock(&dir, name, Access::Lock)? else {
         return Ok(false);
     };
-    if Copied::of(&held.meta) != *version {
+    if Copied::of(&held.file, &held.meta) != *version {
         return Ok(false);
     }
     // The lock's check made sure the name is the locked file; nobody changes it while we hold it.

@@ -389,3 +389,94 @@ fn a_1_gib_concatenation_on_xfs_shares_extents_instead_of_copying() {
     assert!(s.log().contains("1073741824 of them shared"), "{}", s.log());
     drop(s);
 }
+
+/// Holds an exclusive `flock` on `path` from another process until dropped.
+struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    fn take(path: &Path) -> HeldLock {
+        use std::io::BufRead;
+        let mut child = Command::new("flock")
+            .arg("-x")
+            .arg(path)
+            .args(["-c", "echo locked; cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run flock");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("flock's stdout");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("flock says locked");
+        assert_eq!(line.trim(), "locked");
+        HeldLock(child)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (bounded) until a temp file under the root holds `len` bytes: the concatenation has
+/// copied that much.
+fn wait_for_temp_of(s: &Server, len: u64) -> bool {
+    crate::support::wait_until(std::time::Duration::from_secs(10), || {
+        s.temp_files()
+            .iter()
+            .any(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == len))
+    })
+}
+
+#[test]
+fn delete_sources_keeps_a_source_replaced_by_a_reused_inode_with_the_same_size_and_times() {
+    use std::os::unix::fs::MetadataExt;
+    // ext4 with 128-byte inodes: whole-second times; a freed inode number is reused at once.
+    let disk = match Mounted::ext4(64, &["-I", "128"], None) {
+        Ok(disk) => disk,
+        Err(why) => return skip(&format!("ext4 with 128-byte inodes: {why}")),
+    };
+    let s = Server::start_on(&disk.root(), &[]);
+    s.write("q/s", b"v1");
+    s.write(
+        "q/big",
+        b"the second source, locked so the concatenation waits after the first\n",
+    );
+    let v1 = fs::metadata(s.root().join("q/s")).expect("stat v1");
+    let lock = HeldLock::take(&s.root().join("q/big"));
+    thread::scope(|scope| {
+        let answer = scope.spawn(|| {
+            concat_with(
+                &s,
+                "q/out",
+                &names(&["q/s", "q/big"]),
+                false,
+                ", \"delete_sources\": true",
+                &[],
+            )
+        });
+        assert!(wait_for_temp_of(&s, 2), "the first source was never copied");
+        // Another writer replaces q/s: same length, same inode number, same times as v1.
+        fs::remove_file(s.root().join("q/s")).expect("remove v1");
+        fs::write(s.root().join("q/s"), b"v3").expect("write v3");
+        let stamp = format!("@{}.{:09}", v1.mtime(), v1.mtime_nsec());
+        run(Command::new("touch")
+            .args(["-m", "-d", &stamp])
+            .arg(s.root().join("q/s")))
+        .expect("touch");
+        let v3 = fs::metadata(s.root().join("q/s")).expect("stat v3");
+        let reused =
+            (v3.ino(), v3.len(), v3.mtime(), v3.mtime_nsec()) == (v1.ino(), v1.len(), v1.mtime(), v1.mtime_nsec());
+        drop(lock);
+        let json = answer.join().expect("concat thread").assert_ok_json();
+        if !reused {
+            return skip("the filesystem did not give the replacement the copied version's inode number");
+        }
+        assert_eq!(s.read("q/out")[..2], *b"v1");
+        assert_eq!(json["kept_sources"], serde_json::json!(["q/s"]), "{json}");
+        assert_eq!(s.read("q/s"), b"v3", "a version never copied was deleted");
+    });
+}
