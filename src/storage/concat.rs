@@ -17,7 +17,7 @@
 //! 3. With `delete_sources`, each source is removed after the commit, under its exclusive lock
 //!    (taken one at a time, bounded), and only if it is still the version copied (same file,
 //!    inode generation, size, modification and change times); one changed meanwhile is kept
-//!    and reported.
+//!    and reported. A source whose own name is a symlink is kept (its file is another name's).
 //!
 //! A crash before the commit leaves a temp file (removed by the next sweep) and the target as
 //! it was; a failure (a missing source, a full disk) drops the temp file and changes nothing.
@@ -94,7 +94,9 @@ impl Copied {
 
 /// Joins `sources` (real paths relative to the root, as the jail resolved them) into `target`
 /// (`mode`), if `conditions` hold at the commit. `creatable` is whether an append may create the
-/// target's name. A source's failure is [`StorageError::InSource`] with its index.
+/// target's name. A source's failure is [`StorageError::InSource`] with its index. With
+/// `delete_sources` (whether each source's name is a symlink), each source still as copied is
+/// removed after the commit, except those reached through a symlink, which are kept.
 #[allow(clippy::too_many_arguments)]
 pub fn concat(
     root: &Root,
@@ -103,7 +105,7 @@ pub fn concat(
     mode: Mode,
     creatable: std::result::Result<(), PathError>,
     conditions: &Conditions<'_>,
-    delete_sources: bool,
+    delete_sources: Option<&[bool]>,
     fsync: bool,
 ) -> Result<Outcome> {
     let (parent, name) = split(target)?;
@@ -166,8 +168,16 @@ pub fn concat(
         )?,
     };
     let (mut deleted, mut kept) = (Vec::new(), Vec::new());
-    if delete_sources {
+    if let Some(linked) = delete_sources {
         for (index, (source, version)) in sources.iter().zip(&copied).enumerate() {
+            if linked.get(index).copied().unwrap_or(true) {
+                log::info!(
+                    "concatenation: kept its source {} (reached through a symlink: its file is another name's)",
+                    source.display()
+                );
+                kept.push(index);
+                continue;
+            }
             match delete_if_unchanged(root, source, version) {
                 Ok(true) => deleted.push(index),
                 Ok(false) => kept.push(index),
@@ -332,7 +342,7 @@ mod tests {
             Mode::Replace,
             Ok(()),
             &any(),
-            false,
+            None,
             false,
         )
         .unwrap();
@@ -345,7 +355,7 @@ mod tests {
             Mode::Append,
             Ok(()),
             &any(),
-            false,
+            None,
             true,
         )
         .unwrap();
@@ -358,7 +368,7 @@ mod tests {
             Mode::Replace,
             Ok(()),
             &any(),
-            false,
+            None,
             false,
         )
         .unwrap_err();
@@ -374,7 +384,7 @@ mod tests {
             Mode::Replace,
             Ok(()),
             &any(),
-            false,
+            None,
             false,
         )
         .unwrap_err();
@@ -401,7 +411,17 @@ mod tests {
         fs::write(dir.join("a"), b"a").unwrap();
         fs::write(dir.join("b"), b"b").unwrap();
         let srcs = vec![PathBuf::from("a"), PathBuf::from("b")];
-        let out = concat(&root, Path::new("t"), &srcs, Mode::Replace, Ok(()), &any(), true, false).unwrap();
+        let out = concat(
+            &root,
+            Path::new("t"),
+            &srcs,
+            Mode::Replace,
+            Ok(()),
+            &any(),
+            Some(&[false, false]),
+            false,
+        )
+        .unwrap();
         assert_eq!((out.deleted, out.kept), (vec![0, 1], vec![]));
         assert!(!dir.join("a").exists() && !dir.join("b").exists());
         assert_eq!(fs::read(dir.join("t")).unwrap(), b"ab");

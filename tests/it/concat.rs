@@ -480,3 +480,29 @@ fn delete_sources_keeps_a_source_replaced_by_a_reused_inode_with_the_same_size_a
         assert_eq!(s.read("q/s"), b"v3", "a version never copied was deleted");
     });
 }
+
+#[test]
+fn delete_sources_keeps_a_symlinked_source_and_the_file_it_points_to() {
+    let s = Server::start();
+    s.write("ref/header.csv", b"shared header\n");
+    s.write("run/part-1.csv", b"row\n");
+    std::os::unix::fs::symlink("../ref/header.csv", s.root().join("run/part-0.csv")).expect("symlink");
+    let resp = concat_with(
+        &s,
+        "run/all.csv",
+        &names(&["run/part-0.csv", "run/part-1.csv"]),
+        false,
+        ", \"delete_sources\": true",
+        &[],
+    );
+    let json = resp.assert_ok_json();
+    assert_eq!(s.read("run/all.csv"), b"shared header\nrow\n");
+    assert_eq!(json["deleted_sources"], serde_json::json!(["run/part-1.csv"]), "{json}");
+    assert_eq!(json["kept_sources"], serde_json::json!(["run/part-0.csv"]), "{json}");
+    assert_eq!(
+        s.read("ref/header.csv"),
+        b"shared header\n",
+        "the file a link points to was deleted"
+    );
+    assert!(fs::symlink_metadata(s.root().join("run/part-0.csv")).is_ok_and(|m| m.file_type().is_symlink()));
+}
