@@ -65,6 +65,7 @@ pub(super) fn concat(
             mode,
             &conditions,
             body.delete_sources,
+            req.client_gone,
         )
         .map_err(|e| match e {
             StorageError::InSource { index, error } => source_error(&body.sources[index], *error),

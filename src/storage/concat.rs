@@ -19,6 +19,10 @@
 //!    inode generation, size, modification and change times); one changed meanwhile is kept
 //!    and reported. A source whose own name is a symlink is kept (its file is another name's).
 //!
+//! The work stops, with nothing committed and the temp file dropped, once the client has gone
+//! or the server is stopping: asked before each source, every [`GONE_CHECK_BYTES`] copied and
+//! before the commit, so a small request cannot keep a worker and the disk busy for nobody.
+//!
 //! A crash before the commit leaves a temp file (removed by the next sweep) and the target as
 //! it was; a failure (a missing source, a full disk) drops the temp file and changes nothing.
 
@@ -36,9 +40,39 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most sources one concatenation takes (docs/API.md).
 pub const MAX_SOURCES: usize = 10_000;
+
+/// Bytes copied between two questions whether the client is still there (and the server not
+/// stopping), besides one before each source: one `poll(2)` per 64 MiB.
+pub const GONE_CHECK_BYTES: u64 = 64 << 20;
+
+/// Concatenations under way: each holds a worker for as long as its copying takes, so
+/// `/readyz` counts them with the workers waiting for locks.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many concatenations are copying right now.
+pub fn running() -> usize {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// Counts its thread in [`RUNNING`] while it lives.
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// What a concatenation did.
 #[derive(Debug)]
@@ -96,7 +130,9 @@ impl Copied {
 /// (`mode`), if `conditions` hold at the commit. `creatable` is whether an append may create the
 /// target's name. A source's failure is [`StorageError::InSource`] with its index. With
 /// `delete_sources` (whether each source's name is a symlink), each source still as copied is
-/// removed after the commit, except those reached through a symlink, which are kept.
+/// removed after the commit, except those reached through a symlink, which are kept. Once
+/// `gone` (asked before each source and every [`GONE_CHECK_BYTES`] copied) says the client
+/// left, the work stops: the temp file goes, nothing is committed ([`StorageError::ClientGone`]).
 #[allow(clippy::too_many_arguments)]
 pub fn concat(
     root: &Root,
@@ -107,6 +143,7 @@ pub fn concat(
     conditions: &Conditions<'_>,
     delete_sources: Option<&[bool]>,
     fsync: bool,
+    gone: &dyn Fn() -> bool,
 ) -> Result<Outcome> {
     let (parent, name) = split(target)?;
     let in_source = |index: usize| {
@@ -130,12 +167,20 @@ pub fn concat(
     {
         return Err(e.into());
     }
+    let _running = Running::start();
     let temp = TempFile::create_near(root, parent)?;
     let mut copied = Vec::with_capacity(sources.len());
     let (len, cloned) = {
-        let mut copier = Copier::new(temp.file())?;
+        let mut copier = Copier::new(temp.file(), gone)?;
         for (index, source) in sources.iter().enumerate() {
-            let version = gather_one(root, source, &mut copier, target_id).map_err(in_source(index))?;
+            if gone() {
+                return Err(abandoned(target, index, copier.offset));
+            }
+            let version = match gather_one(root, source, &mut copier, target_id) {
+                Ok(version) => version,
+                Err(StorageError::ClientGone) => return Err(abandoned(target, index, copier.offset)),
+                Err(e) => return Err(in_source(index)(e)),
+            };
             copied.push(version);
         }
         (copier.offset, copier.cloned)
@@ -151,6 +196,11 @@ pub fn concat(
     // The digests of the gathered bytes, read back from the temp file (the page cache holds
     // them, or shares them with the sources): what the commit keeps, or extends the target's by.
     let hasher = hash_gathered(temp.file(), len)?;
+    // Last look before the commit: a client gone while the last source was waited for, copied
+    // or read back is not answered, so nothing is committed for it.
+    if gone() {
+        return Err(abandoned(target, sources.len(), len));
+    }
     let size = match mode {
         Mode::Replace => {
             upload::commit(root, parent, name, temp, conditions, Some(&hasher.kept()), fsync)?;
@@ -191,8 +241,17 @@ pub fn concat(
     Ok(Outcome { size, deleted, kept })
 }
 
-/// Copies the committed bytes of `source` to the end of what `copier` has written; returns the
-/// version copied.
+/// Logs a concatenation stopped because its client left (or the server is stopping) before
+/// source `index`, `copied` bytes in; the temp file goes when it is dropped.
+fn abandoned(target: &Path, index: usize, copied: u64) -> StorageError {
+    log::info!(
+        "concatenation into {} abandoned at source {index} after {copied} bytes: the client has gone or \
+         the server is stopping; nothing was committed",
+        target.display()
+    );
+    StorageError::ClientGone
+}
+
 /// The crc32c (and length) of the first `len` bytes of `file`, read through a fixed buffer.
 fn hash_gathered(file: &File, len: u64) -> Result<digest::Hasher> {
     use std::os::unix::fs::FileExt;
@@ -216,6 +275,8 @@ fn hash_gathered(file: &File, len: u64) -> Result<digest::Hasher> {
 /// The buffer [`hash_gathered`] reads through, in bytes.
 const HASH_BUFFER_BYTES: usize = 256 * 1024;
 
+/// Copies the committed bytes of `source` to the end of what `copier` has written; returns the
+/// version copied.
 fn gather_one(root: &Root, source: &Path, copier: &mut Copier<'_>, target: Option<(u64, u64)>) -> Result<Copied> {
     let (parent, name) = split(source)?;
     let dir = match root.open_dir(parent) {
@@ -232,9 +293,7 @@ fn gather_one(root: &Root, source: &Path, copier: &mut Copier<'_>, target: Optio
     if target == Some((seen.meta.dev(), seen.meta.ino())) {
         return Err(StorageError::SourceIsTarget);
     }
-    copier
-        .append(&seen.file, seen.len, seen.meta.len())
-        .map_err(StorageError::from_io)?;
+    copier.append(&seen.file, seen.len, seen.meta.len())?;
     Ok(Copied {
         len: seen.len,
         ..Copied::of(&seen.file, &seen.meta)
@@ -266,6 +325,8 @@ fn delete_if_unchanged(root: &Root, source: &Path, version: &Copied) -> Result<b
 /// offsets are aligned to its blocks, else `copy_file_range` ([`copy_span`]).
 struct Copier<'a> {
     dst: &'a File,
+    /// Whether the client has gone (or the server is stopping): asked every [`GONE_CHECK_BYTES`].
+    gone: &'a dyn Fn() -> bool,
     /// Where the next source goes (the bytes written so far).
     offset: u64,
     /// The destination filesystem's block size: reflinks take whole blocks.
@@ -277,10 +338,11 @@ struct Copier<'a> {
 }
 
 impl<'a> Copier<'a> {
-    fn new(dst: &'a File) -> Result<Copier<'a>> {
+    fn new(dst: &'a File, gone: &'a dyn Fn() -> bool) -> Result<Copier<'a>> {
         let block = dst.metadata().map_err(StorageError::from_io)?.blksize().max(1);
         Ok(Copier {
             dst,
+            gone,
             offset: 0,
             block,
             try_clone: true,
@@ -288,8 +350,9 @@ impl<'a> Copier<'a> {
         })
     }
 
-    /// Appends the first `len` bytes of `src` (whose size is `size`).
-    fn append(&mut self, src: &File, len: u64, size: u64) -> io::Result<()> {
+    /// Appends the first `len` bytes of `src` (whose size is `size`); copied bytes go in spans of
+    /// [`GONE_CHECK_BYTES`], asking `gone` before each ([`StorageError::ClientGone`]).
+    fn append(&mut self, src: &File, len: u64, size: u64) -> Result<()> {
         let mut done = 0;
         if self.try_clone && len > 0 && self.offset.is_multiple_of(self.block) {
             // Whole blocks only, except a range that ends at the source's end.
@@ -305,13 +368,22 @@ impl<'a> Copier<'a> {
                         self.cloned += share;
                     }
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL)) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => return Err(e),
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+                        return Err(StorageError::from_io(e));
+                    }
                     // EOPNOTSUPP, EXDEV, ENOTTY, EBADF...: this filesystem does not share.
                     Err(_) => self.try_clone = false,
                 }
             }
         }
-        copy_span(src, done, self.dst, self.offset + done, len - done)?;
+        while done < len {
+            if done > 0 && (self.gone)() {
+                return Err(StorageError::ClientGone);
+            }
+            let span = (len - done).min(GONE_CHECK_BYTES);
+            copy_span(src, done, self.dst, self.offset + done, span).map_err(StorageError::from_io)?;
+            done += span;
+        }
         self.offset += len;
         Ok(())
     }
@@ -344,6 +416,7 @@ mod tests {
             &any(),
             None,
             false,
+            &|| false,
         )
         .unwrap();
         assert_eq!(out.size, 14);
@@ -357,6 +430,7 @@ mod tests {
             &any(),
             None,
             true,
+            &|| false,
         )
         .unwrap();
         assert_eq!(out.size, 18);
@@ -370,6 +444,7 @@ mod tests {
             &any(),
             None,
             false,
+            &|| false,
         )
         .unwrap_err();
         assert!(
@@ -386,6 +461,7 @@ mod tests {
             &any(),
             None,
             false,
+            &|| false,
         )
         .unwrap_err();
         assert!(
@@ -420,6 +496,7 @@ mod tests {
             &any(),
             Some(&[false, false]),
             false,
+            &|| false,
         )
         .unwrap();
         assert_eq!((out.deleted, out.kept), (vec![0, 1], vec![]));

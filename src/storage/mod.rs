@@ -485,7 +485,9 @@ impl Storage {
     /// Joins the files `sources` into `target` ([`concat`]): replacing it atomically or as one
     /// append (`mode`), if `conditions` hold at the commit; with `delete_sources`, removes each
     /// source still as copied afterwards (never through a symlink at the source's name). A
-    /// source's failure is [`StorageError::InSource`].
+    /// source's failure is [`StorageError::InSource`]; once `gone` says the client left (or the
+    /// server is stopping), the work stops with [`StorageError::ClientGone`] and nothing is
+    /// committed.
     pub fn concat(
         &self,
         target: &RelPath,
@@ -494,6 +496,7 @@ impl Storage {
         mode: concat::Mode,
         conditions: &Conditions<'_>,
         delete_sources: bool,
+        gone: &dyn Fn() -> bool,
     ) -> Result<concat::Outcome> {
         let target = target.clone().non_root()?;
         let real = self.resolve_file(&target, scope)?;
@@ -529,6 +532,7 @@ impl Storage {
             conditions,
             delete_sources.then_some(&linked[..]),
             self.fsync,
+            gone,
         ))
     }
 

@@ -506,3 +506,23 @@ fn delete_sources_keeps_a_symlinked_source_and_the_file_it_points_to() {
     );
     assert!(fs::symlink_metadata(s.root().join("run/part-0.csv")).is_ok_and(|m| m.file_type().is_symlink()));
 }
+
+#[test]
+fn a_concatenation_whose_client_left_commits_nothing() {
+    let s = Server::start();
+    s.write("p/a", b"first source\n");
+    s.write("p/b", b"second source, locked until the client has gone\n");
+    let lock = HeldLock::take(&s.root().join("p/b"));
+    let body = br#"{"sources": ["p/a", "p/b"]}"#;
+    let conn = crate::support::races::start_request(&s, "POST", "/file/p/out/concat", &[], body, body.len());
+    assert!(wait_for_temp_of(&s, 13), "the first source was never copied");
+    drop(conn);
+    drop(lock);
+    s.expect_no_temp_files();
+    assert!(!s.exists("p/out"), "an abandoned concatenation was committed");
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(10), || s.log().contains("abandoned")),
+        "no log line says the concatenation was abandoned: {}",
+        s.log()
+    );
+}
