@@ -139,10 +139,10 @@ fn refusals_name_the_source_at_fault_and_change_nothing() {
         assert!(body["message"].as_str().unwrap().contains(names_it), "{body}");
         assert_eq!(s.read("t"), b"target\n", "{sources:?}: the target is unchanged");
     }
-    // A 404 names the source even without Accept: JSON (no seed client reads this URL).
+    // Without Accept: JSON a 404 is the seed's `Not Found` text, as every 404 (docs/API.md, Errors).
     let plain = concat(&s, "t", &names(&["nope"]));
     plain.assert_error(404);
-    assert!(plain.text().contains("nope"), "{}", plain.text());
+    assert_eq!(plain.text(), "Not Found");
     let url = "/file/t/concat";
     for (body, why) in [
         (&b"not json"[..], "not JSON"),
@@ -154,6 +154,28 @@ fn refusals_name_the_source_at_fault_and_change_nothing() {
         s.send("POST", url, body, &[]).assert_error(400);
         assert_eq!(s.read("t"), b"target\n", "{why}");
     }
+    // A repeated or unknown key, and a source spelt as a directory, are refused by name.
+    for (body, names_it) in [
+        (
+            &b"{\"sources\": [\"a\"], \"sources\": [\"t\"]}"[..],
+            "\"sources\" is given twice",
+        ),
+        (
+            b"{\"sources\": [\"a\"], \"delete_source\": true}",
+            "unknown key \"delete_source\"",
+        ),
+        (b"{\"sources\": [\"a/\"]}", "names a directory"),
+    ] {
+        let resp = s.send("POST", url, body, &[]);
+        resp.assert_error(400);
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert!(body["message"].as_str().unwrap().contains(names_it), "{body}");
+        assert!(s.exists("a"), "nothing deleted");
+    }
+    let huge = format!("{{\"sources\": [\"a\"], \"x\": \"{}\"}}", "a".repeat(9 << 20));
+    let resp = s.send("POST", url, huge.as_bytes(), &[]);
+    resp.assert_error(413);
+    assert!(resp.text().contains("8388608"), "{}", resp.text());
     let too_many = format!("{{\"sources\": [{}]}}", vec!["\"a\""; 10_001].join(","));
     let resp = s.send("POST", url, too_many.as_bytes(), &[]);
     resp.assert_error(400);
