@@ -488,6 +488,7 @@ impl Storage {
     /// source's failure is [`StorageError::InSource`]; once `gone` says the client left (or the
     /// server is stopping), the work stops with [`StorageError::ClientGone`] and nothing is
     /// committed.
+    #[allow(clippy::too_many_arguments)]
     pub fn concat(
         &self,
         target: &RelPath,
