@@ -548,3 +548,62 @@ fn a_concatenation_whose_client_left_commits_nothing() {
         s.log()
     );
 }
+
+#[test]
+fn readyz_says_not_ready_while_every_worker_is_copying_a_concatenation() {
+    // Each copy_file_range is held 3 s: the one worker is busy copying, not waiting for a lock.
+    let Some(wrapper) = crate::support::strace_injecting("copy_file_range", "copy_file_range:delay_enter=3000000")
+    else {
+        return;
+    };
+    let home = TempDir::new();
+    let s = Server::start_wrapped_on(home.path(), &wrapper, &["--workers", "1"]);
+    s.write("p/a", b"a source copied slowly\n");
+    s.get("/readyz").assert_status(200);
+    thread::scope(|scope| {
+        let answer = scope.spawn(|| concat(&s, "p/out", &names(&["p/a"])));
+        let mut said = String::new();
+        let unready = crate::support::wait_until(std::time::Duration::from_secs(10), || {
+            let resp = s.get("/readyz");
+            said = resp.text();
+            resp.status == 503
+        });
+        assert!(unready, "/readyz said ready while its only worker copied: {said}");
+        assert!(said.contains("concatenation"), "{said}");
+        answer.join().expect("concat thread").assert_status(200);
+    });
+    assert!(crate::support::wait_until(std::time::Duration::from_secs(10), || s
+        .get("/readyz")
+        .status
+        == 200));
+}
+
+#[test]
+fn a_concatenation_under_way_at_shutdown_stops_and_commits_nothing() {
+    // Each copy_file_range is held 2 s, so SIGTERM comes while the first 64 MiB are copied.
+    let Some(wrapper) = crate::support::strace_injecting("copy_file_range", "copy_file_range:delay_enter=2000000")
+    else {
+        return;
+    };
+    let home = TempDir::new();
+    let mut s = Server::start_wrapped_on(home.path(), &wrapper, &[]);
+    s.write("p/a", b"");
+    // 64 MiB and one byte (sparse): two spans, with a look at the server's state between them.
+    let big = fs::OpenOptions::new().write(true).open(s.root().join("p/a")).unwrap();
+    big.set_len((64 << 20) + 1).unwrap();
+    drop(big);
+    let body = br#"{"sources": ["p/a"]}"#;
+    let _conn = crate::support::races::start_request(&s, "POST", "/file/p/out/concat", &[], body, body.len());
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(10), || !s.temp_files().is_empty()),
+        "the concatenation never started"
+    );
+    s.signal(libc::SIGTERM);
+    assert!(
+        s.wait_exit(std::time::Duration::from_secs(60)).is_some(),
+        "the server did not exit"
+    );
+    assert!(!s.exists("p/out"), "a concatenation was committed during shutdown");
+    assert!(s.temp_files().is_empty(), "temp files left: {:?}", s.temp_files());
+    assert!(s.log().contains("abandoned"), "{}", s.log());
+}
