@@ -491,21 +491,44 @@ pub const SETTINGS: &[Setting] = &[
 /// setting: operators have no reason to change the one-minute period).
 pub const EXPIRE_INTERVAL_ENV: &str = "HTTP_NAS_EXPIRE_INTERVAL_MS";
 
-/// `--expire`: one rule, or several separated by commas, added to those given before.
+/// `--expire`: one rule, or several separated by commas, added to those given before. An empty
+/// rule (`--expire ''`, `HTTP_NAS_EXPIRE=','`) is refused, not skipped: it would start a
+/// service that expires nothing and says nothing. So is a second rule for one prefix (which
+/// age was meant?), naming both.
 fn add_expire_rules(c: &mut Config, v: &str) -> Result<(), Invalid> {
-    for text in v.split(',').filter(|t| !t.trim().is_empty()) {
-        let rule = crate::storage::expire::Rule::parse(text).map_err(|e| Invalid::Expected {
+    use crate::storage::expire::{Rule, RuleError};
+    for text in v.split(',') {
+        if text.trim().is_empty() {
+            return Err(Invalid::Expected {
+                what: "PREFIX=AGE (like runs/=7d), not an empty rule (leave the flag out for none)",
+                got: v.to_string(),
+            });
+        }
+        let rule = Rule::parse(text).map_err(|e| Invalid::Expected {
             what: match e {
-                crate::storage::expire::RuleError::Form => "PREFIX=AGE (like runs/=7d)",
-                crate::storage::expire::RuleError::Prefix(_) => {
-                    "PREFIX=AGE with PREFIX a directory below the storage root (like runs/), without . or .."
+                RuleError::Form => "PREFIX=AGE (like runs/=7d)",
+                RuleError::Prefix(_) => {
+                    "PREFIX=AGE with PREFIX a directory below the storage root (like runs/), without . or .. \
+                     and not a reserved .http-nas-* name"
                 }
-                crate::storage::expire::RuleError::Age(_) => {
-                    "PREFIX=AGE with AGE above 0 and a unit s, m, h or d (like 90m, 12h, 7d)"
+                RuleError::Age(_) => {
+                    "PREFIX=AGE with AGE above 0 and at most 3650d (ten years), with a unit s, m, h or d \
+                     (like 90m, 12h, 7d)"
                 }
             },
             got: text.to_string(),
         })?;
+        if let Some(before) = c.expire.iter().find(|r| r.prefix.as_path() == rule.prefix.as_path()) {
+            return Err(Invalid::Expected {
+                what: "one rule per PREFIX",
+                got: format!(
+                    "{}/={}s and {} for the same prefix",
+                    before.prefix,
+                    before.age.as_secs(),
+                    text.trim()
+                ),
+            });
+        }
         c.expire.push(rule);
     }
     Ok(())

@@ -45,9 +45,11 @@ pub(super) fn concat(
             crate::http::BodyError::of(&e).map_or(Error::BadRequest { message: e.to_string() }, Error::from)
         })?;
     if raw.len() as u64 > MAX_CONCAT_BODY_BYTES {
-        return Err(Error::BadRequest {
-            message: format!("concatenation body larger than {MAX_CONCAT_BODY_BYTES} bytes"),
-        });
+        // 413 naming the limit, like any body over --max-body (the rest is not read).
+        return Err(crate::http::BodyError::TooLarge {
+            limit: MAX_CONCAT_BODY_BYTES,
+        }
+        .into());
     }
     // Content-Digest is of this JSON body; Repr-Digest of the target after the write, verified
     // by the storage before its commit, like an upload's (POST) or an append's (PUT).
@@ -76,6 +78,7 @@ pub(super) fn concat(
                 &conditions,
                 body.delete_sources,
                 digests,
+                req.client_gone,
             )
             .map_err(|e| match e {
                 StorageError::InSource { index, error } => source_error(&body.sources[index], *error),
@@ -124,6 +127,20 @@ fn parse_body(raw: &[u8]) -> Result<Body, Error> {
         message: format!("{why}: {FORM}"),
     };
     let value: serde_json::Value = serde_json::from_slice(raw).map_err(|e| bad(format!("not JSON ({e})")))?;
+    // A repeated key would silently lose one of its values, an unknown one (a misspelt
+    // `delete_source`) silently do nothing: both are refused, naming the key.
+    let mut seen: Vec<String> = Vec::new();
+    for key in top_level_keys(raw) {
+        if !KEYS.contains(&key.as_str()) {
+            return Err(bad(format!(
+                "unknown key {key:?} (the keys are \"sources\" and \"delete_sources\")"
+            )));
+        }
+        if seen.contains(&key) {
+            return Err(bad(format!("the key {key:?} is given twice")));
+        }
+        seen.push(key);
+    }
     let list = value
         .get("sources")
         .and_then(|s| s.as_array())
@@ -145,6 +162,12 @@ fn parse_body(raw: &[u8]) -> Result<Body, Error> {
         let text = item
             .as_str()
             .ok_or_else(|| bad(format!("source {index} is not a string")))?;
+        if text.len() > 1 && text.ends_with('/') {
+            return Err(bad(format!(
+                "source {index} ({text:?}) ends with `/`, which names a directory; a concatenation joins \
+                 files: drop the trailing `/`"
+            )));
+        }
         let rel = url::decode(text, Naming::Existing)
             .and_then(|rel| rel.non_root().map_err(Error::from))
             .map_err(|e| bad(format!("source {index} ({text:?}) is not a valid path ({e})")))?;
@@ -161,6 +184,40 @@ fn parse_body(raw: &[u8]) -> Result<Body, Error> {
     })
 }
 
+/// The keys a concatenation body may have.
+const KEYS: [&str; 2] = ["sources", "delete_sources"];
+
+/// The keys of the top-level object of `raw`, already known to be valid JSON, in order and
+/// with repeats (which a parsed [`serde_json::Value`] no longer shows).
+fn top_level_keys(raw: &[u8]) -> Vec<String> {
+    let mut keys = Vec::new();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < raw.len() {
+        match raw[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < raw.len() && raw[i] != b'"' {
+                    i += if raw[i] == b'\\' { 2 } else { 1 };
+                }
+                let end = (i + 1).min(raw.len());
+                let next = raw[end..].iter().find(|b| !b.is_ascii_whitespace());
+                if depth == 1
+                    && next == Some(&b':')
+                    && let Ok(key) = serde_json::from_slice::<String>(&raw[start..end])
+                {
+                    keys.push(key);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +228,9 @@ mod tests {
         let names: Vec<String> = body.sources.iter().map(ToString::to_string).collect();
         assert_eq!(names, ["a/b", "c"]);
         assert!(body.delete_sources);
+        // Keys inside values, escaped quotes and nesting are not top-level keys.
+        let nested = br#"{"sources": ["a\"b", "{\"x\": 1}"], "delete_sources": false}"#;
+        assert_eq!(top_level_keys(nested), ["sources", "delete_sources"]);
         assert!(!parse_body(br#"{"sources": ["a"]}"#).unwrap().delete_sources);
         for bad in [
             &b"nope"[..],
@@ -180,6 +240,9 @@ mod tests {
             br#"{"sources": ["../x"]}"#,
             br#"{"sources": [""]}"#,
             br#"{"sources": ["a"], "delete_sources": "yes"}"#,
+            br#"{"sources": ["a"], "sources": ["b"]}"#,
+            br#"{"sources": ["a"], "delete_source": true}"#,
+            br#"{"sources": ["d/t/"]}"#,
         ] {
             let err = parse_body(bad).unwrap_err();
             assert_eq!(err.status(), 400, "{}", String::from_utf8_lossy(bad));

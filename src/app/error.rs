@@ -221,7 +221,7 @@ impl Error {
     pub fn into_response_at(self, wants_json: bool, request_path: Option<&RelPath>) -> Response {
         if matches!(
             self,
-            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl
+            Error::NotFound | Error::FileNotDirectory { .. } | Error::NoSuchUrl | Error::MissingSource { .. }
         ) && !wants_json
         {
             return Response::text(404, "Not Found");

@@ -127,7 +127,7 @@ pub(super) fn answer(app: &App, op: &Op) -> Option<Result<Response, Error>> {
 
 /// `/readyz`: the storage was found writable recently, and a new request would be taken
 /// now (a worker is free or the queue has room) and not just wait (not every worker is
-/// stuck waiting for a lock another replica holds).
+/// stuck waiting for a lock another replica holds, or copying a concatenation).
 fn readiness(app: &App) -> Result<Response, Error> {
     app.probes
         .writable()
@@ -141,9 +141,11 @@ fn readiness(app: &App) -> Result<Response, Error> {
         });
     }
     let workers = app.stats.pool.workers.load(std::sync::atomic::Ordering::Relaxed);
-    if crate::storage::lock::waiters() >= workers.max(1) {
+    if crate::storage::lock::waiters() + crate::storage::concat::running() >= workers.max(1) {
         return Err(Error::Unavailable {
-            message: "every worker is waiting for a file locked by another request or replica".into(),
+            message: "every worker is waiting for a file locked by another request or replica, or copying \
+                      a concatenation"
+                .into(),
         });
     }
     Ok(Response::text(200, "ready"))

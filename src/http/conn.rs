@@ -190,7 +190,9 @@ fn serve_one(stream: &TcpStream, remote: SocketAddr, head: Head, input: &mut Rea
     let trailers = std::cell::RefCell::new(Vec::new());
     let mut body = Body::new(stream, input, framing, expects_continue, shared.config.max_body).keep_trailers(&trailers);
     let trailer = |name: &str| super::chunked::trailer_field(&trailers.borrow(), name);
-    let client_gone = || sys::peer_gone(std::os::fd::AsFd::as_fd(stream));
+    // A stopping server counts as a gone client: long work (a line count, a concatenation)
+    // stops rather than holding shutdown up to its deadline.
+    let client_gone = || shared.stopping.load(Ordering::Relaxed) || sys::peer_gone(std::os::fd::AsFd::as_fd(stream));
     let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         shared.handler.handle(&mut Request {
             head: &head,

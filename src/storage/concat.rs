@@ -16,7 +16,12 @@
 //!    temp file as its spooled body (crash record, all or nothing, `Upload-Offset`).
 //! 3. With `delete_sources`, each source is removed after the commit, under its exclusive lock
 //!    (taken one at a time, bounded), and only if it is still the version copied (same file,
-//!    size and modification time); one changed meanwhile is kept and reported.
+//!    inode generation, size, modification and change times); one changed meanwhile is kept
+//!    and reported. A source whose own name is a symlink is kept (its file is another name's).
+//!
+//! The work stops, with nothing committed and the temp file dropped, once the client has gone
+//! or the server is stopping: asked before each source, every [`GONE_CHECK_BYTES`] copied and
+//! before the commit, so a small request cannot keep a worker and the disk busy for nobody.
 //!
 //! A crash before the commit leaves a temp file (removed by the next sweep) and the target as
 //! it was; a failure (a missing source, a full disk) drops the temp file and changes nothing.
@@ -35,9 +40,39 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Most sources one concatenation takes (docs/API.md).
 pub const MAX_SOURCES: usize = 10_000;
+
+/// Bytes copied between two questions whether the client is still there (and the server not
+/// stopping), besides one before each source: one `poll(2)` per 64 MiB.
+pub const GONE_CHECK_BYTES: u64 = 64 << 20;
+
+/// Concatenations under way: each holds a worker for as long as its copying takes, so
+/// `/readyz` counts them with the workers waiting for locks.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many concatenations are copying right now.
+pub fn running() -> usize {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// Counts its thread in [`RUNNING`] while it lives.
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// What a concatenation did.
 #[derive(Debug)]
@@ -61,21 +96,32 @@ pub enum Mode {
 }
 
 /// The version of a source that was copied: enough to tell it is still the same at deletion.
+///
+/// Device, inode, size and times are not enough where timestamps have whole seconds (ext4 with
+/// 128-byte inodes): a source replaced twice within a second can get the copied version's inode
+/// number back with the same size and times. So the inode's generation is compared too, where
+/// the filesystem has one (`FS_IOC_GETVERSION`, as the ETag does, `app/conditional.rs`): a
+/// reused inode number gets a new generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Copied {
     dev: u64,
     ino: u64,
+    generation: Option<u32>,
     len: u64,
     mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl Copied {
-    fn of(meta: &Metadata) -> Copied {
+    fn of(file: &File, meta: &Metadata) -> Copied {
+        use std::os::fd::AsFd;
         Copied {
             dev: meta.dev(),
             ino: meta.ino(),
+            generation: sys::inode_generation(file.as_fd()).ok(),
             len: meta.len(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
 }
@@ -84,7 +130,11 @@ impl Copied {
 /// (`mode`), if `conditions` hold at the commit and `digests` approves of the target's digests
 /// after it (`digests.wanted` is what to compute over the gathered bytes; the first digests its
 /// check gets are theirs). `creatable` is whether an append may create the target's name. A
-/// source's failure is [`StorageError::InSource`] with its index.
+/// source's failure is [`StorageError::InSource`] with its index. With `delete_sources`
+/// (whether each source's name is a symlink), each source still as copied is removed after the
+/// commit, except those reached through a symlink, which are kept. Once `gone` (asked before
+/// each source and every [`GONE_CHECK_BYTES`] copied) says the client left, the work stops:
+/// the temp file goes, nothing is committed ([`StorageError::ClientGone`]).
 #[allow(clippy::too_many_arguments)]
 pub fn concat(
     root: &Root,
@@ -93,9 +143,10 @@ pub fn concat(
     mode: Mode,
     creatable: std::result::Result<(), PathError>,
     conditions: &Conditions<'_>,
-    delete_sources: bool,
+    delete_sources: Option<&[bool]>,
     digests: &mut digest::Plan<'_>,
     fsync: bool,
+    gone: &dyn Fn() -> bool,
 ) -> Result<Outcome> {
     let (parent, name) = split(target)?;
     let in_source = |index: usize| {
@@ -119,15 +170,23 @@ pub fn concat(
     {
         return Err(e.into());
     }
+    let _running = Running::start();
     let temp = TempFile::create_near(root, parent)?;
     let mut copied = Vec::with_capacity(sources.len());
     // The crc32c of the bytes gathered so far, combined from the sources' kept ones while every
     // source has one.
     let mut combined = Some(0u32);
     let (len, cloned) = {
-        let mut copier = Copier::new(temp.file())?;
+        let mut copier = Copier::new(temp.file(), gone)?;
         for (index, source) in sources.iter().enumerate() {
-            let (version, crc32c) = gather_one(root, source, &mut copier, target_id).map_err(in_source(index))?;
+            if gone() {
+                return Err(abandoned(target, index, copier.offset));
+            }
+            let (version, crc32c) = match gather_one(root, source, &mut copier, target_id) {
+                Ok(gathered) => gathered,
+                Err(StorageError::ClientGone) => return Err(abandoned(target, index, copier.offset)),
+                Err(e) => return Err(in_source(index)(e)),
+            };
             combined = combined
                 .zip(crc32c)
                 .map(|(before, crc)| combine(before, crc, version.len))
@@ -167,6 +226,11 @@ pub fn concat(
             (None, _) => "read back (a source has none kept)",
         }
     );
+    // Last look before the commit: a client gone while the last source was waited for, copied
+    // or read back is not answered, so nothing is committed for it.
+    if gone() {
+        return Err(abandoned(target, sources.len(), len));
+    }
     let size = match mode {
         Mode::Replace => {
             // The file is the gathered bytes: their digests are its.
@@ -188,8 +252,16 @@ pub fn concat(
         )?,
     };
     let (mut deleted, mut kept) = (Vec::new(), Vec::new());
-    if delete_sources {
+    if let Some(linked) = delete_sources {
         for (index, (source, version)) in sources.iter().zip(&copied).enumerate() {
+            if linked.get(index).copied().unwrap_or(true) {
+                log::info!(
+                    "concatenation: kept its source {} (reached through a symlink: its file is another name's)",
+                    source.display()
+                );
+                kept.push(index);
+                continue;
+            }
             match delete_if_unchanged(root, source, version) {
                 Ok(true) => deleted.push(index),
                 Ok(false) => kept.push(index),
@@ -207,6 +279,17 @@ pub fn concat(
 fn combine(before: u32, next: u32, len: u64) -> Result<u32> {
     let len = usize::try_from(len).map_err(|_| StorageError::Io(io::Error::other("a source too long to hash")))?;
     Ok(crc32c::crc32c_combine(before, next, len))
+}
+
+/// Logs a concatenation stopped because its client left (or the server is stopping) before
+/// source `index`, `copied` bytes in; the temp file goes when it is dropped.
+fn abandoned(target: &Path, index: usize, copied: u64) -> StorageError {
+    log::info!(
+        "concatenation into {} abandoned at source {index} after {copied} bytes: the client has gone or \
+         the server is stopping; nothing was committed",
+        target.display()
+    );
+    StorageError::ClientGone
 }
 
 /// The crc32c (and length, and what `wanted` names) of the first `len` bytes of `file`, read
@@ -262,12 +345,10 @@ fn gather_one(
     if target == Some((seen.meta.dev(), seen.meta.ino())) {
         return Err(StorageError::SourceIsTarget);
     }
-    copier
-        .append(&seen.file, seen.len, seen.meta.len())
-        .map_err(StorageError::from_io)?;
+    copier.append(&seen.file, seen.len, seen.meta.len())?;
     let version = Copied {
         len: seen.len,
-        ..Copied::of(&seen.meta)
+        ..Copied::of(&seen.file, &seen.meta)
     };
     Ok((version, crc32c))
 }
@@ -283,7 +364,7 @@ fn delete_if_unchanged(root: &Root, source: &Path, version: &Copied) -> Result<b
     let Some(held) = lock::lock(&dir, name, Access::Lock)? else {
         return Ok(false);
     };
-    if Copied::of(&held.meta) != *version {
+    if Copied::of(&held.file, &held.meta) != *version {
         return Ok(false);
     }
     // The lock's check made sure the name is the locked file; nobody changes it while we hold it.
@@ -297,6 +378,8 @@ fn delete_if_unchanged(root: &Root, source: &Path, version: &Copied) -> Result<b
 /// offsets are aligned to its blocks, else `copy_file_range` ([`copy_span`]).
 struct Copier<'a> {
     dst: &'a File,
+    /// Whether the client has gone (or the server is stopping): asked every [`GONE_CHECK_BYTES`].
+    gone: &'a dyn Fn() -> bool,
     /// Where the next source goes (the bytes written so far).
     offset: u64,
     /// The destination filesystem's block size: reflinks take whole blocks.
@@ -308,10 +391,11 @@ struct Copier<'a> {
 }
 
 impl<'a> Copier<'a> {
-    fn new(dst: &'a File) -> Result<Copier<'a>> {
+    fn new(dst: &'a File, gone: &'a dyn Fn() -> bool) -> Result<Copier<'a>> {
         let block = dst.metadata().map_err(StorageError::from_io)?.blksize().max(1);
         Ok(Copier {
             dst,
+            gone,
             offset: 0,
             block,
             try_clone: true,
@@ -319,8 +403,9 @@ impl<'a> Copier<'a> {
         })
     }
 
-    /// Appends the first `len` bytes of `src` (whose size is `size`).
-    fn append(&mut self, src: &File, len: u64, size: u64) -> io::Result<()> {
+    /// Appends the first `len` bytes of `src` (whose size is `size`); copied bytes go in spans of
+    /// [`GONE_CHECK_BYTES`], asking `gone` before each ([`StorageError::ClientGone`]).
+    fn append(&mut self, src: &File, len: u64, size: u64) -> Result<()> {
         let mut done = 0;
         if self.try_clone && len > 0 && self.offset.is_multiple_of(self.block) {
             // Whole blocks only, except a range that ends at the source's end.
@@ -336,13 +421,22 @@ impl<'a> Copier<'a> {
                         self.cloned += share;
                     }
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL)) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => return Err(e),
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+                        return Err(StorageError::from_io(e));
+                    }
                     // EOPNOTSUPP, EXDEV, ENOTTY, EBADF...: this filesystem does not share.
                     Err(_) => self.try_clone = false,
                 }
             }
         }
-        copy_span(src, done, self.dst, self.offset + done, len - done)?;
+        while done < len {
+            if done > 0 && (self.gone)() {
+                return Err(StorageError::ClientGone);
+            }
+            let span = (len - done).min(GONE_CHECK_BYTES);
+            copy_span(src, done, self.dst, self.offset + done, span).map_err(StorageError::from_io)?;
+            done += span;
+        }
         self.offset += len;
         Ok(())
     }
@@ -373,9 +467,10 @@ mod tests {
             Mode::Replace,
             Ok(()),
             &any(),
-            false,
+            None,
             &mut digest::Plan::none(),
             false,
+            &|| false,
         )
         .unwrap();
         assert_eq!(out.size, 14);
@@ -387,9 +482,10 @@ mod tests {
             Mode::Append,
             Ok(()),
             &any(),
-            false,
+            None,
             &mut digest::Plan::none(),
             true,
+            &|| false,
         )
         .unwrap();
         assert_eq!(out.size, 18);
@@ -401,9 +497,10 @@ mod tests {
             Mode::Replace,
             Ok(()),
             &any(),
-            false,
+            None,
             &mut digest::Plan::none(),
             false,
+            &|| false,
         )
         .unwrap_err();
         assert!(
@@ -418,9 +515,10 @@ mod tests {
             Mode::Replace,
             Ok(()),
             &any(),
-            false,
+            None,
             &mut digest::Plan::none(),
             false,
+            &|| false,
         )
         .unwrap_err();
         assert!(
@@ -453,9 +551,10 @@ mod tests {
             Mode::Replace,
             Ok(()),
             &any(),
-            true,
+            Some(&[false, false]),
             &mut digest::Plan::none(),
             false,
+            &|| false,
         )
         .unwrap();
         assert_eq!((out.deleted, out.kept), (vec![0, 1], vec![]));

@@ -40,6 +40,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often a pass runs unless the test-only `HTTP_NAS_EXPIRE_INTERVAL_MS` says otherwise.
@@ -87,7 +88,7 @@ impl std::fmt::Display for RuleError {
             ),
             RuleError::Age(got) => write!(
                 f,
-                "an AGE above 0 with a unit s, m, h or d (like 90m, 12h, 7d), not {got:?}"
+                "an AGE above 0 and at most 3650d, with a unit s, m, h or d (like 90m, 12h, 7d), not {got:?}"
             ),
         }
     }
@@ -144,8 +145,14 @@ pub fn pass(root: &Root, rules: &[Rule], temp_walk: bool, removed: &mut dyn FnMu
     let mut count = 0;
     for rule in rules {
         let top = match root.open_dir(rule.prefix.as_path()) {
-            Ok(top) => top,
-            Err(StorageError::NotFound | StorageError::NotADirectory) => continue,
+            Ok(top) => {
+                unavailable(&rule.prefix, None);
+                top
+            }
+            Err(e @ (StorageError::NotFound | StorageError::NotADirectory | StorageError::OutsideRoot)) => {
+                unavailable(&rule.prefix, Some(&e));
+                continue;
+            }
             Err(e) => {
                 log::warn!("retention of {}: cannot open it: {e}", rule.prefix);
                 continue;
@@ -165,6 +172,34 @@ pub fn pass(root: &Root, rules: &[Rule], temp_walk: bool, removed: &mut dyn FnMu
         }
     }
     count
+}
+
+/// Prefixes whose absence was already logged, so a rule for a directory not made yet (or a
+/// typo) is said once, not on every pass; forgotten once the directory is there, so it is said
+/// again if it goes.
+static UNAVAILABLE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Logs once why the rule's `prefix` cannot be walked (`why`), or with `None` notes it can.
+fn unavailable(prefix: &RelPath, why: Option<&StorageError>) {
+    let Ok(mut said) = UNAVAILABLE.lock() else {
+        return;
+    };
+    let name = prefix.to_string();
+    let Some(why) = why else {
+        said.retain(|p| *p != name);
+        return;
+    };
+    if said.contains(&name) {
+        return;
+    }
+    match why {
+        StorageError::OutsideRoot => log::warn!(
+            "retention of {name}/: it is a symlink (or leads through one), which retention never follows; \
+             the rule removes nothing until {name} is a real directory"
+        ),
+        _ => log::info!("retention of {name}/: no such directory yet; the rule applies when it appears"),
+    }
+    said.push(name);
 }
 
 /// A pass's work in each directory: files older than `age` (if any) and stale temp files.

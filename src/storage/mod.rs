@@ -485,7 +485,10 @@ impl Storage {
     /// Joins the files `sources` into `target` ([`concat`]): replacing it atomically or as one
     /// append (`mode`), if `conditions` hold at the commit and `digests` approves of the target's
     /// digests after it (`digests.repr` then tells them); with `delete_sources`, removes each
-    /// source still as copied afterwards. A source's failure is [`StorageError::InSource`].
+    /// source still as copied afterwards (never through a symlink at the source's name). A
+    /// source's failure is [`StorageError::InSource`]; once `gone` says the client left (or the
+    /// server is stopping), the work stops with [`StorageError::ClientGone`] and nothing is
+    /// committed.
     // What to join, where, and what the commit must hold to: as `concat::concat` takes them.
     #[allow(clippy::too_many_arguments)]
     pub fn concat(
@@ -497,10 +500,14 @@ impl Storage {
         conditions: &Conditions<'_>,
         delete_sources: bool,
         digests: &mut digest::Plan<'_>,
+        gone: &dyn Fn() -> bool,
     ) -> Result<concat::Outcome> {
         let target = target.clone().non_root()?;
         let real = self.resolve_file(&target, scope)?;
         let mut reals = Vec::with_capacity(sources.len());
+        // With `delete_sources`, whether each source's own name is a symlink: its file is
+        // another name's (a DELETE of the link removes the link), so it is kept, never deleted.
+        let mut linked = Vec::with_capacity(if delete_sources { sources.len() } else { 0 });
         for (index, source) in sources.iter().enumerate() {
             let real = source
                 .clone()
@@ -508,7 +515,11 @@ impl Storage {
                 .map_err(StorageError::from)
                 .and_then(|source| {
                     self.expect_dir_if_asked(&source, false)?;
-                    self.resolve_file(&source, scope)
+                    let real = self.resolve_file(&source, scope)?;
+                    if delete_sources {
+                        linked.push(self.resolve(&source, scope)? != real);
+                    }
+                    Ok(real)
                 })
                 .map_err(|e| StorageError::InSource {
                     index,
@@ -523,9 +534,10 @@ impl Storage {
             mode,
             target.creatable(),
             conditions,
-            delete_sources,
+            delete_sources.then_some(&linked[..]),
             digests,
             self.fsync,
+            gone,
         ))
     }
 

@@ -139,10 +139,10 @@ fn refusals_name_the_source_at_fault_and_change_nothing() {
         assert!(body["message"].as_str().unwrap().contains(names_it), "{body}");
         assert_eq!(s.read("t"), b"target\n", "{sources:?}: the target is unchanged");
     }
-    // A 404 names the source even without Accept: JSON (no seed client reads this URL).
+    // Without Accept: JSON a 404 is the seed's `Not Found` text, as every 404 (docs/API.md, Errors).
     let plain = concat(&s, "t", &names(&["nope"]));
     plain.assert_error(404);
-    assert!(plain.text().contains("nope"), "{}", plain.text());
+    assert_eq!(plain.text(), "Not Found");
     let url = "/file/t/concat";
     for (body, why) in [
         (&b"not json"[..], "not JSON"),
@@ -154,6 +154,28 @@ fn refusals_name_the_source_at_fault_and_change_nothing() {
         s.send("POST", url, body, &[]).assert_error(400);
         assert_eq!(s.read("t"), b"target\n", "{why}");
     }
+    // A repeated or unknown key, and a source spelt as a directory, are refused by name.
+    for (body, names_it) in [
+        (
+            &b"{\"sources\": [\"a\"], \"sources\": [\"t\"]}"[..],
+            "\"sources\" is given twice",
+        ),
+        (
+            b"{\"sources\": [\"a\"], \"delete_source\": true}",
+            "unknown key \"delete_source\"",
+        ),
+        (b"{\"sources\": [\"a/\"]}", "names a directory"),
+    ] {
+        let resp = s.send("POST", url, body, &[]);
+        resp.assert_error(400);
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert!(body["message"].as_str().unwrap().contains(names_it), "{body}");
+        assert!(s.exists("a"), "nothing deleted");
+    }
+    let huge = format!("{{\"sources\": [\"a\"], \"x\": \"{}\"}}", "a".repeat(9 << 20));
+    let resp = s.send("POST", url, huge.as_bytes(), &[]);
+    resp.assert_error(413);
+    assert!(resp.text().contains("8388608"), "{}", resp.text());
     let too_many = format!("{{\"sources\": [{}]}}", vec!["\"a\""; 10_001].join(","));
     let resp = s.send("POST", url, too_many.as_bytes(), &[]);
     resp.assert_error(400);
@@ -410,4 +432,200 @@ fn if_match_on_a_missing_target_fails_a_put_concatenation_as_it_fails_an_append(
         }
     }
     assert_eq!(s.read("run/part-1"), b"one\n");
+}
+
+/// Holds an exclusive `flock` on `path` from another process until dropped.
+struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    fn take(path: &Path) -> HeldLock {
+        use std::io::BufRead;
+        let mut child = Command::new("flock")
+            .arg("-x")
+            .arg(path)
+            .args(["-c", "echo locked; cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run flock");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("flock's stdout");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("flock says locked");
+        assert_eq!(line.trim(), "locked");
+        HeldLock(child)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (bounded) until a temp file under the root holds `len` bytes: the concatenation has
+/// copied that much.
+fn wait_for_temp_of(s: &Server, len: u64) -> bool {
+    crate::support::wait_until(std::time::Duration::from_secs(10), || {
+        s.temp_files()
+            .iter()
+            .any(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == len))
+    })
+}
+
+#[test]
+fn delete_sources_keeps_a_source_replaced_by_a_reused_inode_with_the_same_size_and_times() {
+    use std::os::unix::fs::MetadataExt;
+    // ext4 with 128-byte inodes: whole-second times; a freed inode number is reused at once.
+    let disk = match Mounted::ext4(64, &["-I", "128"], None) {
+        Ok(disk) => disk,
+        Err(why) => return skip(&format!("ext4 with 128-byte inodes: {why}")),
+    };
+    let s = Server::start_on(&disk.root(), &[]);
+    s.write("q/s", b"v1");
+    s.write(
+        "q/big",
+        b"the second source, locked so the concatenation waits after the first\n",
+    );
+    let v1 = fs::metadata(s.root().join("q/s")).expect("stat v1");
+    let lock = HeldLock::take(&s.root().join("q/big"));
+    thread::scope(|scope| {
+        let answer = scope.spawn(|| {
+            concat_with(
+                &s,
+                "q/out",
+                &names(&["q/s", "q/big"]),
+                false,
+                ", \"delete_sources\": true",
+                &[],
+            )
+        });
+        assert!(wait_for_temp_of(&s, 2), "the first source was never copied");
+        // Another writer replaces q/s: same length, same inode number, same times as v1.
+        fs::remove_file(s.root().join("q/s")).expect("remove v1");
+        fs::write(s.root().join("q/s"), b"v3").expect("write v3");
+        let stamp = format!("@{}.{:09}", v1.mtime(), v1.mtime_nsec());
+        run(Command::new("touch")
+            .args(["-m", "-d", &stamp])
+            .arg(s.root().join("q/s")))
+        .expect("touch");
+        let v3 = fs::metadata(s.root().join("q/s")).expect("stat v3");
+        let reused =
+            (v3.ino(), v3.len(), v3.mtime(), v3.mtime_nsec()) == (v1.ino(), v1.len(), v1.mtime(), v1.mtime_nsec());
+        drop(lock);
+        let json = answer.join().expect("concat thread").assert_ok_json();
+        if !reused {
+            return skip("the filesystem did not give the replacement the copied version's inode number");
+        }
+        assert_eq!(s.read("q/out")[..2], *b"v1");
+        assert_eq!(json["kept_sources"], serde_json::json!(["q/s"]), "{json}");
+        assert_eq!(s.read("q/s"), b"v3", "a version never copied was deleted");
+    });
+}
+
+#[test]
+fn delete_sources_keeps_a_symlinked_source_and_the_file_it_points_to() {
+    let s = Server::start();
+    s.write("ref/header.csv", b"shared header\n");
+    s.write("run/part-1.csv", b"row\n");
+    std::os::unix::fs::symlink("../ref/header.csv", s.root().join("run/part-0.csv")).expect("symlink");
+    let resp = concat_with(
+        &s,
+        "run/all.csv",
+        &names(&["run/part-0.csv", "run/part-1.csv"]),
+        false,
+        ", \"delete_sources\": true",
+        &[],
+    );
+    let json = resp.assert_ok_json();
+    assert_eq!(s.read("run/all.csv"), b"shared header\nrow\n");
+    assert_eq!(json["deleted_sources"], serde_json::json!(["run/part-1.csv"]), "{json}");
+    assert_eq!(json["kept_sources"], serde_json::json!(["run/part-0.csv"]), "{json}");
+    assert_eq!(
+        s.read("ref/header.csv"),
+        b"shared header\n",
+        "the file a link points to was deleted"
+    );
+    assert!(fs::symlink_metadata(s.root().join("run/part-0.csv")).is_ok_and(|m| m.file_type().is_symlink()));
+}
+
+#[test]
+fn a_concatenation_whose_client_left_commits_nothing() {
+    let s = Server::start();
+    s.write("p/a", b"first source\n");
+    s.write("p/b", b"second source, locked until the client has gone\n");
+    let lock = HeldLock::take(&s.root().join("p/b"));
+    let body = br#"{"sources": ["p/a", "p/b"]}"#;
+    let conn = crate::support::races::start_request(&s, "POST", "/file/p/out/concat", &[], body, body.len());
+    assert!(wait_for_temp_of(&s, 13), "the first source was never copied");
+    drop(conn);
+    drop(lock);
+    s.expect_no_temp_files();
+    assert!(!s.exists("p/out"), "an abandoned concatenation was committed");
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(10), || s.log().contains("abandoned")),
+        "no log line says the concatenation was abandoned: {}",
+        s.log()
+    );
+}
+
+#[test]
+fn readyz_says_not_ready_while_every_worker_is_copying_a_concatenation() {
+    // Each copy_file_range is held 3 s: the one worker is busy copying, not waiting for a lock.
+    let Some(wrapper) = crate::support::strace_injecting("copy_file_range", "copy_file_range:delay_enter=3000000")
+    else {
+        return;
+    };
+    let home = TempDir::new();
+    let s = Server::start_wrapped_on(home.path(), &wrapper, &["--workers", "1"]);
+    s.write("p/a", b"a source copied slowly\n");
+    s.get("/readyz").assert_status(200);
+    thread::scope(|scope| {
+        let answer = scope.spawn(|| concat(&s, "p/out", &names(&["p/a"])));
+        let mut said = String::new();
+        let unready = crate::support::wait_until(std::time::Duration::from_secs(10), || {
+            let resp = s.get("/readyz");
+            said = resp.text();
+            resp.status == 503
+        });
+        assert!(unready, "/readyz said ready while its only worker copied: {said}");
+        assert!(said.contains("concatenation"), "{said}");
+        answer.join().expect("concat thread").assert_status(200);
+    });
+    assert!(crate::support::wait_until(std::time::Duration::from_secs(10), || s
+        .get("/readyz")
+        .status
+        == 200));
+}
+
+#[test]
+fn a_concatenation_under_way_at_shutdown_stops_and_commits_nothing() {
+    // Each copy_file_range is held 2 s, so SIGTERM comes while the first 64 MiB are copied.
+    let Some(wrapper) = crate::support::strace_injecting("copy_file_range", "copy_file_range:delay_enter=2000000")
+    else {
+        return;
+    };
+    let home = TempDir::new();
+    let mut s = Server::start_wrapped_on(home.path(), &wrapper, &[]);
+    s.write("p/a", b"");
+    // 64 MiB and one byte (sparse): two spans, with a look at the server's state between them.
+    let big = fs::OpenOptions::new().write(true).open(s.root().join("p/a")).unwrap();
+    big.set_len((64 << 20) + 1).unwrap();
+    drop(big);
+    let body = br#"{"sources": ["p/a"]}"#;
+    let _conn = crate::support::races::start_request(&s, "POST", "/file/p/out/concat", &[], body, body.len());
+    assert!(
+        crate::support::wait_until(std::time::Duration::from_secs(10), || !s.temp_files().is_empty()),
+        "the concatenation never started"
+    );
+    s.signal(libc::SIGTERM);
+    assert!(
+        s.wait_exit(std::time::Duration::from_secs(60)).is_some(),
+        "the server did not exit"
+    );
+    assert!(!s.exists("p/out"), "a concatenation was committed during shutdown");
+    assert!(s.temp_files().is_empty(), "temp files left: {:?}", s.temp_files());
+    assert!(s.log().contains("abandoned"), "{}", s.log());
 }

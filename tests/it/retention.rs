@@ -275,6 +275,20 @@ fn bad_retention_rules_stop_the_start_with_exit_2_naming_the_flag() {
             "HTTP_NAS_EXPIRE (--expire)",
             "AGE above 0",
         ),
+        (vec!["--expire", ""], vec![], "--expire", "not an empty rule"),
+        (
+            vec![],
+            vec![("HTTP_NAS_EXPIRE", ",")],
+            "HTTP_NAS_EXPIRE (--expire)",
+            "not an empty rule",
+        ),
+        (
+            vec!["--expire", "runs=1d", "--expire", "runs/=30d"],
+            vec![],
+            "--expire",
+            "one rule per PREFIX, got \"runs/=86400s and runs/=30d",
+        ),
+        (vec!["--expire", "runs/=3651d"], vec![], "--expire", "at most 3650d"),
     ] {
         let (code, stderr) = start_refused(&args, &env);
         assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
@@ -283,4 +297,45 @@ fn bad_retention_rules_stop_the_start_with_exit_2_naming_the_flag() {
             "{args:?} {env:?} should name {names} and say {says:?}: {stderr}"
         );
     }
+}
+
+/// Lines of the server's log that contain `text`.
+fn lines_with(s: &Server, text: &str) -> usize {
+    s.log().lines().filter(|l| l.contains(text)).count()
+}
+
+#[test]
+fn a_missing_or_symlinked_prefix_is_said_once_not_on_every_pass() {
+    let root_dir = TempDir::new();
+    let root = root_dir.path().to_path_buf();
+    fs::create_dir_all(root.join("keepme")).unwrap();
+    std::os::unix::fs::symlink("keepme", root.join("linked")).unwrap();
+    old_file(
+        &root,
+        "keepme/old",
+        b"kept: only reached through the symlink",
+        "3 days ago",
+    );
+    let s = start(&root, &["not-yet/=1d", "linked/=1d"]);
+    // Several whole passes: each would have said it again.
+    for _ in 0..3 {
+        wait_for_a_whole_pass(&root);
+    }
+    assert_eq!(
+        lines_with(
+            &s,
+            "retention of not-yet/: no such directory yet; the rule applies when it appears"
+        ),
+        1,
+        "{}",
+        s.log()
+    );
+    assert_eq!(
+        lines_with(&s, "retention of linked/: it is a symlink"),
+        1,
+        "{}",
+        s.log()
+    );
+    assert_eq!(lines_with(&s, "outside the storage root"), 0, "{}", s.log());
+    assert!(root.join("keepme/old").exists());
 }
