@@ -313,8 +313,11 @@ impl Kept {
 pub enum Refused {
     /// A digest the client sent differs from the one computed (the message names both).
     Mismatch(String),
-    /// A digest field names only algorithms the service does not have.
+    /// `Content-Digest` names only algorithms the service does not have.
     Unsupported(String),
+    /// `Repr-Digest` names only algorithms the service does not have (answered with
+    /// `Want-Repr-Digest`, RFC 9530 §4).
+    UnsupportedRepr(String),
     /// A digest field (from the trailer section) is not well formed, or cannot be verified.
     Malformed(String),
 }

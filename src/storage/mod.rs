@@ -202,7 +202,10 @@ impl fmt::Display for StorageError {
                  it is remounted read-write (reads still work)"
             ),
             StorageError::Digest(
-                digest::Refused::Mismatch(m) | digest::Refused::Unsupported(m) | digest::Refused::Malformed(m),
+                digest::Refused::Mismatch(m)
+                | digest::Refused::Unsupported(m)
+                | digest::Refused::UnsupportedRepr(m)
+                | digest::Refused::Malformed(m),
             ) => write!(f, "{m}"),
             StorageError::SourceIsTarget => write!(f, "a source is the target itself"),
             StorageError::InSource { index, error } => write!(f, "source {index}: {error}"),

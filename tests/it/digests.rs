@@ -567,3 +567,144 @@ fn on_a_volume_without_extended_attributes_digests_are_kept_in_hidden_records() 
         None
     );
 }
+
+#[test]
+fn a_digest_field_on_two_lines_is_checked_whole_and_a_malformed_one_refused() {
+    let s = Server::start();
+    let sent = b"tampered bytes!\n".to_vec();
+    let right = b"the right bytes\n".to_vec();
+    // Two Content-Digest lines are one list (RFC 9110 §5.3): the second line's wrong sha-256
+    // is a mismatch, as it is on one line.
+    for field in ["Content-Digest", "Repr-Digest"] {
+        let r = s.send(
+            "POST",
+            "/file/one",
+            &sent,
+            &[
+                &format!("{field}: {}", crc32c_field(&sent)),
+                &format!("{field}: {}", sha256_field(&right)),
+            ],
+        );
+        r.assert_error(400);
+        assert!(r.text().contains("digest_mismatch"), "{field}: {}", r.text());
+        assert!(!s.exists("one"), "{field}");
+    }
+    // An unknown algorithm on the first line, a wrong sha-256 on the second: checked.
+    let r = s.send(
+        "POST",
+        "/file/one",
+        &sent,
+        &[
+            "Content-Digest: md5=:AAAA:",
+            &format!("Content-Digest: {}", sha256_field(&right)),
+        ],
+    );
+    r.assert_error(400);
+    assert!(r.text().contains("digest_mismatch"), "{}", r.text());
+    // A byte that is not UTF-8 in a digest field: 400, nothing stored.
+    let raw = format!(
+        "POST /file/two HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\nContent-Digest: sha-256=:\u{1}",
+        sent.len()
+    );
+    let mut request = raw.into_bytes();
+    request.pop();
+    request.push(0xff);
+    request.extend_from_slice(format!("{}:\r\n\r\n", b64(&sha2::Sha256::digest(&right))).as_bytes());
+    request.extend_from_slice(&sent);
+    let r = s.connect().send(&request).response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!s.exists("two"));
+    // A trailer line with a space before its colon: 400, as in a head.
+    let mut spaced = chunked_with_trailers(
+        "POST",
+        "/file/three",
+        &sent,
+        &[format!("Content-Digest: {}", sha256_field(&right))],
+    );
+    let at = spaced
+        .windows(b"\r\nContent-Digest: sha".len())
+        .rposition(|w| w == b"\r\nContent-Digest: sha")
+        .expect("trailer line");
+    spaced.insert(at + "\r\nContent-Digest".len(), b' ');
+    let r = s.connect().send(&spaced).response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!s.exists("three"));
+    // The right digests on two lines pass.
+    s.send(
+        "POST",
+        "/file/four",
+        &sent,
+        &[
+            &format!("Content-Digest: {}", crc32c_field(&sent)),
+            &format!("Content-Digest: {}", sha256_field(&sent)),
+        ],
+    )
+    .assert_ok_json();
+}
+
+#[test]
+fn an_unsupported_repr_digest_is_answered_with_want_repr_digest() {
+    let s = Server::start();
+    s.post("/file/f", "old").assert_ok_json();
+    for method in ["POST", "PUT"] {
+        let r = s.send(method, "/file/f", b"new", &["Repr-Digest: md5=:AAAA:"]);
+        r.assert_error(400);
+        assert!(r.text().contains("unsupported_digest"), "{}", r.text());
+        let want = r
+            .header("want-repr-digest")
+            .unwrap_or_else(|| r.fail("no Want-Repr-Digest"));
+        assert!(want.contains("sha-256=") && !want.contains("sha-512"), "{want}");
+        assert_eq!(r.header("want-content-digest"), None, "{method}");
+    }
+    assert_eq!(s.read("f"), b"old");
+}
+
+#[test]
+fn want_repr_digest_takes_the_last_preference_of_an_algorithm() {
+    let s = Server::start();
+    let data = random_bytes(1000, 21);
+    s.send(
+        "POST",
+        "/file/f",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&data))],
+    )
+    .assert_ok_json();
+    let crc = crc32c_field(&data);
+    for (asked, answer) in [
+        ("sha-256=1, sha-256=0", crc.clone()),
+        ("sha-256=0, sha-256=3", sha256_field(&data)),
+        ("sha-256=-1", crc.clone()),
+        ("sha-256=?0", crc.clone()),
+    ] {
+        let r = s.get_with("/file/f", &[&format!("Want-Repr-Digest: {asked}")]);
+        assert_eq!(r.header("repr-digest"), Some(answer.as_str()), "{asked}");
+    }
+    let two_lines = s.get_with(
+        "/file/f",
+        &["Want-Repr-Digest: crc32c=1", "Want-Repr-Digest: sha-256=1"],
+    );
+    assert_eq!(
+        two_lines.header("repr-digest"),
+        Some(format!("{}, {crc}", sha256_field(&data)).as_str())
+    );
+}
+
+#[test]
+fn a_sha256_repr_digest_on_an_append_to_a_file_keeping_crc32c_only_says_why() {
+    let s = Server::start();
+    s.post("/file/f", "part1\n").assert_ok_json();
+    let r = s.send(
+        "PUT",
+        "/file/f",
+        b"part2\n",
+        &[&format!("Repr-Digest: {}", sha256_field(b"part1\npart2\n"))],
+    );
+    r.assert_error(400);
+    let text = r.text();
+    assert!(
+        text.contains("no sha-256 is kept") && text.contains("Want-Repr-Digest: sha-256") && !text.contains("trailer"),
+        "{text}"
+    );
+    assert_eq!(s.read("f"), b"part1\n");
+}
