@@ -204,8 +204,9 @@ fn append_locked(
     let appended = body.hasher.sums();
     let repr = after.as_ref().map(digest::Kept::sums);
     (digests.check)(&appended, repr.as_ref()).map_err(StorageError::Digest)?;
-    write_locked(dir, held, &body.spool, before, after.as_ref(), fsync)?;
-    digests.repr = repr;
+    if write_locked(dir, held, &body.spool, before, after.as_ref(), fsync)? {
+        digests.repr = repr;
+    }
     Ok(before)
 }
 
@@ -226,6 +227,14 @@ fn extended_digests(dir: &Dir, held: &Held, body: &Received, before: u64) -> Res
 /// Under `held`'s lock: record, write at `before`, sync, keep the file's digests `after` (if
 /// known), commit; any failure on the way puts the file back to `before` bytes
 /// ([`Uncommitted`]), and its kept digests then name a version that is gone.
+///
+/// Another writer of the volume takes no lock: `after` was computed from the digests kept for
+/// the file as it was when the lock was taken (`held.meta`), so the file is looked at again
+/// just before the write (changed since: nothing is kept), and the digests are kept only if the
+/// file still is, at the store, the version seen right after the write (changed during the
+/// sync: nothing is kept). What remains is a change landing between that last look and the end
+/// of the write itself, which no stat can tell from ours (`docs/operations.md`). True when
+/// `after` is the file's digest (to answer).
 fn write_locked(
     dir: &Dir,
     held: &Held,
@@ -233,16 +242,25 @@ fn write_locked(
     before: u64,
     after: Option<&digest::Kept>,
     fsync: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let append = Uncommitted::begin(dir, &held.file, &held.meta, before, fsync)?;
-    spool
-        .write_at(held, before)
-        .and_then(|()| if fsync { held.file.sync_data() } else { Ok(()) })
-        .map_err(StorageError::from_io)?;
-    if let Some(after) = after {
-        digest::store(dir, &held.file, after);
+    let unchanged = held
+        .file
+        .metadata()
+        .is_ok_and(|now| digest::same_version(&now, &held.meta));
+    spool.write_at(held, before).map_err(StorageError::from_io)?;
+    let written = held.file.metadata().map_err(StorageError::from_io)?;
+    if fsync {
+        held.file.sync_data().map_err(StorageError::from_io)?;
     }
-    append.commit()
+    let kept = match after {
+        Some(after) if unchanged => digest::store_if_unchanged(dir, &held.file, after, &written),
+        _ => {
+            digest::discard(dir, &held.file, std::os::unix::fs::MetadataExt::ino(&written));
+            false
+        }
+    };
+    append.commit().map(|()| kept)
 }
 
 #[cfg(test)]

@@ -24,8 +24,12 @@
 //!   file's ([`forget`]). Its identity check is the same, so a record left by a crash or a
 //!   delete (and an inode number reused since) is never taken for another file's.
 //! - Same-size changes by another writer within one tick of the file system's clock (a few
-//!   milliseconds with coarse timestamps) of a commit cannot be told from that commit: that is
-//!   the one case the identity does not catch.
+//!   milliseconds with coarse timestamps) of a commit cannot be told from that commit, nor can
+//!   one landing during an append's own write: an append stats the file right before its write
+//!   and right after it, and keeps the extended digest only if the file did not change before
+//!   the write and still is, at the store, what it was right after it
+//!   ([`store_if_unchanged`]); the window left is from the stat before the write to the end
+//!   of the write.
 //!
 //! This module knows no HTTP: it computes, compares and keeps bytes of digests. Parsing and
 //! printing the fields is the application's (`app/digest_fields.rs`).
@@ -498,19 +502,62 @@ fn unsupported(e: &io::Error) -> bool {
 /// where neither can be written, the previous one (if any) names a version that is gone, so no
 /// reader takes it for this one.
 pub fn store(dir: &Dir, file: &File, kept: &Kept) {
-    let meta = match file.metadata() {
-        Ok(meta) => meta,
+    match file.metadata() {
+        Ok(meta) => store_as(dir, file, kept, &meta),
+        Err(e) => log::warn!("could not keep a file's digest: {e}"),
+    }
+}
+
+/// True when `a` and `b` show the same version of a file, as a kept digest names it (size,
+/// modification time, inode, birth time).
+pub fn same_version(a: &Metadata, b: &Metadata) -> bool {
+    Identity::of(a) == Identity::of(b)
+}
+
+/// [`store`] for an append: `written` is the file's metadata taken right after the last byte
+/// was written (before the sync). The digest is kept only if the file still is that version
+/// now; if another writer changed it since, any kept digest is removed instead (it would name
+/// a version that is gone, but a wrong one is worse than none at the next check). True when
+/// `kept` is the file's digest (whether or not it could be kept).
+pub fn store_if_unchanged(dir: &Dir, file: &File, kept: &Kept, written: &Metadata) -> bool {
+    match file.metadata() {
+        Ok(now) if same_version(&now, written) => {
+            store_as(dir, file, kept, written);
+            true
+        }
+        Ok(now) => {
+            log::warn!(
+                "another writer changed a file (inode {}) during an append: no digest kept for it",
+                now.ino()
+            );
+            discard(dir, file, now.ino());
+            false
+        }
         Err(e) => {
             log::warn!("could not keep a file's digest: {e}");
-            return;
+            false
         }
-    };
+    }
+}
+
+/// Removes what is kept for `file` (inode `ino`) in `dir`: its attribute, or its record.
+pub fn discard(dir: &Dir, file: &File, ino: u64) {
+    match sys::remove_xattr(file.as_fd(), XATTR_NAME) {
+        Err(e) if unsupported(&e) => {
+            let _ = dir.remove_file(&record_name(ino));
+        }
+        _ => {}
+    }
+}
+
+/// Keeps `kept` for `file` as `meta` shows it.
+fn store_as(dir: &Dir, file: &File, kept: &Kept, meta: &Metadata) {
     if meta.len() != kept.len {
         // Not the bytes hashed: keep nothing rather than something wrong.
-        let _ = sys::remove_xattr(file.as_fd(), XATTR_NAME);
+        discard(dir, file, meta.ino());
         return;
     }
-    let record = encode(&Identity::of(&meta), kept);
+    let record = encode(&Identity::of(meta), kept);
     match sys::set_xattr(file.as_fd(), XATTR_NAME, &record) {
         Ok(()) => {}
         Err(e) if unsupported(&e) => {

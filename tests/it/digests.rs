@@ -708,3 +708,77 @@ fn a_sha256_repr_digest_on_an_append_to_a_file_keeping_crc32c_only_says_why() {
     );
     assert_eq!(s.read("f"), b"part1\n");
 }
+
+/// The `Repr-Digest` of `r`, if any, is `data`'s sha-256 (absent is fine: never wrong).
+fn none_or_right(r: &crate::support::Response, data: &[u8], what: &str) {
+    if let Some(repr) = r.header("repr-digest") {
+        assert!(
+            repr.contains(&crc32c_field(data)),
+            "{what}: answered {repr}, the file is {}",
+            crc32c_field(data)
+        );
+        if repr.contains("sha-256") {
+            assert!(repr.contains(&sha256_field(data)), "{what}: {repr}");
+        }
+    }
+}
+
+/// Another writer changes a byte in place while an append commits (each sync made slow with
+/// strace, so the change lands, by turns, before the append's write and after it, before its
+/// digest is kept): the append's answer and every later read give the file's true digest or
+/// none, never the one extended from the version before the change.
+#[test]
+fn another_writers_change_during_an_append_leaves_no_wrong_digest() {
+    let Some(wrapper) = crate::support::strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=300000")
+    else {
+        return;
+    };
+    let home = crate::support::TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).expect("root");
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    let first = vec![b'A'; 4096];
+    let body = random_bytes(1 << 20, 22);
+    let journal_shows = || {
+        fs::read_dir(&root).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".http-nas-journal-"))
+        })
+    };
+    let grown = || fs::metadata(root.join("f")).is_ok_and(|m| m.len() > first.len() as u64);
+    let when: [(&str, &dyn Fn() -> bool); 2] = [("before the write", &journal_shows), ("after the write", &grown)];
+    for (moment, reached) in when {
+        s.send(
+            "POST",
+            "/file/f",
+            &first,
+            &[&format!("Content-Digest: {}", sha256_field(&first))],
+        )
+        .assert_ok_json();
+        let mut append = s.connect();
+        let mut request = format!(
+            "PUT /file/f HTTP/1.1\r\nHost: x\r\nWant-Repr-Digest: sha-256=1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        append.send(&request);
+        assert!(
+            crate::support::wait_until(std::time::Duration::from_secs(20), reached),
+            "{moment}: the append never got there"
+        );
+        {
+            use std::os::unix::fs::FileExt as _;
+            let other = fs::OpenOptions::new().write(true).open(root.join("f")).expect("open");
+            other.write_all_at(b"Z", 0).expect("another writer");
+        }
+        let r = append.response();
+        r.assert_status(200);
+        let data = fs::read(root.join("f")).expect("read");
+        assert_eq!(data.len(), first.len() + body.len(), "{moment}");
+        none_or_right(&r, &data, &format!("{moment}: the append's answer"));
+        let read = s.get_with("/file/f", &["Want-Repr-Digest: sha-256=1"]);
+        none_or_right(&read, &data, &format!("{moment}: a later read"));
+    }
+}
