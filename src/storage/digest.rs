@@ -20,9 +20,13 @@
 //! - A filesystem without `user.*` attributes (NFS before 4.2, some FUSE volumes) keeps the same
 //!   bytes in a record beside the file instead ([`RECORD_PREFIX`]`<inode>`, in the reserved
 //!   namespace, so listings hide it and clients cannot name it), replaced by rename under the
-//!   file's lock by the commit; a file move carries it ([`carry`]), a replace removes the old
-//!   file's ([`forget`]). Its identity check is the same, so a record left by a crash or a
-//!   delete (and an inode number reused since) is never taken for another file's.
+//!   file's lock by the commit; a file move carries it ([`carry`]), a replace or a move over a
+//!   file removes the old file's ([`forget`]), a delete the deleted file's ([`forget_deleted`]),
+//!   and the start-up sweep those whose inode is not in their directory (a file another writer
+//!   removed). Its identity check is the same. The file's change time is not part of it: a
+//!   rename or link of the file (every upload's commit, every move) changes it after the record
+//!   is written, so it would need rewriting at each; and in the attribute form the attribute's
+//!   own write changes it.
 //! - Same-size changes by another writer within one tick of the file system's clock (a few
 //!   milliseconds with coarse timestamps) of a commit cannot be told from that commit, nor can
 //!   one landing during an append's own write: an append stats the file right before its write
@@ -594,9 +598,24 @@ pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option
 }
 
 /// True when a read of the file's digests needs its directory ([`load`]): on a volume without
-/// extended attributes.
+/// extended attributes (which then counts as keeping records, for [`carry`] and [`forget`]).
 pub fn needs_dir(file: &File) -> bool {
-    matches!(sys::get_xattr(file.as_fd(), XATTR_NAME, &mut []), Err(e) if unsupported(&e))
+    let records = matches!(sys::get_xattr(file.as_fd(), XATTR_NAME, &mut []), Err(e) if unsupported(&e));
+    if records {
+        RECORDS_IN_USE.store(true, Ordering::Relaxed);
+    }
+    records
+}
+
+/// Notes that records are in use on this volume (one was found on it), so moves, replaces and
+/// deletes look after them from now on, also before this process wrote one.
+pub fn note_records_in_use() {
+    RECORDS_IN_USE.store(true, Ordering::Relaxed);
+}
+
+/// The inode number a record's name is for, if `name` is a record's.
+pub fn record_inode(name: &str) -> Option<u64> {
+    name.strip_prefix(RECORD_PREFIX)?.parse().ok()
 }
 
 /// Reads the record of inode `ino` in `dir` into `buf`; its length.
@@ -620,6 +639,15 @@ pub fn carry(from: &Dir, to: &Dir, ino: u64) {
     if RECORDS_IN_USE.load(Ordering::Relaxed) {
         let name = record_name(ino);
         let _ = from.rename(&name, to, &name);
+    }
+}
+
+/// Removes the record of the file `file` (inode `ino`) in `dir`, deleted under its lock, where
+/// the volume keeps records: left, it would outlive the file and keep the directory from being
+/// removed by anything else (`rmdir` of a directory that lists empty).
+pub fn forget_deleted(dir: &Dir, file: &File, ino: u64) {
+    if RECORDS_IN_USE.load(Ordering::Relaxed) || needs_dir(file) {
+        let _ = dir.remove_file(&record_name(ino));
     }
 }
 

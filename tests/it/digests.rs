@@ -782,3 +782,46 @@ fn another_writers_change_during_an_append_leaves_no_wrong_digest() {
         none_or_right(&read, &data, &format!("{moment}: a later read"));
     }
 }
+
+/// The kept digests' records in `dir`.
+fn digest_records(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".http-nas-digest-"))
+        .collect()
+}
+
+/// On a volume without extended attributes: a DELETE takes the file's record with it (so its
+/// directory, listing empty, can be removed, and an inode number reused later finds nothing),
+/// and the start-up sweep removes the record of a file another writer deleted.
+#[test]
+fn a_deleted_files_digest_record_goes_with_it() {
+    let volume = match NoXattrVolume::mount() {
+        Ok(v) => v,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let mut s = Server::start_on(&volume.root(), &[]);
+    let data = b"secret-v1\n";
+    for name in ["d/f", "d/g", "e/h"] {
+        s.send(
+            "POST",
+            &format!("/file/{name}"),
+            data,
+            &[&format!("Content-Digest: {}", sha256_field(data))],
+        )
+        .assert_ok_json();
+    }
+    assert_eq!(digest_records(&volume.root().join("d")).len(), 2);
+    s.delete("/file/d/f").assert_ok_json();
+    s.delete("/file/d/g").assert_ok_json();
+    assert_eq!(digest_records(&volume.root().join("d")), Vec::<String>::new());
+    assert_eq!(s.get("/file/d").text(), "", "lists empty");
+    fs::remove_dir(volume.root().join("d")).expect("rmdir of a directory that lists empty");
+    // Another writer deletes a file: its record is gone after the next start.
+    fs::remove_file(volume.root().join("e/h")).expect("another writer deletes");
+    assert_eq!(digest_records(&volume.root().join("e")).len(), 1);
+    s.restart();
+    assert_eq!(digest_records(&volume.root().join("e")), Vec::<String>::new());
+}
