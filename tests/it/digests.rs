@@ -723,13 +723,13 @@ fn none_or_right(r: &crate::support::Response, data: &[u8], what: &str) {
     }
 }
 
-/// Another writer changes a byte in place while an append commits (each sync made slow with
-/// strace, so the change lands, by turns, before the append's write and after it, before its
-/// digest is kept): the append's answer and every later read give the file's true digest or
+/// Another writer changes a byte in place while an append commits (each sync made a second
+/// long with strace, so the change lands, by turns, before the append's write and after it,
+/// during the sync before its digest is kept): the append's answer and every later read give the file's true digest or
 /// none, never the one extended from the version before the change.
 #[test]
 fn another_writers_change_during_an_append_leaves_no_wrong_digest() {
-    let Some(wrapper) = crate::support::strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=300000")
+    let Some(wrapper) = crate::support::strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=1000000")
     else {
         return;
     };
@@ -746,7 +746,15 @@ fn another_writers_change_during_an_append_leaves_no_wrong_digest() {
                 .any(|e| e.file_name().to_string_lossy().starts_with(".http-nas-journal-"))
         })
     };
-    let grown = || fs::metadata(root.join("f")).is_ok_and(|m| m.len() > first.len() as u64);
+    // Whole, and then a while into the sync that follows the write (a second long): the
+    // append's own stat right after its write is behind it.
+    let grown = || {
+        let whole = fs::metadata(root.join("f")).is_ok_and(|m| m.len() == (first.len() + body.len()) as u64);
+        if whole {
+            thread::sleep(std::time::Duration::from_millis(300));
+        }
+        whole
+    };
     let when: [(&str, &dyn Fn() -> bool); 2] = [("before the write", &journal_shows), ("after the write", &grown)];
     for (moment, reached) in when {
         s.send(
@@ -824,4 +832,61 @@ fn a_deleted_files_digest_record_goes_with_it() {
     assert_eq!(digest_records(&volume.root().join("e")).len(), 1);
     s.restart();
     assert_eq!(digest_records(&volume.root().join("e")), Vec::<String>::new());
+}
+
+/// ext4 with 128-byte inodes stamps modification times in whole seconds, so another writer's
+/// same-size rewrite within the second of a commit looks like the commit: the service notices
+/// the coarse timestamps at start (and logs it) and keeps no digest there. Uploads still answer
+/// the body's digest; downloads and appends answer none, and an append's Repr-Digest is refused
+/// as unverifiable rather than checked against a digest that may be stale.
+#[test]
+fn on_a_volume_with_one_second_timestamps_no_digest_is_kept() {
+    let disk = match crate::support::mounts::Mounted::ext4(64, &["-I", "128"], None) {
+        Ok(disk) => disk,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let s = Server::start_on(&disk.root(), &[]);
+    let first = vec![b'A'; 100];
+    let r = s.send(
+        "POST",
+        "/file/f",
+        &first,
+        &[&format!("Content-Digest: {}", sha256_field(&first))],
+    );
+    r.assert_ok_json();
+    assert_eq!(
+        r.header("repr-digest"),
+        Some(format!("{}, {}", sha256_field(&first), crc32c_field(&first)).as_str()),
+        "an upload answers its body's digest"
+    );
+    let asked = ["Want-Repr-Digest: sha-256=1"];
+    assert_eq!(s.get_with("/file/f", &asked).header("repr-digest"), None);
+    // Another writer, same size, within the second.
+    let second = vec![b'0'; 100];
+    {
+        use std::os::unix::fs::FileExt as _;
+        let other = fs::OpenOptions::new()
+            .write(true)
+            .open(disk.root().join("f"))
+            .expect("open");
+        other.write_all_at(&second, 0).expect("another writer");
+    }
+    let read = s.get_with("/file/f", &asked);
+    read.assert_ok_body(&second);
+    assert_eq!(read.header("repr-digest"), None);
+    let tail = b"tail\n";
+    let stale = [first.clone(), tail.to_vec()].concat();
+    let r = s.send(
+        "PUT",
+        "/file/f",
+        tail,
+        &[&format!("Repr-Digest: {}", sha256_field(&stale))],
+    );
+    r.assert_error(400);
+    assert!(r.text().contains("whole seconds"), "{}", r.text());
+    let r = s.send("PUT", "/file/f", tail, &[]);
+    r.assert_ok_json();
+    assert_eq!(r.header("repr-digest"), None);
+    assert_eq!(s.read("f"), [second, tail.to_vec()].concat());
+    assert!(s.log().contains("whole seconds"), "{}", s.log());
 }
