@@ -146,6 +146,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
     })?;
     crate::storage::lock::set_timeout(config.lock_timeout);
     let replica_hazard = crate::volume::log_volume(storage.root());
+    storage.probe_timestamps();
     let removed = storage.sweep();
     if removed > 0 {
         log::warn!("start-up sweep: settled {removed} leftover(s) of interrupted uploads, appends and deletes");

@@ -259,8 +259,9 @@ pub fn check(
         let Some(sums) = sums else {
             return Err(Refused::Malformed(
                 "Repr-Digest cannot be verified for this append: no digest is kept for the file (it \
-                 was written before digests were kept, by another writer, or on a volume without \
-                 extended attributes); send Content-Digest for the body instead, or replace the file"
+                 was written before digests were kept or by another writer since, or the volume's \
+                 timestamps are whole seconds, where none are kept); send Content-Digest for the body \
+                 instead, or replace the file"
                     .into(),
             ));
         };

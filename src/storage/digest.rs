@@ -27,8 +27,11 @@
 //!   rename or link of the file (every upload's commit, every move) changes it after the record
 //!   is written, so it would need rewriting at each; and in the attribute form the attribute's
 //!   own write changes it.
+//! - On a volume whose modification times are whole seconds, a same-size change by another
+//!   writer within the second of a commit could not be told from it: a probe at start
+//!   ([`probe_timestamps`]) turns kept digests off there ([`off`]).
 //! - Same-size changes by another writer within one tick of the file system's clock (a few
-//!   milliseconds with coarse timestamps) of a commit cannot be told from that commit, nor can
+//!   milliseconds) of a commit cannot be told from that commit, nor can
 //!   one landing during an append's own write: an append stats the file right before its write
 //!   and right after it, and keeps the extended digest only if the file did not change before
 //!   the write and still is, at the store, what it was right after it
@@ -62,6 +65,20 @@ pub const RECORD_PREFIX: &str = ".http-nas-digest-";
 /// from then on, and moves and replaces look after them. Never set on a volume that has them,
 /// which then pays nothing for records.
 static RECORDS_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Set at start when the volume's modification times are whole seconds (ext4 with 128-byte
+/// inodes, some FUSE and network volumes): such a volume cannot tell another writer's
+/// same-size change within the second of a commit from the commit, so no digest is kept or
+/// read on it ([`probe_timestamps`]).
+static COARSE_TIMES: AtomicBool = AtomicBool::new(false);
+
+/// Writes the start-up probe makes to its file, each a while after the last: on a volume with
+/// finer timestamps, at least one lands off a whole second.
+const PROBE_WRITES: usize = 3;
+
+/// Time between the probe's writes (a few ticks of the kernel's coarse clock, which stamps
+/// modification times).
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(7);
 
 /// Version of the attribute's layout; another is ignored (as if there were none).
 const FORMAT_VERSION: u8 = 1;
@@ -554,8 +571,52 @@ pub fn discard(dir: &Dir, file: &File, ino: u64) {
     }
 }
 
+/// Checks at start whether the volume under `root` stamps modification times finer than whole
+/// seconds: a temp file is written [`PROBE_WRITES`] times and its mtime's nanoseconds looked
+/// at. Where they stay 0, kept digests are turned off for this process (logged): none is kept,
+/// none read. True when they are off. A volume the probe cannot write to keeps them on (its
+/// writes fail anyway).
+pub fn probe_timestamps(root: &Dir) -> bool {
+    let Ok(temp) = TempFile::create(root) else {
+        return false;
+    };
+    let mut fine = false;
+    for i in 0..PROBE_WRITES {
+        if i > 0 {
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+        let written = temp.file().write_all(b"x").and_then(|()| temp.file().metadata());
+        match written {
+            Ok(meta) if meta.mtime_nsec() != 0 => {
+                fine = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    if !fine {
+        COARSE_TIMES.store(true, Ordering::Relaxed);
+        log::warn!(
+            "the storage volume stamps modification times in whole seconds: it cannot tell another \
+             writer's change from the service's own within a second, so no file digest is kept or \
+             answered from a kept one on it (uploads still answer the body's Repr-Digest; appends \
+             and downloads none); see docs/operations.md"
+        );
+    }
+    !fine
+}
+
+/// True when kept digests are off (the volume's timestamps are whole seconds).
+pub fn off() -> bool {
+    COARSE_TIMES.load(Ordering::Relaxed)
+}
+
 /// Keeps `kept` for `file` as `meta` shows it.
 fn store_as(dir: &Dir, file: &File, kept: &Kept, meta: &Metadata) {
+    if off() {
+        return;
+    }
     if meta.len() != kept.len {
         // Not the bytes hashed: keep nothing rather than something wrong.
         discard(dir, file, meta.ino());
@@ -584,7 +645,7 @@ fn write_record(dir: &Dir, ino: u64, record: &[u8]) -> super::Result<()> {
 /// The digests kept for `file` in `dir`, if they describe it as `meta` shows it, whole (`len`,
 /// its committed length, is all of it: no append is awaiting its rollback).
 pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option<Kept> {
-    if len != meta.len() {
+    if len != meta.len() || off() {
         return None;
     }
     let mut buf = [0u8; MAX_RECORD_BYTES];

@@ -593,6 +593,12 @@ impl Storage {
         }
     }
 
+    /// Turns kept digests off if the volume's timestamps are whole seconds
+    /// ([`digest::probe_timestamps`]); true when they are off.
+    pub fn probe_timestamps(&self) -> bool {
+        digest::probe_timestamps(self.root.dir())
+    }
+
     /// Settles what crashed processes left anywhere under the root; returns how many.
     pub fn sweep(&self) -> usize {
         sweep::sweep(self.root.dir())
