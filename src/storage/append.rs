@@ -210,11 +210,21 @@ fn append_locked(
     Ok(before)
 }
 
-/// The file's digests after `body` is appended at `before`, from those kept for it (`None` if
-/// it has none kept: made before, or changed by another writer since).
+/// The file's digests after `body` is appended at `before`, from those kept for it; a file
+/// with none kept (made before, or changed by another writer since) has its crc32c computed
+/// here, once, by reading its `before` bytes ([`digest::hash_committed`]): the answer carries
+/// it, and later appends extend it. `None` where digests are off (coarse timestamps) or the
+/// file cannot be read.
 fn extended_digests(dir: &Dir, held: &Held, body: &Received, before: u64) -> Result<Option<digest::Kept>> {
-    let Some(kept) = digest::load(Some(dir), &held.file, &held.meta, before) else {
+    if digest::off() {
         return Ok(None);
+    }
+    let kept = match digest::load(Some(dir), &held.file, &held.meta, before) {
+        Some(kept) => kept,
+        None => match digest::hash_committed(&held.file, before) {
+            Some(kept) => kept,
+            None => return Ok(None),
+        },
     };
     let appended = body.hasher.sums();
     kept.extended(appended.crc32c, appended.len, |state| {

@@ -658,6 +658,36 @@ pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option
     (identity == Identity::of(meta)).then_some(kept)
 }
 
+/// Bytes read at a time by [`hash_committed`].
+const HASH_READ_BYTES: usize = 1 << 20;
+
+/// The crc32c of the first `len` bytes of `file`, read once (for an append to a file with no
+/// kept digest, under its lock: from then on its appends extend it). The only time the service
+/// reads a file to hash it; at ~18 GB/s for the crc32c, the read is the cost
+/// (`docs/write-protocol.md`). `None` when the file is shorter, or cannot be read.
+pub fn hash_committed(file: &File, len: u64) -> Option<Kept> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; HASH_READ_BYTES];
+    let (mut at, mut crc) = (0u64, 0u32);
+    while at < len {
+        let want = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
+        match file.read_at(&mut buf[..want], at) {
+            Ok(0) => return None,
+            Ok(n) => {
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(Kept {
+        len,
+        crc32c: crc,
+        sha256: None,
+    })
+}
+
 /// True when a read of the file's digests needs its directory ([`load`]): on a volume without
 /// extended attributes (which then counts as keeping records, for [`carry`] and [`forget`]).
 pub fn needs_dir(file: &File) -> bool {

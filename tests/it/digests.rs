@@ -397,18 +397,20 @@ fn a_file_changed_behind_the_servers_back_has_no_kept_digest() {
         None,
         "after a foreign append"
     );
-    // An append through the service now has nothing to extend: no Repr-Digest, and a Repr-Digest
-    // claim cannot be verified (refused, not committed).
+    // An append through the service now has nothing to extend: it reads the file once for its
+    // crc32c (answered, and kept: the next append's crc32c Repr-Digest is verified); a sha-256
+    // Repr-Digest cannot be verified (refused, not committed).
     let r = s.append("/file/f", "more");
     r.assert_ok_json();
-    assert_eq!(r.header("repr-digest"), None);
     let whole = s.read("f");
-    let claim = format!(
-        "Repr-Digest: {}",
-        crc32c_field(&[whole.clone(), b"x".to_vec()].concat())
-    );
-    s.send("PUT", "/file/f", b"x", &[&claim]).assert_error(400);
+    assert_eq!(r.header("repr-digest"), Some(crc32c_field(&whole).as_str()));
+    let with_x = [whole.clone(), b"x".to_vec()].concat();
+    let sha_claim = format!("Repr-Digest: {}", sha256_field(&with_x));
+    s.send("PUT", "/file/f", b"x", &[&sha_claim]).assert_error(400);
     assert_eq!(s.read("f"), whole);
+    let claim = format!("Repr-Digest: {}", crc32c_field(&with_x));
+    s.send("PUT", "/file/f", b"x", &[&claim]).assert_ok_json();
+    assert_eq!(s.read("f"), with_x);
     // Replaced through the service: kept again.
     s.post("/file/f", &data).assert_ok_json();
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -889,4 +891,28 @@ fn on_a_volume_with_one_second_timestamps_no_digest_is_kept() {
     assert_eq!(r.header("repr-digest"), None);
     assert_eq!(s.read("f"), [second, tail.to_vec()].concat());
     assert!(s.log().contains("whole seconds"), "{}", s.log());
+}
+
+/// An append to a file the service keeps no digest for (another program wrote it) answers the
+/// whole file's crc32c, read once under the append's lock and kept: the next appends extend it
+/// without reading the file again, and a download asking for it gets it.
+#[test]
+fn an_append_to_a_file_with_no_kept_digest_answers_its_crc32c_and_keeps_it() {
+    let s = Server::start();
+    let first = random_bytes(3_000_000, 23);
+    fs::write(s.root().join("g"), &first).expect("another program writes the file");
+    let mut whole = first.clone();
+    for (i, part) in [b"part2\n".to_vec(), random_bytes(100_000, 24)].into_iter().enumerate() {
+        whole.extend_from_slice(&part);
+        let r = s.send("PUT", "/file/g", &part, &[]);
+        r.assert_ok_json();
+        assert_eq!(
+            r.header("repr-digest"),
+            Some(crc32c_field(&whole).as_str()),
+            "append {i}"
+        );
+    }
+    assert_eq!(s.read("g"), whole);
+    let read = s.get_with("/file/g", &["Want-Repr-Digest: crc32c=1"]);
+    assert_eq!(read.header("repr-digest"), Some(crc32c_field(&whole).as_str()));
 }
