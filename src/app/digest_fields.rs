@@ -8,7 +8,8 @@
 //! with a malformed or wrong-length value is refused, saying what is wrong: a client that
 //! thinks it is verified must not be silently unverified) and lenient where RFC 9530 asks
 //! (algorithms the service does not know are ignored, unless only such are named: then
-//! `unsupported_digest`, with `Want-Content-Digest` listing those it has). The hashing and
+//! `unsupported_digest`, with `Want-Content-Digest` or `Want-Repr-Digest`, by the field, listing
+//! those it has). A field sent on several lines is one list (RFC 9110 §5.3), every line checked. The hashing and
 //! keeping of digests is the storage's (`storage/digest.rs`); this module turns fields into
 //! claims and checks them against what the storage computed.
 
