@@ -241,7 +241,11 @@ impl Error {
             Error::Unauthorized(_) => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
             Error::Digest(Refused::Unsupported(_)) => resp.with_header("Want-Content-Digest", WANT_DIGEST),
-            Error::Digest(Refused::UnsupportedRepr(_)) => resp.with_header("Want-Repr-Digest", WANT_REPR_DIGEST),
+            // Want-Repr-Digest as RFC 9530 §4 pairs it with Repr-Digest; Want-Content-Digest
+            // too, as the contract (docs/API.md) promises it for every unsupported digest.
+            Error::Digest(Refused::UnsupportedRepr(_)) => resp
+                .with_header("Want-Repr-Digest", WANT_REPR_DIGEST)
+                .with_header("Want-Content-Digest", WANT_DIGEST),
             _ => resp,
         }
     }
