@@ -577,24 +577,25 @@ pub fn discard(dir: &Dir, file: &File, ino: u64) {
 /// none read. True when they are off. A volume the probe cannot write to keeps them on (its
 /// writes fail anyway).
 pub fn probe_timestamps(root: &Dir) -> bool {
-    let Ok(temp) = TempFile::create(root) else {
-        return false;
+    // A file with no name where the volume has them (nothing to remove: no unlink at start),
+    // else a probe file (random name, in the reserved namespace; no lock: a sweep of another
+    // replica that removes it meanwhile changes nothing, as it is written through its
+    // descriptor).
+    let fine = match root.create_unnamed() {
+        Ok(mut probe) => writes_show_nanoseconds(&mut probe),
+        Err(_) => {
+            let Ok(name) = super::dir::random_name(super::PROBE_PREFIX) else {
+                return false;
+            };
+            let name = OsString::from(name);
+            let Ok(mut probe) = root.create_new(&name) else {
+                return false;
+            };
+            let fine = writes_show_nanoseconds(&mut probe);
+            let _ = root.remove_file(&name);
+            fine
+        }
     };
-    let mut fine = false;
-    for i in 0..PROBE_WRITES {
-        if i > 0 {
-            std::thread::sleep(PROBE_INTERVAL);
-        }
-        let written = temp.file().write_all(b"x").and_then(|()| temp.file().metadata());
-        match written {
-            Ok(meta) if meta.mtime_nsec() != 0 => {
-                fine = true;
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
     if !fine {
         COARSE_TIMES.store(true, Ordering::Relaxed);
         log::warn!(
@@ -605,6 +606,27 @@ pub fn probe_timestamps(root: &Dir) -> bool {
         );
     }
     !fine
+}
+
+/// Writes `probe` up to [`PROBE_WRITES`] times; true as soon as its mtime shows nanoseconds (or
+/// if it cannot be written or stat'ed: nothing is known then).
+fn writes_show_nanoseconds(probe: &mut File) -> bool {
+    let mut fine = false;
+    for i in 0..PROBE_WRITES {
+        if i > 0 {
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+        let written = probe.write_all(b"x").and_then(|()| probe.metadata());
+        match written {
+            Ok(meta) if meta.mtime_nsec() != 0 => {
+                fine = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+    fine
 }
 
 /// True when kept digests are off (the volume's timestamps are whole seconds).
