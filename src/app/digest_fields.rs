@@ -8,7 +8,8 @@
 //! with a malformed or wrong-length value is refused, saying what is wrong: a client that
 //! thinks it is verified must not be silently unverified) and lenient where RFC 9530 asks
 //! (algorithms the service does not know are ignored, unless only such are named: then
-//! `unsupported_digest`, with `Want-Content-Digest` listing those it has). The hashing and
+//! `unsupported_digest`, with `Want-Content-Digest` or `Want-Repr-Digest`, by the field, listing
+//! those it has). A field sent on several lines is one list (RFC 9110 §5.3), every line checked. The hashing and
 //! keeping of digests is the storage's (`storage/digest.rs`); this module turns fields into
 //! claims and checks them against what the storage computed.
 
@@ -19,9 +20,13 @@ use crate::storage::digest::{Algorithm, Kept, Refused, Sums, Wanted};
 /// The request fields that carry digests to verify.
 const CLAIM_FIELDS: [Field; 2] = [Field::Content, Field::Repr];
 
-/// `Want-Content-Digest`/`Want-Repr-Digest` as the service answers them: what it can verify,
-/// by preference (RFC 9530 §4).
+/// `Want-Content-Digest` as the service answers it: what it can verify of a body, by
+/// preference (RFC 9530 §4).
 pub const WANT_DIGEST: &str = "sha-256=10, sha-512=5, crc32c=3";
+
+/// `Want-Repr-Digest` as the service answers it: what it can verify of a whole file on every
+/// write (sha-512 only on an upload, whose file is its body: not offered).
+pub const WANT_REPR_DIGEST: &str = "sha-256=10, crc32c=3";
 
 /// Which digest a field carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,12 +112,17 @@ pub fn parse(field: Field, value: &str) -> Result<Vec<Claim>, Refused> {
         });
     }
     if claims.is_empty() {
-        return Err(Refused::Unsupported(format!(
-            "{} names only algorithms this service does not have ({}); send one of sha-256, sha-512, \
-             crc32c (Want-Content-Digest lists them)",
-            field.name(),
-            unknown.join(", ")
-        )));
+        let names = unknown.join(", ");
+        return Err(match field {
+            Field::Content => Refused::Unsupported(format!(
+                "Content-Digest names only algorithms this service does not have ({names}); send one of \
+                 sha-256, sha-512, crc32c (Want-Content-Digest lists them)"
+            )),
+            Field::Repr => Refused::UnsupportedRepr(format!(
+                "Repr-Digest names only algorithms this service does not have ({names}); send sha-256 or \
+                 crc32c (Want-Repr-Digest lists them; sha-512 is verified on uploads only)"
+            )),
+        });
     }
     Ok(claims)
 }
@@ -124,12 +134,47 @@ fn is_key(key: &str) -> bool {
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*'))
 }
 
-/// The claims in the head's digest fields.
+/// The head's fields a digest write reads; repeated lines of each are one list (RFC 9110 §5.3).
+const READ_FIELDS: [&str; 5] = [
+    "content-digest",
+    "repr-digest",
+    "want-repr-digest",
+    "want-content-digest",
+    "trailer",
+];
+
+/// The value of the head's field `name` (lower case): every line of it joined by `, ` (RFC
+/// 9110 §5.3: repeated lines are one comma-separated list), `None` if absent. `Err` when a line
+/// is not UTF-8 (as text, for the messages).
+fn joined(head: &Head, name: &str) -> Result<Option<String>, String> {
+    let mut out: Option<String> = None;
+    for value in head.values(name) {
+        let text = std::str::from_utf8(value)
+            .map_err(|_| format!("the {name} field has a byte that is not UTF-8 (digest fields are ASCII)"))?
+            .trim();
+        out = Some(match out {
+            Some(before) => format!("{before}, {text}"),
+            None => text.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// [`joined`], where a line that is not UTF-8 was refused already (by [`head_claims`]).
+fn joined_lossy(head: &Head, name: &str) -> Option<String> {
+    joined(head, name).ok().flatten()
+}
+
+/// The claims in the head's digest fields (every line of each). Refuses a digest field with a
+/// byte that is not UTF-8, rather than leave it unchecked.
 pub fn head_claims(head: &Head) -> Result<Vec<Claim>, Error> {
+    for name in READ_FIELDS {
+        joined(head, name).map_err(|m| Error::Digest(Refused::Malformed(m)))?;
+    }
     let mut claims = Vec::new();
     for field in CLAIM_FIELDS {
-        if let Some(value) = head.header(field.lowercase()) {
-            claims.extend(parse(field, value).map_err(Error::Digest)?);
+        if let Some(value) = joined_lossy(head, field.lowercase()) {
+            claims.extend(parse(field, &value).map_err(Error::Digest)?);
         }
     }
     Ok(claims)
@@ -139,7 +184,7 @@ pub fn head_claims(head: &Head) -> Result<Vec<Claim>, Error> {
 /// announces with `Trailer`) and to answer what `Want-Repr-Digest` asks.
 pub fn wanted(head: &Head, claims: &[Claim]) -> Wanted {
     let uses = |a| claims.iter().any(|c| c.algorithm == a);
-    let announced = head.header("trailer").is_some_and(|t| {
+    let announced = joined_lossy(head, "trailer").is_some_and(|t| {
         t.split(',').any(|f| {
             CLAIM_FIELDS
                 .iter()
@@ -170,14 +215,44 @@ pub fn repr_wanted(head: &Head, claims: &[Claim]) -> Wanted {
     }
 }
 
-/// True when `Want-Repr-Digest` names `algorithm` with a preference above 0 (RFC 9530 §4).
+/// Highest preference `Want-Repr-Digest` can give (RFC 9530 §4: integers 0 to 10).
+const MAX_PREFERENCE: i64 = 10;
+
+/// True when `Want-Repr-Digest` (every line of it) names `algorithm` with a preference above 0
+/// (RFC 9530 §4).
 pub fn wants(head: &Head, algorithm: Algorithm) -> bool {
-    head.header("want-repr-digest").is_some_and(|value| {
-        value.split(',').any(|member| {
-            let (key, pref) = member.trim().split_once('=').unwrap_or((member.trim(), "1"));
-            key.trim() == algorithm.name() && pref.split(';').next().is_some_and(|p| p.trim() != "0")
-        })
-    })
+    joined_lossy(head, "want-repr-digest").is_some_and(|value| preference_asks(&value, algorithm))
+}
+
+/// True when the `Want-*-Digest` dictionary `value` asks for `algorithm`: as RFC 8941 reads a
+/// dictionary, the last member with its key wins (`sha-256=1, sha-256=0` does not ask), and RFC
+/// 9530 §4 makes its value an integer 1 to 10 (leading zeros allowed, as RFC 8941 integers have
+/// them). 0 says "not wanted"; a value that is no such integer (`-1`, `11`, `?0`, `x`) asks for
+/// nothing. A bare key (RFC 8941's `true`) still asks, as this service always took it.
+fn preference_asks(value: &str, algorithm: Algorithm) -> bool {
+    let mut asked = false;
+    for member in value.split(',') {
+        let member = member.trim_matches([' ', '\t']);
+        let item = member.split(';').next().unwrap_or_default();
+        let (key, pref) = match item.split_once('=') {
+            Some((key, pref)) => (key, Some(pref)),
+            None => (item, None),
+        };
+        if key != algorithm.name() {
+            continue;
+        }
+        asked = match pref {
+            None => true,
+            Some(pref) => {
+                let digits = pref.strip_prefix('-').unwrap_or(pref);
+                !digits.is_empty()
+                    && digits.len() <= 15
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                    && pref.parse::<i64>().is_ok_and(|p| (1..=MAX_PREFERENCE).contains(&p))
+            }
+        };
+    }
+    asked
 }
 
 /// Verifies `claims` and those in the trailer section (`trailer` looks a field up) against the
@@ -203,8 +278,9 @@ pub fn check(
         let Some(sums) = sums else {
             return Err(Refused::Malformed(
                 "Repr-Digest cannot be verified for this append: no digest is kept for the file (it \
-                 was written before digests were kept, by another writer, or on a volume without \
-                 extended attributes); send Content-Digest for the body instead, or replace the file"
+                 was written before digests were kept or by another writer since, or the volume's \
+                 timestamps are whole seconds, where none are kept); send Content-Digest for the body \
+                 instead, or replace the file"
                     .into(),
             ));
         };
@@ -224,6 +300,14 @@ pub fn check(
                      kept per file); send sha-256 or crc32c, or a sha-512 Content-Digest of the body"
                         .into()
                 }
+                // The body's was computed, so the file's is missing because none is kept: an
+                // append extends only the sha-256 state an earlier write kept.
+                Field::Repr if content.get(claim.algorithm).is_some() => format!(
+                    "a {name} Repr-Digest cannot be verified for this append: no {name} is kept for this \
+                     file (only its crc32c). Send a crc32c Repr-Digest or a {name} Content-Digest of the \
+                     body instead; to have the file keep a {name}, store it with \
+                     `Want-Repr-Digest: {name}=1` (or a {name} digest) on its upload"
+                ),
                 _ => format!(
                     "the {name} {} came in the trailer section, unannounced: name it in the head's \
                      `Trailer` field so it is computed as the body arrives",
@@ -269,7 +353,7 @@ pub fn answer_value(sums: &Sums, wanted: Wanted) -> String {
 /// if none of them is, the crc32c. `None` when not asked, or when nothing is kept for this
 /// version of the file.
 pub fn for_read(head: &Head, kept: impl FnOnce() -> Option<Kept>) -> Option<String> {
-    head.header("want-repr-digest")?;
+    head.values("want-repr-digest").next()?;
     let kept = kept()?;
     let sums = kept.sums();
     let sha256 = wants(head, Algorithm::Sha256) && sums.sha256.is_some();
@@ -377,7 +461,7 @@ mod tests {
         for (value, want) in table {
             match (ok(value), want) {
                 (Ok(got), Ok(want)) => assert_eq!(&got, want, "{value}"),
-                (Err(Refused::Unsupported(_)), Err("unsupported")) => {}
+                (Err(Refused::Unsupported(_) | Refused::UnsupportedRepr(_)), Err("unsupported")) => {}
                 (Err(Refused::Malformed(m)), Err(part)) => assert!(m.contains(part), "{value}: {m}"),
                 (got, want) => panic!("{value}: got {got:?}, want {want:?}"),
             }
@@ -411,5 +495,115 @@ mod tests {
             check(&right, &trailer, &sums, None),
             Err(Refused::Mismatch(_))
         ));
+    }
+
+    fn head(fields: &[(&str, &[u8])]) -> Head {
+        Head {
+            method: "PUT".into(),
+            target: "/file/f".into(),
+            minor_version: 1,
+            headers: fields
+                .iter()
+                .map(|(name, value)| crate::http::head::Header {
+                    name: name.to_string(),
+                    value: value.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn repeated_field_lines_are_one_list_and_every_claim_is_checked() {
+        let right = format!("sha-256=:{SHA256_HELLO}:");
+        let two = head(&[
+            ("content-digest", b"crc32c=:mnG7TA==:"),
+            (
+                "content-digest",
+                b"sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:",
+            ),
+        ]);
+        let claims = head_claims(&two).unwrap();
+        assert_eq!(claims.len(), 2, "{claims:?}");
+        let mut hasher = crate::storage::digest::Hasher::new(wanted(&two, &claims));
+        hasher.update(b"hello");
+        assert!(matches!(
+            check(&claims, &|_| None, &hasher.sums(), None),
+            Err(Refused::Mismatch(m)) if m.contains("sha-256")
+        ));
+        let md5_then_sha = head(&[("content-digest", b"md5=:AAAA:"), ("content-digest", right.as_bytes())]);
+        let claims = head_claims(&md5_then_sha).unwrap();
+        assert_eq!(
+            claims.iter().map(|c| c.algorithm).collect::<Vec<_>>(),
+            [Algorithm::Sha256]
+        );
+        let repr = head(&[("repr-digest", b"crc32c=:mnG7TA==:"), ("repr-digest", right.as_bytes())]);
+        assert_eq!(head_claims(&repr).unwrap().len(), 2);
+        let trailer = head(&[("trailer", b"X-Other"), ("trailer", b"Content-Digest")]);
+        assert!(
+            wanted(&trailer, &[]).sha256,
+            "a Trailer line after the first announces too"
+        );
+        let want = head(&[("want-repr-digest", b"crc32c=1"), ("want-repr-digest", b"sha-256=2")]);
+        assert!(wants(&want, Algorithm::Sha256));
+        for name in READ_FIELDS {
+            let bad = head(&[(name, b"sha-256=:\xff:")]);
+            assert!(
+                matches!(head_claims(&bad), Err(Error::Digest(Refused::Malformed(m))) if m.contains("UTF-8")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn want_repr_digest_reads_as_an_rfc_8941_dictionary_of_preferences() {
+        let table: &[(&str, bool)] = &[
+            ("sha-256=1", true),
+            ("sha-256=10", true),
+            ("sha-256=010", true),
+            ("sha-256", true),
+            ("sha-256=1;p=2", true),
+            ("crc32c=3, sha-256=5", true),
+            ("sha-256=0", false),
+            ("sha-256=00", false),
+            ("sha-256=1, sha-256=0", false),
+            ("sha-256=0, sha-256=4", true),
+            ("sha-256=-1", false),
+            ("sha-256=11", false),
+            ("sha-256=?0", false),
+            ("sha-256=?1", false),
+            ("sha-256=1.5", false),
+            ("sha-256=", false),
+            ("sha-512=3", false),
+            ("sha-2567=3", false),
+        ];
+        for (value, asked) in table {
+            assert_eq!(preference_asks(value, Algorithm::Sha256), *asked, "{value}");
+        }
+    }
+
+    #[test]
+    fn an_unsupported_repr_digest_is_told_apart_and_a_missing_kept_sha256_is_named() {
+        assert!(matches!(
+            parse(Field::Repr, "md5=:AAAA:"),
+            Err(Refused::UnsupportedRepr(_))
+        ));
+        assert!(matches!(
+            parse(Field::Content, "md5=:AAAA:"),
+            Err(Refused::Unsupported(_))
+        ));
+        let mut body = crate::storage::digest::Hasher::new(Wanted {
+            sha256: true,
+            sha512: false,
+        });
+        body.update(b"hello");
+        let file_crc_only = crate::storage::digest::Hasher::new(Wanted::default()).sums();
+        let repr = parse(Field::Repr, &format!("sha-256=:{SHA256_HELLO}:")).unwrap();
+        match check(&repr, &|_| None, &body.sums(), Some(&file_crc_only)) {
+            Err(Refused::Malformed(m)) => assert!(
+                m.contains("keeps no sha-256") && m.contains("Want-Repr-Digest: sha-256") && !m.contains("trailer"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

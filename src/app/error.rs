@@ -9,7 +9,7 @@
 //! layer would, and changing one of those statuses means knowing one file.
 
 use crate::app::auth::{Denial, Grant, OUT_OF_SCOPE};
-use crate::app::digest_fields::WANT_DIGEST;
+use crate::app::digest_fields::{WANT_DIGEST, WANT_REPR_DIGEST};
 use crate::http::{BodyError, Overload, Refusal, Response};
 use crate::path::{PathError, RelPath};
 use crate::storage::StorageError;
@@ -203,7 +203,7 @@ impl Error {
             Error::Unavailable { .. } | Error::Standby { .. } => "unavailable",
             Error::Internal { .. } => "internal",
             Error::Digest(Refused::Mismatch(_)) => "digest_mismatch",
-            Error::Digest(Refused::Unsupported(_)) => "unsupported_digest",
+            Error::Digest(Refused::Unsupported(_) | Refused::UnsupportedRepr(_)) => "unsupported_digest",
             Error::Digest(Refused::Malformed(_)) => "bad_request",
         }
     }
@@ -247,9 +247,12 @@ impl Error {
             Error::OffsetMismatch { current } => resp.with_header("Upload-Offset", current.to_string()),
             Error::Unauthorized(_) => resp.with_header("WWW-Authenticate", "Bearer realm=\"http-nas\""),
             Error::RangeNotSatisfiable { size } => resp.with_header("Content-Range", format!("bytes */{size}")),
-            Error::Digest(Refused::Unsupported(_)) => resp
-                .with_header("Want-Content-Digest", WANT_DIGEST)
-                .with_header("Want-Repr-Digest", WANT_DIGEST),
+            Error::Digest(Refused::Unsupported(_)) => resp.with_header("Want-Content-Digest", WANT_DIGEST),
+            // Want-Repr-Digest as RFC 9530 §4 pairs it with Repr-Digest; Want-Content-Digest
+            // too, as the contract (docs/API.md) promises it for every unsupported digest.
+            Error::Digest(Refused::UnsupportedRepr(_)) => resp
+                .with_header("Want-Repr-Digest", WANT_REPR_DIGEST)
+                .with_header("Want-Content-Digest", WANT_DIGEST),
             Error::Standby { .. } => resp.with_header("Retry-After", STANDBY_RETRY_SECS.to_string()),
             _ => resp,
         }
@@ -270,7 +273,9 @@ impl fmt::Display for Error {
         match self {
             Error::BadPath(e) => write!(f, "{e}"),
             Error::BadRequest { message } => write!(f, "{message}"),
-            Error::Digest(Refused::Mismatch(m) | Refused::Unsupported(m) | Refused::Malformed(m)) => write!(f, "{m}"),
+            Error::Digest(
+                Refused::Mismatch(m) | Refused::Unsupported(m) | Refused::UnsupportedRepr(m) | Refused::Malformed(m),
+            ) => write!(f, "{m}"),
             Error::Refused(refusal) => write!(f, "{refusal}"),
             Error::Unauthorized(Denial::Missing) => write!(
                 f,

@@ -404,6 +404,7 @@ impl<'a, S: Read + Write> Body<'a, S> {
                         && matches!(
                             state,
                             ChunkState::TrailerStart { .. }
+                                | ChunkState::TrailerName { .. }
                                 | ChunkState::TrailerLine { .. }
                                 | ChunkState::TrailerLf { .. }
                         )
@@ -620,6 +621,9 @@ mod tests {
             (b"fffffffffffffffff", ChunkError::SizeTooLong),
             (b"0\r\n\rX", ChunkError::MissingCrlf),
             (b"0\r\nX: y\nZ", ChunkError::MissingCrlf),
+            (b"0\r\nContent-Digest : x\r\n\r\n", ChunkError::TrailerName),
+            (b"0\r\nContent-Digest\t: x\r\n\r\n", ChunkError::TrailerName),
+            (b"0\r\nX: y\r\n folded\r\n\r\n", ChunkError::TrailerName),
         ];
         for (input, want) in cases {
             let got = chunked(input).data;

@@ -37,7 +37,9 @@ pub enum ChunkState {
     DataLf,
     /// At the start of a trailer line (or the final blank line); `total` trailer bytes so far.
     TrailerStart { total: usize },
-    /// Inside a trailer field line.
+    /// Inside a trailer field line's name (before its colon).
+    TrailerName { total: usize },
+    /// Inside a trailer field line, past its colon.
     TrailerLine { total: usize },
     /// Saw CR ending a trailer line; expecting LF.
     TrailerLf { total: usize },
@@ -74,6 +76,9 @@ pub enum ChunkError {
     MissingCrlf,
     /// Trailer fields exceeded [`MAX_TRAILER_BYTES`].
     TrailerTooLong,
+    /// A trailer field line had whitespace in or after its name, before the colon (RFC 9112
+    /// §5.1: refused with 400, as in a head), or was a folded continuation line.
+    TrailerName,
 }
 
 impl fmt::Display for ChunkError {
@@ -84,6 +89,10 @@ impl fmt::Display for ChunkError {
             ChunkError::ExtensionTooLong => write!(f, "chunk extension longer than {MAX_EXTENSION_BYTES} bytes"),
             ChunkError::MissingCrlf => write!(f, "chunk framing is missing a CRLF"),
             ChunkError::TrailerTooLong => write!(f, "chunk trailers longer than {MAX_TRAILER_BYTES} bytes"),
+            ChunkError::TrailerName => write!(
+                f,
+                "a trailer field has whitespace before its colon (write `Name: value`, no space before the colon, no folded lines)"
+            ),
         }
     }
 }
@@ -146,7 +155,15 @@ pub fn step(state: ChunkState, byte: u8) -> Result<ChunkState, ChunkError> {
         TrailerStart { total } => match byte {
             b'\r' => FinalLf,
             b'\n' => return Err(ChunkError::MissingCrlf),
-            _ => trailer_byte(total)?,
+            b' ' | b'\t' => return Err(ChunkError::TrailerName),
+            _ => trailer_name_byte(total)?,
+        },
+        TrailerName { total } => match byte {
+            b'\r' => TrailerLf { total },
+            b'\n' => return Err(ChunkError::MissingCrlf),
+            b' ' | b'\t' => return Err(ChunkError::TrailerName),
+            b':' => trailer_byte(total)?,
+            _ => trailer_name_byte(total)?,
         },
         TrailerLine { total } => match byte {
             b'\r' => TrailerLf { total },
@@ -165,6 +182,13 @@ pub fn step(state: ChunkState, byte: u8) -> Result<ChunkState, ChunkError> {
         // treating it as bad framing is the safe answer.
         Data { .. } | Done => return Err(ChunkError::BadSize),
     })
+}
+
+fn trailer_name_byte(total: usize) -> Result<ChunkState, ChunkError> {
+    if total >= MAX_TRAILER_BYTES {
+        return Err(ChunkError::TrailerTooLong);
+    }
+    Ok(ChunkState::TrailerName { total: total + 1 })
 }
 
 fn trailer_byte(total: usize) -> Result<ChunkState, ChunkError> {

@@ -327,9 +327,16 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
         held.refresh()?;
     }
     let before = held.meta.len();
-    // The file's digests as kept for the version under the lock (`None`: made before, or
-    // changed by another writer since), extended by each accepted body in turn.
-    let mut kept = digest::load(Some(dir), &held.file, &held.meta, before);
+    // The file's digests as kept for the version under the lock, extended by each accepted
+    // body in turn. A file with none kept (made before, or changed by another writer since) has
+    // its crc32c computed here, once, by reading its `before` bytes ([`digest::hash_committed`]):
+    // the answers carry it, and later appends extend it. `None` where digests are off (coarse
+    // timestamps) or the file cannot be read.
+    let mut kept = if digest::off() {
+        None
+    } else {
+        digest::load(Some(dir), &held.file, &held.meta, before).or_else(|| digest::hash_committed(&held.file, before))
+    };
     let mut end = before;
     let mut sum = Checksum::default();
     let mut outcomes = Vec::with_capacity(entries.len());
@@ -365,18 +372,39 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
         fsync.then(|| sum.finish()),
         fsync,
     )?;
+    // Another writer of the volume takes no lock: the digests were extended from those kept for
+    // the file as it was when the lock was taken, so the file is looked at again just before
+    // the writes (changed since: nothing is kept), and the digests are kept only if the file
+    // still is, at the store, the version seen right after the writes (changed during the sync:
+    // nothing is kept). What remains is a change landing between that last look and the end of
+    // the writes themselves, which no stat can tell from ours (`docs/operations.md`).
+    let unchanged = held
+        .file
+        .metadata()
+        .is_ok_and(|now| digest::same_version(&now, &held.meta));
     for (entry, outcome) in entries.iter().zip(&outcomes) {
         if let Ok((at, _)) = outcome {
             write_body(held, &entry.body.spool, *at).map_err(StorageError::from_io)?;
         }
     }
+    let written = held.file.metadata().map_err(StorageError::from_io)?;
     if fsync {
         held.file.sync_data().map_err(StorageError::from_io)?;
     }
-    if let Some(kept) = &kept {
-        digest::store(dir, &held.file, kept);
-    }
+    let stored = match &kept {
+        Some(kept) if unchanged => digest::store_if_unchanged(dir, &held.file, kept, &written),
+        _ => {
+            digest::discard(dir, &held.file, std::os::unix::fs::MetadataExt::ino(&written));
+            false
+        }
+    };
     commit_point(batch)?;
+    if !stored {
+        // Digests that were not kept are not answered either.
+        for (_, repr) in outcomes.iter_mut().flatten() {
+            *repr = None;
+        }
+    }
     Ok(outcomes)
 }
 

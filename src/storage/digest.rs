@@ -20,12 +20,23 @@
 //! - A filesystem without `user.*` attributes (NFS before 4.2, some FUSE volumes) keeps the same
 //!   bytes in a record beside the file instead ([`RECORD_PREFIX`]`<inode>`, in the reserved
 //!   namespace, so listings hide it and clients cannot name it), replaced by rename under the
-//!   file's lock by the commit; a file move carries it ([`carry`]), a replace removes the old
-//!   file's ([`forget`]). Its identity check is the same, so a record left by a crash or a
-//!   delete (and an inode number reused since) is never taken for another file's.
+//!   file's lock by the commit; a file move carries it ([`carry`]), a replace or a move over a
+//!   file removes the old file's ([`forget`]), a delete the deleted file's ([`forget_deleted`]),
+//!   and the start-up sweep those whose inode is not in their directory (a file another writer
+//!   removed). Its identity check is the same. The file's change time is not part of it: a
+//!   rename or link of the file (every upload's commit, every move) changes it after the record
+//!   is written, so it would need rewriting at each; and in the attribute form the attribute's
+//!   own write changes it.
+//! - On a volume whose modification times are whole seconds, a same-size change by another
+//!   writer within the second of a commit could not be told from it: a probe at start
+//!   ([`probe_timestamps`]) turns kept digests off there ([`off`]).
 //! - Same-size changes by another writer within one tick of the file system's clock (a few
-//!   milliseconds with coarse timestamps) of a commit cannot be told from that commit: that is
-//!   the one case the identity does not catch.
+//!   milliseconds) of a commit cannot be told from that commit, nor can
+//!   one landing during an append's own write: an append stats the file right before its write
+//!   and right after it, and keeps the extended digest only if the file did not change before
+//!   the write and still is, at the store, what it was right after it
+//!   ([`store_if_unchanged`]); the window left is from the stat before the write to the end
+//!   of the write.
 //!
 //! This module knows no HTTP: it computes, compares and keeps bytes of digests. Parsing and
 //! printing the fields is the application's (`app/digest_fields.rs`).
@@ -54,6 +65,20 @@ pub const RECORD_PREFIX: &str = ".http-nas-digest-";
 /// from then on, and moves and replaces look after them. Never set on a volume that has them,
 /// which then pays nothing for records.
 static RECORDS_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Set at start when the volume's modification times are whole seconds (ext4 with 128-byte
+/// inodes, some FUSE and network volumes): such a volume cannot tell another writer's
+/// same-size change within the second of a commit from the commit, so no digest is kept or
+/// read on it ([`probe_timestamps`]).
+static COARSE_TIMES: AtomicBool = AtomicBool::new(false);
+
+/// Writes the start-up probe makes to its file, each a while after the last: on a volume with
+/// finer timestamps, at least one lands off a whole second.
+const PROBE_WRITES: usize = 3;
+
+/// Time between the probe's writes (a few ticks of the kernel's coarse clock, which stamps
+/// modification times).
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(7);
 
 /// Version of the attribute's layout; another is ignored (as if there were none).
 const FORMAT_VERSION: u8 = 1;
@@ -362,8 +387,11 @@ impl Kept {
 pub enum Refused {
     /// A digest the client sent differs from the one computed (the message names both).
     Mismatch(String),
-    /// A digest field names only algorithms the service does not have.
+    /// `Content-Digest` names only algorithms the service does not have.
     Unsupported(String),
+    /// `Repr-Digest` names only algorithms the service does not have (answered with
+    /// `Want-Repr-Digest`, RFC 9530 §4).
+    UnsupportedRepr(String),
     /// A digest field (from the trailer section) is not well formed, or cannot be verified.
     Malformed(String),
 }
@@ -545,19 +573,128 @@ fn unsupported(e: &io::Error) -> bool {
 /// where neither can be written, the previous one (if any) names a version that is gone, so no
 /// reader takes it for this one.
 pub fn store(dir: &Dir, file: &File, kept: &Kept) {
-    let meta = match file.metadata() {
-        Ok(meta) => meta,
+    match file.metadata() {
+        Ok(meta) => store_as(dir, file, kept, &meta),
+        Err(e) => log::warn!("could not keep a file's digest: {e}"),
+    }
+}
+
+/// True when `a` and `b` show the same version of a file, as a kept digest names it (size,
+/// modification time, inode, birth time).
+pub fn same_version(a: &Metadata, b: &Metadata) -> bool {
+    Identity::of(a) == Identity::of(b)
+}
+
+/// [`store`] for an append: `written` is the file's metadata taken right after the last byte
+/// was written (before the sync). The digest is kept only if the file still is that version
+/// now; if another writer changed it since, any kept digest is removed instead (it would name
+/// a version that is gone, but a wrong one is worse than none at the next check). True when
+/// `kept` is the file's digest (whether or not it could be kept).
+pub fn store_if_unchanged(dir: &Dir, file: &File, kept: &Kept, written: &Metadata) -> bool {
+    match file.metadata() {
+        Ok(now) if same_version(&now, written) => {
+            store_as(dir, file, kept, written);
+            true
+        }
+        Ok(now) => {
+            log::warn!(
+                "another writer changed a file (inode {}) during an append: no digest kept for it",
+                now.ino()
+            );
+            discard(dir, file, now.ino());
+            false
+        }
         Err(e) => {
             log::warn!("could not keep a file's digest: {e}");
-            return;
+            false
+        }
+    }
+}
+
+/// Removes what is kept for `file` (inode `ino`) in `dir`: its attribute, or its record.
+pub fn discard(dir: &Dir, file: &File, ino: u64) {
+    match sys::remove_xattr(file.as_fd(), XATTR_NAME) {
+        Err(e) if unsupported(&e) => {
+            let _ = dir.remove_file(&record_name(ino));
+        }
+        _ => {}
+    }
+}
+
+/// Checks at start whether the volume under `root` stamps modification times finer than whole
+/// seconds: a temp file is written [`PROBE_WRITES`] times and its mtime's nanoseconds looked
+/// at. Where they stay 0, kept digests are turned off for this process (logged): none is kept,
+/// none read. True when they are off. A volume the probe cannot write to keeps them on (its
+/// writes fail anyway).
+pub fn probe_timestamps(root: &Dir) -> bool {
+    // A file with no name where the volume has them (nothing to remove: no unlink at start),
+    // else a probe file (random name, in the reserved namespace; no lock: a sweep of another
+    // replica that removes it meanwhile changes nothing, as it is written through its
+    // descriptor).
+    let fine = match root.create_unnamed() {
+        Ok(mut probe) => writes_show_nanoseconds(&mut probe),
+        Err(_) => {
+            let Ok(name) = super::dir::random_name(super::PROBE_PREFIX) else {
+                return false;
+            };
+            let name = OsString::from(name);
+            let Ok(mut probe) = root.create_new(&name) else {
+                return false;
+            };
+            let fine = writes_show_nanoseconds(&mut probe);
+            let _ = root.remove_file(&name);
+            fine
         }
     };
-    if meta.len() != kept.len {
-        // Not the bytes hashed: keep nothing rather than something wrong.
-        let _ = sys::remove_xattr(file.as_fd(), XATTR_NAME);
+    if !fine {
+        COARSE_TIMES.store(true, Ordering::Relaxed);
+        log::warn!(
+            "the storage volume stamps modification times in whole seconds: it cannot tell another \
+             writer's change from the service's own within a second, so no file digest is kept or \
+             answered from a kept one on it (uploads still answer the body's Repr-Digest; appends \
+             and downloads none); see docs/operations.md"
+        );
+    }
+    !fine
+}
+
+/// Writes `probe` up to [`PROBE_WRITES`] times; true as soon as its mtime shows nanoseconds (or
+/// if it cannot be written or stat'ed: nothing is known then).
+fn writes_show_nanoseconds(probe: &mut File) -> bool {
+    let mut fine = false;
+    for i in 0..PROBE_WRITES {
+        if i > 0 {
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+        let written = probe.write_all(b"x").and_then(|()| probe.metadata());
+        match written {
+            Ok(meta) if meta.mtime_nsec() != 0 => {
+                fine = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+    fine
+}
+
+/// True when kept digests are off (the volume's timestamps are whole seconds).
+pub fn off() -> bool {
+    COARSE_TIMES.load(Ordering::Relaxed)
+}
+
+/// Keeps `kept` for `file` as `meta` shows it.
+fn store_as(dir: &Dir, file: &File, kept: &Kept, meta: &Metadata) {
+    if off() {
         return;
     }
-    let record = encode(&Identity::of(&meta), kept);
+    if meta.len() != kept.len {
+        // Not the bytes hashed: keep nothing rather than something wrong.
+        discard(dir, file, meta.ino());
+        return;
+    }
+    let record = encode(&Identity::of(meta), kept);
     match sys::set_xattr(file.as_fd(), XATTR_NAME, &record) {
         Ok(()) => {}
         Err(e) if unsupported(&e) => {
@@ -580,7 +717,7 @@ fn write_record(dir: &Dir, ino: u64, record: &[u8]) -> super::Result<()> {
 /// The digests kept for `file` in `dir`, if they describe it as `meta` shows it, whole (`len`,
 /// its committed length, is all of it: no append is awaiting its rollback).
 pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option<Kept> {
-    if len != meta.len() {
+    if len != meta.len() || off() {
         return None;
     }
     let mut buf = [0u8; MAX_RECORD_BYTES];
@@ -593,10 +730,55 @@ pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option
     (identity == Identity::of(meta)).then_some(kept)
 }
 
+/// Bytes read at a time by [`hash_committed`].
+const HASH_READ_BYTES: usize = 1 << 20;
+
+/// The crc32c of the first `len` bytes of `file`, read once (for an append to a file with no
+/// kept digest, under its lock: from then on its appends extend it). The only time the service
+/// reads a file to hash it; at ~18 GB/s for the crc32c, the read is the cost
+/// (`docs/write-protocol.md`). `None` when the file is shorter, or cannot be read.
+pub fn hash_committed(file: &File, len: u64) -> Option<Kept> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; HASH_READ_BYTES];
+    let (mut at, mut crc) = (0u64, 0u32);
+    while at < len {
+        let want = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
+        match file.read_at(&mut buf[..want], at) {
+            Ok(0) => return None,
+            Ok(n) => {
+                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(Kept {
+        len,
+        crc32c: crc,
+        sha256: None,
+    })
+}
+
 /// True when a read of the file's digests needs its directory ([`load`]): on a volume without
-/// extended attributes.
+/// extended attributes (which then counts as keeping records, for [`carry`] and [`forget`]).
 pub fn needs_dir(file: &File) -> bool {
-    matches!(sys::get_xattr(file.as_fd(), XATTR_NAME, &mut []), Err(e) if unsupported(&e))
+    let records = matches!(sys::get_xattr(file.as_fd(), XATTR_NAME, &mut []), Err(e) if unsupported(&e));
+    if records {
+        RECORDS_IN_USE.store(true, Ordering::Relaxed);
+    }
+    records
+}
+
+/// Notes that records are in use on this volume (one was found on it), so moves, replaces and
+/// deletes look after them from now on, also before this process wrote one.
+pub fn note_records_in_use() {
+    RECORDS_IN_USE.store(true, Ordering::Relaxed);
+}
+
+/// The inode number a record's name is for, if `name` is a record's.
+pub fn record_inode(name: &str) -> Option<u64> {
+    name.strip_prefix(RECORD_PREFIX)?.parse().ok()
 }
 
 /// Reads the record of inode `ino` in `dir` into `buf`; its length.
@@ -620,6 +802,15 @@ pub fn carry(from: &Dir, to: &Dir, ino: u64) {
     if RECORDS_IN_USE.load(Ordering::Relaxed) {
         let name = record_name(ino);
         let _ = from.rename(&name, to, &name);
+    }
+}
+
+/// Removes the record of the file `file` (inode `ino`) in `dir`, deleted under its lock, where
+/// the volume keeps records: left, it would outlive the file and keep the directory from being
+/// removed by anything else (`rmdir` of a directory that lists empty).
+pub fn forget_deleted(dir: &Dir, file: &File, ino: u64) {
+    if RECORDS_IN_USE.load(Ordering::Relaxed) || needs_dir(file) {
+        let _ = dir.remove_file(&record_name(ino));
     }
 }
 

@@ -90,6 +90,18 @@ impl Dir {
         sys::open_at(self.fd.as_fd(), name, flags, NEW_FILE_MODE).map(File::from)
     }
 
+    /// Creates a file with no name here (`O_TMPFILE`): gone when closed, with nothing to
+    /// unlink. Refused (`EOPNOTSUPP`) by filesystems without it (NFS, most FUSE volumes).
+    pub fn create_unnamed(&self) -> io::Result<File> {
+        sys::open_at(
+            self.fd.as_fd(),
+            OsStr::new("."),
+            libc::O_TMPFILE | libc::O_RDWR,
+            NEW_FILE_MODE,
+        )
+        .map(File::from)
+    }
+
     /// What `name` is, without following a symlink.
     pub fn stat(&self, name: &OsStr) -> io::Result<Stat> {
         sys::stat_at(self.fd.as_fd(), name)

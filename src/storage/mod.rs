@@ -203,7 +203,10 @@ impl fmt::Display for StorageError {
                  it is remounted read-write (reads still work)"
             ),
             StorageError::Digest(
-                digest::Refused::Mismatch(m) | digest::Refused::Unsupported(m) | digest::Refused::Malformed(m),
+                digest::Refused::Mismatch(m)
+                | digest::Refused::Unsupported(m)
+                | digest::Refused::UnsupportedRepr(m)
+                | digest::Refused::Malformed(m),
             ) => write!(f, "{m}"),
             StorageError::SourceIsTarget => write!(f, "a source is the target itself"),
             StorageError::InSource { index, error } => write!(f, "source {index}: {error}"),
@@ -624,6 +627,12 @@ impl Storage {
             Err(StorageError::RootGone) => Err(StorageError::RootGone),
             _ => outcome,
         }
+    }
+
+    /// Turns kept digests off if the volume's timestamps are whole seconds
+    /// ([`digest::probe_timestamps`]); true when they are off.
+    pub fn probe_timestamps(&self) -> bool {
+        digest::probe_timestamps(self.root.dir())
     }
 
     /// Settles what crashed processes left anywhere under the root; returns how many.

@@ -109,6 +109,8 @@ pub fn rename(
         // A file's kept digests go with it (an extended attribute does by itself; a record
         // beside it is moved), and the replaced target's record goes.
         if let Some(h) = held.first().filter(|_| src_stat.is_file()) {
+            // A volume's records count from the first file seen without attributes.
+            super::digest::needs_dir(&h.file);
             if let Some(target) = held.get(1) {
                 super::digest::forget(&dst_dir, std::os::unix::fs::MetadataExt::ino(&target.meta));
             }
@@ -253,6 +255,7 @@ pub fn delete(root: &Root, path: &Path, conditions: &Conditions<'_>, fsync: bool
         journal::settle(&dir, &held.file, &held.meta, fsync)?;
         conditions.check_held(&held)?;
         dir.remove_file(name).map_err(StorageError::from_io)?;
+        super::digest::forget_deleted(&dir, &held.file, std::os::unix::fs::MetadataExt::ino(&held.meta));
     } else {
         dir.remove_file(name).map_err(StorageError::from_io)?;
     }

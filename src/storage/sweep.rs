@@ -20,9 +20,13 @@
 //!   delayed unlink can never remove a record written anew under the same name. Something that
 //!   is not a regular file at a record's name (planted) is left to the file's next holder.
 //! - A tree being deleted (`.http-nas-trash-*`) is removed.
-//! - Kept digests (`.http-nas-digest-<inode>`, on volumes without extended attributes) are
-//!   left alone: they outlive processes, and one whose file is gone names a version that no
-//!   longer exists, so it is never taken for another file's.
+//! - Kept digests (`.http-nas-digest-<inode>`, on volumes without extended attributes) outlive
+//!   processes and are kept, except one whose inode is not in its directory (its file was
+//!   deleted or moved away by another writer): removed, so an inode number reused later never
+//!   finds it, and the directory can be removed once empty. Found by the one listing the sweep
+//!   makes of each directory anyway (its inode numbers in a set: O(n) for n names). Removing
+//!   one a live commit just wrote for a file the listing missed only loses that digest (a file
+//!   without one is answered without `Repr-Digest`), never makes one wrong.
 //! - A symlink with the reserved prefix (but a crash record's) is removed: the service never makes one (planted at
 //!   `.http-nas-replicas`, it would turn the replicas' presence files away).
 //!
@@ -37,7 +41,7 @@ use super::move_delete::{TRASH_PREFIX, remove_tree};
 use super::walk::{Visitor, entry_kind, walk};
 use super::{Result, StorageError};
 use crate::sys::EntryType;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 
@@ -69,8 +73,21 @@ impl Visitor for Sweeper {
         let mut subdirs = Vec::new();
         // Crash records: the inode they are for, and their name.
         let mut records = Vec::new();
-        for (name, kind, _) in entries.flatten() {
+        // Kept digests' records, by inode, and the inode numbers of everything else listed.
+        let mut digests = Vec::new();
+        let mut inodes = HashSet::new();
+        let mut whole = true;
+        for entry in entries {
+            let Ok((name, kind, ino)) = entry else {
+                whole = false;
+                continue;
+            };
             let text = name.to_string_lossy();
+            if let Some(of) = super::digest::record_inode(&text) {
+                digests.push((of, name));
+                continue;
+            }
+            inodes.insert(ino);
             if text.starts_with(TRASH_PREFIX) {
                 // Without waiting for any lock: a tree a live writer still holds a file of is
                 // left for a later sweep (its delete either finishes it or puts it back).
@@ -103,6 +120,13 @@ impl Visitor for Sweeper {
         if !records.is_empty() {
             self.cleared += settle_records(dir, records);
         }
+        if !digests.is_empty() {
+            super::digest::note_records_in_use();
+            // Only a whole listing tells an orphan: a file missed by a failed read is not gone.
+            if whole {
+                self.cleared += remove_orphan_digests(dir, digests, &inodes);
+            }
+        }
         Ok(subdirs)
     }
 
@@ -114,6 +138,21 @@ impl Visitor for Sweeper {
         log::warn!("start-up sweep could not open {}: {error}", name.to_string_lossy());
         Ok(())
     }
+}
+
+/// Removes the kept digests' records in `dir` (each: the inode it is for, and its name) whose
+/// inode is not among `inodes` (those listed in `dir`); how many.
+fn remove_orphan_digests(dir: &Dir, digests: Vec<(u64, OsString)>, inodes: &HashSet<u64>) -> usize {
+    let mut removed = 0;
+    for (ino, name) in digests {
+        if !inodes.contains(&ino) && dir.remove_file(&name).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        log::info!("removed {removed} kept digest record(s) whose file is not beside them");
+    }
+    removed
 }
 
 /// Removes the temp or probe file `name` if nobody holds its lock.

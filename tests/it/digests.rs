@@ -397,18 +397,20 @@ fn a_file_changed_behind_the_servers_back_has_no_kept_digest() {
         None,
         "after a foreign append"
     );
-    // An append through the service now has nothing to extend: no Repr-Digest, and a Repr-Digest
-    // claim cannot be verified (refused, not committed).
+    // An append through the service now has nothing to extend: it reads the file once for its
+    // crc32c (answered, and kept: the next append's crc32c Repr-Digest is verified); a sha-256
+    // Repr-Digest cannot be verified (refused, not committed).
     let r = s.append("/file/f", "more");
     r.assert_ok_json();
-    assert_eq!(r.header("repr-digest"), None);
     let whole = s.read("f");
-    let claim = format!(
-        "Repr-Digest: {}",
-        crc32c_field(&[whole.clone(), b"x".to_vec()].concat())
-    );
-    s.send("PUT", "/file/f", b"x", &[&claim]).assert_error(400);
+    assert_eq!(r.header("repr-digest"), Some(crc32c_field(&whole).as_str()));
+    let with_x = [whole.clone(), b"x".to_vec()].concat();
+    let sha_claim = format!("Repr-Digest: {}", sha256_field(&with_x));
+    s.send("PUT", "/file/f", b"x", &[&sha_claim]).assert_error(400);
     assert_eq!(s.read("f"), whole);
+    let claim = format!("Repr-Digest: {}", crc32c_field(&with_x));
+    s.send("PUT", "/file/f", b"x", &[&claim]).assert_ok_json();
+    assert_eq!(s.read("f"), with_x);
     // Replaced through the service: kept again.
     s.post("/file/f", &data).assert_ok_json();
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -938,4 +940,352 @@ fn a_sha256_repr_digest_of_an_append_to_a_file_keeping_no_sha256_says_so() {
         assert!(r.text().contains("keeps no sha-256"), "{}", r.text());
         assert_eq!(s.read("log"), b"first\n");
     }
+}
+
+#[test]
+fn a_digest_field_on_two_lines_is_checked_whole_and_a_malformed_one_refused() {
+    let s = Server::start();
+    let sent = b"tampered bytes!\n".to_vec();
+    let right = b"the right bytes\n".to_vec();
+    // Two Content-Digest lines are one list (RFC 9110 §5.3): the second line's wrong sha-256
+    // is a mismatch, as it is on one line.
+    for field in ["Content-Digest", "Repr-Digest"] {
+        let r = s.send(
+            "POST",
+            "/file/one",
+            &sent,
+            &[
+                &format!("{field}: {}", crc32c_field(&sent)),
+                &format!("{field}: {}", sha256_field(&right)),
+            ],
+        );
+        r.assert_error(400);
+        assert!(r.text().contains("digest_mismatch"), "{field}: {}", r.text());
+        assert!(!s.exists("one"), "{field}");
+    }
+    // An unknown algorithm on the first line, a wrong sha-256 on the second: checked.
+    let r = s.send(
+        "POST",
+        "/file/one",
+        &sent,
+        &[
+            "Content-Digest: md5=:AAAA:",
+            &format!("Content-Digest: {}", sha256_field(&right)),
+        ],
+    );
+    r.assert_error(400);
+    assert!(r.text().contains("digest_mismatch"), "{}", r.text());
+    // A byte that is not UTF-8 in a digest field: 400, nothing stored.
+    let raw = format!(
+        "POST /file/two HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\nContent-Digest: sha-256=:\u{1}",
+        sent.len()
+    );
+    let mut request = raw.into_bytes();
+    request.pop();
+    request.push(0xff);
+    request.extend_from_slice(format!("{}:\r\n\r\n", b64(&sha2::Sha256::digest(&right))).as_bytes());
+    request.extend_from_slice(&sent);
+    let r = s.connect().send(&request).response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!s.exists("two"));
+    // A trailer line with a space before its colon: 400, as in a head.
+    let mut spaced = chunked_with_trailers(
+        "POST",
+        "/file/three",
+        &sent,
+        &[format!("Content-Digest: {}", sha256_field(&right))],
+    );
+    let at = spaced
+        .windows(b"\r\nContent-Digest: sha".len())
+        .rposition(|w| w == b"\r\nContent-Digest: sha")
+        .expect("trailer line");
+    spaced.insert(at + "\r\nContent-Digest".len(), b' ');
+    let r = s.connect().send(&spaced).response();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!s.exists("three"));
+    // The right digests on two lines pass.
+    s.send(
+        "POST",
+        "/file/four",
+        &sent,
+        &[
+            &format!("Content-Digest: {}", crc32c_field(&sent)),
+            &format!("Content-Digest: {}", sha256_field(&sent)),
+        ],
+    )
+    .assert_ok_json();
+}
+
+#[test]
+fn an_unsupported_repr_digest_is_answered_with_want_repr_digest() {
+    let s = Server::start();
+    s.post("/file/f", "old").assert_ok_json();
+    for method in ["POST", "PUT"] {
+        let r = s.send(method, "/file/f", b"new", &["Repr-Digest: md5=:AAAA:"]);
+        r.assert_error(400);
+        assert!(r.text().contains("unsupported_digest"), "{}", r.text());
+        let want = r
+            .header("want-repr-digest")
+            .unwrap_or_else(|| r.fail("no Want-Repr-Digest"));
+        assert!(want.contains("sha-256=") && !want.contains("sha-512"), "{want}");
+        // The contract lists what the server has for bodies too.
+        assert!(r.header("want-content-digest").is_some(), "{method}");
+    }
+    assert_eq!(s.read("f"), b"old");
+}
+
+#[test]
+fn want_repr_digest_takes_the_last_preference_of_an_algorithm() {
+    let s = Server::start();
+    let data = random_bytes(1000, 21);
+    s.send(
+        "POST",
+        "/file/f",
+        &data,
+        &[&format!("Content-Digest: {}", sha256_field(&data))],
+    )
+    .assert_ok_json();
+    let crc = crc32c_field(&data);
+    for (asked, answer) in [
+        ("sha-256=1, sha-256=0", crc.clone()),
+        ("sha-256=0, sha-256=3", sha256_field(&data)),
+        ("sha-256=-1", crc.clone()),
+        ("sha-256=?0", crc.clone()),
+    ] {
+        let r = s.get_with("/file/f", &[&format!("Want-Repr-Digest: {asked}")]);
+        assert_eq!(r.header("repr-digest"), Some(answer.as_str()), "{asked}");
+    }
+    let two_lines = s.get_with(
+        "/file/f",
+        &["Want-Repr-Digest: crc32c=1", "Want-Repr-Digest: sha-256=1"],
+    );
+    assert_eq!(
+        two_lines.header("repr-digest"),
+        Some(format!("{}, {crc}", sha256_field(&data)).as_str())
+    );
+}
+
+#[test]
+fn a_sha256_repr_digest_on_an_append_to_a_file_keeping_crc32c_only_says_why() {
+    let s = Server::start();
+    s.post("/file/f", "part1\n").assert_ok_json();
+    let r = s.send(
+        "PUT",
+        "/file/f",
+        b"part2\n",
+        &[&format!("Repr-Digest: {}", sha256_field(b"part1\npart2\n"))],
+    );
+    r.assert_error(400);
+    let text = r.text();
+    assert!(
+        text.contains("keeps no sha-256") && text.contains("Want-Repr-Digest: sha-256") && !text.contains("trailer"),
+        "{text}"
+    );
+    assert_eq!(s.read("f"), b"part1\n");
+}
+
+/// The `Repr-Digest` of `r`, if any, is `data`'s sha-256 (absent is fine: never wrong).
+fn none_or_right(r: &crate::support::Response, data: &[u8], what: &str) {
+    if let Some(repr) = r.header("repr-digest") {
+        assert!(
+            repr.contains(&crc32c_field(data)),
+            "{what}: answered {repr}, the file is {}",
+            crc32c_field(data)
+        );
+        if repr.contains("sha-256") {
+            assert!(repr.contains(&sha256_field(data)), "{what}: {repr}");
+        }
+    }
+}
+
+/// Another writer changes a byte in place while an append commits (each sync made a second
+/// long with strace, so the change lands, by turns, before the append's write and after it,
+/// during the sync before its digest is kept): the append's answer and every later read give the file's true digest or
+/// none, never the one extended from the version before the change.
+#[test]
+fn another_writers_change_during_an_append_leaves_no_wrong_digest() {
+    let Some(wrapper) = crate::support::strace_injecting("fsync,fdatasync", "fsync,fdatasync:delay_enter=1000000")
+    else {
+        return;
+    };
+    let home = crate::support::TempDir::new();
+    let root = home.path().join("root");
+    fs::create_dir(&root).expect("root");
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    let first = vec![b'A'; 4096];
+    let body = random_bytes(1 << 20, 22);
+    let journal_shows = || {
+        fs::read_dir(&root).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".http-nas-journal-"))
+        })
+    };
+    // Whole, and then a while into the sync that follows the write (a second long): the
+    // append's own stat right after its write is behind it.
+    let grown = || {
+        let whole = fs::metadata(root.join("f")).is_ok_and(|m| m.len() == (first.len() + body.len()) as u64);
+        if whole {
+            thread::sleep(std::time::Duration::from_millis(300));
+        }
+        whole
+    };
+    let when: [(&str, &dyn Fn() -> bool); 2] = [("before the write", &journal_shows), ("after the write", &grown)];
+    for (moment, reached) in when {
+        s.send(
+            "POST",
+            "/file/f",
+            &first,
+            &[&format!("Content-Digest: {}", sha256_field(&first))],
+        )
+        .assert_ok_json();
+        let mut append = s.connect();
+        let mut request = format!(
+            "PUT /file/f HTTP/1.1\r\nHost: x\r\nWant-Repr-Digest: sha-256=1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        append.send(&request);
+        assert!(
+            crate::support::wait_until(std::time::Duration::from_secs(20), reached),
+            "{moment}: the append never got there"
+        );
+        {
+            use std::os::unix::fs::FileExt as _;
+            let other = fs::OpenOptions::new().write(true).open(root.join("f")).expect("open");
+            other.write_all_at(b"Z", 0).expect("another writer");
+        }
+        let r = append.response();
+        r.assert_status(200);
+        let data = fs::read(root.join("f")).expect("read");
+        assert_eq!(data.len(), first.len() + body.len(), "{moment}");
+        none_or_right(&r, &data, &format!("{moment}: the append's answer"));
+        let read = s.get_with("/file/f", &["Want-Repr-Digest: sha-256=1"]);
+        none_or_right(&read, &data, &format!("{moment}: a later read"));
+    }
+}
+
+/// The kept digests' records in `dir`.
+fn digest_records(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".http-nas-digest-"))
+        .collect()
+}
+
+/// On a volume without extended attributes: a DELETE takes the file's record with it (so its
+/// directory, listing empty, can be removed, and an inode number reused later finds nothing),
+/// and the start-up sweep removes the record of a file another writer deleted.
+#[test]
+fn a_deleted_files_digest_record_goes_with_it() {
+    let volume = match NoXattrVolume::mount() {
+        Ok(v) => v,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let mut s = Server::start_on(&volume.root(), &[]);
+    let data = b"secret-v1\n";
+    for name in ["d/f", "d/g", "e/h"] {
+        s.send(
+            "POST",
+            &format!("/file/{name}"),
+            data,
+            &[&format!("Content-Digest: {}", sha256_field(data))],
+        )
+        .assert_ok_json();
+    }
+    assert_eq!(digest_records(&volume.root().join("d")).len(), 2);
+    s.delete("/file/d/f").assert_ok_json();
+    s.delete("/file/d/g").assert_ok_json();
+    assert_eq!(digest_records(&volume.root().join("d")), Vec::<String>::new());
+    assert_eq!(s.get("/file/d").text(), "", "lists empty");
+    fs::remove_dir(volume.root().join("d")).expect("rmdir of a directory that lists empty");
+    // Another writer deletes a file: its record is gone after the next start.
+    fs::remove_file(volume.root().join("e/h")).expect("another writer deletes");
+    assert_eq!(digest_records(&volume.root().join("e")).len(), 1);
+    s.restart();
+    assert_eq!(digest_records(&volume.root().join("e")), Vec::<String>::new());
+}
+
+/// ext4 with 128-byte inodes stamps modification times in whole seconds, so another writer's
+/// same-size rewrite within the second of a commit looks like the commit: the service notices
+/// the coarse timestamps at start (and logs it) and keeps no digest there. Uploads still answer
+/// the body's digest; downloads and appends answer none, and an append's Repr-Digest is refused
+/// as unverifiable rather than checked against a digest that may be stale.
+#[test]
+fn on_a_volume_with_one_second_timestamps_no_digest_is_kept() {
+    let disk = match crate::support::mounts::Mounted::ext4(64, &["-I", "128"], None) {
+        Ok(disk) => disk,
+        Err(reason) => return crate::support::skip(&reason),
+    };
+    let s = Server::start_on(&disk.root(), &[]);
+    let first = vec![b'A'; 100];
+    let r = s.send(
+        "POST",
+        "/file/f",
+        &first,
+        &[&format!("Content-Digest: {}", sha256_field(&first))],
+    );
+    r.assert_ok_json();
+    assert_eq!(
+        r.header("repr-digest"),
+        Some(format!("{}, {}", sha256_field(&first), crc32c_field(&first)).as_str()),
+        "an upload answers its body's digest"
+    );
+    let asked = ["Want-Repr-Digest: sha-256=1"];
+    assert_eq!(s.get_with("/file/f", &asked).header("repr-digest"), None);
+    // Another writer, same size, within the second.
+    let second = vec![b'0'; 100];
+    {
+        use std::os::unix::fs::FileExt as _;
+        let other = fs::OpenOptions::new()
+            .write(true)
+            .open(disk.root().join("f"))
+            .expect("open");
+        other.write_all_at(&second, 0).expect("another writer");
+    }
+    let read = s.get_with("/file/f", &asked);
+    read.assert_ok_body(&second);
+    assert_eq!(read.header("repr-digest"), None);
+    let tail = b"tail\n";
+    let stale = [first.clone(), tail.to_vec()].concat();
+    let r = s.send(
+        "PUT",
+        "/file/f",
+        tail,
+        &[&format!("Repr-Digest: {}", sha256_field(&stale))],
+    );
+    r.assert_error(400);
+    assert!(r.text().contains("whole seconds"), "{}", r.text());
+    let r = s.send("PUT", "/file/f", tail, &[]);
+    r.assert_ok_json();
+    assert_eq!(r.header("repr-digest"), None);
+    assert_eq!(s.read("f"), [second, tail.to_vec()].concat());
+    assert!(s.log().contains("whole seconds"), "{}", s.log());
+}
+
+/// An append to a file the service keeps no digest for (another program wrote it) answers the
+/// whole file's crc32c, read once under the append's lock and kept: the next appends extend it
+/// without reading the file again, and a download asking for it gets it.
+#[test]
+fn an_append_to_a_file_with_no_kept_digest_answers_its_crc32c_and_keeps_it() {
+    let s = Server::start();
+    let first = random_bytes(3_000_000, 23);
+    fs::write(s.root().join("g"), &first).expect("another program writes the file");
+    let mut whole = first.clone();
+    for (i, part) in [b"part2\n".to_vec(), random_bytes(100_000, 24)].into_iter().enumerate() {
+        whole.extend_from_slice(&part);
+        let r = s.send("PUT", "/file/g", &part, &[]);
+        r.assert_ok_json();
+        assert_eq!(
+            r.header("repr-digest"),
+            Some(crc32c_field(&whole).as_str()),
+            "append {i}"
+        );
+    }
+    assert_eq!(s.read("g"), whole);
+    let read = s.get_with("/file/g", &["Want-Repr-Digest: crc32c=1"]);
+    assert_eq!(read.header("repr-digest"), Some(crc32c_field(&whole).as_str()));
 }
