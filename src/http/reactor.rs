@@ -453,20 +453,27 @@ impl Reactor {
                 Readiness::Gone => continue,
                 Readiness::Ready(p, head, len) => (p, head, len),
             };
-            let Some(conn) = dispatch(p, head, head_len, Delivery::NonBlocking, shared) else {
-                continue;
-            };
-            if let Err(conn) = self.pool.try_submit(conn) {
-                log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
-                let _ = conn.stream.set_nonblocking(true);
-                refuse(
-                    &conn.stream,
-                    conn.remote,
-                    Refusal::Overloaded(Overload::Workers),
-                    "workers and queue full",
-                    shared,
-                );
-            }
+            self.hand_over(p, head, head_len);
+        }
+    }
+
+    /// A parked connection whose whole head has come: answered here (an early answer), or
+    /// given to the pool, or refused when the pool and its queue are full.
+    fn hand_over(&self, p: Parked, head: Head, head_len: usize) {
+        let shared = &*self.shared;
+        let Some(conn) = dispatch(p, head, head_len, Delivery::NonBlocking, shared) else {
+            return;
+        };
+        if let Err(conn) = self.pool.try_submit(conn) {
+            log::warn!("refusing {}: all workers busy and the queue is full", conn.remote);
+            let _ = conn.stream.set_nonblocking(true);
+            refuse(
+                &conn.stream,
+                conn.remote,
+                Refusal::Overloaded(Overload::Workers),
+                "workers and queue full",
+                shared,
+            );
         }
     }
 
@@ -541,6 +548,17 @@ impl Reactor {
         }
         let expired = self.shared.parked.take_expired(now, &self.shared);
         for p in expired {
+            // What came in meanwhile is read first: a deadline that passed while the process
+            // was paused (SIGSTOP, a container freeze) or while its event waited in the set
+            // must not cost a request the client finished in time.
+            let p = match advance(p, &self.shared) {
+                Readiness::Ready(p, head, len) => {
+                    self.hand_over(p, head, len);
+                    continue;
+                }
+                Readiness::Gone => continue,
+                Readiness::Waiting(p) => p,
+            };
             if !is_idle(&p.pending) {
                 refuse(
                     &p.stream,

@@ -19,6 +19,52 @@ fn pause(server: &Server, pause: Duration) {
     server.signal(libc::SIGCONT);
 }
 
+/// Requests sent while the server is stopped for longer than its idle and head timeouts (a
+/// container pause): a kept-alive connection's next request, and a head begun before the pause
+/// and finished during it, are each answered 200 once it continues, not closed or refused 408
+/// for a deadline that passed while the process could not read.
+#[test]
+fn requests_sent_during_a_pause_longer_than_the_timeouts_are_answered() {
+    let server = Server::start_with(&["--idle-timeout", "1", "--head-timeout", "1"]);
+    server.write("f.txt", b"whole\n");
+    const EACH: usize = 100;
+    let get = b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+    // Kept alive after one answered request, and heads begun but not finished.
+    let mut kept: Vec<Conn> = (0..EACH)
+        .map(|_| {
+            let mut conn = server.connect();
+            conn.send(get).response().assert_ok_body("whole\n");
+            conn
+        })
+        .collect();
+    let mut begun: Vec<Conn> = (0..EACH)
+        .map(|_| {
+            let mut conn = server.connect();
+            conn.send(b"GET /file/f.txt HTTP/1.1\r\n");
+            conn
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGSTOP);
+    for conn in &mut kept {
+        conn.send(get);
+    }
+    for conn in &mut begun {
+        conn.send(b"Host: t\r\n\r\n");
+    }
+    thread::sleep(Duration::from_millis(2500));
+    server.signal(libc::SIGCONT);
+    for (what, conns) in [("kept-alive", &mut kept), ("begun", &mut begun)] {
+        for (i, conn) in conns.iter_mut().enumerate() {
+            match conn.try_response() {
+                Some(r) if r.status == 200 => assert_eq!(r.body, b"whole\n"),
+                Some(r) => r.fail(&format!("{what} connection {i}: request sent during the pause")),
+                None => panic!("{what} connection {i}: closed without an answer after the pause"),
+            }
+        }
+    }
+}
+
 /// Uploads (POST) and appends (PUT) whose bodies arrive in pieces while the server is stopped
 /// and continued several times (a container pause, a freezer, a debugger): every one is
 /// answered 200 and every file is whole. Before, the socket read interrupted by the stop
