@@ -387,9 +387,12 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
             write_body(held, &entry.body.spool, *at).map_err(StorageError::from_io)?;
         }
     }
-    let written = held.file.metadata().map_err(StorageError::from_io)?;
+    let mut written = held.file.metadata().map_err(StorageError::from_io)?;
     if fsync {
         held.file.sync_data().map_err(StorageError::from_io)?;
+        if digest::identity_after_sync() {
+            written = held.file.metadata().map_err(StorageError::from_io)?;
+        }
     }
     let stored = match &kept {
         Some(kept) if unchanged => digest::store_if_unchanged(dir, &held.file, kept, &written),

@@ -72,6 +72,11 @@ static RECORDS_IN_USE: AtomicBool = AtomicBool::new(false);
 /// read on it ([`probe_timestamps`]).
 static COARSE_TIMES: AtomicBool = AtomicBool::new(false);
 
+/// Set at start when a sync moves a written file's modification time (a FUSE filesystem that
+/// writes back on `fsync`, like JuiceFS): an append's version is then taken after its sync, not
+/// right after its write ([`identity_after_sync`]).
+static SYNC_MOVES_MTIME: AtomicBool = AtomicBool::new(false);
+
 /// Writes the start-up probe makes to its file, each a while after the last: on a volume with
 /// finer timestamps, at least one lands off a whole second.
 const PROBE_WRITES: usize = 3;
@@ -631,8 +636,20 @@ pub fn probe_timestamps(root: &Dir) -> bool {
     // else a probe file (random name, in the reserved namespace; no lock: a sweep of another
     // replica that removes it meanwhile changes nothing, as it is written through its
     // descriptor).
+    let probed = |probe: &mut File| {
+        let fine = writes_show_nanoseconds(probe);
+        if sync_moves_mtime(probe) {
+            SYNC_MOVES_MTIME.store(true, Ordering::Relaxed);
+            log::info!(
+                "the storage volume moves a file's modification time when it syncs it (a FUSE \
+                 filesystem that writes back on fsync): an append's digests name the file as it is \
+                 after its sync"
+            );
+        }
+        fine
+    };
     let fine = match root.create_unnamed() {
-        Ok(mut probe) => writes_show_nanoseconds(&mut probe),
+        Ok(mut probe) => probed(&mut probe),
         Err(_) => {
             let Ok(name) = super::dir::random_name(super::PROBE_PREFIX) else {
                 return false;
@@ -641,7 +658,7 @@ pub fn probe_timestamps(root: &Dir) -> bool {
             let Ok(mut probe) = root.create_new(&name) else {
                 return false;
             };
-            let fine = writes_show_nanoseconds(&mut probe);
+            let fine = probed(&mut probe);
             let _ = root.remove_file(&name);
             fine
         }
@@ -677,6 +694,24 @@ fn writes_show_nanoseconds(probe: &mut File) -> bool {
         }
     }
     fine
+}
+
+/// True when a write to `probe`, synced, shows another modification time after the sync than
+/// right after the write.
+fn sync_moves_mtime(probe: &mut File) -> bool {
+    let before = probe.write_all(b"y").and_then(|()| probe.metadata());
+    let after = probe.sync_data().and_then(|()| probe.metadata());
+    match (before, after) {
+        (Ok(before), Ok(after)) => (before.mtime(), before.mtime_nsec()) != (after.mtime(), after.mtime_nsec()),
+        _ => false,
+    }
+}
+
+/// True when an append's version (what its kept digests name) must be taken after its sync:
+/// the volume moves modification times when it syncs. The check for another writer's change
+/// then covers the time up to the sync's end less well (`docs/operations.md`).
+pub fn identity_after_sync() -> bool {
+    SYNC_MOVES_MTIME.load(Ordering::Relaxed)
 }
 
 /// True when kept digests are off (the volume's timestamps are whole seconds).
