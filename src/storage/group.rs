@@ -173,6 +173,16 @@ fn lead(root: &Root, parent: &Path, name: &OsStr, batch: Vec<Job>, fsync: bool) 
     let jobs: Vec<_> = batch.iter().map(|job| (&job.body, job.len, job.size)).collect();
     let ended = append::run_batch(root, parent, name, &jobs, fsync);
     drop(jobs);
+    // A full volume fails the whole batch while writing it (rolled back, nothing answered):
+    // whether a small append fits must not depend on a large one that happened to share its
+    // batch, so each is tried again alone. Only for a full volume: a failed sync is never
+    // retried (after it the page cache cannot be trusted; see docs/write-protocol.md).
+    if matches!(ended, Batch::Failed(StorageError::NoSpace)) && batch.len() > 1 {
+        return batch
+            .into_iter()
+            .flat_map(|job| lead(root, parent, name, vec![job], fsync))
+            .collect();
+    }
     match ended {
         Batch::Missing => batch
             .into_iter()

@@ -286,3 +286,60 @@ fn processes_appending_to_one_file_while_one_is_killed_keep_every_acknowledged_a
     let present = check_records(&servers[1].get("/file/shared.log").body, &acked, "after the kill");
     eprintln!("present per lane: {present:?}");
 }
+
+/// One append that does not fit on a full volume, batched with small ones that do: only it is
+/// refused (507); each small one is appended once. A batch that fails for lack of space is
+/// rolled back whole, so the service tries each of its appends again alone.
+#[test]
+fn on_a_full_volume_only_the_append_that_does_not_fit_is_refused() {
+    const SMALL: usize = 5;
+    if !strace_usable() {
+        return;
+    }
+    let disk = match crate::support::mounts::Mounted::tmpfs("size=4m") {
+        Ok(disk) => disk,
+        Err(why) => return crate::support::skip(&format!("a 4 MiB tmpfs: {why}")),
+    };
+    let root = disk.root();
+    // Every fdatasync takes 700 ms, so appends sent while the first one syncs form one batch.
+    let wrapper: Vec<String> = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fdatasync",
+        "-e",
+        "inject=fdatasync:delay_enter=700000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let s = Server::start_wrapped_on(&root, &wrapper, &["--fsync", "true", "--workers", "16"]);
+    let small = vec![b'a'; 1000];
+    s.send("POST", "/file/f", &small, &[]).assert_ok_json();
+    // About 2 MB left: the large body spools (1.5 MB) but does not fit once more in the file.
+    fs::write(root.join("filler"), vec![0u8; 1_900_000]).unwrap();
+    let big = vec![b'b'; 1_500_000];
+    let statuses: Vec<(bool, u16)> = thread::scope(|scope| {
+        let first = scope.spawn(|| (false, s.send("PUT", "/file/f", &small, &[]).status));
+        thread::sleep(Duration::from_millis(300));
+        let mut lanes: Vec<_> = (0..SMALL)
+            .map(|_| scope.spawn(|| (false, s.send("PUT", "/file/f", &small, &[]).status)))
+            .collect();
+        thread::sleep(Duration::from_millis(50));
+        lanes.push(scope.spawn(|| (true, s.send("PUT", "/file/f", &big, &[]).status)));
+        lanes.push(first);
+        lanes.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    let smalls_ok = statuses.iter().filter(|&&(is_big, st)| !is_big && st == 200).count();
+    let big_status = statuses.iter().find(|&&(is_big, _)| is_big).map(|&(_, st)| st);
+    assert_eq!(smalls_ok, SMALL + 1, "every small append fits: {statuses:?}");
+    assert_eq!(big_status, Some(507), "the large one does not: {statuses:?}");
+    assert_eq!(
+        s.read("f"),
+        vec![b'a'; 1000 * (SMALL + 2)],
+        "each small append once, nothing of the large one"
+    );
+}
