@@ -151,7 +151,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         log::warn!("start-up sweep: settled {removed} leftover(s) of interrupted uploads, appends and deletes");
     }
     // After the sweep, whose system calls fault-injection tests count.
-    storage.probe_timestamps();
+    storage.probe_timestamps(crate::volume::is_fuse(storage.root()));
     let stats = Arc::new(Stats::default());
     let tokens = Tokens::new(
         config.token.clone(),

@@ -282,6 +282,15 @@ pub struct JuiceFs {
     pub at_mount_root: bool,
 }
 
+/// True when the volume at `root` is a FUSE filesystem (as `/proc/self/mountinfo` names it):
+/// one that may write back on `fsync` and move a file's modification time then.
+pub fn is_fuse(root: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|info| mount_of(root, &info))
+        .is_some_and(|mount| mount.fstype.starts_with("fuse"))
+}
+
 /// Logs what the volume at `root` is, and any advice for running several replicas on it.
 /// On JuiceFS, returns what the replica guard needs to know ([`JuiceFs`]): every replica on
 /// JuiceFS registers its presence, whatever its own options.

@@ -630,15 +630,18 @@ pub fn discard(dir: &Dir, file: &File, ino: u64) {
 /// seconds: a temp file is written [`PROBE_WRITES`] times and its mtime's nanoseconds looked
 /// at. Where they stay 0, kept digests are turned off for this process (logged): none is kept,
 /// none read. True when they are off. A volume the probe cannot write to keeps them on (its
-/// writes fail anyway).
-pub fn probe_timestamps(root: &Dir) -> bool {
+/// writes fail anyway). On a FUSE volume (`fuse`) the probe is also synced, to see whether a
+/// sync moves the mtime ([`identity_after_sync`]).
+pub fn probe_timestamps(root: &Dir, fuse: bool) -> bool {
     // A file with no name where the volume has them (nothing to remove: no unlink at start),
     // else a probe file (random name, in the reserved namespace; no lock: a sweep of another
     // replica that removes it meanwhile changes nothing, as it is written through its
     // descriptor).
     let probed = |probe: &mut File| {
         let fine = writes_show_nanoseconds(probe);
-        if sync_moves_mtime(probe) {
+        // Only a FUSE volume writes back on a sync (a local filesystem never moves the mtime
+        // then), and a sync at start costs a slow disk, so only there is it tried.
+        if fuse && sync_moves_mtime(probe) {
             SYNC_MOVES_MTIME.store(true, Ordering::Relaxed);
             log::info!(
                 "the storage volume moves a file's modification time when it syncs it (a FUSE \

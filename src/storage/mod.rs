@@ -629,10 +629,11 @@ impl Storage {
         }
     }
 
-    /// Turns kept digests off if the volume's timestamps are whole seconds
-    /// ([`digest::probe_timestamps`]); true when they are off.
-    pub fn probe_timestamps(&self) -> bool {
-        digest::probe_timestamps(self.root.dir())
+    /// Turns kept digests off if the volume's timestamps are whole seconds, and on a FUSE
+    /// volume (`fuse`) also looks whether a sync moves them ([`digest::probe_timestamps`]);
+    /// true when they are off.
+    pub fn probe_timestamps(&self, fuse: bool) -> bool {
+        digest::probe_timestamps(self.root.dir(), fuse)
     }
 
     /// Settles what crashed processes left anywhere under the root; returns how many.
