@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::mounts::Mounted;
 use crate::support::raw::Conn;
-use crate::support::{JOURNAL_PREFIX, RESERVED_PREFIX, Response, Server, TempDir, random_bytes, skip};
+use crate::support::{JOURNAL_PREFIX, RESERVED_PREFIX, Response, Server, TempDir, b64, random_bytes, skip};
 
 /// The seed of the kill moments: `HTTP_NAS_CRASH_SEED`, else the clock (so every run tries
 /// other moments; the seed is printed, so a failure can be repeated).
@@ -478,26 +478,6 @@ fn check_kept_digests(addr: SocketAddr, files: &[String]) -> Result<usize, Strin
         answered += 1;
     }
     Ok(answered)
-}
-
-/// Standard padded base64.
-fn b64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 /// The uploaded file is absent (nothing acknowledged) or exactly the last acknowledged or the

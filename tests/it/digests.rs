@@ -10,31 +10,11 @@ use std::thread;
 
 use sha2::Digest as _;
 
-use crate::support::{Server, random_bytes};
+use crate::support::{Server, b64, random_bytes};
 
 /// Concurrent appenders and appends each (8 × 125 = 1,000).
 const APPENDERS: usize = 8;
 const APPENDS_EACH: usize = 125;
-
-/// Standard padded base64, as `base64` (coreutils) writes it.
-fn b64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
 
 fn sha256_field(data: &[u8]) -> String {
     format!("sha-256=:{}:", b64(&sha2::Sha256::digest(data)))

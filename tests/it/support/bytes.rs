@@ -1,5 +1,6 @@
-//! Byte-string helpers shared by every module: reproducible incompressible test data, and a
-//! comparison and preview that never dump megabytes into a failure message.
+//! Byte-string helpers shared by every module: reproducible incompressible test data, a base64
+//! of the tests' own for checking digests, and a comparison and preview that never dump
+//! megabytes into a failure message.
 
 /// Deterministic incompressible bytes (xorshift64*), so a failure is reproducible.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -41,4 +42,25 @@ pub fn preview(bytes: &[u8]) -> String {
     } else {
         format!("{shown:?}")
     }
+}
+
+/// Standard padded base64, as `base64` (coreutils) writes it: the tests' own, so a digest the
+/// server answers is checked against an encoding it did not make.
+pub fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
 }

@@ -34,7 +34,7 @@ mod strace;
 mod wait;
 pub mod writes;
 
-pub use bytes::{assert_same_bytes, preview, random_bytes};
+pub use bytes::{assert_same_bytes, b64, preview, random_bytes};
 pub use response::Response;
 pub use server::{JOURNAL_PREFIX, RESERVED_PREFIX, Server, TempDir, server_binary};
 pub use skip::skip;
