@@ -190,14 +190,7 @@ impl Record {
         let mut lines = body.lines();
         (lines.next()? == MAGIC).then_some(())?;
         let mut field = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(' ').map(str::to_string);
-        let id = field("id")?;
-        let dev = field("dev")?.parse().ok()?;
-        let ino = field("ino")?.parse().ok()?;
-        let born = match field("born")?.as_str() {
-            "-" => None,
-            b => Some(b.parse().ok()?),
-        };
-        let before = field("before")?.parse().ok()?;
+        let (id, file, before) = Self::decode_head(&mut field)?;
         let range = match field("range")?.as_str() {
             "idle" => Range::Idle,
             "legacy" => Range::Legacy,
@@ -216,18 +209,16 @@ impl Record {
         };
         Some(Record {
             id,
-            file: FileId { dev, ino, born },
+            file,
             before,
             range,
             boot,
         })
     }
 
-    /// A record of the older format: `end` as its last line, no checksum, always rolled back.
-    fn decode_v2(text: &str) -> Option<Record> {
-        let mut lines = text.lines();
-        (lines.next()? == MAGIC_V2).then_some(())?;
-        let mut field = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(' ').map(str::to_string);
+    /// The fields both formats begin with, in order: the record's id, the file it is for, and
+    /// the size to return to. `field` yields the next line's value for a key.
+    fn decode_head(field: &mut impl FnMut(&str) -> Option<String>) -> Option<(String, FileId, u64)> {
         let id = field("id")?;
         let dev = field("dev")?.parse().ok()?;
         let ino = field("ino")?.parse().ok()?;
@@ -236,10 +227,19 @@ impl Record {
             b => Some(b.parse().ok()?),
         };
         let before = field("before")?.parse().ok()?;
+        Some((id, FileId { dev, ino, born }, before))
+    }
+
+    /// A record of the older format: `end` as its last line, no checksum, always rolled back.
+    fn decode_v2(text: &str) -> Option<Record> {
+        let mut lines = text.lines();
+        (lines.next()? == MAGIC_V2).then_some(())?;
+        let mut field = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(' ').map(str::to_string);
+        let (id, file, before) = Self::decode_head(&mut field)?;
         (lines.next()? == END && lines.next().is_none()).then_some(())?;
         Some(Record {
             id,
-            file: FileId { dev, ino, born },
+            file,
             before,
             range: Range::Legacy,
             boot: None,
