@@ -145,13 +145,13 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         source,
     })?;
     crate::storage::lock::set_timeout(config.lock_timeout);
-    let juicefs = crate::volume::log_volume(storage.root());
+    let volume = crate::volume::log_volume(storage.root());
     let removed = storage.sweep();
     if removed > 0 {
         log::warn!("start-up sweep: settled {removed} leftover(s) of interrupted uploads, appends and deletes");
     }
     // After the sweep, whose system calls fault-injection tests count.
-    storage.probe_timestamps(crate::volume::is_fuse(storage.root()));
+    storage.probe_timestamps(volume.fuse);
     let stats = Arc::new(Stats::default());
     let tokens = Tokens::new(
         config.token.clone(),
@@ -172,7 +172,7 @@ pub fn start(config: &Config) -> Result<Server, StartError> {
         "open (no token set)"
     };
     let mut app = App::new(storage, tokens, browser, Arc::clone(&stats));
-    if let Some(juicefs) = juicefs {
+    if let Some(juicefs) = volume.juicefs {
         app.guard_replicas(juicefs.hazard, juicefs.at_mount_root);
     }
     let app = Arc::new(app);

@@ -282,29 +282,38 @@ pub struct JuiceFs {
     pub at_mount_root: bool,
 }
 
-/// True when the volume at `root` is a FUSE filesystem (as `/proc/self/mountinfo` names it):
-/// one that may write back on `fsync` and move a file's modification time then.
-pub fn is_fuse(root: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .and_then(|info| mount_of(root, &info))
-        .is_some_and(|mount| mount.fstype.starts_with("fuse"))
+/// What start-up learns of the volume from its mount ([`log_volume`]).
+#[derive(Default)]
+pub struct Volume {
+    /// On JuiceFS, what the replica guard needs to know: every replica on JuiceFS registers
+    /// its presence, whatever its own options.
+    pub juicefs: Option<JuiceFs>,
+    /// A FUSE filesystem: one that may write back on `fsync` and move a file's modification
+    /// time then.
+    pub fuse: bool,
 }
 
-/// Logs what the volume at `root` is, and any advice for running several replicas on it.
-/// On JuiceFS, returns what the replica guard needs to know ([`JuiceFs`]): every replica on
-/// JuiceFS registers its presence, whatever its own options.
-pub fn log_volume(root: &Path) -> Option<JuiceFs> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = mount_of(root, &mountinfo)?;
+/// Logs what the volume at `root` is, and any advice for running several replicas on it;
+/// returns what the rest of start-up needs of it ([`Volume`]).
+pub fn log_volume(root: &Path) -> Volume {
+    let Some(mount) = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|info| mount_of(root, &info))
+    else {
+        return Volume::default();
+    };
     log::info!("storage volume: {} mounted at {}", mount.fstype, mount.point);
+    let fuse = mount.fstype.starts_with("fuse");
     if mount.fstype == "fuse.juicefs" {
-        return Some(log_juicefs(&mount, root));
+        return Volume {
+            juicefs: Some(log_juicefs(&mount, root)),
+            fuse,
+        };
     }
     if let Some(advice) = replica_advice(&mount) {
         log::warn!("{advice}");
     }
-    None
+    Volume { juicefs: None, fuse }
 }
 
 /// [`log_volume`] for a JuiceFS mount.
