@@ -332,3 +332,50 @@ fn a_connection_refused_at_the_connection_limit_is_counted() {
     assert!(back, "the idle connections were not closed");
     assert_counted(&s, "5xx", before, "a 503 at the connection limit");
 }
+
+/// Every log line, the access log's included, leaves in one `write(2)` of its own to stderr:
+/// lines from two threads cannot interleave, and a request costs one system call to log.
+#[test]
+fn each_log_line_is_one_write_to_stderr() {
+    if !crate::support::strace_usable() {
+        return;
+    }
+    let home = crate::support::TempDir::new();
+    let trace = home.path().join("writes.strace");
+    let wrapper: Vec<String> = [
+        "strace",
+        "-f",
+        "-qq",
+        "-e",
+        "trace=write",
+        "-o",
+        trace.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (_root_home, root) = shared_root();
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    s.write("f.txt", b"x\n");
+    for _ in 0..20 {
+        s.get("/file/f.txt").assert_ok_body("x\n");
+    }
+    s.get("/file/missing").assert_status(404);
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || s
+            .log()
+            .lines()
+            .filter(|l| l.contains("[access]"))
+            .count()
+            >= 21),
+        "the access lines never came: {}",
+        s.log()
+    );
+    let lines = s.log().lines().count();
+    let writes = fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("write(2, "))
+        .count();
+    assert_eq!(writes, lines, "writes to stderr against log lines:\n{}", s.log());
+}
