@@ -79,7 +79,8 @@ fn park((conn, counted): Kept<'_>, shared: &Shared) {
 
 /// Takes and serves the parked connections that become readable, waiting at most
 /// [`LINGER_MS`] each time for one, counted idle meanwhile; returns when none came in time, a
-/// job waits in the pool's queue (the pool hands it to this worker next) or the server stops.
+/// job waits in the pool's queue (the pool hands it to this worker next), enough other workers
+/// wait on the set already (it then sleeps on the pool's queue) or the server stops.
 /// A keep-alive client that sends its next request at once (a loop of small GETs), or any of
 /// hundreds doing so, is so served by a worker already running, with no hand-over between
 /// threads. A connection whose head is still partial is parked again: slow clients never hold
