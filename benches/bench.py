@@ -496,12 +496,11 @@ master_process on;
 worker_processes {workers};
 error_log {dir}/error.log warn;
 pid {dir}/nginx.pid;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 768; }}
 http {{
-    access_log off;
+    access_log {access_log};
     sendfile on;
     tcp_nopush on;
-    keepalive_requests 1000000;
     default_type application/octet-stream;
     client_max_body_size 0;
     client_body_temp_path {dir}/body;
@@ -528,8 +527,9 @@ def start_nginx(work: Path, data: Data, nginx: str) -> Server:
     port = free_port()
     user_line = "user root;" if os.geteuid() == 0 else ""
     conf = conf_dir / "nginx.conf"
+    access_log = "off" if os.environ.get("BENCH_NGINX_ACCESS_LOG") == "off" else str(conf_dir / "access.log")
     conf.write_text(NGINX_CONF.format(user_line=user_line, workers=NGINX_WORKERS, dir=conf_dir,
-                                      host=HOST, port=port, root=root))
+                                      host=HOST, port=port, root=root, access_log=access_log))
     error_log = conf_dir / "error.log"
     with open(error_log, "ab") as stderr:
         proc = CHILDREN.spawn([nginx, "-p", str(conf_dir), "-c", str(conf), "-e", str(error_log)],
