@@ -9,6 +9,7 @@
 //! to break, and where to change what) is `docs/ARCHITECTURE.md`.
 #![deny(unsafe_code)]
 
+mod allocator;
 mod app;
 mod config;
 mod http;
@@ -25,6 +26,7 @@ mod volume;
 // compiler reports whatever nothing reaches as dead code.
 
 /// What the binary needs: parse flags, start the server, wait for a stop signal.
+pub use allocator::ThreadCache;
 pub use config::{Command, Config, help, parse as parse_args};
 pub use http::{Server, ShutdownReport};
 pub use logging::init as init_logging;

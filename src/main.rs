@@ -3,6 +3,11 @@
 use http_nas::Command;
 use std::process::ExitCode;
 
+/// Small blocks are kept per thread in front of the C library's allocator (`src/allocator.rs`):
+/// musl's, in the shipped static binary, otherwise locks and maps memory on every request.
+#[global_allocator]
+static ALLOCATOR: http_nas::ThreadCache = http_nas::ThreadCache;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match http_nas::parse_args(&args, &|k| std::env::var(k).ok()) {

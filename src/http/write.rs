@@ -260,6 +260,10 @@ pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head
         }
         ResponseBody::File { file, offset, len } if len <= INLINE_FILE_BYTES => {
             let start = head.len();
+            // One allocation of the final size, not a growth of the head's.
+            let mut whole = Vec::with_capacity(start + len as usize);
+            whole.extend_from_slice(&head);
+            head = whole;
             head.resize(start + len as usize, 0);
             // A file that shrank since its length was taken fails here, before anything is sent.
             file.read_exact_at(&mut head[start..], offset).map_err(cut_at_start)?;
