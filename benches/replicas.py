@@ -9,6 +9,9 @@ over its replicas, for two workloads, each run BENCH_RUNS times (median):
   - appends: every client appends 100-byte records to one of 4 shared files over a kept-alive
     connection for 5 s (appends/s over all clients), fsync on.
 The numbers are printed as a table with each configuration's ratio to the local single replica.
+A second table puts one client appending 100-byte records to one file through one replica beside
+a Python loop doing `write` + `fsync` of the same records on a file of the same volume, each for
+5 s (fsync on), on local disk and on each volume.
 Only the Python 3.11 standard library is used; all traffic goes to 127.0.0.1.
 """
 
@@ -108,6 +111,58 @@ def appends(ports: list[int]) -> float:
     return sum(counts) / APPEND_SECONDS
 
 
+def one_client_appends(port: int) -> float:
+    """Appends/s of one client appending 100-byte records to one file for APPEND_SECONDS."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    record = b"x" * 99 + b"\n"
+    count = 0
+    stop = time.monotonic() + APPEND_SECONDS
+    while time.monotonic() < stop:
+        conn.request("PUT", "/file/single.csv", body=record)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"append answered {response.status}")
+        count += 1
+    conn.close()
+    return count / APPEND_SECONDS
+
+
+def raw_appends(directory: Path) -> float:
+    """Appends/s of a Python loop writing and fsyncing 100-byte records to a file in `directory`."""
+    path = directory / "raw-appends.csv"
+    record = b"x" * 99 + b"\n"
+    count = 0
+    try:
+        with open(path, "ab") as out:
+            stop = time.monotonic() + APPEND_SECONDS
+            while time.monotonic() < stop:
+                out.write(record)
+                out.flush()
+                os.fsync(out.fileno())
+                count += 1
+    finally:
+        path.unlink(missing_ok=True)
+    return count / APPEND_SECONDS
+
+
+def single_client(name: str, root: Path) -> tuple[str, float, float]:
+    """One client through one replica vs raw write+fsync on the same volume, alternating."""
+    nas, raw = [], []
+    for _ in range(RUNS):
+        (root / "single.csv").unlink(missing_ok=True)
+        proc, port = start(root)
+        try:
+            nas.append(one_client_appends(port))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        raw.append(raw_appends(root))
+        print(f"  {name:28} one client: {nas[-1]:8.0f} appends/s, raw write+fsync {raw[-1]:8.0f}/s", flush=True)
+    (root / "single.csv").unlink(missing_ok=True)
+    return name, statistics.median(nas), statistics.median(raw)
+
+
 def measure(name: str, roots: list[Path], body: bytes) -> tuple[str, float, float]:
     up, ap = [], []
     for run in range(RUNS):
@@ -129,8 +184,10 @@ def measure(name: str, roots: list[Path], body: bytes) -> tuple[str, float, floa
     return name, statistics.median(up), statistics.median(ap)
 
 
-def volume_rows(label: str, script: Path, directory: Path, body: bytes) -> list[tuple[str, float, float]]:
-    """1, 2 and 3 replicas on the volume `script` sets up (none where FUSE is missing)."""
+def volume_rows(label: str, script: Path, directory: Path, body: bytes,
+                singles: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """1, 2 and 3 replicas on the volume `script` sets up (none where FUSE is missing); the
+    one-client row goes to `singles`."""
     up = subprocess.run([str(script), "up", str(directory), "3"], capture_output=True, text=True)
     if up.returncode == 3:
         print(f"{label} rows skipped: this machine cannot mount FUSE")
@@ -142,6 +199,7 @@ def volume_rows(label: str, script: Path, directory: Path, body: bytes) -> list[
         mounts = [Path(m) for m in up.stdout.split()]
         shared = "bench"
         (mounts[0] / shared).mkdir(exist_ok=True)
+        singles.append(single_client(label, mounts[0] / shared))
         for n in (1, 2, 3):
             roots = [m / shared for m in mounts[:n]]
             rows.append(measure(f"{n} replica{'s' if n > 1 else ''}, {label}", roots, body))
@@ -157,10 +215,12 @@ def main() -> int:
     body = os.urandom(UPLOAD_BYTES)
     local = Path(tempfile.mkdtemp(prefix="http-nas-replicas-"))
     rows = []
+    singles: list[tuple[str, float, float]] = []
     try:
+        singles.append(single_client("local disk", local))
         rows.append(measure("1 replica, local disk", [local], body))
         for label, script, directory in VOLUMES:
-            rows.extend(volume_rows(label, REPO / ".ci" / script, directory, body))
+            rows.extend(volume_rows(label, REPO / ".ci" / script, directory, body, singles))
     finally:
         shutil.rmtree(local, ignore_errors=True)
     base_up, base_ap = rows[0][1], rows[0][2]
@@ -170,6 +230,12 @@ def main() -> int:
     for name, up_rate, ap_rate in rows:
         print(f"| {name} | {up_rate:,.0f} MiB/s | {up_rate / base_up:.2f}x | {ap_rate:,.0f}/s |"
               f" {ap_rate / base_ap:.2f}x |")
+    print(f"\nOne client appending 100 B records to one file through one replica, fsync on, against a"
+          f" Python write+fsync loop on the same volume; medians of {RUNS} runs\n")
+    print("| volume | http-nas, 1 client | raw write+fsync | ratio |")
+    print("|---|---|---|---|")
+    for name, nas_rate, raw_rate in singles:
+        print(f"| {name} | {nas_rate:,.0f}/s | {raw_rate:,.0f}/s | {nas_rate / raw_rate:.2f}x |")
     return 0
 
 
