@@ -83,10 +83,22 @@ pub fn append_verified(
     // A large body waits in the deepest directory of the target's that exists: its own is
     // created only at commit, so nothing shows (or is left by a crash) before then.
     let mut hashing = digest::Hashing::new(body, digests.wanted);
-    let spool = Spool::receive(&mut hashing, || TempFile::create_near(root, parent))?;
+    // With fsync on, the batch's crash record carries a checksum of its bytes: taken here as
+    // they arrive, so a large body is not read back from its spool for it.
+    let (spool, sum) = if fsync {
+        let mut summing = journal::Summing::new(&mut hashing);
+        let spool = Spool::receive(&mut summing, || TempFile::create_near(root, parent))?;
+        (spool, Some(summing.sum))
+    } else {
+        (
+            Spool::receive(&mut hashing, || TempFile::create_near(root, parent))?,
+            None,
+        )
+    };
     let body = Received {
         spool,
         hasher: hashing.hasher,
+        sum,
     };
     commit(root, parent, name, creatable, body, conditions, digests, fsync)
 }
@@ -95,13 +107,19 @@ pub fn append_verified(
 pub(crate) struct Received {
     spool: Spool,
     hasher: digest::Hasher,
+    /// The [`Checksum`] state of the body's bytes, taken as they arrived (`None` if not taken).
+    sum: Option<Checksum>,
 }
 
 impl Received {
     /// A body received some other way (a concatenation's gathered bytes), with `hasher` fed
     /// exactly those bytes: the commit extends the file's kept digests with it.
     pub(crate) fn new(spool: Spool, hasher: digest::Hasher) -> Received {
-        Received { spool, hasher }
+        Received {
+            spool,
+            hasher,
+            sum: None,
+        }
     }
 }
 
@@ -267,7 +285,7 @@ fn create_whole(
     conditions.check(None)?;
     // The new file is the body: its digests are the body's (a concatenation's gathered bytes
     // are hashed for what it asks only now, when they are known to be the whole file).
-    let Received { spool, hasher } = body;
+    let Received { spool, hasher, .. } = body;
     hasher
         .complete(digests.wanted, |feed| spool.replay(feed))
         .map_err(StorageError::from_io)?;
@@ -352,7 +370,7 @@ fn append_batch(dir: &Dir, held: &mut Held, entries: &[Entry<'_>], fsync: bool) 
         match outcome {
             Ok((after, repr)) => {
                 if fsync {
-                    add_body_to(&mut sum, &entry.body.spool).map_err(StorageError::from_io)?;
+                    add_to_batch_sum(&mut sum, end == before, entry.body).map_err(StorageError::from_io)?;
                 }
                 outcomes.push(Ok((end, repr)));
                 kept = after;
@@ -437,6 +455,19 @@ fn commit_point(batch: journal::Uncommitted<'_, '_>) -> Result<()> {
     batch.commit()
 }
 
+/// Adds an accepted `body` to its batch's checksum `sum`; `first` when no byte of the batch
+/// precedes it, and then the checksum taken as it arrived, if any, is the batch's so far: a
+/// large body is read back from its spool only when another precedes it in the batch.
+fn add_to_batch_sum(sum: &mut Checksum, first: bool, body: &Received) -> std::io::Result<()> {
+    match &body.sum {
+        Some(taken) if first => {
+            *sum = taken.clone();
+            Ok(())
+        }
+        _ => add_body_to(sum, &body.spool),
+    }
+}
+
 /// Adds the bytes of a spooled body to `sum` (read back from its temp file for a large one).
 fn add_body_to(sum: &mut Checksum, spool: &Spool) -> std::io::Result<()> {
     match spool {
@@ -511,6 +542,39 @@ mod tests {
             matches!(journal::read(&handle, ino).unwrap(), journal::Found::Record(r) if r.is_idle()),
             "the record slot stays, idle"
         );
+    }
+
+    #[test]
+    fn a_batch_checksum_is_the_same_whether_taken_on_arrival_or_read_back() {
+        let (dir, root) = test_root("append-batch-sum");
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let small = b"a small body\n".to_vec();
+        let received = |bytes: &[u8]| {
+            let mut reader = bytes;
+            let mut summing = journal::Summing::new(&mut reader);
+            let spool = Spool::receive(&mut summing, || TempFile::create_near(&root, Path::new(""))).unwrap();
+            Received {
+                spool,
+                hasher: digest::Hasher::new(digest::Wanted::default()),
+                sum: Some(summing.sum),
+            }
+        };
+        let (large_body, small_body) = (received(&large), received(&small));
+        assert!(
+            matches!(large_body.spool, Spool::File(_)),
+            "the large body is spooled to a file"
+        );
+        for order in [[&large_body, &small_body], [&small_body, &large_body]] {
+            let mut sum = Checksum::default();
+            let mut expected = Vec::new();
+            for (i, body) in order.into_iter().enumerate() {
+                add_to_batch_sum(&mut sum, i == 0, body).unwrap();
+                body.spool.replay(&mut |b| expected.extend_from_slice(b)).unwrap();
+            }
+            assert_eq!(sum.finish(), Checksum::of(&expected));
+        }
+        drop((large_body, small_body));
+        assert_eq!(others(&dir), 0, "no temp file left");
     }
 
     #[test]

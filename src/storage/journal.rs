@@ -364,6 +364,33 @@ impl Checksum {
     }
 }
 
+/// A reader that adds every byte it reads from `inner` to a [`Checksum`]: a body's checksum
+/// taken as it arrives, so a batch that starts with a body spooled to a file need not read it
+/// back for its crash record.
+pub struct Summing<'a> {
+    inner: &'a mut dyn io::Read,
+    /// The checksum state of what was read so far.
+    pub sum: Checksum,
+}
+
+impl<'a> Summing<'a> {
+    /// Reads `inner` from its start.
+    pub fn new(inner: &'a mut dyn io::Read) -> Summing<'a> {
+        Summing {
+            inner,
+            sum: Checksum::default(),
+        }
+    }
+}
+
+impl io::Read for Summing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// The checksum of `len` bytes of `file` at `at` (a short file fails as `UnexpectedEof`).
 fn range_checksum(file: &File, at: u64, len: u64) -> io::Result<u64> {
     let mut sum = Checksum::default();
