@@ -41,8 +41,12 @@ use std::time::{Duration, Instant};
 const MAX_POLL_WAIT_MS: u64 = 1000;
 /// Longest the reactor leaves the parked set to the workers waiting on it before it looks
 /// whether any still waits, in milliseconds: a probe arriving while every worker is busy
-/// is answered within about this long.
-const WATCH_CHECK_MS: u64 = 10;
+/// is answered within about this long, and so is a request that becomes ready when every
+/// waiter has just taken a request that then blocks (a withheld body, a lock wait) while other
+/// workers are idle. 10 ms made such a GET wait ~10 ms (p50, 2 CPUs, 4 blocking requests:
+/// `benches/experiments/ready_while_workers_block.py`); 1 ms: p50 0.85 ms, at no measurable cost
+/// to 4 KiB GETs per second.
+const WATCH_CHECK_MS: u64 = 1;
 /// Longest a connection accepted into the probe reserve may take to send its head.
 const RESERVE_WAIT: Duration = Duration::from_secs(2);
 /// Most events the reactor takes from the parked set per wake.
