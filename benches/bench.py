@@ -1433,8 +1433,8 @@ def start_servers(runs: int, work: Path, data: Data, tools: dict[str, str | None
     return Context(runs, work, data, nas, nas_fsync, nginx, nginx_note, tools["wrk"], wrk_note)
 
 
-def write_results(header: str, table: str, details: str, elapsed: float) -> None:
-    RESULTS_PATH.write_text(
+def write_results(path: Path, header: str, table: str, details: str, elapsed: float) -> None:
+    path.write_text(
         "# http-nas benchmark results\n\n"
         f"{header}\n\n"
         f"{table}\n\n"
@@ -1458,10 +1458,10 @@ def main() -> int:
     data = ensure_data(Path(os.environ.get("BENCH_DATA", DEFAULT_DATA_DIR)))
     work = Path(tempfile.mkdtemp(prefix="run-", dir=data.dir))
     rows: list[Row] = []
+    only = [x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()]
     try:
         ctx = start_servers(runs, work, data, tools)
         warm_cache([data.random, data.csv, data.small, data.mem_upload])
-        only = [x.strip() for x in os.environ.get("BENCH_ONLY", "").split(",") if x.strip()]
         for number, (title, bench) in zip(SECTION_NUMBERS, SECTIONS):
             if not only or number in only:
                 rows += run_section(title, bench, ctx)
@@ -1471,8 +1471,10 @@ def main() -> int:
     elapsed = time.monotonic() - started
     header = machine_line(runs)
     table = render_table(rows)
-    print(f"\n{header}\n\n{table}\n\ntotal run time {elapsed:.0f} s; written to {RESULTS_PATH}")
-    write_results(header, table, render_details(rows), elapsed)
+    # A run of some sections (BENCH_ONLY) goes beside the full results, never over them.
+    path = RESULTS_PATH.with_name("RESULTS-partial.md") if only else RESULTS_PATH
+    print(f"\n{header}\n\n{table}\n\ntotal run time {elapsed:.0f} s; written to {path}")
+    write_results(path, header, table, render_details(rows), elapsed)
     return 1 if any(row.note.startswith("error") for row in rows) else 0
 
 
