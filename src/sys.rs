@@ -654,6 +654,38 @@ pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// When the open file `fd` was created, where the filesystem records it: `statx` with
+/// `STATX_BTIME`, called directly because Rust's standard library asks `statx` only when linked
+/// with glibc, so `Metadata::created` fails in the static musl binary. `None` where the
+/// filesystem keeps no birth time (ext4 with 128-byte inodes, tmpfs before 5.18, most NFS).
+pub fn birth_time(fd: BorrowedFd<'_>) -> Option<std::time::SystemTime> {
+    // SAFETY: statx is plain data; all-zero is a valid value.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, an empty NUL-terminated path with AT_EMPTY_PATH (the
+    // descriptor itself), and a buffer of the kernel's statx layout that outlives the call.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BTIME,
+            &mut buf as *mut libc::statx,
+        )
+    };
+    if done != 0 || buf.stx_mask & libc::STATX_BTIME == 0 {
+        return None;
+    }
+    let since_epoch = std::time::Duration::new(u64::try_from(buf.stx_btime.tv_sec).ok()?, buf.stx_btime.tv_nsec);
+    std::time::UNIX_EPOCH.checked_add(since_epoch)
+}
+
+/// When the file `fd` (metadata `meta`) was created: from `meta` where the standard library
+/// read it (glibc builds), else [`birth_time`] (one more system call).
+pub fn created(fd: BorrowedFd<'_>, meta: &std::fs::Metadata) -> Option<std::time::SystemTime> {
+    meta.created().ok().or_else(|| birth_time(fd))
+}
+
 /// `FS_IOC_GETVERSION` (`_IOR('v', 1, long)` in `linux/fs.h`), as x86 and Arm encode ioctls
 /// (read direction 2 in bits 30-31, argument size in bits 16-29).
 const FS_IOC_GETVERSION: libc::c_ulong =

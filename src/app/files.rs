@@ -34,10 +34,10 @@ pub(super) fn read(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> 
             serve_file(head, path, file, &meta, len, repr_digest)
         }
         // A directory has no ETag: only `If-Match: *` holds for it.
-        Opened::Dir(_) if head.header("if-match").is_some_and(|v| !conditional::matches_any(v)) => {
+        Opened::Dir(..) if head.header("if-match").is_some_and(|v| !conditional::matches_any(v)) => {
             Err(StorageError::VersionMismatch.into())
         }
-        Opened::Dir(_) => listings::list_dir(app, head, path, grant),
+        Opened::Dir(..) => listings::list_dir(app, head, path, grant),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::http::{Request, Response, ResponseBody};
 use crate::path::RelPath;
 use crate::storage::Opened;
 use crate::time::{js_date, js_millis, js_number};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
 /// The number of `\n` bytes in a file, as text.
@@ -24,16 +25,17 @@ pub(super) fn line_count(app: &App, path: &RelPath, grant: Grant<'_>, req: &Requ
 /// fields in their order, times in milliseconds and as dates. The seed's `/check` answered
 /// it and its clients read it (`jq .size`); a file's size is its committed size, like a GET.
 pub(super) fn stat(app: &App, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
-    let (meta, size) = match app.storage.open_read(path, grant.storage_scope())? {
-        Opened::File { meta, len, .. } => (meta, len),
-        Opened::Dir(meta) => {
+    let (meta, size, born) = match app.storage.open_read(path, grant.storage_scope())? {
+        Opened::File { file, meta, len } => {
+            let born = crate::sys::created(file.as_fd(), &meta);
+            (meta, len, born)
+        }
+        Opened::Dir(meta, born) => {
             let size = meta.len();
-            (meta, size)
+            (meta, size, born)
         }
     };
-    let birth = meta
-        .created()
-        .ok()
+    let birth = born
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or((0, 0), |d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
     let times = [

@@ -469,10 +469,14 @@ struct Identity {
 }
 
 impl Identity {
-    fn of(meta: &Metadata) -> Identity {
-        let (birth, birth_nsec) = meta
-            .created()
-            .ok()
+    /// The version of the open `file` that `meta` shows.
+    fn of(file: &File, meta: &Metadata) -> Identity {
+        Identity::with_birth(meta, sys::created(file.as_fd(), meta))
+    }
+
+    /// The version `meta` shows of a file born at `born` (`None`: no birth time known).
+    fn with_birth(meta: &Metadata, born: Option<std::time::SystemTime>) -> Identity {
+        let (birth, birth_nsec) = born
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or((0, 0), |d| (d.as_secs() as i64, d.subsec_nanos()));
         Identity {
@@ -584,10 +588,11 @@ pub fn store(dir: &Dir, file: &File, kept: &Kept) {
     }
 }
 
-/// True when `a` and `b` show the same version of a file, as a kept digest names it (size,
-/// modification time, inode, birth time).
+/// True when `a` and `b`, two looks at the same open file, show the same version of it, as a
+/// kept digest names it (size, modification time, inode; the birth time is the open file's
+/// own, the same in both).
 pub fn same_version(a: &Metadata, b: &Metadata) -> bool {
-    Identity::of(a) == Identity::of(b)
+    Identity::with_birth(a, None) == Identity::with_birth(b, None)
 }
 
 /// [`store`] for an append: `written` is the file's metadata taken right after the last byte
@@ -732,7 +737,7 @@ fn store_as(dir: &Dir, file: &File, kept: &Kept, meta: &Metadata) {
         discard(dir, file, meta.ino());
         return;
     }
-    let record = encode(&Identity::of(meta), kept);
+    let record = encode(&Identity::of(file, meta), kept);
     match sys::set_xattr(file.as_fd(), XATTR_NAME, &record) {
         Ok(()) => {}
         Err(e) if unsupported(&e) => {
@@ -765,7 +770,7 @@ pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option
         Err(_) => return None,
     };
     let (identity, kept) = decode(&buf[..n])?;
-    (identity == Identity::of(meta)).then_some(kept)
+    (identity == Identity::of(file, meta)).then_some(kept)
 }
 
 /// Bytes read at a time by [`hash_committed`].
@@ -918,15 +923,16 @@ mod tests {
         let dir = test_dir("digest-record");
         let path = dir.join("f");
         std::fs::write(&path, b"x".repeat(100)).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
+        let file = File::open(&path).unwrap();
+        let meta = file.metadata().unwrap();
         let mut hasher = Hasher::new(Wanted {
             sha256: true,
             sha512: false,
         });
         hasher.update(&b"x".repeat(100));
-        let record = encode(&Identity::of(&meta), &hasher.kept());
+        let record = encode(&Identity::of(&file, &meta), &hasher.kept());
         assert!(record.len() <= MAX_RECORD_BYTES);
-        assert_eq!(decode(&record), Some((Identity::of(&meta), hasher.kept())));
+        assert_eq!(decode(&record), Some((Identity::of(&file, &meta), hasher.kept())));
         for cut in 0..record.len() {
             assert_eq!(decode(&record[..cut]), None, "cut at {cut}");
         }

@@ -179,6 +179,11 @@ impl Dir {
         File::from(self.fd.try_clone()?).metadata()
     }
 
+    /// When this directory was created (with its metadata `meta`), where the filesystem says.
+    pub fn created(&self, meta: &std::fs::Metadata) -> Option<std::time::SystemTime> {
+        sys::created(self.fd.as_fd(), meta)
+    }
+
     /// Free bytes for an unprivileged writer on this directory's filesystem.
     pub fn free_bytes(&self) -> io::Result<u64> {
         sys::free_bytes(self.fd.as_fd())

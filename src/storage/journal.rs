@@ -75,11 +75,9 @@ pub struct FileId {
 }
 
 impl FileId {
-    /// The identity of the file with metadata `meta`.
-    pub fn of(meta: &Metadata) -> FileId {
-        let born = meta
-            .created()
-            .ok()
+    /// The identity of the open `file`, whose metadata is `meta`.
+    pub fn of(file: &File, meta: &Metadata) -> FileId {
+        let born = crate::sys::created(std::os::fd::AsFd::as_fd(file), meta)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_nanos());
         FileId {
@@ -134,10 +132,10 @@ pub struct Record {
 
 impl Record {
     /// A new record for a batch to the file with `meta`, which is `before` bytes now.
-    pub fn new(meta: &Metadata, before: u64, range: Range) -> Result<Record> {
+    pub fn new(file: &File, meta: &Metadata, before: u64, range: Range) -> Result<Record> {
         Ok(Record {
             id: random_id().map_err(StorageError::from_io)?,
-            file: FileId::of(meta),
+            file: FileId::of(file, meta),
             before,
             range,
             boot: this_boot().map(str::to_string),
@@ -480,7 +478,9 @@ fn read_open(file: &File) -> Result<Found> {
 /// Call under at least a shared lock on the file.
 pub fn committed_len(dir: &Dir, file: &File, meta: &Metadata) -> Result<u64> {
     match read(dir, meta.ino())? {
-        Found::Record(r) if r.file.matches(&FileId::of(meta)) => {
+        // An idle record leaves the size as it is, whoever it names: its identity (a birth
+        // time, one more system call in the static build) is read only for an armed one.
+        Found::Record(r) if !r.is_idle() && r.file.matches(&FileId::of(file, meta)) => {
             r.committed_of(file, meta.len()).map_err(StorageError::from_io)
         }
         _ => Ok(meta.len()),
@@ -501,7 +501,7 @@ pub fn committed_len_unlocked(dir: &Dir, file: &File) -> Result<Option<u64>> {
     let Found::Record(first) = read(dir, meta.ino())? else {
         return Ok(None);
     };
-    if first.is_idle() || !first.file.matches(&FileId::of(&meta)) {
+    if first.is_idle() || !first.file.matches(&FileId::of(file, &meta)) {
         return Ok(None);
     }
     let size = file.metadata().map_err(StorageError::from_io)?.len();
@@ -583,12 +583,12 @@ impl<'a> Slot<'a> {
                         created: false,
                     };
                     let cut = match read_open(&slot.record)? {
-                        Found::Record(r) if !r.is_idle() && r.file.matches(&FileId::of(meta)) => {
+                        Found::Record(r) if !r.is_idle() && r.file.matches(&FileId::of(file, meta)) => {
                             let cut = undo(file, meta.len(), &r)?;
                             // Settled: idle, so readers need not check the range again (not
                             // synced: if lost, the record still gives the same answer).
                             let now = file.metadata().map_err(StorageError::from_io)?;
-                            slot.write(&Record::new(&now, now.len(), Range::Idle)?)
+                            slot.write(&Record::new(file, &now, now.len(), Range::Idle)?)
                                 .map_err(StorageError::from_io)?;
                             cut
                         }
@@ -664,7 +664,7 @@ impl<'a> Slot<'a> {
             Some(sum) => Range::Batch { len, sum },
             None => Range::Unsummed { len },
         };
-        let armed = Record::new(meta, before, range)?;
+        let armed = Record::new(file, meta, before, range)?;
         self.write(&armed).map_err(StorageError::from_io)?;
         if fsync {
             let synced = if self.fresh {
@@ -712,7 +712,7 @@ impl Uncommitted<'_, '_> {
     /// undoes the batch. On failure the guard rolls back, so the error the client gets is true.
     pub fn commit(mut self) -> Result<()> {
         let end = self.before + self.len;
-        let idle = Record::new(&self.meta, end, Range::Idle)?;
+        let idle = Record::new(self.file, &self.meta, end, Range::Idle)?;
         self.slot.write(&idle).map_err(StorageError::from_io)?;
         self.committed = true;
         self.slot.created = false;
@@ -741,7 +741,7 @@ impl Drop for Uncommitted<'_, '_> {
         if poisoned {
             self.slot.created = false;
         }
-        let written = Record::new(&self.meta, before, range).and_then(|record| {
+        let written = Record::new(self.file, &self.meta, before, range).and_then(|record| {
             self.slot.write(&record).map_err(StorageError::from_io)?;
             if poisoned && self.fsync {
                 self.slot.record.sync_data().map_err(StorageError::from_io)?;
@@ -764,7 +764,7 @@ pub fn plant_dead(dir: &Dir, file: &File, before: u64) -> Result<()> {
     let meta = &file.metadata().map_err(StorageError::from_io)?;
     let (mut slot, _) = Slot::take(dir, file, meta)?;
     slot.created = false;
-    slot.write(&Record::new(meta, before, Range::Poisoned { len: 1 })?)
+    slot.write(&Record::new(file, meta, before, Range::Poisoned { len: 1 })?)
         .map_err(StorageError::from_io)
 }
 
@@ -832,7 +832,7 @@ fn clear_stale(dir: &Dir, ino: u64, fsync: bool) -> Result<()> {
 pub fn settle(dir: &Dir, file: &File, meta: &Metadata, fsync: bool) -> Result<Option<u64>> {
     let cut = match read(dir, meta.ino())? {
         Found::Absent => return Ok(None),
-        Found::Record(r) if r.file.matches(&FileId::of(meta)) => undo(file, meta.len(), &r)?,
+        Found::Record(r) if r.file.matches(&FileId::of(file, meta)) => undo(file, meta.len(), &r)?,
         Found::Record(_) | Found::Junk => None,
     };
     clear_stale(dir, meta.ino(), fsync)?;
@@ -1018,6 +1018,7 @@ mod tests {
             let meta = file.metadata().unwrap();
             let (mut slot, _) = Slot::take(&dir, &file, &meta).unwrap();
             let mut armed = Record::new(
+                &file,
                 &meta,
                 6,
                 Range::Batch {

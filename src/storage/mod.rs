@@ -227,8 +227,8 @@ pub enum Opened {
     /// A regular file, open, with its metadata and the length readers may see of it
     /// (less than its size while a streamed append to it is in flight).
     File { file: File, meta: Metadata, len: u64 },
-    /// A directory, with its metadata.
-    Dir(Metadata),
+    /// A directory, with its metadata and when it was created (where the filesystem says).
+    Dir(Metadata, Option<std::time::SystemTime>),
 }
 
 /// The storage root and its settings.
@@ -345,14 +345,19 @@ impl Storage {
         }
         let path = self.resolve_file(rel, scope)?;
         if path.as_os_str().is_empty() {
-            return Ok(Opened::Dir(self.root.dir().metadata().map_err(StorageError::from_io)?));
+            let root = self.root.dir();
+            let meta = root.metadata().map_err(StorageError::from_io)?;
+            let born = root.created(&meta);
+            return Ok(Opened::Dir(meta, born));
         }
         let (parent, name) = split(&path)?;
         let dir = self.root.open_dir(parent)?;
         let seen = match lock::committed(&dir, name) {
             Err(StorageError::IsADirectory) => {
                 let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
-                return Ok(Opened::Dir(sub.metadata().map_err(StorageError::from_io)?));
+                let meta = sub.metadata().map_err(StorageError::from_io)?;
+                let born = sub.created(&meta);
+                return Ok(Opened::Dir(meta, born));
             }
             // A trailing `/` names a directory only: anything else there is not found.
             _ if rel.dir_only() => return Err(StorageError::NotFound),
@@ -449,7 +454,7 @@ impl Storage {
                 }
                 wc::CountError::Io(e) => StorageError::from_io(e),
             }),
-            Opened::Dir(_) => Err(StorageError::IsADirectory),
+            Opened::Dir(..) => Err(StorageError::IsADirectory),
         }
     }
 
