@@ -474,6 +474,28 @@ impl Identity {
         Identity::with_birth(meta, sys::created(file.as_fd(), meta))
     }
 
+    /// True when `kept` (read from a kept digest) names the version `now`. A birth time of 0
+    /// on either side means "not known", as written by a build or on a filesystem that has
+    /// none: the static build before its own `statx`, whose digests would otherwise be dropped
+    /// (and each append reread the whole file) while old and new replicas share a volume. Size,
+    /// inode and nanosecond mtime still have to match; digests are off where times are coarse.
+    fn names(&self, now: &Identity) -> bool {
+        let unknown = |i: &Identity| i.birth == 0 && i.birth_nsec == 0;
+        if unknown(self) || unknown(now) {
+            Identity {
+                birth: 0,
+                birth_nsec: 0,
+                ..*self
+            } == Identity {
+                birth: 0,
+                birth_nsec: 0,
+                ..*now
+            }
+        } else {
+            self == now
+        }
+    }
+
     /// The version `meta` shows of a file born at `born` (`None`: no birth time known).
     fn with_birth(meta: &Metadata, born: Option<std::time::SystemTime>) -> Identity {
         let (birth, birth_nsec) = born
@@ -770,7 +792,7 @@ pub fn load(dir: Option<&Dir>, file: &File, meta: &Metadata, len: u64) -> Option
         Err(_) => return None,
     };
     let (identity, kept) = decode(&buf[..n])?;
-    (identity == Identity::of(file, meta)).then_some(kept)
+    identity.names(&Identity::of(file, meta)).then_some(kept)
 }
 
 /// Bytes read at a time by [`hash_committed`].
@@ -916,6 +938,28 @@ mod tests {
         whole.update(&b);
         assert_eq!(extended, whole.kept());
         assert_eq!(extended.sums().sha256, Some(sha256(&[a, b].concat())));
+    }
+
+    #[test]
+    fn a_kept_digest_without_a_birth_time_still_names_its_version() {
+        let dir = test_dir("digest-unknown-birth");
+        let path = dir.join("f");
+        std::fs::write(&path, b"x".repeat(10)).unwrap();
+        let file = File::open(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let born = Identity::with_birth(&meta, Some(UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)));
+        let unknown = Identity::with_birth(&meta, None);
+        assert!(
+            unknown.names(&born) && born.names(&unknown),
+            "a missing birth time is not a mismatch"
+        );
+        let other_birth = Identity::with_birth(&meta, Some(UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_001)));
+        assert!(!born.names(&other_birth), "two known birth times must agree");
+        let grown = Identity {
+            size: unknown.size + 1,
+            ..unknown
+        };
+        assert!(!unknown.names(&grown), "the rest must still match");
     }
 
     #[test]
