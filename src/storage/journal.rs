@@ -131,11 +131,11 @@ pub struct Record {
 }
 
 impl Record {
-    /// A new record for a batch to the file with `meta`, which is `before` bytes now.
-    pub fn new(file: &File, meta: &Metadata, before: u64, range: Range) -> Result<Record> {
+    /// A new record for a batch to the file `file`, which is `before` bytes now.
+    pub fn new(file: FileId, before: u64, range: Range) -> Result<Record> {
         Ok(Record {
             id: random_id().map_err(StorageError::from_io)?,
-            file: FileId::of(file, meta),
+            file,
             before,
             range,
             boot: this_boot().map(str::to_string),
@@ -588,7 +588,7 @@ impl<'a> Slot<'a> {
                             // Settled: idle, so readers need not check the range again (not
                             // synced: if lost, the record still gives the same answer).
                             let now = file.metadata().map_err(StorageError::from_io)?;
-                            slot.write(&Record::new(file, &now, now.len(), Range::Idle)?)
+                            slot.write(&Record::new(FileId::of(file, &now), now.len(), Range::Idle)?)
                                 .map_err(StorageError::from_io)?;
                             cut
                         }
@@ -664,7 +664,7 @@ impl<'a> Slot<'a> {
             Some(sum) => Range::Batch { len, sum },
             None => Range::Unsummed { len },
         };
-        let armed = Record::new(file, meta, before, range)?;
+        let armed = Record::new(FileId::of(file, meta), before, range)?;
         self.write(&armed).map_err(StorageError::from_io)?;
         if fsync {
             let synced = if self.fresh {
@@ -678,7 +678,7 @@ impl<'a> Slot<'a> {
         Ok(Uncommitted {
             slot: self,
             file,
-            meta: meta.clone(),
+            id: armed.file,
             before,
             len,
             fsync,
@@ -699,7 +699,8 @@ impl<'a> Slot<'a> {
 pub struct Uncommitted<'s, 'a> {
     slot: &'s mut Slot<'a>,
     file: &'s File,
-    meta: Metadata,
+    /// The file as its records name it (taken once, for the armed record).
+    id: FileId,
     before: u64,
     len: u64,
     fsync: bool,
@@ -712,7 +713,7 @@ impl Uncommitted<'_, '_> {
     /// undoes the batch. On failure the guard rolls back, so the error the client gets is true.
     pub fn commit(mut self) -> Result<()> {
         let end = self.before + self.len;
-        let idle = Record::new(self.file, &self.meta, end, Range::Idle)?;
+        let idle = Record::new(self.id.clone(), end, Range::Idle)?;
         self.slot.write(&idle).map_err(StorageError::from_io)?;
         self.committed = true;
         self.slot.created = false;
@@ -741,7 +742,7 @@ impl Drop for Uncommitted<'_, '_> {
         if poisoned {
             self.slot.created = false;
         }
-        let written = Record::new(self.file, &self.meta, before, range).and_then(|record| {
+        let written = Record::new(self.id.clone(), before, range).and_then(|record| {
             self.slot.write(&record).map_err(StorageError::from_io)?;
             if poisoned && self.fsync {
                 self.slot.record.sync_data().map_err(StorageError::from_io)?;
@@ -764,8 +765,12 @@ pub fn plant_dead(dir: &Dir, file: &File, before: u64) -> Result<()> {
     let meta = &file.metadata().map_err(StorageError::from_io)?;
     let (mut slot, _) = Slot::take(dir, file, meta)?;
     slot.created = false;
-    slot.write(&Record::new(file, meta, before, Range::Poisoned { len: 1 })?)
-        .map_err(StorageError::from_io)
+    slot.write(&Record::new(
+        FileId::of(file, meta),
+        before,
+        Range::Poisoned { len: 1 },
+    )?)
+    .map_err(StorageError::from_io)
 }
 
 /// Removes the record `name` in `dir` if it is an orphan's: nobody holds its lock (a live
@@ -1018,8 +1023,7 @@ mod tests {
             let meta = file.metadata().unwrap();
             let (mut slot, _) = Slot::take(&dir, &file, &meta).unwrap();
             let mut armed = Record::new(
-                &file,
-                &meta,
+                FileId::of(&file, &meta),
                 6,
                 Range::Batch {
                     len: 6,
