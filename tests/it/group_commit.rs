@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::races::shared_root;
 use crate::support::raw::Conn;
-use crate::support::{Server, strace_usable};
+use crate::support::{Server, strace_injecting, strace_usable};
 
 /// Bytes of one numbered record.
 const RECORD: usize = 100;
@@ -293,29 +293,15 @@ fn processes_appending_to_one_file_while_one_is_killed_keep_every_acknowledged_a
 #[test]
 fn on_a_full_volume_only_the_append_that_does_not_fit_is_refused() {
     const SMALL: usize = 5;
-    if !strace_usable() {
-        return;
-    }
     let disk = match crate::support::mounts::Mounted::tmpfs("size=4m") {
         Ok(disk) => disk,
         Err(why) => return crate::support::skip(&format!("a 4 MiB tmpfs: {why}")),
     };
     let root = disk.root();
     // Every fdatasync takes 700 ms, so appends sent while the first one syncs form one batch.
-    let wrapper: Vec<String> = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=fdatasync",
-        "-e",
-        "inject=fdatasync:delay_enter=700000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let Some(wrapper) = strace_injecting("fdatasync", "fdatasync:delay_enter=700000") else {
+        return;
+    };
     let s = Server::start_wrapped_on(&root, &wrapper, &["--fsync", "true", "--workers", "16"]);
     let small = vec![b'a'; 1000];
     s.send("POST", "/file/f", &small, &[]).assert_ok_json();
