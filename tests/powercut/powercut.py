@@ -1,0 +1,380 @@
+"""Power cuts, simulated: does every append answered 200 survive one, and does a file never
+show part of an append after one?
+
+The server runs (fsync on) on ext4 on a loop device whose backing file is a disk that logs
+its writes and flushes in order (logdisk.py). Clients append bodies that name themselves
+(`<client:seq:size:xxx…>\\n`) over kept-alive connections and mark each 200 in the same log.
+Then states a power cut could leave are rebuilt from the log: every write before some flush,
+plus any subset of the writes after it up to a cut before the next flush (what a disk with a
+volatile cache may keep: each of them whole, not at all, or sector by sector), and the acknowledgements are those marked before the cut. Each
+state is mounted (ext4 replays its journal), the real binary started on it as after a reboot
+(another boot id, in a mount namespace), and every file checked, read as it is and again after
+an empty append has run the writer's recovery: whole bodies only, each client's in order from
+its first, and every acknowledged one present.
+
+Two controls keep the rig honest: `raw` (the clients write+fsync the files themselves, which
+promises no atomicity, so only the acknowledged bodies are looked for: must pass) and a server run with `--fsync false` (acknowledges before anything is on disk: must fail,
+`--expect-loss`).
+
+Usage: powercut.py BINARY|raw [--states N] [--shape CLIENTSxFILES] [--appends N] [--seed S]
+                   [--server-arg ARG]... [--expect-loss]
+Exit status: 0 as expected, 1 not, 77 skipped (printed with its reason).
+"""
+import argparse
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECORD = struct.Struct("<cQI")
+DISK_MIB = 64
+BODY_SIZES = [100, 700, 5000, 70000]
+START = b"start"
+SECTOR = 512
+SKIP = 77
+
+
+def sh(*cmd, check=True):
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if check and done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return done
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(binary, storage, args, boot_id=None):
+    """The server on `storage`; with `boot_id` (a file), in a mount namespace where
+    /proc/sys/kernel/random/boot_id reads as that file: a state a power cut left is found
+    after a reboot."""
+    port = free_port()
+    wrap = []
+    if boot_id:
+        wrap = ["unshare", "-m", "sh", "-c",
+                f'mount --bind "{boot_id}" /proc/sys/kernel/random/boot_id && exec "$0" "$@"']
+    log = open(os.path.join(os.path.dirname(storage), "server.log"), "ab")
+    proc = subprocess.Popen(wrap + [binary, "--listen", f"127.0.0.1:{port}", "--storage", storage, *args],
+                            stdout=subprocess.DEVNULL, stderr=log)
+    for _ in range(400):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.025)
+    proc.kill()
+    raise RuntimeError("the server did not start (see server.log)")
+
+
+def read_answer(sock):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(head.split()[1]), rest
+
+
+def request(port, method, path, body=b""):
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        return read_answer(s)
+
+
+def body(client, seq, rng):
+    size = rng.choice(BODY_SIZES)
+    tag = f"<{client}:{seq}:{size}:"
+    return (tag + "x" * (size - len(tag) - 2) + ">\n").encode()
+
+
+def append_over_http(port, name, client, count, ctl, rng, errors):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            for seq in range(count):
+                b = body(client, seq, rng)
+                s.sendall(f"PUT /file/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
+                status, answer = read_answer(s)
+                if status != 200:
+                    raise RuntimeError(f"append answered {status}: {answer[:200]!r}")
+                os.write(ctl, f"{name} {client} {seq}".encode())
+    except Exception as e:  # reported by the caller
+        errors.append(e)
+
+
+def append_raw(path, client, count, ctl, rng, errors):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            for seq in range(count):
+                os.write(fd, body(client, seq, rng))
+                os.fsync(fd)
+                os.write(ctl, f"{os.path.basename(path)} {client} {seq}".encode())
+        finally:
+            os.close(fd)
+    except Exception as e:
+        errors.append(e)
+
+
+def parse_log(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    at, records = 0, []
+    while at + RECORD.size <= len(data):
+        kind, offset, length = RECORD.unpack_from(data, at)
+        at += RECORD.size
+        records.append((kind, offset, data[at:at + length]))
+        at += length
+    return records
+
+
+def check_file(content, acked, name, torn_tail=False):
+    """None if `content` is whole bodies only, each client's in order from its first, holding
+    every acknowledged one (`acked`: client -> last acknowledged seq); else what is wrong.
+    With `torn_tail` (plain write+fsync, which promises no atomicity), what follows a torn
+    body is not looked at: only the acknowledged bodies before it must be there."""
+    last = {}
+    at = 0
+    while at < len(content):
+        if content[at:at + 1] != b"<":
+            if torn_tail:
+                break
+            return f"{name}: byte {at} starts no body: {content[at:at + 40]!r}"
+        fields = content[at + 1:at + 40].split(b":")
+        try:
+            client, seq, size = int(fields[0]), int(fields[1]), int(fields[2])
+        except (ValueError, IndexError):
+            if torn_tail:
+                break
+            return f"{name}: a torn body at byte {at}: {content[at:at + 40]!r}"
+        whole = content[at:at + size]
+        if len(whole) < size or not whole.endswith(b">\n") or whole.count(b"<") != 1:
+            if torn_tail:
+                break
+            return f"{name}: body {client}:{seq} at byte {at} is torn"
+        if seq != last.get(client, -1) + 1:
+            return f"{name}: body {client}:{seq} follows {client}:{last.get(client, -1)}"
+        last[client] = seq
+        at += size
+    for client, seq in sorted(acked.items()):
+        if last.get(client, -1) < seq:
+            return f"{name}: acknowledged body {client}:{seq} is missing (the file ends at {client}:{last.get(client, -1)})"
+    return None
+
+
+def keep_write(image, offset, data, rng):
+    """Applies a write that was in the disk's cache at the cut: whole, not at all, or sector by
+    sector (a disk promises no more than a sector's atomicity)."""
+    how = rng.randrange(3)
+    if how == 0:
+        image[offset:offset + len(data)] = data
+    elif how == 1:
+        for at in range(0, len(data), SECTOR):
+            if rng.random() < 0.5:
+                image[offset + at:offset + at + SECTOR] = data[at:at + SECTOR]
+
+
+class Loop:
+    """A loop device over `path`, detached on exit."""
+
+    def __init__(self, path):
+        self.dev = sh("losetup", "-f", "--show", path).stdout.strip()
+
+    def __enter__(self):
+        return self.dev
+
+    def __exit__(self, *exc):
+        sh("losetup", "-d", self.dev, check=False)
+
+
+def record_workload(args, work):
+    """Runs the workload on a logging disk; returns the log's records."""
+    mnt, fs, log = f"{work}/disk", f"{work}/fs", f"{work}/disk.log"
+    os.mkdir(mnt)
+    os.mkdir(fs)
+    daemon = subprocess.Popen([sys.executable, f"{HERE}/logdisk.py", mnt, str(DISK_MIB), log])
+    try:
+        for _ in range(200):
+            if os.path.exists(f"{mnt}/disk.img"):
+                break
+            time.sleep(0.025)
+        with Loop(f"{mnt}/disk.img") as dev:
+            sh("mkfs.ext4", "-q", "-E", "nodiscard", dev)
+            sh("mount", dev, fs)
+            try:
+                os.mkdir(f"{fs}/data")
+                os.sync()  # states are taken after this marker: those before are mkfs's
+                ctl = os.open(f"{mnt}/ctl", os.O_WRONLY)
+                os.write(ctl, START)
+                clients, files = args.shape
+                errors, threads, proc = [], [], None
+                if args.binary != "raw":
+                    proc, port = start_server(args.binary, f"{fs}/data", ["--fsync", "true", *args.server_arg])
+                for c in range(clients):
+                    name, rng = f"f{c % files}.log", random.Random(args.seed * 1000 + c)
+                    if proc:
+                        target = (append_over_http, (port, name, c, args.appends, ctl, rng, errors))
+                    else:
+                        target = (append_raw, (f"{fs}/data/{name}", c, args.appends, ctl, rng, errors))
+                    threads.append(threading.Thread(target=target[0], args=target[1]))
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                if proc:
+                    proc.kill()
+                    proc.wait()
+                os.close(ctl)
+                if errors:
+                    raise RuntimeError(f"the workload failed: {errors[0]}")
+            finally:
+                sh("umount", fs, check=False)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+    return parse_log(log)
+
+
+def check_state(args, work, state, acked):
+    """Mounts one rebuilt state and checks every file; returns the problems found."""
+    fs, image = f"{work}/fs", f"{work}/state.img"
+    with open(image, "wb") as f:
+        f.write(state)
+    problems = []
+    with Loop(image) as dev:
+        sh("mount", dev, fs)
+        try:
+            os.makedirs(f"{fs}/data", exist_ok=True)
+            names = [f"f{i}.log" for i in range(args.shape[1])]
+            if args.binary == "raw":
+                for name in names:
+                    path = f"{fs}/data/{name}"
+                    content = open(path, "rb").read() if os.path.exists(path) else b""
+                    problems += [p for p in [check_file(content, acked.get(name, {}), name, torn_tail=True)] if p]
+                return problems
+            boot = f"{work}/boot_id"
+            with open(boot, "w") as f:
+                f.write(f"{uuid.uuid4()}\n")
+            proc, port = start_server(args.binary, f"{fs}/data", ["--fsync", "true", *args.server_arg], boot)
+            try:
+                for when in ("as found", "after an empty append"):
+                    for name in names:
+                        status, content = request(port, "GET", f"/file/{name}")
+                        if status == 404:
+                            content = b""
+                        elif status != 200:
+                            problems.append(f"{name} {when}: GET answered {status}")
+                            continue
+                        problem = check_file(content, acked.get(name, {}), name)
+                        if problem:
+                            problems.append(f"{problem} ({when})")
+                    if when == "as found":
+                        for name in names:
+                            request(port, "PUT", f"/file/{name}")
+            finally:
+                proc.kill()
+                proc.wait()
+        finally:
+            sh("umount", fs, check=False)
+    return problems
+
+
+def skip_reason(args):
+    if os.geteuid() != 0:
+        return "needs root (loop devices, mounts)"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    for tool in ("losetup", "mkfs.ext4", "unshare"):
+        if not shutil.which(tool):
+            return f"no {tool}"
+    try:
+        import fuse  # noqa: F401
+    except (ImportError, OSError) as e:
+        return f"fusepy or libfuse2 missing ({e})"
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("binary")
+    parser.add_argument("--states", type=int, default=100)
+    parser.add_argument("--shape", default="4x2", type=lambda s: tuple(int(x) for x in s.split("x")))
+    parser.add_argument("--appends", type=int, default=40, help="per client")
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--server-arg", action="append", default=[])
+    parser.add_argument("--expect-loss", action="store_true")
+    args = parser.parse_args()
+    if args.binary != "raw":
+        args.binary = os.path.abspath(args.binary)
+    label = " ".join([("raw write+fsync" if args.binary == "raw" else os.path.basename(args.binary)), *args.server_arg]) + \
+            f" {args.shape[0]} clients -> {args.shape[1]} files, seed {args.seed}"
+    reason = skip_reason(args)
+    if reason:
+        print(f"powercut: skipped: {reason}")
+        return SKIP
+    work = tempfile.mkdtemp(prefix="powercut-")
+    try:
+        records = record_workload(args, work)
+        flushes = [i for i, r in enumerate(records) if r[0] == b"F"]
+        start = next(i for i, r in enumerate(records) if r == (b"M", 0, START))
+        candidates = [k for k in range(len(flushes) - 1) if flushes[k] > start]
+        rng = random.Random(args.seed)
+        points = sorted(rng.sample(candidates, min(args.states, len(candidates))))
+        image, applied, failed = bytearray(DISK_MIB << 20), 0, []
+        for n, k in enumerate(points):
+            while applied < flushes[k]:  # durable: every write before flush k
+                kind, offset, data = records[applied]
+                if kind == b"W":
+                    image[offset:offset + len(data)] = data
+                applied += 1
+            cut = rng.randint(flushes[k] + 1, flushes[k + 1])
+            state = bytearray(image)
+            for kind, offset, data in records[flushes[k] + 1:cut]:
+                if kind == b"W":  # in the disk's cache: kept, lost, or kept in part
+                    keep_write(state, offset, data, rng)
+            acked = {}
+            for kind, _, data in records[:cut]:
+                if kind == b"M" and data != START:
+                    name, client, seq = data.decode().split()
+                    acked.setdefault(name, {})[int(client)] = int(seq)
+            problems = check_state(args, work, state, acked)
+            failed += [f"state {n} (after flush {k}, cut at record {cut}): {p}" for p in problems]
+        acks = sum(1 for r in records if r[0] == b"M") - 1
+        print(f"powercut: {label}: {len(records)} writes and flushes, {acks} appends acknowledged, "
+              f"{len(points)} power-cut states, {len(failed)} problems")
+        for line in failed[:10]:
+            print(f"  {line}")
+        if args.expect_loss:
+            if failed:
+                print("  (expected: this server acknowledges before its writes are on disk)")
+                return 0
+            print("powercut: FAILED: no loss found where it must be: the rig does not see power cuts")
+            return 1
+        return 1 if failed else 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
