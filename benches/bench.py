@@ -935,6 +935,7 @@ def bench_append_matrix(ctx: Context) -> list[Row]:
             start_http_nas(ctx.work, "cmp-fsync", ctx.data, fsync=True, binary=compare),
         )
     rows = []
+    medians: dict[tuple[int, int, int, bool], dict[str, list[float]]] = {}
     for fsync in (True, False):
         for size in MATRIX_BODIES:
             body = os.urandom(size)
@@ -953,6 +954,7 @@ def bench_append_matrix(ctx: Context) -> list[Row]:
                                         matrix_over_http(srv, body, clients, files, method="POST"))
                 log(f"  {label}")
                 results = alternate(ctx.runs, variants, warmup=0)
+                medians[(size, clients, files, fsync)] = results
                 base_name = "python write+fsync" if fsync else "python write"
                 for tag in servers:
                     rows.append(Row(label + tag, "appends/s", results[f"http-nas{tag}"],
@@ -960,7 +962,23 @@ def bench_append_matrix(ctx: Context) -> list[Row]:
                 if "post" in results:
                     rows.append(Row(label + " vs POST", "appends/s", results["http-nas"],
                                     results["post"], "POSTs of the same bytes"))
+    rows.append(one_sync_bound(medians))
     return rows
+
+
+def one_sync_bound(medians: dict[tuple[int, int, int, bool], dict[str, list[float]]]) -> Row:
+    """The most any server could reach on the 100 B, one-client row with fsync on: its own
+    requests as they cost with fsync off, plus one raw write+fsync each (the client waits for
+    both, one after the other). Against raw write+fsync this is off / (off + raw), below 0.5x
+    whenever a request round trip costs more than a raw fsync."""
+    off = statistics.median(medians[(100, 1, 1, False)]["http-nas"])
+    raw = statistics.median(medians[(100, 1, 1, True)]["python"])
+    bound = 1 / (1 / off + 1 / raw)
+    row = Row("append 100 B, 1 client -> 1 file, fsync on: the bound of one raw fsync per append",
+              "appends/s", [bound], [raw], "python write+fsync")
+    row.details.append(f"bound = 1 / (1/{off:,.0f} + 1/{raw:,.0f}): this client's fsync-off rate "
+                       "with one raw write+fsync added to each request")
+    return row
 
 
 def bench_append_digests(ctx: Context) -> list[Row]:
