@@ -45,7 +45,7 @@ crash-test:
 
 ## test-powercut: power cuts, simulated: ext4 on a loop device over a disk that logs its writes and
 ## flushes (FUSE), states a power cut could leave rebuilt from the log, each checked with the real
-## binary after a simulated reboot (every acknowledged append there, none torn); needs root
+## binary after a simulated reboot (every acknowledged append and upload there, none torn); needs root
 test-powercut:
 	.ci/test-powercut
 

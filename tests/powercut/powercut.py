@@ -1,20 +1,22 @@
-"""Power cuts, simulated: does every append answered 200 survive one, and does a file never
-show part of an append after one?
+"""Power cuts, simulated: does every write answered 200 survive one, and does a file never
+show part of one after one?
 
 The server runs (fsync on) on ext4 on a loop device whose backing file is a disk that logs
 its writes and flushes in order (logdisk.py). Clients append bodies that name themselves
-(`<client:seq:size:xxx…>\\n`) over kept-alive connections and mark each 200 in the same log.
-Then states a power cut could leave are rebuilt from the log: every write before some flush,
-plus any subset of the writes after it up to a cut before the next flush (what a disk with a
-volatile cache may keep: each of them whole, not at all, or block by block), and the acknowledgements are those marked before the cut. Each
+(`<client:seq:size:xxx…>\\n`) over kept-alive connections, and others replace a file of their
+own whole (POST) with such a body, each marking every 200 in the same log. Then states a power
+cut could leave are rebuilt from the log: every write before some flush, plus the writes after
+it up to a cut before the next flush, each whole, not at all, or block by block (what a disk
+with a volatile cache may keep); the acknowledgements are those marked before the cut. Each
 state is mounted (ext4 replays its journal), the real binary started on it as after a reboot
-(another boot id, in a mount namespace), and every file checked, read as it is and again after
-an empty append has run the writer's recovery: whole bodies only, each client's in order from
-its first, and every acknowledged one present.
+(another boot id, in a mount namespace), and every file checked, read as found and again after
+an empty append has run the writer's recovery: appended files whole bodies only, each client's
+in order from its first, every acknowledged one present; uploaded files one whole version, the
+last acknowledged or a later one.
 
 Two controls keep the rig honest: `raw` (the clients write+fsync the files themselves, which
-promises no atomicity, so only the acknowledged bodies are looked for: must pass) and a server run with `--fsync false` (acknowledges before anything is on disk: must fail,
-`--expect-loss`).
+promises no atomicity, so only the acknowledged bodies are looked for: must pass) and a server
+run with `--fsync false` (acknowledges before anything is on disk: must fail, `--expect-loss`).
 
 Usage: powercut.py BINARY|raw [--states N] [--shape CLIENTSxFILES] [--appends N] [--seed S]
                    [--server-arg ARG]... [--expect-loss]
@@ -124,6 +126,21 @@ def append_over_http(port, name, client, count, ctl, rng, errors):
         errors.append(e)
 
 
+def upload_over_http(port, name, client, count, ctl, rng, errors):
+    """Replaces `name` whole (POST) `count` times, each version one self-describing body."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            for seq in range(count):
+                b = body(client, seq, rng)
+                s.sendall(f"POST /file/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
+                status, answer = read_answer(s)
+                if status != 200:
+                    raise RuntimeError(f"upload answered {status}: {answer[:200]!r}")
+                os.write(ctl, f"{name} {client} {seq}".encode())
+    except Exception as e:
+        errors.append(e)
+
+
 def append_raw(path, client, count, ctl, rng, errors):
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -196,6 +213,23 @@ def keep_write(image, offset, data, rng):
                 image[offset + at:offset + at + BLOCK] = data[at:at + BLOCK]
 
 
+def check_upload(content, acked, name):
+    """None if `content` is one whole version of the uploads to `name`, the last acknowledged
+    or a later one (or nothing, if none was acknowledged); else what is wrong."""
+    if not content:
+        return f"{name}: missing, after upload {max(acked.values())} was acknowledged" if acked else None
+    fields = content[1:40].split(b":")
+    try:
+        client, seq, size = int(fields[0]), int(fields[1]), int(fields[2])
+    except (ValueError, IndexError):
+        return f"{name}: not one whole upload: {content[:40]!r}"
+    if content[:1] != b"<" or len(content) != size or not content.endswith(b">\n") or content.count(b"<") != 1:
+        return f"{name}: upload {client}:{seq} is not whole ({len(content)} bytes of {size})"
+    if seq < acked.get(client, -1):
+        return f"{name}: holds upload {seq}, after upload {acked[client]} was acknowledged"
+    return None
+
+
 class Loop:
     """A loop device over `path`, detached on exit."""
 
@@ -232,6 +266,10 @@ def record_workload(args, work):
                 errors, threads, proc = [], [], None
                 if args.binary != "raw":
                     proc, port = start_server(args.binary, f"{fs}/data", ["--fsync", "true", *args.server_arg])
+                for c in range(args.uploaders if proc else 0):
+                    name, rng = f"u{c}.dat", random.Random(args.seed * 1000 + 500 + c)
+                    threads.append(threading.Thread(
+                        target=upload_over_http, args=(port, name, c, args.appends, ctl, rng, errors)))
                 for c in range(clients):
                     name, rng = f"f{c % files}.log", random.Random(args.seed * 1000 + c)
                     if proc:
@@ -290,6 +328,15 @@ def check_state(args, work, state, acked):
                         problem = check_file(content, acked.get(name, {}), name)
                         if problem:
                             problems.append(f"{problem} ({when})")
+                    for c in range(args.uploaders):
+                        name = f"u{c}.dat"
+                        status, content = request(port, "GET", f"/file/{name}")
+                        if status not in (200, 404):
+                            problems.append(f"{name} {when}: GET answered {status}")
+                            continue
+                        problem = check_upload(content if status == 200 else b"", acked.get(name, {}), name)
+                        if problem:
+                            problems.append(f"{problem} ({when})")
                     if when == "as found":
                         for name in names:
                             request(port, "PUT", f"/file/{name}")
@@ -322,6 +369,8 @@ def main():
     parser.add_argument("--states", type=int, default=100)
     parser.add_argument("--shape", default="4x2", type=lambda s: tuple(int(x) for x in s.split("x")))
     parser.add_argument("--appends", type=int, default=40, help="per client")
+    parser.add_argument("--uploaders", type=int, default=2,
+                        help="clients replacing a file of their own whole (POST), as many times")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--server-arg", action="append", default=[])
     parser.add_argument("--expect-loss", action="store_true")
@@ -362,7 +411,7 @@ def main():
             problems = check_state(args, work, state, acked)
             failed += [f"state {n} (after flush {k}, cut at record {cut}): {p}" for p in problems]
         acks = sum(1 for r in records if r[0] == b"M") - 1
-        print(f"powercut: {label}: {len(records)} writes and flushes, {acks} appends acknowledged, "
+        print(f"powercut: {label}: {len(records)} writes and flushes, {acks} writes acknowledged, "
               f"{len(points)} power-cut states, {len(failed)} problems")
         for line in failed[:3 if args.expect_loss else 10]:
             print(f"  {line[:300]}")
