@@ -211,6 +211,50 @@ fn an_interrupted_append_never_truncates_a_later_file_that_reuses_its_inode() {
 }
 
 #[test]
+fn a_dead_appenders_record_never_cuts_a_file_another_writer_made_on_its_reused_inode() {
+    // The record of an append killed mid-commit stays when another writer (not the service)
+    // removes the file and makes a new one, which a fresh ext4 gives the same inode number:
+    // only the record's file identity (the birth time) tells that the record is not this
+    // file's. Applied to it, the record would show the new file cut to the old length, and the
+    // next append would cut it on disk.
+    let Some(slow_sync) = delayed("fdatasync", Duration::from_secs(60)) else {
+        return;
+    };
+    let disk = match Mounted::plain_disk() {
+        Ok(disk) => disk,
+        Err(e) => return skip(&format!("needs a filesystem of its own, to reuse an inode: {e}")),
+    };
+    let root = disk.root();
+    fs::write(root.join("f"), ORIGINAL).unwrap();
+    let b = Server::start_on(&root, &[]);
+    let mut a = Server::start_wrapped_on(&root, &slow_sync, &["--fsync", "true"]);
+    let body = random_bytes(1 << 20, 1507);
+    let _conn = start_request(&a, "PUT", "/file/f", &[], &body, body.len());
+    wait_for_internal_file(&root, "journal");
+    a.signal(libc::SIGKILL);
+    assert!(a.wait_exit(VISIBLE_TIMEOUT).is_some(), "the killed replica did not exit");
+    let old_ino = fs::metadata(root.join("f")).unwrap().ino();
+    let version = random_bytes(43_000, 1508);
+    let reused = (0..50).any(|_| {
+        fs::remove_file(root.join("f")).unwrap();
+        fs::write(root.join("f"), &version).unwrap();
+        fs::metadata(root.join("f")).unwrap().ino() == old_ino
+    });
+    if !reused {
+        return skip(&format!("the filesystem did not reuse inode {old_ino} in 50 creates"));
+    }
+    assert_same_bytes(
+        &b.get("/file/f").body,
+        &version,
+        "a file another writer made on the dead appender's inode",
+    );
+    b.append("/file/f", b"tail\n").assert_ok_json();
+    let mut expected = version.clone();
+    expected.extend_from_slice(b"tail\n");
+    assert_same_bytes(&fs::read(root.join("f")).unwrap(), &expected, "that file after an append");
+}
+
+#[test]
 fn a_starting_replica_never_deletes_a_live_uploads_temp_file() {
     let Some(slow_lock) = delayed("flock", Duration::from_secs(3)) else {
         return;
