@@ -232,7 +232,10 @@ fn a_dead_appenders_record_never_cuts_a_file_another_writer_made_on_its_reused_i
     let _conn = start_request(&a, "PUT", "/file/f", &[], &body, body.len());
     wait_for_internal_file(&root, "journal");
     a.signal(libc::SIGKILL);
-    assert!(a.wait_exit(VISIBLE_TIMEOUT).is_some(), "the killed replica did not exit");
+    assert!(
+        a.wait_exit(VISIBLE_TIMEOUT).is_some(),
+        "the killed replica did not exit"
+    );
     let old_ino = fs::metadata(root.join("f")).unwrap().ino();
     let version = random_bytes(43_000, 1508);
     let reused = (0..50).any(|_| {
@@ -251,7 +254,11 @@ fn a_dead_appenders_record_never_cuts_a_file_another_writer_made_on_its_reused_i
     b.append("/file/f", b"tail\n").assert_ok_json();
     let mut expected = version.clone();
     expected.extend_from_slice(b"tail\n");
-    assert_same_bytes(&fs::read(root.join("f")).unwrap(), &expected, "that file after an append");
+    assert_same_bytes(
+        &fs::read(root.join("f")).unwrap(),
+        &expected,
+        "that file after an append",
+    );
 }
 
 #[test]
