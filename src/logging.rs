@@ -28,7 +28,7 @@ impl log::Log for StderrLines {
             return;
         }
         thread_local! {
-            static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
         }
         LINE.with(|line| {
             let Ok(mut line) = line.try_borrow_mut() else {
@@ -39,9 +39,9 @@ impl log::Log for StderrLines {
             line.clear();
             write_line(&mut line, SystemTime::now(), record);
             // Stderr is unbuffered: one write_all, one write(2) for any line a pipe takes whole.
-            let _ = std::io::stderr().lock().write_all(&line);
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
             if line.capacity() > KEPT_LINE_BYTES {
-                *line = Vec::new();
+                *line = String::new();
             }
         });
     }
@@ -58,26 +58,40 @@ pub fn init(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
 }
 
 /// Appends the line for `record` at time `now` (newline included) to `out`.
-fn write_line(out: &mut Vec<u8>, now: SystemTime, record: &log::Record<'_>) {
+fn write_line(out: &mut String, now: SystemTime, record: &log::Record<'_>) {
     let ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_millis() as f64);
-    let _ = writeln!(
-        out,
-        "{} {:<5} [{}] {}",
-        crate::time::js_date(ms),
-        record.level(),
-        record.target(),
-        record.args()
-    );
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    // Field by field: one line per request, and the formatting machinery was about 4% of a
+    // 4 KiB GET's CPU.
+    crate::time::push_js_date(out, ms);
+    out.push(' ');
+    let level = record.level().as_str();
+    out.push_str(level);
+    for _ in level.len()..LEVEL_WIDTH {
+        out.push(' ');
+    }
+    out.push_str(" [");
+    out.push_str(record.target());
+    out.push_str("] ");
+    match record.args().as_str() {
+        Some(text) => out.push_str(text),
+        None => {
+            let _ = std::fmt::Write::write_fmt(out, *record.args());
+        }
+    }
+    out.push('\n');
 }
+
+/// Width the level is padded to (`ERROR`, `INFO `).
+const LEVEL_WIDTH: usize = 5;
 
 /// The line for `record` at `now`, without its newline.
 fn format_line(now: SystemTime, record: &log::Record<'_>) -> String {
-    let mut out = Vec::new();
+    let mut out = String::new();
     write_line(&mut out, now, record);
     out.pop();
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 #[cfg(test)]
@@ -94,10 +108,10 @@ mod tests {
             .target("access")
             .args(args)
             .build();
-        let mut out = Vec::new();
+        let mut out = String::new();
         write_line(&mut out, at, &record);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            out,
             "2026-12-06T14:46:59.832Z INFO  [access] 127.0.0.1:1 GET /file/ 200\n"
         );
         let error = log::Record::builder()

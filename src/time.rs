@@ -105,18 +105,39 @@ pub fn js_millis((secs, nanos): (i64, i64)) -> f64 {
 /// `1994-11-06T08:49:37.123Z` for a time in milliseconds: JavaScript's `Date.prototype.toJSON`
 /// of `new Date(Math.round(ms))`, as Node's `fs.Stats` dates are made.
 pub fn js_date(ms: f64) -> String {
-    let ms = (ms + 0.5).floor().max(0.0) as u64;
+    let mut date = String::with_capacity(JS_DATE_LEN);
+    push_js_date(&mut date, (ms + 0.5).floor().max(0.0) as u64);
+    date
+}
+
+/// Length of a [`js_date`] with a four-digit year.
+const JS_DATE_LEN: usize = 24;
+
+/// [`js_date`] of a whole number of milliseconds, appended to `out` field by field: every log
+/// line starts with one, and `format!` cost about 3% of a 4 KiB GET's CPU.
+pub fn push_js_date(out: &mut String, ms: u64) {
     let c = civil(ms / 1000);
-    format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        c.year,
-        c.month,
-        c.day,
-        c.hour,
-        c.minute,
-        c.second,
-        ms % 1000
-    )
+    if (1000..=9999).contains(&c.year) {
+        push_two_digits(out, (c.year / 100) as u32);
+        push_two_digits(out, (c.year % 100) as u32);
+    } else {
+        out.push_str(&c.year.to_string());
+    }
+    out.push('-');
+    push_two_digits(out, c.month);
+    out.push('-');
+    push_two_digits(out, c.day);
+    out.push('T');
+    push_two_digits(out, c.hour);
+    out.push(':');
+    push_two_digits(out, c.minute);
+    out.push(':');
+    push_two_digits(out, c.second);
+    out.push('.');
+    let millis = (ms % 1000) as u32;
+    out.push(char::from(b'0' + (millis / 100) as u8));
+    push_two_digits(out, millis % 100);
+    out.push('Z');
 }
 
 /// A number as JavaScript's `JSON.stringify` writes it: no `.0` on whole numbers.
@@ -163,6 +184,35 @@ mod tests {
     }
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn js_dates_written_field_by_field_match_the_formatted_form() {
+        for ms in [
+            0u64,
+            1,
+            999,
+            1_000,
+            784_111_777_123,
+            951_782_400_050,
+            1_796_568_419_832,
+            253_402_300_799_999,
+            253_402_300_800_000,
+        ] {
+            let c = civil(ms / 1000);
+            let expected = format!(
+                "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                c.year,
+                c.month,
+                c.day,
+                c.hour,
+                c.minute,
+                c.second,
+                ms % 1000
+            );
+            assert_eq!(js_date(ms as f64), expected);
+        }
+        assert_eq!(js_date(784_111_777_123.0), "1994-11-06T08:49:37.123Z");
+    }
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
