@@ -4,7 +4,8 @@ show part of one after one?
 The server runs (fsync on) on ext4 on a loop device whose backing file is a disk that logs
 its writes and flushes in order (logdisk.py). Clients append bodies that name themselves
 (`<client:seq:size:xxx…>\\n`) over kept-alive connections, and others replace a file of their
-own whole (POST) with such a body, each marking every 200 in the same log. Then states a power
+own whole (POST) with such a body, and one concatenates four sources onto one file (PUT
+…/concat) and into another (POST …/concat), each marking every 200 in the same log. Then states a power
 cut could leave are rebuilt from the log: every write before some flush, plus the writes after
 it up to a cut before the next flush, each whole, not at all, or block by block (what a disk
 with a volatile cache may keep); the acknowledgements are those marked before the cut. Each
@@ -12,7 +13,7 @@ state is mounted (ext4 replays its journal), the real binary started on it as af
 (another boot id, in a mount namespace), and every file checked, read as found and again after
 an empty append has run the writer's recovery: appended files whole bodies only, each client's
 in order from its first, every acknowledged one present; uploaded files one whole version, the
-last acknowledged or a later one.
+last acknowledged or a later one; concatenated files whole copies of their sources only.
 
 Two controls keep the rig honest: `raw` (the clients write+fsync the files themselves, which
 promises no atomicity, so only the acknowledged bodies are looked for: must pass) and a server
@@ -139,6 +140,46 @@ def upload_over_http(port, name, client, count, ctl, rng, errors):
                 os.write(ctl, f"{name} {client} {seq}".encode())
     except Exception as e:
         errors.append(e)
+
+
+CONCAT_SOURCES = 4
+
+
+def concat_over_http(port, count, ctl, rng, errors):
+    """Uploads CONCAT_SOURCES source files, then `count` times appends all of them to
+    `cat.log` as one (PUT …/concat) and replaces `whole.dat` with them (POST …/concat)."""
+    try:
+        for i in range(CONCAT_SOURCES):
+            status, answer = request(port, "POST", f"/file/src{i}.dat", body(900 + i, 0, rng))
+            if status != 200:
+                raise RuntimeError(f"a source upload answered {status}: {answer[:200]!r}")
+        sources = ", ".join(f'"src{i}.dat"' for i in range(CONCAT_SOURCES))
+        job = f'{{"sources": [{sources}]}}'.encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            for seq in range(count):
+                for method, name in (("PUT", "cat.log"), ("POST", "whole.dat")):
+                    s.sendall(f"{method} /file/{name}/concat HTTP/1.1\r\nHost: x\r\n"
+                              f"Content-Type: application/json\r\nContent-Length: {len(job)}\r\n\r\n".encode() + job)
+                    status, answer = read_answer(s)
+                    if status != 200:
+                        raise RuntimeError(f"{method} concat answered {status}: {answer[:200]!r}")
+                    os.write(ctl, f"{name} 0 {seq}".encode())
+    except Exception as e:
+        errors.append(e)
+
+
+def check_concat(content, sources, acked, name, repeats):
+    """None if `content` is the sources joined, `repeats` (True: any whole number of times,
+    at least one more than the last acknowledged seq; False: once, or nothing before any
+    acknowledgement); else what is wrong."""
+    joined = b"".join(sources)
+    times, rest = divmod(len(content), len(joined)) if joined else (0, len(content))
+    if rest or content != joined * times:
+        return f"{name}: {len(content)} bytes are not whole copies of its sources ({len(joined)} bytes)"
+    least = acked.get(0, -1) + 1 if repeats else (1 if acked else 0)
+    if times < least or (not repeats and times > 1):
+        return f"{name}: holds {times} copies of its sources, after {acked.get(0, -1) + 1} acknowledged"
+    return None
 
 
 def append_raw(path, client, count, ctl, rng, errors):
@@ -270,6 +311,9 @@ def record_workload(args, work):
                     name, rng = f"u{c}.dat", random.Random(args.seed * 1000 + 500 + c)
                     threads.append(threading.Thread(
                         target=upload_over_http, args=(port, name, c, args.appends, ctl, rng, errors)))
+                if proc and args.concats:
+                    threads.append(threading.Thread(target=concat_over_http, args=(
+                        port, args.concats, ctl, random.Random(args.seed * 1000 + 900), errors)))
                 for c in range(clients):
                     name, rng = f"f{c % files}.log", random.Random(args.seed * 1000 + c)
                     if proc:
@@ -337,6 +381,20 @@ def check_state(args, work, state, acked):
                         problem = check_upload(content if status == 200 else b"", acked.get(name, {}), name)
                         if problem:
                             problems.append(f"{problem} ({when})")
+                    if args.concats:
+                        sources = [request(port, "GET", f"/file/src{i}.dat") for i in range(CONCAT_SOURCES)]
+                        if any(status != 200 for status, _ in sources):
+                            sources = None  # cut before the sources were whole: nothing was concatenated
+                        for name, repeats in (("cat.log", True), ("whole.dat", False)):
+                            status, content = request(port, "GET", f"/file/{name}")
+                            content = content if status == 200 else b""
+                            if sources is None:
+                                if content or acked.get(name):
+                                    problems.append(f"{name} {when}: present without its sources")
+                                continue
+                            problem = check_concat(content, [b for _, b in sources], acked.get(name, {}), name, repeats)
+                            if problem:
+                                problems.append(f"{problem} ({when})")
                     if when == "as found":
                         for name in names:
                             request(port, "PUT", f"/file/{name}")
@@ -371,9 +429,12 @@ def main():
     parser.add_argument("--appends", type=int, default=40, help="per client")
     parser.add_argument("--uploaders", type=int, default=2,
                         help="clients replacing a file of their own whole (POST), as many times")
+    parser.add_argument("--concats", type=int, default=10,
+                        help="concatenations of 4 sources, each appended (PUT) and replacing (POST)")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--server-arg", action="append", default=[])
     parser.add_argument("--expect-loss", action="store_true")
+    parser.add_argument("--keep-log", help="copy the disk's log here (to study a failure)")
     args = parser.parse_args()
     if args.binary != "raw":
         args.binary = os.path.abspath(args.binary)
@@ -423,6 +484,8 @@ def main():
             return 1
         return 1 if failed else 0
     finally:
+        if args.keep_log:
+            shutil.copy(f"{work}/disk.log", args.keep_log)
         shutil.rmtree(work, ignore_errors=True)
 
 
