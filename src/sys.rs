@@ -686,6 +686,17 @@ pub fn created(fd: BorrowedFd<'_>, meta: &std::fs::Metadata) -> Option<std::time
     meta.created().ok().or_else(|| birth_time(fd))
 }
 
+/// The filesystem type of the open `fd` (`fstatfs(2)`'s `f_type`, a magic number from
+/// `linux/magic.h`): tells a local filesystem from a network or FUSE one.
+pub fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    // SAFETY: an all-zero statfs is a valid value of the plain C struct.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `buf` is a valid, writable statfs and `fd` is open for the call.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut buf) })?;
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on glibc x86_64, c_ulong or u32 elsewhere
+    Ok(buf.f_type as i64)
+}
+
 /// `FS_IOC_GETVERSION` (`_IOR('v', 1, long)` in `linux/fs.h`), as x86 and Arm encode ioctls
 /// (read direction 2 in bits 30-31, argument size in bits 16-29).
 const FS_IOC_GETVERSION: libc::c_ulong =

@@ -199,6 +199,11 @@ impl Dir {
         let st = self.stat(OsStr::new("."))?;
         Ok((st.dev, st.ino))
     }
+
+    /// The filesystem type of the directory (`statfs` magic, [`sys::fs_magic`]).
+    pub fn fs_magic(&self) -> io::Result<i64> {
+        sys::fs_magic(self.fd.as_fd())
+    }
 }
 
 /// A random name in the service's reserved namespace: `prefix` and 64 random bits in hex, so

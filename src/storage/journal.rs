@@ -477,13 +477,23 @@ fn read_open(file: &File) -> Result<Found> {
 /// when a batch of appends to it died, that batch's end if it is whole or its start if not.
 /// Call under at least a shared lock on the file.
 pub fn committed_len(dir: &Dir, file: &File, meta: &Metadata) -> Result<u64> {
+    committed_len_and_clean(dir, file, meta).map(|(len, _)| len)
+}
+
+/// [`committed_len`], and whether the file is *clean*: no record that could ever cap it was
+/// found (none, or an idle slot), so its committed length is its size for as long as the file
+/// does not change ([`super::clean_versions`]). An armed record, even another file's, or junk
+/// at the record's name, is not clean.
+pub fn committed_len_and_clean(dir: &Dir, file: &File, meta: &Metadata) -> Result<(u64, bool)> {
     match read(dir, meta.ino())? {
+        Found::Record(r) if r.is_idle() => Ok((meta.len(), true)),
         // An idle record leaves the size as it is, whoever it names: its identity (a birth
         // time, one more system call in the static build) is read only for an armed one.
-        Found::Record(r) if !r.is_idle() && r.file.matches(&FileId::of(file, meta)) => {
-            r.committed_of(file, meta.len()).map_err(StorageError::from_io)
+        Found::Record(r) if r.file.matches(&FileId::of(file, meta)) => {
+            Ok((r.committed_of(file, meta.len()).map_err(StorageError::from_io)?, false))
         }
-        _ => Ok(meta.len()),
+        Found::Record(_) | Found::Junk => Ok((meta.len(), false)),
+        Found::Absent => Ok((meta.len(), true)),
     }
 }
 

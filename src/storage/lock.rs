@@ -23,12 +23,14 @@
 //! free within a few sleeps. [`waiters`] counts the requests waiting right now, so readiness
 //! can say when every worker is stuck behind a lock.
 
+use super::clean_versions::{self, Version};
 use super::dir::{Access, Dir};
 use super::journal;
 use super::{Result, StorageError};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, TryLockError};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -266,7 +268,36 @@ pub struct Committed {
 /// crash record is in another directory: look again), its size, capped by the crash record of
 /// an append that died (which the next writer will roll back). `None` if missing.
 pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
-    Ok(committed_with(dir, name, |_| ())?.map(|(seen, ())| seen))
+    Ok(locked(dir, name, None, Remember::NEVER, |_| ())?.map(|(seen, ())| seen))
+}
+
+/// [`committed`] for a read of a file on `local_dev` (the root's device where it is a local
+/// filesystem, [`super::root::Root::local_device`]): a version this thread found clean before
+/// is served as it is opened, without the lock, the name re-check or the record lookup
+/// ([`clean_versions`] says why that is the same answer); a version found clean under the lock
+/// is remembered.
+pub fn committed_read(dir: &Dir, name: &OsStr, local_dev: Option<u64>) -> Result<Option<Committed>> {
+    let Some(file) = open_any(dir, name, Access::Read)? else {
+        return Ok(None);
+    };
+    let mut remember = Remember::NEVER;
+    if let Some(dev) = local_dev {
+        let meta = file.metadata().map_err(StorageError::from_io)?;
+        if meta.is_file()
+            && meta.dev() == dev
+            && let Some(version) = Version::of(&file, &meta)
+        {
+            if clean_versions::seen(&version) {
+                let len = meta.len();
+                return Ok(Some(Committed { file, meta, len }));
+            }
+            remember = Remember {
+                dev: Some(dev),
+                generation: Some(version.generation()),
+            };
+        }
+    }
+    Ok(locked(dir, name, Some(file), remember, |_| ())?.map(|(seen, ())| seen))
 }
 
 /// [`committed`], and what `under_lock` makes of the file while its shared lock is still held
@@ -274,11 +305,46 @@ pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
 pub fn committed_with<T>(
     dir: &Dir,
     name: &OsStr,
+    under_lock: impl FnMut(&Committed) -> T,
+) -> Result<Option<(Committed, T)>> {
+    locked(dir, name, None, Remember::NEVER, under_lock)
+}
+
+/// Whether a read under the lock that finds its file clean remembers it ([`clean_versions`]).
+#[derive(Clone, Copy)]
+struct Remember {
+    /// The device whose files may be remembered (none: nothing is).
+    dev: Option<u64>,
+    /// The generation of the file first opened, already read (it never changes for an inode).
+    generation: Option<u32>,
+}
+
+impl Remember {
+    const NEVER: Remember = Remember {
+        dev: None,
+        generation: None,
+    };
+}
+
+/// The locked read behind [`committed`], [`committed_read`] and [`committed_with`]; `opened`
+/// is the file already opened at `name`, if any.
+fn locked<T>(
+    dir: &Dir,
+    name: &OsStr,
+    mut opened: Option<File>,
+    mut remember: Remember,
     mut under_lock: impl FnMut(&Committed) -> T,
 ) -> Result<Option<(Committed, T)>> {
     for _ in 0..MAX_LOCK_ATTEMPTS {
-        let Some(file) = open_any(dir, name, Access::Read)? else {
-            return Ok(None);
+        let file = match opened.take() {
+            Some(file) => file,
+            None => {
+                remember.generation = None;
+                let Some(file) = open_any(dir, name, Access::Read)? else {
+                    return Ok(None);
+                };
+                file
+            }
         };
         // The shared lock first, then one fstat that both checks the type and reads the
         // metadata under the lock (a lock on a directory or FIFO is harmless and goes with the
@@ -294,13 +360,22 @@ pub fn committed_with<T>(
             // Replaced, moved or removed while we waited: look again.
             continue;
         }
-        let len = match journal::committed_len(dir, &file, &meta) {
-            Ok(len) => len,
+        let (len, clean) = match journal::committed_len_and_clean(dir, &file, &meta) {
+            Ok(found) => found,
             Err(e) => {
                 let _ = file.unlock();
                 return Err(e);
             }
         };
+        if clean && remember.dev == Some(meta.dev()) {
+            let version = match remember.generation {
+                Some(generation) => Some(Version::with_generation(&meta, generation)),
+                None => Version::of(&file, &meta),
+            };
+            if let Some(version) = version {
+                clean_versions::remember(version);
+            }
+        }
         let seen = Committed { file, meta, len };
         let made = under_lock(&seen);
         let _ = seen.file.unlock();

@@ -12,6 +12,7 @@
 //! so no depth is out of reach.
 
 pub mod append;
+pub mod clean_versions;
 pub mod concat;
 pub mod digest;
 pub mod dir;
@@ -352,7 +353,7 @@ impl Storage {
         }
         let (parent, name) = split(&path)?;
         let dir = self.root.open_dir(parent)?;
-        let seen = match lock::committed(&dir, name) {
+        let seen = match lock::committed_read(&dir, name, self.root.local_device()) {
             Err(StorageError::IsADirectory) => {
                 let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
                 let meta = sub.metadata().map_err(StorageError::from_io)?;
@@ -393,8 +394,8 @@ impl Storage {
 
     /// [`Storage::open_read`] of the common case in fewer calls: a regular file reached
     /// through no symlink at all. Its parent is opened beneath the root refusing every symlink
-    /// and the file with `O_NOFOLLOW` ([`lock::committed`], the same shared lock, name re-check
-    /// and crash record as ever), so where this succeeds the jail would have resolved the path
+    /// and the file with `O_NOFOLLOW` ([`lock::committed_read`], the same shared lock, name
+    /// re-check and crash record as ever, or a version found clean before), so where this succeeds the jail would have resolved the path
     /// to itself and there is nothing for it to do: that saves its `lstat` and `open` of every
     /// component. Anything else (a symlink on the way, a directory, a missing name, an error)
     /// is `None`, and the caller takes the full path through the jail, which decides as before.
@@ -409,7 +410,7 @@ impl Storage {
         let Ok(dir) = self.root.open_dir(parent) else {
             return Ok(None);
         };
-        match lock::committed(&dir, name) {
+        match lock::committed_read(&dir, name, self.root.local_device()) {
             Ok(Some(seen)) => Ok(Some(Opened::File {
                 file: seen.file,
                 meta: seen.meta,

@@ -24,6 +24,9 @@ pub struct Root {
     dir: Dir,
     /// Device and inode of the directory the handle holds, taken when it was opened.
     id: (u64, u64),
+    /// Whether reads may remember versions found clean ([`super::clean_versions`]): the root is
+    /// on a local filesystem.
+    local: bool,
 }
 
 impl Root {
@@ -31,7 +34,8 @@ impl Root {
     pub fn open(path: PathBuf) -> io::Result<Root> {
         let dir = Dir::open(&path)?;
         let id = dir.id()?;
-        Ok(Root { path, dir, id })
+        let local = dir.fs_magic().is_ok_and(super::clean_versions::local);
+        Ok(Root { path, dir, id, local })
     }
 
     /// Another handle on the same root (for a listing that outlives the request's borrow).
@@ -40,7 +44,14 @@ impl Root {
             path: self.path.clone(),
             dir: self.dir.try_clone()?,
             id: self.id,
+            local: self.local,
         })
+    }
+
+    /// The device whose files reads may remember clean ([`super::clean_versions`]): the root's,
+    /// where it is a local filesystem (a mount beneath the root is another device).
+    pub fn local_device(&self) -> Option<u64> {
+        self.local.then_some(self.id.0)
     }
 
     /// The canonical path of the root.

@@ -6,6 +6,7 @@
 //! - `uploads`: replacing and creating files: whole versions, conditional writes, failed uploads.
 //! - `appends`: appends land whole and once under concurrency, offsets, failures and races.
 //! - `reads_ranges`: GET and HEAD of files, ranges, resumed downloads, ETags, `Content-Type`.
+//! - `clean_reads`: a file read before, read again without its lock: every change still seen.
 //! - `listings`: listing forms, what they hide, their size and framing, concurrency, odd names.
 //! - `concat`: server-side concatenation: like `cat`, atomic, one committed state per source,
 //!   refusals, a full disk, shared extents on XFS.
@@ -41,6 +42,7 @@
 
 mod appends;
 mod browser;
+mod clean_reads;
 mod clients;
 mod concat;
 mod crash;

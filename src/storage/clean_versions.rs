@@ -1,0 +1,181 @@
+//! Versions of files already found clean, so that reading one again skips the shared lock, the
+//! name re-check and the crash-record lookup: the three calls that make a read cost a quarter
+//! more than nginx's (`docs/write-protocol.md`, "A read of a version seen clean").
+//!
+//! A *version* is what `fstat` and the inode generation show of an open file: device, inode,
+//! generation, size, mtime, ctime and link count. It is *clean* when a read under the shared
+//! lock found no armed crash record for it (none, or an idle slot), so its committed length is
+//! its size. A later read that opens the name beneath the root and sees the same version
+//! serves that size without the lock, because:
+//! - it is the same file: a reused inode number gets a new generation on the filesystems this
+//!   is used on, and a later ctime;
+//! - nothing has changed it since, whoever the writer: every write, truncate, rename, link,
+//!   chmod or xattr change stamps the ctime with the current time, and a version is remembered
+//!   only once its ctime is [`SETTLED_SECS`] old, so a later change cannot carry the same ctime
+//!   even on a filesystem with one-second timestamps (what git calls a racy entry);
+//! - for this service's own writers even the size alone would do: an append grows the file
+//!   before its commit, and a rollback only cuts back to the size its record was armed at, so
+//!   an unchanged size is a committed length.
+//!
+//! The `openat` that found the file is the read's instant, as the re-check under the lock is
+//! on the locked path: a replace or move after it comes after the read.
+//!
+//! Only on a local filesystem whose timestamps and generations this machine's kernel sets
+//! itself ([`local`]: ext4, XFS, Btrfs, F2FS), and only for files on the root's own device: on
+//! GlusterFS, JuiceFS, NFS or CephFS another machine writes, an attribute cache may answer
+//! `fstat`, and only the lock makes a client look again. Each worker thread keeps its own
+//! [`SLOTS`] versions, so the cache takes no lock and holds no descriptor.
+
+use std::cell::RefCell;
+use std::fs::{File, Metadata};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::time::SystemTime;
+
+/// Versions each worker thread keeps (a version's slot is chosen by its inode number).
+const SLOTS: usize = 64;
+/// How old a version's last change (ctime) must be, in seconds, before it is remembered: more
+/// than one tick of the coarsest timestamps, so a change made after it always shows.
+const SETTLED_SECS: i64 = 2;
+
+/// Filesystems on which this machine's kernel sets every timestamp and generation itself
+/// (`statfs` magic numbers from `linux/magic.h`): ext2/3/4, XFS, Btrfs, F2FS.
+const LOCAL_MAGIC: [i64; 4] = [0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010];
+
+/// Whether versions may be remembered on a filesystem with the `statfs` magic `magic`.
+pub fn local(magic: i64) -> bool {
+    LOCAL_MAGIC.contains(&magic)
+}
+
+/// What `fstat` and the inode generation show of one file, compared whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    dev: u64,
+    ino: u64,
+    generation: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    nlink: u64,
+}
+
+impl Version {
+    /// The version of the open regular `file` (metadata `meta`), or `None` where the
+    /// filesystem shows no inode generation.
+    pub fn of(file: &File, meta: &Metadata) -> Option<Version> {
+        let generation = crate::sys::inode_generation(file.as_fd()).ok()?;
+        Some(Version::with_generation(meta, generation))
+    }
+
+    /// The version of a file whose generation is already known (it never changes for an inode).
+    pub fn with_generation(meta: &Metadata, generation: u32) -> Version {
+        Version {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            generation,
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            nlink: meta.nlink(),
+        }
+    }
+
+    /// Its inode's generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// True when its last change is at least [`SETTLED_SECS`] before `now`.
+    fn settled(&self, now: SystemTime) -> bool {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.ctime.0.saturating_add(SETTLED_SECS) <= now
+    }
+
+    fn slot(&self) -> usize {
+        // usize is at least 32 bits here; the low bits of inode numbers vary the most.
+        (self.ino as usize ^ (self.ino >> 17) as usize) % SLOTS
+    }
+}
+
+thread_local! {
+    static SEEN: RefCell<[Option<Version>; SLOTS]> = const { RefCell::new([None; SLOTS]) };
+}
+
+/// True when this thread found `version` clean before.
+pub fn seen(version: &Version) -> bool {
+    SEEN.with(|seen| {
+        seen.try_borrow()
+            .is_ok_and(|s| s[version.slot()].as_ref() == Some(version))
+    })
+}
+
+/// Remembers `version`, just found clean under the shared lock, if its last change is settled.
+pub fn remember(version: Version) {
+    if version.settled(SystemTime::now()) {
+        SEEN.with(|seen| {
+            if let Ok(mut s) = seen.try_borrow_mut() {
+                s[version.slot()] = Some(version);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn version(ctime_secs: i64) -> Version {
+        Version {
+            dev: 1,
+            ino: 12,
+            generation: 7,
+            size: 100,
+            mtime: (ctime_secs, 0),
+            ctime: (ctime_secs, 5),
+            nlink: 1,
+        }
+    }
+
+    #[test]
+    fn a_version_is_settled_only_two_seconds_after_its_last_change() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert!(!version(1000).settled(at(1000)));
+        assert!(!version(1000).settled(at(1001)));
+        assert!(version(1000).settled(at(1002)));
+        // A ctime in the future (a clock stepped back) is never settled.
+        assert!(!version(5000).settled(at(1000)));
+    }
+
+    #[test]
+    fn only_a_remembered_settled_version_is_seen_and_any_field_changed_is_not() {
+        let old = version(1);
+        remember(old);
+        assert!(seen(&old));
+        let changed = [
+            Version { generation: 8, ..old },
+            Version { size: 101, ..old },
+            Version { mtime: (1, 1), ..old },
+            Version { ctime: (1, 6), ..old },
+            Version { nlink: 2, ..old },
+            Version { dev: 2, ..old },
+        ];
+        for other in changed {
+            assert!(!seen(&other), "{other:?}");
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let recent = Version {
+            ino: 13,
+            ..version(now)
+        };
+        remember(recent);
+        assert!(
+            !seen(&recent),
+            "a version changed in the last two seconds is not remembered"
+        );
+    }
+}

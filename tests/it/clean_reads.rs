@@ -1,0 +1,146 @@
+//! Reads of a file read before: a version found clean (no crash record could cap it) is served
+//! again without the lock, the name re-check or the record lookup (`storage/clean_versions.rs`).
+//! Each test makes the file change in a way one part of that version's description would miss
+//! (the size: an append killed mid-commit; the ctime: a change that keeps size and times; the
+//! age rule: a change within the same second on a filesystem with one-second timestamps), and
+//! the next read must answer as the locked read does.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::support::mounts::Mounted;
+use crate::support::races::{VISIBLE_TIMEOUT, delayed, shared_root, start_request, wait_for_internal_file};
+use crate::support::writes::ORIGINAL;
+use crate::support::{RESERVED_PREFIX, Server, assert_same_bytes, random_bytes, skip};
+
+/// Longer than the time a version's last change must be old before it is remembered (2 s).
+const SETTLE: Duration = Duration::from_millis(2_200);
+/// The file's bytes in the tests that plant a record.
+const CONTENT: &[u8] = b"0123456789 the committed contents of the file, fifty bytes\n";
+/// Where the planted record says the file's committed bytes end.
+const PLANTED_BEFORE: usize = 10;
+
+/// Reads `/file/{name}` twice: the first read (under the lock) finds it clean and remembers it,
+/// the second is served from that memory. Each request is a new connection, and the worker
+/// that serves it may differ: reading a few more times makes every worker of a small pool
+/// remember it.
+fn read_until_remembered(s: &Server, name: &str, expected: &[u8]) {
+    for _ in 0..8 {
+        assert_same_bytes(
+            &s.get(&format!("/file/{name}")).body,
+            expected,
+            "a read before the change",
+        );
+    }
+}
+
+/// Plants an older binary's crash record (format v2, always rolled back to `before`) for the
+/// file `path`, as an append that died there would leave it.
+fn plant_record(path: &Path, before: usize) {
+    let ino = fs::metadata(path).unwrap().ino();
+    let record = format!("http-nas append journal v2\nid 00\ndev 0\nino {ino}\nborn -\nbefore {before}\nend\n");
+    let dir = path.parent().unwrap();
+    fs::write(dir.join(format!("{RESERVED_PREFIX}journal-{ino}")), record).unwrap();
+}
+
+/// `chmod` the file to its own mode: its ctime changes, its size and mtime do not.
+fn touch_ctime(path: &Path) {
+    let mode = fs::metadata(path).unwrap().permissions().mode();
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid C string and a mode; chmod has no other preconditions.
+    assert_eq!(unsafe { libc::chmod(c.as_ptr(), (mode & 0o7777) as libc::mode_t) }, 0);
+}
+
+#[test]
+fn a_file_read_before_never_shows_an_append_killed_mid_commit() {
+    let Some(slow_sync) = delayed("fdatasync", Duration::from_secs(60)) else {
+        return;
+    };
+    let (_home, root) = shared_root();
+    fs::write(root.join("f"), ORIGINAL).unwrap();
+    thread::sleep(SETTLE);
+    let reader = Server::start_on(&root, &["--workers", "2"]);
+    read_until_remembered(&reader, "f", ORIGINAL);
+    let mut writer = Server::start_wrapped_on(&root, &slow_sync, &["--fsync", "true"]);
+    let body = random_bytes(1 << 20, 2601);
+    let _conn = start_request(&writer, "PUT", "/file/f", &[], &body, body.len());
+    wait_for_internal_file(&root, "journal");
+    // The batch's bytes are in the file (its sync is what waits): the size has grown.
+    let grown = (0..500).any(|_| {
+        thread::sleep(Duration::from_millis(10));
+        fs::metadata(root.join("f")).unwrap().len() > ORIGINAL.len() as u64
+    });
+    assert!(grown, "the killed append never wrote its bytes");
+    writer.signal(libc::SIGKILL);
+    assert!(writer.wait_exit(VISIBLE_TIMEOUT).is_some(), "the writer did not exit");
+    for _ in 0..4 {
+        assert_same_bytes(
+            &reader.get("/file/f").body,
+            ORIGINAL,
+            "a file read before, after an append to it was killed mid-commit",
+        );
+    }
+}
+
+#[test]
+fn a_change_that_keeps_the_size_and_times_makes_the_next_read_look_again() {
+    let (_home, root) = shared_root();
+    let path = root.join("f");
+    fs::write(&path, CONTENT).unwrap();
+    thread::sleep(SETTLE);
+    let s = Server::start_on(&root, &["--workers", "2"]);
+    read_until_remembered(&s, "f", CONTENT);
+    // Another writer leaves a record of an append that died, and changes the file without
+    // changing its size or mtime (a chmod): only its ctime tells.
+    plant_record(&path, PLANTED_BEFORE);
+    touch_ctime(&path);
+    for _ in 0..4 {
+        assert_same_bytes(
+            &s.get("/file/f").body,
+            &CONTENT[..PLANTED_BEFORE],
+            "a read after the file changed (the record found again)",
+        );
+    }
+}
+
+#[test]
+fn on_one_second_timestamps_a_change_within_the_second_is_never_missed() {
+    let disk = match Mounted::ext4(64, &["-I", "128"], None) {
+        Ok(disk) => disk,
+        Err(e) => return skip(&format!("needs ext4 with one-second timestamps: {e}")),
+    };
+    let root = disk.root();
+    let s = Server::start_on(&root, &["--workers", "2"]);
+    let now_secs = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    for attempt in 0..5 {
+        let name = format!("f{attempt}");
+        let path = root.join(&name);
+        // Start just after a second begins, so the whole change fits in it.
+        let start = now_secs();
+        while now_secs() == start {
+            thread::sleep(Duration::from_millis(5));
+        }
+        fs::write(&path, CONTENT).unwrap();
+        read_until_remembered(&s, &name, CONTENT);
+        plant_record(&path, PLANTED_BEFORE);
+        touch_ctime(&path);
+        let ctime = fs::metadata(&path).unwrap().ctime();
+        let got = s.get(&format!("/file/{name}")).body;
+        if now_secs() != ctime {
+            eprintln!("attempt {attempt}: the second ended before the read, again");
+            continue;
+        }
+        assert_same_bytes(
+            &got,
+            &CONTENT[..PLANTED_BEFORE],
+            "a read after a change in the same second as the file's last one",
+        );
+        return;
+    }
+    panic!("no attempt fitted the change in one second");
+}
