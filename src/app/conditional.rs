@@ -75,11 +75,12 @@ pub struct Validators {
 }
 
 impl Validators {
-    /// The validators of the open `file` (`meta`, `len` committed bytes; see `Opened::File`).
-    pub fn of(file: &File, meta: &Metadata, len: u64) -> Self {
+    /// The validators of the open `file` (`meta`, `len` committed bytes, its inode's
+    /// `generation` where already read; see `Opened::File`).
+    pub fn of(file: &File, meta: &Metadata, len: u64, generation: Option<u32>) -> Self {
         let modified = meta.modified().ok();
         Validators {
-            etag: etag(file, meta, len),
+            etag: etag(file, meta, len, generation),
             last_modified: modified.map(http_date).unwrap_or_default(),
             modified: modified.map(|_| meta.mtime().max(0)),
         }
@@ -173,7 +174,7 @@ pub fn unmodified_since(modified: Option<i64>, since: i64) -> bool {
 /// the open `file` (`meta`, `len` committed bytes) has one of the ETags `listed` names (`*` names
 /// any file).
 pub fn lists_etag(listed: &str, comparison: Comparison, file: &File, meta: &Metadata, len: u64) -> bool {
-    etag_matches(listed, &etag(file, meta, len), comparison)
+    etag_matches(listed, &etag(file, meta, len, None), comparison)
 }
 
 /// True when an `If-Match` or `If-None-Match` value is `*` (or lists it): any current file.
@@ -183,9 +184,9 @@ pub fn matches_any(listed: &str) -> bool {
 
 /// A strong validator from the inode's generation (where the filesystem shows it), its number,
 /// the length served and the modification time. See the module doc for why each is there.
-fn etag(file: &File, meta: &Metadata, len: u64) -> String {
+fn etag(file: &File, meta: &Metadata, len: u64, generation: Option<u32>) -> String {
     let nanos = meta.mtime().wrapping_mul(1_000_000_000).wrapping_add(meta.mtime_nsec());
-    match sys::inode_generation(file.as_fd()) {
+    match generation.map_or_else(|| sys::inode_generation(file.as_fd()), Ok) {
         Ok(generation) => format!("\"g{generation:x}-{:x}-{len:x}-{nanos:x}\"", meta.ino()),
         Err(_) => format!("\"{:x}-{len:x}-{nanos:x}\"", meta.ino()),
     }

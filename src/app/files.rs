@@ -28,10 +28,15 @@ pub(super) fn read(app: &App, head: &Head, path: &RelPath, grant: Grant<'_>) -> 
         opened => opened.map_err(|e| missing_fails_if_match(head, e))?,
     };
     match opened {
-        Opened::File { file, meta, len } => {
+        Opened::File {
+            file,
+            meta,
+            len,
+            generation,
+        } => {
             let kept = || app.storage.kept_digest(path, grant.storage_scope(), &file, &meta, len);
             let repr_digest = super::digest_fields::for_read(head, kept);
-            serve_file(head, path, file, &meta, len, repr_digest)
+            serve_file(head, path, file, &meta, (len, generation), repr_digest)
         }
         // A directory has no ETag: only `If-Match: *` holds for it.
         Opened::Dir(..) if head.header("if-match").is_some_and(|v| !conditional::matches_any(v)) => {
@@ -54,16 +59,17 @@ fn is_file(app: &App, dir: &RelPath, grant: Grant<'_>) -> bool {
 
 /// A file's bytes, all or a range, or 304, with its validators: what the conditional fields
 /// of the request decide ([`conditional::decide`]).
-/// `repr_digest` is the `Repr-Digest` a `Want-Repr-Digest` asked for, where one is kept.
+/// `size` is its committed length, `generation` its inode's where already read, `repr_digest`
+/// the `Repr-Digest` a `Want-Repr-Digest` asked for, where one is kept.
 fn serve_file(
     head: &Head,
     path: &RelPath,
     file: File,
     meta: &Metadata,
-    size: u64,
+    (size, generation): (u64, Option<u32>),
     repr_digest: Option<String>,
 ) -> Result<Response, Error> {
-    let validators = Validators::of(&file, meta, size);
+    let validators = Validators::of(&file, meta, size, generation);
     let conditions = ReadConditions {
         if_match: head.header("if-match"),
         if_unmodified_since: head.header("if-unmodified-since"),

@@ -26,7 +26,7 @@ pub(super) fn line_count(app: &App, path: &RelPath, grant: Grant<'_>, req: &Requ
 /// it and its clients read it (`jq .size`); a file's size is its committed size, like a GET.
 pub(super) fn stat(app: &App, path: &RelPath, grant: Grant<'_>) -> Result<Response, Error> {
     let (meta, size, born) = match app.storage.open_read(path, grant.storage_scope())? {
-        Opened::File { file, meta, len } => {
+        Opened::File { file, meta, len, .. } => {
             let born = crate::sys::created(file.as_fd(), &meta);
             (meta, len, born)
         }

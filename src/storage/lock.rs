@@ -260,6 +260,8 @@ pub struct Committed {
     /// Bytes of whole, committed writes: the file's size, or less if an append was cut off by
     /// a crash and awaits its rollback.
     pub len: u64,
+    /// The inode's generation, where it was already read ([`clean_versions`]); the ETag needs it.
+    pub generation: Option<u32>,
 }
 
 /// Opens `name` for reading and finds its committed length: under a shared lock (so no append
@@ -289,7 +291,13 @@ pub fn committed_read(dir: &Dir, name: &OsStr, local_dev: Option<u64>) -> Result
         {
             if clean_versions::seen(&version) {
                 let len = meta.len();
-                return Ok(Some(Committed { file, meta, len }));
+                let generation = Some(version.generation());
+                return Ok(Some(Committed {
+                    file,
+                    meta,
+                    len,
+                    generation,
+                }));
             }
             remember = Remember {
                 dev: Some(dev),
@@ -376,7 +384,12 @@ fn locked<T>(
                 clean_versions::remember(version);
             }
         }
-        let seen = Committed { file, meta, len };
+        let seen = Committed {
+            file,
+            meta,
+            len,
+            generation: remember.generation,
+        };
         let made = under_lock(&seen);
         let _ = seen.file.unlock();
         return Ok(Some((seen, made)));

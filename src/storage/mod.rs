@@ -227,7 +227,13 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub enum Opened {
     /// A regular file, open, with its metadata and the length readers may see of it
     /// (less than its size while a streamed append to it is in flight).
-    File { file: File, meta: Metadata, len: u64 },
+    File {
+        file: File,
+        meta: Metadata,
+        len: u64,
+        /// The inode's generation, where reading it already read it (else the ETag asks).
+        generation: Option<u32>,
+    },
     /// A directory, with its metadata and when it was created (where the filesystem says).
     Dir(Metadata, Option<std::time::SystemTime>),
 }
@@ -369,6 +375,7 @@ impl Storage {
             file: seen.file,
             meta: seen.meta,
             len: seen.len,
+            generation: seen.generation,
         })
     }
 
@@ -415,6 +422,7 @@ impl Storage {
                 file: seen.file,
                 meta: seen.meta,
                 len: seen.len,
+                generation: seen.generation,
             })),
             // Waited its bound for a writer: the full path would wait again.
             Err(StorageError::Locked) => Err(StorageError::Locked),
