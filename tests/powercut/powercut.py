@@ -24,9 +24,11 @@ Usage: powercut.py BINARY|raw [--states N] [--shape CLIENTSxFILES] [--appends N]
 Exit status: 0 as expected, 1 not, 77 skipped (printed with its reason).
 """
 import argparse
+import ctypes
 import os
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -41,6 +43,7 @@ RECORD = struct.Struct("<cQI")
 DISK_MIB = 64
 BODY_SIZES = [100, 700, 5000, 70000]
 START = b"start"
+EPOCH = 10  # appends to one file name before an appender moves on to the next
 BLOCK = 4096  # the disk writes a 4 KiB block whole (ext4 needs that of it: a torn superblock
 #               fails its checksum), and may tear a longer write between blocks
 SKIP = 77
@@ -59,16 +62,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(binary, storage, args, boot_id=None):
+def start_server(binary, storage, args, log_path, boot_id=None):
     """The server on `storage`; with `boot_id` (a file), in a mount namespace where
     /proc/sys/kernel/random/boot_id reads as that file: a state a power cut left is found
     after a reboot."""
     port = free_port()
     wrap = []
     if boot_id:
-        wrap = ["unshare", "-m", "sh", "-c",
+        # Slave propagation: an unmount on the host reaches the namespace, so it never keeps a
+        # state's filesystem alive (writing into the next state's image) after the check.
+        wrap = ["unshare", "-m", "--propagation", "slave", "sh", "-c",
                 f'mount --bind "{boot_id}" /proc/sys/kernel/random/boot_id && exec "$0" "$@"']
-    log = open(os.path.join(os.path.dirname(storage), "server.log"), "ab")
+    log = open(log_path, "ab")  # outside the filesystem under test
     proc = subprocess.Popen(wrap + [binary, "--listen", f"127.0.0.1:{port}", "--storage", storage, *args],
                             stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(400):
@@ -97,7 +102,10 @@ def read_answer(sock):
         if name.strip().lower() == b"content-length":
             length = int(value)
     while len(rest) < length:
-        rest += sock.recv(65536)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"the server closed the connection after {len(rest)} of {length} body bytes")
+        rest += chunk
     return int(head.split()[1]), rest
 
 
@@ -108,21 +116,34 @@ def request(port, method, path, body=b""):
 
 
 def body(client, seq, rng):
-    size = rng.choice(BODY_SIZES)
+    return exact_body(client, seq, rng.choice(BODY_SIZES))
+
+
+def exact_body(client, seq, size):
+    """The one body `<client:seq:size:` … `>\n` of `size` bytes: its filling repeats its own
+    name, so a block of another body, or of zeros, anywhere inside it shows."""
     tag = f"<{client}:{seq}:{size}:"
-    return (tag + "x" * (size - len(tag) - 2) + ">\n").encode()
+    fill = f"{client}.{seq}|" * (size // 4 + 1)
+    return (tag + fill[:size - len(tag) - 2] + ">\n").encode()
 
 
-def append_over_http(port, name, client, count, ctl, rng, errors):
+def appended_name(index, seq):
+    """The file an appender's `seq`-th body goes to: a new one every [`EPOCH`] appends, so a run
+    creates files (and their crash-record slots) all along, not only at its start."""
+    return f"f{index}-{seq // EPOCH}.log"
+
+
+def append_over_http(port, index, client, count, ctl, rng, errors):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             for seq in range(count):
+                name = appended_name(index, seq)
                 b = body(client, seq, rng)
                 s.sendall(f"PUT /file/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
                 status, answer = read_answer(s)
                 if status != 200:
                     raise RuntimeError(f"append answered {status}: {answer[:200]!r}")
-                os.write(ctl, f"{name} {client} {seq}".encode())
+                os.write(ctl, f"{name} {client} {seq}\n".encode())
     except Exception as e:  # reported by the caller
         errors.append(e)
 
@@ -137,7 +158,7 @@ def upload_over_http(port, name, client, count, ctl, rng, errors):
                 status, answer = read_answer(s)
                 if status != 200:
                     raise RuntimeError(f"upload answered {status}: {answer[:200]!r}")
-                os.write(ctl, f"{name} {client} {seq}".encode())
+                os.write(ctl, f"{name} {client} {seq}\n".encode())
     except Exception as e:
         errors.append(e)
 
@@ -163,7 +184,7 @@ def concat_over_http(port, count, ctl, rng, errors):
                     status, answer = read_answer(s)
                     if status != 200:
                         raise RuntimeError(f"{method} concat answered {status}: {answer[:200]!r}")
-                    os.write(ctl, f"{name} 0 {seq}".encode())
+                    os.write(ctl, f"{name} 0 {seq}\n".encode())
     except Exception as e:
         errors.append(e)
 
@@ -182,34 +203,44 @@ def check_concat(content, sources, acked, name, repeats):
     return None
 
 
-def append_raw(path, client, count, ctl, rng, errors):
+def append_raw(data, index, client, count, ctl, rng, errors):
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            for seq in range(count):
+        for seq in range(count):
+            name = appended_name(index, seq)
+            fd = os.open(f"{data}/{name}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
                 os.write(fd, body(client, seq, rng))
                 os.fsync(fd)
-                os.write(ctl, f"{os.path.basename(path)} {client} {seq}".encode())
-        finally:
-            os.close(fd)
+            finally:
+                os.close(fd)
+            os.write(ctl, f"{name} {client} {seq}\n".encode())
     except Exception as e:
         errors.append(e)
 
 
 def parse_log(path):
+    """The log's records; markers (newline-ended lines, which the kernel may split between two
+    writes to `ctl` at a page boundary) are put back together, each kept as one record where
+    its last part arrived."""
     with open(path, "rb") as f:
         data = f.read()
-    at, records = 0, []
+    at, records, pending = 0, [], b""
     while at + RECORD.size <= len(data):
         kind, offset, length = RECORD.unpack_from(data, at)
         at += RECORD.size
-        records.append((kind, offset, data[at:at + length]))
+        if kind == b"M":
+            pending += data[at:at + length]
+            while b"\n" in pending:
+                line, _, pending = pending.partition(b"\n")
+                records.append((kind, 0, line))
+        else:
+            records.append((kind, offset, data[at:at + length]))
         at += length
     return records
 
 
-def check_file(content, acked, name, torn_tail=False):
-    """None if `content` is whole bodies only, each client's in order from its first, holding
+def check_file(content, acked, name, torn_tail=False, first_seq=0):
+    """None if `content` is whole bodies only, each client's in order from `first_seq`, holding
     every acknowledged one (`acked`: client -> last acknowledged seq); else what is wrong.
     With `torn_tail` (plain write+fsync, which promises no atomicity), what follows a torn
     body is not looked at: only the acknowledged bodies before it must be there."""
@@ -227,17 +258,17 @@ def check_file(content, acked, name, torn_tail=False):
             if torn_tail:
                 break
             return f"{name}: a torn body at byte {at}: {content[at:at + 40]!r}"
-        whole = content[at:at + size]
-        if len(whole) < size or not whole.endswith(b">\n") or whole.count(b"<") != 1:
+        if content[at:at + size] != exact_body(client, seq, size):
             if torn_tail:
                 break
             return f"{name}: body {client}:{seq} at byte {at} is torn"
-        if seq != last.get(client, -1) + 1:
-            return f"{name}: body {client}:{seq} follows {client}:{last.get(client, -1)}"
+        expected = last[client] + 1 if client in last else first_seq
+        if seq != expected:
+            return f"{name}: body {client}:{seq} where {client}:{expected} belongs"
         last[client] = seq
         at += size
     for client, seq in sorted(acked.items()):
-        if last.get(client, -1) < seq:
+        if last.get(client, first_seq - 1) < seq:
             return f"{name}: acknowledged body {client}:{seq} is missing (the file ends at {client}:{last.get(client, -1)})"
     return None
 
@@ -264,7 +295,7 @@ def check_upload(content, acked, name):
         client, seq, size = int(fields[0]), int(fields[1]), int(fields[2])
     except (ValueError, IndexError):
         return f"{name}: not one whole upload: {content[:40]!r}"
-    if content[:1] != b"<" or len(content) != size or not content.endswith(b">\n") or content.count(b"<") != 1:
+    if content != exact_body(client, seq, size):
         return f"{name}: upload {client}:{seq} is not whole ({len(content)} bytes of {size})"
     if seq < acked.get(client, -1):
         return f"{name}: holds upload {seq}, after upload {acked[client]} was acknowledged"
@@ -282,6 +313,19 @@ class Loop:
 
     def __exit__(self, *exc):
         sh("losetup", "-d", self.dev, check=False)
+
+
+def flush_often(path, every, done):
+    """`syncfs` of the filesystem holding `path` every `every` seconds until `done`."""
+    if every <= 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while not done.wait(every):
+            libc.syncfs(fd)
+    finally:
+        os.close(fd)
 
 
 def record_workload(args, work):
@@ -302,11 +346,12 @@ def record_workload(args, work):
                 os.mkdir(f"{fs}/data")
                 os.sync()  # states are taken after this marker: those before are mkfs's
                 ctl = os.open(f"{mnt}/ctl", os.O_WRONLY)
-                os.write(ctl, START)
+                os.write(ctl, START + b"\n")
                 clients, files = args.shape
                 errors, threads, proc = [], [], None
                 if args.binary != "raw":
-                    proc, port = start_server(args.binary, f"{fs}/data", ["--fsync", "true", *args.server_arg])
+                    proc, port = start_server(args.binary, f"{fs}/data", ["--fsync", "true", *args.server_arg],
+                                              f"{work}/server.log")
                 for c in range(args.uploaders if proc else 0):
                     name, rng = f"u{c}.dat", random.Random(args.seed * 1000 + 500 + c)
                     threads.append(threading.Thread(
@@ -315,16 +360,23 @@ def record_workload(args, work):
                     threads.append(threading.Thread(target=concat_over_http, args=(
                         port, args.concats, ctl, random.Random(args.seed * 1000 + 900), errors)))
                 for c in range(clients):
-                    name, rng = f"f{c % files}.log", random.Random(args.seed * 1000 + c)
+                    rng = random.Random(args.seed * 1000 + c)
                     if proc:
-                        target = (append_over_http, (port, name, c, args.appends, ctl, rng, errors))
+                        target = (append_over_http, (port, c % files, c, args.appends, ctl, rng, errors))
                     else:
-                        target = (append_raw, (f"{fs}/data/{name}", c, args.appends, ctl, rng, errors))
+                        target = (append_raw, (f"{fs}/data", c % files, c, args.appends, ctl, rng, errors))
                     threads.append(threading.Thread(target=target[0], args=target[1]))
                 for t in threads:
                     t.start()
+                # Write-back at random moments: without it a slot rewritten and not synced
+                # would reach the disk only after the run, and no state would hold it.
+                done = threading.Event()
+                flusher = threading.Thread(target=flush_often, args=(f"{fs}/data", args.syncfs_ms / 1000, done))
+                flusher.start()
                 for t in threads:
                     t.join()
+                done.set()
+                flusher.join()
                 if proc:
                     proc.kill()
                     proc.wait()
@@ -339,37 +391,55 @@ def record_workload(args, work):
     return parse_log(log)
 
 
-def check_state(args, work, state, acked):
-    """Mounts one rebuilt state and checks every file; returns the problems found."""
-    fs, image = f"{work}/fs", f"{work}/state.img"
+def check_state(args, work, n, state, acked):
+    """Mounts rebuilt state `n` and checks every file; returns the problems found."""
+    # A file of its own for each state: were an earlier state's filesystem still alive
+    # somewhere, it could only write into its own image.
+    fs, image = f"{work}/fs", f"{work}/state-{n}.img"
     with open(image, "wb") as f:
         f.write(state)
+    try:
+        return check_mounted(args, work, image, acked)
+    finally:
+        os.unlink(image)
+
+
+def appended_files(args):
+    """Every file the appenders may have made, with the first seq each client writes to it."""
+    epochs = (args.appends + EPOCH - 1) // EPOCH
+    return [(f"f{i}-{e}.log", e * EPOCH) for i in range(args.shape[1]) for e in range(epochs)]
+
+
+def check_mounted(args, work, image, acked):
+    fs = f"{work}/fs"
     problems = []
     with Loop(image) as dev:
         sh("mount", dev, fs)
         try:
             os.makedirs(f"{fs}/data", exist_ok=True)
-            names = [f"f{i}.log" for i in range(args.shape[1])]
+            files = appended_files(args)
             if args.binary == "raw":
-                for name in names:
+                for name, first in files:
                     path = f"{fs}/data/{name}"
                     content = open(path, "rb").read() if os.path.exists(path) else b""
-                    problems += [p for p in [check_file(content, acked.get(name, {}), name, torn_tail=True)] if p]
+                    problem = check_file(content, acked.get(name, {}), name, torn_tail=True, first_seq=first)
+                    problems += [problem] if problem else []
                 return problems
             boot = f"{work}/boot_id"
             with open(boot, "w") as f:
                 f.write(f"{uuid.uuid4()}\n")
-            proc, port = start_server(args.binary, f"{fs}/data", ["--fsync", "true", *args.server_arg], boot)
+            proc, port = start_server(args.binary, f"{fs}/data", ["--fsync", "true", *args.server_arg],
+                                      f"{work}/server.log", boot)
             try:
                 for when in ("as found", "after an empty append"):
-                    for name in names:
+                    for name, first in files:
                         status, content = request(port, "GET", f"/file/{name}")
                         if status == 404:
                             content = b""
                         elif status != 200:
                             problems.append(f"{name} {when}: GET answered {status}")
                             continue
-                        problem = check_file(content, acked.get(name, {}), name)
+                        problem = check_file(content, acked.get(name, {}), name, first_seq=first)
                         if problem:
                             problems.append(f"{problem} ({when})")
                     for c in range(args.uploaders):
@@ -396,7 +466,7 @@ def check_state(args, work, state, acked):
                             if problem:
                                 problems.append(f"{problem} ({when})")
                     if when == "as found":
-                        for name in names:
+                        for name, _ in files:
                             request(port, "PUT", f"/file/{name}")
             finally:
                 proc.kill()
@@ -435,6 +505,8 @@ def main():
     parser.add_argument("--server-arg", action="append", default=[])
     parser.add_argument("--expect-loss", action="store_true")
     parser.add_argument("--keep-log", help="copy the disk's log here (to study a failure)")
+    parser.add_argument("--syncfs-ms", type=float, default=3.0,
+                        help="syncfs the recorded filesystem this often while the workload runs (0: never)")
     args = parser.parse_args()
     if args.binary != "raw":
         args.binary = os.path.abspath(args.binary)
@@ -444,6 +516,9 @@ def main():
     if reason:
         print(f"powercut: skipped: {reason}")
         return SKIP
+    print(f"powercut: {label}: recording", flush=True)
+    # A TERM (a CI timeout) unwinds like an error, so mounts and loop devices are released.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     work = tempfile.mkdtemp(prefix="powercut-")
     try:
         records = record_workload(args, work)
@@ -469,7 +544,7 @@ def main():
                 if kind == b"M" and data != START:
                     name, client, seq = data.decode().split()
                     acked.setdefault(name, {})[int(client)] = int(seq)
-            problems = check_state(args, work, state, acked)
+            problems = check_state(args, work, n, state, acked)
             failed += [f"state {n} (after flush {k}, cut at record {cut}): {p}" for p in problems]
         acks = sum(1 for r in records if r[0] == b"M") - 1
         print(f"powercut: {label}: {len(records)} writes and flushes, {acks} writes acknowledged, "
