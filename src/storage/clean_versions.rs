@@ -3,14 +3,15 @@
 //! more than nginx's (`docs/write-protocol.md`, "A read of a version seen clean").
 //!
 //! A *version* is what `fstat` and the inode generation show of an open file: device, inode,
-//! generation, size, mtime, ctime and link count. It is *clean* when a read under the shared
-//! lock found no armed crash record for it (none, or an idle slot), so its committed length is
-//! its size. A later read that opens the name beneath the root and sees the same version
-//! serves that size without the lock, because:
+//! generation, size, mtime, ctime and link count. It is *clean* at a path when a read of that
+//! path under the shared lock found no armed crash record for it (none, or an idle slot) in the
+//! directory the path names, so its committed length is its size. A later read of the same path
+//! that opens it beneath the root and sees the same version serves that size without the lock,
+//! because:
 //! - it is the same file: a reused inode number gets a new generation on the filesystems this
 //!   is used on, and a later ctime;
 //! - nothing has changed it since, whoever the writer: every write, truncate, rename, link,
-//!   chmod or xattr change stamps the ctime with the current time, and a version is remembered
+//!   chmod or xattr change through the usual calls stamps the ctime with the current time, and a version is remembered
 //!   only once its ctime is [`SETTLED_SECS`] old, so a later change cannot carry the same ctime
 //!   even on a filesystem with one-second timestamps (what git calls a racy entry);
 //! - for this service's own writers even the size alone would do: an append grows the file
@@ -18,7 +19,10 @@
 //!   an unchanged size is a committed length.
 //!
 //! The `openat` that found the file is the read's instant, as the re-check under the lock is
-//! on the locked path: a replace or move after it comes after the read.
+//! on the locked path: a replace or move after it comes after the read. The path is part of
+//! what is remembered because a record is looked for beside the name read: a file with two
+//! names (a hard link, a file bind-mounted over another name) found clean through one may have
+//! a dead append's record beside the other.
 //!
 //! Only on a local filesystem whose timestamps and generations this machine's kernel sets
 //! itself ([`local`]: ext4, XFS, Btrfs, F2FS), and only for files on the root's own device: on
@@ -30,6 +34,7 @@ use std::cell::RefCell;
 use std::fs::{File, Metadata};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// Versions each worker thread keeps (a version's slot is chosen by its inode number).
@@ -99,8 +104,8 @@ impl Version {
     }
 }
 
-/// One thread's remembered versions.
-type Slots = [Option<Version>; SLOTS];
+/// One thread's remembered versions, each with the path (relative to the root) it was read at.
+type Slots = [Option<(Version, PathBuf)>; SLOTS];
 
 thread_local! {
     // Boxed on first use: only a pointer in every thread's TLS. Held inline, the 5 KiB would
@@ -108,20 +113,25 @@ thread_local! {
     static SEEN: RefCell<Option<Box<Slots>>> = const { RefCell::new(None) };
 }
 
-/// True when this thread found `version` clean before.
-pub fn seen(version: &Version) -> bool {
+/// True when this thread found `version` clean before, read at `path`.
+pub fn seen(version: &Version, path: &Path) -> bool {
     SEEN.with(|seen| {
-        seen.try_borrow()
-            .is_ok_and(|s| s.as_ref().is_some_and(|s| s[version.slot()].as_ref() == Some(version)))
+        seen.try_borrow().is_ok_and(|s| {
+            s.as_ref()
+                .and_then(|s| s[version.slot()].as_ref())
+                .is_some_and(|(v, p)| v == version && p == path)
+        })
     })
 }
 
-/// Remembers `version`, just found clean under the shared lock, if its last change is settled.
-pub fn remember(version: Version) {
+/// Remembers `version`, just found clean at `path` under the shared lock, if its last change
+/// is settled.
+pub fn remember(version: Version, path: &Path) {
     if version.settled(SystemTime::now()) {
         SEEN.with(|seen| {
             if let Ok(mut s) = seen.try_borrow_mut() {
-                s.get_or_insert_with(|| Box::new([None; SLOTS]))[version.slot()] = Some(version);
+                let slots = s.get_or_insert_with(|| Box::new(std::array::from_fn(|_| None)));
+                slots[version.slot()] = Some((version, path.to_path_buf()));
             }
         });
     }
@@ -156,9 +166,11 @@ mod tests {
 
     #[test]
     fn only_a_remembered_settled_version_is_seen_and_any_field_changed_is_not() {
+        let at = Path::new("a/f");
         let old = version(1);
-        remember(old);
-        assert!(seen(&old));
+        remember(old, at);
+        assert!(seen(&old, at));
+        assert!(!seen(&old, Path::new("b/g")), "the same version at another path");
         let changed = [
             Version { generation: 8, ..old },
             Version { size: 101, ..old },
@@ -168,7 +180,7 @@ mod tests {
             Version { dev: 2, ..old },
         ];
         for other in changed {
-            assert!(!seen(&other), "{other:?}");
+            assert!(!seen(&other, at), "{other:?}");
         }
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -177,9 +189,9 @@ mod tests {
             ino: 13,
             ..version(now)
         };
-        remember(recent);
+        remember(recent, at);
         assert!(
-            !seen(&recent),
+            !seen(&recent, at),
             "a version changed in the last two seconds is not remembered"
         );
     }

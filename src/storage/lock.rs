@@ -31,6 +31,7 @@ use std::ffi::OsStr;
 use std::fs::{File, Metadata, TryLockError};
 use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -273,12 +274,13 @@ pub fn committed(dir: &Dir, name: &OsStr) -> Result<Option<Committed>> {
     Ok(locked(dir, name, None, Remember::NEVER, |_| ())?.map(|(seen, ())| seen))
 }
 
-/// [`committed`] for a read of a file on `local_dev` (the root's device where it is a local
-/// filesystem, [`super::root::Root::local_device`]): a version this thread found clean before
+/// [`committed`] for a read of the file at `path` (relative to the root; `name` in `dir`) on
+/// `local_dev` (the root's device where it is a local filesystem,
+/// [`super::root::Root::local_device`]): a version this thread found clean at that path before
 /// is served as it is opened, without the lock, the name re-check or the record lookup
 /// ([`clean_versions`] says why that is the same answer); a version found clean under the lock
 /// is remembered.
-pub fn committed_read(dir: &Dir, name: &OsStr, local_dev: Option<u64>) -> Result<Option<Committed>> {
+pub fn committed_read(dir: &Dir, name: &OsStr, path: &Path, local_dev: Option<u64>) -> Result<Option<Committed>> {
     let Some(file) = open_any(dir, name, Access::Read)? else {
         return Ok(None);
     };
@@ -289,7 +291,7 @@ pub fn committed_read(dir: &Dir, name: &OsStr, local_dev: Option<u64>) -> Result
             && meta.dev() == dev
             && let Some(version) = Version::of(&file, &meta)
         {
-            if clean_versions::seen(&version) {
+            if clean_versions::seen(&version, path) {
                 let len = meta.len();
                 let generation = Some(version.generation());
                 return Ok(Some(Committed {
@@ -302,6 +304,7 @@ pub fn committed_read(dir: &Dir, name: &OsStr, local_dev: Option<u64>) -> Result
             remember = Remember {
                 dev: Some(dev),
                 generation: Some(version.generation()),
+                path: Some(path),
             };
         }
     }
@@ -320,17 +323,20 @@ pub fn committed_with<T>(
 
 /// Whether a read under the lock that finds its file clean remembers it ([`clean_versions`]).
 #[derive(Clone, Copy)]
-struct Remember {
+struct Remember<'p> {
     /// The device whose files may be remembered (none: nothing is).
     dev: Option<u64>,
     /// The generation of the file first opened, already read (it never changes for an inode).
     generation: Option<u32>,
+    /// The path read, relative to the root.
+    path: Option<&'p Path>,
 }
 
-impl Remember {
-    const NEVER: Remember = Remember {
+impl Remember<'_> {
+    const NEVER: Remember<'static> = Remember {
         dev: None,
         generation: None,
+        path: None,
     };
 }
 
@@ -340,7 +346,7 @@ fn locked<T>(
     dir: &Dir,
     name: &OsStr,
     mut opened: Option<File>,
-    mut remember: Remember,
+    mut remember: Remember<'_>,
     mut under_lock: impl FnMut(&Committed) -> T,
 ) -> Result<Option<(Committed, T)>> {
     for _ in 0..MAX_LOCK_ATTEMPTS {
@@ -375,13 +381,16 @@ fn locked<T>(
                 return Err(e);
             }
         };
-        if clean && remember.dev == Some(meta.dev()) {
+        if clean
+            && remember.dev == Some(meta.dev())
+            && let Some(path) = remember.path
+        {
             let version = match remember.generation {
                 Some(generation) => Some(Version::with_generation(&meta, generation)),
                 None => Version::of(&file, &meta),
             };
             if let Some(version) = version {
-                clean_versions::remember(version);
+                clean_versions::remember(version, path);
             }
         }
         let seen = Committed {

@@ -359,7 +359,7 @@ impl Storage {
         }
         let (parent, name) = split(&path)?;
         let dir = self.root.open_dir(parent)?;
-        let seen = match lock::committed_read(&dir, name, self.root.local_device()) {
+        let seen = match lock::committed_read(&dir, name, &path, self.root.local_device()) {
             Err(StorageError::IsADirectory) => {
                 let sub = dir.open_dir(name).map_err(StorageError::from_io)?;
                 let meta = sub.metadata().map_err(StorageError::from_io)?;
@@ -417,7 +417,7 @@ impl Storage {
         let Ok(dir) = self.root.open_dir(parent) else {
             return Ok(None);
         };
-        match lock::committed_read(&dir, name, self.root.local_device()) {
+        match lock::committed_read(&dir, name, path, self.root.local_device()) {
             Ok(Some(seen)) => Ok(Some(Opened::File {
                 file: seen.file,
                 meta: seen.meta,

@@ -144,3 +144,46 @@ fn on_one_second_timestamps_a_change_within_the_second_is_never_missed() {
     }
     panic!("no attempt fitted the change in one second");
 }
+
+#[test]
+fn a_file_read_through_another_name_never_shows_an_append_killed_mid_commit_at_this_one() {
+    // A file with two names (a hard link an operator made: `cp -al`, a dedupe tool). An append
+    // through one dies mid-commit: its record is beside that name only. Reading the other name
+    // (where no record is) must not make the same worker skip the record at the first.
+    let Some(slow_sync) = delayed("fdatasync", Duration::from_secs(60)) else {
+        return;
+    };
+    let (_home, root) = shared_root();
+    fs::create_dir(root.join("a")).unwrap();
+    fs::create_dir(root.join("b")).unwrap();
+    fs::write(root.join("a/f"), ORIGINAL).unwrap();
+    fs::hard_link(root.join("a/f"), root.join("b/g")).unwrap();
+    // One worker: every read below is served by the same thread.
+    let reader = Server::start_on(&root, &["--workers", "1"]);
+    let mut writer = Server::start_wrapped_on(&root, &slow_sync, &["--fsync", "true"]);
+    let body = random_bytes(1 << 20, 2602);
+    let _conn = start_request(&writer, "PUT", "/file/a/f", &[], &body, body.len());
+    wait_for_internal_file(&root.join("a"), "journal");
+    let grown = (0..500).any(|_| {
+        thread::sleep(Duration::from_millis(10));
+        fs::metadata(root.join("a/f")).unwrap().len() > ORIGINAL.len() as u64
+    });
+    assert!(grown, "the killed append never wrote its bytes");
+    writer.signal(libc::SIGKILL);
+    assert!(writer.wait_exit(VISIBLE_TIMEOUT).is_some(), "the writer did not exit");
+    assert_same_bytes(&reader.get("/file/a/f").body, ORIGINAL, "a/f right after the kill");
+    // The torn version settles, and is read through the other name, whose directory holds no
+    // record (that name shows the torn bytes, as it always has: see write-protocol.md).
+    thread::sleep(SETTLE);
+    assert_eq!(fs::metadata(root.join("b/g")).unwrap().nlink(), 2);
+    for _ in 0..2 {
+        let _ = reader.get("/file/b/g");
+    }
+    for _ in 0..3 {
+        assert_same_bytes(
+            &reader.get("/file/a/f").body,
+            ORIGINAL,
+            "a/f, beside the dead append's record, after its other name was read",
+        );
+    }
+}
