@@ -186,9 +186,37 @@ pub fn matches_any(listed: &str) -> bool {
 /// the length served and the modification time. See the module doc for why each is there.
 fn etag(file: &File, meta: &Metadata, len: u64, generation: Option<u32>) -> String {
     let nanos = meta.mtime().wrapping_mul(1_000_000_000).wrapping_add(meta.mtime_nsec());
-    match generation.map_or_else(|| sys::inode_generation(file.as_fd()), Ok) {
-        Ok(generation) => format!("\"g{generation:x}-{:x}-{len:x}-{nanos:x}\"", meta.ino()),
-        Err(_) => format!("\"{:x}-{len:x}-{nanos:x}\"", meta.ino()),
+    let generation = generation.map_or_else(|| sys::inode_generation(file.as_fd()), Ok).ok();
+    etag_of(generation, meta.ino(), len, nanos)
+}
+
+/// `"g<generation>-<inode>-<length>-<mtime ns>"` in hex (`format!`'s `{:x}`, a negative time in
+/// two's complement), written digit by digit: one goes out with every GET.
+fn etag_of(generation: Option<u32>, ino: u64, len: u64, nanos: i64) -> String {
+    let mut tag = String::with_capacity(ETAG_CAPACITY);
+    tag.push('"');
+    if let Some(generation) = generation {
+        tag.push('g');
+        push_hex(&mut tag, u64::from(generation));
+        tag.push('-');
+    }
+    push_hex(&mut tag, ino);
+    tag.push('-');
+    push_hex(&mut tag, len);
+    tag.push('-');
+    push_hex(&mut tag, nanos as u64);
+    tag.push('"');
+    tag
+}
+
+/// Room for the longest ETag: quotes, `g`, three dashes, 8 + 3 × 16 hex digits.
+const ETAG_CAPACITY: usize = 62;
+
+/// Appends `v` in lowercase hex, no leading zeros.
+fn push_hex(out: &mut String, v: u64) {
+    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        out.push(char::from(b"0123456789abcdef"[((v >> (i * 4)) & 0xf) as usize]));
     }
 }
 
@@ -271,6 +299,23 @@ fn number(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_written_digit_by_digit_match_the_formatted_form() {
+        for (generation, ino, len, nanos) in [
+            (Some(0u32), 0u64, 0u64, 0i64),
+            (Some(u32::MAX), u64::MAX, u64::MAX, i64::MAX),
+            (Some(0x1a2b), 12, 4096, 1_796_568_419_832_000_123),
+            (None, 7, 15, -1),
+            (None, 1 << 40, 1, i64::MIN),
+        ] {
+            let expected = match generation {
+                Some(g) => format!("\"g{g:x}-{ino:x}-{len:x}-{nanos:x}\""),
+                None => format!("\"{ino:x}-{len:x}-{nanos:x}\""),
+            };
+            assert_eq!(etag_of(generation, ino, len, nanos), expected);
+        }
+    }
 
     #[test]
     fn etag_matching() {
