@@ -56,6 +56,25 @@ fn touch_ctime(path: &Path) {
     assert_eq!(unsafe { libc::chmod(c.as_ptr(), (mode & 0o7777) as libc::mode_t) }, 0);
 }
 
+/// Appends 1 MiB to `rel` (holding [`ORIGINAL`]) through a server whose `fdatasync` waits
+/// (`slow_sync`), and kills it once the bytes are in the file: a dead append's armed record
+/// beside the file, its bytes after the committed ones.
+fn kill_mid_append(root: &Path, slow_sync: &[String], rel: &str, seed: u64) {
+    let mut writer = Server::start_wrapped_on(root, slow_sync, &["--fsync", "true"]);
+    let body = random_bytes(1 << 20, seed);
+    let _conn = start_request(&writer, "PUT", &format!("/file/{rel}"), &[], &body, body.len());
+    let path = root.join(rel);
+    wait_for_internal_file(path.parent().unwrap(), "journal");
+    // The batch's bytes are in the file (its sync is what waits): the size has grown.
+    let grown = (0..500).any(|_| {
+        thread::sleep(Duration::from_millis(10));
+        fs::metadata(&path).unwrap().len() > ORIGINAL.len() as u64
+    });
+    assert!(grown, "the killed append never wrote its bytes");
+    writer.signal(libc::SIGKILL);
+    assert!(writer.wait_exit(VISIBLE_TIMEOUT).is_some(), "the writer did not exit");
+}
+
 #[test]
 fn a_file_read_before_never_shows_an_append_killed_mid_commit() {
     let Some(slow_sync) = delayed("fdatasync", Duration::from_secs(60)) else {
@@ -66,18 +85,7 @@ fn a_file_read_before_never_shows_an_append_killed_mid_commit() {
     thread::sleep(SETTLE);
     let reader = Server::start_on(&root, &["--workers", "2"]);
     read_until_remembered(&reader, "f", ORIGINAL);
-    let mut writer = Server::start_wrapped_on(&root, &slow_sync, &["--fsync", "true"]);
-    let body = random_bytes(1 << 20, 2601);
-    let _conn = start_request(&writer, "PUT", "/file/f", &[], &body, body.len());
-    wait_for_internal_file(&root, "journal");
-    // The batch's bytes are in the file (its sync is what waits): the size has grown.
-    let grown = (0..500).any(|_| {
-        thread::sleep(Duration::from_millis(10));
-        fs::metadata(root.join("f")).unwrap().len() > ORIGINAL.len() as u64
-    });
-    assert!(grown, "the killed append never wrote its bytes");
-    writer.signal(libc::SIGKILL);
-    assert!(writer.wait_exit(VISIBLE_TIMEOUT).is_some(), "the writer did not exit");
+    kill_mid_append(&root, &slow_sync, "f", 2601);
     for _ in 0..4 {
         assert_same_bytes(
             &reader.get("/file/f").body,
@@ -160,17 +168,7 @@ fn a_file_read_through_another_name_never_shows_an_append_killed_mid_commit_at_t
     fs::hard_link(root.join("a/f"), root.join("b/g")).unwrap();
     // One worker: every read below is served by the same thread.
     let reader = Server::start_on(&root, &["--workers", "1"]);
-    let mut writer = Server::start_wrapped_on(&root, &slow_sync, &["--fsync", "true"]);
-    let body = random_bytes(1 << 20, 2602);
-    let _conn = start_request(&writer, "PUT", "/file/a/f", &[], &body, body.len());
-    wait_for_internal_file(&root.join("a"), "journal");
-    let grown = (0..500).any(|_| {
-        thread::sleep(Duration::from_millis(10));
-        fs::metadata(root.join("a/f")).unwrap().len() > ORIGINAL.len() as u64
-    });
-    assert!(grown, "the killed append never wrote its bytes");
-    writer.signal(libc::SIGKILL);
-    assert!(writer.wait_exit(VISIBLE_TIMEOUT).is_some(), "the writer did not exit");
+    kill_mid_append(&root, &slow_sync, "a/f", 2602);
     assert_same_bytes(&reader.get("/file/a/f").body, ORIGINAL, "a/f right after the kill");
     // The torn version settles, and is read through the other name, whose directory holds no
     // record (that name shows the torn bytes, as it always has: see write-protocol.md).

@@ -133,34 +133,31 @@ def appended_name(index, seq):
     return f"f{index}-{seq // EPOCH}.log"
 
 
-def append_over_http(port, index, client, count, ctl, rng, errors):
+def send_marked(port, method, name_of, client, count, ctl, rng, errors):
+    """`count` requests `method` /file/`name_of(seq)` over one connection, each with the body
+    `seq` of `client`, each 200 marked in the log."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
             for seq in range(count):
-                name = appended_name(index, seq)
+                name = name_of(seq)
                 b = body(client, seq, rng)
-                s.sendall(f"PUT /file/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
+                s.sendall(f"{method} /file/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
                 status, answer = read_answer(s)
                 if status != 200:
-                    raise RuntimeError(f"append answered {status}: {answer[:200]!r}")
+                    raise RuntimeError(f"{method} {name} answered {status}: {answer[:200]!r}")
                 os.write(ctl, f"{name} {client} {seq}\n".encode())
     except Exception as e:  # reported by the caller
         errors.append(e)
 
 
+def append_over_http(port, index, client, count, ctl, rng, errors):
+    """Appends (PUT) `count` bodies, moving to a new file every [`EPOCH`]."""
+    send_marked(port, "PUT", lambda seq: appended_name(index, seq), client, count, ctl, rng, errors)
+
+
 def upload_over_http(port, name, client, count, ctl, rng, errors):
     """Replaces `name` whole (POST) `count` times, each version one self-describing body."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-            for seq in range(count):
-                b = body(client, seq, rng)
-                s.sendall(f"POST /file/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b)
-                status, answer = read_answer(s)
-                if status != 200:
-                    raise RuntimeError(f"upload answered {status}: {answer[:200]!r}")
-                os.write(ctl, f"{name} {client} {seq}\n".encode())
-    except Exception as e:
-        errors.append(e)
+    send_marked(port, "POST", lambda _: name, client, count, ctl, rng, errors)
 
 
 CONCAT_SOURCES = 4
