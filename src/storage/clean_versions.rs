@@ -39,6 +39,9 @@ use std::time::SystemTime;
 
 /// Versions each worker thread keeps (a version's slot is chosen by its inode number).
 const SLOTS: usize = 64;
+/// Longest path remembered, in bytes: a thread keeps at most [`SLOTS`] × this (16 KiB) of
+/// paths; a file at a longer path is read the locked way every time.
+const MAX_PATH_BYTES: usize = 256;
 /// How old a version's last change (ctime) must be, in seconds, before it is remembered: more
 /// than one tick of the coarsest timestamps, so a change made after it always shows.
 const SETTLED_SECS: i64 = 2;
@@ -125,9 +128,9 @@ pub fn seen(version: &Version, path: &Path) -> bool {
 }
 
 /// Remembers `version`, just found clean at `path` under the shared lock, if its last change
-/// is settled.
+/// is settled (and the path is short enough to keep).
 pub fn remember(version: Version, path: &Path) {
-    if version.settled(SystemTime::now()) {
+    if version.settled(SystemTime::now()) && path.as_os_str().len() <= MAX_PATH_BYTES {
         SEEN.with(|seen| {
             if let Ok(mut s) = seen.try_borrow_mut() {
                 let slots = s.get_or_insert_with(|| Box::new(std::array::from_fn(|_| None)));
@@ -189,6 +192,12 @@ mod tests {
             ino: 13,
             ..version(now)
         };
+        let long = "d/".repeat(MAX_PATH_BYTES / 2) + "f";
+        remember(Version { ino: 14, ..old }, Path::new(&long));
+        assert!(
+            !seen(&Version { ino: 14, ..old }, Path::new(&long)),
+            "a path too long to keep"
+        );
         remember(recent, at);
         assert!(
             !seen(&recent, at),
