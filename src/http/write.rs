@@ -200,26 +200,38 @@ fn clean_value(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Serialises the status line and headers, including the framing ones.
-pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
-    let mut head = Vec::with_capacity(256);
-    let _ = write!(head, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-    let _ = write!(head, "Date: {}\r\n", http_date(SystemTime::now()));
+/// Bytes a head is given room for; a longer one grows.
+const HEAD_CAPACITY: usize = 512;
+
+/// Serialises the status line and headers, including the framing ones, into a buffer with
+/// room for `room` more bytes (a small file's body, sent with the head in one write). Written
+/// piece by piece: `write!` per field was about 2% of a 4 KiB GET's CPU.
+pub fn encode_head(resp: &Response, keep_alive: bool, room: usize) -> Vec<u8> {
+    let mut head = Vec::with_capacity(HEAD_CAPACITY + room);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut head, u64::from(resp.status));
+    head.push(b' ');
+    head.extend_from_slice(reason(resp.status).as_bytes());
+    head.extend_from_slice(b"\r\nDate: ");
+    head.extend_from_slice(http_date(SystemTime::now()).as_bytes());
+    head.extend_from_slice(b"\r\n");
     // RFC 9110 §8.6: never on a 204; on a 304 only if it were the 200's length, so not at all.
     match (resp.status, resp.body.known_len()) {
         (204 | 304, _) => {}
         (_, Some(len)) => {
-            let _ = write!(head, "Content-Length: {len}\r\n");
+            head.extend_from_slice(b"Content-Length: ");
+            push_decimal(&mut head, len);
+            head.extend_from_slice(b"\r\n");
         }
         // Of unknown length: chunked where the connection stays open, else it ends the body.
         (_, None) if keep_alive => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         (_, None) => {}
     }
     for (name, value) in &resp.headers {
-        let _ = write!(head, "{}: {}\r\n", name, clean_value(value));
+        push_field(&mut head, name, &clean_value(value));
     }
     if resp.header(NOSNIFF.0).is_none() {
-        let _ = write!(head, "{}: {}\r\n", NOSNIFF.0, NOSNIFF.1);
+        push_field(&mut head, NOSNIFF.0, NOSNIFF.1);
     }
     head.extend_from_slice(if keep_alive {
         b"Connection: keep-alive\r\n\r\n"
@@ -227,6 +239,26 @@ pub fn encode_head(resp: &Response, keep_alive: bool) -> Vec<u8> {
         b"Connection: close\r\n\r\n"
     });
     head
+}
+
+/// Appends `name: value` and its line end.
+fn push_field(head: &mut Vec<u8>, name: &str, value: &str) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value.as_bytes());
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Appends `v` in decimal.
+fn push_decimal(head: &mut Vec<u8>, v: u64) {
+    let digits = v.checked_ilog10().map_or(1, |l| l as usize + 1);
+    let start = head.len();
+    head.resize(start + digits, b'0');
+    let mut rest = v;
+    for slot in head[start..].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
 }
 
 /// A response that could not be written whole: the body bytes that went out, and why it stopped
@@ -248,7 +280,11 @@ fn cut_at_start(error: io::Error) -> CutShort {
 /// the body bytes written.
 pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head_only: bool) -> Result<u64, CutShort> {
     let mut out = stream;
-    let mut head = encode_head(&resp, keep_alive);
+    let room = match resp.body {
+        ResponseBody::File { len, .. } if len <= INLINE_FILE_BYTES && !head_only => len as usize,
+        _ => 0,
+    };
+    let mut head = encode_head(&resp, keep_alive, room);
     if head_only {
         return out.write_all(&head).map(|()| 0).map_err(cut_at_start);
     }
@@ -259,11 +295,8 @@ pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head
             out.write_all(&head).map(|()| bytes.len() as u64).map_err(cut_at_start)
         }
         ResponseBody::File { file, offset, len } if len <= INLINE_FILE_BYTES => {
+            // The head was given room for the body: one allocation of the final size.
             let start = head.len();
-            // One allocation of the final size, not a growth of the head's.
-            let mut whole = Vec::with_capacity(start + len as usize);
-            whole.extend_from_slice(&head);
-            head = whole;
             head.resize(start + len as usize, 0);
             // A file that shrank since its length was taken fails here, before anything is sent.
             file.read_exact_at(&mut head[start..], offset).map_err(cut_at_start)?;
@@ -375,9 +408,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_head_written_piece_by_piece_is_the_formatted_one() {
+        for v in [0u64, 7, 10, 99, 4096, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+        let resp = Response::text(404, "Not Found")
+            .with_header("ETag", "\"g1-2-3-4\"")
+            .with_header("Cache-Control", "no-cache");
+        let head = String::from_utf8(encode_head(&resp, true, 4096)).unwrap();
+        let date = head.lines().nth(1).unwrap();
+        let mut expected = format!("HTTP/1.1 404 {}\r\n{date}\r\nContent-Length: 9\r\n", reason(404));
+        for (name, value) in &resp.headers {
+            expected += &format!("{name}: {value}\r\n");
+        }
+        if resp.header(NOSNIFF.0).is_none() {
+            expected += &format!("{}: {}\r\n", NOSNIFF.0, NOSNIFF.1);
+        }
+        expected += "Connection: keep-alive\r\n\r\n";
+        assert!(date.starts_with("Date: "), "{head}");
+        assert_eq!(head, expected);
+    }
+
+    #[test]
     fn head_has_framing_and_no_injected_lines() {
         let resp = Response::text(200, "hi").with_header("X-Name", "a\r\nSet-Cookie: evil");
-        let head = String::from_utf8(encode_head(&resp, false)).unwrap();
+        let head = String::from_utf8(encode_head(&resp, false, 0)).unwrap();
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(head.contains("\r\nContent-Length: 2\r\n"));
         assert!(head.contains("\r\nX-Name: a  Set-Cookie: evil\r\n"));
@@ -393,7 +450,7 @@ mod tests {
             Response::error(503, "busy", "try later"),
             Response::text(200, "x").with_header("x-content-type-options", "nosniff"),
         ] {
-            let head = String::from_utf8(encode_head(&resp, true))
+            let head = String::from_utf8(encode_head(&resp, true, 0))
                 .unwrap()
                 .to_ascii_lowercase();
             assert_eq!(head.matches("x-content-type-options: nosniff\r\n").count(), 1, "{head}");
@@ -403,7 +460,7 @@ mod tests {
     #[test]
     fn a_header_set_twice_is_sent_once_with_the_last_value() {
         let resp = Response::text(200, "x").with_header("content-type", "text/csv");
-        let head = String::from_utf8(encode_head(&resp, true)).unwrap();
+        let head = String::from_utf8(encode_head(&resp, true, 0)).unwrap();
         assert_eq!(
             head.to_ascii_lowercase().matches("\r\ncontent-type:").count(),
             1,
@@ -419,7 +476,7 @@ mod tests {
             .with_header("Transfer-Encoding", "chunked")
             .with_header("Connection", "keep-alive")
             .with_header("Date", "yesterday");
-        let head = String::from_utf8(encode_head(&resp, false))
+        let head = String::from_utf8(encode_head(&resp, false, 0))
             .unwrap()
             .to_ascii_lowercase();
         assert_eq!(head.matches("content-length").count(), 1, "{head}");
