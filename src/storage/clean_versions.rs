@@ -20,12 +20,15 @@
 //!
 //! The `openat` that found the file is the read's instant, as the re-check under the lock is
 //! on the locked path: a replace or move after it comes after the read. The path is part of
-//! what is remembered because a record is looked for beside the name read: a file with two
-//! names (a hard link, a file bind-mounted over another name) found clean through one may have
-//! a dead append's record beside the other.
+//! what is remembered, and only a file with one link is, because a record is looked for
+//! beside the name read: a file with two names (hard links) found clean through one may have a
+//! dead append's record beside the other, and a rename of directories can later put that
+//! record beside the very path remembered (a rename changes nothing in the file's version).
+//! A file with one name has its record in its one directory, which moves with it.
 //!
 //! Only on a local filesystem whose timestamps and generations this machine's kernel sets
-//! itself ([`local`]: ext4, XFS, Btrfs, F2FS), and only for files on the root's own device: on
+//! itself ([`local`]: ext4, XFS, Btrfs, F2FS), and only for files on the root's own device
+//! (another filesystem mounted beneath the root is another device): on
 //! GlusterFS, JuiceFS, NFS or CephFS another machine writes, an attribute cache may answer
 //! `fstat`, and only the lock makes a client look again. Each worker thread keeps its own
 //! [`SLOTS`] versions, so the cache takes no lock and holds no descriptor.
@@ -128,9 +131,9 @@ pub fn seen(version: &Version, path: &Path) -> bool {
 }
 
 /// Remembers `version`, just found clean at `path` under the shared lock, if its last change
-/// is settled (and the path is short enough to keep).
+/// is settled, it has one name, and the path is short enough to keep.
 pub fn remember(version: Version, path: &Path) {
-    if version.settled(SystemTime::now()) && path.as_os_str().len() <= MAX_PATH_BYTES {
+    if version.nlink == 1 && version.settled(SystemTime::now()) && path.as_os_str().len() <= MAX_PATH_BYTES {
         SEEN.with(|seen| {
             if let Ok(mut s) = seen.try_borrow_mut() {
                 let slots = s.get_or_insert_with(|| Box::new(std::array::from_fn(|_| None)));
@@ -170,6 +173,13 @@ mod tests {
     #[test]
     fn only_a_remembered_settled_version_is_seen_and_any_field_changed_is_not() {
         let at = Path::new("a/f");
+        let linked = Version {
+            ino: 15,
+            nlink: 2,
+            ..version(1)
+        };
+        remember(linked, at);
+        assert!(!seen(&linked, at), "a file with two links is never remembered");
         let old = version(1);
         remember(old, at);
         assert!(seen(&old, at));

@@ -185,3 +185,35 @@ fn a_file_read_through_another_name_never_shows_an_append_killed_mid_commit_at_t
         );
     }
 }
+
+#[test]
+fn a_rename_of_directories_never_puts_a_dead_appends_record_beside_a_remembered_path() {
+    // A file with two names `a/f` and `b/f` (hard links); an append through `a/f` dies, so its
+    // record is in `a/`. Reading `b/f` shows the dead append's bytes (no record beside it: see
+    // write-protocol.md, "What is not covered"). Then the directories are swapped by the
+    // service's own moves: `b/f` is now beside the record, at the same path, with the same
+    // version (a rename changes nothing in the file), and must read as the locked path does.
+    let Some(slow_sync) = delayed("fdatasync", Duration::from_secs(60)) else {
+        return;
+    };
+    let (_home, root) = shared_root();
+    fs::create_dir(root.join("a")).unwrap();
+    fs::create_dir(root.join("b")).unwrap();
+    fs::write(root.join("a/f"), ORIGINAL).unwrap();
+    fs::hard_link(root.join("a/f"), root.join("b/f")).unwrap();
+    let reader = Server::start_on(&root, &["--workers", "1"]);
+    kill_mid_append(&root, &slow_sync, "a/f", 2603);
+    thread::sleep(SETTLE);
+    for _ in 0..3 {
+        let _ = reader.get("/file/b/f");
+    }
+    reader.put_json("/file/b/mv", r#"{"path": "x"}"#).assert_ok_json();
+    reader.put_json("/file/a/mv", r#"{"path": "b"}"#).assert_ok_json();
+    for _ in 0..3 {
+        assert_same_bytes(
+            &reader.get("/file/b/f").body,
+            ORIGINAL,
+            "b/f after the directory beside the dead append's record took its path",
+        );
+    }
+}
