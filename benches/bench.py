@@ -371,10 +371,16 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def make_root(path: Path, data: Data) -> Path:
-    """A server root holding (hard links to) the data files, so both servers share the cache."""
+    """A server root holding hard links to the big data files, so both servers share the page
+    cache, and a copy of the small one: a file the service stored has one link, and http-nas
+    remembers only such a file as clean between reads (a file with several names takes the
+    locked read every time, docs/write-protocol.md)."""
     path.mkdir(parents=True)
     for file in data.all():
-        link_or_copy(file, path / file.name)
+        if file == data.small:
+            shutil.copyfile(file, path / file.name)
+        else:
+            link_or_copy(file, path / file.name)
     return path
 
 
