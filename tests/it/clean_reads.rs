@@ -9,14 +9,14 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::mounts::Mounted;
 use crate::support::races::{VISIBLE_TIMEOUT, delayed, shared_root, start_request, wait_for_internal_file};
 use crate::support::writes::ORIGINAL;
-use crate::support::{RESERVED_PREFIX, Server, assert_same_bytes, random_bytes, skip};
+use crate::support::{RESERVED_PREFIX, Server, TempDir, assert_same_bytes, random_bytes, skip};
 
 /// Longer than the time a version's last change must be old before it is remembered (2 s).
 const SETTLE: Duration = Duration::from_millis(2_200);
@@ -153,30 +153,35 @@ fn on_one_second_timestamps_a_change_within_the_second_is_never_missed() {
     panic!("no attempt fitted the change in one second");
 }
 
-#[test]
-fn a_file_read_through_another_name_never_shows_an_append_killed_mid_commit_at_this_one() {
-    // A file with two names (a hard link an operator made: `cp -al`, a dedupe tool). An append
-    // through one dies mid-commit: its record is beside that name only. Reading the other name
-    // (where no record is) must not make the same worker skip the record at the first.
-    let Some(slow_sync) = delayed("fdatasync", Duration::from_secs(60)) else {
-        return;
-    };
-    let (_home, root) = shared_root();
+/// `a/f` and a hard link to it at `other`; a reader with one worker (every read below is
+/// served by the same thread); an append through `a/f` killed mid-commit (its record in `a/`);
+/// then, the torn version settled, `other` read a few times (no record beside it: it shows the
+/// dead append's bytes, as it always has, write-protocol.md "What is not covered").
+fn read_the_other_name_of_a_dead_append(other: &str, seed: u64) -> Option<(TempDir, PathBuf, Server)> {
+    let slow_sync = delayed("fdatasync", Duration::from_secs(60))?;
+    let (home, root) = shared_root();
     fs::create_dir(root.join("a")).unwrap();
     fs::create_dir(root.join("b")).unwrap();
     fs::write(root.join("a/f"), ORIGINAL).unwrap();
-    fs::hard_link(root.join("a/f"), root.join("b/g")).unwrap();
-    // One worker: every read below is served by the same thread.
+    fs::hard_link(root.join("a/f"), root.join(other)).unwrap();
     let reader = Server::start_on(&root, &["--workers", "1"]);
-    kill_mid_append(&root, &slow_sync, "a/f", 2602);
+    kill_mid_append(&root, &slow_sync, "a/f", seed);
     assert_same_bytes(&reader.get("/file/a/f").body, ORIGINAL, "a/f right after the kill");
-    // The torn version settles, and is read through the other name, whose directory holds no
-    // record (that name shows the torn bytes, as it always has: see write-protocol.md).
     thread::sleep(SETTLE);
-    assert_eq!(fs::metadata(root.join("b/g")).unwrap().nlink(), 2);
-    for _ in 0..2 {
-        let _ = reader.get("/file/b/g");
+    assert_eq!(fs::metadata(root.join(other)).unwrap().nlink(), 2);
+    for _ in 0..3 {
+        let _ = reader.get(&format!("/file/{other}"));
     }
+    Some((home, root, reader))
+}
+
+#[test]
+fn a_file_read_through_another_name_never_shows_an_append_killed_mid_commit_at_this_one() {
+    // A file with two names (a hard link an operator made: `cp -al`, a dedupe tool). Reading
+    // the other name (where no record is) must not make the worker skip the record at the first.
+    let Some((_home, _root, reader)) = read_the_other_name_of_a_dead_append("b/g", 2602) else {
+        return;
+    };
     for _ in 0..3 {
         assert_same_bytes(
             &reader.get("/file/a/f").body,
@@ -188,25 +193,12 @@ fn a_file_read_through_another_name_never_shows_an_append_killed_mid_commit_at_t
 
 #[test]
 fn a_rename_of_directories_never_puts_a_dead_appends_record_beside_a_remembered_path() {
-    // A file with two names `a/f` and `b/f` (hard links); an append through `a/f` dies, so its
-    // record is in `a/`. Reading `b/f` shows the dead append's bytes (no record beside it: see
-    // write-protocol.md, "What is not covered"). Then the directories are swapped by the
-    // service's own moves: `b/f` is now beside the record, at the same path, with the same
-    // version (a rename changes nothing in the file), and must read as the locked path does.
-    let Some(slow_sync) = delayed("fdatasync", Duration::from_secs(60)) else {
+    // After `b/f` was read, the directories are swapped by the service's own moves: `b/f` is
+    // now beside the dead append's record, at the same path, with the same version (a rename
+    // changes nothing in the file), and must read as the locked path does.
+    let Some((_home, _root, reader)) = read_the_other_name_of_a_dead_append("b/f", 2603) else {
         return;
     };
-    let (_home, root) = shared_root();
-    fs::create_dir(root.join("a")).unwrap();
-    fs::create_dir(root.join("b")).unwrap();
-    fs::write(root.join("a/f"), ORIGINAL).unwrap();
-    fs::hard_link(root.join("a/f"), root.join("b/f")).unwrap();
-    let reader = Server::start_on(&root, &["--workers", "1"]);
-    kill_mid_append(&root, &slow_sync, "a/f", 2603);
-    thread::sleep(SETTLE);
-    for _ in 0..3 {
-        let _ = reader.get("/file/b/f");
-    }
     reader.put_json("/file/b/mv", r#"{"path": "x"}"#).assert_ok_json();
     reader.put_json("/file/a/mv", r#"{"path": "b"}"#).assert_ok_json();
     for _ in 0..3 {
