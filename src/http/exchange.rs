@@ -20,7 +20,7 @@
 //! under `op="other"`.
 
 use super::head::Head;
-use super::write::{Response, write_response};
+use super::write::{Response, decimal, write_response};
 use super::{Exchange, Shared};
 use std::fmt;
 use std::io::Read;
@@ -176,24 +176,13 @@ impl fmt::Display for Peer {
                 buf[n] = b'.';
                 n += 1;
             }
-            n += decimal(&mut buf[n..], u32::from(octet));
+            n += decimal(&mut buf[n..], u64::from(octet));
         }
         buf[n] = b':';
         n += 1;
-        n += decimal(&mut buf[n..], u32::from(v4.port()));
+        n += decimal(&mut buf[n..], u64::from(v4.port()));
         f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
     }
-}
-
-/// Writes `v` in decimal at the start of `out` (room for its digits); returns how many.
-fn decimal(out: &mut [u8], v: u32) -> usize {
-    let digits = v.checked_ilog10().map_or(1, |l| l as usize + 1);
-    let mut rest = v;
-    for slot in out[..digits].iter_mut().rev() {
-        *slot = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    digits
 }
 
 #[cfg(test)]

@@ -251,14 +251,23 @@ fn push_field(head: &mut Vec<u8>, name: &str, value: &str) {
 
 /// Appends `v` in decimal.
 fn push_decimal(head: &mut Vec<u8>, v: u64) {
+    let mut digits = [0u8; U64_DIGITS];
+    let n = decimal(&mut digits, v);
+    head.extend_from_slice(&digits[..n]);
+}
+
+/// Most decimal digits of a `u64`.
+const U64_DIGITS: usize = 20;
+
+/// Writes `v` in decimal at the start of `out` (room for its digits); returns how many.
+pub(super) fn decimal(out: &mut [u8], v: u64) -> usize {
     let digits = v.checked_ilog10().map_or(1, |l| l as usize + 1);
-    let start = head.len();
-    head.resize(start + digits, b'0');
     let mut rest = v;
-    for slot in head[start..].iter_mut().rev() {
+    for slot in out[..digits].iter_mut().rev() {
         *slot = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
+    digits
 }
 
 /// A response that could not be written whole: the body bytes that went out, and why it stopped
