@@ -482,17 +482,18 @@ impl Identity {
     fn names(&self, now: &Identity) -> bool {
         let unknown = |i: &Identity| i.birth == 0 && i.birth_nsec == 0;
         if unknown(self) || unknown(now) {
-            Identity {
-                birth: 0,
-                birth_nsec: 0,
-                ..*self
-            } == Identity {
-                birth: 0,
-                birth_nsec: 0,
-                ..*now
-            }
+            self.without_birth() == now.without_birth()
         } else {
             self == now
+        }
+    }
+
+    /// The same version with its birth time not known.
+    fn without_birth(&self) -> Identity {
+        Identity {
+            birth: 0,
+            birth_nsec: 0,
+            ..*self
         }
     }
 

@@ -30,6 +30,7 @@ use super::{Result, StorageError};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, TryLockError};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -302,9 +303,8 @@ pub fn committed_read(dir: &Dir, name: &OsStr, path: &Path, local_dev: Option<u6
                 }));
             }
             remember = Remember {
-                dev: Some(dev),
+                at: Some((dev, path)),
                 generation: Some(version.generation()),
-                path: Some(path),
             };
         }
     }
@@ -324,19 +324,17 @@ pub fn committed_with<T>(
 /// Whether a read under the lock that finds its file clean remembers it ([`clean_versions`]).
 #[derive(Clone, Copy)]
 struct Remember<'p> {
-    /// The device whose files may be remembered (none: nothing is).
-    dev: Option<u64>,
+    /// The device whose files may be remembered and the path read, relative to the root (none:
+    /// nothing is remembered).
+    at: Option<(u64, &'p Path)>,
     /// The generation of the file first opened, already read (it never changes for an inode).
     generation: Option<u32>,
-    /// The path read, relative to the root.
-    path: Option<&'p Path>,
 }
 
 impl Remember<'_> {
     const NEVER: Remember<'static> = Remember {
-        dev: None,
+        at: None,
         generation: None,
-        path: None,
     };
 }
 
@@ -381,23 +379,23 @@ fn locked<T>(
                 return Err(e);
             }
         };
+        let mut generation = remember.generation;
         if clean
-            && remember.dev == Some(meta.dev())
-            && let Some(path) = remember.path
+            && let Some((dev, path)) = remember.at
+            && dev == meta.dev()
         {
-            let version = match remember.generation {
-                Some(generation) => Some(Version::with_generation(&meta, generation)),
-                None => Version::of(&file, &meta),
-            };
-            if let Some(version) = version {
-                clean_versions::remember(version, path);
+            // A file opened again (it moved while we waited) has its generation read here,
+            // once, for the memory and the ETag both.
+            generation = generation.or_else(|| crate::sys::inode_generation(file.as_fd()).ok());
+            if let Some(generation) = generation {
+                clean_versions::remember(Version::with_generation(&meta, generation), path);
             }
         }
         let seen = Committed {
             file,
             meta,
             len,
-            generation: remember.generation,
+            generation,
         };
         let made = under_lock(&seen);
         let _ = seen.file.unlock();
