@@ -219,6 +219,27 @@ pub fn sendfile(socket: &impl AsRawFd, file: &impl AsRawFd, offset: &mut u64, co
     Ok(n as usize)
 }
 
+/// Sets or clears `TCP_CORK` on `socket`: while set, the kernel sends only full segments, so a
+/// head and the file data `sendfile` queues after it leave together. Clearing it sends what
+/// is left at once.
+pub fn set_cork(socket: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let value = libc::c_int::from(on);
+    // SAFETY: `value` is a live c_int whose size is passed; the fd is borrowed for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The termination signals the server stops gracefully on.
 const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
 

@@ -14,6 +14,7 @@ use crate::time::http_date;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::TcpStream;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
@@ -312,6 +313,7 @@ pub fn write_response(stream: &TcpStream, resp: Response, keep_alive: bool, head
             out.write_all(&head).map(|()| len).map_err(cut_at_start)
         }
         ResponseBody::File { file, offset, len } => {
+            let _corked = Corked::on(stream);
             out.write_all(&head).map_err(cut_at_start)?;
             send_file(stream, file, offset, len)
         }
@@ -360,6 +362,26 @@ fn send_stream(
         if n == 0 {
             return Ok(sent);
         }
+    }
+}
+
+/// `TCP_CORK` held on a socket for a head and the file sent after it, cleared on drop. The
+/// connection's `TCP_NODELAY` otherwise pushes each piece `sendfile` queues as its own
+/// segment: a 1 GiB GET to curl measured 2.36–2.71 GB/s without, 2.92–3.03 with (nginx, which
+/// corks the same way: 2.93–2.96), medians of 5, three alternating rounds. Best effort: a
+/// socket that refuses it is only slower.
+struct Corked<'a>(&'a TcpStream);
+
+impl<'a> Corked<'a> {
+    fn on(stream: &'a TcpStream) -> Corked<'a> {
+        let _ = sys::set_cork(stream.as_fd(), true);
+        Corked(stream)
+    }
+}
+
+impl Drop for Corked<'_> {
+    fn drop(&mut self) {
+        let _ = sys::set_cork(self.0.as_fd(), false);
     }
 }
 
