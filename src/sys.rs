@@ -138,6 +138,27 @@ impl AsRawFd for Epoll {
     }
 }
 
+/// Writes all of `buf` to `fd` with `write(2)`, retrying after a signal or a short write.
+pub fn write_all_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
+    let mut left = buf;
+    while !left.is_empty() {
+        // SAFETY: the pointer and length describe `left`, which lives across the call.
+        let n = unsafe { libc::write(fd, left.as_ptr().cast(), left.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        left = &left[n as usize..];
+    }
+    Ok(())
+}
+
 /// Shuts down both directions of the socket `fd` (a blocked read or write on it fails at
 /// once); errors are ignored. The caller keeps `fd` open for the call (the server's registry
 /// of sockets in service lists only sockets whose guard, borrowing them, is alive).

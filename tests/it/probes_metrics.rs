@@ -333,6 +333,77 @@ fn a_connection_refused_at_the_connection_limit_is_counted() {
     assert_counted(&s, "5xx", before, "a 503 at the connection limit");
 }
 
+/// Runs a command with its stderr read by the shell's `read`, which takes one byte per system
+/// call: a pipe reader too slow for the server, so the pipe fills and a write longer than it
+/// takes whole goes in pieces. Lines are copied to the wrapper's own stderr.
+const SLOW_STDERR_READER: &str =
+    r#"exec 3>&2; "$@" 2>&1 >/dev/null | while IFS= read -r line; do printf '%s\n' "$line" >&3; done"#;
+
+/// Lines from many threads stay whole through a pipe read too slowly: short lines, and lines
+/// longer than a pipe takes in one piece (4 KiB; here access lines with 6 KiB paths), which
+/// the kernel then writes in pieces that another writer's line could otherwise split.
+#[test]
+fn log_lines_stay_whole_through_a_slow_pipe() {
+    let wrapper: Vec<String> = ["sh", "-c", SLOW_STDERR_READER, "sh"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (_root_home, root) = shared_root();
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    s.write("f.txt", b"x\n");
+    const LONG_CLIENTS: usize = 4;
+    const REQUESTS: usize = 15;
+    let long_path = |letter: char| format!("/file/{}", format!("{}/", letter.to_string().repeat(200)).repeat(30));
+    thread::scope(|scope| {
+        for client in 0..LONG_CLIENTS {
+            let s = &s;
+            scope.spawn(move || {
+                let path = long_path(char::from(b'a' + client as u8));
+                for _ in 0..REQUESTS {
+                    let mut conn = s.connect();
+                    conn.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+                    conn.response();
+                }
+            });
+        }
+        for _ in 0..2 {
+            let s = &s;
+            scope.spawn(move || {
+                for _ in 0..REQUESTS * 4 {
+                    let mut conn = s.connect();
+                    conn.send(b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+                    conn.response().assert_ok_body("x\n");
+                }
+            });
+        }
+    });
+    let want = LONG_CLIENTS * REQUESTS + 2 * REQUESTS * 4;
+    // Counted by their tags, not by lines: a split line may have swallowed another.
+    let access = |log: &str| log.matches("[access]").count();
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || access(&s.log()) >= want),
+        "only {} of {want} access lines came",
+        access(&s.log())
+    );
+    let long_paths: Vec<String> = (0..LONG_CLIENTS)
+        .map(|c| long_path(char::from(b'a' + c as u8)))
+        .collect();
+    for line in s.log().lines() {
+        // 2026-12-06T14:46:59.832Z INFO  [access] ...
+        let stamped = line.len() > 25 && line.as_bytes()[4] == b'-' && line.as_bytes()[23] == b'Z';
+        assert!(stamped, "a line that does not start with its time: {:.200}", line);
+        if !line.contains("[access]") {
+            continue;
+        }
+        let path = line.split(' ').find(|w| w.starts_with("/file/")).unwrap_or_default();
+        assert!(
+            path == "/file/f.txt" || long_paths.iter().any(|p| p == path),
+            "an access line whose path is not one any client sent (split by another line?): {:.300}",
+            line
+        );
+    }
+}
+
 /// Every log line, the access log's included, leaves in one `write(2)` of its own to stderr:
 /// lines from two threads cannot interleave, and a request costs one system call to log.
 #[test]
