@@ -121,7 +121,7 @@ pub(crate) fn send(stream: &TcpStream, resp: Response, to: Answered<'_>, deliver
     let (method, path) = to.head.map_or(("-", "-"), |h| (h.method.as_str(), h.logged_path()));
     let note = to.note.map(|n| format!(" ({n})")).unwrap_or_default();
     log::info!(
-        target: "access",
+        target: crate::logging::ACCESS_TARGET,
         "{} {method} {path} {status} in={} out={bytes_out} {}ms{note}{cut}",
         Peer(to.remote),
         to.bytes_in,

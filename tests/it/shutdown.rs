@@ -53,3 +53,31 @@ fn sigterm_cuts_off_stalled_upload_after_shutdown_timeout() {
     assert_same_bytes(&s.read(TARGET), ORIGINAL, "target of an upload cut off by shutdown");
     assert!(s.temp_files().is_empty(), "temp files after exit: {:?}", s.temp_files());
 }
+
+/// The access lines of every request answered before a SIGTERM are in the log, before the line
+/// saying the signal came: access lines still gathering for the log writer go out before any
+/// other line, and before the process ends.
+#[test]
+fn every_answered_request_is_logged_before_the_server_stops() {
+    let mut s = Server::start();
+    s.write("f.txt", b"x\n");
+    const REQUESTS: usize = 300;
+    let mut conn = s.connect();
+    for _ in 1..REQUESTS {
+        conn.send(b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        conn.response().assert_ok_body("x\n");
+    }
+    // The server closes a connection after it logged the last answer on it: once the close
+    // is seen, every access line was logged.
+    conn.send(b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let last = conn.read_to_close();
+    assert!(last.ends_with("\r\n\r\nx\n"), "the last answer: {last:?}");
+    s.signal(libc::SIGTERM);
+    assert_exits_cleanly(&mut s);
+    let stopped = wait_until(SETTLE_TIMEOUT, || s.log().contains("] stopped"));
+    let log = s.log();
+    assert!(stopped, "no `stopped` line:\n{log}");
+    let before_signal = log.split("] signal ").next().unwrap_or_default();
+    let logged = before_signal.matches("GET /file/f.txt 200").count();
+    assert_eq!(logged, REQUESTS, "access lines before the signal's line:\n{log}");
+}
