@@ -138,7 +138,9 @@ impl AsRawFd for Epoll {
     }
 }
 
-/// Writes all of `buf` to `fd` with `write(2)`, retrying after a signal or a short write.
+/// Writes all of `buf` to `fd` with `write(2)`, retrying after a signal or a short write, and
+/// waiting for room where `fd` is non-blocking (a pipe another process made so): what was
+/// begun is finished, never left cut in the middle.
 pub fn write_all_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     let mut left = buf;
     while !left.is_empty() {
@@ -146,10 +148,19 @@ pub fn write_all_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
         let n = unsafe { libc::write(fd, left.as_ptr().cast(), left.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    let mut entry = [libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    }];
+                    poll(&mut entry, -1)?;
+                    continue;
+                }
+                _ => return Err(e),
             }
-            return Err(e);
         }
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());

@@ -404,6 +404,95 @@ fn log_lines_stay_whole_through_a_slow_pipe() {
     }
 }
 
+/// Log lines stay whole, and none is lost, when stderr is a pipe whose writing end another
+/// process made non-blocking, read slowly: a write the pipe takes only in part is finished once
+/// there is room, not left cut in the middle of a line.
+#[test]
+fn log_lines_stay_whole_on_a_non_blocking_pipe() {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::{Arc, Mutex};
+    let (_home, root) = shared_root();
+    fs::write(root.join("f.txt"), b"x\n").unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: both descriptors were just returned by pipe(2) and are owned here only.
+    let (reading, writing) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on descriptors this test owns; F_SETPIPE_SZ makes the pipe one page.
+    unsafe {
+        let flags = libc::fcntl(writing.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(writing.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        libc::fcntl(reading.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
+    }
+    let mut child = Command::new(crate::support::server_binary())
+        .args(["--listen", "127.0.0.1:0", "--storage"])
+        .arg(&root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(writing))
+        .spawn()
+        .expect("start the server");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let log = Arc::clone(&log);
+        let mut pipe = fs::File::from(reading);
+        thread::spawn(move || {
+            let mut piece = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut piece) {
+                if n == 0 {
+                    break;
+                }
+                log.lock().unwrap().extend_from_slice(&piece[..n]);
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let port = |t: &str| {
+        let at = t.find("listening on 127.0.0.1:")? + "listening on 127.0.0.1:".len();
+        t[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<u16>().ok()
+    };
+    assert!(
+        wait_until(SETTLE_TIMEOUT, || port(&text()).is_some()),
+        "no start line: {}",
+        text()
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port(&text()).unwrap()));
+    const CLIENTS: usize = 4;
+    const REQUESTS: usize = 500;
+    thread::scope(|scope| {
+        for _ in 0..CLIENTS {
+            scope.spawn(move || {
+                let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+                let mut answer = Vec::new();
+                for _ in 0..REQUESTS {
+                    conn.write_all(b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+                    answer.clear();
+                    let mut piece = [0u8; 1024];
+                    while !answer.ends_with(b"\r\n\r\nx\n") {
+                        let n = conn.read(&mut piece).expect("read an answer");
+                        assert!(n > 0, "the server closed the connection");
+                        answer.extend_from_slice(&piece[..n]);
+                    }
+                }
+            });
+        }
+    });
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    reader.join().unwrap();
+    let all = text();
+    for line in all.lines() {
+        let stamped = line.len() > 25 && line.as_bytes()[4] == b'-' && line.as_bytes()[23] == b'Z';
+        let stamps = line.matches("Z INFO ").count() + line.matches("Z WARN ").count();
+        assert!(stamped && stamps == 1, "a line cut or glued to another: {line:.300}");
+    }
+    let logged = all.matches("GET /file/f.txt 200").count();
+    assert_eq!(logged, CLIENTS * REQUESTS, "access lines logged");
+}
+
 /// Every write to stderr is whole lines, and access lines go out in batches: never more writes
 /// than lines, and fewer when requests come faster than the writer's gathering time.
 #[test]
