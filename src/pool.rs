@@ -70,8 +70,6 @@ pub struct Pool<J: Send + 'static> {
 /// The jobs waiting for a worker, oldest first, each with the instant it was queued.
 struct Queue<J> {
     jobs: Mutex<QueueState<J>>,
-    /// Signalled when a job is queued or the queue closes.
-    ready: Condvar,
     /// Signalled when a worker exits (after the queue closed and emptied).
     exited: Condvar,
     capacity: usize,
@@ -82,6 +80,12 @@ struct QueueState<J> {
     closed: bool,
     /// Worker threads that have not exited yet.
     alive: usize,
+    /// Workers asleep for want of a job, the last to fall asleep on top: a job wakes that one
+    /// ([`thread::Thread::unpark`]). A condition variable wakes the longest asleep, so jobs
+    /// went round all the threads of the pool, each woken with its stack and caches cold: 4 KiB
+    /// GETs from 256 connections (a few thousand a second reach the pool from the reactor),
+    /// five alternating rounds, 71.7k -> 73.1k requests/s, 18.6 -> 18.2 µs of CPU each.
+    asleep: Vec<thread::Thread>,
 }
 
 impl<J> Queue<J> {
@@ -104,8 +108,8 @@ impl<J: Send + 'static> Pool<J> {
                 jobs: VecDeque::with_capacity(queue.min(1024)),
                 closed: false,
                 alive: 0,
+                asleep: Vec::with_capacity(workers),
             }),
-            ready: Condvar::new(),
             exited: Condvar::new(),
             capacity: queue,
         });
@@ -143,8 +147,11 @@ impl<J: Send + 'static> Pool<J> {
         }
         state.jobs.push_back((job, Instant::now()));
         self.gauges.queued.store(state.jobs.len(), Ordering::Relaxed);
+        let sleeper = state.asleep.pop();
         drop(state);
-        self.queue.ready.notify_one();
+        if let Some(worker) = sleeper {
+            worker.unpark();
+        }
         Ok(())
     }
 
@@ -164,8 +171,14 @@ impl<J: Send + 'static> Pool<J> {
     /// Stops taking jobs; those already queued still run. Each worker exits once the queue is
     /// empty and its job is done.
     pub fn close(&self) {
-        self.queue.lock().closed = true;
-        self.queue.ready.notify_all();
+        let asleep = {
+            let mut state = self.queue.lock();
+            state.closed = true;
+            std::mem::take(&mut state.asleep)
+        };
+        for worker in asleep {
+            worker.unpark();
+        }
     }
 
     /// Waits until every worker has exited, or `deadline` passes; true (and every thread
@@ -193,6 +206,21 @@ impl<J: Send + 'static> Pool<J> {
     }
 }
 
+/// Puts this worker to sleep on top of the sleepers until a job or the close wakes it (or a
+/// spurious wake-up: the caller looks again), and takes it off the stack if it is still there.
+fn sleep<'a, J>(queue: &'a Queue<J>, mut state: MutexGuard<'a, QueueState<J>>) -> MutexGuard<'a, QueueState<J>> {
+    let me = thread::current();
+    let id = me.id();
+    state.asleep.push(me);
+    drop(state);
+    thread::park();
+    let mut state = queue.lock();
+    if let Some(at) = state.asleep.iter().rposition(|t| t.id() == id) {
+        state.asleep.remove(at);
+    }
+    state
+}
+
 fn work<J>(queue: &Queue<J>, gauges: &PoolGauges, run: &dyn Fn(J)) {
     loop {
         let job = {
@@ -210,7 +238,7 @@ fn work<J>(queue: &Queue<J>, gauges: &PoolGauges, run: &dyn Fn(J)) {
                     queue.exited.notify_all();
                     break None;
                 }
-                state = queue.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+                state = sleep(queue, state);
             }
         };
         let Some(job) = job else { return };
@@ -250,6 +278,34 @@ mod tests {
         join(pool);
         assert_eq!(gauges.busy.load(Ordering::Relaxed), 0);
         assert_eq!(gauges.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_job_wakes_the_worker_that_fell_asleep_last() {
+        let (ran_tx, ran_rx) = channel::<String>();
+        let ran_tx = Mutex::new(ran_tx);
+        let pool = Pool::start("test-lifo", 3, 4, Arc::new(PoolGauges::default()), move |_: u32| {
+            let name = thread::current().name().unwrap_or_default().to_string();
+            let _ = ran_tx.lock().unwrap().send(name);
+        })
+        .unwrap();
+        let all_asleep = || {
+            (0..5000).any(|_| {
+                let asleep = pool.queue.lock().asleep.len() == 3;
+                if !asleep {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                asleep
+            })
+        };
+        assert!(all_asleep(), "the workers never all fell asleep");
+        pool.try_submit(1).unwrap();
+        let first = ran_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(all_asleep(), "the first job's worker never fell asleep again");
+        pool.try_submit(2).unwrap();
+        let second = ran_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(second, first, "the next job went to a worker asleep for longer");
+        join(pool);
     }
 
     #[test]
