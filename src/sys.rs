@@ -488,7 +488,7 @@ const MAX_STALE_RETRIES: usize = 8;
 /// distributed filesystem (GlusterFS, NFS) answers `ESTALE` when a name it had cached was
 /// renamed or replaced on another client (about one open in 1,000-2,500 right after a rename
 /// on GlusterFS): looking the name up again finds the new file.
-fn retry_stale<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+pub fn retry_stale<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     let mut tries = 0;
     loop {
         match call() {

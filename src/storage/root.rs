@@ -76,7 +76,8 @@ impl Root {
                 "the storage root was moved, removed or replaced",
             )
         };
-        let now = match std::fs::metadata(&self.path) {
+        // A stale lookup (a network volume's name cache) is tried again, as every lookup is.
+        let now = match crate::sys::retry_stale(|| std::fs::metadata(&self.path)) {
             Ok(now) => now,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
             Err(e) => return Err(e),
