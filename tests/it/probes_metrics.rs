@@ -333,6 +333,15 @@ fn a_connection_refused_at_the_connection_limit_is_counted() {
     assert_counted(&s, "5xx", before, "a 503 at the connection limit");
 }
 
+/// A server on a new root holding `f.txt` (`x\n`), run under `wrapper`; the root's home with it.
+fn wrapped_with_a_file(wrapper: &[&str]) -> (crate::support::TempDir, Server) {
+    let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+    let (home, root) = shared_root();
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    s.write("f.txt", b"x\n");
+    (home, s)
+}
+
 /// Runs a command with its stderr read by the shell's `read`, which takes one byte per system
 /// call: a pipe reader too slow for the server, so the pipe fills and a write longer than it
 /// takes whole goes in pieces. Lines are copied to the wrapper's own stderr.
@@ -344,13 +353,7 @@ const SLOW_STDERR_READER: &str =
 /// the kernel then writes in pieces that another writer's line could otherwise split.
 #[test]
 fn log_lines_stay_whole_through_a_slow_pipe() {
-    let wrapper: Vec<String> = ["sh", "-c", SLOW_STDERR_READER, "sh"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let (_root_home, root) = shared_root();
-    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
-    s.write("f.txt", b"x\n");
+    let (_root_home, s) = wrapped_with_a_file(&["sh", "-c", SLOW_STDERR_READER, "sh"]);
     const LONG_CLIENTS: usize = 4;
     const REQUESTS: usize = 15;
     let long_path = |letter: char| format!("/file/{}", format!("{}/", letter.to_string().repeat(200)).repeat(30));
@@ -502,7 +505,8 @@ fn log_writes_are_whole_lines_and_access_lines_are_batched() {
     }
     let home = crate::support::TempDir::new();
     let trace = home.path().join("writes.strace");
-    let wrapper: Vec<String> = [
+    let trace_arg = trace.to_str().unwrap();
+    let wrapper = [
         "strace",
         "-f",
         "-qq",
@@ -511,20 +515,11 @@ fn log_writes_are_whole_lines_and_access_lines_are_batched() {
         "-e",
         "trace=write",
         "-o",
-        trace.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (_root_home, root) = shared_root();
-    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
-    s.write("f.txt", b"x\n");
+        trace_arg,
+    ];
+    let (_root_home, s) = wrapped_with_a_file(&wrapper);
     const REQUESTS: usize = 200;
-    let mut conn = s.connect();
-    for _ in 0..REQUESTS {
-        conn.send(b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\n\r\n");
-        conn.response().assert_ok_body("x\n");
-    }
+    s.connect().get_ok_times("/file/f.txt", "x\n", REQUESTS);
     s.get("/file/missing").assert_status(404);
     let access = |log: &str| log.matches("[access]").count();
     assert!(

@@ -63,10 +63,7 @@ fn every_answered_request_is_logged_before_the_server_stops() {
     s.write("f.txt", b"x\n");
     const REQUESTS: usize = 300;
     let mut conn = s.connect();
-    for _ in 1..REQUESTS {
-        conn.send(b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\n\r\n");
-        conn.response().assert_ok_body("x\n");
-    }
+    conn.get_ok_times("/file/f.txt", "x\n", REQUESTS - 1);
     // The server closes a connection after it logged the last answer on it: once the close
     // is seen, every access line was logged.
     conn.send(b"GET /file/f.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");

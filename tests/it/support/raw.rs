@@ -103,6 +103,17 @@ impl Conn {
         }
     }
 
+    /// Sends `count` kept-alive GETs of `path`, each answered 200 with `body` before the next.
+    #[track_caller]
+    pub fn get_ok_times(&mut self, path: &str, body: &str, count: usize) -> &mut Self {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        for _ in 0..count {
+            self.send(request.as_bytes());
+            self.response().assert_ok_body(body);
+        }
+        self
+    }
+
     /// Reads the next complete response, or `None` if the connection fails or closes first
     /// (a server killed mid-request); never panics on the connection, only on a bad response.
     pub fn try_response(&mut self) -> Option<Response> {
