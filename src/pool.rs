@@ -45,12 +45,26 @@ impl PoolGauges {
     /// its own (a parked connection becoming readable) takes no place from a job submitted
     /// meanwhile, which is then queued rather than refused. It is taken as soon as a worker
     /// looks at the queue again (the waiting one, after its short bounded wait, or another).
-    pub fn idle_while<T>(&self, wait: impl FnOnce() -> T) -> T {
+    /// When `wait` finds nothing (`None`), the worker stays counted idle until its job returns,
+    /// which it must then do at once: counted busy again meanwhile, it made a request that came
+    /// then, with one already queued, look refused-worthy (a 503 to a client that never had
+    /// more requests in flight than the pool holds, seen once in a loaded test run).
+    pub fn idle_while<T>(&self, wait: impl FnOnce() -> Option<T>) -> Option<T> {
         self.busy.fetch_sub(1, Ordering::Relaxed);
         let done = wait();
-        self.busy.fetch_add(1, Ordering::Relaxed);
+        if done.is_some() {
+            self.busy.fetch_add(1, Ordering::Relaxed);
+        } else {
+            COUNTED_IDLE.set(true);
+        }
         done
     }
+}
+
+thread_local! {
+    /// Set when this worker's job already counted it idle ([`PoolGauges::idle_while`]): the
+    /// pool then does not count it out of [`PoolGauges::busy`] a second time.
+    static COUNTED_IDLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The one admission rule: with `waiting` jobs queued, one more is taken while they fit the
@@ -246,7 +260,9 @@ fn work<J>(queue: &Queue<J>, gauges: &PoolGauges, run: &dyn Fn(J)) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job))).is_err() {
             log::error!("a worker job panicked; the worker carries on");
         }
-        gauges.busy.fetch_sub(1, Ordering::Relaxed);
+        if !COUNTED_IDLE.replace(false) {
+            gauges.busy.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
