@@ -297,6 +297,24 @@ mod tests {
     }
 
     #[test]
+    fn a_job_whose_wait_found_nothing_is_counted_idle_until_it_returns_and_only_once() {
+        let gauges = Arc::new(PoolGauges::default());
+        let (busy_tx, busy_rx) = channel::<usize>();
+        let busy_tx = Mutex::new(busy_tx);
+        let seen = Arc::clone(&gauges);
+        let pool = Pool::start("test-idle", 1, 1, Arc::clone(&gauges), move |_: u32| {
+            let _ = seen.idle_while(|| None::<()>);
+            let _ = busy_tx.lock().unwrap().send(seen.busy.load(Ordering::Relaxed));
+        })
+        .unwrap();
+        pool.try_submit(1).unwrap();
+        let busy = busy_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(busy, 0, "counted busy again after a wait that found nothing");
+        join(pool);
+        assert_eq!(gauges.busy.load(Ordering::Relaxed), 0, "counted out of busy twice");
+    }
+
+    #[test]
     fn a_job_wakes_the_worker_that_fell_asleep_last() {
         let (ran_tx, ran_rx) = channel::<String>();
         let ran_tx = Mutex::new(ran_tx);

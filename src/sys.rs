@@ -151,10 +151,9 @@ pub fn write_all_fd(fd: RawFd, buf: &[u8]) -> io::Result<()> {
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => {
-                    let mut entry = [libc::pollfd {
-                        fd,
+                    let mut entry = [PollFd {
                         events: libc::POLLOUT,
-                        revents: 0,
+                        ..poll_entry(fd)
                     }];
                     poll(&mut entry, -1)?;
                     continue;

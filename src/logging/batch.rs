@@ -11,7 +11,7 @@
 //! Every other record (the start line, warnings, errors, `stopped`) is written at once by the
 //! thread that logs it, the pending access lines first: the log keeps its order, and nothing
 //! is lost when the process ends on its own. A process killed (SIGKILL, OOM) loses the access
-//! lines not yet written, those of about its last [`GATHER`]. Every write to stderr happens
+//! lines still gathering for the writer. Every write to stderr happens
 //! under [`OUT`], so lines never interleave, however long, and wherever stderr leads (a pipe
 //! takes more than 4 KiB in pieces).
 //!
@@ -28,7 +28,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long the writer lets access lines gather after the first one before it writes them.
-pub(super) const GATHER: Duration = Duration::from_millis(1);
+const GATHER: Duration = Duration::from_millis(1);
 /// Most bytes of access lines waiting for the writer.
 const MOST_PENDING: usize = 16 * 1024;
 
@@ -72,12 +72,7 @@ pub(super) fn start() -> bool {
 /// Queues an access line (newline included) for the writer.
 pub(super) fn append(line: &[u8]) {
     let mut pending = lock(&PENDING);
-    if !pending.writer {
-        drop(pending);
-        write_now(line);
-        return;
-    }
-    if pending.bytes.len() + line.len() > MOST_PENDING {
+    if !pending.writer || pending.bytes.len() + line.len() > MOST_PENDING {
         drop(pending);
         write_now(line);
         return;

@@ -35,8 +35,8 @@ impl log::Log for StderrLines {
         LINE.with(|line| {
             let Ok(mut line) = line.try_borrow_mut() else {
                 // Logging from inside a log call (a Display impl that logs): write it plainly.
-                let mut nested = format_line(SystemTime::now(), record);
-                nested.push('\n');
+                let mut nested = String::new();
+                write_line(&mut nested, SystemTime::now(), record);
                 batch::write_now(nested.as_bytes());
                 return;
             };
@@ -101,17 +101,17 @@ fn write_line(out: &mut String, now: SystemTime, record: &log::Record<'_>) {
 /// Width the level is padded to (`ERROR`, `INFO `).
 const LEVEL_WIDTH: usize = 5;
 
-/// The line for `record` at `now`, without its newline.
-fn format_line(now: SystemTime, record: &log::Record<'_>) -> String {
-    let mut out = String::new();
-    write_line(&mut out, now, record);
-    out.pop();
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line for `record` at `now`, without its newline.
+    fn format_line(now: SystemTime, record: &log::Record<'_>) -> String {
+        let mut out = String::new();
+        write_line(&mut out, now, record);
+        out.pop();
+        out
+    }
     use std::time::Duration;
 
     #[test]

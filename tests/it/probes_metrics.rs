@@ -333,6 +333,18 @@ fn a_connection_refused_at_the_connection_limit_is_counted() {
     assert_counted(&s, "5xx", before, "a 503 at the connection limit");
 }
 
+/// Asserts `line` is one whole log line: it starts with its time
+/// (`2026-12-06T14:46:59.832Z INFO  [access] ...`) and carries no other line's start.
+#[track_caller]
+fn assert_whole_line(line: &str) {
+    let stamped = line.len() > 25 && line.as_bytes()[4] == b'-' && line.as_bytes()[23] == b'Z';
+    let stamps = ["Z INFO ", "Z WARN ", "Z ERROR "]
+        .iter()
+        .map(|s| line.matches(s).count())
+        .sum::<usize>();
+    assert!(stamped && stamps == 1, "a line cut or glued to another: {line:.300}");
+}
+
 /// A server on a new root holding `f.txt` (`x\n`), run under `wrapper`; the root's home with it.
 fn wrapped_with_a_file(wrapper: &[&str]) -> (crate::support::TempDir, Server) {
     let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
@@ -392,9 +404,7 @@ fn log_lines_stay_whole_through_a_slow_pipe() {
         .map(|c| long_path(char::from(b'a' + c as u8)))
         .collect();
     for line in s.log().lines() {
-        // 2026-12-06T14:46:59.832Z INFO  [access] ...
-        let stamped = line.len() > 25 && line.as_bytes()[4] == b'-' && line.as_bytes()[23] == b'Z';
-        assert!(stamped, "a line that does not start with its time: {:.200}", line);
+        assert_whole_line(line);
         if !line.contains("[access]") {
             continue;
         }
@@ -487,11 +497,7 @@ fn log_lines_stay_whole_on_a_non_blocking_pipe() {
     let _ = child.wait();
     reader.join().unwrap();
     let all = text();
-    for line in all.lines() {
-        let stamped = line.len() > 25 && line.as_bytes()[4] == b'-' && line.as_bytes()[23] == b'Z';
-        let stamps = line.matches("Z INFO ").count() + line.matches("Z WARN ").count();
-        assert!(stamped && stamps == 1, "a line cut or glued to another: {line:.300}");
-    }
+    all.lines().for_each(assert_whole_line);
     let logged = all.matches("GET /file/f.txt 200").count();
     assert_eq!(logged, CLIENTS * REQUESTS, "access lines logged");
 }
