@@ -153,3 +153,43 @@ fn if_range_with_old_etag_sends_whole_new_file() {
         partial.context
     );
 }
+
+/// A file body sent with `sendfile` goes out corked and the cork is cleared after it, for a
+/// whole file and a range alike: every `TCP_CORK` set is cleared again (a cork left set would
+/// hold the tail of every later answer on the connection for 200 ms).
+#[test]
+fn a_corked_file_body_is_uncorked_after_it() {
+    if !crate::support::strace_usable() {
+        return;
+    }
+    let home = crate::support::TempDir::new();
+    let trace = home.path().join("cork.strace");
+    let wrapper: Vec<String> = [
+        "strace",
+        "-f",
+        "-qq",
+        "-e",
+        "trace=setsockopt",
+        "-o",
+        trace.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let root = home.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let big = random_bytes(64 << 10, 7);
+    fs::write(root.join("big.bin"), &big).unwrap();
+    let s = Server::start_wrapped_on(&root, &wrapper, &[]);
+    let mut conn = s.connect();
+    conn.send(b"GET /file/big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_same_bytes(&conn.response().assert_status(200).body, &big, "the whole file");
+    conn.send(b"GET /file/big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=1-40000\r\n\r\n");
+    assert_same_bytes(&conn.response().assert_status(206).body, &big[1..=40000], "the range");
+    drop(conn);
+    s.get("/healthz").assert_status(200);
+    let traced = fs::read_to_string(&trace).unwrap_or_default();
+    let set = traced.matches("TCP_CORK, [1]").count();
+    let cleared = traced.matches("TCP_CORK, [0]").count();
+    assert_eq!((set, cleared), (2, 2), "corks set and cleared:\n{traced}");
+}
